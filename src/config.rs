@@ -1,0 +1,526 @@
+//! The config file: serde structs in reprow's own shape (`queue:` + `runner:`), parsed from
+//! YAML, then validated. Every field documents its meaning, unit and default.
+//!
+//! Durations accept reprow's Go-style strings (`2s`, `500ms`, `1m`) or a bare number of seconds,
+//! so reprow's sample configs load unchanged.
+
+use std::{fmt, num::NonZeroUsize, path::PathBuf, str::FromStr, time::Duration};
+
+use serde::{Deserialize, Deserializer};
+
+/// Why a config was refused. Carries where in the file the problem is.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// YAML syntax or a type/field error, with its line and column when known.
+    #[error("{location}{message}")]
+    Parse {
+        /// `line L column C: ` or empty.
+        location: String,
+        /// The parser's message.
+        message: String,
+    },
+    /// A value that parses but is not allowed.
+    #[error("{location}{key}: {message}")]
+    Invalid {
+        /// `line L: ` when the key was found in the text, else empty.
+        location: String,
+        /// Dotted key path, e.g. `runner.concurrency`.
+        key: &'static str,
+        /// What is wrong and what is allowed.
+        message: String,
+    },
+}
+
+/// The whole config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where jobs come from.
+    pub queue: QueueConfig,
+    /// Where jobs go.
+    pub runner: Runner,
+    /// Core threads, each running one event loop. Defaults to the number of CPUs.
+    #[serde(default)]
+    pub threads: Option<NonZeroUsize>,
+    /// I/O driver: `auto` (io_uring, falling back to epoll where refused), `io_uring` or
+    /// `epoll`. Defaults to `auto`.
+    #[serde(default)]
+    pub driver: DriverChoice,
+    /// Log level (`error`, `warn`, `info`, `debug`, `trace`). Defaults to `info`.
+    #[serde(default = "default_log_level")]
+    pub log_level: String,
+    /// On SIGINT/SIGTERM, how long in-flight jobs may take to finish. Defaults to 30 seconds.
+    #[serde(default = "default_shutdown_timeout", deserialize_with = "duration")]
+    pub shutdown_timeout: Duration,
+}
+
+/// Which I/O driver the cores run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DriverChoice {
+    /// io_uring when the kernel allows it, else epoll.
+    #[default]
+    Auto,
+    /// io_uring only; fail to start if refused.
+    IoUring,
+    /// epoll only.
+    Epoll,
+}
+
+/// The queue backend, tagged by `type`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum QueueConfig {
+    /// A Linux named pipe, one job per line.
+    Fifo(FifoConfig),
+}
+
+/// `queue: {type: fifo, ...}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FifoConfig {
+    /// Path of the FIFO; created (mode 0660) if missing.
+    pub path: PathBuf,
+    /// Queue name sent in `X-Reprow-Queue`. Defaults to the FIFO's file name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// `raw` (the line is the payload) or `json` (an envelope). Defaults to `raw`.
+    #[serde(default)]
+    pub format: LineFormat,
+    /// Longest accepted line in bytes, newline excluded. Defaults to 1 MiB.
+    #[serde(default = "default_max_line_bytes")]
+    pub max_line_bytes: usize,
+    /// Jobs that failed for good, as JSON lines. Defaults to `reprow-failed.jsonl`.
+    #[serde(default = "default_failed_path")]
+    pub failed_path: PathBuf,
+    /// Jobs still held in memory at shutdown, as JSON lines in the `json` envelope format (so
+    /// they can be written back into a `format: json` FIFO). Defaults to `reprow-pending.jsonl`.
+    #[serde(default = "default_pending_path")]
+    pub pending_path: PathBuf,
+    /// Most jobs held in memory at once (in flight, waiting for a retry, or queued for a core).
+    /// When reached, the FIFO is not read further. Defaults to 10000.
+    #[serde(default = "default_max_held_jobs")]
+    pub max_held_jobs: usize,
+}
+
+/// How a FIFO line becomes a job.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LineFormat {
+    /// The line's bytes are the payload.
+    #[default]
+    Raw,
+    /// `{"payload": ..., "headers": {...}, "content_type": "..."}`.
+    Json,
+}
+
+/// `runner: {type: http_proxy, ...}`: the only runner is the HTTP proxy.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Runner {
+    /// POST each job to an HTTP worker.
+    HttpProxy(RunnerConfig),
+}
+
+/// The HTTP runner. reprow's keys (`url`, `concurrency`, `timeout`, `default_retry_after`)
+/// keep their meaning.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunnerConfig {
+    /// Worker URL, `http://host[:port][/path]`.
+    pub url: String,
+    /// Most requests in flight across all cores. Defaults to 16.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// Per-request deadline (connect, send, whole response). Defaults to 30 seconds.
+    #[serde(default = "default_timeout", deserialize_with = "duration")]
+    pub timeout: Duration,
+    /// Fixed retry delay when the worker sends no `Retry-After` (reprow's key, seconds).
+    /// Unset: exponential backoff with jitter.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub default_retry_after: Option<Duration>,
+    /// Retries after the first attempt before a job fails for good. Defaults to 10.
+    #[serde(default = "default_max_retries")]
+    pub max_retries: u32,
+    /// First backoff step; doubles per attempt. Defaults to 1 second.
+    #[serde(default = "default_backoff_base", deserialize_with = "duration")]
+    pub backoff_base: Duration,
+    /// Longest backoff step. Defaults to 5 minutes.
+    #[serde(default = "default_backoff_max", deserialize_with = "duration")]
+    pub backoff_max: Duration,
+    /// Upper clamp for a worker's `Retry-After`. Defaults to 1 hour.
+    #[serde(default = "default_max_retry_after", deserialize_with = "duration")]
+    pub max_retry_after: Duration,
+    /// How long an idle keep-alive connection is kept. Shorter than common worker keep-alives
+    /// (gunicorn 2 s, Node 5 s) so reprow closes first. Defaults to 1.5 seconds.
+    #[serde(default = "default_pool_idle_timeout", deserialize_with = "duration")]
+    pub pool_idle_timeout: Duration,
+    /// Largest response head accepted. Defaults to 64 KiB.
+    #[serde(default = "default_max_response_head_bytes")]
+    pub max_response_head_bytes: usize,
+    /// Largest response body accepted. Defaults to 1 MiB.
+    #[serde(default = "default_max_response_body_bytes")]
+    pub max_response_body_bytes: usize,
+}
+
+const fn default_max_line_bytes() -> usize {
+    1024 * 1024
+}
+fn default_failed_path() -> PathBuf {
+    PathBuf::from("reprow-failed.jsonl")
+}
+fn default_pending_path() -> PathBuf {
+    PathBuf::from("reprow-pending.jsonl")
+}
+const fn default_max_held_jobs() -> usize {
+    10_000
+}
+const fn default_concurrency() -> usize {
+    16
+}
+const fn default_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+const fn default_max_retries() -> u32 {
+    10
+}
+const fn default_backoff_base() -> Duration {
+    Duration::from_secs(1)
+}
+const fn default_backoff_max() -> Duration {
+    Duration::from_secs(300)
+}
+const fn default_max_retry_after() -> Duration {
+    Duration::from_secs(3600)
+}
+const fn default_pool_idle_timeout() -> Duration {
+    Duration::from_millis(1500)
+}
+const fn default_max_response_head_bytes() -> usize {
+    64 * 1024
+}
+const fn default_max_response_body_bytes() -> usize {
+    1024 * 1024
+}
+fn default_log_level() -> String {
+    "info".to_string()
+}
+const fn default_shutdown_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// A duration as written in the file: a number of seconds or a Go/humantime string.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum DurationRepr {
+    Secs(u64),
+    Float(f64),
+    Text(String),
+}
+
+impl DurationRepr {
+    fn into_duration(self) -> Result<Duration, String> {
+        match self {
+            DurationRepr::Secs(s) => Ok(Duration::from_secs(s)),
+            DurationRepr::Float(f) if (0.0..1e12).contains(&f) => {
+                Ok(Duration::from_secs_f64(f))
+            }
+            DurationRepr::Float(f) => Err(format!("invalid duration {f}")),
+            DurationRepr::Text(t) => parse_duration(&t),
+        }
+    }
+}
+
+/// Parses `2s`, `1500ms`, `1m30s`, `1h` or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    if let Ok(secs) = u64::from_str(t) {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(t).map_err(|e| {
+        format!("invalid duration {t:?} ({e}); write e.g. \"2s\", \"500ms\", \"1m\" or a number of seconds")
+    })
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    DurationRepr::deserialize(d)?.into_duration().map_err(serde::de::Error::custom)
+}
+
+fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    match Option::<DurationRepr>::deserialize(d)? {
+        None => Ok(None),
+        Some(r) => r.into_duration().map(Some).map_err(serde::de::Error::custom),
+    }
+}
+
+/// The parts of a worker URL the client needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerUrl {
+    /// Host name or address, as written.
+    pub host: String,
+    /// Port (80 when absent).
+    pub port: u16,
+    /// Path and query, at least `/`.
+    pub path_and_query: String,
+    /// Value for the `Host` header.
+    pub authority: String,
+}
+
+impl WorkerUrl {
+    /// Parses an `http://` URL. HTTPS is not supported: workers sit on the same host or network.
+    pub fn parse(url: &str) -> Result<WorkerUrl, String> {
+        let uri: http::Uri = url.parse().map_err(|e| format!("invalid URL {url:?}: {e}"))?;
+        match uri.scheme_str() {
+            Some("http") => {}
+            Some(other) => {
+                return Err(format!("unsupported scheme {other:?} in {url:?}: only http:// is supported"))
+            }
+            None => return Err(format!("URL {url:?} needs a scheme, e.g. http://127.0.0.1:5000/")),
+        }
+        let authority = uri.authority().ok_or_else(|| format!("URL {url:?} has no host"))?;
+        if authority.as_str().contains('@') {
+            return Err(format!("URL {url:?} must not carry credentials"));
+        }
+        let host = authority.host().trim_start_matches('[').trim_end_matches(']').to_string();
+        let port = authority.port_u16().unwrap_or(80);
+        let path_and_query = uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
+        let path_and_query = if path_and_query.is_empty() { "/".into() } else { path_and_query };
+        Ok(WorkerUrl { host, port, path_and_query, authority: authority.as_str().to_string() })
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the file position of the problem.
+    pub fn load(path: &std::path::Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        Config::from_yaml(&text)
+    }
+
+    /// Parses and validates config text.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the position of the problem.
+    pub fn from_yaml(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = serde_yaml_ng::from_str(text).map_err(|e| ConfigError::Parse {
+            location: e
+                .location()
+                .map(|l| format!("line {} column {}: ", l.line(), l.column()))
+                .unwrap_or_default(),
+            message: e.to_string(),
+        })?;
+        config.validate(text)
+    }
+
+    /// The HTTP runner's settings.
+    pub fn runner(&self) -> &RunnerConfig {
+        match &self.runner {
+            Runner::HttpProxy(r) => r,
+        }
+    }
+
+    fn validate(self, text: &str) -> Result<Config, ConfigError> {
+        let invalid = |key: &'static str, message: String| ConfigError::Invalid {
+            location: locate(text, key).map(|l| format!("line {l}: ")).unwrap_or_default(),
+            key,
+            message,
+        };
+        let r = self.runner();
+        WorkerUrl::parse(&r.url).map_err(|m| invalid("runner.url", m))?;
+        if r.concurrency == 0 {
+            return Err(invalid("runner.concurrency", "must be at least 1".into()));
+        }
+        if r.concurrency > 100_000 {
+            return Err(invalid("runner.concurrency", "must be at most 100000".into()));
+        }
+        if r.timeout.is_zero() {
+            return Err(invalid("runner.timeout", "must be greater than zero".into()));
+        }
+        if r.backoff_base.is_zero() {
+            return Err(invalid("runner.backoff_base", "must be greater than zero".into()));
+        }
+        if r.backoff_max < r.backoff_base {
+            return Err(invalid("runner.backoff_max", "must not be less than backoff_base".into()));
+        }
+        if r.max_response_head_bytes < 256 {
+            return Err(invalid("runner.max_response_head_bytes", "must be at least 256".into()));
+        }
+        if r.pool_idle_timeout.is_zero() {
+            return Err(invalid("runner.pool_idle_timeout", "must be greater than zero".into()));
+        }
+        match &self.queue {
+            QueueConfig::Fifo(f) => {
+                if f.path.as_os_str().is_empty() {
+                    return Err(invalid("queue.path", "must not be empty".into()));
+                }
+                if f.max_line_bytes == 0 {
+                    return Err(invalid("queue.max_line_bytes", "must be at least 1".into()));
+                }
+                if f.max_held_jobs < r.concurrency {
+                    return Err(invalid(
+                        "queue.max_held_jobs",
+                        format!("must be at least runner.concurrency ({})", r.concurrency),
+                    ));
+                }
+                if f.name.as_deref().is_some_and(|n| !crate::http::codec::is_allowed_header_value(n) || n.is_empty()) {
+                    return Err(invalid("queue.name", "must be non-empty printable ASCII".into()));
+                }
+            }
+        }
+        if self.shutdown_timeout.is_zero() {
+            return Err(invalid("shutdown_timeout", "must be greater than zero".into()));
+        }
+        const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+        let level_ok = if self.log_level.contains('=') {
+            tracing_subscriber::EnvFilter::try_new(&self.log_level).is_ok()
+        } else {
+            LEVELS.contains(&self.log_level.to_ascii_lowercase().as_str())
+        };
+        if !level_ok {
+            return Err(invalid("log_level", format!("unknown level {:?}; use one of {}", self.log_level, LEVELS.join(", "))));
+        }
+        Ok(self)
+    }
+}
+
+/// Finds the 1-based line of a dotted key path by indentation, for error messages.
+fn locate(text: &str, key: &str) -> Option<usize> {
+    let mut parts = key.split('.').peekable();
+    let mut want = parts.next()?;
+    let mut min_indent = 0;
+    for (i, line) in text.lines().enumerate() {
+        let trimmed = line.trim_start();
+        let indent = line.len() - trimmed.len();
+        if indent < min_indent || trimmed.starts_with('#') {
+            continue;
+        }
+        if trimmed.strip_prefix(want).is_some_and(|rest| rest.trim_start().starts_with(':')) {
+            match parts.next() {
+                None => return Some(i + 1),
+                Some(next) => {
+                    want = next;
+                    min_indent = indent + 1;
+                }
+            }
+        }
+    }
+    None
+}
+
+impl fmt::Display for DriverChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DriverChoice::Auto => "auto",
+            DriverChoice::IoUring => "io_uring",
+            DriverChoice::Epoll => "epoll",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "queue:\n  type: fifo\n  path: /tmp/q\nrunner:\n  type: http_proxy\n  url: http://127.0.0.1:5000\n";
+
+    fn err(text: &str) -> String {
+        Config::from_yaml(text).expect_err("config should be refused").to_string()
+    }
+
+    #[test]
+    fn reprow_sample_loads_unchanged() {
+        let text = "queue:\n  type: fifo\n  path: /tmp/queue\nrunner:\n  type: http_proxy\n  url: http://127.0.0.1:5000\n  timeout: 2s\n  concurrency: 3\n  default_retry_after: 5\nlog_level: info\n";
+        let c = Config::from_yaml(text).unwrap();
+        assert_eq!(c.runner().timeout, Duration::from_secs(2));
+        assert_eq!(c.runner().concurrency, 3);
+        assert_eq!(c.runner().default_retry_after, Some(Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn defaults() {
+        let c = Config::from_yaml(MINIMAL).unwrap();
+        let r = c.runner();
+        assert_eq!(r.concurrency, 16);
+        assert_eq!(r.timeout, Duration::from_secs(30));
+        assert_eq!(r.max_retries, 10);
+        assert_eq!(c.shutdown_timeout, Duration::from_secs(30));
+        let QueueConfig::Fifo(f) = &c.queue;
+        assert_eq!(f.max_line_bytes, 1024 * 1024);
+        assert_eq!(f.format, LineFormat::Raw);
+    }
+
+    #[test]
+    fn rejections_name_key_and_line() {
+        let e = err(&MINIMAL.replace("5000\n", "5000\n  concurrency: 0\n"));
+        assert!(e.contains("line 7: runner.concurrency: must be at least 1"), "{e}");
+        let e = err(&MINIMAL.replace("http://", "https://"));
+        assert!(e.contains("runner.url") && e.contains("only http://"), "{e}");
+        let e = err(&MINIMAL.replace("5000\n", "5000\n  timeout: soon\n"));
+        assert!(e.contains("line 4") || e.contains("invalid duration"), "{e}");
+        let e = err(&MINIMAL.replace("5000\n", "5000\n  timeout: 0s\n"));
+        assert!(e.contains("runner.timeout: must be greater than zero"), "{e}");
+        let e = err(&MINIMAL.replace("path: /tmp/q", "path: /tmp/q\n  max_line_bytes: 0"));
+        assert!(e.contains("queue.max_line_bytes"), "{e}");
+        let e = err(&MINIMAL.replace("path: /tmp/q", "path: /tmp/q\n  max_held_jobs: 2"));
+        assert!(e.contains("queue.max_held_jobs"), "{e}");
+        let e = err(&format!("{MINIMAL}log_level: loud!!\n"));
+        assert!(e.contains("log_level"), "{e}");
+        let e = err(&format!("{MINIMAL}shutdown_timeout: 0\n"));
+        assert!(e.contains("shutdown_timeout"), "{e}");
+    }
+
+    #[test]
+    fn unknown_fields_and_types_are_refused() {
+        let e = err(&MINIMAL.replace("path: /tmp/q", "path: /tmp/q\n  colour: blue"));
+        assert!(e.contains("colour") && e.contains("line"), "{e}");
+        let e = err(&MINIMAL.replace("type: fifo", "type: kafka"));
+        assert!(e.contains("kafka"), "{e}");
+        let e = err(&MINIMAL.replace("type: http_proxy", "type: grpc"));
+        assert!(e.contains("grpc"), "{e}");
+        let e = err("queue: [");
+        assert!(e.contains("line"), "{e}");
+    }
+
+    #[test]
+    fn worker_urls() {
+        let u = WorkerUrl::parse("http://localhost:8081/jobs?x=1").unwrap();
+        assert_eq!((u.host.as_str(), u.port, u.path_and_query.as_str()), ("localhost", 8081, "/jobs?x=1"));
+        let u = WorkerUrl::parse("http://[::1]").unwrap();
+        assert_eq!((u.host.as_str(), u.port, u.path_and_query.as_str()), ("::1", 80, "/"));
+        assert!(WorkerUrl::parse("127.0.0.1:80").is_err());
+        assert!(WorkerUrl::parse("http://u:p@host/").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("1500ms").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
+        assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
+        assert!(parse_duration("fast").is_err());
+    }
+
+    #[test]
+    fn every_sample_config_validates() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sample");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "yaml") {
+                Config::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                seen += 1;
+            }
+        }
+        assert!(seen >= 1);
+    }
+}

@@ -1,0 +1,82 @@
+//! A per-core circuit breaker for a worker that refuses connections: while open, this core
+//! takes no jobs (so the source's channel fills and reading pauses) and one probe reconnects
+//! with growing delays until the worker listens again.
+
+use std::{cell::RefCell, net::SocketAddr, rc::Rc, sync::{atomic::Ordering::Relaxed, Arc}, time::Duration};
+
+use crate::{runtime::Shutdown, stats::Stats};
+
+/// First probe delay.
+const PROBE_MIN: Duration = Duration::from_millis(50);
+/// Longest probe delay.
+const PROBE_MAX: Duration = Duration::from_secs(2);
+
+/// Core-local breaker state. `open` holds the sender of a channel that is closed (dropped) when
+/// the breaker closes, which wakes every task waiting on it.
+pub struct Breaker {
+    open: RefCell<Option<(async_channel::Sender<()>, async_channel::Receiver<()>)>>,
+    stats: Arc<Stats>,
+}
+
+impl Breaker {
+    /// A closed breaker.
+    pub fn new(stats: Arc<Stats>) -> Rc<Breaker> {
+        Rc::new(Breaker { open: RefCell::new(None), stats })
+    }
+
+    /// Whether the breaker is open.
+    pub fn is_open(&self) -> bool {
+        self.open.borrow().is_some()
+    }
+
+    /// Opens the breaker (if closed) and starts the probe.
+    pub fn trip(self: &Rc<Self>, addrs: Vec<SocketAddr>, shutdown: Shutdown) {
+        if self.is_open() {
+            return;
+        }
+        *self.open.borrow_mut() = Some(async_channel::bounded(1));
+        self.stats.breakers_open.fetch_add(1, Relaxed);
+        tracing::warn!(worker = ?addrs, "Worker refuses connections; pausing this core and probing.");
+        let this = self.clone();
+        monoio::spawn(async move {
+            let mut delay = PROBE_MIN;
+            loop {
+                monoio::select! {
+                    _ = monoio::time::sleep(delay) => {}
+                    _ = shutdown.wait() => break,
+                }
+                let mut up = false;
+                for &addr in &addrs {
+                    if monoio::net::TcpStream::connect_addr(addr).await.is_ok() {
+                        up = true;
+                        break;
+                    }
+                }
+                if up {
+                    tracing::info!(worker = ?addrs, "Worker accepts connections again; resuming.");
+                    break;
+                }
+                delay = (delay * 2).min(PROBE_MAX);
+            }
+            this.close();
+        });
+    }
+
+    fn close(&self) {
+        if self.open.borrow_mut().take().is_some() {
+            self.stats.breakers_open.fetch_sub(1, Relaxed);
+        }
+    }
+
+    /// Resolves when the breaker is closed (at once if it is) or shutdown starts.
+    pub async fn wait_closed(&self, shutdown: &Shutdown) {
+        let rx = match &*self.open.borrow() {
+            None => return,
+            Some((_, rx)) => rx.clone(),
+        };
+        monoio::select! {
+            _ = rx.recv() => {}
+            _ = shutdown.wait() => {}
+        }
+    }
+}

@@ -1,0 +1,224 @@
+//! The dispatcher: on each core, a fixed number of worker tasks (the core's share of
+//! `concurrency`) take jobs, deliver them through the core's [`WorkerClient`], and settle them
+//! by outcome. It owns every job between the source handing it over and the source settling it.
+//!
+//! Invariant: a job taken from a channel is, at every moment, in exactly one of: a task's hands
+//! (`in_flight`), `sleeping` (waiting for a retry), the core's `ready` queue, or settled. That is
+//! what lets shutdown account for every job.
+
+pub mod breaker;
+pub mod retry;
+
+use std::{
+    cell::RefCell,
+    collections::HashMap,
+    rc::Rc,
+    sync::{atomic::Ordering::Relaxed, Arc},
+    time::{Duration, Instant},
+};
+
+use crate::{
+    http::client::{ClientError, WorkerClient},
+    job::{classify_status, Failure, Job, Outcome},
+    runtime::{bridge::JobReceiver, Shutdown},
+    source::Settle,
+    stats::Stats,
+};
+use breaker::Breaker;
+use retry::RetryPolicy;
+
+/// Everything one core's dispatcher needs. Core-local: `Rc`/`RefCell`, no locks.
+pub struct CoreDispatcher {
+    /// Core index, for logs.
+    pub core: usize,
+    shared: JobReceiver,
+    ready_tx: async_channel::Sender<Job>,
+    ready_rx: async_channel::Receiver<Job>,
+    settle: Arc<dyn Settle>,
+    client: WorkerClient,
+    policy: RetryPolicy,
+    stats: Arc<Stats>,
+    breaker: Rc<Breaker>,
+    shutdown: Shutdown,
+    in_flight: RefCell<HashMap<u64, Job>>,
+    sleeping: RefCell<HashMap<u64, Job>>,
+}
+
+impl CoreDispatcher {
+    /// A dispatcher for one core.
+    pub fn new(
+        core: usize,
+        shared: JobReceiver,
+        settle: Arc<dyn Settle>,
+        client: WorkerClient,
+        policy: RetryPolicy,
+        stats: Arc<Stats>,
+        shutdown: Shutdown,
+    ) -> Rc<CoreDispatcher> {
+        let (ready_tx, ready_rx) = async_channel::unbounded();
+        let breaker = Breaker::new(stats.clone());
+        Rc::new(CoreDispatcher {
+            core,
+            shared,
+            ready_tx,
+            ready_rx,
+            settle,
+            client,
+            policy,
+            stats,
+            breaker,
+            shutdown,
+            in_flight: RefCell::new(HashMap::new()),
+            sleeping: RefCell::new(HashMap::new()),
+        })
+    }
+
+    /// Runs `slots` worker tasks until shutdown, lets in-flight requests finish within
+    /// `grace`, then hands every job this core still holds back to the source as unfinished.
+    pub async fn run(self: Rc<Self>, slots: usize, grace: Duration) {
+        let mut tasks = Vec::with_capacity(slots);
+        for _ in 0..slots {
+            let this = self.clone();
+            tasks.push(monoio::spawn(async move { this.worker_loop().await }));
+        }
+        self.shutdown.wait().await;
+        let deadline = Instant::now() + grace;
+        for task in tasks {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if monoio::time::timeout(left, task).await.is_err() {
+                break;
+            }
+        }
+        let left_in_flight = self.in_flight.borrow().len();
+        if left_in_flight > 0 {
+            tracing::warn!(core = self.core, jobs = left_in_flight, "Shutdown timeout: saving jobs still in flight; they may run twice.");
+        }
+        let mut leftovers: Vec<Job> = self.in_flight.borrow_mut().drain().map(|(_, j)| j).collect();
+        leftovers.extend(self.sleeping.borrow_mut().drain().map(|(_, j)| j));
+        while let Ok(job) = self.ready_rx.try_recv() {
+            leftovers.push(job);
+        }
+        for job in leftovers {
+            self.settle.unfinished(job);
+        }
+    }
+
+    async fn worker_loop(self: Rc<Self>) {
+        loop {
+            if self.shutdown.is_triggered() {
+                return;
+            }
+            self.breaker.wait_closed(&self.shutdown).await;
+            if self.shutdown.is_triggered() {
+                return;
+            }
+            // Jobs already on this core (retries due, breaker requeues) go first.
+            let job = match self.ready_rx.try_recv() {
+                Ok(job) => job,
+                Err(_) => monoio::select! {
+                    j = self.ready_rx.recv() => match j { Ok(j) => j, Err(_) => return },
+                    j = self.shared.recv() => match j { Ok(j) => j, Err(_) => return },
+                    _ = self.shutdown.wait() => return,
+                },
+            };
+            self.deliver(job).await;
+        }
+    }
+
+    async fn deliver(self: &Rc<Self>, mut job: Job) {
+        job.attempts += 1;
+        self.in_flight.borrow_mut().insert(job.id, job.clone());
+        Stats::inc(&self.stats.dispatched);
+        self.stats.in_flight.fetch_add(1, Relaxed);
+        let started = Instant::now();
+        let result = self.client.send(&job, || Stats::inc(&self.stats.stale_connection_retries)).await;
+        self.stats.in_flight.fetch_sub(1, Relaxed);
+        self.in_flight.borrow_mut().remove(&job.id);
+        let outcome = match result {
+            Ok(resp) => {
+                let after = resp.head.retry_after.map(|r| r.delay_from(std::time::SystemTime::now()));
+                classify_status(resp.head.status, after, &resp.body)
+            }
+            Err(e) if e.is_refused() => {
+                // Nobody listens: the worker never saw the job, so the attempt does not count.
+                Stats::inc(&self.stats.connect_errors);
+                job.attempts -= 1;
+                self.breaker.trip(self.client.addrs().to_vec(), self.shutdown.clone());
+                if self.shutdown.is_triggered() {
+                    self.settle.unfinished(job);
+                } else if let Err(e) = self.ready_tx.try_send(job) {
+                    self.settle.unfinished(e.into_inner());
+                }
+                return;
+            }
+            Err(e) => {
+                match &e {
+                    ClientError::Timeout(_) => Stats::inc(&self.stats.timeouts),
+                    ClientError::Malformed(_) => Stats::inc(&self.stats.malformed_responses),
+                    ClientError::Connect { .. } => Stats::inc(&self.stats.connect_errors),
+                    ClientError::Io(_) => {}
+                }
+                Outcome::Retry { after: None, reason: Failure::transport(e.to_string()) }
+            }
+        };
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        self.settle_outcome(job, outcome, elapsed_ms);
+    }
+
+    fn settle_outcome(self: &Rc<Self>, job: Job, outcome: Outcome, elapsed_ms: u64) {
+        match outcome {
+            Outcome::Done => {
+                Stats::inc(&self.stats.succeeded);
+                tracing::debug!(queue = %job.queue, id = job.id, attempt = job.attempts, elapsed_ms, "Job done.");
+                self.settle.done(&job);
+            }
+            Outcome::Fail(failure) => {
+                Stats::inc(&self.stats.failed);
+                tracing::warn!(queue = %job.queue, id = job.id, attempt = job.attempts, status = ?failure.status, message = %failure.message, "Job failed permanently.");
+                self.settle.failed(&job, &failure);
+            }
+            Outcome::Retry { after, reason } => {
+                if !self.policy.may_retry(job.attempts) {
+                    Stats::inc(&self.stats.failed);
+                    let failure = Failure {
+                        status: reason.status,
+                        message: format!("retries exhausted after {} attempts: {}", job.attempts, reason.message),
+                    };
+                    tracing::warn!(queue = %job.queue, id = job.id, attempt = job.attempts, status = ?failure.status, message = %failure.message, "Job failed.");
+                    self.settle.failed(&job, &failure);
+                    return;
+                }
+                Stats::inc(&self.stats.retried);
+                let delay = self.policy.delay(job.attempts, after);
+                tracing::info!(queue = %job.queue, id = job.id, attempt = job.attempts, status = ?reason.status, message = %reason.message, delay_ms = delay.as_millis() as u64, "Job will be retried.");
+                if let Some(job) = self.settle.retry(job, delay) {
+                    self.hold_for_retry(job, delay);
+                }
+            }
+        }
+    }
+
+    /// Keeps a job in memory until its retry is due, then queues it on this core.
+    fn hold_for_retry(self: &Rc<Self>, job: Job, delay: Duration) {
+        if self.shutdown.is_triggered() {
+            self.settle.unfinished(job);
+            return;
+        }
+        let id = job.id;
+        self.sleeping.borrow_mut().insert(id, job);
+        let this = self.clone();
+        monoio::spawn(async move {
+            monoio::select! {
+                _ = monoio::time::sleep(delay) => {}
+                // At shutdown the core's drain takes the job from `sleeping`.
+                _ = this.shutdown.wait() => return,
+            }
+            let job = this.sleeping.borrow_mut().remove(&id);
+            if let Some(job) = job {
+                if let Err(e) = this.ready_tx.try_send(job) {
+                    this.settle.unfinished(e.into_inner());
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,269 @@
+//! The worker client: one per core, with its own keep-alive pool (no locks), driving the
+//! sans-IO codec over monoio sockets.
+
+use std::{
+    cell::RefCell,
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use bytes::BytesMut;
+use monoio::{
+    io::{AsyncReadRent, AsyncWriteRent},
+    net::TcpStream,
+};
+
+use super::{
+    codec::{RequestEncoder, RequestMeta, Response, ResponseDecoder, ResponseError},
+    iovec::RequestBufs,
+};
+use crate::job::Job;
+
+/// Where an error came from, so the dispatcher can act on a classification, not a string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorSource {
+    /// The worker misbehaved or is unreachable.
+    Worker,
+    /// reprow's own side failed (buffers, local sockets).
+    Internal,
+}
+
+/// A failed exchange with the worker. Every variant is retryable.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Could not connect; `refused` when nothing listens (the breaker trips on these).
+    #[error("connect to {addr} failed: {source}")]
+    Connect {
+        /// The worker address tried last.
+        addr: SocketAddr,
+        /// The socket error.
+        source: std::io::Error,
+    },
+    /// The request did not complete within the runner's timeout.
+    #[error("worker did not answer within {0:?}")]
+    Timeout(Duration),
+    /// Sending or receiving failed mid-exchange.
+    #[error("I/O error talking to the worker: {0}")]
+    Io(#[source] std::io::Error),
+    /// The worker's response could not be parsed.
+    #[error(transparent)]
+    Malformed(#[from] ResponseError),
+}
+
+impl ClientError {
+    /// Whether the worker refused the connection (nothing listening).
+    pub fn is_refused(&self) -> bool {
+        matches!(self, ClientError::Connect { source, .. } if source.kind() == std::io::ErrorKind::ConnectionRefused)
+    }
+
+    /// Where the error came from.
+    pub fn source_kind(&self) -> ErrorSource {
+        match self {
+            ClientError::Io(e) if e.kind() == std::io::ErrorKind::OutOfMemory => ErrorSource::Internal,
+            _ => ErrorSource::Worker,
+        }
+    }
+
+    /// Every client error leaves the job to be retried.
+    pub fn is_retryable(&self) -> bool {
+        true
+    }
+}
+
+/// Per-request settings of a client.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Worker addresses, tried in order when connecting.
+    pub addrs: Vec<SocketAddr>,
+    /// The Host header value.
+    pub authority: String,
+    /// Request target.
+    pub path_and_query: String,
+    /// Whole-exchange deadline.
+    pub timeout: Duration,
+    /// How long an idle pooled connection may be reused.
+    pub idle_timeout: Duration,
+    /// Largest response head.
+    pub max_head_bytes: usize,
+    /// Largest response body.
+    pub max_body_bytes: usize,
+    /// Most idle connections kept.
+    pub max_idle: usize,
+}
+
+struct Conn {
+    stream: TcpStream,
+    buf: BytesMut,
+    idle_since: Instant,
+    /// Served a request before: the worker may have closed it while it sat idle.
+    reused: bool,
+}
+
+/// Read buffer size per connection; most responses fit in one read.
+const READ_BUF: usize = 8 * 1024;
+
+/// What one round trip came to, and whether a stale pooled connection may explain a failure.
+struct Attempt {
+    result: Result<Response, ClientError>,
+    /// Nothing came back from a reused connection: the worker had closed it while idle.
+    stale: bool,
+}
+
+/// An HTTP/1.1 client bound to one core.
+pub struct WorkerClient {
+    config: ClientConfig,
+    encoder: RequestEncoder,
+    idle: RefCell<Vec<Conn>>,
+    head_bufs: RefCell<Vec<Vec<u8>>>,
+}
+
+impl WorkerClient {
+    /// A client with an empty pool.
+    pub fn new(config: ClientConfig) -> Self {
+        let encoder = RequestEncoder::new(&config.authority, &config.path_and_query);
+        WorkerClient { config, encoder, idle: RefCell::new(Vec::new()), head_bufs: RefCell::new(Vec::new()) }
+    }
+
+    /// The worker addresses.
+    pub fn addrs(&self) -> &[SocketAddr] {
+        &self.config.addrs
+    }
+
+    /// POSTs `job` (its `attempts` already counting this delivery) and returns the response.
+    ///
+    /// `on_stale` is called when a pooled connection turned out closed and the request is sent
+    /// again on a fresh one.
+    ///
+    /// # Errors
+    /// [`ClientError`]; all of them mean "retry".
+    ///
+    /// # Cancel safety
+    /// Dropping the future drops the connection in use; the pool stays consistent.
+    pub async fn send(&self, job: &Job, on_stale: impl Fn()) -> Result<Response, ClientError> {
+        let timeout = self.config.timeout;
+        match monoio::time::timeout(timeout, self.exchange(job, on_stale)).await {
+            Ok(r) => r,
+            Err(_) => Err(ClientError::Timeout(timeout)),
+        }
+    }
+
+    async fn exchange(&self, job: &Job, on_stale: impl Fn()) -> Result<Response, ClientError> {
+        if let Some(conn) = self.take_idle() {
+            let attempt = self.round_trip(conn, job).await;
+            if !attempt.stale {
+                return attempt.result;
+            }
+            // The worker closed the idle connection before reading our request (it answered
+            // nothing), so sending once more on a fresh connection cannot run the job twice.
+            on_stale();
+        }
+        let conn = self.connect().await?;
+        self.round_trip(conn, job).await.result
+    }
+
+    fn take_idle(&self) -> Option<Conn> {
+        let mut idle = self.idle.borrow_mut();
+        let now = Instant::now();
+        while let Some(conn) = idle.pop() {
+            if now.duration_since(conn.idle_since) < self.config.idle_timeout {
+                return Some(conn);
+            }
+            // Too old: the worker may close it any moment; drop it rather than race.
+        }
+        None
+    }
+
+    fn put_idle(&self, mut conn: Conn) {
+        let mut idle = self.idle.borrow_mut();
+        if idle.len() < self.config.max_idle {
+            conn.idle_since = Instant::now();
+            conn.reused = true;
+            idle.push(conn);
+        }
+    }
+
+    async fn connect(&self) -> Result<Conn, ClientError> {
+        let mut last = None;
+        for &addr in &self.config.addrs {
+            match TcpStream::connect_addr(addr).await {
+                Ok(stream) => {
+                    let _ = stream.set_nodelay(true);
+                    return Ok(Conn { stream, buf: BytesMut::with_capacity(READ_BUF), idle_since: Instant::now(), reused: false });
+                }
+                Err(source) => last = Some(ClientError::Connect { addr, source }),
+            }
+        }
+        Err(last.unwrap_or_else(|| ClientError::Connect {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            source: std::io::Error::new(std::io::ErrorKind::AddrNotAvailable, "no worker address"),
+        }))
+    }
+
+    async fn round_trip(&self, mut conn: Conn, job: &Job) -> Attempt {
+        let reused = conn.reused;
+        let mut head = self.head_bufs.borrow_mut().pop().unwrap_or_default();
+        head.clear();
+        let enqueued_at = humantime::format_rfc3339_millis(job.enqueued_at).to_string();
+        self.encoder.encode_head(
+            &RequestMeta {
+                content_type: &job.content_type,
+                content_length: job.payload.len(),
+                job_id: job.id,
+                queue: &job.queue,
+                attempt: job.attempts,
+                enqueued_at: &enqueued_at,
+                extra: &job.headers,
+            },
+            &mut head,
+        );
+        let mut bufs = RequestBufs::new(head, job.payload.clone());
+        while bufs.remaining() > 0 {
+            let (res, b) = conn.stream.writev(bufs).await;
+            bufs = b;
+            match res {
+                Ok(0) => {
+                    let e = std::io::Error::new(std::io::ErrorKind::WriteZero, "worker stopped reading");
+                    return Attempt { result: Err(ClientError::Io(e)), stale: reused };
+                }
+                Ok(n) => bufs.advance(n),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Attempt { result: Err(ClientError::Io(e)), stale: reused },
+            }
+        }
+        self.head_bufs.borrow_mut().push(bufs.into_head());
+
+        let mut decoder = ResponseDecoder::new(self.config.max_head_bytes, self.config.max_body_bytes);
+        let mut received = false;
+        loop {
+            match decoder.decode(&mut conn.buf, false) {
+                Ok(Some(resp)) => {
+                    if resp.head.keep_alive && conn.buf.is_empty() {
+                        self.put_idle(conn);
+                    }
+                    return Attempt { result: Ok(resp), stale: false };
+                }
+                Ok(None) => {}
+                Err(e) => return Attempt { result: Err(e.into()), stale: false },
+            }
+            conn.buf.reserve(READ_BUF);
+            let (res, b) = conn.stream.read(std::mem::take(&mut conn.buf)).await;
+            conn.buf = b;
+            match res {
+                Ok(0) => {
+                    let result = match decoder.decode(&mut conn.buf, true) {
+                        Ok(Some(resp)) => Ok(resp),
+                        Ok(None) => Err(ResponseError::Truncated.into()),
+                        Err(e) => Err(e.into()),
+                    };
+                    return Attempt { stale: reused && !received && result.is_err(), result };
+                }
+                Ok(_) => received = true,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let stale = reused && !received;
+                    return Attempt { result: Err(ClientError::Io(e)), stale };
+                }
+            }
+        }
+    }
+}

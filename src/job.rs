@@ -1,0 +1,99 @@
+//! A job as the dispatcher sees it, and the outcome a worker's answer maps to.
+
+use std::{sync::Arc, time::{Duration, SystemTime}};
+
+use bytes::Bytes;
+
+/// One unit of work. Cheap to clone: the payload is reference-counted, never copied.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// Id, unique per source (for the FIFO: increasing across restarts).
+    pub id: u64,
+    /// Queue name, sent as `X-Reprow-Queue`.
+    pub queue: Arc<str>,
+    /// The payload bytes, sent unchanged as the request body.
+    pub payload: Bytes,
+    /// `Content-Type` of the payload.
+    pub content_type: Arc<str>,
+    /// Extra request headers, already validated (see `http::codec::is_allowed_header_name`).
+    pub headers: Arc<[(String, String)]>,
+    /// Deliveries so far; the next request carries `attempts + 1`.
+    pub attempts: u32,
+    /// When the source first saw the job.
+    pub enqueued_at: SystemTime,
+}
+
+/// The default payload type, per the worker contract.
+pub const DEFAULT_CONTENT_TYPE: &str = "application/json";
+
+/// What a delivery attempt came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The worker answered 2xx: the job is finished.
+    Done,
+    /// Try again later. `after` is the worker's `Retry-After`, already clamped, if it sent one.
+    Retry {
+        /// Worker-requested delay.
+        after: Option<Duration>,
+        /// Why, for logs and the failed file once retries are exhausted.
+        reason: Failure,
+    },
+    /// Permanent failure (a 4xx other than 408/425/429): never retried.
+    Fail(Failure),
+}
+
+/// The last thing that went wrong with a job, kept for the failed file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// HTTP status, when the worker answered.
+    pub status: Option<u16>,
+    /// The worker's body (truncated) or the transport error.
+    pub message: String,
+}
+
+impl Failure {
+    /// A failure from a transport error (no status).
+    pub fn transport(message: impl Into<String>) -> Failure {
+        Failure { status: None, message: message.into() }
+    }
+}
+
+/// Maps a worker's status to an outcome, per the worker contract: 2xx done; 408, 425, 429 and
+/// 5xx retried; any other status (other 4xx, unfollowed 3xx) a permanent failure.
+pub fn classify_status(status: u16, retry_after: Option<Duration>, body: &[u8]) -> Outcome {
+    if (200..300).contains(&status) {
+        return Outcome::Done;
+    }
+    let failure = Failure { status: Some(status), message: message_from_body(body) };
+    match status {
+        408 | 425 | 429 | 500..=599 => Outcome::Retry { after: retry_after, reason: failure },
+        _ => Outcome::Fail(failure),
+    }
+}
+
+/// Longest worker message kept for logs and the failed file.
+const MAX_MESSAGE_BYTES: usize = 1024;
+
+fn message_from_body(body: &[u8]) -> String {
+    let end = body.len().min(MAX_MESSAGE_BYTES);
+    String::from_utf8_lossy(&body[..end]).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_classes() {
+        assert_eq!(classify_status(200, None, b""), Outcome::Done);
+        assert_eq!(classify_status(204, None, b""), Outcome::Done);
+        for s in [408, 425, 429, 500, 502, 503, 599] {
+            assert!(matches!(classify_status(s, None, b""), Outcome::Retry { .. }), "{s}");
+        }
+        for s in [301, 400, 401, 404, 410, 422] {
+            assert!(matches!(classify_status(s, None, b""), Outcome::Fail(_)), "{s}");
+        }
+        let Outcome::Fail(f) = classify_status(400, None, b"bad payload") else { panic!() };
+        assert_eq!(f, Failure { status: Some(400), message: "bad payload".into() });
+    }
+}

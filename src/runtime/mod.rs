@@ -1,0 +1,223 @@
+//! Thread-per-core start-up: one source thread, N core threads each running a monoio event
+//! loop (io_uring, or epoll where io_uring is refused), the signal thread, and the ordered
+//! shutdown that accounts for every job.
+//!
+//! Shutdown order: the signal flips [`Shutdown`]; the source stops reading; each core stops
+//! taking jobs, lets in-flight requests finish within the grace period, and returns what it
+//! holds to the source; then the jobs still queued in the bridge are returned too, and the
+//! source's files are flushed.
+
+pub mod bridge;
+pub mod shutdown;
+
+use std::{
+    net::ToSocketAddrs,
+    sync::{atomic::Ordering::Relaxed, Arc},
+    thread,
+};
+
+pub use shutdown::Shutdown;
+
+use crate::{
+    config::{Config, DriverChoice, QueueConfig, WorkerUrl},
+    dispatch::{retry::RetryPolicy, CoreDispatcher},
+    http::client::{ClientConfig, WorkerClient},
+    source::{fifo::FifoSource, Source, SourceError},
+    stats::{Snapshot, Stats},
+};
+
+/// The lifecycle phase, readable by admin endpoints and the dashboard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Phase {
+    /// Opening the source and starting cores.
+    Starting = 0,
+    /// Moving jobs.
+    Running = 1,
+    /// Shutdown started: finishing in-flight jobs, saving the rest.
+    Draining = 2,
+    /// Everything settled.
+    Stopped = 3,
+}
+
+/// Why reprow could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The source failed to open or read.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// The worker URL's host did not resolve.
+    #[error("cannot resolve worker host {host}: {reason}")]
+    Resolve {
+        /// Host as configured.
+        host: String,
+        /// Resolver message.
+        reason: String,
+    },
+    /// A thread or event loop could not start.
+    #[error("cannot start {what}: {source}")]
+    Start {
+        /// Which part.
+        what: &'static str,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// Runs reprow until `shutdown` triggers and everything is settled; returns the final counters.
+///
+/// # Errors
+/// [`RunError`] when start-up fails or the source fails while running.
+pub fn run(config: &Config, shutdown: Shutdown, stats: Arc<Stats>) -> Result<Snapshot, RunError> {
+    stats.phase.store(Phase::Starting as u8, Relaxed);
+    let runner = config.runner();
+    let url = WorkerUrl::parse(&runner.url).map_err(|reason| RunError::Resolve { host: runner.url.clone(), reason })?;
+    let addrs: Vec<_> = (url.host.as_str(), url.port)
+        .to_socket_addrs()
+        .map_err(|e| RunError::Resolve { host: url.host.clone(), reason: e.to_string() })?
+        .collect();
+
+    let source: Box<dyn Source> = match &config.queue {
+        QueueConfig::Fifo(f) => Box::new(FifoSource::open(f, stats.clone())?),
+    };
+    let settle = source.settler();
+
+    let threads = config
+        .threads
+        .map_or_else(|| thread::available_parallelism().map_or(1, |n| n.get()), |n| n.get())
+        .min(runner.concurrency);
+    let (tx, rx) = bridge::job_channel(runner.concurrency);
+
+    let source_shutdown = shutdown.clone();
+    let source_thread = thread::Builder::new()
+        .name("reprow-source".into())
+        .spawn(move || {
+            let result = source.run(tx, source_shutdown.clone());
+            if let Err(e) = &result {
+                tracing::error!(error = %e, "Source stopped; shutting down.");
+                source_shutdown.trigger();
+            }
+            result
+        })
+        .map_err(|source| RunError::Start { what: "source thread", source })?;
+
+    let mut cores = Vec::with_capacity(threads);
+    for core in 0..threads {
+        // Spread concurrency over the cores; the first ones take the remainder.
+        let slots = runner.concurrency / threads + usize::from(core < runner.concurrency % threads);
+        let client_config = ClientConfig {
+            addrs: addrs.clone(),
+            authority: url.authority.clone(),
+            path_and_query: url.path_and_query.clone(),
+            timeout: runner.timeout,
+            idle_timeout: runner.pool_idle_timeout,
+            max_head_bytes: runner.max_response_head_bytes,
+            max_body_bytes: runner.max_response_body_bytes,
+            max_idle: slots,
+        };
+        let (rx, settle, stats, shutdown) = (rx.clone(), settle.clone(), stats.clone(), shutdown.clone());
+        let policy = RetryPolicy::from_config(runner);
+        let driver = config.driver;
+        let grace = config.shutdown_timeout;
+        let handle = thread::Builder::new()
+            .name(format!("reprow-core-{core}"))
+            .spawn(move || {
+                let run = move || async move {
+                    let client = WorkerClient::new(client_config);
+                    let d = CoreDispatcher::new(core, rx, settle, client, policy, stats, shutdown);
+                    d.run(slots, grace).await;
+                };
+                run_on_driver(driver, core, run)
+            })
+            .map_err(|source| RunError::Start { what: "core thread", source })?;
+        cores.push(handle);
+    }
+    stats.phase.store(Phase::Running as u8, Relaxed);
+    tracing::info!(threads, concurrency = runner.concurrency, worker = %runner.url, "reprow is running.");
+
+    let mut start_error = None;
+    for core in cores {
+        match core.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                shutdown.trigger();
+                start_error.get_or_insert(e);
+            }
+            Err(_) => {
+                shutdown.trigger();
+                tracing::error!("A core thread panicked.");
+            }
+        }
+    }
+    stats.phase.store(Phase::Draining as u8, Relaxed);
+    // Jobs the source handed over that no core took: back to the source. The loop ends when the
+    // source thread has stopped and dropped its sender.
+    while let Ok(job) = rx.recv_blocking() {
+        settle.unfinished(job);
+    }
+    let source_result = source_thread.join().unwrap_or(Ok(()));
+    settle.close();
+    stats.phase.store(Phase::Stopped as u8, Relaxed);
+    if let Some(source) = start_error {
+        return Err(RunError::Start { what: "core event loop", source });
+    }
+    source_result?;
+    Ok(stats.snapshot())
+}
+
+/// Builds the chosen monoio driver on this thread and runs the future it makes.
+fn run_on_driver<F, Fut>(choice: DriverChoice, core: usize, make: F) -> std::io::Result<()>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let uring = match choice {
+        DriverChoice::Epoll => None,
+        DriverChoice::IoUring | DriverChoice::Auto => {
+            match monoio::RuntimeBuilder::<monoio::IoUringDriver>::new().with_entries(1024).enable_timer().build() {
+                Ok(rt) => Some(rt),
+                Err(e) if choice == DriverChoice::Auto => {
+                    if core == 0 {
+                        tracing::warn!(error = %e, "io_uring refused; falling back to epoll.");
+                    }
+                    None
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    };
+    if let Some(mut rt) = uring {
+        if core == 0 {
+            tracing::info!(driver = "io_uring", "Core event loops started.");
+        }
+        rt.block_on(make());
+        return Ok(());
+    }
+    let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build()?;
+    if core == 0 {
+        tracing::info!(driver = "epoll", "Core event loops started.");
+    }
+    rt.block_on(make());
+    Ok(())
+}
+
+/// Installs SIGINT/SIGTERM handling: the first signal starts a graceful shutdown, a second one
+/// exits at once.
+///
+/// # Errors
+/// When the handler cannot be registered.
+pub fn install_signal_handler(shutdown: Shutdown) -> std::io::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+    thread::Builder::new().name("reprow-signals".into()).spawn(move || {
+        for signal in signals.forever() {
+            if shutdown.trigger() {
+                tracing::info!(signal, "Shutting down: finishing in-flight jobs (signal again to exit at once).");
+            } else {
+                tracing::warn!(signal, "Second signal: exiting now.");
+                std::process::exit(130);
+            }
+        }
+    })?;
+    Ok(())
+}

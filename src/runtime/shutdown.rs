@@ -1,0 +1,77 @@
+//! The shutdown broadcast: one trigger, observed by async tasks on every core (a channel that
+//! closes) and by threads blocked in `poll(2)` (a pipe that becomes readable and stays so).
+
+use std::{
+    os::fd::{AsFd, BorrowedFd, OwnedFd},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+};
+
+/// Cloneable handle to the process's shutdown state.
+#[derive(Clone, Debug)]
+pub struct Shutdown {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    triggered: AtomicBool,
+    // Dropping the sender closes the channel, waking every `wait()` at once.
+    tx: Mutex<Option<async_channel::Sender<()>>>,
+    rx: async_channel::Receiver<()>,
+    pipe_read: OwnedFd,
+    pipe_write: OwnedFd,
+}
+
+impl Shutdown {
+    /// A new, untriggered shutdown.
+    ///
+    /// # Errors
+    /// When the wake-up pipe cannot be created.
+    pub fn try_new() -> std::io::Result<Shutdown> {
+        let (pipe_read, pipe_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        let (tx, rx) = async_channel::bounded(1);
+        Ok(Shutdown {
+            inner: Arc::new(Inner {
+                triggered: AtomicBool::new(false),
+                tx: Mutex::new(Some(tx)),
+                rx,
+                pipe_read,
+                pipe_write,
+            }),
+        })
+    }
+
+    /// Starts shutdown; later calls do nothing. Returns whether this call triggered it.
+    pub fn trigger(&self) -> bool {
+        if self.inner.triggered.swap(true, Ordering::SeqCst) {
+            return false;
+        }
+        if let Ok(mut tx) = self.inner.tx.lock() {
+            tx.take();
+        }
+        // The byte is never read, so the pipe stays readable for every poller.
+        let _ = nix::unistd::write(&self.inner.pipe_write, b"x");
+        true
+    }
+
+    /// Whether shutdown has started.
+    pub fn is_triggered(&self) -> bool {
+        self.inner.triggered.load(Ordering::SeqCst)
+    }
+
+    /// Resolves once shutdown has started.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: dropping the future loses nothing.
+    pub async fn wait(&self) {
+        let _ = self.inner.rx.recv().await;
+    }
+
+    /// A descriptor that becomes readable once shutdown has started, for `poll(2)`.
+    pub fn poll_fd(&self) -> BorrowedFd<'_> {
+        self.inner.pipe_read.as_fd()
+    }
+}

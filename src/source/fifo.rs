@@ -1,0 +1,283 @@
+//! The FIFO source: a named pipe read by one thread, one job per line, from any number of
+//! writers.
+//!
+//! The pipe is opened read-write, so reprow itself always holds a writer: when the last
+//! external writer closes, `read` simply has nothing to return instead of reporting EOF over
+//! and over, and the thread sleeps in `poll(2)` until a new writer writes. Lines up to
+//! `PIPE_BUF` (4 KiB) from concurrent writers never interleave; that is the kernel's guarantee.
+
+use std::{
+    fs::File,
+    io::Read as _,
+    os::{fd::AsFd, unix::fs::{FileTypeExt, OpenOptionsExt, PermissionsExt}},
+    path::PathBuf,
+    sync::{atomic::Ordering::Relaxed, Arc, Condvar, Mutex},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use bytes::Bytes;
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+
+use super::{
+    envelope::{self, Record},
+    framing::{Frame, LineFramer},
+    spill::SpillFile,
+    Settle, Source, SourceError,
+};
+use crate::{
+    config::{FifoConfig, LineFormat},
+    job::{Failure, Job, DEFAULT_CONTENT_TYPE},
+    runtime::{bridge::JobSender, Shutdown},
+    stats::Stats,
+};
+
+/// Bytes asked for per `read(2)`: a FIFO holds 64 KiB by default.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// A FIFO opened and ready to read.
+pub struct FifoSource {
+    config: FifoConfig,
+    queue: Arc<str>,
+    file: File,
+    settler: Arc<FifoSettler>,
+    stats: Arc<Stats>,
+    next_id: u64,
+}
+
+impl FifoSource {
+    /// Creates the FIFO if missing (mode 0660), refuses a path that is something else, opens
+    /// it and the failed/pending files.
+    ///
+    /// # Errors
+    /// [`SourceError`] naming the offending path.
+    pub fn open(config: &FifoConfig, stats: Arc<Stats>) -> Result<FifoSource, SourceError> {
+        let path = &config.path;
+        let io = |source| SourceError::Io { path: path.clone(), source };
+        match std::fs::metadata(path) {
+            Ok(meta) if meta.file_type().is_fifo() => {}
+            Ok(_) => return Err(SourceError::NotAFifo(path.clone())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o660))
+                    .map_err(|e| io(e.into()))?;
+                // mkfifo applies the umask; set the documented mode explicitly.
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(io)?;
+                tracing::info!(path = %path.display(), "Created FIFO.");
+            }
+            Err(e) => return Err(io(e)),
+        }
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+            .map_err(io)?;
+        let queue: Arc<str> = match &config.name {
+            Some(n) => n.as_str().into(),
+            None => path.file_name().map_or("fifo".into(), |n| n.to_string_lossy().into()),
+        };
+        let spill = |p: &PathBuf| {
+            SpillFile::open(p).map_err(|source| SourceError::Io { path: p.clone(), source })
+        };
+        let settler = Arc::new(FifoSettler {
+            failed: Mutex::new(spill(&config.failed_path)?),
+            pending: Mutex::new(spill(&config.pending_path)?),
+            stats: stats.clone(),
+            capacity: Condvar::new(),
+            capacity_lock: Mutex::new(()),
+        });
+        // Ids start at the start time in microseconds: unique and increasing across restarts.
+        let next_id = SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.as_micros() as u64);
+        Ok(FifoSource { config: config.clone(), queue, file, settler, stats, next_id })
+    }
+
+    /// Turns one line into a job, or reports why it cannot be one.
+    fn job_from_line(&mut self, line: Bytes) -> Result<Job, envelope::EnvelopeError> {
+        let (payload, headers, content_type) = match self.config.format {
+            LineFormat::Raw => (line, Vec::new(), None),
+            LineFormat::Json => {
+                let env = envelope::decode(&line)?;
+                (env.payload, env.headers, env.content_type)
+            }
+        };
+        self.next_id += 1;
+        Ok(Job {
+            id: self.next_id,
+            queue: self.queue.clone(),
+            payload,
+            content_type: content_type.map_or_else(|| DEFAULT_CONTENT_TYPE.into(), Into::into),
+            headers: headers.into(),
+            attempts: 0,
+            enqueued_at: SystemTime::now(),
+        })
+    }
+
+    /// Reports a line that could not become a job: logged, counted and recorded in the failed
+    /// file, never dropped silently.
+    fn refuse(&mut self, prefix: &[u8], message: String) {
+        tracing::error!(queue = %self.queue, %message, "Refused a FIFO line.");
+        self.next_id += 1;
+        let job = Job {
+            id: self.next_id,
+            queue: self.queue.clone(),
+            payload: Bytes::copy_from_slice(prefix),
+            content_type: DEFAULT_CONTENT_TYPE.into(),
+            headers: Arc::new([]),
+            attempts: 0,
+            enqueued_at: SystemTime::now(),
+        };
+        self.settler.record_failed(&job, &Failure::transport(message));
+    }
+
+    /// Waits until fewer than `max_held_jobs` jobs are held, or shutdown.
+    fn wait_for_capacity(&self, shutdown: &Shutdown) {
+        let max = self.config.max_held_jobs as i64;
+        let mut guard = self.settler.capacity_lock.lock().unwrap_or_else(|e| e.into_inner());
+        while self.stats.held.load(Relaxed) >= max && !shutdown.is_triggered() {
+            // The timeout only guards against a missed notification; the wait is event-driven.
+            guard = self
+                .settler
+                .capacity
+                .wait_timeout(guard, Duration::from_millis(100))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// Hands a job to the cores, or keeps it for the next run if shutdown closed the way.
+    fn forward(&self, job: Job, out: &JobSender, shutdown: &Shutdown) {
+        self.stats.held.fetch_add(1, Relaxed);
+        Stats::inc(&self.stats.received);
+        if shutdown.is_triggered() {
+            self.settler.unfinished(job);
+            return;
+        }
+        if let Err(e) = out.send_blocking(job) {
+            self.settler.unfinished(e.into_inner());
+        }
+    }
+}
+
+impl Source for FifoSource {
+    fn settler(&self) -> Arc<dyn Settle> {
+        self.settler.clone()
+    }
+
+    fn run(mut self: Box<Self>, out: JobSender, shutdown: Shutdown) -> Result<(), SourceError> {
+        let mut framer = LineFramer::new(self.config.max_line_bytes);
+        let max_line = self.config.max_line_bytes;
+        tracing::info!(path = %self.config.path.display(), queue = %self.queue, "Reading FIFO.");
+        loop {
+            self.wait_for_capacity(&shutdown);
+            if shutdown.is_triggered() {
+                break;
+            }
+            let mut fds = [
+                PollFd::new(self.file.as_fd(), PollFlags::POLLIN),
+                PollFd::new(shutdown.poll_fd(), PollFlags::POLLIN),
+            ];
+            match nix::poll::poll(&mut fds, PollTimeout::NONE) {
+                Ok(_) => {}
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => {
+                    return Err(SourceError::Io { path: self.config.path.clone(), source: e.into() })
+                }
+            }
+            if fds[1].any().unwrap_or(false) {
+                break;
+            }
+            let buf = framer.buffer();
+            let start = buf.len();
+            buf.resize(start + READ_CHUNK, 0);
+            let read = self.file.read(&mut buf[start..]);
+            let n = match read {
+                Ok(n) => n,
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted) => 0,
+                Err(e) => {
+                    framer.buffer().truncate(start);
+                    return Err(SourceError::Io { path: self.config.path.clone(), source: e });
+                }
+            };
+            framer.buffer().truncate(start + n);
+            while let Some(frame) = framer.next_frame() {
+                match frame {
+                    Frame::Line(line) => match self.job_from_line(line.clone()) {
+                        Ok(job) => self.forward(job, &out, &shutdown),
+                        Err(e) => {
+                            Stats::inc(&self.stats.lines_invalid);
+                            self.refuse(&line[..line.len().min(1024)], e.to_string());
+                        }
+                    },
+                    Frame::Oversize { prefix } => {
+                        Stats::inc(&self.stats.lines_oversize);
+                        self.refuse(&prefix, format!("line longer than max_line_bytes ({max_line}); its first bytes are kept as the payload"));
+                    }
+                }
+            }
+        }
+        // Bytes of a line whose newline never came: keep them rather than lose them.
+        if let Some(partial) = framer.take_partial() {
+            tracing::warn!(bytes = partial.len(), "Saving an unterminated line at shutdown.");
+            if let Ok(job) = self.job_from_line(partial.clone()).or_else(|_| {
+                let mut raw = self.job_from_line(Bytes::new()).map_err(|_| ())?;
+                raw.payload = partial;
+                Ok::<_, ()>(raw)
+            }) {
+                self.stats.held.fetch_add(1, Relaxed);
+                self.settler.unfinished(job);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Settles FIFO jobs: nothing to acknowledge upstream, retries held in memory, failures and
+/// leftovers written to files.
+struct FifoSettler {
+    failed: Mutex<SpillFile>,
+    pending: Mutex<SpillFile>,
+    stats: Arc<Stats>,
+    capacity: Condvar,
+    capacity_lock: Mutex<()>,
+}
+
+impl FifoSettler {
+    fn release(&self) {
+        self.stats.held.fetch_sub(1, Relaxed);
+        self.capacity.notify_one();
+    }
+
+    fn record_failed(&self, job: &Job, failure: &Failure) {
+        if let Ok(line) = serde_json::to_vec(&Record::of(job, Some(failure))) {
+            self.failed.lock().unwrap_or_else(|e| e.into_inner()).append(line);
+        }
+    }
+}
+
+impl Settle for FifoSettler {
+    fn done(&self, _job: &Job) {
+        self.release();
+    }
+
+    fn failed(&self, job: &Job, failure: &Failure) {
+        self.record_failed(job, failure);
+        self.release();
+    }
+
+    fn retry(&self, job: Job, _delay: Duration) -> Option<Job> {
+        // A FIFO cannot take a job back: the dispatcher holds it.
+        Some(job)
+    }
+
+    fn unfinished(&self, job: Job) {
+        if let Ok(line) = serde_json::to_vec(&Record::of(&job, None)) {
+            self.pending.lock().unwrap_or_else(|e| e.into_inner()).append(line);
+            Stats::inc(&self.stats.pending_saved);
+        }
+        self.release();
+    }
+
+    fn close(&self) {
+        self.failed.lock().unwrap_or_else(|e| e.into_inner()).close();
+        self.pending.lock().unwrap_or_else(|e| e.into_inner()).close();
+    }
+}

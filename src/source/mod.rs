@@ -1,0 +1,65 @@
+//! Where jobs come from. A source runs on a thread of its own (reading a FIFO or polling a
+//! remote queue is blocking work) and hands jobs to the cores over the bridge; the cores report
+//! each job's end back through the source's [`Settle`] handle.
+//!
+//! # Layout
+//! - [`fifo`]: a Linux named pipe, one job per line.
+//! - [`framing`]: sans-IO newline framing.
+//! - [`envelope`]: the JSON line format of `format: json` and of the failed/pending files.
+//! - [`spill`]: append-only JSON-lines files written off the cores.
+
+pub mod envelope;
+pub mod fifo;
+pub mod framing;
+pub mod spill;
+
+use std::{sync::Arc, time::Duration};
+
+use crate::{
+    job::{Failure, Job},
+    runtime::{bridge::JobSender, Shutdown},
+};
+
+/// Why a source could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The configured path exists and is not a FIFO.
+    #[error("{0}: exists and is not a FIFO (remove it, or point queue.path elsewhere)")]
+    NotAFifo(std::path::PathBuf),
+    /// An I/O error, with the path it concerns.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// A queue backend.
+pub trait Source: Send + 'static {
+    /// The handle cores use to settle this source's jobs.
+    fn settler(&self) -> Arc<dyn Settle>;
+
+    /// Reads jobs into `out` until `shutdown` triggers, then hands every job it still holds to
+    /// its settler as unfinished and returns. Runs on its own thread.
+    ///
+    /// # Errors
+    /// [`SourceError`] when reading fails for good.
+    fn run(self: Box<Self>, out: JobSender, shutdown: Shutdown) -> Result<(), SourceError>;
+}
+
+/// How the dispatcher reports the end of a delivery back to the source.
+pub trait Settle: Send + Sync + 'static {
+    /// The worker finished the job.
+    fn done(&self, job: &Job);
+    /// The job failed for good (permanent failure or retries exhausted).
+    fn failed(&self, job: &Job, failure: &Failure);
+    /// The job is to be retried after `delay`. A durable source stores that and returns `None`;
+    /// one that cannot returns the job, and the dispatcher holds it in memory.
+    fn retry(&self, job: Job, delay: Duration) -> Option<Job>;
+    /// Shutdown came before the job finished: the source must keep it for the next run.
+    fn unfinished(&self, job: Job);
+    /// Everything settled: flush files. Called once, after the cores have stopped.
+    fn close(&self);
+}

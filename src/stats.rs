@@ -1,0 +1,93 @@
+//! Process-wide counters and gauges, shared by the source thread and the cores. Plain relaxed
+//! atomics: each is independent and only ever read for reporting.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering::Relaxed};
+
+use serde::Serialize;
+
+/// Counters (only grow) and gauges (go up and down).
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Jobs read from the source.
+    pub received: AtomicU64,
+    /// Lines refused for exceeding `max_line_bytes`.
+    pub lines_oversize: AtomicU64,
+    /// Lines refused as invalid JSON envelopes.
+    pub lines_invalid: AtomicU64,
+    /// Requests sent to the worker (attempts).
+    pub dispatched: AtomicU64,
+    /// Jobs the worker finished.
+    pub succeeded: AtomicU64,
+    /// Attempts that ended in a retry.
+    pub retried: AtomicU64,
+    /// Jobs that failed for good.
+    pub failed: AtomicU64,
+    /// Jobs written to the pending file at shutdown.
+    pub pending_saved: AtomicU64,
+    /// Worker responses refused as malformed (garbage, truncated, oversized).
+    pub malformed_responses: AtomicU64,
+    /// Requests that hit their timeout.
+    pub timeouts: AtomicU64,
+    /// Connections refused or failed before a request was sent.
+    pub connect_errors: AtomicU64,
+    /// Requests re-sent on a fresh connection because a pooled one was found closed.
+    pub stale_connection_retries: AtomicU64,
+    /// Requests in flight now.
+    pub in_flight: AtomicI64,
+    /// Jobs held in memory now (queued, in flight or waiting for a retry).
+    pub held: AtomicI64,
+    /// Cores whose circuit breaker is open now.
+    pub breakers_open: AtomicI64,
+    /// Lifecycle phase, see [`crate::runtime::Phase`].
+    pub phase: AtomicU8,
+}
+
+/// A point-in-time copy of [`Stats`], for logs and tests.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct Snapshot {
+    pub received: u64,
+    pub lines_oversize: u64,
+    pub lines_invalid: u64,
+    pub dispatched: u64,
+    pub succeeded: u64,
+    pub retried: u64,
+    pub failed: u64,
+    pub pending_saved: u64,
+    pub malformed_responses: u64,
+    pub timeouts: u64,
+    pub connect_errors: u64,
+    pub stale_connection_retries: u64,
+    pub in_flight: i64,
+    pub held: i64,
+    pub breakers_open: i64,
+}
+
+impl Stats {
+    /// Adds one to a counter.
+    #[inline]
+    pub fn inc(counter: &AtomicU64) {
+        counter.fetch_add(1, Relaxed);
+    }
+
+    /// Copies every value.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            received: self.received.load(Relaxed),
+            lines_oversize: self.lines_oversize.load(Relaxed),
+            lines_invalid: self.lines_invalid.load(Relaxed),
+            dispatched: self.dispatched.load(Relaxed),
+            succeeded: self.succeeded.load(Relaxed),
+            retried: self.retried.load(Relaxed),
+            failed: self.failed.load(Relaxed),
+            pending_saved: self.pending_saved.load(Relaxed),
+            malformed_responses: self.malformed_responses.load(Relaxed),
+            timeouts: self.timeouts.load(Relaxed),
+            connect_errors: self.connect_errors.load(Relaxed),
+            stale_connection_retries: self.stale_connection_retries.load(Relaxed),
+            in_flight: self.in_flight.load(Relaxed),
+            held: self.held.load(Relaxed),
+            breakers_open: self.breakers_open.load(Relaxed),
+        }
+    }
+}

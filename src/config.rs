@@ -230,9 +230,7 @@ impl DurationRepr {
     fn into_duration(self) -> Result<Duration, String> {
         match self {
             DurationRepr::Secs(s) => Ok(Duration::from_secs(s)),
-            DurationRepr::Float(f) if (0.0..1e12).contains(&f) => {
-                Ok(Duration::from_secs_f64(f))
-            }
+            DurationRepr::Float(f) if (0.0..1e12).contains(&f) => Ok(Duration::from_secs_f64(f)),
             DurationRepr::Float(f) => Err(format!("invalid duration {f}")),
             DurationRepr::Text(t) => parse_duration(&t),
         }
@@ -251,13 +249,18 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    DurationRepr::deserialize(d)?.into_duration().map_err(serde::de::Error::custom)
+    DurationRepr::deserialize(d)?
+        .into_duration()
+        .map_err(serde::de::Error::custom)
 }
 
 fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     match Option::<DurationRepr>::deserialize(d)? {
         None => Ok(None),
-        Some(r) => r.into_duration().map(Some).map_err(serde::de::Error::custom),
+        Some(r) => r
+            .into_duration()
+            .map(Some)
+            .map_err(serde::de::Error::custom),
     }
 }
 
@@ -277,23 +280,46 @@ pub struct WorkerUrl {
 impl WorkerUrl {
     /// Parses an `http://` URL. HTTPS is not supported: workers sit on the same host or network.
     pub fn parse(url: &str) -> Result<WorkerUrl, String> {
-        let uri: http::Uri = url.parse().map_err(|e| format!("invalid URL {url:?}: {e}"))?;
+        let uri: http::Uri = url
+            .parse()
+            .map_err(|e| format!("invalid URL {url:?}: {e}"))?;
         match uri.scheme_str() {
             Some("http") => {}
             Some(other) => {
-                return Err(format!("unsupported scheme {other:?} in {url:?}: only http:// is supported"))
+                return Err(format!(
+                    "unsupported scheme {other:?} in {url:?}: only http:// is supported"
+                ))
             }
-            None => return Err(format!("URL {url:?} needs a scheme, e.g. http://127.0.0.1:5000/")),
+            None => {
+                return Err(format!(
+                    "URL {url:?} needs a scheme, e.g. http://127.0.0.1:5000/"
+                ))
+            }
         }
-        let authority = uri.authority().ok_or_else(|| format!("URL {url:?} has no host"))?;
+        let authority = uri
+            .authority()
+            .ok_or_else(|| format!("URL {url:?} has no host"))?;
         if authority.as_str().contains('@') {
             return Err(format!("URL {url:?} must not carry credentials"));
         }
-        let host = authority.host().trim_start_matches('[').trim_end_matches(']').to_string();
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
         let port = authority.port_u16().unwrap_or(80);
         let path_and_query = uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
-        let path_and_query = if path_and_query.is_empty() { "/".into() } else { path_and_query };
-        Ok(WorkerUrl { host, port, path_and_query, authority: authority.as_str().to_string() })
+        let path_and_query = if path_and_query.is_empty() {
+            "/".into()
+        } else {
+            path_and_query
+        };
+        Ok(WorkerUrl {
+            host,
+            port,
+            path_and_query,
+            authority: authority.as_str().to_string(),
+        })
     }
 }
 
@@ -303,8 +329,10 @@ impl Config {
     /// # Errors
     /// [`ConfigError`] naming the file position of the problem.
     pub fn load(path: &std::path::Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Config::from_yaml(&text)
     }
 
@@ -332,7 +360,9 @@ impl Config {
 
     fn validate(self, text: &str) -> Result<Config, ConfigError> {
         let invalid = |key: &'static str, message: String| ConfigError::Invalid {
-            location: locate(text, key).map(|l| format!("line {l}: ")).unwrap_or_default(),
+            location: locate(text, key)
+                .map(|l| format!("line {l}: "))
+                .unwrap_or_default(),
             key,
             message,
         };
@@ -342,22 +372,40 @@ impl Config {
             return Err(invalid("runner.concurrency", "must be at least 1".into()));
         }
         if r.concurrency > 100_000 {
-            return Err(invalid("runner.concurrency", "must be at most 100000".into()));
+            return Err(invalid(
+                "runner.concurrency",
+                "must be at most 100000".into(),
+            ));
         }
         if r.timeout.is_zero() {
-            return Err(invalid("runner.timeout", "must be greater than zero".into()));
+            return Err(invalid(
+                "runner.timeout",
+                "must be greater than zero".into(),
+            ));
         }
         if r.backoff_base.is_zero() {
-            return Err(invalid("runner.backoff_base", "must be greater than zero".into()));
+            return Err(invalid(
+                "runner.backoff_base",
+                "must be greater than zero".into(),
+            ));
         }
         if r.backoff_max < r.backoff_base {
-            return Err(invalid("runner.backoff_max", "must not be less than backoff_base".into()));
+            return Err(invalid(
+                "runner.backoff_max",
+                "must not be less than backoff_base".into(),
+            ));
         }
         if r.max_response_head_bytes < 256 {
-            return Err(invalid("runner.max_response_head_bytes", "must be at least 256".into()));
+            return Err(invalid(
+                "runner.max_response_head_bytes",
+                "must be at least 256".into(),
+            ));
         }
         if r.pool_idle_timeout.is_zero() {
-            return Err(invalid("runner.pool_idle_timeout", "must be greater than zero".into()));
+            return Err(invalid(
+                "runner.pool_idle_timeout",
+                "must be greater than zero".into(),
+            ));
         }
         match &self.queue {
             QueueConfig::Fifo(f) => {
@@ -373,13 +421,21 @@ impl Config {
                         format!("must be at least runner.concurrency ({})", r.concurrency),
                     ));
                 }
-                if f.name.as_deref().is_some_and(|n| !crate::http::codec::is_allowed_header_value(n) || n.is_empty()) {
-                    return Err(invalid("queue.name", "must be non-empty printable ASCII".into()));
+                if f.name.as_deref().is_some_and(|n| {
+                    !crate::http::codec::is_allowed_header_value(n) || n.is_empty()
+                }) {
+                    return Err(invalid(
+                        "queue.name",
+                        "must be non-empty printable ASCII".into(),
+                    ));
                 }
             }
         }
         if self.shutdown_timeout.is_zero() {
-            return Err(invalid("shutdown_timeout", "must be greater than zero".into()));
+            return Err(invalid(
+                "shutdown_timeout",
+                "must be greater than zero".into(),
+            ));
         }
         const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
         let level_ok = if self.log_level.contains('=') {
@@ -388,7 +444,14 @@ impl Config {
             LEVELS.contains(&self.log_level.to_ascii_lowercase().as_str())
         };
         if !level_ok {
-            return Err(invalid("log_level", format!("unknown level {:?}; use one of {}", self.log_level, LEVELS.join(", "))));
+            return Err(invalid(
+                "log_level",
+                format!(
+                    "unknown level {:?}; use one of {}",
+                    self.log_level,
+                    LEVELS.join(", ")
+                ),
+            ));
         }
         Ok(self)
     }
@@ -405,7 +468,10 @@ fn locate(text: &str, key: &str) -> Option<usize> {
         if indent < min_indent || trimmed.starts_with('#') {
             continue;
         }
-        if trimmed.strip_prefix(want).is_some_and(|rest| rest.trim_start().starts_with(':')) {
+        if trimmed
+            .strip_prefix(want)
+            .is_some_and(|rest| rest.trim_start().starts_with(':'))
+        {
             match parts.next() {
                 None => return Some(i + 1),
                 Some(next) => {
@@ -435,7 +501,9 @@ mod tests {
     const MINIMAL: &str = "queue:\n  type: fifo\n  path: /tmp/q\nrunner:\n  type: http_proxy\n  url: http://127.0.0.1:5000\n";
 
     fn err(text: &str) -> String {
-        Config::from_yaml(text).expect_err("config should be refused").to_string()
+        Config::from_yaml(text)
+            .expect_err("config should be refused")
+            .to_string()
     }
 
     #[test]
@@ -463,13 +531,25 @@ mod tests {
     #[test]
     fn rejections_name_key_and_line() {
         let e = err(&MINIMAL.replace("5000\n", "5000\n  concurrency: 0\n"));
-        assert!(e.contains("line 7: runner.concurrency: must be at least 1"), "{e}");
+        assert!(
+            e.contains("line 7: runner.concurrency: must be at least 1"),
+            "{e}"
+        );
         let e = err(&MINIMAL.replace("http://", "https://"));
-        assert!(e.contains("runner.url") && e.contains("only http://"), "{e}");
+        assert!(
+            e.contains("runner.url") && e.contains("only http://"),
+            "{e}"
+        );
         let e = err(&MINIMAL.replace("5000\n", "5000\n  timeout: soon\n"));
-        assert!(e.contains("line 4") || e.contains("invalid duration"), "{e}");
+        assert!(
+            e.contains("line 4") || e.contains("invalid duration"),
+            "{e}"
+        );
         let e = err(&MINIMAL.replace("5000\n", "5000\n  timeout: 0s\n"));
-        assert!(e.contains("runner.timeout: must be greater than zero"), "{e}");
+        assert!(
+            e.contains("runner.timeout: must be greater than zero"),
+            "{e}"
+        );
         let e = err(&MINIMAL.replace("path: /tmp/q", "path: /tmp/q\n  max_line_bytes: 0"));
         assert!(e.contains("queue.max_line_bytes"), "{e}");
         let e = err(&MINIMAL.replace("path: /tmp/q", "path: /tmp/q\n  max_held_jobs: 2"));
@@ -495,16 +575,25 @@ mod tests {
     #[test]
     fn worker_urls() {
         let u = WorkerUrl::parse("http://localhost:8081/jobs?x=1").unwrap();
-        assert_eq!((u.host.as_str(), u.port, u.path_and_query.as_str()), ("localhost", 8081, "/jobs?x=1"));
+        assert_eq!(
+            (u.host.as_str(), u.port, u.path_and_query.as_str()),
+            ("localhost", 8081, "/jobs?x=1")
+        );
         let u = WorkerUrl::parse("http://[::1]").unwrap();
-        assert_eq!((u.host.as_str(), u.port, u.path_and_query.as_str()), ("::1", 80, "/"));
+        assert_eq!(
+            (u.host.as_str(), u.port, u.path_and_query.as_str()),
+            ("::1", 80, "/")
+        );
         assert!(WorkerUrl::parse("127.0.0.1:80").is_err());
         assert!(WorkerUrl::parse("http://u:p@host/").is_err());
     }
 
     #[test]
     fn durations() {
-        assert_eq!(parse_duration("1500ms").unwrap(), Duration::from_millis(1500));
+        assert_eq!(
+            parse_duration("1500ms").unwrap(),
+            Duration::from_millis(1500)
+        );
         assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
         assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
         assert!(parse_duration("fast").is_err());

@@ -1,6 +1,9 @@
 //! A job as the dispatcher sees it, and the outcome a worker's answer maps to.
 
-use std::{sync::Arc, time::{Duration, SystemTime}};
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 
 use bytes::Bytes;
 
@@ -54,7 +57,10 @@ pub struct Failure {
 impl Failure {
     /// A failure from a transport error (no status).
     pub fn transport(message: impl Into<String>) -> Failure {
-        Failure { status: None, message: message.into() }
+        Failure {
+            status: None,
+            message: message.into(),
+        }
     }
 }
 
@@ -64,9 +70,15 @@ pub fn classify_status(status: u16, retry_after: Option<Duration>, body: &[u8]) 
     if (200..300).contains(&status) {
         return Outcome::Done;
     }
-    let failure = Failure { status: Some(status), message: message_from_body(body) };
+    let failure = Failure {
+        status: Some(status),
+        message: message_from_body(body),
+    };
     match status {
-        408 | 425 | 429 | 500..=599 => Outcome::Retry { after: retry_after, reason: failure },
+        408 | 425 | 429 | 500..=599 => Outcome::Retry {
+            after: retry_after,
+            reason: failure,
+        },
         _ => Outcome::Fail(failure),
     }
 }
@@ -88,12 +100,26 @@ mod tests {
         assert_eq!(classify_status(200, None, b""), Outcome::Done);
         assert_eq!(classify_status(204, None, b""), Outcome::Done);
         for s in [408, 425, 429, 500, 502, 503, 599] {
-            assert!(matches!(classify_status(s, None, b""), Outcome::Retry { .. }), "{s}");
+            assert!(
+                matches!(classify_status(s, None, b""), Outcome::Retry { .. }),
+                "{s}"
+            );
         }
         for s in [301, 400, 401, 404, 410, 422] {
-            assert!(matches!(classify_status(s, None, b""), Outcome::Fail(_)), "{s}");
+            assert!(
+                matches!(classify_status(s, None, b""), Outcome::Fail(_)),
+                "{s}"
+            );
         }
-        let Outcome::Fail(f) = classify_status(400, None, b"bad payload") else { panic!() };
-        assert_eq!(f, Failure { status: Some(400), message: "bad payload".into() });
+        let Outcome::Fail(f) = classify_status(400, None, b"bad payload") else {
+            panic!()
+        };
+        assert_eq!(
+            f,
+            Failure {
+                status: Some(400),
+                message: "bad payload".into()
+            }
+        );
     }
 }

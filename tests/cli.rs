@@ -6,7 +6,10 @@ mod common;
 use std::process::Command;
 
 fn reprow(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_reprow")).args(args).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_reprow"))
+        .args(args)
+        .output()
+        .unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -46,7 +49,10 @@ fn check_reports_bad_configs_with_their_place() {
         let (code, _, err) = reprow(&["check", "-c", path.to_str().unwrap()]);
         assert_eq!(code, 2, "case {i}: {err}");
         assert!(err.contains(want), "case {i}: expected {want:?} in {err:?}");
-        assert!(err.contains(path.to_str().unwrap()), "the message names the file");
+        assert!(
+            err.contains(path.to_str().unwrap()),
+            "the message names the file"
+        );
     }
     let (code, _, err) = reprow(&["check", "-c", "/nonexistent/reprow.yaml"]);
     assert_eq!(code, 2);
@@ -61,7 +67,11 @@ fn a_regular_file_is_not_taken_for_a_fifo() {
     let (code, _, err) = reprow(&["-c", cfg.to_str().unwrap()]);
     assert_eq!(code, 1);
     assert!(err.contains("is not a FIFO"), "{err}");
-    assert_eq!(std::fs::read_to_string(scene.fifo()).unwrap(), "important data\n", "file untouched");
+    assert_eq!(
+        std::fs::read_to_string(scene.fifo()).unwrap(),
+        "important data\n",
+        "file untouched"
+    );
 }
 
 #[test]

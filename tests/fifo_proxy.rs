@@ -18,12 +18,23 @@ fn delivers_lines_with_contract_headers() {
     for driver in ["io_uring", "epoll"] {
         let worker = Worker::start(|_, _| Reply::ok());
         let scene = Scene::new();
-        let cfg = scene.config(&worker.url(), "", "  concurrency: 4\n", &format!("driver: {driver}\n"));
+        let cfg = scene.config(
+            &worker.url(),
+            "",
+            "  concurrency: 4\n",
+            &format!("driver: {driver}\n"),
+        );
         let reprow = Reprow::start(&cfg);
-        write_lines(&scene.fifo(), &[r#"{"n":1}"#, "", "plain text", "  ", "café ☕"]);
+        write_lines(
+            &scene.fifo(),
+            &[r#"{"n":1}"#, "", "plain text", "  ", "café ☕"],
+        );
         let got = worker.wait_for(3);
         let bodies: HashSet<String> = got.iter().map(Received::body_str).collect();
-        assert_eq!(bodies, HashSet::from([r#"{"n":1}"#.into(), "plain text".into(), "café ☕".into()]));
+        assert_eq!(
+            bodies,
+            HashSet::from([r#"{"n":1}"#.into(), "plain text".into(), "café ☕".into()])
+        );
         for r in &got {
             assert!(r.header("User-Agent").unwrap().starts_with("reprow/"));
             assert_eq!(r.header("Content-Type"), Some("application/json"));
@@ -61,24 +72,43 @@ fn json_envelope_sets_headers_and_content_type() {
     let first = by_body(r#"{"to":"a@b"}"#);
     assert_eq!(first.header("X-Trace"), Some("t1"));
     assert_eq!(first.header("X-Reprow-Queue"), Some("mails"));
-    assert_eq!(by_body("raw text").header("Content-Type"), Some("text/plain"));
-    assert_eq!(worker.received().len(), 2, "refused envelopes must not reach the worker");
+    assert_eq!(
+        by_body("raw text").header("Content-Type"),
+        Some("text/plain")
+    );
+    assert_eq!(
+        worker.received().len(),
+        2,
+        "refused envelopes must not reach the worker"
+    );
     assert_eq!(stats["lines_invalid"], 2);
     let failed = scene.records("failed.jsonl");
     assert_eq!(failed.len(), 2, "refused lines are recorded, not dropped");
-    assert!(failed.iter().any(|r| r["message"].as_str().unwrap().contains("not allowed")));
+    assert!(failed
+        .iter()
+        .any(|r| r["message"].as_str().unwrap().contains("not allowed")));
 }
 
 #[test]
 fn server_error_then_success_is_retried() {
-    let worker = Worker::start(|r, _| if r.attempt() == 1 { Reply::status(500) } else { Reply::ok() });
+    let worker = Worker::start(|r, _| {
+        if r.attempt() == 1 {
+            Reply::status(500)
+        } else {
+            Reply::ok()
+        }
+    });
     let scene = Scene::new();
     let reprow = Reprow::start(&scene.config(&worker.url(), "", "", ""));
     write_lines(&scene.fifo(), &["job-a", "job-b"]);
     let got = worker.wait_for(4);
     let (_, stats) = reprow.stop();
     for body in ["job-a", "job-b"] {
-        let attempts: Vec<u32> = got.iter().filter(|r| r.body_str() == body).map(Received::attempt).collect();
+        let attempts: Vec<u32> = got
+            .iter()
+            .filter(|r| r.body_str() == body)
+            .map(Received::attempt)
+            .collect();
         assert_eq!(attempts, vec![1, 2], "{body}");
     }
     assert_eq!(stats["retried"], 2);
@@ -101,12 +131,23 @@ fn retry_after_is_honoured_and_clamped() {
     let got = worker.wait_for(4);
     reprow.stop();
     let gap = |body: &str| {
-        let times: Vec<Instant> = got.iter().filter(|r| r.body_str() == body).map(|r| r.at).collect();
+        let times: Vec<Instant> = got
+            .iter()
+            .filter(|r| r.body_str() == body)
+            .map(|r| r.at)
+            .collect();
         times[1] - times[0]
     };
-    assert!(gap("soon") >= Duration::from_millis(900), "Retry-After: 1 gave {:?}", gap("soon"));
+    assert!(
+        gap("soon") >= Duration::from_millis(900),
+        "Retry-After: 1 gave {:?}",
+        gap("soon")
+    );
     let clamped = gap("clamped");
-    assert!(clamped >= Duration::from_millis(1900) && clamped < Duration::from_secs(60), "clamped gap {clamped:?}");
+    assert!(
+        clamped >= Duration::from_millis(1900) && clamped < Duration::from_secs(60),
+        "clamped gap {clamped:?}"
+    );
 }
 
 #[test]
@@ -139,12 +180,19 @@ fn refused_connections_pause_until_the_worker_appears() {
     // Let the breaker trip and probe a few times; with max_retries 1 the jobs would have
     // failed by now if refused connections counted as attempts.
     std::thread::sleep(Duration::from_millis(600));
-    assert!(reprow.log().contains("refuses connections"), "{}", reprow.log());
+    assert!(
+        reprow.log().contains("refuses connections"),
+        "{}",
+        reprow.log()
+    );
     let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
     let worker = Worker::serve(listener, |_, _| Reply::ok(), None);
     let got = worker.wait_for(3);
     let (_, stats) = reprow.stop();
-    assert!(got.iter().all(|r| r.attempt() == 1), "refusals must not use attempts");
+    assert!(
+        got.iter().all(|r| r.attempt() == 1),
+        "refusals must not use attempts"
+    );
     assert_eq!(stats["succeeded"], 3);
     assert_eq!(stats["failed"], 0);
     assert!(stats["connect_errors"].as_u64().unwrap() >= 1);
@@ -155,21 +203,30 @@ fn refused_connections_pause_until_the_worker_appears() {
 fn malformed_responses_are_retried_and_counted() {
     let mut huge = b"HTTP/1.1 200 OK\r\n".to_vec();
     while huge.len() < 70 * 1024 {
-        huge.extend_from_slice(b"X-Filler: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n");
+        huge.extend_from_slice(
+            b"X-Filler: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n",
+        );
     }
     huge.extend_from_slice(b"Content-Length: 0\r\n\r\n");
     let worker = Worker::start(move |r, _| match (r.body_str().as_str(), r.attempt()) {
         ("garbage", 1) => Reply::Raw(b"this is not http\r\n\r\n".to_vec(), true),
-        ("truncated", 1) => Reply::Raw(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc".to_vec(), true),
+        ("truncated", 1) => Reply::Raw(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc".to_vec(),
+            true,
+        ),
         ("oversized", 1) => Reply::Raw(huge.clone(), true),
-        ("badchunk", 1) => {
-            Reply::Raw(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n".to_vec(), true)
-        }
+        ("badchunk", 1) => Reply::Raw(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n".to_vec(),
+            true,
+        ),
         _ => Reply::ok(),
     });
     let scene = Scene::new();
     let reprow = Reprow::start(&scene.config(&worker.url(), "", "", ""));
-    write_lines(&scene.fifo(), &["garbage", "truncated", "oversized", "badchunk"]);
+    write_lines(
+        &scene.fifo(),
+        &["garbage", "truncated", "oversized", "badchunk"],
+    );
     let got = worker.wait_for(8);
     let (status, stats) = reprow.stop();
     assert!(status.success());
@@ -185,7 +242,10 @@ fn chunked_and_close_delimited_responses_are_understood() {
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n".to_vec(),
             false,
         ),
-        "close" => Reply::Raw(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nbye".to_vec(), true),
+        "close" => Reply::Raw(
+            b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nbye".to_vec(),
+            true,
+        ),
         _ => Reply::Raw(b"HTTP/1.0 404 Nope\r\n\r\ngone".to_vec(), true),
     });
     let scene = Scene::new();
@@ -220,7 +280,10 @@ fn exhausted_retries_go_to_the_failed_file() {
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0]["attempts"], 3);
     assert_eq!(failed[0]["last_status"], 502);
-    assert!(failed[0]["message"].as_str().unwrap().contains("retries exhausted"));
+    assert!(failed[0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("retries exhausted"));
     assert_eq!(stats["failed"], 1);
 }
 
@@ -239,7 +302,10 @@ fn oversize_line_is_refused_and_reading_resumes() {
     assert_eq!(stats["lines_oversize"], 1);
     let failed = scene.records("failed.jsonl");
     assert_eq!(failed.len(), 1);
-    assert!(failed[0]["message"].as_str().unwrap().contains("max_line_bytes"));
+    assert!(failed[0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("max_line_bytes"));
 }
 
 #[test]
@@ -279,15 +345,26 @@ fn eight_writers_interleave_without_loss_or_corruption() {
     for r in &got {
         let body = r.body_str();
         let mut parts = body.splitn(4, ':');
-        let (w, i, len) = (parts.next().unwrap(), parts.next().unwrap(), parts.next().unwrap());
-        let (w, i, len): (usize, usize, usize) = (w.parse().unwrap(), i.parse().unwrap(), len.parse().unwrap());
+        let (w, i, len) = (
+            parts.next().unwrap(),
+            parts.next().unwrap(),
+            parts.next().unwrap(),
+        );
+        let (w, i, len): (usize, usize, usize) =
+            (w.parse().unwrap(), i.parse().unwrap(), len.parse().unwrap());
         assert_eq!(body.len(), len, "line {w}:{i} has the wrong length");
         let fill = char::from(b'a' + ((w + i) % 26) as u8);
-        assert!(parts.next().unwrap().chars().all(|c| c == fill), "line {w}:{i} is corrupted");
+        assert!(
+            parts.next().unwrap().chars().all(|c| c == fill),
+            "line {w}:{i} is corrupted"
+        );
         assert!(seen.insert((w, i)), "line {w}:{i} delivered twice");
     }
     assert_eq!(seen.len(), WRITERS * LINES);
-    assert_eq!(stats["succeeded"].as_u64().unwrap() as usize, WRITERS * LINES);
+    assert_eq!(
+        stats["succeeded"].as_u64().unwrap() as usize,
+        WRITERS * LINES
+    );
 }
 
 #[test]
@@ -319,17 +396,146 @@ fn stale_pooled_connection_is_retried_once_on_a_fresh_one() {
     // The worker drops idle connections after 100 ms without saying so; reprow's pool keeps
     // them for 1.5 s, so the second job finds its pooled connection dead.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let worker = Worker::serve(listener, |_, _| Reply::ok(), Some(Duration::from_millis(100)));
+    let worker = Worker::serve(
+        listener,
+        |_, _| Reply::ok(),
+        Some(Duration::from_millis(100)),
+    );
     let scene = Scene::new();
-    let reprow = Reprow::start(&scene.config(&worker.url(), "", "  concurrency: 1\n", "threads: 1\n"));
+    let reprow =
+        Reprow::start(&scene.config(&worker.url(), "", "  concurrency: 1\n", "threads: 1\n"));
     write_lines(&scene.fifo(), &["one"]);
     worker.wait_for(1);
     std::thread::sleep(Duration::from_millis(400));
     write_lines(&scene.fifo(), &["two"]);
     let got = worker.wait_for(2);
     let (_, stats) = reprow.stop();
-    assert_eq!(got[1].attempt(), 1, "a stale connection is not a failed attempt");
+    assert_eq!(
+        got[1].attempt(),
+        1,
+        "a stale connection is not a failed attempt"
+    );
     assert_eq!(stats["stale_connection_retries"], 1);
     assert_eq!(stats["retried"], 0);
     assert_eq!(stats["succeeded"], 2);
+}
+
+#[test]
+fn concurrency_bounds_requests_in_flight_across_cores() {
+    use std::sync::{
+        atomic::{AtomicUsize, Ordering::SeqCst},
+        Arc,
+    };
+    let active = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let (a, p) = (active.clone(), peak.clone());
+    let worker = Worker::start(move |_, _| {
+        let now = a.fetch_add(1, SeqCst) + 1;
+        p.fetch_max(now, SeqCst);
+        std::thread::sleep(Duration::from_millis(50));
+        a.fetch_sub(1, SeqCst);
+        Reply::ok()
+    });
+    let scene = Scene::new();
+    let reprow =
+        Reprow::start(&scene.config(&worker.url(), "", "  concurrency: 3\n", "threads: 2\n"));
+    let lines: Vec<String> = (0..30).map(|i| format!("job{i}")).collect();
+    write_lines(
+        &scene.fifo(),
+        &lines.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    worker.wait_for(30);
+    reprow.stop();
+    assert_eq!(
+        peak.load(SeqCst),
+        3,
+        "at most (and, under load, exactly) 3 requests in flight"
+    );
+}
+
+#[test]
+fn busy_workers_stop_reading_so_writers_block() {
+    use std::io::ErrorKind;
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let release_rx = std::sync::Mutex::new(release_rx);
+    let worker = Worker::start(move |_, i| {
+        if i == 0 {
+            // Hold the only slot until the test has filled the pipe.
+            let _ = release_rx.lock().unwrap().recv_timeout(DEADLINE);
+        }
+        Reply::ok()
+    });
+    let scene = Scene::new();
+    let reprow = Reprow::start(&scene.config(&worker.url(), "", "  concurrency: 1\n", ""));
+    let mut w = open_writer(&scene.fifo());
+    write_lines(&scene.fifo(), &["first"]);
+    worker.wait_for(1);
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&w);
+    nix::fcntl::fcntl(
+        fd,
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+    )
+    .unwrap();
+    let line = format!("{}\n", "y".repeat(1023));
+    let mut accepted = 0;
+    loop {
+        match w.write(line.as_bytes()) {
+            Ok(n) => {
+                assert_eq!(n, line.len(), "a 1 KiB write to a pipe is atomic");
+                accepted += 1;
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            Err(e) => panic!("{e}"),
+        }
+        assert!(
+            accepted < 10_000,
+            "reprow kept reading while its only slot was busy"
+        );
+    }
+    // 64 KiB in the pipe plus at most one 64 KiB read chunk held by reprow.
+    assert!(
+        accepted <= 140,
+        "writer accepted {accepted} KiB before blocking"
+    );
+    release_tx.send(()).unwrap();
+    worker.wait_for(1 + accepted);
+    let (_, stats) = reprow.stop();
+    assert_eq!(stats["succeeded"].as_u64().unwrap() as usize, 1 + accepted);
+}
+
+#[test]
+fn max_held_jobs_caps_jobs_in_memory() {
+    // Every job is answered 503 with a long Retry-After, so each waits in memory. With
+    // max_held_jobs 4 only 4 jobs may be read; the rest stay in the pipe until shutdown.
+    let worker =
+        Worker::start(|_, _| Reply::Status(503, vec![("Retry-After", "60".into())], vec![]));
+    let scene = Scene::new();
+    let cfg = scene.config(
+        &worker.url(),
+        "  max_held_jobs: 4\n",
+        "  concurrency: 2\n",
+        "",
+    );
+    let reprow = Reprow::start(&cfg);
+    let lines: Vec<String> = (0..20).map(|i| format!("h{i}")).collect();
+    write_lines(
+        &scene.fifo(),
+        &lines.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    worker.wait_for(4);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        worker.received().len(),
+        4,
+        "no job beyond max_held_jobs was dispatched"
+    );
+    let (_, stats) = reprow.stop();
+    assert_eq!(stats["dispatched"], 4);
+    // Nothing is lost: the 4 held jobs and the 16 never dispatched are all in the pending file.
+    let saved: HashSet<String> = scene
+        .records("pending.jsonl")
+        .iter()
+        .map(|r| r["payload"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(saved, lines.into_iter().collect::<HashSet<_>>());
 }

@@ -2,7 +2,13 @@
 //! takes no jobs (so the source's channel fills and reading pauses) and one probe reconnects
 //! with growing delays until the worker listens again.
 
-use std::{cell::RefCell, net::SocketAddr, rc::Rc, sync::{atomic::Ordering::Relaxed, Arc}, time::Duration};
+use std::{
+    cell::RefCell,
+    net::SocketAddr,
+    rc::Rc,
+    sync::{atomic::Ordering::Relaxed, Arc},
+    time::Duration,
+};
 
 use crate::{runtime::Shutdown, stats::Stats};
 
@@ -21,7 +27,10 @@ pub struct Breaker {
 impl Breaker {
     /// A closed breaker.
     pub fn new(stats: Arc<Stats>) -> Rc<Breaker> {
-        Rc::new(Breaker { open: RefCell::new(None), stats })
+        Rc::new(Breaker {
+            open: RefCell::new(None),
+            stats,
+        })
     }
 
     /// Whether the breaker is open.

@@ -91,9 +91,18 @@ impl CoreDispatcher {
         }
         let left_in_flight = self.in_flight.borrow().len();
         if left_in_flight > 0 {
-            tracing::warn!(core = self.core, jobs = left_in_flight, "Shutdown timeout: saving jobs still in flight; they may run twice.");
+            tracing::warn!(
+                core = self.core,
+                jobs = left_in_flight,
+                "Shutdown timeout: saving jobs still in flight; they may run twice."
+            );
         }
-        let mut leftovers: Vec<Job> = self.in_flight.borrow_mut().drain().map(|(_, j)| j).collect();
+        let mut leftovers: Vec<Job> = self
+            .in_flight
+            .borrow_mut()
+            .drain()
+            .map(|(_, j)| j)
+            .collect();
         leftovers.extend(self.sleeping.borrow_mut().drain().map(|(_, j)| j));
         while let Ok(job) = self.ready_rx.try_recv() {
             leftovers.push(job);
@@ -131,19 +140,26 @@ impl CoreDispatcher {
         Stats::inc(&self.stats.dispatched);
         self.stats.in_flight.fetch_add(1, Relaxed);
         let started = Instant::now();
-        let result = self.client.send(&job, || Stats::inc(&self.stats.stale_connection_retries)).await;
+        let result = self
+            .client
+            .send(&job, || Stats::inc(&self.stats.stale_connection_retries))
+            .await;
         self.stats.in_flight.fetch_sub(1, Relaxed);
         self.in_flight.borrow_mut().remove(&job.id);
         let outcome = match result {
             Ok(resp) => {
-                let after = resp.head.retry_after.map(|r| r.delay_from(std::time::SystemTime::now()));
+                let after = resp
+                    .head
+                    .retry_after
+                    .map(|r| r.delay_from(std::time::SystemTime::now()));
                 classify_status(resp.head.status, after, &resp.body)
             }
             Err(e) if e.is_refused() => {
                 // Nobody listens: the worker never saw the job, so the attempt does not count.
                 Stats::inc(&self.stats.connect_errors);
                 job.attempts -= 1;
-                self.breaker.trip(self.client.addrs().to_vec(), self.shutdown.clone());
+                self.breaker
+                    .trip(self.client.addrs().to_vec(), self.shutdown.clone());
                 if self.shutdown.is_triggered() {
                     self.settle.unfinished(job);
                 } else if let Err(e) = self.ready_tx.try_send(job) {
@@ -158,7 +174,10 @@ impl CoreDispatcher {
                     ClientError::Connect { .. } => Stats::inc(&self.stats.connect_errors),
                     ClientError::Io(_) => {}
                 }
-                Outcome::Retry { after: None, reason: Failure::transport(e.to_string()) }
+                Outcome::Retry {
+                    after: None,
+                    reason: Failure::transport(e.to_string()),
+                }
             }
         };
         let elapsed_ms = started.elapsed().as_millis() as u64;
@@ -182,7 +201,10 @@ impl CoreDispatcher {
                     Stats::inc(&self.stats.failed);
                     let failure = Failure {
                         status: reason.status,
-                        message: format!("retries exhausted after {} attempts: {}", job.attempts, reason.message),
+                        message: format!(
+                            "retries exhausted after {} attempts: {}",
+                            job.attempts, reason.message
+                        ),
                     };
                     tracing::warn!(queue = %job.queue, id = job.id, attempt = job.attempts, status = ?failure.status, message = %failure.message, "Job failed.");
                     self.settle.failed(&job, &failure);

@@ -78,11 +78,23 @@ mod tests {
     #[test]
     fn retry_after_is_clamped_and_wins() {
         let p = policy();
-        assert_eq!(p.delay(1, Some(Duration::from_secs(5))), Duration::from_secs(5));
-        assert_eq!(p.delay(1, Some(Duration::from_secs(5000))), Duration::from_secs(60));
-        let fixed = RetryPolicy { fixed: Some(Duration::from_secs(2)), ..p };
+        assert_eq!(
+            p.delay(1, Some(Duration::from_secs(5))),
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            p.delay(1, Some(Duration::from_secs(5000))),
+            Duration::from_secs(60)
+        );
+        let fixed = RetryPolicy {
+            fixed: Some(Duration::from_secs(2)),
+            ..p
+        };
         assert_eq!(fixed.delay(4, None), Duration::from_secs(2));
-        assert_eq!(fixed.delay(4, Some(Duration::from_secs(1))), Duration::from_secs(1));
+        assert_eq!(
+            fixed.delay(4, Some(Duration::from_secs(1))),
+            Duration::from_secs(1)
+        );
     }
 
     #[test]

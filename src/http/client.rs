@@ -59,7 +59,9 @@ impl ClientError {
     /// Where the error came from.
     pub fn source_kind(&self) -> ErrorSource {
         match self {
-            ClientError::Io(e) if e.kind() == std::io::ErrorKind::OutOfMemory => ErrorSource::Internal,
+            ClientError::Io(e) if e.kind() == std::io::ErrorKind::OutOfMemory => {
+                ErrorSource::Internal
+            }
             _ => ErrorSource::Worker,
         }
     }
@@ -121,7 +123,12 @@ impl WorkerClient {
     /// A client with an empty pool.
     pub fn new(config: ClientConfig) -> Self {
         let encoder = RequestEncoder::new(&config.authority, &config.path_and_query);
-        WorkerClient { config, encoder, idle: RefCell::new(Vec::new()), head_bufs: RefCell::new(Vec::new()) }
+        WorkerClient {
+            config,
+            encoder,
+            idle: RefCell::new(Vec::new()),
+            head_bufs: RefCell::new(Vec::new()),
+        }
     }
 
     /// The worker addresses.
@@ -188,7 +195,12 @@ impl WorkerClient {
             match TcpStream::connect_addr(addr).await {
                 Ok(stream) => {
                     let _ = stream.set_nodelay(true);
-                    return Ok(Conn { stream, buf: BytesMut::with_capacity(READ_BUF), idle_since: Instant::now(), reused: false });
+                    return Ok(Conn {
+                        stream,
+                        buf: BytesMut::with_capacity(READ_BUF),
+                        idle_since: Instant::now(),
+                        reused: false,
+                    });
                 }
                 Err(source) => last = Some(ClientError::Connect { addr, source }),
             }
@@ -222,17 +234,29 @@ impl WorkerClient {
             bufs = b;
             match res {
                 Ok(0) => {
-                    let e = std::io::Error::new(std::io::ErrorKind::WriteZero, "worker stopped reading");
-                    return Attempt { result: Err(ClientError::Io(e)), stale: reused };
+                    let e = std::io::Error::new(
+                        std::io::ErrorKind::WriteZero,
+                        "worker stopped reading",
+                    );
+                    return Attempt {
+                        result: Err(ClientError::Io(e)),
+                        stale: reused,
+                    };
                 }
                 Ok(n) => bufs.advance(n),
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Attempt { result: Err(ClientError::Io(e)), stale: reused },
+                Err(e) => {
+                    return Attempt {
+                        result: Err(ClientError::Io(e)),
+                        stale: reused,
+                    }
+                }
             }
         }
         self.head_bufs.borrow_mut().push(bufs.into_head());
 
-        let mut decoder = ResponseDecoder::new(self.config.max_head_bytes, self.config.max_body_bytes);
+        let mut decoder =
+            ResponseDecoder::new(self.config.max_head_bytes, self.config.max_body_bytes);
         let mut received = false;
         loop {
             match decoder.decode(&mut conn.buf, false) {
@@ -240,10 +264,18 @@ impl WorkerClient {
                     if resp.head.keep_alive && conn.buf.is_empty() {
                         self.put_idle(conn);
                     }
-                    return Attempt { result: Ok(resp), stale: false };
+                    return Attempt {
+                        result: Ok(resp),
+                        stale: false,
+                    };
                 }
                 Ok(None) => {}
-                Err(e) => return Attempt { result: Err(e.into()), stale: false },
+                Err(e) => {
+                    return Attempt {
+                        result: Err(e.into()),
+                        stale: false,
+                    }
+                }
             }
             conn.buf.reserve(READ_BUF);
             let (res, b) = conn.stream.read(std::mem::take(&mut conn.buf)).await;
@@ -255,13 +287,19 @@ impl WorkerClient {
                         Ok(None) => Err(ResponseError::Truncated.into()),
                         Err(e) => Err(e.into()),
                     };
-                    return Attempt { stale: reused && !received && result.is_err(), result };
+                    return Attempt {
+                        stale: reused && !received && result.is_err(),
+                        result,
+                    };
                 }
                 Ok(_) => received = true,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     let stale = reused && !received;
-                    return Attempt { result: Err(ClientError::Io(e)), stale };
+                    return Attempt {
+                        result: Err(ClientError::Io(e)),
+                        stale,
+                    };
                 }
             }
         }

@@ -208,7 +208,12 @@ fn interpret(
         keep_alive = false;
         BodyFraming::UntilClose
     };
-    Ok(ResponseHead { status, retry_after, keep_alive, body })
+    Ok(ResponseHead {
+        status,
+        retry_after,
+        keep_alive,
+        body,
+    })
 }
 
 /// Incremental body decoder: feed it bytes as they arrive; it keeps the body up to a limit.
@@ -256,7 +261,11 @@ impl BodyDecoder {
             BodyFraming::Chunked => BodyState::ChunkSize,
             BodyFraming::UntilClose => BodyState::UntilClose,
         };
-        Ok(BodyDecoder { state, body: BytesMut::new(), max_body_bytes })
+        Ok(BodyDecoder {
+            state,
+            body: BytesMut::new(),
+            max_body_bytes,
+        })
     }
 
     /// Whether the whole body has been read.
@@ -293,7 +302,11 @@ impl BodyDecoder {
                         self.state = BodyState::Done;
                     } else {
                         self.state = BodyState::Length(left);
-                        return if eof { Err(ResponseError::Truncated) } else { Ok(false) };
+                        return if eof {
+                            Err(ResponseError::Truncated)
+                        } else {
+                            Ok(false)
+                        };
                     }
                 }
                 BodyState::UntilClose => {
@@ -309,7 +322,13 @@ impl BodyDecoder {
                     None if buf.len() > MAX_CHUNK_LINE => {
                         return Err(ResponseError::Chunked("chunk-size line too long"))
                     }
-                    None => return if eof { Err(ResponseError::Truncated) } else { Ok(false) },
+                    None => {
+                        return if eof {
+                            Err(ResponseError::Truncated)
+                        } else {
+                            Ok(false)
+                        }
+                    }
                     Some(end) => {
                         let size = parse_chunk_size(&buf[..end])?;
                         buf.advance(end + 2);
@@ -332,12 +351,20 @@ impl BodyDecoder {
                         self.state = BodyState::ChunkDataEnd;
                     } else {
                         self.state = BodyState::ChunkData(left);
-                        return if eof { Err(ResponseError::Truncated) } else { Ok(false) };
+                        return if eof {
+                            Err(ResponseError::Truncated)
+                        } else {
+                            Ok(false)
+                        };
                     }
                 }
                 BodyState::ChunkDataEnd => {
                     if buf.len() < 2 {
-                        return if eof { Err(ResponseError::Truncated) } else { Ok(false) };
+                        return if eof {
+                            Err(ResponseError::Truncated)
+                        } else {
+                            Ok(false)
+                        };
                     }
                     if &buf[..2] != b"\r\n" {
                         return Err(ResponseError::Chunked("missing CRLF after chunk data"));
@@ -349,7 +376,13 @@ impl BodyDecoder {
                     None if buf.len() > MAX_TRAILER_BYTES => {
                         return Err(ResponseError::Chunked("trailers too long"))
                     }
-                    None => return if eof { Err(ResponseError::Truncated) } else { Ok(false) },
+                    None => {
+                        return if eof {
+                            Err(ResponseError::Truncated)
+                        } else {
+                            Ok(false)
+                        }
+                    }
                     Some(0) => {
                         buf.advance(2);
                         self.state = BodyState::Done;
@@ -376,13 +409,19 @@ fn find_crlf(buf: &[u8]) -> Option<usize> {
 
 fn parse_chunk_size(line: &[u8]) -> Result<u64, ResponseError> {
     // chunk-size [ chunk-ext ]: the extension after ';' is ignored.
-    let size = line.split(|&b| b == b';').next().unwrap_or_default().trim_ascii();
+    let size = line
+        .split(|&b| b == b';')
+        .next()
+        .unwrap_or_default()
+        .trim_ascii();
     if size.is_empty() || size.len() > 15 {
         return Err(ResponseError::Chunked("invalid chunk size"));
     }
     let mut n: u64 = 0;
     for &b in size {
-        let digit = (b as char).to_digit(16).ok_or(ResponseError::Chunked("invalid chunk size"))?;
+        let digit = (b as char)
+            .to_digit(16)
+            .ok_or(ResponseError::Chunked("invalid chunk size"))?;
         n = n * 16 + u64::from(digit);
     }
     Ok(n)
@@ -408,7 +447,11 @@ pub struct ResponseDecoder {
 impl ResponseDecoder {
     /// A decoder with the given limits.
     pub fn new(max_head_bytes: usize, max_body_bytes: usize) -> Self {
-        ResponseDecoder { max_head_bytes, max_body_bytes, state: None }
+        ResponseDecoder {
+            max_head_bytes,
+            max_body_bytes,
+            state: None,
+        }
     }
 
     /// Feeds the bytes in `buf` (consuming what belongs to this response). Returns the response
@@ -416,7 +459,11 @@ impl ResponseDecoder {
     ///
     /// # Errors
     /// [`ResponseError`] when the response is malformed, too large, or cut short.
-    pub fn decode(&mut self, buf: &mut BytesMut, eof: bool) -> Result<Option<Response>, ResponseError> {
+    pub fn decode(
+        &mut self,
+        buf: &mut BytesMut,
+        eof: bool,
+    ) -> Result<Option<Response>, ResponseError> {
         if self.state.is_none() {
             match parse_head(buf, self.max_head_bytes)? {
                 Status::Partial if eof => return Err(ResponseError::Truncated),
@@ -428,12 +475,19 @@ impl ResponseDecoder {
                 }
             }
         }
-        let Some((_, body)) = self.state.as_mut() else { return Ok(None) };
+        let Some((_, body)) = self.state.as_mut() else {
+            return Ok(None);
+        };
         if !body.decode(buf, eof)? {
             return Ok(None);
         }
-        let Some((head, body)) = self.state.take() else { return Ok(None) };
-        Ok(Some(Response { head, body: body.into_body().freeze() }))
+        let Some((head, body)) = self.state.take() else {
+            return Ok(None);
+        };
+        Ok(Some(Response {
+            head,
+            body: body.into_body().freeze(),
+        }))
     }
 }
 
@@ -483,7 +537,11 @@ impl RequestEncoder {
         let mut num = itoa::Buffer::new();
         out.extend_from_slice(&self.prefix);
         push_header(out, "Content-Type", meta.content_type.as_bytes());
-        push_header(out, "Content-Length", num.format(meta.content_length).as_bytes());
+        push_header(
+            out,
+            "Content-Length",
+            num.format(meta.content_length).as_bytes(),
+        );
         push_header(out, names::JOB_ID, num.format(meta.job_id).as_bytes());
         push_header(out, names::QUEUE, meta.queue.as_bytes());
         push_header(out, names::ATTEMPT, num.format(meta.attempt).as_bytes());
@@ -505,17 +563,27 @@ fn push_header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
 /// Whether `name` may be sent as a header name (an RFC 9110 token) and is not one reprow
 /// sets itself. Checked when a job is read, so a job can never inject header lines.
 pub fn is_allowed_header_name(name: &str) -> bool {
-    const RESERVED: [&str; 6] =
-        ["host", "content-length", "transfer-encoding", "connection", "user-agent", "content-type"];
+    const RESERVED: [&str; 6] = [
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "user-agent",
+        "content-type",
+    ];
     !name.is_empty()
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
         && !RESERVED.iter().any(|r| name.eq_ignore_ascii_case(r))
         && !name.to_ascii_lowercase().starts_with("x-reprow-")
 }
 
 /// Whether `value` is a safe header value: visible ASCII, spaces and tabs; no CR or LF.
 pub fn is_allowed_header_value(value: &str) -> bool {
-    value.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
+    value
+        .bytes()
+        .all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
 }
 
 #[cfg(test)]
@@ -524,8 +592,15 @@ mod tests {
 
     const LIMIT: usize = 64 * 1024;
 
+    /// Expected decode result: status, body and keep-alive, or the error.
+    type Expected<'a> = Result<Option<(u16, &'a [u8], bool)>, ResponseError>;
+
     /// Feeds `input` to a fresh decoder split at `split`, as two reads, then EOF if asked.
-    fn decode_split(input: &[u8], split: usize, eof: bool) -> Result<Option<Response>, ResponseError> {
+    fn decode_split(
+        input: &[u8],
+        split: usize,
+        eof: bool,
+    ) -> Result<Option<Response>, ResponseError> {
         let mut dec = ResponseDecoder::new(LIMIT, LIMIT);
         let mut buf = BytesMut::from(&input[..split]);
         if let Some(r) = dec.decode(&mut buf, false)? {
@@ -540,18 +615,29 @@ mod tests {
     }
 
     /// Every case is checked with the input split at every byte boundary.
-    fn check_all_splits(input: &[u8], eof: bool, expect: &Result<Option<(u16, &[u8], bool)>, ResponseError>) {
+    fn check_all_splits(input: &[u8], eof: bool, expect: &Expected<'_>) {
         for split in 0..=input.len() {
             let got = decode_split(input, split, eof)
                 .map(|o| o.map(|r| (r.head.status, r.body.to_vec(), r.head.keep_alive)));
-            let want = expect.clone().map(|o| o.map(|(s, b, k)| (s, b.to_vec(), k)));
-            assert_eq!(got, want, "input {:?} split at {split}", String::from_utf8_lossy(input));
+            let want = expect
+                .clone()
+                .map(|o| o.map(|(s, b, k)| (s, b.to_vec(), k)));
+            assert_eq!(
+                got,
+                want,
+                "input {:?} split at {split}",
+                String::from_utf8_lossy(input)
+            );
         }
     }
 
     #[test]
     fn responses_at_every_split() {
-        type Case<'a> = (&'a [u8], bool, Result<Option<(u16, &'a [u8], bool)>, ResponseError>);
+        type Case<'a> = (
+            &'a [u8],
+            bool,
+            Result<Option<(u16, &'a [u8], bool)>, ResponseError>,
+        );
         let cases: Vec<Case<'_>> = vec![
             (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false, Ok(Some((200, b"ok", true)))),
             (b"HTTP/1.1 204 No Content\r\n\r\n", false, Ok(Some((204, b"", true)))),
@@ -600,7 +686,10 @@ mod tests {
     fn garbage_is_malformed() {
         let mut dec = ResponseDecoder::new(LIMIT, LIMIT);
         let mut buf = BytesMut::from(&b"garbage that is not http\r\n\r\n"[..]);
-        assert!(matches!(dec.decode(&mut buf, false), Err(ResponseError::Head(_))));
+        assert!(matches!(
+            dec.decode(&mut buf, false),
+            Err(ResponseError::Head(_))
+        ));
     }
 
     #[test]
@@ -611,19 +700,28 @@ mod tests {
         }
         let mut dec = ResponseDecoder::new(256, LIMIT);
         let mut buf = BytesMut::from(&input[..]);
-        assert_eq!(dec.decode(&mut buf, false), Err(ResponseError::HeadTooLarge(256)));
+        assert_eq!(
+            dec.decode(&mut buf, false),
+            Err(ResponseError::HeadTooLarge(256))
+        );
     }
 
     #[test]
     fn oversized_body_is_refused() {
         let mut dec = ResponseDecoder::new(LIMIT, 4);
         let mut buf = BytesMut::from(&b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"[..]);
-        assert_eq!(dec.decode(&mut buf, false), Err(ResponseError::BodyTooLarge(4)));
+        assert_eq!(
+            dec.decode(&mut buf, false),
+            Err(ResponseError::BodyTooLarge(4))
+        );
         let mut dec = ResponseDecoder::new(LIMIT, 4);
         let mut buf = BytesMut::from(
             &b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n3\r\ndef\r\n"[..],
         );
-        assert_eq!(dec.decode(&mut buf, false), Err(ResponseError::BodyTooLarge(4)));
+        assert_eq!(
+            dec.decode(&mut buf, false),
+            Err(ResponseError::BodyTooLarge(4))
+        );
     }
 
     #[test]
@@ -637,12 +735,21 @@ mod tests {
 
     #[test]
     fn retry_after_forms() {
-        assert_eq!(RetryAfter::parse(b" 120 "), Some(RetryAfter::Delay(Duration::from_secs(120))));
+        assert_eq!(
+            RetryAfter::parse(b" 120 "),
+            Some(RetryAfter::Delay(Duration::from_secs(120)))
+        );
         let at = RetryAfter::parse(b"Sun, 06 Nov 1994 08:49:37 GMT").unwrap();
         let epoch = std::time::UNIX_EPOCH + Duration::from_secs(784_111_777);
         assert_eq!(at, RetryAfter::At(epoch));
-        assert_eq!(at.delay_from(epoch - Duration::from_secs(5)), Duration::from_secs(5));
-        assert_eq!(at.delay_from(epoch + Duration::from_secs(5)), Duration::ZERO);
+        assert_eq!(
+            at.delay_from(epoch - Duration::from_secs(5)),
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            at.delay_from(epoch + Duration::from_secs(5)),
+            Duration::ZERO
+        );
         assert_eq!(RetryAfter::parse(b"soon"), None);
         assert_eq!(RetryAfter::parse(b"-3"), None);
         assert_eq!(
@@ -654,9 +761,14 @@ mod tests {
     #[test]
     fn retry_after_header_is_read() {
         let input = b"HTTP/1.1 503 Busy\r\nRetry-After: 7\r\nContent-Length: 0\r\n\r\n";
-        let Status::Complete(head, n) = parse_head(input, LIMIT).unwrap() else { panic!() };
+        let Status::Complete(head, n) = parse_head(input, LIMIT).unwrap() else {
+            panic!()
+        };
         assert_eq!(n, input.len());
-        assert_eq!(head.retry_after, Some(RetryAfter::Delay(Duration::from_secs(7))));
+        assert_eq!(
+            head.retry_after,
+            Some(RetryAfter::Delay(Duration::from_secs(7)))
+        );
     }
 
     #[test]
@@ -677,7 +789,8 @@ mod tests {
             &mut out,
         );
         let text = String::from_utf8(out).unwrap();
-        assert!(text.starts_with("POST /jobs?x=1 HTTP/1.1\r\nHost: 127.0.0.1:5000\r\nUser-Agent: reprow/"));
+        assert!(text
+            .starts_with("POST /jobs?x=1 HTTP/1.1\r\nHost: 127.0.0.1:5000\r\nUser-Agent: reprow/"));
         assert!(text.contains("\r\nContent-Length: 12\r\n"));
         assert!(text.contains("\r\nX-Reprow-Job-Id: 42\r\n"));
         assert!(text.contains("\r\nX-Reprow-Attempt: 3\r\n"));

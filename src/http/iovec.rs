@@ -21,8 +21,14 @@ impl RequestBufs {
     /// Wraps a rendered head and the payload.
     pub fn new(head: Vec<u8>, body: Bytes) -> Self {
         let iov = Box::new([
-            libc::iovec { iov_base: head.as_ptr() as *mut _, iov_len: head.len() },
-            libc::iovec { iov_base: body.as_ptr() as *mut _, iov_len: body.len() },
+            libc::iovec {
+                iov_base: head.as_ptr() as *mut _,
+                iov_len: head.len(),
+            },
+            libc::iovec {
+                iov_base: body.as_ptr() as *mut _,
+                iov_len: body.len(),
+            },
         ]);
         RequestBufs { head, body, iov }
     }

@@ -71,10 +71,16 @@ pub enum RunError {
 pub fn run(config: &Config, shutdown: Shutdown, stats: Arc<Stats>) -> Result<Snapshot, RunError> {
     stats.phase.store(Phase::Starting as u8, Relaxed);
     let runner = config.runner();
-    let url = WorkerUrl::parse(&runner.url).map_err(|reason| RunError::Resolve { host: runner.url.clone(), reason })?;
+    let url = WorkerUrl::parse(&runner.url).map_err(|reason| RunError::Resolve {
+        host: runner.url.clone(),
+        reason,
+    })?;
     let addrs: Vec<_> = (url.host.as_str(), url.port)
         .to_socket_addrs()
-        .map_err(|e| RunError::Resolve { host: url.host.clone(), reason: e.to_string() })?
+        .map_err(|e| RunError::Resolve {
+            host: url.host.clone(),
+            reason: e.to_string(),
+        })?
         .collect();
 
     let source: Box<dyn Source> = match &config.queue {
@@ -84,7 +90,10 @@ pub fn run(config: &Config, shutdown: Shutdown, stats: Arc<Stats>) -> Result<Sna
 
     let threads = config
         .threads
-        .map_or_else(|| thread::available_parallelism().map_or(1, |n| n.get()), |n| n.get())
+        .map_or_else(
+            || thread::available_parallelism().map_or(1, |n| n.get()),
+            |n| n.get(),
+        )
         .min(runner.concurrency);
     let (tx, rx) = bridge::job_channel(runner.concurrency);
 
@@ -99,7 +108,10 @@ pub fn run(config: &Config, shutdown: Shutdown, stats: Arc<Stats>) -> Result<Sna
             }
             result
         })
-        .map_err(|source| RunError::Start { what: "source thread", source })?;
+        .map_err(|source| RunError::Start {
+            what: "source thread",
+            source,
+        })?;
 
     let mut cores = Vec::with_capacity(threads);
     for core in 0..threads {
@@ -115,7 +127,8 @@ pub fn run(config: &Config, shutdown: Shutdown, stats: Arc<Stats>) -> Result<Sna
             max_body_bytes: runner.max_response_body_bytes,
             max_idle: slots,
         };
-        let (rx, settle, stats, shutdown) = (rx.clone(), settle.clone(), stats.clone(), shutdown.clone());
+        let (rx, settle, stats, shutdown) =
+            (rx.clone(), settle.clone(), stats.clone(), shutdown.clone());
         let policy = RetryPolicy::from_config(runner);
         let driver = config.driver;
         let grace = config.shutdown_timeout;
@@ -129,7 +142,10 @@ pub fn run(config: &Config, shutdown: Shutdown, stats: Arc<Stats>) -> Result<Sna
                 };
                 run_on_driver(driver, core, run)
             })
-            .map_err(|source| RunError::Start { what: "core thread", source })?;
+            .map_err(|source| RunError::Start {
+                what: "core thread",
+                source,
+            })?;
         cores.push(handle);
     }
     stats.phase.store(Phase::Running as u8, Relaxed);
@@ -159,7 +175,10 @@ pub fn run(config: &Config, shutdown: Shutdown, stats: Arc<Stats>) -> Result<Sna
     settle.close();
     stats.phase.store(Phase::Stopped as u8, Relaxed);
     if let Some(source) = start_error {
-        return Err(RunError::Start { what: "core event loop", source });
+        return Err(RunError::Start {
+            what: "core event loop",
+            source,
+        });
     }
     source_result?;
     Ok(stats.snapshot())
@@ -174,7 +193,11 @@ where
     let uring = match choice {
         DriverChoice::Epoll => None,
         DriverChoice::IoUring | DriverChoice::Auto => {
-            match monoio::RuntimeBuilder::<monoio::IoUringDriver>::new().with_entries(1024).enable_timer().build() {
+            match monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+                .with_entries(1024)
+                .enable_timer()
+                .build()
+            {
                 Ok(rt) => Some(rt),
                 Err(e) if choice == DriverChoice::Auto => {
                     if core == 0 {
@@ -193,7 +216,9 @@ where
         rt.block_on(make());
         return Ok(());
     }
-    let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build()?;
+    let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+        .enable_timer()
+        .build()?;
     if core == 0 {
         tracing::info!(driver = "epoll", "Core event loops started.");
     }
@@ -209,15 +234,20 @@ where
 pub fn install_signal_handler(shutdown: Shutdown) -> std::io::Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
-    thread::Builder::new().name("reprow-signals".into()).spawn(move || {
-        for signal in signals.forever() {
-            if shutdown.trigger() {
-                tracing::info!(signal, "Shutting down: finishing in-flight jobs (signal again to exit at once).");
-            } else {
-                tracing::warn!(signal, "Second signal: exiting now.");
-                std::process::exit(130);
+    thread::Builder::new()
+        .name("reprow-signals".into())
+        .spawn(move || {
+            for signal in signals.forever() {
+                if shutdown.trigger() {
+                    tracing::info!(
+                        signal,
+                        "Shutting down: finishing in-flight jobs (signal again to exit at once)."
+                    );
+                } else {
+                    tracing::warn!(signal, "Second signal: exiting now.");
+                    std::process::exit(130);
+                }
             }
-        }
-    })?;
+        })?;
     Ok(())
 }

@@ -83,10 +83,18 @@ pub fn decode(line: &[u8]) -> Result<Envelope, EnvelopeError> {
         }
         headers.push((k, v));
     }
-    if env.content_type.as_deref().is_some_and(|c| c.is_empty() || !is_allowed_header_value(c)) {
+    if env
+        .content_type
+        .as_deref()
+        .is_some_and(|c| c.is_empty() || !is_allowed_header_value(c))
+    {
         return Err(EnvelopeError::ContentType);
     }
-    Ok(Envelope { payload, headers, content_type: env.content_type })
+    Ok(Envelope {
+        payload,
+        headers,
+        content_type: env.content_type,
+    })
 }
 
 /// A job written to the failed or pending file. Readable back by [`decode`].
@@ -126,14 +134,21 @@ impl<'a> Record<'a> {
     pub fn of(job: &'a crate::job::Job, failure: Option<&'a crate::job::Failure>) -> Record<'a> {
         let (payload, payload_base64) = match std::str::from_utf8(&job.payload) {
             Ok(s) => (Some(s), None),
-            Err(_) => (None, Some(base64::engine::general_purpose::STANDARD.encode(&job.payload))),
+            Err(_) => (
+                None,
+                Some(base64::engine::general_purpose::STANDARD.encode(&job.payload)),
+            ),
         };
         Record {
             id: job.id,
             queue: &job.queue,
             payload,
             payload_base64,
-            headers: job.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(),
+            headers: job
+                .headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect(),
             content_type: &job.content_type,
             attempts: job.attempts,
             enqueued_at: humantime::format_rfc3339_millis(job.enqueued_at).to_string(),
@@ -150,12 +165,18 @@ mod tests {
 
     #[test]
     fn payload_forms() {
-        assert_eq!(decode(br#"{"payload":"hi"}"#).unwrap().payload, Bytes::from_static(b"hi"));
+        assert_eq!(
+            decode(br#"{"payload":"hi"}"#).unwrap().payload,
+            Bytes::from_static(b"hi")
+        );
         assert_eq!(
             decode(br#"{"payload": {"a": [1, 2]}}"#).unwrap().payload,
             Bytes::from_static(br#"{"a": [1, 2]}"#)
         );
-        assert_eq!(decode(br#"{"payload_base64":"AP8="}"#).unwrap().payload, Bytes::from_static(&[0, 255]));
+        assert_eq!(
+            decode(br#"{"payload_base64":"AP8="}"#).unwrap().payload,
+            Bytes::from_static(&[0, 255])
+        );
         let e = decode(br#"{"payload":"x","headers":{"X-Trace":"1"},"content_type":"text/plain","attempts":3}"#).unwrap();
         assert_eq!(e.headers, vec![("X-Trace".into(), "1".into())]);
         assert_eq!(e.content_type.as_deref(), Some("text/plain"));
@@ -165,14 +186,26 @@ mod tests {
     fn refusals() {
         assert!(matches!(decode(b"not json"), Err(EnvelopeError::Json(_))));
         assert_eq!(decode(b"{}"), Err(EnvelopeError::Payload));
-        assert_eq!(decode(br#"{"payload":1,"payload_base64":"AA=="}"#), Err(EnvelopeError::Payload));
-        assert!(matches!(decode(br#"{"payload_base64":"@@"}"#), Err(EnvelopeError::Base64(_))));
+        assert_eq!(
+            decode(br#"{"payload":1,"payload_base64":"AA=="}"#),
+            Err(EnvelopeError::Payload)
+        );
+        assert!(matches!(
+            decode(br#"{"payload_base64":"@@"}"#),
+            Err(EnvelopeError::Base64(_))
+        ));
         assert_eq!(
             decode(br#"{"payload":1,"headers":{"X-A":"v\r\nHost: evil"}}"#),
             Err(EnvelopeError::Header("X-A".into()))
         );
-        assert_eq!(decode(br#"{"payload":1,"headers":{"Host":"x"}}"#), Err(EnvelopeError::Header("Host".into())));
-        assert_eq!(decode(br#"{"payload":1,"content_type":"a\nb"}"#), Err(EnvelopeError::ContentType));
+        assert_eq!(
+            decode(br#"{"payload":1,"headers":{"Host":"x"}}"#),
+            Err(EnvelopeError::Header("Host".into()))
+        );
+        assert_eq!(
+            decode(br#"{"payload":1,"content_type":"a\nb"}"#),
+            Err(EnvelopeError::ContentType)
+        );
     }
 
     #[test]
@@ -186,11 +219,17 @@ mod tests {
             attempts: 2,
             enqueued_at: std::time::SystemTime::now(),
         };
-        let fail = crate::job::Failure { status: Some(500), message: "boom".into() };
+        let fail = crate::job::Failure {
+            status: Some(500),
+            message: "boom".into(),
+        };
         let line = serde_json::to_vec(&Record::of(&job, Some(&fail))).unwrap();
         let back = decode(&line).unwrap();
         assert_eq!(back.payload, job.payload);
         assert_eq!(back.headers, job.headers.to_vec());
-        assert_eq!(back.content_type.as_deref(), Some("application/octet-stream"));
+        assert_eq!(
+            back.content_type.as_deref(),
+            Some("application/octet-stream")
+        );
     }
 }

@@ -8,8 +8,11 @@
 
 use std::{
     fs::File,
-    io::Read as _,
-    os::{fd::AsFd, unix::fs::{FileTypeExt, OpenOptionsExt, PermissionsExt}},
+    io::{ErrorKind, Read as _},
+    os::{
+        fd::AsFd,
+        unix::fs::{FileTypeExt, OpenOptionsExt, PermissionsExt},
+    },
     path::PathBuf,
     sync::{atomic::Ordering::Relaxed, Arc, Condvar, Mutex},
     time::{Duration, SystemTime, UNIX_EPOCH},
@@ -52,7 +55,10 @@ impl FifoSource {
     /// [`SourceError`] naming the offending path.
     pub fn open(config: &FifoConfig, stats: Arc<Stats>) -> Result<FifoSource, SourceError> {
         let path = &config.path;
-        let io = |source| SourceError::Io { path: path.clone(), source };
+        let io = |source| SourceError::Io {
+            path: path.clone(),
+            source,
+        };
         match std::fs::metadata(path) {
             Ok(meta) if meta.file_type().is_fifo() => {}
             Ok(_) => return Err(SourceError::NotAFifo(path.clone())),
@@ -60,7 +66,8 @@ impl FifoSource {
                 nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o660))
                     .map_err(|e| io(e.into()))?;
                 // mkfifo applies the umask; set the documented mode explicitly.
-                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(io)?;
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+                    .map_err(io)?;
                 tracing::info!(path = %path.display(), "Created FIFO.");
             }
             Err(e) => return Err(io(e)),
@@ -73,10 +80,15 @@ impl FifoSource {
             .map_err(io)?;
         let queue: Arc<str> = match &config.name {
             Some(n) => n.as_str().into(),
-            None => path.file_name().map_or("fifo".into(), |n| n.to_string_lossy().into()),
+            None => path
+                .file_name()
+                .map_or("fifo".into(), |n| n.to_string_lossy().into()),
         };
         let spill = |p: &PathBuf| {
-            SpillFile::open(p).map_err(|source| SourceError::Io { path: p.clone(), source })
+            SpillFile::open(p).map_err(|source| SourceError::Io {
+                path: p.clone(),
+                source,
+            })
         };
         let settler = Arc::new(FifoSettler {
             failed: Mutex::new(spill(&config.failed_path)?),
@@ -86,21 +98,28 @@ impl FifoSource {
             capacity_lock: Mutex::new(()),
         });
         // Ids start at the start time in microseconds: unique and increasing across restarts.
-        let next_id = SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.as_micros() as u64);
-        Ok(FifoSource { config: config.clone(), queue, file, settler, stats, next_id })
+        let next_id = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(1, |d| d.as_micros() as u64);
+        Ok(FifoSource {
+            config: config.clone(),
+            queue,
+            file,
+            settler,
+            stats,
+            next_id,
+        })
     }
 
-    /// Turns one line into a job, or reports why it cannot be one.
-    fn job_from_line(&mut self, line: Bytes) -> Result<Job, envelope::EnvelopeError> {
-        let (payload, headers, content_type) = match self.config.format {
-            LineFormat::Raw => (line, Vec::new(), None),
-            LineFormat::Json => {
-                let env = envelope::decode(&line)?;
-                (env.payload, env.headers, env.content_type)
-            }
-        };
+    /// A new job with the next id.
+    fn new_job(
+        &mut self,
+        payload: Bytes,
+        headers: Vec<(String, String)>,
+        content_type: Option<String>,
+    ) -> Job {
         self.next_id += 1;
-        Ok(Job {
+        Job {
             id: self.next_id,
             queue: self.queue.clone(),
             payload,
@@ -108,30 +127,40 @@ impl FifoSource {
             headers: headers.into(),
             attempts: 0,
             enqueued_at: SystemTime::now(),
-        })
+        }
+    }
+
+    /// Turns one line into a job, or reports why it cannot be one.
+    fn job_from_line(&mut self, line: Bytes) -> Result<Job, envelope::EnvelopeError> {
+        match self.config.format {
+            LineFormat::Raw => Ok(self.new_job(line, Vec::new(), None)),
+            LineFormat::Json => {
+                let env = envelope::decode(&line)?;
+                Ok(self.new_job(env.payload, env.headers, env.content_type))
+            }
+        }
     }
 
     /// Reports a line that could not become a job: logged, counted and recorded in the failed
     /// file, never dropped silently.
     fn refuse(&mut self, prefix: &[u8], message: String) {
         tracing::error!(queue = %self.queue, %message, "Refused a FIFO line.");
-        self.next_id += 1;
-        let job = Job {
-            id: self.next_id,
-            queue: self.queue.clone(),
-            payload: Bytes::copy_from_slice(prefix),
-            content_type: DEFAULT_CONTENT_TYPE.into(),
-            headers: Arc::new([]),
-            attempts: 0,
-            enqueued_at: SystemTime::now(),
-        };
-        self.settler.record_failed(&job, &Failure::transport(message));
+        let job = self.new_job(Bytes::copy_from_slice(prefix), Vec::new(), None);
+        self.settler
+            .record_failed(&job, &Failure::transport(message));
     }
 
     /// Waits until fewer than `max_held_jobs` jobs are held, or shutdown.
     fn wait_for_capacity(&self, shutdown: &Shutdown) {
         let max = self.config.max_held_jobs as i64;
-        let mut guard = self.settler.capacity_lock.lock().unwrap_or_else(|e| e.into_inner());
+        if self.stats.held.load(Relaxed) < max {
+            return; // the common case: no lock taken
+        }
+        let mut guard = self
+            .settler
+            .capacity_lock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         while self.stats.held.load(Relaxed) >= max && !shutdown.is_triggered() {
             // The timeout only guards against a missed notification; the wait is event-driven.
             guard = self
@@ -143,8 +172,10 @@ impl FifoSource {
         }
     }
 
-    /// Hands a job to the cores, or keeps it for the next run if shutdown closed the way.
+    /// Hands a job to the cores (waiting while `max_held_jobs` are held), or, once shutdown
+    /// has started, keeps it for the next run.
     fn forward(&self, job: Job, out: &JobSender, shutdown: &Shutdown) {
+        self.wait_for_capacity(shutdown);
         self.stats.held.fetch_add(1, Relaxed);
         Stats::inc(&self.stats.received);
         if shutdown.is_triggered() {
@@ -155,7 +186,79 @@ impl FifoSource {
             self.settler.unfinished(e.into_inner());
         }
     }
+
+    /// One non-blocking `read(2)` into the framer; 0 when nothing was there.
+    fn read_chunk(&mut self, framer: &mut LineFramer) -> Result<usize, SourceError> {
+        let buf = framer.buffer();
+        let start = buf.len();
+        // Zero-filling is cheap next to the syscall and keeps this free of unsafe code.
+        buf.resize(start + READ_CHUNK, 0);
+        let read = self.file.read(&mut buf[start..]);
+        let n = match read {
+            Ok(n) => n,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => 0,
+            Err(source) => {
+                framer.buffer().truncate(start);
+                return Err(SourceError::Io {
+                    path: self.config.path.clone(),
+                    source,
+                });
+            }
+        };
+        framer.buffer().truncate(start + n);
+        Ok(n)
+    }
+
+    /// Turns every complete line in the framer into a job and forwards it.
+    fn forward_frames(&mut self, framer: &mut LineFramer, out: &JobSender, shutdown: &Shutdown) {
+        while let Some(frame) = framer.next_frame() {
+            match frame {
+                Frame::Line(line) => match self.job_from_line(line.clone()) {
+                    Ok(job) => self.forward(job, out, shutdown),
+                    Err(e) => {
+                        Stats::inc(&self.stats.lines_invalid);
+                        self.refuse(&line[..line.len().min(1024)], e.to_string());
+                    }
+                },
+                Frame::Oversize { prefix } => {
+                    Stats::inc(&self.stats.lines_oversize);
+                    let max = self.config.max_line_bytes;
+                    self.refuse(
+                        &prefix,
+                        format!("line longer than max_line_bytes ({max}); its first bytes are kept as the payload"),
+                    );
+                }
+            }
+        }
+    }
+
+    /// At shutdown: lines still in the pipe would vanish with the last open descriptor, so they
+    /// are read (without waiting for more) and saved as unfinished, as is a line without its
+    /// newline.
+    fn save_leftovers(&mut self, framer: &mut LineFramer, out: &JobSender, shutdown: &Shutdown) {
+        let mut drained = 0;
+        while drained < MAX_SHUTDOWN_DRAIN_BYTES {
+            match self.read_chunk(framer) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => drained += n,
+            }
+            self.forward_frames(framer, out, shutdown);
+        }
+        if let Some(partial) = framer.take_partial() {
+            tracing::warn!(
+                bytes = partial.len(),
+                "Saving an unterminated line at shutdown."
+            );
+            let job = self.new_job(partial, Vec::new(), None);
+            self.stats.held.fetch_add(1, Relaxed);
+            Stats::inc(&self.stats.received);
+            self.settler.unfinished(job);
+        }
+    }
 }
+
+/// Most bytes read from the pipe at shutdown; a writer that keeps writing cannot hold reprow.
+const MAX_SHUTDOWN_DRAIN_BYTES: usize = 16 * 1024 * 1024;
 
 impl Source for FifoSource {
     fn settler(&self) -> Arc<dyn Settle> {
@@ -164,68 +267,28 @@ impl Source for FifoSource {
 
     fn run(mut self: Box<Self>, out: JobSender, shutdown: Shutdown) -> Result<(), SourceError> {
         let mut framer = LineFramer::new(self.config.max_line_bytes);
-        let max_line = self.config.max_line_bytes;
         tracing::info!(path = %self.config.path.display(), queue = %self.queue, "Reading FIFO.");
-        loop {
-            self.wait_for_capacity(&shutdown);
-            if shutdown.is_triggered() {
-                break;
-            }
+        while !shutdown.is_triggered() {
             let mut fds = [
                 PollFd::new(self.file.as_fd(), PollFlags::POLLIN),
                 PollFd::new(shutdown.poll_fd(), PollFlags::POLLIN),
             ];
             match nix::poll::poll(&mut fds, PollTimeout::NONE) {
-                Ok(_) => {}
-                Err(nix::errno::Errno::EINTR) => continue,
+                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
                 Err(e) => {
-                    return Err(SourceError::Io { path: self.config.path.clone(), source: e.into() })
+                    return Err(SourceError::Io {
+                        path: self.config.path.clone(),
+                        source: e.into(),
+                    })
                 }
             }
             if fds[1].any().unwrap_or(false) {
                 break;
             }
-            let buf = framer.buffer();
-            let start = buf.len();
-            buf.resize(start + READ_CHUNK, 0);
-            let read = self.file.read(&mut buf[start..]);
-            let n = match read {
-                Ok(n) => n,
-                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted) => 0,
-                Err(e) => {
-                    framer.buffer().truncate(start);
-                    return Err(SourceError::Io { path: self.config.path.clone(), source: e });
-                }
-            };
-            framer.buffer().truncate(start + n);
-            while let Some(frame) = framer.next_frame() {
-                match frame {
-                    Frame::Line(line) => match self.job_from_line(line.clone()) {
-                        Ok(job) => self.forward(job, &out, &shutdown),
-                        Err(e) => {
-                            Stats::inc(&self.stats.lines_invalid);
-                            self.refuse(&line[..line.len().min(1024)], e.to_string());
-                        }
-                    },
-                    Frame::Oversize { prefix } => {
-                        Stats::inc(&self.stats.lines_oversize);
-                        self.refuse(&prefix, format!("line longer than max_line_bytes ({max_line}); its first bytes are kept as the payload"));
-                    }
-                }
-            }
+            self.read_chunk(&mut framer)?;
+            self.forward_frames(&mut framer, &out, &shutdown);
         }
-        // Bytes of a line whose newline never came: keep them rather than lose them.
-        if let Some(partial) = framer.take_partial() {
-            tracing::warn!(bytes = partial.len(), "Saving an unterminated line at shutdown.");
-            if let Ok(job) = self.job_from_line(partial.clone()).or_else(|_| {
-                let mut raw = self.job_from_line(Bytes::new()).map_err(|_| ())?;
-                raw.payload = partial;
-                Ok::<_, ()>(raw)
-            }) {
-                self.stats.held.fetch_add(1, Relaxed);
-                self.settler.unfinished(job);
-            }
-        }
+        self.save_leftovers(&mut framer, &out, &shutdown);
         Ok(())
     }
 }
@@ -248,7 +311,10 @@ impl FifoSettler {
 
     fn record_failed(&self, job: &Job, failure: &Failure) {
         if let Ok(line) = serde_json::to_vec(&Record::of(job, Some(failure))) {
-            self.failed.lock().unwrap_or_else(|e| e.into_inner()).append(line);
+            self.failed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .append(line);
         }
     }
 }
@@ -270,14 +336,23 @@ impl Settle for FifoSettler {
 
     fn unfinished(&self, job: Job) {
         if let Ok(line) = serde_json::to_vec(&Record::of(&job, None)) {
-            self.pending.lock().unwrap_or_else(|e| e.into_inner()).append(line);
+            self.pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .append(line);
             Stats::inc(&self.stats.pending_saved);
         }
         self.release();
     }
 
     fn close(&self) {
-        self.failed.lock().unwrap_or_else(|e| e.into_inner()).close();
-        self.pending.lock().unwrap_or_else(|e| e.into_inner()).close();
+        self.failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .close();
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .close();
     }
 }

@@ -35,7 +35,12 @@ pub struct LineFramer {
 impl LineFramer {
     /// A framer refusing lines longer than `max_line_bytes` (newline excluded).
     pub fn new(max_line_bytes: usize) -> Self {
-        LineFramer { max_line_bytes, buf: BytesMut::new(), scanned: 0, discarding: false }
+        LineFramer {
+            max_line_bytes,
+            buf: BytesMut::new(),
+            scanned: 0,
+            discarding: false,
+        }
     }
 
     /// The buffer to read into: callers append bytes to it, then call [`next_frame`].
@@ -81,7 +86,8 @@ impl LineFramer {
                     self.scanned = self.buf.len();
                     if !self.discarding && self.buf.len() > self.max_line_bytes {
                         // Refuse now instead of buffering an unbounded line.
-                        let prefix = Bytes::copy_from_slice(&self.buf[..PREFIX_BYTES.min(self.buf.len())]);
+                        let prefix =
+                            Bytes::copy_from_slice(&self.buf[..PREFIX_BYTES.min(self.buf.len())]);
                         self.buf.clear();
                         self.scanned = 0;
                         self.discarding = true;
@@ -148,11 +154,17 @@ mod tests {
             (b"a\nbc\n", 10, vec![line("a"), line("bc")]),
             (b"a\r\n\n  \n\tb\n", 10, vec![line("a"), line("\tb")]),
             (b"partial", 10, vec![]),
-            (b"ok\n12345678901\nnext\n", 10, vec![
-                line("ok"),
-                Frame::Oversize { prefix: Bytes::from_static(b"12345678901") },
-                line("next"),
-            ]),
+            (
+                b"ok\n12345678901\nnext\n",
+                10,
+                vec![
+                    line("ok"),
+                    Frame::Oversize {
+                        prefix: Bytes::from_static(b"12345678901"),
+                    },
+                    line("next"),
+                ],
+            ),
             (b"0123456789\n", 10, vec![line("0123456789")]),
         ];
         for (input, max, want) in &cases {
@@ -161,9 +173,19 @@ mod tests {
                 // An oversize line may be detected before its newline arrives, in which case
                 // the prefix is whatever had been buffered; compare kinds and lines only.
                 let norm = |v: &[Frame]| -> Vec<Option<Bytes>> {
-                    v.iter().map(|f| match f { Frame::Line(b) => Some(b.clone()), Frame::Oversize { .. } => None }).collect()
+                    v.iter()
+                        .map(|f| match f {
+                            Frame::Line(b) => Some(b.clone()),
+                            Frame::Oversize { .. } => None,
+                        })
+                        .collect()
                 };
-                assert_eq!(norm(&got), norm(want), "input {:?} split {split}", String::from_utf8_lossy(input));
+                assert_eq!(
+                    norm(&got),
+                    norm(want),
+                    "input {:?} split {split}",
+                    String::from_utf8_lossy(input)
+                );
             }
         }
     }

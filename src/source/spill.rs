@@ -40,7 +40,11 @@ impl SpillFile {
                 }
             }
         })?;
-        Ok(SpillFile { tx: Some(tx), thread: Some(thread), path: path.to_path_buf() })
+        Ok(SpillFile {
+            tx: Some(tx),
+            thread: Some(thread),
+            path: path.to_path_buf(),
+        })
     }
 
     /// Queues one serialized record (without newline) for appending.

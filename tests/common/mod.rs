@@ -25,10 +25,15 @@ pub struct Received {
 
 impl Received {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
     pub fn attempt(&self) -> u32 {
-        self.header("X-Reprow-Attempt").and_then(|v| v.parse().ok()).unwrap_or(0)
+        self.header("X-Reprow-Attempt")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
     }
     pub fn body_str(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
@@ -106,14 +111,23 @@ impl Worker {
         let mut got = lock.lock().unwrap();
         while got.len() < n {
             let left = deadline.saturating_duration_since(Instant::now());
-            assert!(!left.is_zero(), "worker got {} of {n} requests before the deadline", got.len());
+            assert!(
+                !left.is_zero(),
+                "worker got {} of {n} requests before the deadline",
+                got.len()
+            );
             got = cv.wait_timeout(got, left).unwrap().0;
         }
         got.clone()
     }
 }
 
-fn serve_conn(stream: TcpStream, log: &(Mutex<Vec<Received>>, Condvar), handler: &Handler, idle_close: Option<Duration>) {
+fn serve_conn(
+    stream: TcpStream,
+    log: &(Mutex<Vec<Received>>, Condvar),
+    handler: &Handler,
+    idle_close: Option<Duration>,
+) {
     let _ = stream.set_read_timeout(idle_close);
     let mut writer = stream.try_clone().unwrap();
     let mut reader = BufReader::new(stream);
@@ -138,7 +152,12 @@ fn serve_conn(stream: TcpStream, log: &(Mutex<Vec<Received>>, Condvar), handler:
         let headers: Vec<(String, String)> = req
             .headers
             .iter()
-            .map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).into_owned()))
+            .map(|h| {
+                (
+                    h.name.to_string(),
+                    String::from_utf8_lossy(h.value).into_owned(),
+                )
+            })
             .collect();
         let len: usize = headers
             .iter()
@@ -149,7 +168,11 @@ fn serve_conn(stream: TcpStream, log: &(Mutex<Vec<Received>>, Condvar), handler:
         if reader.read_exact(&mut body).is_err() {
             return;
         }
-        let rec = Received { headers, body, at: Instant::now() };
+        let rec = Received {
+            headers,
+            body,
+            at: Instant::now(),
+        };
         let index = {
             let (lock, cv) = log;
             let mut got = lock.lock().unwrap();
@@ -189,7 +212,11 @@ fn serve_conn(stream: TcpStream, log: &(Mutex<Vec<Received>>, Condvar), handler:
 
 /// A port with nothing listening on it (bound, then released).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A temporary directory holding the FIFO, the config and reprow's output files.
@@ -199,7 +226,9 @@ pub struct Scene {
 
 impl Scene {
     pub fn new() -> Scene {
-        Scene { dir: tempfile::tempdir().unwrap() }
+        Scene {
+            dir: tempfile::tempdir().unwrap(),
+        }
     }
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
@@ -210,12 +239,19 @@ impl Scene {
 
     /// A config for the FIFO in this scene, the given worker URL, and extra YAML lines for the
     /// runner (`runner_extra`) and the queue (`queue_extra`), each already indented.
-    pub fn config(&self, url: &str, queue_extra: &str, runner_extra: &str, top_extra: &str) -> PathBuf {
+    pub fn config(
+        &self,
+        url: &str,
+        queue_extra: &str,
+        runner_extra: &str,
+        top_extra: &str,
+    ) -> PathBuf {
         let text = format!(
-            "queue:\n  type: fifo\n  path: {}\n  failed_path: {}\n  pending_path: {}\n{queue_extra}runner:\n  type: http_proxy\n  url: {url}\n  backoff_base: 20ms\n  backoff_max: 100ms\n{runner_extra}shutdown_timeout: 5s\n{top_extra}",
+            "queue:\n  type: fifo\n  path: {}\n  failed_path: {}\n  pending_path: {}\n{queue_extra}runner:\n  type: http_proxy\n  url: {url}\n  backoff_base: 20ms\n  backoff_max: 100ms\n{runner_extra}{grace}{top_extra}",
             self.fifo().display(),
             self.path("failed.jsonl").display(),
             self.path("pending.jsonl").display(),
+            grace = if top_extra.contains("shutdown_timeout:") { "" } else { "shutdown_timeout: 5s\n" },
         );
         let path = self.path("reprow.yaml");
         std::fs::write(&path, text).unwrap();
@@ -279,7 +315,11 @@ impl Reprow {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(Instant::now() < deadline, "reprow did not exit; log:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "reprow did not exit; log:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -288,7 +328,9 @@ impl Reprow {
     pub fn final_stats(&self) -> serde_json::Value {
         let log = self.log();
         for line in log.lines().rev() {
-            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
             if v["message"] == "Stopped." {
                 return serde_json::from_str(v["stats"].as_str().unwrap()).unwrap();
             }
@@ -310,7 +352,11 @@ pub fn open_writer(fifo: &Path) -> std::fs::File {
     loop {
         // Non-blocking open fails (ENOENT or ENXIO) until the FIFO exists and has a reader,
         // instead of hanging the test if reprow never starts.
-        match std::fs::OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK).open(fifo) {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(fifo)
+        {
             Ok(f) => {
                 let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
                 let flags = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFL).unwrap();

@@ -45,6 +45,8 @@ pub struct FifoSource {
     settler: Arc<FifoSettler>,
     stats: Arc<Stats>,
     next_id: u64,
+    default_content_type: Arc<str>,
+    no_headers: Arc<[(String, String)]>,
 }
 
 impl FifoSource {
@@ -108,6 +110,8 @@ impl FifoSource {
             settler,
             stats,
             next_id,
+            default_content_type: DEFAULT_CONTENT_TYPE.into(),
+            no_headers: Arc::new([]),
         })
     }
 
@@ -123,8 +127,9 @@ impl FifoSource {
             id: self.next_id,
             queue: self.queue.clone(),
             payload,
-            content_type: content_type.map_or_else(|| DEFAULT_CONTENT_TYPE.into(), Into::into),
-            headers: headers.into(),
+            // Shared defaults: the common job allocates nothing but its payload's share.
+            content_type: content_type.map_or_else(|| self.default_content_type.clone(), Into::into),
+            headers: if headers.is_empty() { self.no_headers.clone() } else { headers.into() },
             attempts: 0,
             enqueued_at: SystemTime::now(),
         }

@@ -305,3 +305,136 @@ impl WorkerClient {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        io::{BufRead, BufReader, Read, Write},
+        net::TcpListener,
+        sync::{
+            atomic::{AtomicUsize, Ordering::SeqCst},
+            Arc,
+        },
+    };
+
+    use bytes::Bytes;
+
+    use super::*;
+
+    /// A std-thread worker answering 200 to every request; counts connections and checks that
+    /// each body is the expected pattern.
+    fn worker(delay: Duration) -> (SocketAddr, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let conns = Arc::new(AtomicUsize::new(0));
+        let c = conns.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                c.fetch_add(1, SeqCst);
+                std::thread::spawn(move || {
+                    let mut w = stream.try_clone().unwrap();
+                    let mut r = BufReader::new(stream);
+                    loop {
+                        let mut len = 0usize;
+                        loop {
+                            let mut line = String::new();
+                            if r.read_line(&mut line).unwrap_or(0) == 0 {
+                                return;
+                            }
+                            if let Some(v) = line.strip_prefix("Content-Length: ") {
+                                len = v.trim().parse().unwrap();
+                            }
+                            if line == "\r\n" {
+                                break;
+                            }
+                        }
+                        let mut body = vec![0; len];
+                        r.read_exact(&mut body).unwrap();
+                        assert!(body.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8));
+                        std::thread::sleep(delay);
+                        let reply = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{len}",
+                            len.to_string().len()
+                        );
+                        if w.write_all(reply.as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (addr, conns)
+    }
+
+    fn client(addr: SocketAddr, timeout: Duration) -> WorkerClient {
+        WorkerClient::new(ClientConfig {
+            addrs: vec![addr],
+            authority: addr.to_string(),
+            path_and_query: "/".into(),
+            timeout,
+            idle_timeout: Duration::from_secs(5),
+            max_head_bytes: 64 * 1024,
+            max_body_bytes: 1024,
+            max_idle: 4,
+        })
+    }
+
+    fn job(len: usize) -> Job {
+        Job {
+            id: 1,
+            queue: "q".into(),
+            payload: Bytes::from((0..len).map(|i| (i % 251) as u8).collect::<Vec<u8>>()),
+            content_type: "application/octet-stream".into(),
+            headers: Arc::new([]),
+            attempts: 1,
+            enqueued_at: std::time::SystemTime::now(),
+        }
+    }
+
+    #[monoio::test_all(timer_enabled = true)]
+    async fn keep_alive_reuses_one_connection() {
+        let (addr, conns) = worker(Duration::ZERO);
+        let c = client(addr, Duration::from_secs(5));
+        for _ in 0..3 {
+            let resp = c
+                .send(&job(10), || panic!("no stale retry expected"))
+                .await
+                .unwrap();
+            assert_eq!(resp.head.status, 200);
+            assert_eq!(&resp.body[..], b"10");
+        }
+        assert_eq!(conns.load(SeqCst), 1);
+    }
+
+    #[monoio::test_all(timer_enabled = true)]
+    async fn large_payload_survives_short_writes() {
+        // 8 MiB cannot go out in one writev on loopback: exercises RequestBufs::advance.
+        let (addr, _) = worker(Duration::ZERO);
+        let c = client(addr, Duration::from_secs(20));
+        let resp = c.send(&job(8 * 1024 * 1024), || {}).await.unwrap();
+        assert_eq!(&resp.body[..], b"8388608");
+    }
+
+    #[monoio::test_all(timer_enabled = true)]
+    async fn slow_worker_times_out() {
+        let (addr, _) = worker(Duration::from_millis(500));
+        let c = client(addr, Duration::from_millis(100));
+        let err = c.send(&job(1), || {}).await.unwrap_err();
+        assert!(matches!(err, ClientError::Timeout(_)), "{err}");
+    }
+
+    #[monoio::test_all(timer_enabled = true)]
+    async fn refused_connection_is_classified() {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let c = client(
+            SocketAddr::from(([127, 0, 0, 1], port)),
+            Duration::from_secs(1),
+        );
+        let err = c.send(&job(1), || {}).await.unwrap_err();
+        assert!(err.is_refused(), "{err}");
+    }
+}

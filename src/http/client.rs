@@ -3,6 +3,7 @@
 
 use std::{
     cell::RefCell,
+    io::Write as _,
     net::SocketAddr,
     time::{Duration, Instant},
 };
@@ -215,7 +216,18 @@ impl WorkerClient {
         let reused = conn.reused;
         let mut head = self.head_bufs.borrow_mut().pop().unwrap_or_default();
         head.clear();
-        let enqueued_at = humantime::format_rfc3339_millis(job.enqueued_at).to_string();
+        // Formatted into a stack buffer: no allocation per request.
+        let mut stamp = [0u8; 32];
+        let stamp_len = {
+            let mut cursor = std::io::Cursor::new(&mut stamp[..]);
+            let _ = write!(
+                cursor,
+                "{}",
+                humantime::format_rfc3339_millis(job.enqueued_at)
+            );
+            cursor.position() as usize
+        };
+        let enqueued_at = std::str::from_utf8(&stamp[..stamp_len]).unwrap_or_default();
         self.encoder.encode_head(
             &RequestMeta {
                 content_type: &job.content_type,
@@ -223,7 +235,7 @@ impl WorkerClient {
                 job_id: job.id,
                 queue: &job.queue,
                 attempt: job.attempts,
-                enqueued_at: &enqueued_at,
+                enqueued_at,
                 extra: &job.headers,
             },
             &mut head,

@@ -128,8 +128,13 @@ impl FifoSource {
             queue: self.queue.clone(),
             payload,
             // Shared defaults: the common job allocates nothing but its payload's share.
-            content_type: content_type.map_or_else(|| self.default_content_type.clone(), Into::into),
-            headers: if headers.is_empty() { self.no_headers.clone() } else { headers.into() },
+            content_type: content_type
+                .map_or_else(|| self.default_content_type.clone(), Into::into),
+            headers: if headers.is_empty() {
+                self.no_headers.clone()
+            } else {
+                headers.into()
+            },
             attempts: 0,
             enqueued_at: SystemTime::now(),
         }

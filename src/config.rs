@@ -43,10 +43,25 @@ pub enum ConfigError {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// Where jobs come from.
+    /// Where jobs come from. Defaults to the embedded durable queue (`type: lmdb`).
+    #[serde(default)]
     pub queue: QueueConfig,
-    /// Where jobs go.
-    pub runner: Runner,
+    /// Where jobs go. Required for a FIFO; for the durable queue, `runner.url` becomes the
+    /// default queue's worker URL and the response limits apply to every worker.
+    #[serde(default)]
+    pub runner: Option<Runner>,
+    /// The HTTP API of the durable queue (fireworq and presque routes).
+    #[serde(default)]
+    pub api: crate::api::ApiConfig,
+    /// Queue definitions of the durable queue, by name (fireworq's queue fields plus reprow's).
+    #[serde(default)]
+    pub queues: std::collections::BTreeMap<String, crate::store::queue::QueueDef>,
+    /// Job category → queue name. Categories without a routing go to `default_queue`.
+    #[serde(default)]
+    pub routings: std::collections::BTreeMap<String, String>,
+    /// The queue for unrouted categories; created if missing. Defaults to `default`.
+    #[serde(default = "default_queue_name")]
+    pub default_queue: String,
     /// Core threads, each running one event loop. Defaults to the number of CPUs.
     #[serde(default)]
     pub threads: Option<NonZeroUsize>,
@@ -81,6 +96,89 @@ pub enum DriverChoice {
 pub enum QueueConfig {
     /// A Linux named pipe, one job per line.
     Fifo(FifoConfig),
+    /// reprow's own durable queue: an LMDB log fed by the HTTP API.
+    Lmdb(LmdbConfig),
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig::Lmdb(LmdbConfig::default())
+    }
+}
+
+/// `queue: {type: lmdb, ...}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LmdbConfig {
+    /// Data directory, created if missing. Defaults to `./reprow-data`.
+    #[serde(default = "default_data_path")]
+    pub path: PathBuf,
+    /// LMDB map size: the most the store holds, as bytes or `512MiB`, `4GiB`. Address space
+    /// only; the file grows as jobs arrive. Defaults to 4 GiB.
+    #[serde(default = "default_map_size", deserialize_with = "byte_size")]
+    pub map_size: usize,
+    /// BENCHMARKS ONLY: skip the fsync of each commit. A crash or power loss then loses jobs
+    /// whose enqueue was acknowledged. Defaults to false; reprow logs a warning when set.
+    #[serde(default)]
+    pub unsafe_no_sync_benchmark_only: bool,
+}
+
+impl Default for LmdbConfig {
+    fn default() -> Self {
+        LmdbConfig {
+            path: default_data_path(),
+            map_size: default_map_size(),
+            unsafe_no_sync_benchmark_only: false,
+        }
+    }
+}
+
+fn default_data_path() -> PathBuf {
+    PathBuf::from("reprow-data")
+}
+const fn default_map_size() -> usize {
+    4 << 30
+}
+fn default_queue_name() -> String {
+    "default".to_string()
+}
+
+/// Reads a size as a number of bytes or a string with a unit (`KiB`, `MiB`, `GiB`, `TiB`, or
+/// `KB`/`MB`/`GB` as powers of ten).
+fn byte_size<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Repr {
+        N(u64),
+        S(String),
+    }
+    match Repr::deserialize(d)? {
+        Repr::N(n) => usize::try_from(n).map_err(serde::de::Error::custom),
+        Repr::S(s) => parse_byte_size(&s).map_err(serde::de::Error::custom),
+    }
+}
+
+/// Parses `4GiB`, `512 MiB`, `1000000`.
+pub fn parse_byte_size(text: &str) -> Result<usize, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("invalid size {text:?}"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kib" | "k" => 1 << 10,
+        "mib" | "m" => 1 << 20,
+        "gib" | "g" => 1 << 30,
+        "tib" | "t" => 1 << 40,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        u => return Err(format!("unknown size unit {u:?} in {text:?} (use KiB, MiB, GiB)")),
+    };
+    n.checked_mul(mult)
+        .and_then(|b| usize::try_from(b).ok())
+        .ok_or_else(|| format!("size {text:?} is too large"))
 }
 
 /// `queue: {type: fifo, ...}`.
@@ -248,7 +346,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     })
 }
 
-fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+pub(crate) fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     DurationRepr::deserialize(d)?
         .into_duration()
         .map_err(serde::de::Error::custom)
@@ -351,11 +449,18 @@ impl Config {
         config.validate(text)
     }
 
-    /// The HTTP runner's settings.
-    pub fn runner(&self) -> &RunnerConfig {
+    /// The HTTP runner's settings, when a runner is configured.
+    pub fn runner(&self) -> Option<&RunnerConfig> {
         match &self.runner {
-            Runner::HttpProxy(r) => r,
+            Some(Runner::HttpProxy(r)) => Some(r),
+            None => None,
         }
+    }
+
+    /// The config `reprow serve` runs with no file: the durable queue in `./reprow-data`, the
+    /// API on 127.0.0.1:8080, a `default` queue.
+    pub fn embedded_default() -> Config {
+        Config::from_yaml("queue:\n  type: lmdb\n").unwrap_or_else(|e| unreachable!("{e}"))
     }
 
     fn validate(self, text: &str) -> Result<Config, ConfigError> {
@@ -366,7 +471,15 @@ impl Config {
             key,
             message,
         };
-        let r = self.runner();
+        if let QueueConfig::Lmdb(l) = &self.queue {
+            self.validate_durable(l).map_err(|(k, m)| invalid(k, m))?;
+        }
+        let Some(r) = self.runner() else {
+            if matches!(self.queue, QueueConfig::Fifo(_)) {
+                return Err(invalid("runner", "a FIFO queue needs a runner (runner.url)".into()));
+            }
+            return self.validate_common(text);
+        };
         WorkerUrl::parse(&r.url).map_err(|m| invalid("runner.url", m))?;
         if r.concurrency == 0 {
             return Err(invalid("runner.concurrency", "must be at least 1".into()));
@@ -408,6 +521,7 @@ impl Config {
             ));
         }
         match &self.queue {
+            QueueConfig::Lmdb(_) => {}
             QueueConfig::Fifo(f) => {
                 if f.path.as_os_str().is_empty() {
                     return Err(invalid("queue.path", "must not be empty".into()));
@@ -431,6 +545,44 @@ impl Config {
                 }
             }
         }
+        self.validate_common(text)
+    }
+
+    fn validate_durable(&self, l: &LmdbConfig) -> Result<(), (&'static str, String)> {
+        if l.path.as_os_str().is_empty() {
+            return Err(("queue.path", "must not be empty".into()));
+        }
+        if l.map_size < (1 << 20) {
+            return Err(("queue.map_size", "must be at least 1MiB".into()));
+        }
+        self.api.validate()?;
+        crate::store::queue::check_name("default_queue", &self.default_queue)
+            .map_err(|m| ("default_queue", m))?;
+        for (name, def) in &self.queues {
+            let mut d = def.clone();
+            d.name = name.clone();
+            d.validate().map_err(|m| ("queues", format!("{name}: {m}")))?;
+        }
+        for (category, queue) in &self.routings {
+            crate::store::queue::check_name("category", category).map_err(|m| ("routings", m))?;
+            if !self.queues.contains_key(queue) && *queue != self.default_queue {
+                return Err((
+                    "routings",
+                    format!("{category}: queue {queue:?} is not defined under queues:"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_common(self, text: &str) -> Result<Config, ConfigError> {
+        let invalid = |key: &'static str, message: String| ConfigError::Invalid {
+            location: locate(text, key)
+                .map(|l| format!("line {l}: "))
+                .unwrap_or_default(),
+            key,
+            message,
+        };
         if self.shutdown_timeout.is_zero() {
             return Err(invalid(
                 "shutdown_timeout",
@@ -510,20 +662,22 @@ mod tests {
     fn reprow_sample_loads_unchanged() {
         let text = "queue:\n  type: fifo\n  path: /tmp/queue\nrunner:\n  type: http_proxy\n  url: http://127.0.0.1:5000\n  timeout: 2s\n  concurrency: 3\n  default_retry_after: 5\nlog_level: info\n";
         let c = Config::from_yaml(text).unwrap();
-        assert_eq!(c.runner().timeout, Duration::from_secs(2));
-        assert_eq!(c.runner().concurrency, 3);
-        assert_eq!(c.runner().default_retry_after, Some(Duration::from_secs(5)));
+        assert_eq!(c.runner().unwrap().timeout, Duration::from_secs(2));
+        assert_eq!(c.runner().unwrap().concurrency, 3);
+        assert_eq!(c.runner().unwrap().default_retry_after, Some(Duration::from_secs(5)));
     }
 
     #[test]
     fn defaults() {
         let c = Config::from_yaml(MINIMAL).unwrap();
-        let r = c.runner();
+        let r = c.runner().unwrap();
         assert_eq!(r.concurrency, 16);
         assert_eq!(r.timeout, Duration::from_secs(30));
         assert_eq!(r.max_retries, 10);
         assert_eq!(c.shutdown_timeout, Duration::from_secs(30));
-        let QueueConfig::Fifo(f) = &c.queue;
+        let QueueConfig::Fifo(f) = &c.queue else {
+            panic!("expected a FIFO queue")
+        };
         assert_eq!(f.max_line_bytes, 1024 * 1024);
         assert_eq!(f.format, LineFormat::Raw);
     }

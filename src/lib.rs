@@ -7,6 +7,8 @@
 //! which is where backpressure happens.
 //!
 //! # Layout
+//! - [`store`]: the durable queue: an LMDB log, its group-commit writer and scheduler.
+//! - [`api`]: the HTTP API (fireworq and presque routes) served by every core.
 //! - [`config`]: the YAML config (reprow's `queue:` + `runner:` shape) and its validation.
 //! - [`job`]: the job type and how a worker's answer maps to an outcome.
 //! - [`source`]: where jobs come from (the FIFO), the `Source`/`Settle` traits.
@@ -16,6 +18,7 @@
 //! - [`stats`]: process-wide counters.
 //! - [`telemetry`]: logging set-up.
 
+pub mod api;
 pub mod config;
 pub mod dispatch;
 pub mod http;
@@ -23,6 +26,7 @@ pub mod job;
 pub mod runtime;
 pub mod source;
 pub mod stats;
+pub mod store;
 pub mod telemetry;
 
 /// The crate version, as sent in `User-Agent: reprow/<version>`.

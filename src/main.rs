@@ -2,6 +2,7 @@
 
 use std::{path::PathBuf, process::ExitCode, sync::Arc};
 
+
 use clap::{Parser, Subcommand};
 use reprow::{config::Config, runtime, stats::Stats};
 
@@ -25,23 +26,34 @@ enum Command {
     Check,
     /// Run (the default when no subcommand is given).
     Run,
+    /// Run the durable queue: with no `-c`, the embedded default (LMDB in ./reprow-data, the
+    /// API on 127.0.0.1:8080, a `default` queue).
+    Serve,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let Some(path) = cli.config else {
-        eprintln!("error: no config file given; run `reprow -c sample/fifo.yaml` (see README.md)");
-        return ExitCode::from(2);
-    };
-    let config = match Config::load(&path) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("{}: {e}", path.display());
+    let config = match (&cli.config, &cli.command) {
+        (Some(path), _) => match Config::load(path) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("{}: {e}", path.display());
+                return ExitCode::from(2);
+            }
+        },
+        (None, Some(Command::Serve)) => Config::embedded_default(),
+        (None, _) => {
+            eprintln!(
+                "error: no config file given; run `reprow serve` for the durable queue, or \
+                 `reprow -c sample/fifo.yaml` (see README.md)"
+            );
             return ExitCode::from(2);
         }
     };
     if matches!(cli.command, Some(Command::Check)) {
-        println!("{}: OK", path.display());
+        if let Some(path) = &cli.config {
+            println!("{}: OK", path.display());
+        }
         return ExitCode::SUCCESS;
     }
     reprow::telemetry::init(cli.log_level.as_deref().unwrap_or(&config.log_level));

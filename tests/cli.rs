@@ -40,7 +40,11 @@ fn check_reports_bad_configs_with_their_place() {
         ("queue:\n  type: fifo\n  path: /tmp/x\n  bogus: 1\nrunner:\n  type: http_proxy\n  url: http://127.0.0.1:1\n", "unknown field `bogus`"),
         ("queue:\n  type: fifo\n  path: /tmp/x\nrunner:\n  type: http_proxy\n  url: ftp://127.0.0.1:1\n", "runner.url"),
         ("queue:\n  type: fifo\n  path: /tmp/x\nrunner:\n  type: http_proxy\n  url: http://127.0.0.1:1\n  timeout: forever\n", "invalid duration"),
-        ("queue:\n  type: fifo\n  path: /tmp/x\n", "missing field `runner`"),
+        ("queue:\n  type: fifo\n  path: /tmp/x\n", "runner: a FIFO queue needs a runner"),
+        ("queue:\n  type: lmdb\n  map_size: 10KiB\n", "queue.map_size: must be at least 1MiB"),
+        ("queue:\n  type: lmdb\nqueues:\n  q1:\n    max_workers: 0\n", "q1: max_workers must be 1 to 10000"),
+        ("routings:\n  cat: nowhere\n", "queue \"nowhere\" is not defined"),
+        ("api:\n  max_body_bytes: 10\n", "api.max_body_bytes"),
         ("queue: [unclosed\n", "line"),
     ];
     for (i, (text, want)) in cases.iter().enumerate() {

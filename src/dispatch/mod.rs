@@ -7,6 +7,7 @@
 //! what lets shutdown account for every job.
 
 pub mod breaker;
+pub mod durable;
 pub mod retry;
 
 use std::{

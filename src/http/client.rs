@@ -148,7 +148,19 @@ impl WorkerClient {
     /// # Cancel safety
     /// Dropping the future drops the connection in use; the pool stays consistent.
     pub async fn send(&self, job: &Job, on_stale: impl Fn()) -> Result<Response, ClientError> {
-        let timeout = self.config.timeout;
+        self.send_within(job, self.config.timeout, on_stale).await
+    }
+
+    /// [`WorkerClient::send`] with a per-job deadline instead of the configured one.
+    ///
+    /// # Errors
+    /// [`ClientError`]; all of them mean "retry".
+    pub async fn send_within(
+        &self,
+        job: &Job,
+        timeout: Duration,
+        on_stale: impl Fn(),
+    ) -> Result<Response, ClientError> {
         match monoio::time::timeout(timeout, self.exchange(job, on_stale)).await {
             Ok(r) => r,
             Err(_) => Err(ClientError::Timeout(timeout)),

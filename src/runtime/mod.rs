@@ -19,7 +19,7 @@ use std::{
 pub use shutdown::Shutdown;
 
 use crate::{
-    config::{Config, DriverChoice, QueueConfig, WorkerUrl},
+    config::{Config, DriverChoice, LmdbConfig, QueueConfig, WorkerUrl},
     dispatch::{retry::RetryPolicy, CoreDispatcher},
     http::client::{ClientConfig, WorkerClient},
     source::{fifo::FifoSource, Source, SourceError},
@@ -54,6 +54,12 @@ pub enum RunError {
         /// Resolver message.
         reason: String,
     },
+    /// The durable store could not open.
+    #[error(transparent)]
+    Store(#[from] crate::store::OpenError),
+    /// The durable queue runs without a FIFO runner config.
+    #[error("{0}")]
+    Config(String),
     /// A thread or event loop could not start.
     #[error("cannot start {what}: {source}")]
     Start {
@@ -70,7 +76,13 @@ pub enum RunError {
 /// [`RunError`] when start-up fails or the source fails while running.
 pub fn run(config: &Config, shutdown: Shutdown, stats: Arc<Stats>) -> Result<Snapshot, RunError> {
     stats.phase.store(Phase::Starting as u8, Relaxed);
-    let runner = config.runner();
+    let fifo = match &config.queue {
+        QueueConfig::Lmdb(l) => return run_durable(config, l, shutdown, stats),
+        QueueConfig::Fifo(f) => f,
+    };
+    let runner = config
+        .runner()
+        .ok_or_else(|| RunError::Config("a FIFO queue needs runner.url".into()))?;
     let url = WorkerUrl::parse(&runner.url).map_err(|reason| RunError::Resolve {
         host: runner.url.clone(),
         reason,
@@ -83,18 +95,10 @@ pub fn run(config: &Config, shutdown: Shutdown, stats: Arc<Stats>) -> Result<Sna
         })?
         .collect();
 
-    let source: Box<dyn Source> = match &config.queue {
-        QueueConfig::Fifo(f) => Box::new(FifoSource::open(f, stats.clone())?),
-    };
+    let source: Box<dyn Source> = Box::new(FifoSource::open(fifo, stats.clone())?);
     let settle = source.settler();
 
-    let threads = config
-        .threads
-        .map_or_else(
-            || thread::available_parallelism().map_or(1, |n| n.get()),
-            |n| n.get(),
-        )
-        .min(runner.concurrency);
+    let threads = thread_count(config).min(runner.concurrency);
     let (tx, rx) = bridge::job_channel(runner.concurrency);
 
     let source_shutdown = shutdown.clone();
@@ -181,6 +185,149 @@ pub fn run(config: &Config, shutdown: Shutdown, stats: Arc<Stats>) -> Result<Sna
         });
     }
     source_result?;
+    Ok(stats.snapshot())
+}
+
+/// How many core threads to run.
+fn thread_count(config: &Config) -> usize {
+    config.threads.map_or_else(
+        || thread::available_parallelism().map_or(1, |n| n.get()),
+        |n| n.get(),
+    )
+}
+
+/// The durable queue: the store thread, and on every core the API server and the delivery
+/// loop. Shutdown: the API stops accepting, cores let in-flight deliveries finish within the
+/// grace period, then the store commits what the cores reported and closes.
+fn run_durable(
+    config: &Config,
+    lmdb: &LmdbConfig,
+    shutdown: Shutdown,
+    stats: Arc<Stats>,
+) -> Result<Snapshot, RunError> {
+    let listener = std::net::TcpListener::bind(config.api.listen).map_err(|source| RunError::Start {
+        what: "API listener",
+        source,
+    })?;
+    let local = listener.local_addr().map_err(|source| RunError::Start {
+        what: "API listener",
+        source,
+    })?;
+    if lmdb.unsafe_no_sync_benchmark_only {
+        tracing::warn!("queue.unsafe_no_sync_benchmark_only is set: commits are NOT fsynced; a crash loses acknowledged jobs. Benchmarks only.");
+    }
+    let runner = config.runner();
+    let queues = config
+        .queues
+        .iter()
+        .map(|(name, def)| {
+            let mut d = def.clone();
+            d.name = name.clone();
+            d
+        })
+        .collect();
+    let opts = crate::store::Options {
+        path: lmdb.path.clone(),
+        map_size: lmdb.map_size,
+        no_sync: lmdb.unsafe_no_sync_benchmark_only,
+        queues,
+        routings: config.routings.iter().map(|(c, q)| (c.clone(), q.clone())).collect(),
+        default_queue: config.default_queue.clone(),
+        default_url: runner.map(|r| r.url.clone()),
+        clock: crate::store::Clock::System,
+        fail_commit: None,
+    };
+    let (dispatch_tx, dispatch_rx) = async_channel::unbounded();
+    let (store, store_thread) = crate::store::engine::start(opts, dispatch_tx)?;
+    let mut api = config.api.clone();
+    if api.token.is_none() {
+        api.token = std::env::var("REPROW_TOKEN").ok().filter(|t| !t.is_empty());
+    }
+    let api = Arc::new(api);
+    let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let limits = crate::dispatch::durable::ClientLimits {
+        idle_timeout: runner.map_or(std::time::Duration::from_millis(1500), |r| r.pool_idle_timeout),
+        max_head_bytes: runner.map_or(64 * 1024, |r| r.max_response_head_bytes),
+        max_body_bytes: runner.map_or(1024 * 1024, |r| r.max_response_body_bytes),
+        max_idle: 256,
+    };
+    let threads = thread_count(config);
+    let mut cores = Vec::with_capacity(threads);
+    for core in 0..threads {
+        let listener = listener.try_clone().map_err(|source| RunError::Start {
+            what: "API listener",
+            source,
+        })?;
+        let (store, stats, shutdown, rx, api, connections, limits) = (
+            store.clone(),
+            stats.clone(),
+            shutdown.clone(),
+            dispatch_rx.clone(),
+            api.clone(),
+            connections.clone(),
+            limits.clone(),
+        );
+        let driver = config.driver;
+        let grace = config.shutdown_timeout;
+        let handle = thread::Builder::new()
+            .name(format!("reprow-core-{core}"))
+            .spawn(move || {
+                let run = move || async move {
+                    let listener = match monoio::net::TcpListener::from_std(listener) {
+                        Ok(l) => l,
+                        Err(e) => {
+                            tracing::error!(error = %e, "Cannot serve the API on this core.");
+                            shutdown.trigger();
+                            return;
+                        }
+                    };
+                    let ctx = std::rc::Rc::new(crate::api::Ctx {
+                        store: store.clone(),
+                        config: api,
+                        connections,
+                        shutdown: shutdown.clone(),
+                    });
+                    let server = monoio::spawn(crate::api::serve(listener, ctx));
+                    let d = crate::dispatch::durable::DurableCore::new(core, store, stats, shutdown, limits);
+                    d.run(rx, grace).await;
+                    server.await;
+                };
+                run_on_driver(driver, core, run)
+            })
+            .map_err(|source| RunError::Start {
+                what: "core thread",
+                source,
+            })?;
+        cores.push(handle);
+    }
+    drop(listener);
+    drop(dispatch_rx);
+    stats.phase.store(Phase::Running as u8, Relaxed);
+    tracing::info!(address = %local, threads, path = %lmdb.path.display(), "API listening.");
+    let mut start_error = None;
+    for core in cores {
+        match core.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                shutdown.trigger();
+                start_error.get_or_insert(e);
+            }
+            Err(_) => {
+                shutdown.trigger();
+                tracing::error!("A core thread panicked.");
+            }
+        }
+    }
+    stats.phase.store(Phase::Draining as u8, Relaxed);
+    drop(store);
+    let _ = store_thread.join();
+    stats.phase.store(Phase::Stopped as u8, Relaxed);
+    if let Some(source) = start_error {
+        return Err(RunError::Start {
+            what: "core event loop",
+            source,
+        });
+    }
     Ok(stats.snapshot())
 }
 

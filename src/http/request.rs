@@ -1,0 +1,319 @@
+//! Sans-IO HTTP/1.1 request parsing for the API server: bytes in, requests out, no sockets, so
+//! it can be fuzzed and benchmarked. The head is parsed by `httparse`; the body reuses the
+//! response side's [`BodyDecoder`] (Content-Length and chunked framing are the same rules).
+
+use bytes::{Buf, Bytes, BytesMut};
+
+use super::codec::{BodyDecoder, BodyFraming};
+
+/// Most headers a request may carry.
+const MAX_HEADERS: usize = 64;
+
+/// A complete request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// Method, as sent (case-sensitive per RFC 9110).
+    pub method: String,
+    /// Path, without the query.
+    pub path: String,
+    /// The query string, without `?` (may be empty).
+    pub query: String,
+    /// `Content-Type`, if sent.
+    pub content_type: Option<String>,
+    /// `Authorization`, if sent.
+    pub authorization: Option<String>,
+    /// Whether the connection stays open after the answer.
+    pub keep_alive: bool,
+    /// The body (empty when none).
+    pub body: Bytes,
+}
+
+/// Why a request was refused; each maps to an HTTP status and closes the connection, since the
+/// stream can no longer be framed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// Bad syntax or framing (400).
+    #[error("malformed request: {0}")]
+    Malformed(String),
+    /// The head exceeds the limit (431).
+    #[error("request head larger than {0} bytes")]
+    HeadTooLarge(usize),
+    /// The body exceeds the limit (413).
+    #[error("request body larger than {0} bytes")]
+    BodyTooLarge(usize),
+    /// A transfer coding other than chunked (501).
+    #[error("unsupported Transfer-Encoding")]
+    TransferEncoding,
+}
+
+impl RequestError {
+    /// The status to answer with.
+    pub fn status(&self) -> u16 {
+        match self {
+            RequestError::Malformed(_) => 400,
+            RequestError::HeadTooLarge(_) => 431,
+            RequestError::BodyTooLarge(_) => 413,
+            RequestError::TransferEncoding => 501,
+        }
+    }
+}
+
+/// What one call to [`RequestParser::parse`] came to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// A whole request.
+    Request(Request),
+    /// The client sent `Expect: 100-continue`: answer `100 Continue`, then keep parsing.
+    Continue,
+    /// Need more bytes.
+    Partial,
+}
+
+enum State {
+    Head,
+    Body(Box<Request>, BodyDecoder),
+}
+
+/// Incremental parser for one connection.
+pub struct RequestParser {
+    max_head: usize,
+    max_body: usize,
+    state: State,
+}
+
+impl RequestParser {
+    /// A parser with limits on head and body size.
+    pub fn new(max_head: usize, max_body: usize) -> RequestParser {
+        RequestParser {
+            max_head,
+            max_body,
+            state: State::Head,
+        }
+    }
+
+    /// Whether a request has started but not finished (for the slow-client deadline).
+    pub fn is_mid_body(&self) -> bool {
+        matches!(self.state, State::Body(..))
+    }
+
+    /// Consumes from `buf` what it can.
+    ///
+    /// # Errors
+    /// [`RequestError`]; the connection must be answered and closed.
+    pub fn parse(&mut self, buf: &mut BytesMut) -> Result<Progress, RequestError> {
+        if let State::Body(_, dec) = &mut self.state {
+            let done = dec.decode(buf, false).map_err(|e| match e {
+                super::codec::ResponseError::BodyTooLarge(n) => RequestError::BodyTooLarge(n),
+                e => RequestError::Malformed(e.to_string()),
+            })?;
+            if !done {
+                return Ok(Progress::Partial);
+            }
+            let State::Body(mut req, dec) = std::mem::replace(&mut self.state, State::Head) else {
+                unreachable!()
+            };
+            req.body = dec.into_body().freeze();
+            return Ok(Progress::Request(*req));
+        }
+        // Skip blank lines between pipelined requests (RFC 9112 §2.2 allows them).
+        while buf.starts_with(b"\r\n") {
+            buf.advance(2);
+        }
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut parsed = httparse::Request::new(&mut headers);
+        let n = match parsed.parse(buf) {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) => {
+                if buf.len() > self.max_head {
+                    return Err(RequestError::HeadTooLarge(self.max_head));
+                }
+                return Ok(Progress::Partial);
+            }
+            Err(httparse::Error::TooManyHeaders) => {
+                return Err(RequestError::HeadTooLarge(self.max_head))
+            }
+            Err(e) => return Err(RequestError::Malformed(e.to_string())),
+        };
+        if n > self.max_head {
+            return Err(RequestError::HeadTooLarge(self.max_head));
+        }
+        let method = parsed.method.unwrap_or_default().to_string();
+        let target = parsed.path.unwrap_or_default();
+        let version = parsed.version.unwrap_or(1);
+        let (path, query) = match target.split_once('?') {
+            Some((p, q)) => (p.to_string(), q.to_string()),
+            None => (target.to_string(), String::new()),
+        };
+        if !path.starts_with('/') {
+            return Err(RequestError::Malformed("request target must be a path".into()));
+        }
+        let mut content_length: Option<u64> = None;
+        let mut chunked = false;
+        let mut keep_alive = version == 1;
+        let mut expect_continue = false;
+        let mut content_type = None;
+        let mut authorization = None;
+        for h in parsed.headers.iter() {
+            let value = std::str::from_utf8(h.value)
+                .map_err(|_| RequestError::Malformed(format!("header {} is not UTF-8", h.name)))?
+                .trim();
+            if h.name.eq_ignore_ascii_case("content-length") {
+                let n: u64 = value
+                    .parse()
+                    .map_err(|_| RequestError::Malformed("invalid Content-Length".into()))?;
+                if content_length.is_some_and(|c| c != n) {
+                    return Err(RequestError::Malformed("conflicting Content-Length".into()));
+                }
+                content_length = Some(n);
+            } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                if value.eq_ignore_ascii_case("chunked") {
+                    chunked = true;
+                } else {
+                    return Err(RequestError::TransferEncoding);
+                }
+            } else if h.name.eq_ignore_ascii_case("connection") {
+                for token in value.split(',').map(str::trim) {
+                    if token.eq_ignore_ascii_case("close") {
+                        keep_alive = false;
+                    } else if token.eq_ignore_ascii_case("keep-alive") {
+                        keep_alive = true;
+                    }
+                }
+            } else if h.name.eq_ignore_ascii_case("expect") {
+                expect_continue = value.eq_ignore_ascii_case("100-continue");
+            } else if h.name.eq_ignore_ascii_case("content-type") {
+                content_type = Some(value.to_string());
+            } else if h.name.eq_ignore_ascii_case("authorization") {
+                authorization = Some(value.to_string());
+            }
+        }
+        if chunked && content_length.is_some() {
+            // RFC 9112 §6.1: a request smuggling vector; refuse rather than guess.
+            return Err(RequestError::Malformed(
+                "both Content-Length and Transfer-Encoding".into(),
+            ));
+        }
+        let framing = if chunked {
+            BodyFraming::Chunked
+        } else {
+            BodyFraming::Length(content_length.unwrap_or(0))
+        };
+        let decoder = BodyDecoder::try_new(framing, self.max_body).map_err(|e| match e {
+            super::codec::ResponseError::BodyTooLarge(n) => RequestError::BodyTooLarge(n),
+            e => RequestError::Malformed(e.to_string()),
+        })?;
+        buf.advance(n);
+        let req = Request {
+            method,
+            path,
+            query,
+            content_type,
+            authorization,
+            keep_alive,
+            body: Bytes::new(),
+        };
+        if decoder.is_done() {
+            return Ok(Progress::Request(req));
+        }
+        self.state = State::Body(Box::new(req), decoder);
+        if expect_continue && buf.is_empty() {
+            return Ok(Progress::Continue);
+        }
+        self.parse(buf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_all(input: &[u8]) -> Result<Vec<Request>, RequestError> {
+        let mut p = RequestParser::new(1024, 64);
+        let mut buf = BytesMut::from(input);
+        let mut out = Vec::new();
+        loop {
+            match p.parse(&mut buf)? {
+                Progress::Request(r) => out.push(r),
+                Progress::Continue => {}
+                Progress::Partial => return Ok(out),
+            }
+        }
+    }
+
+    #[test]
+    fn pipelined_requests_in_order() {
+        let reqs = parse_all(
+            b"POST /job/a?x=1 HTTP/1.1\r\nContent-Length: 2\r\nContent-Type: application/json\r\n\r\n{}\
+GET /queues HTTP/1.1\r\n\r\n\
+POST /q/b HTTP/1.1\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(reqs.len(), 3);
+        assert_eq!(reqs[0].path, "/job/a");
+        assert_eq!(reqs[0].query, "x=1");
+        assert_eq!(&reqs[0].body[..], b"{}");
+        assert_eq!(reqs[0].content_type.as_deref(), Some("application/json"));
+        assert_eq!(reqs[1].method, "GET");
+        assert!(reqs[1].keep_alive);
+        assert_eq!(&reqs[2].body[..], b"abc");
+        assert!(!reqs[2].keep_alive);
+    }
+
+    #[test]
+    fn byte_at_a_time_equals_whole() {
+        let input = b"POST /q/b HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\nhello";
+        let mut p = RequestParser::new(1024, 64);
+        let mut buf = BytesMut::new();
+        let mut got = None;
+        let mut continues = 0;
+        for b in input {
+            buf.extend_from_slice(&[*b]);
+            loop {
+                match p.parse(&mut buf).unwrap() {
+                    Progress::Request(r) => got = Some(r),
+                    Progress::Continue => {
+                        continues += 1;
+                        continue;
+                    }
+                    Progress::Partial => {}
+                }
+                break;
+            }
+        }
+        assert_eq!(continues, 1);
+        assert_eq!(&got.unwrap().body[..], b"hello");
+    }
+
+    #[test]
+    fn limits_and_bad_input() {
+        let err = |i: &[u8]| parse_all(i).unwrap_err();
+        assert_eq!(err(b"GET / HTTP/1.1\r\nContent-Length: 65\r\n\r\n").status(), 413);
+        assert_eq!(
+            err(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n41\r\n").status(),
+            413
+        );
+        let long = format!("GET /{} HTTP/1.1\r\n", "a".repeat(2000));
+        assert_eq!(err(long.as_bytes()).status(), 431);
+        assert_eq!(err(b"GET / HTTP/1.1\r\nContent-Length: x\r\n\r\n").status(), 400);
+        assert_eq!(
+            err(b"GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n").status(),
+            400
+        );
+        assert_eq!(
+            err(b"GET / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n")
+                .status(),
+            400
+        );
+        assert_eq!(err(b"GET / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n").status(), 501);
+        assert_eq!(err(b"GET\x01 / HTTP/1.1\r\n\r\n").status(), 400);
+        assert_eq!(err(b"GET * HTTP/1.1\r\n\r\n").status(), 400);
+    }
+
+    #[test]
+    fn http10_closes_by_default() {
+        let r = parse_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+        assert!(!r[0].keep_alive);
+        let r = parse_all(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").unwrap();
+        assert!(r[0].keep_alive);
+    }
+}

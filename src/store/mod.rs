@@ -1,0 +1,498 @@
+//! The durable queue: an LMDB environment owned by one store thread.
+//!
+//! Every write (enqueue, ack, retry, fail, delete, definition change) is sent to the store
+//! thread as an [`Op`]; the thread takes every op waiting at that moment, applies them all in one
+//! write transaction and commits once (one fsync), and only then answers the callers. That is
+//! the group commit: a producer's 2xx means its job is on disk, and the cost of the fsync is
+//! shared by everyone who arrived while the previous one ran.
+//!
+//! The same thread is the scheduler: it walks each queue's due index (ordered by due time, then
+//! arrival), leases due jobs up to the queue's `max_workers` and throttle, and hands them to the
+//! cores. Leases live in memory only: after a crash or restart every job not acked is in the
+//! due index and runs again (at-least-once). Delayed jobs and lease expiries are woken by the
+//! thread's receive deadline, not by polling.
+//!
+//! # Layout
+//! - [`record`]: key and record encodings (sans-IO).
+//! - [`queue`]: queue definitions and the worker-URL allow-list.
+//! - [`engine`]: the store thread: transactions, scheduler, leases, queries.
+//! - [`lmdb`]: opening the environment (the only `unsafe`).
+
+pub mod engine;
+pub mod lmdb;
+pub mod queue;
+pub mod record;
+
+use std::{sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use crate::{
+    config::WorkerUrl,
+    dispatch::retry::RetryPolicy,
+    job::{Failure, Job},
+};
+pub use engine::{Clock, Options};
+
+/// Why a store operation was refused; each maps to one HTTP status in the API.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// Bad input (400).
+    #[error("{0}")]
+    BadRequest(String),
+    /// No such queue, job, routing or failure (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// A `uniq` key already queued (409).
+    #[error("{0}")]
+    Conflict(String),
+    /// The map is nearly full: new jobs are refused so acks keep committing (507).
+    #[error("{0}")]
+    Full(String),
+    /// The store is stopping or a commit failed (503).
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// Why the store could not open.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// LMDB refused (permissions, a map smaller than the data, a corrupt file).
+    #[error("cannot open the LMDB store at {path}: {source}")]
+    Lmdb {
+        /// Data directory.
+        path: std::path::PathBuf,
+        /// heed's error.
+        source: heed::Error,
+    },
+    /// The data directory could not be created.
+    #[error("cannot create {path}: {source}")]
+    Dir {
+        /// Data directory.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A stored record this version cannot read.
+    #[error("store at {path} holds data reprow cannot read: {message}")]
+    Corrupt {
+        /// Data directory.
+        path: std::path::PathBuf,
+        /// What was wrong.
+        message: String,
+    },
+    /// A queue or routing from the config file is invalid.
+    #[error("{0}")]
+    Config(String),
+}
+
+/// Where a new job goes.
+#[derive(Debug, Clone)]
+pub enum Destination {
+    /// fireworq: a job category, routed to a queue (or the default queue).
+    Category(String),
+    /// presque: a queue by name, created in pull mode if it does not exist.
+    Queue(String),
+}
+
+/// A job to enqueue, as an API handler parsed it.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    /// Where it goes.
+    pub dest: Destination,
+    /// Per-job worker URL.
+    pub url: Option<String>,
+    /// Payload bytes.
+    pub payload: Bytes,
+    /// Payload type.
+    pub content_type: String,
+    /// Not before this time, ms since the epoch (0 = now).
+    pub run_at_ms: u64,
+    /// Per-job timeout, seconds.
+    pub timeout: Option<u64>,
+    /// Per-job retry limit.
+    pub max_retries: Option<u32>,
+    /// Per-job fixed retry delay, seconds.
+    pub retry_delay: Option<u64>,
+    /// presque's uniqueness key.
+    pub uniq: Option<String>,
+}
+
+/// How a delivery ended, as a core reports it.
+#[derive(Debug, Clone)]
+pub enum Settlement {
+    /// The worker finished it: delete.
+    Done,
+    /// Try again after the delay; `failure` is kept for the log.
+    Retry(Duration, Failure),
+    /// Give up; `permanent` when the worker said so, else retries ran out.
+    Fail(Failure, bool),
+    /// Not delivered (shutdown, worker unreachable): unlease without counting an attempt,
+    /// runnable again after the delay.
+    Release(Duration),
+}
+
+/// Which of a queue's job lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobList {
+    /// Leased (running or about to).
+    Grabbed,
+    /// Due now, not leased.
+    Waiting,
+    /// Due later.
+    Deferred,
+}
+
+/// One request to the store thread.
+#[derive(Debug)]
+pub enum Op {
+    /// Append jobs; all or nothing, one commit.
+    Enqueue(Vec<NewJob>),
+    /// A core settles a dispatched job. No reply.
+    Settle {
+        /// Job id.
+        id: u64,
+        /// The lease this delivery held; a settle for an expired lease is ignored (except
+        /// `Done`: the worker did finish the job).
+        lease: u64,
+        /// How it ended.
+        how: Settlement,
+        /// Worker time, ms.
+        elapsed_ms: u64,
+    },
+    /// Lease (or, with `forget`, remove) up to `count` due jobs of a queue for a pull worker.
+    Pull {
+        /// Queue name.
+        queue: String,
+        /// Most jobs.
+        count: usize,
+        /// presque's pop-and-forget: deleted on hand-out, never redelivered.
+        forget: bool,
+    },
+    /// A pull worker acks a leased job.
+    Ack {
+        /// Queue name.
+        queue: String,
+        /// Job id.
+        id: u64,
+    },
+    /// A pull worker reports a failure (presque's `PUT /q`): retried per the queue's policy.
+    Nack {
+        /// Queue name.
+        queue: String,
+        /// Job id.
+        id: u64,
+        /// Worker's message.
+        message: String,
+    },
+    /// Delete a job that is not finished.
+    DeleteJob {
+        /// Queue name.
+        queue: String,
+        /// Job id.
+        id: u64,
+    },
+    /// Remove every job of a queue (presque `DELETE /q`).
+    Purge(String),
+    /// Create or replace a queue definition.
+    PutQueue(queue::QueueDef),
+    /// Remove a definition (jobs stay, as fireworq does).
+    DeleteQueue(String),
+    /// Stop or start dispatching a queue.
+    Control {
+        /// Queue name.
+        queue: String,
+        /// Stop dispatch.
+        paused: bool,
+    },
+    /// Map a category to a queue.
+    PutRouting {
+        /// Category.
+        category: String,
+        /// Queue name.
+        queue: String,
+    },
+    /// Remove a routing.
+    DeleteRouting(String),
+    /// Remove a failed-log entry.
+    DeleteFailed {
+        /// Queue name.
+        queue: String,
+        /// Failure id.
+        id: u64,
+    },
+    /// Enqueue a failed job again (attempts reset) and remove its log entry.
+    RetryFailed {
+        /// Queue name.
+        queue: String,
+        /// Failure id.
+        id: u64,
+    },
+    /// Read-only: answered at once from a read transaction.
+    Query(Query),
+}
+
+/// Read-only requests.
+#[derive(Debug)]
+pub enum Query {
+    /// Every queue definition.
+    Queues,
+    /// One definition.
+    Queue(String),
+    /// Stats of all queues, or one.
+    Stats(Option<String>),
+    /// A page of a job list.
+    Jobs {
+        /// Queue name.
+        queue: String,
+        /// Which list.
+        list: JobList,
+        /// Page size.
+        limit: usize,
+        /// Resume after this position (the opaque `next_cursor` of the previous page).
+        cursor: Option<Vec<u8>>,
+        /// Newest first.
+        desc: bool,
+    },
+    /// One job.
+    Job {
+        /// Queue name.
+        queue: String,
+        /// Job id.
+        id: u64,
+    },
+    /// A page of the failed log.
+    Failed {
+        /// Queue name.
+        queue: String,
+        /// Page size.
+        limit: usize,
+        /// Resume after this failure id.
+        cursor: Option<u64>,
+        /// Newest first.
+        desc: bool,
+    },
+    /// One failed-log entry.
+    FailedEntry {
+        /// Queue name.
+        queue: String,
+        /// Failure id.
+        id: u64,
+    },
+    /// Every routing.
+    Routings,
+    /// One routing.
+    Routing(String),
+}
+
+/// A job as the API shows it (fireworq's fields).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct JobView {
+    /// Job id.
+    pub id: u64,
+    /// Queue name.
+    pub queue_name: String,
+    /// Category.
+    pub category: String,
+    /// Worker URL (the job's, else the queue's; empty for pull jobs).
+    pub url: String,
+    /// `grabbed` (leased) or `claimed` (waiting/deferred), as fireworq names them.
+    pub status: &'static str,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339: when it may run next.
+    pub next_try: String,
+    /// Seconds (0 = the queue's).
+    pub timeout: u64,
+    /// Failed deliveries so far.
+    pub fail_count: u32,
+    /// Retry limit.
+    pub max_retries: u32,
+    /// Fixed retry delay, seconds (0 = backoff).
+    pub retry_delay: u64,
+    /// The payload: JSON when it parses as JSON, else a string.
+    pub payload: serde_json::Value,
+}
+
+/// A failed-log entry as the API shows it (fireworq's shape).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct FailedView {
+    /// Failure id.
+    pub id: u64,
+    /// The job's id.
+    pub job_id: u64,
+    /// Category.
+    pub category: String,
+    /// Worker URL.
+    pub url: String,
+    /// Payload.
+    pub payload: serde_json::Value,
+    /// `{status, code, message}`.
+    pub result: FailedResult,
+    /// Deliveries made.
+    pub fail_count: u32,
+    /// RFC 3339.
+    pub failed_at: String,
+    /// RFC 3339.
+    pub created_at: String,
+}
+
+/// Why a job failed.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct FailedResult {
+    /// `failure` (retries exhausted) or `permanent-failure`.
+    pub status: String,
+    /// Worker's HTTP status (0 when it never answered).
+    pub code: u16,
+    /// Worker's message or the transport error.
+    pub message: String,
+}
+
+/// fireworq's per-queue stats, plus reprow's depths.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct QueueStats {
+    /// Jobs accepted.
+    pub total_pushes: u64,
+    /// Jobs handed out (dispatched or pulled).
+    pub total_pops: u64,
+    /// Deliveries that succeeded.
+    pub total_successes: u64,
+    /// Deliveries that failed and were retried or exhausted retries.
+    pub total_failures: u64,
+    /// Deliveries that failed permanently.
+    pub total_permanent_failures: u64,
+    /// Jobs that left the queue (done or failed).
+    pub total_completes: u64,
+    /// Sum of worker time, ms.
+    pub total_elapsed: u64,
+    /// Pushes during the last whole second.
+    pub pushes_per_second: u64,
+    /// Pops during the last whole second.
+    pub pops_per_second: u64,
+    /// Jobs in the queue (waiting, deferred and leased).
+    pub outstanding_jobs: u64,
+    /// `max_workers`.
+    pub total_workers: u64,
+    /// `max_workers` minus leased jobs.
+    pub idle_workers: u64,
+    /// Always 1: one reprow owns its store.
+    pub active_nodes: u64,
+    /// Jobs due now and not leased.
+    pub waiting: u64,
+    /// Jobs due later.
+    pub deferred: u64,
+    /// Jobs leased.
+    pub grabbed: u64,
+    /// Entries in the failed log.
+    pub failed: u64,
+    /// Dispatch stopped by `/control`.
+    pub paused: bool,
+}
+
+/// What an op came to.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    /// Nothing to say (settles, deletes that return nothing).
+    Unit,
+    /// Enqueued jobs, in request order.
+    Enqueued(Vec<JobView>),
+    /// Jobs handed to a pull worker, with their payloads.
+    Pulled(Vec<(JobView, Bytes)>),
+    /// One job.
+    Job(Box<JobView>),
+    /// A page of jobs and the cursor for the next.
+    Jobs(Vec<JobView>, Option<Vec<u8>>),
+    /// One failed entry.
+    Failed(Box<FailedView>),
+    /// A page of failed entries and the next cursor.
+    FailedPage(Vec<FailedView>, Option<u64>),
+    /// One or more queue definitions.
+    Queues(Vec<queue::QueueDef>),
+    /// Stats per queue name.
+    Stats(Vec<(String, QueueStats)>),
+    /// Routings (category, queue).
+    Routings(Vec<(String, String)>),
+}
+
+/// The answer channel of one op.
+pub type ReplyTx = async_channel::Sender<Result<Reply, StoreError>>;
+
+/// A message to the store thread.
+pub struct Command {
+    /// What to do.
+    pub op: Op,
+    /// Where to answer; `None` for fire-and-forget settles.
+    pub reply: Option<ReplyTx>,
+}
+
+/// Cloneable handle used by API handlers and cores.
+#[derive(Clone)]
+pub struct Store {
+    tx: crossbeam_channel::Sender<Command>,
+    /// Set once the store thread has opened the environment and replayed state.
+    pub ready: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Store {
+    /// Sends an op and waits for its answer (after the commit that holds it, for writes).
+    ///
+    /// # Errors
+    /// [`StoreError`] from the op, or `Unavailable` when the store thread has stopped.
+    pub async fn call(&self, op: Op) -> Result<Reply, StoreError> {
+        let (tx, rx) = async_channel::bounded(1);
+        self.tx
+            .send(Command {
+                op,
+                reply: Some(tx),
+            })
+            .map_err(|_| StoreError::Unavailable("the store is shut down".into()))?;
+        rx.recv()
+            .await
+            .map_err(|_| StoreError::Unavailable("the store stopped before answering".into()))?
+    }
+
+    /// Sends an op without waiting (settles from cores).
+    pub fn send(&self, op: Op) {
+        let _ = self.tx.send(Command { op, reply: None });
+    }
+}
+
+impl Store {
+    /// A handle around a command channel (the engine makes these; tests drive it directly).
+    pub(crate) fn from_sender(tx: crossbeam_channel::Sender<Command>) -> Store {
+        Store {
+            tx,
+            ready: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        }
+    }
+}
+
+/// Where and how a push job is delivered; shared by every job of a queue that sets no
+/// per-job overrides.
+#[derive(Debug)]
+pub struct Target {
+    /// Worker URL.
+    pub url: WorkerUrl,
+    /// The URL as written, to key the per-core client pools.
+    pub url_text: String,
+    /// Whole-exchange deadline.
+    pub timeout: Duration,
+    /// When to retry and when to give up.
+    pub policy: RetryPolicy,
+    /// How the answer is read.
+    pub outcome: queue::OutcomeMode,
+}
+
+/// A leased job on its way to a core.
+#[derive(Debug)]
+pub struct Dispatch {
+    /// The job (`attempts` = failed deliveries so far).
+    pub job: Job,
+    /// Lease token, echoed in the settle.
+    pub lease: u64,
+    /// Where it goes.
+    pub target: Arc<Target>,
+    /// When the job became due (ms since the epoch), for the enqueue-to-worker latency.
+    pub due_ms: u64,
+}

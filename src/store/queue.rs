@@ -1,0 +1,281 @@
+//! A queue's definition: fireworq's fields (`polling_interval`, `max_workers`, throttling) and
+//! reprow's own (worker URL, allow-list, outcome mode, retry and lease settings). The same
+//! struct is read from the config file, from `PUT /queue/{name}`, and stored in LMDB.
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::WorkerUrl;
+
+/// How a worker's answer is read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutcomeMode {
+    /// By HTTP status, per the worker contract (2xx done, 408/425/429/5xx retry, other 4xx fail).
+    #[default]
+    Status,
+    /// By fireworq's JSON body `{"status": "success" | "failure" | "permanent-failure"}`; the HTTP
+    /// status is ignored, as fireworq does.
+    Fireworq,
+}
+
+/// Whether reprow delivers a queue's jobs itself or workers fetch them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QueueMode {
+    /// reprow POSTs each job to its worker URL.
+    #[default]
+    Push,
+    /// Workers `GET /q/{queue}` and ack with `DELETE /q/{queue}/{id}` (presque style).
+    Pull,
+}
+
+/// A queue definition. Unknown fields are refused so a typo is an error, not a silent default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueDef {
+    /// The queue's name (from the path or the config key; a body value is ignored).
+    #[serde(default)]
+    pub name: String,
+    /// Accepted and echoed for fireworq clients; reprow does not poll (an enqueue wakes the
+    /// dispatcher), so it has no effect. Milliseconds, default 200.
+    #[serde(default = "default_polling_interval")]
+    pub polling_interval: u64,
+    /// Most jobs of this queue in flight at once. Default 20 (fireworq's).
+    #[serde(default = "default_max_workers")]
+    pub max_workers: u32,
+    /// Dispatches per second allowed (token bucket). Unset: no throttling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_dispatches_per_second: Option<f64>,
+    /// Bucket size of the throttle; needs `max_dispatches_per_second`. Default: 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_burst_size: Option<u32>,
+    /// `push` (reprow POSTs jobs) or `pull` (workers GET them). Default `push`.
+    #[serde(default)]
+    pub mode: QueueMode,
+    /// Worker URL for jobs that carry none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Hosts a job's own `url` may point at: IP addresses, CIDR blocks (`10.0.0.0/8`) or host
+    /// names (matched as written, never resolved). Default: loopback only.
+    #[serde(default = "default_allowed_origins")]
+    pub allowed_origins: Vec<String>,
+    /// How the worker's answer is read. Default `status`.
+    #[serde(default)]
+    pub outcome: OutcomeMode,
+    /// Request timeout in seconds for jobs that set none. Default 30.
+    #[serde(default = "default_timeout")]
+    pub timeout: u64,
+    /// Retries for jobs that set none. Default 10.
+    #[serde(default = "default_max_retries")]
+    pub max_retries: u32,
+    /// Fixed retry delay in seconds for jobs that set none. Unset: exponential backoff with
+    /// jitter from 1 s to 5 min.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_delay: Option<u64>,
+    /// How long a pulled job stays leased before it is handed out again, seconds. Default 60.
+    #[serde(default = "default_lease_timeout")]
+    pub lease_timeout: u64,
+    /// Dispatch stopped (`/control/{queue}`); enqueues are still accepted.
+    #[serde(default)]
+    pub paused: bool,
+}
+
+const fn default_polling_interval() -> u64 {
+    200
+}
+const fn default_max_workers() -> u32 {
+    20
+}
+const fn default_timeout() -> u64 {
+    30
+}
+const fn default_max_retries() -> u32 {
+    10
+}
+const fn default_lease_timeout() -> u64 {
+    60
+}
+fn default_allowed_origins() -> Vec<String> {
+    ["127.0.0.0/8", "::1", "localhost"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
+/// Longest queue or category name.
+pub const MAX_NAME_BYTES: usize = 128;
+
+/// Checks a queue or category name: 1..=128 bytes of `[A-Za-z0-9_.-]`, so it is safe in a URL
+/// path, a header and a log line.
+pub fn check_name(what: &str, name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > MAX_NAME_BYTES {
+        return Err(format!("{what} must be 1 to {MAX_NAME_BYTES} bytes"));
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+    {
+        return Err(format!(
+            "{what} {name:?} may only contain letters, digits, '_', '-' and '.'"
+        ));
+    }
+    Ok(())
+}
+
+impl QueueDef {
+    /// A definition with every default, for `name`.
+    pub fn named(name: &str) -> QueueDef {
+        let mut d: QueueDef = serde_json::from_str("{}").unwrap_or_else(|_| unreachable!());
+        d.name = name.to_string();
+        d
+    }
+
+    /// Checks every field; the message names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        check_name("queue name", &self.name)?;
+        if self.max_workers == 0 || self.max_workers > 10_000 {
+            return Err("max_workers must be 1 to 10000".into());
+        }
+        match (self.max_dispatches_per_second, self.max_burst_size) {
+            (Some(r), _) if !(r.is_finite() && r > 0.0) => {
+                return Err("max_dispatches_per_second must be a positive number".into())
+            }
+            (None, Some(_)) => {
+                return Err("max_burst_size needs max_dispatches_per_second".into());
+            }
+            (_, Some(0)) => return Err("max_burst_size must be at least 1".into()),
+            _ => {}
+        }
+        if let Some(url) = &self.url {
+            WorkerUrl::parse(url).map_err(|e| format!("url: {e}"))?;
+        }
+        for o in &self.allowed_origins {
+            Origin::parse(o).map_err(|e| format!("allowed_origins: {e}"))?;
+        }
+        if self.timeout == 0 || self.timeout > 86_400 {
+            return Err("timeout must be 1 to 86400 seconds".into());
+        }
+        if self.lease_timeout == 0 || self.lease_timeout > 86_400 {
+            return Err("lease_timeout must be 1 to 86400 seconds".into());
+        }
+        if self.retry_delay.is_some_and(|d| d > 86_400 * 30) {
+            return Err("retry_delay must be at most 30 days".into());
+        }
+        Ok(())
+    }
+
+    /// Whether a per-job worker URL may be used with this queue.
+    pub fn allows(&self, url: &WorkerUrl) -> bool {
+        self.allowed_origins
+            .iter()
+            .filter_map(|o| Origin::parse(o).ok())
+            .any(|o| o.matches(&url.host))
+    }
+}
+
+/// One allow-list entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Origin {
+    Net(IpAddr, u8),
+    Name(String),
+}
+
+impl Origin {
+    fn parse(s: &str) -> Result<Origin, String> {
+        let s = s.trim();
+        if let Some((ip, bits)) = s.split_once('/') {
+            let ip: IpAddr = ip.parse().map_err(|_| format!("{s:?} is not a CIDR block"))?;
+            let max = if ip.is_ipv4() { 32 } else { 128 };
+            let bits: u8 = bits
+                .parse()
+                .ok()
+                .filter(|b| *b <= max)
+                .ok_or_else(|| format!("{s:?}: prefix length must be 0 to {max}"))?;
+            return Ok(Origin::Net(ip, bits));
+        }
+        if let Ok(ip) = s.trim_matches(['[', ']']).parse::<IpAddr>() {
+            let bits = if ip.is_ipv4() { 32 } else { 128 };
+            return Ok(Origin::Net(ip, bits));
+        }
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.') {
+            return Err(format!("{s:?} is not an address, CIDR block or host name"));
+        }
+        Ok(Origin::Name(s.to_ascii_lowercase()))
+    }
+
+    fn matches(&self, host: &str) -> bool {
+        match self {
+            Origin::Name(n) => host.eq_ignore_ascii_case(n),
+            Origin::Net(net, bits) => match host.parse::<IpAddr>() {
+                Ok(ip) => in_net(ip, *net, *bits),
+                Err(_) => false,
+            },
+        }
+    }
+}
+
+fn in_net(ip: IpAddr, net: IpAddr, bits: u8) -> bool {
+    match (ip, net) {
+        (IpAddr::V4(a), IpAddr::V4(n)) => {
+            let mask = if bits == 0 { 0 } else { u32::MAX << (32 - bits) };
+            u32::from(a) & mask == u32::from(n) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(n)) => {
+            let mask = if bits == 0 { 0 } else { u128::MAX << (128 - bits) };
+            u128::from(a) & mask == u128::from(n) & mask
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url(u: &str) -> WorkerUrl {
+        WorkerUrl::parse(u).unwrap()
+    }
+
+    #[test]
+    fn default_allow_list_is_loopback_only() {
+        let d = QueueDef::named("q");
+        assert!(d.allows(&url("http://127.0.0.1:3000/work")));
+        assert!(d.allows(&url("http://127.9.9.9/")));
+        assert!(d.allows(&url("http://localhost:8000/")));
+        assert!(d.allows(&url("http://[::1]:80/")));
+        assert!(!d.allows(&url("http://10.0.0.1/")));
+        assert!(!d.allows(&url("http://example.com/")));
+        assert!(!d.allows(&url("http://localhost.evil.com/")));
+    }
+
+    #[test]
+    fn cidr_and_names() {
+        let mut d = QueueDef::named("q");
+        d.allowed_origins = vec!["10.1.0.0/16".into(), "Worker.internal".into()];
+        d.validate().unwrap();
+        assert!(d.allows(&url("http://10.1.200.3/")));
+        assert!(!d.allows(&url("http://10.2.0.1/")));
+        assert!(d.allows(&url("http://worker.internal:81/")));
+        assert!(!d.allows(&url("http://127.0.0.1/")));
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let mut d = QueueDef::named("q");
+        d.max_workers = 0;
+        assert!(d.validate().unwrap_err().contains("max_workers"));
+        let mut d = QueueDef::named("q");
+        d.max_burst_size = Some(3);
+        assert!(d.validate().unwrap_err().contains("max_dispatches_per_second"));
+        let mut d = QueueDef::named("q");
+        d.allowed_origins = vec!["10.0.0.0/40".into()];
+        assert!(d.validate().unwrap_err().contains("allowed_origins"));
+        let mut d = QueueDef::named("bad name");
+        d.url = None;
+        assert!(d.validate().is_err());
+        assert!(check_name("queue", &"a".repeat(129)).is_err());
+        assert!(serde_json::from_str::<QueueDef>(r#"{"max_wrokers": 3}"#).is_err());
+    }
+}

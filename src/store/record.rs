@@ -1,0 +1,421 @@
+//! The on-disk shapes of the store: keys and the binary job record. Pure functions over byte
+//! slices, no I/O, so they can be tested exhaustively and fuzzed.
+//!
+//! A job record is written once per enqueue and rewritten on every retry, and read once per
+//! dispatch, so it is a fixed little binary layout rather than JSON: no escaping of the
+//! payload, and decoding is a few slice reads.
+//!
+//! ```text
+//! u8  version (1)          u8  flags (1 url, 2 timeout, 4 max_retries, 8 retry_delay, 16 uniq)
+//! u32 queue id             u32 attempts (failed deliveries so far)
+//! u64 created_at ms        u64 due ms (next try)
+//! [u64 timeout ms] [u32 max_retries] [u64 retry_delay ms]     (when their flag is set)
+//! u16+bytes category   u16+bytes content type   [u16+bytes url]   [u16+bytes uniq key]
+//! payload: the rest
+//! ```
+//! All integers little-endian. Keys are big-endian so that LMDB's byte order is numeric order.
+
+use bytes::Bytes;
+
+/// Record layout version; a different byte means the file was written by an incompatible
+/// reprow and is refused rather than misread.
+pub const VERSION: u8 = 1;
+
+const F_URL: u8 = 1;
+const F_TIMEOUT: u8 = 2;
+const F_MAX_RETRIES: u8 = 4;
+const F_RETRY_DELAY: u8 = 8;
+const F_UNIQ: u8 = 16;
+
+/// A stored job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobRecord {
+    /// Store-wide id, increasing in arrival order.
+    pub id: u64,
+    /// Internal id of the queue.
+    pub queue: u32,
+    /// fireworq's job category (the queue name for presque jobs).
+    pub category: String,
+    /// Per-job worker URL (fireworq style); `None` uses the queue's.
+    pub url: Option<String>,
+    /// Payload content type.
+    pub content_type: String,
+    /// Failed deliveries so far.
+    pub attempts: u32,
+    /// Enqueue time, ms since the epoch.
+    pub created_ms: u64,
+    /// When the job may run next, ms since the epoch.
+    pub due_ms: u64,
+    /// Per-job request timeout, ms.
+    pub timeout_ms: Option<u64>,
+    /// Per-job retry limit.
+    pub max_retries: Option<u32>,
+    /// Per-job fixed retry delay, ms.
+    pub retry_delay_ms: Option<u64>,
+    /// presque's `uniq` key, released when the job leaves the queue.
+    pub uniq: Option<String>,
+    /// The payload, sent unchanged.
+    pub payload: Bytes,
+}
+
+/// Why stored bytes could not be read back.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    /// The record ends early.
+    #[error("job record truncated")]
+    Truncated,
+    /// Written by an incompatible version.
+    #[error("job record version {0} is not supported (expected {VERSION})")]
+    Version(u8),
+    /// A text field is not UTF-8.
+    #[error("job record field is not UTF-8")]
+    Utf8,
+    /// A text field is longer than a u16 length allows (refused on write).
+    #[error("job record field longer than 65535 bytes")]
+    FieldTooLong,
+}
+
+impl JobRecord {
+    /// Bytes this record takes encoded, so callers can size buffers and check map space.
+    pub fn encoded_len(&self) -> usize {
+        let opt = |s: &Option<String>| s.as_ref().map_or(0, |s| 2 + s.len());
+        1 + 1
+            + 4
+            + 4
+            + 8
+            + 8
+            + self.timeout_ms.map_or(0, |_| 8)
+            + self.max_retries.map_or(0, |_| 4)
+            + self.retry_delay_ms.map_or(0, |_| 8)
+            + 2
+            + self.category.len()
+            + 2
+            + self.content_type.len()
+            + opt(&self.url)
+            + opt(&self.uniq)
+            + self.payload.len()
+    }
+
+    /// Appends the encoded record (without its id, which is the key) to `out`.
+    ///
+    /// # Errors
+    /// [`RecordError::FieldTooLong`] when a text field exceeds 65535 bytes.
+    pub fn encode(&self, out: &mut Vec<u8>) -> Result<(), RecordError> {
+        out.reserve(self.encoded_len());
+        let mut flags = 0;
+        for (set, f) in [
+            (self.url.is_some(), F_URL),
+            (self.timeout_ms.is_some(), F_TIMEOUT),
+            (self.max_retries.is_some(), F_MAX_RETRIES),
+            (self.retry_delay_ms.is_some(), F_RETRY_DELAY),
+            (self.uniq.is_some(), F_UNIQ),
+        ] {
+            if set {
+                flags |= f;
+            }
+        }
+        out.push(VERSION);
+        out.push(flags);
+        out.extend_from_slice(&self.queue.to_le_bytes());
+        out.extend_from_slice(&self.attempts.to_le_bytes());
+        out.extend_from_slice(&self.created_ms.to_le_bytes());
+        out.extend_from_slice(&self.due_ms.to_le_bytes());
+        if let Some(v) = self.timeout_ms {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        if let Some(v) = self.max_retries {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        if let Some(v) = self.retry_delay_ms {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        put_str(out, &self.category)?;
+        put_str(out, &self.content_type)?;
+        if let Some(u) = &self.url {
+            put_str(out, u)?;
+        }
+        if let Some(u) = &self.uniq {
+            put_str(out, u)?;
+        }
+        out.extend_from_slice(&self.payload);
+        Ok(())
+    }
+
+    /// Reads a record stored under `id`.
+    ///
+    /// # Errors
+    /// [`RecordError`] when the bytes are not a record this version wrote.
+    pub fn decode(id: u64, bytes: &[u8]) -> Result<JobRecord, RecordError> {
+        let mut r = Reader(bytes);
+        let version = r.u8()?;
+        if version != VERSION {
+            return Err(RecordError::Version(version));
+        }
+        let flags = r.u8()?;
+        let queue = r.u32()?;
+        let attempts = r.u32()?;
+        let created_ms = r.u64()?;
+        let due_ms = r.u64()?;
+        let timeout_ms = if flags & F_TIMEOUT != 0 { Some(r.u64()?) } else { None };
+        let max_retries = if flags & F_MAX_RETRIES != 0 { Some(r.u32()?) } else { None };
+        let retry_delay_ms = if flags & F_RETRY_DELAY != 0 { Some(r.u64()?) } else { None };
+        let category = r.str()?;
+        let content_type = r.str()?;
+        let url = if flags & F_URL != 0 { Some(r.str()?) } else { None };
+        let uniq = if flags & F_UNIQ != 0 { Some(r.str()?) } else { None };
+        Ok(JobRecord {
+            id,
+            queue,
+            category,
+            url,
+            content_type,
+            attempts,
+            created_ms,
+            due_ms,
+            timeout_ms,
+            max_retries,
+            retry_delay_ms,
+            uniq,
+            payload: Bytes::copy_from_slice(r.0),
+        })
+    }
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) -> Result<(), RecordError> {
+    let len = u16::try_from(s.len()).map_err(|_| RecordError::FieldTooLong)?;
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
+    Ok(())
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], RecordError> {
+        if self.0.len() < n {
+            return Err(RecordError::Truncated);
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+    fn u8(&mut self) -> Result<u8, RecordError> {
+        Ok(self.take(1)?[0])
+    }
+    fn u32(&mut self) -> Result<u32, RecordError> {
+        let mut a = [0; 4];
+        a.copy_from_slice(self.take(4)?);
+        Ok(u32::from_le_bytes(a))
+    }
+    fn u64(&mut self) -> Result<u64, RecordError> {
+        let mut a = [0; 8];
+        a.copy_from_slice(self.take(8)?);
+        Ok(u64::from_le_bytes(a))
+    }
+    fn str(&mut self) -> Result<String, RecordError> {
+        let mut a = [0; 2];
+        a.copy_from_slice(self.take(2)?);
+        let len = u16::from_le_bytes(a) as usize;
+        let bytes = self.take(len)?;
+        String::from_utf8(bytes.to_vec()).map_err(|_| RecordError::Utf8)
+    }
+}
+
+/// Key of the due index: queue, then due time, then id, so a cursor walks one queue's jobs in
+/// the order they may run (FIFO among jobs due at the same millisecond).
+pub fn due_key(queue: u32, due_ms: u64, id: u64) -> [u8; 20] {
+    let mut k = [0u8; 20];
+    k[..4].copy_from_slice(&queue.to_be_bytes());
+    k[4..12].copy_from_slice(&due_ms.to_be_bytes());
+    k[12..].copy_from_slice(&id.to_be_bytes());
+    k
+}
+
+/// Splits a due-index key into (queue, due ms, id).
+pub fn parse_due_key(k: &[u8]) -> Option<(u32, u64, u64)> {
+    if k.len() != 20 {
+        return None;
+    }
+    let q = u32::from_be_bytes(k[..4].try_into().ok()?);
+    let d = u64::from_be_bytes(k[4..12].try_into().ok()?);
+    let i = u64::from_be_bytes(k[12..].try_into().ok()?);
+    Some((q, d, i))
+}
+
+/// Key of the failed log: queue, then failure id (increasing).
+pub fn failed_key(queue: u32, failure_id: u64) -> [u8; 12] {
+    let mut k = [0u8; 12];
+    k[..4].copy_from_slice(&queue.to_be_bytes());
+    k[4..].copy_from_slice(&failure_id.to_be_bytes());
+    k
+}
+
+/// Key of the uniqueness index: queue, then the caller's key.
+pub fn uniq_key(queue: u32, uniq: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(4 + uniq.len());
+    k.extend_from_slice(&queue.to_be_bytes());
+    k.extend_from_slice(uniq.as_bytes());
+    k
+}
+
+/// A failed-log entry: the job as it was, and what its last delivery came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedRecord {
+    /// The job, with `attempts` counting every failed delivery.
+    pub job: JobRecord,
+    /// `failure` or `permanent-failure` (fireworq's result status).
+    pub status: String,
+    /// The worker's last HTTP status, if it answered.
+    pub code: Option<u16>,
+    /// The worker's message or the transport error.
+    pub message: String,
+    /// When the job failed, ms since the epoch.
+    pub failed_ms: u64,
+}
+
+impl FailedRecord {
+    /// Encodes as: u32 job record length, job record, u64 job id, u64 failed ms, u16 code
+    /// (0 = none), u16+status, then the message.
+    ///
+    /// # Errors
+    /// [`RecordError::FieldTooLong`] for oversize text.
+    pub fn encode(&self, out: &mut Vec<u8>) -> Result<(), RecordError> {
+        let mut job = Vec::new();
+        self.job.encode(&mut job)?;
+        out.extend_from_slice(&(job.len() as u32).to_le_bytes());
+        out.extend_from_slice(&job);
+        out.extend_from_slice(&self.job.id.to_le_bytes());
+        out.extend_from_slice(&self.failed_ms.to_le_bytes());
+        out.extend_from_slice(&self.code.unwrap_or(0).to_le_bytes());
+        put_str(out, &self.status)?;
+        out.extend_from_slice(self.message.as_bytes());
+        Ok(())
+    }
+
+    /// Reads an entry back.
+    ///
+    /// # Errors
+    /// [`RecordError`] on bytes this version did not write.
+    pub fn decode(bytes: &[u8]) -> Result<FailedRecord, RecordError> {
+        let mut r = Reader(bytes);
+        let len = r.u32()? as usize;
+        let job_bytes = r.take(len)?;
+        let id = r.u64()?;
+        let job = JobRecord::decode(id, job_bytes)?;
+        let failed_ms = r.u64()?;
+        let mut c = [0; 2];
+        c.copy_from_slice(r.take(2)?);
+        let code = match u16::from_le_bytes(c) {
+            0 => None,
+            c => Some(c),
+        };
+        let status = r.str()?;
+        let message = String::from_utf8_lossy(r.0).into_owned();
+        Ok(FailedRecord {
+            job,
+            status,
+            code,
+            message,
+            failed_ms,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn arb_record() -> impl Strategy<Value = JobRecord> {
+        (
+            any::<u64>(),
+            any::<u32>(),
+            ".{0,20}",
+            proptest::option::of(".{0,30}"),
+            proptest::option::of(any::<u64>()),
+            proptest::option::of(any::<u32>()),
+            proptest::option::of(any::<u64>()),
+            proptest::option::of(".{0,10}"),
+            proptest::collection::vec(any::<u8>(), 0..200),
+            any::<(u32, u64, u64)>(),
+        )
+            .prop_map(|(id, queue, category, url, t, m, d, uniq, payload, (a, c, due))| JobRecord {
+                id,
+                queue,
+                category,
+                url,
+                content_type: "application/json".into(),
+                attempts: a,
+                created_ms: c,
+                due_ms: due,
+                timeout_ms: t,
+                max_retries: m,
+                retry_delay_ms: d,
+                uniq,
+                payload: Bytes::from(payload),
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn job_record_round_trips(rec in arb_record()) {
+            let mut out = Vec::new();
+            rec.encode(&mut out).unwrap();
+            prop_assert_eq!(out.len(), rec.encoded_len());
+            prop_assert_eq!(JobRecord::decode(rec.id, &out).unwrap(), rec);
+        }
+
+        #[test]
+        fn failed_record_round_trips(rec in arb_record(), code in proptest::option::of(1u16..600), msg in ".{0,40}") {
+            let f = FailedRecord { job: rec, status: "failure".into(), code, message: msg, failed_ms: 7 };
+            let mut out = Vec::new();
+            f.encode(&mut out).unwrap();
+            prop_assert_eq!(FailedRecord::decode(&out).unwrap(), f);
+        }
+
+        #[test]
+        fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..80)) {
+            let _ = JobRecord::decode(1, &bytes);
+            let _ = FailedRecord::decode(&bytes);
+        }
+
+        #[test]
+        fn due_keys_sort_by_queue_then_due_then_id(a in any::<(u32, u64, u64)>(), b in any::<(u32, u64, u64)>()) {
+            let (ka, kb) = (due_key(a.0, a.1, a.2), due_key(b.0, b.1, b.2));
+            prop_assert_eq!(ka.cmp(&kb), a.cmp(&b));
+            prop_assert_eq!(parse_due_key(&ka), Some(a));
+        }
+    }
+
+    #[test]
+    fn truncated_and_foreign_records_are_refused() {
+        assert_eq!(JobRecord::decode(1, &[]), Err(RecordError::Truncated));
+        assert_eq!(JobRecord::decode(1, &[9, 0]), Err(RecordError::Version(9)));
+        let long = JobRecord {
+            category: "x".repeat(70_000),
+            ..JobRecord::decode(1, &sample()).unwrap()
+        };
+        assert_eq!(long.encode(&mut Vec::new()), Err(RecordError::FieldTooLong));
+    }
+
+    fn sample() -> Vec<u8> {
+        let r = JobRecord {
+            id: 1,
+            queue: 0,
+            category: "c".into(),
+            url: None,
+            content_type: "text/plain".into(),
+            attempts: 0,
+            created_ms: 0,
+            due_ms: 0,
+            timeout_ms: None,
+            max_retries: None,
+            retry_delay_ms: None,
+            uniq: None,
+            payload: Bytes::from_static(b"p"),
+        };
+        let mut out = Vec::new();
+        r.encode(&mut out).unwrap();
+        out
+    }
+}

@@ -332,7 +332,7 @@ async fn route(ctx: &Rc<Ctx>, req: &Request) -> Res {
                 jobs: Vec<&'a RawValue>,
             }
             check_json_type(req)?;
-            let b: Body = serde_json::from_slice(&req.body).map_err(json_error)?;
+            let b: Body = from_json(&req.body)?;
             if b.jobs.len() > ctx.config.max_batch_jobs {
                 return Err(Response::error(413, &format!("more than {} jobs in one batch", ctx.config.max_batch_jobs)));
             }
@@ -473,25 +473,17 @@ async fn enqueue_fireworq(ctx: &Ctx, req: &Request, category: &str, batch: bool)
     check_json_type(req)?;
     let body: Vec<FireworqJob> = if batch {
         #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Batch<'a> {
+        struct Wrapped<'a> {
             #[serde(borrow)]
-            List(Vec<FireworqJob<'a>>),
-            Wrapped { #[serde(borrow)] jobs: Vec<FireworqJob<'a>> },
+            jobs: Vec<FireworqJob<'a>>,
         }
-        match serde_json::from_slice::<Batch>(&req.body) {
-            Ok(Batch::List(l)) | Ok(Batch::Wrapped { jobs: l }) => l,
-            Err(e) => {
-                // An untagged enum hides the reason; re-parse as a plain value to tell a syntax
-                // error (400) from a wrong shape (422).
-                return Err(match serde_json::from_slice::<serde::de::IgnoredAny>(&req.body) {
-                    Err(e) => json_error(e),
-                    Ok(_) => Response::error(422, &format!("expected a list of jobs or {{\"jobs\": [...]}}: {e}")),
-                });
-            }
+        // A list of jobs, or `{"jobs": [...]}` like presque's batch.
+        match req.body.iter().find(|b| !b.is_ascii_whitespace()) {
+            Some(b'{') => from_json::<Wrapped>(&req.body)?.jobs,
+            _ => from_json(&req.body)?,
         }
     } else {
-        vec![serde_json::from_slice(&req.body).map_err(json_error)?]
+        vec![from_json(&req.body)?]
     };
     if body.is_empty() {
         return Err(Response::error(422, "no jobs given"));
@@ -569,6 +561,23 @@ fn check_json_type(req: &Request) -> Result<(), Response> {
     }
 }
 
+/// Parses JSON; a wrong shape names the field (`timeout: invalid type ...`).
+fn from_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, Response> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        match inner.classify() {
+            serde_json::error::Category::Data if path != "." => {
+                Response::error(422, &format!("{path}: {inner}"))
+            }
+            _ => json_error(inner),
+        }
+    })?;
+    de.end().map_err(json_error)?;
+    Ok(value)
+}
+
 fn json_error(e: serde_json::Error) -> Response {
     match e.classify() {
         serde_json::error::Category::Data => Response::error(422, &e.to_string()),
@@ -578,7 +587,7 @@ fn json_error(e: serde_json::Error) -> Response {
 
 fn json_body<T: serde::de::DeserializeOwned>(_ctx: &Ctx, req: &Request) -> Result<T, Response> {
     check_json_type(req)?;
-    serde_json::from_slice(&req.body).map_err(json_error)
+    from_json(&req.body)
 }
 
 /// A body that must be one JSON value, kept byte for byte.

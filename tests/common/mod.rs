@@ -381,3 +381,163 @@ pub fn write_lines(fifo: &Path, lines: &[&str]) {
     }
     w.write_all(all.as_bytes()).unwrap();
 }
+
+impl Reprow {
+    /// The API's address, from the "API listening." log line (the config may ask for port 0).
+    pub fn api_addr(&self) -> SocketAddr {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            for line in self.log().lines() {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
+                    if v["message"] == "API listening." {
+                        return v["address"].as_str().unwrap().parse().unwrap();
+                    }
+                }
+            }
+            assert!(Instant::now() < deadline, "reprow's API did not start; log:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// A config for the durable queue in `dir`, API on a free port; `extra` is appended as is.
+pub fn durable_config(dir: &Path, extra: &str) -> PathBuf {
+    let path = dir.join("reprow.yaml");
+    // The test's own `api:` section replaces the default one.
+    let api = if extra.starts_with("api:") || extra.contains("\napi:") {
+        ""
+    } else {
+        "api:\n  listen: 127.0.0.1:0\n"
+    };
+    let text = format!(
+        "queue:\n  type: lmdb\n  path: {}\n  map_size: 64MiB\n{api}shutdown_timeout: 5s\n{extra}",
+        dir.join("data").display()
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// An HTTP answer.
+#[derive(Debug, Clone)]
+pub struct HttpReply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpReply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Reads one HTTP/1.1 response (Content-Length framed, or no body for 204) from `r`.
+pub fn read_reply(r: &mut impl BufRead) -> Option<HttpReply> {
+    let mut line = String::new();
+    if r.read_line(&mut line).ok()? == 0 {
+        return None;
+    }
+    let status: u16 = line.split(' ').nth(1)?.parse().ok()?;
+    let mut headers = Vec::new();
+    loop {
+        let mut h = String::new();
+        r.read_line(&mut h).ok()?;
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        let (k, v) = h.split_once(':')?;
+        headers.push((k.trim().to_string(), v.trim().to_string()));
+    }
+    let len: usize = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .map_or(0, |(_, v)| v.parse().unwrap());
+    let mut body = vec![0; len];
+    r.read_exact(&mut body).ok()?;
+    if status == 100 {
+        return read_reply(r);
+    }
+    Some(HttpReply { status, headers, body })
+}
+
+/// A client for reprow's API: one request per connection unless told otherwise.
+#[derive(Clone)]
+pub struct Api {
+    pub addr: SocketAddr,
+    pub token: Option<String>,
+}
+
+impl Api {
+    pub fn new(addr: SocketAddr) -> Api {
+        Api { addr, token: None }
+    }
+
+    pub fn raw(&self, request: &[u8]) -> Vec<HttpReply> {
+        let mut s = TcpStream::connect(self.addr).unwrap();
+        s.set_read_timeout(Some(DEADLINE)).unwrap();
+        s.write_all(request).unwrap();
+        let mut r = BufReader::new(s);
+        let mut out = Vec::new();
+        while let Some(reply) = read_reply(&mut r) {
+            let close = reply.header("connection").is_some_and(|c| c.eq_ignore_ascii_case("close"));
+            out.push(reply);
+            if close {
+                break;
+            }
+        }
+        out
+    }
+
+    pub fn call(&self, method: &str, path: &str, body: Option<&str>) -> HttpReply {
+        self.call_with(method, path, body, &[])
+    }
+
+    pub fn call_with(&self, method: &str, path: &str, body: Option<&str>, headers: &[(&str, &str)]) -> HttpReply {
+        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
+        if let Some(t) = &self.token {
+            req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+        }
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        let body = body.unwrap_or("");
+        req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+        let mut replies = self.raw(req.as_bytes());
+        assert_eq!(replies.len(), 1, "{method} {path}: expected one reply");
+        replies.remove(0)
+    }
+
+    pub fn get(&self, path: &str) -> HttpReply {
+        self.call("GET", path, None)
+    }
+    pub fn post(&self, path: &str, body: &str) -> HttpReply {
+        self.call("POST", path, Some(body))
+    }
+    pub fn put(&self, path: &str, body: &str) -> HttpReply {
+        self.call("PUT", path, Some(body))
+    }
+    pub fn delete(&self, path: &str) -> HttpReply {
+        self.call("DELETE", path, None)
+    }
+
+    /// Polls `path` until `pred` holds on its JSON; panics after [`DEADLINE`].
+    pub fn wait_json(&self, path: &str, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let v = self.get(path).json();
+            if pred(&v) {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "{path} never matched; last {v}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}

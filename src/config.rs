@@ -174,7 +174,11 @@ pub fn parse_byte_size(text: &str) -> Result<usize, String> {
         "mb" => 1_000_000,
         "gb" => 1_000_000_000,
         "tb" => 1_000_000_000_000,
-        u => return Err(format!("unknown size unit {u:?} in {text:?} (use KiB, MiB, GiB)")),
+        u => {
+            return Err(format!(
+                "unknown size unit {u:?} in {text:?} (use KiB, MiB, GiB)"
+            ))
+        }
     };
     n.checked_mul(mult)
         .and_then(|b| usize::try_from(b).ok())
@@ -476,7 +480,10 @@ impl Config {
         }
         let Some(r) = self.runner() else {
             if matches!(self.queue, QueueConfig::Fifo(_)) {
-                return Err(invalid("runner", "a FIFO queue needs a runner (runner.url)".into()));
+                return Err(invalid(
+                    "runner",
+                    "a FIFO queue needs a runner (runner.url)".into(),
+                ));
             }
             return self.validate_common(text);
         };
@@ -561,7 +568,8 @@ impl Config {
         for (name, def) in &self.queues {
             let mut d = def.clone();
             d.name = name.clone();
-            d.validate().map_err(|m| ("queues", format!("{name}: {m}")))?;
+            d.validate()
+                .map_err(|m| ("queues", format!("{name}: {m}")))?;
         }
         for (category, queue) in &self.routings {
             crate::store::queue::check_name("category", category).map_err(|m| ("routings", m))?;
@@ -664,7 +672,10 @@ mod tests {
         let c = Config::from_yaml(text).unwrap();
         assert_eq!(c.runner().unwrap().timeout, Duration::from_secs(2));
         assert_eq!(c.runner().unwrap().concurrency, 3);
-        assert_eq!(c.runner().unwrap().default_retry_after, Some(Duration::from_secs(5)));
+        assert_eq!(
+            c.runner().unwrap().default_retry_after,
+            Some(Duration::from_secs(5))
+        );
     }
 
     #[test]

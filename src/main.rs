@@ -2,7 +2,6 @@
 
 use std::{path::PathBuf, process::ExitCode, sync::Arc};
 
-
 use clap::{Parser, Subcommand};
 use reprow::{config::Config, runtime, stats::Stats};
 

@@ -23,7 +23,12 @@ fn start(extra: &str) -> (tempfile::TempDir, Reprow, Api) {
 }
 
 fn ids(list: &Value) -> Vec<u64> {
-    list["jobs"].as_array().unwrap().iter().map(|j| j["id"].as_u64().unwrap()).collect()
+    list["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_u64().unwrap())
+        .collect()
 }
 
 #[test]
@@ -46,13 +51,20 @@ fn fireworq_enqueue_delivers_and_refuses_bad_jobs() {
     assert_eq!(got[0].header("X-Reprow-Queue"), Some("default"));
 
     // A per-job URL inside the allow-list (loopback by default) goes there.
-    let r = api.post("/job/foo", &format!(r#"{{"url":"{}","payload":[1,2]}}"#, other.url()));
+    let r = api.post(
+        "/job/foo",
+        &format!(r#"{{"url":"{}","payload":[1,2]}}"#, other.url()),
+    );
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(other.wait_for(1)[0].body_str(), "[1,2]");
 
     // Bad input: each refused with the status that names it, nothing stored.
     let bad = [
-        (r#"{"url":"http://10.1.2.3/work","payload":1}"#, 400, "allowed_origins"),
+        (
+            r#"{"url":"http://10.1.2.3/work","payload":1}"#,
+            400,
+            "allowed_origins",
+        ),
         (r#"{"url":"ftp://127.0.0.1/","payload":1}"#, 400, "url"),
         (r#"{"payload":1"#, 400, "invalid JSON"),
         (r#"{"payload":1,"colour":"red"}"#, 422, "colour"),
@@ -62,13 +74,22 @@ fn fireworq_enqueue_delivers_and_refuses_bad_jobs() {
     for (body, status, needle) in bad {
         let r = api.post("/job/foo", body);
         assert_eq!(r.status, status, "{body}: {}", r.text());
-        assert!(r.json()["error"].as_str().unwrap().contains(needle), "{body}: {}", r.text());
+        assert!(
+            r.json()["error"].as_str().unwrap().contains(needle),
+            "{body}: {}",
+            r.text()
+        );
     }
     let big = format!(r#"{{"payload":"{}"}}"#, "x".repeat(3000));
     assert_eq!(api.post("/job/foo", &big).status, 413);
     let huge = format!(r#"{{"payload":"{}"}}"#, "x".repeat(5000));
     assert_eq!(api.post("/job/foo", &huge).status, 413);
-    let r = api.call_with("POST", "/job/foo", Some("{}"), &[("Content-Type", "text/plain")]);
+    let r = api.call_with(
+        "POST",
+        "/job/foo",
+        Some("{}"),
+        &[("Content-Type", "text/plain")],
+    );
     assert_eq!(r.status, 415);
     let r = api.get("/job/foo");
     assert_eq!(r.status, 405);
@@ -77,14 +98,20 @@ fn fireworq_enqueue_delivers_and_refuses_bad_jobs() {
     assert_eq!(api.get("/nowhere").status, 404);
 
     // Batch: one request, one commit, every job delivered.
-    let r = api.post("/job/foo/batch", r#"[{"payload":{"b":1}},{"payload":{"b":2}},{"payload":{"b":3}}]"#);
+    let r = api.post(
+        "/job/foo/batch",
+        r#"[{"payload":{"b":1}},{"payload":{"b":2}},{"payload":{"b":3}}]"#,
+    );
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["jobs"].as_array().unwrap().len(), 3);
     let r = api.post("/job/foo/batch", r#"{"jobs":[{"payload":{"b":4}}]}"#);
     assert_eq!(r.status, 200, "{}", r.text());
     worker.wait_for(5);
     // A batch with one bad job stores none of them.
-    let r = api.post("/job/foo/batch", r#"[{"payload":{"b":5}},{"url":"http://8.8.8.8/","payload":1}]"#);
+    let r = api.post(
+        "/job/foo/batch",
+        r#"[{"payload":{"b":5}},{"url":"http://8.8.8.8/","payload":1}]"#,
+    );
     assert_eq!(r.status, 400);
     assert_eq!(api.post("/job/foo/batch", "[]").status, 422);
     assert_eq!(api.post("/job/foo/batch", r#"{"nope":1}"#).status, 422);
@@ -100,15 +127,44 @@ fn fireworq_enqueue_delivers_and_refuses_bad_jobs() {
 fn queues_and_routings() {
     let worker = Worker::start(|_, _| Reply::ok());
     let (_d, _r, api) = start("");
-    let r = api.put("/queue/q1", &format!(r#"{{"max_workers":3,"polling_interval":100,"url":"{}"}}"#, worker.url()));
+    let r = api.put(
+        "/queue/q1",
+        &format!(
+            r#"{{"max_workers":3,"polling_interval":100,"url":"{}"}}"#,
+            worker.url()
+        ),
+    );
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["max_workers"], 3);
     let q = api.get("/queue/q1").json();
-    assert_eq!((q["name"].clone(), q["max_workers"].clone()), (json!("q1"), json!(3)));
-    let names: Vec<String> = api.get("/queues").json().as_array().unwrap().iter().map(|q| q["name"].as_str().unwrap().to_string()).collect();
-    assert!(names.contains(&"q1".to_string()) && names.contains(&"default".to_string()), "{names:?}");
+    assert_eq!(
+        (q["name"].clone(), q["max_workers"].clone()),
+        (json!("q1"), json!(3))
+    );
+    let names: Vec<String> = api
+        .get("/queues")
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| q["name"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        names.contains(&"q1".to_string()) && names.contains(&"default".to_string()),
+        "{names:?}"
+    );
     // Same definition again: accepted, nothing changes.
-    assert_eq!(api.put("/queue/q1", &format!(r#"{{"max_workers":3,"polling_interval":100,"url":"{}"}}"#, worker.url())).status, 200);
+    assert_eq!(
+        api.put(
+            "/queue/q1",
+            &format!(
+                r#"{{"max_workers":3,"polling_interval":100,"url":"{}"}}"#,
+                worker.url()
+            )
+        )
+        .status,
+        200
+    );
 
     for (body, status) in [
         (r#"{"max_workers":0}"#, 422),
@@ -133,11 +189,18 @@ fn queues_and_routings() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json(), json!({"job_category":"cat1","queue_name":"q1"}));
     assert_eq!(api.get("/routing/cat1").json()["queue_name"], "q1");
-    assert_eq!(api.get("/routings").json(), json!([{"job_category":"cat1","queue_name":"q1"}]));
+    assert_eq!(
+        api.get("/routings").json(),
+        json!([{"job_category":"cat1","queue_name":"q1"}])
+    );
     let r = api.post("/job/cat1", r#"{"payload":{"x":1}}"#);
     assert_eq!(r.json()["queue_name"], "q1");
     assert_eq!(worker.wait_for(1)[0].header("X-Reprow-Queue"), Some("q1"));
-    assert_eq!(api.put("/routing/cat2", r#"{"queue_name":"missing"}"#).status, 404);
+    assert_eq!(
+        api.put("/routing/cat2", r#"{"queue_name":"missing"}"#)
+            .status,
+        404
+    );
     assert_eq!(api.put("/routing/cat2", r#"{"queue":"q1"}"#).status, 422);
     assert_eq!(api.get("/routing/cat2").status, 404);
     assert_eq!(api.delete("/routing/cat1").status, 200);
@@ -158,21 +221,38 @@ fn job_lists_pages_and_single_jobs() {
     // One worker slot that is held for a while: one job grabbed, the rest waiting.
     let worker = Worker::start(|_, _| Reply::After(Duration::from_secs(3), Box::new(Reply::ok())));
     let (_d, _r, api) = start("");
-    api.put("/queue/lists", &format!(r#"{{"max_workers":1,"url":"{}"}}"#, worker.url()));
+    api.put(
+        "/queue/lists",
+        &format!(r#"{{"max_workers":1,"url":"{}"}}"#, worker.url()),
+    );
     api.put("/routing/l", r#"{"queue_name":"lists"}"#);
     let mut made = Vec::new();
     for i in 0..4 {
-        made.push(api.post("/job/l", &format!(r#"{{"payload":{{"n":{i}}}}}"#)).json()["id"].as_u64().unwrap());
+        made.push(
+            api.post("/job/l", &format!(r#"{{"payload":{{"n":{i}}}}}"#))
+                .json()["id"]
+                .as_u64()
+                .unwrap(),
+        );
     }
-    let later = api.post("/job/l", r#"{"payload":{"n":9},"run_after":3600}"#).json()["id"].as_u64().unwrap();
+    let later = api
+        .post("/job/l", r#"{"payload":{"n":9},"run_after":3600}"#)
+        .json()["id"]
+        .as_u64()
+        .unwrap();
     worker.wait_for(1);
-    let grabbed = api.wait_json("/queue/lists/grabbed", |v| v["jobs"].as_array().unwrap().len() == 1);
+    let grabbed = api.wait_json("/queue/lists/grabbed", |v| {
+        v["jobs"].as_array().unwrap().len() == 1
+    });
     assert_eq!(ids(&grabbed), vec![made[0]]);
     assert_eq!(grabbed["jobs"][0]["status"], "grabbed");
     let waiting = api.get("/queue/lists/waiting?order=asc").json();
     assert_eq!(ids(&waiting), made[1..].to_vec());
     let desc = api.get("/queue/lists/waiting").json();
-    assert_eq!(ids(&desc), made[1..].iter().rev().copied().collect::<Vec<_>>());
+    assert_eq!(
+        ids(&desc),
+        made[1..].iter().rev().copied().collect::<Vec<_>>()
+    );
     assert_eq!(ids(&api.get("/queue/lists/deferred").json()), vec![later]);
 
     // Pages of one, following next_cursor, visit every waiting job once.
@@ -189,20 +269,45 @@ fn job_lists_pages_and_single_jobs() {
     }
     assert_eq!(seen, made[1..].to_vec());
     for bad in ["limit=0", "limit=x", "order=sideways", "cursor=%%%"] {
-        assert_eq!(api.get(&format!("/queue/lists/waiting?{bad}")).status, 400, "{bad}");
+        assert_eq!(
+            api.get(&format!("/queue/lists/waiting?{bad}")).status,
+            400,
+            "{bad}"
+        );
     }
     assert_eq!(api.get("/queue/nope/waiting").status, 404);
 
     let one = api.get(&format!("/queue/lists/job/{}", made[2])).json();
     assert_eq!(one["payload"], json!({"n": 2}));
     assert_eq!(one["category"], "l");
-    assert_eq!(api.delete(&format!("/queue/lists/job/{}", made[2])).status, 200);
-    assert_eq!(api.get(&format!("/queue/lists/job/{}", made[2])).status, 404);
-    assert_eq!(api.delete(&format!("/queue/lists/job/{}", made[2])).status, 404);
+    assert_eq!(
+        api.delete(&format!("/queue/lists/job/{}", made[2])).status,
+        200
+    );
+    assert_eq!(
+        api.get(&format!("/queue/lists/job/{}", made[2])).status,
+        404
+    );
+    assert_eq!(
+        api.delete(&format!("/queue/lists/job/{}", made[2])).status,
+        404
+    );
     assert_eq!(api.get("/queue/lists/job/abc").status, 400);
-    assert_eq!(api.get("/queue/default/job/1").status, 404, "a job is only found in its queue");
+    assert_eq!(
+        api.get("/queue/default/job/1").status,
+        404,
+        "a job is only found in its queue"
+    );
     let s = api.get("/queue/lists/stats").json();
-    assert_eq!((s["grabbed"].clone(), s["waiting"].clone(), s["deferred"].clone(), s["outstanding_jobs"].clone()), (json!(1), json!(2), json!(1), json!(4)));
+    assert_eq!(
+        (
+            s["grabbed"].clone(),
+            s["waiting"].clone(),
+            s["deferred"].clone(),
+            s["outstanding_jobs"].clone()
+        ),
+        (json!(1), json!(2), json!(1), json!(4))
+    );
 }
 
 #[test]
@@ -215,7 +320,11 @@ fn failures_retries_and_the_failed_log() {
         match req.body_str().as_str() {
             r#"{"k":"bad"}"# => Reply::status(400),
             r#"{"k":"flaky"}"# => Reply::status(500),
-            r#"{"k":"fw-perm"}"# => Reply::Status(200, vec![], br#"{"status":"permanent-failure","message":"nope"}"#.to_vec()),
+            r#"{"k":"fw-perm"}"# => Reply::Status(
+                200,
+                vec![],
+                br#"{"status":"permanent-failure","message":"nope"}"#.to_vec(),
+            ),
             r#"{"k":"fw-ok"}"# => Reply::Status(500, vec![], br#"{"status":"success"}"#.to_vec()),
             _ => Reply::ok(),
         }
@@ -224,11 +333,18 @@ fn failures_retries_and_the_failed_log() {
         "runner:\n  type: http_proxy\n  url: {url}\nqueues:\n  fw:\n    url: {url}\n    outcome: fireworq\nroutings:\n  fw: fw\n",
         url = worker.url()
     ));
-    let bad = api.post("/job/a", r#"{"payload":{"k":"bad"}}"#).json()["id"].as_u64().unwrap();
-    api.post("/job/a", r#"{"payload":{"k":"flaky"},"max_retries":1,"retry_delay":0}"#);
+    let bad = api.post("/job/a", r#"{"payload":{"k":"bad"}}"#).json()["id"]
+        .as_u64()
+        .unwrap();
+    api.post(
+        "/job/a",
+        r#"{"payload":{"k":"flaky"},"max_retries":1,"retry_delay":0}"#,
+    );
     api.post("/job/fw", r#"{"payload":{"k":"fw-perm"}}"#);
     api.post("/job/fw", r#"{"payload":{"k":"fw-ok"}}"#);
-    let failed = api.wait_json("/queue/default/failed", |v| v["failed_jobs"].as_array().unwrap().len() == 2);
+    let failed = api.wait_json("/queue/default/failed", |v| {
+        v["failed_jobs"].as_array().unwrap().len() == 2
+    });
     let entries = failed["failed_jobs"].as_array().unwrap();
     // Newest first.
     assert_eq!(entries[0]["result"]["status"], "failure");
@@ -238,11 +354,20 @@ fn failures_retries_and_the_failed_log() {
     assert_eq!(entries[1]["result"]["code"], 400);
     assert_eq!(entries[1]["job_id"], bad);
     assert_eq!(entries[1]["fail_count"], 1);
-    let fw = api.wait_json("/queue/fw/failed", |v| v["failed_jobs"].as_array().unwrap().len() == 1);
+    let fw = api.wait_json("/queue/fw/failed", |v| {
+        v["failed_jobs"].as_array().unwrap().len() == 1
+    });
     assert_eq!(fw["failed_jobs"][0]["result"]["message"], "nope");
     api.wait_json("/queue/fw/stats", |s| s["total_successes"] == 1);
     let s = api.get("/queue/default/stats").json();
-    assert_eq!((s["failed"].clone(), s["total_permanent_failures"].clone(), s["outstanding_jobs"].clone()), (json!(2), json!(1), json!(0)));
+    assert_eq!(
+        (
+            s["failed"].clone(),
+            s["total_permanent_failures"].clone(),
+            s["outstanding_jobs"].clone()
+        ),
+        (json!(2), json!(1), json!(0))
+    );
 
     let fid = entries[1]["id"].as_u64().unwrap();
     let one = api.get(&format!("/queue/default/failed/{fid}")).json();
@@ -252,7 +377,11 @@ fn failures_retries_and_the_failed_log() {
     let page = api.get("/queue/default/failed?limit=1&order=asc").json();
     assert_eq!(page["failed_jobs"][0]["id"], fid);
     let next = page["next_cursor"].as_str().unwrap();
-    let page2 = api.get(&format!("/queue/default/failed?limit=1&order=asc&cursor={next}")).json();
+    let page2 = api
+        .get(&format!(
+            "/queue/default/failed?limit=1&order=asc&cursor={next}"
+        ))
+        .json();
     assert_eq!(page2["failed_jobs"][0]["id"], entries[0]["id"]);
 
     // Retry: the job runs again (and fails again, permanently: back in the log).
@@ -260,13 +389,29 @@ fn failures_retries_and_the_failed_log() {
     let r = api.post(&format!("/queue/default/failed/{fid}/retry"), "");
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(api.get(&format!("/queue/default/failed/{fid}")).status, 404);
-    api.wait_json("/queue/default/stats", |s| s["total_permanent_failures"] == 2);
+    api.wait_json("/queue/default/stats", |s| {
+        s["total_permanent_failures"] == 2
+    });
     assert_eq!(calls.load(Ordering::SeqCst), before + 1);
-    assert_eq!(api.post(&format!("/queue/default/failed/{fid}/retry"), "").status, 404);
+    assert_eq!(
+        api.post(&format!("/queue/default/failed/{fid}/retry"), "")
+            .status,
+        404
+    );
     let other = entries[0]["id"].as_u64().unwrap();
-    assert_eq!(api.delete(&format!("/queue/default/failed/{other}")).status, 200);
-    assert_eq!(api.delete(&format!("/queue/default/failed/{other}")).status, 404);
-    assert_eq!(api.get(&format!("/queue/default/failed/{other}/retry")).status, 405);
+    assert_eq!(
+        api.delete(&format!("/queue/default/failed/{other}")).status,
+        200
+    );
+    assert_eq!(
+        api.delete(&format!("/queue/default/failed/{other}")).status,
+        404
+    );
+    assert_eq!(
+        api.get(&format!("/queue/default/failed/{other}/retry"))
+            .status,
+        405
+    );
 }
 
 #[test]
@@ -275,7 +420,10 @@ fn presque_rest_queue() {
     let r = api.post("/q/pq", r#"{"foo":"bar"}"#);
     assert_eq!(r.status, 201, "{}", r.text());
     assert_eq!(api.get("/j/pq").json()["job_count"], 1);
-    assert!(api.get("/status/").json()["queues"].as_array().unwrap().contains(&json!("pq")));
+    assert!(api.get("/status/").json()["queues"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("pq")));
     assert_eq!(api.get("/status/pq").json(), json!({"queue":"pq","size":1}));
 
     // Leased pull: the job is hidden until acked.
@@ -296,16 +444,31 @@ fn presque_rest_queue() {
     let dup = api.post("/q/pq?uniq=k1", r#"{"u":2}"#);
     assert_eq!(dup.status, 409);
     assert_eq!(dup.json()["error"], "job already exists");
-    let later = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() + 3600;
-    assert_eq!(api.post(&format!("/q/pq?delayed={later}"), r#"{"d":1}"#).status, 201);
+    let later = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    assert_eq!(
+        api.post(&format!("/q/pq?delayed={later}"), r#"{"d":1}"#)
+            .status,
+        201
+    );
     assert_eq!(api.post("/q/pq?delayed=soon", "{}").status, 400);
     let j = api.get("/j/pq").json();
-    assert_eq!((j["job_count"].clone(), j["job_delayed"].clone()), (json!(2), json!(1)));
+    assert_eq!(
+        (j["job_count"].clone(), j["job_delayed"].clone()),
+        (json!(2), json!(1))
+    );
     // Pop-and-forget takes the due job for good; the delayed one is not due.
     let f = api.get("/q/pq?forget=1");
     assert_eq!(f.json(), json!({"u":1}));
     assert_eq!(api.get("/q/pq?forget=1").status, 404);
-    assert_eq!(api.post("/q/pq?uniq=k1", r#"{"u":3}"#).status, 201, "the key is free once the job left");
+    assert_eq!(
+        api.post("/q/pq?uniq=k1", r#"{"u":3}"#).status,
+        201,
+        "the key is free once the job left"
+    );
     assert_eq!(api.get("/q/pq?forget=maybe").status, 400);
 
     // Batches.
@@ -314,7 +477,12 @@ fn presque_rest_queue() {
     assert_eq!(r.json()["ids"].as_array().unwrap().len(), 3);
     let b = api.get("/qb/pq?batch_size=2");
     assert_eq!(b.json(), json!([{"u":3},{"b":1}]));
-    let bids: Vec<String> = b.header("X-Reprow-Job-Ids").unwrap().split(',').map(str::to_string).collect();
+    let bids: Vec<String> = b
+        .header("X-Reprow-Job-Ids")
+        .unwrap()
+        .split(',')
+        .map(str::to_string)
+        .collect();
     assert_eq!(bids.len(), 2);
     assert_eq!(api.get("/qb/pq?batch_size=0").status, 400);
     assert_eq!(api.post("/qb/pq", r#"{"jobs":"x"}"#).status, 422);
@@ -328,7 +496,12 @@ fn presque_rest_queue() {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let r = api.get("/qb/pq?batch_size=10");
-        if r.status == 200 && r.header("X-Reprow-Job-Ids").unwrap().split(',').any(|i| i == bids[0]) {
+        if r.status == 200
+            && r.header("X-Reprow-Job-Ids")
+                .unwrap()
+                .split(',')
+                .any(|i| i == bids[0])
+        {
             break;
         }
         assert!(Instant::now() < deadline, "the nacked job never came back");
@@ -336,14 +509,26 @@ fn presque_rest_queue() {
     }
 
     // Control: a stopped queue accepts jobs and hands none out.
-    assert_eq!(api.get("/control/pq").json(), json!({"queue":"pq","status":1}));
-    assert_eq!(api.post("/control/pq", r#"{"status":"stop"}"#).json()["status"], 0);
+    assert_eq!(
+        api.get("/control/pq").json(),
+        json!({"queue":"pq","status":1})
+    );
+    assert_eq!(
+        api.post("/control/pq", r#"{"status":"stop"}"#).json()["status"],
+        0
+    );
     assert_eq!(api.get("/control/pq").json()["status"], 0);
     assert_eq!(api.post("/q/pq", r#"{"while":"stopped"}"#).status, 201);
     assert_eq!(api.get("/q/pq").status, 404);
     assert_eq!(api.post("/control/pq", r#"{"status":"pause"}"#).status, 422);
-    assert_eq!(api.post("/control/nope", r#"{"status":"stop"}"#).status, 404);
-    assert_eq!(api.post("/control/pq", r#"{"status":"start"}"#).json()["status"], 1);
+    assert_eq!(
+        api.post("/control/nope", r#"{"status":"stop"}"#).status,
+        404
+    );
+    assert_eq!(
+        api.post("/control/pq", r#"{"status":"start"}"#).json()["status"],
+        1
+    );
     assert_eq!(api.get("/q/pq").json(), json!({"while":"stopped"}));
 
     // Purge.
@@ -364,7 +549,10 @@ fn pull_lease_expires_and_the_job_comes_back() {
     assert_eq!(api.get("/q/pl").status, 404);
     std::thread::sleep(Duration::from_millis(1300));
     let b = api.get("/q/pl");
-    assert_eq!(b.status, 200, "the lease expired: the job is handed out again");
+    assert_eq!(
+        b.status, 200,
+        "the lease expired: the job is handed out again"
+    );
     assert_eq!(b.header("X-Reprow-Job-Id").unwrap(), id);
     assert_eq!(b.header("X-Reprow-Attempt"), Some("1"));
 }
@@ -391,7 +579,10 @@ fn push_timeout_redelivers_delayed_jobs_wait_and_max_workers_holds() {
         url = worker.url()
     ));
     // Per-job timeout of 1 s: the first delivery times out and the job runs again.
-    api.post("/job/main", r#"{"payload":"slow","timeout":1,"retry_delay":0}"#);
+    api.post(
+        "/job/main",
+        r#"{"payload":"slow","timeout":1,"retry_delay":0}"#,
+    );
     // Delayed by run_after: woken by the store's timer.
     let t0 = Instant::now();
     api.post("/job/main", r#"{"payload":"later","run_after":1}"#);
@@ -401,18 +592,36 @@ fn push_timeout_redelivers_delayed_jobs_wait_and_max_workers_holds() {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let got = worker.received();
-        let slow: Vec<_> = got.iter().filter(|r| r.body_str().contains("slow")).collect();
-        let later: Vec<_> = got.iter().filter(|r| r.body_str().contains("later")).collect();
+        let slow: Vec<_> = got
+            .iter()
+            .filter(|r| r.body_str().contains("slow"))
+            .collect();
+        let later: Vec<_> = got
+            .iter()
+            .filter(|r| r.body_str().contains("later"))
+            .collect();
         let par = got.iter().filter(|r| r.body_str().contains("par")).count();
         if slow.len() >= 2 && later.len() == 1 && par == 6 {
             assert_eq!(slow[1].attempt(), 2);
-            assert!(later[0].at.duration_since(t0) >= Duration::from_millis(900), "ran before its run_after");
+            assert!(
+                later[0].at.duration_since(t0) >= Duration::from_millis(900),
+                "ran before its run_after"
+            );
             break;
         }
-        assert!(Instant::now() < deadline, "slow {} later {} par {par}", slow.len(), later.len());
+        assert!(
+            Instant::now() < deadline,
+            "slow {} later {} par {par}",
+            slow.len(),
+            later.len()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(peak.load(Ordering::SeqCst) <= 2, "max_workers 2 was exceeded: {}", peak.load(Ordering::SeqCst));
+    assert!(
+        peak.load(Ordering::SeqCst) <= 2,
+        "max_workers 2 was exceeded: {}",
+        peak.load(Ordering::SeqCst)
+    );
     assert_eq!(peak.load(Ordering::SeqCst), 2, "both slots were used");
 }
 
@@ -423,12 +632,18 @@ fn throttle_spaces_dispatches() {
         "queues:\n  t:\n    url: {}\n    max_dispatches_per_second: 5\n    max_burst_size: 1\nroutings:\n  t: t\n",
         worker.url()
     ));
-    let body = (0..6).map(|i| format!(r#"{{"payload":{i}}}"#)).collect::<Vec<_>>().join(",");
+    let body = (0..6)
+        .map(|i| format!(r#"{{"payload":{i}}}"#))
+        .collect::<Vec<_>>()
+        .join(",");
     assert_eq!(api.post("/job/t/batch", &format!("[{body}]")).status, 200);
     let got = worker.wait_for(6);
     let span = got[5].at.duration_since(got[0].at);
     // 5 per second with a bucket of 1: five gaps of 200 ms.
-    assert!(span >= Duration::from_millis(800), "6 dispatches in {span:?}");
+    assert!(
+        span >= Duration::from_millis(800),
+        "6 dispatches in {span:?}"
+    );
 }
 
 #[test]
@@ -438,7 +653,11 @@ fn http_server_pipelining_limits_and_token() {
     let denied = api.get("/queues");
     assert_eq!(denied.status, 401);
     assert_eq!(denied.header("WWW-Authenticate"), Some("Bearer"));
-    assert_eq!(api.call_with("GET", "/queues", None, &[("Authorization", "Bearer wrong")]).status, 401);
+    assert_eq!(
+        api.call_with("GET", "/queues", None, &[("Authorization", "Bearer wrong")])
+            .status,
+        401
+    );
     api.token = Some("s3cret".into());
     assert_eq!(api.get("/queues").status, 200);
 
@@ -448,7 +667,10 @@ fn http_server_pipelining_limits_and_token() {
         "POST /q/pipe HTTP/1.1\r\n{auth}Content-Length: 7\r\n\r\n{{\"n\":1}}GET /status/pipe HTTP/1.1\r\n{auth}\r\nGET /version HTTP/1.1\r\n{auth}Connection: close\r\n\r\n"
     );
     let replies = api.raw(req.as_bytes());
-    assert_eq!(replies.iter().map(|r| r.status).collect::<Vec<_>>(), vec![201, 200, 200]);
+    assert_eq!(
+        replies.iter().map(|r| r.status).collect::<Vec<_>>(),
+        vec![201, 200, 200]
+    );
     assert_eq!(replies[1].json()["size"], 1);
     assert!(replies[2].text().starts_with("reprow"));
 
@@ -467,11 +689,15 @@ fn http_server_pipelining_limits_and_token() {
     assert_eq!(common::read_reply(&mut rd).unwrap().status, 201);
 
     // A head over the limit, garbage, and a slow client.
-    let big = format!("GET /queues HTTP/1.1\r\n{auth}X-Pad: {}\r\n\r\n", "a".repeat(3000));
+    let big = format!(
+        "GET /queues HTTP/1.1\r\n{auth}X-Pad: {}\r\n\r\n",
+        "a".repeat(3000)
+    );
     assert_eq!(api.raw(big.as_bytes())[0].status, 431);
     assert_eq!(api.raw(b"\x16\x03\x01 not http\r\n\r\n")[0].status, 400);
     let mut slow = std::net::TcpStream::connect(api.addr).unwrap();
-    slow.write_all(b"GET /queues HTTP/1.1\r\nHost: x\r\n").unwrap();
+    slow.write_all(b"GET /queues HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
     slow.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let t = Instant::now();
     let mut out = String::new();
@@ -480,14 +706,22 @@ fn http_server_pipelining_limits_and_token() {
     assert!(t.elapsed() < Duration::from_secs(4));
 
     // Connection cap: with 3 open, the 4th is answered 503 and closed.
-    let held: Vec<_> = (0..3).map(|_| std::net::TcpStream::connect(api.addr).unwrap()).collect();
+    let held: Vec<_> = (0..3)
+        .map(|_| std::net::TcpStream::connect(api.addr).unwrap())
+        .collect();
     std::thread::sleep(Duration::from_millis(200));
     let extra = std::net::TcpStream::connect(api.addr).unwrap();
-    extra.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    extra
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     let mut out = String::new();
     let _ = (&extra).read_to_string(&mut out);
     assert!(out.starts_with("HTTP/1.1 503"), "{out:?}");
     drop(held);
     std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(api.get("/queues").status, 200, "served again once connections closed");
+    assert_eq!(
+        api.get("/queues").status,
+        200,
+        "served again once connections closed"
+    );
 }

@@ -61,10 +61,16 @@ pub struct ApiConfig {
     #[serde(default = "default_max_batch_jobs")]
     pub max_batch_jobs: usize,
     /// Time a client has to send a whole request once it started one. Default 10 s.
-    #[serde(default = "default_request_timeout", deserialize_with = "crate::config::duration")]
+    #[serde(
+        default = "default_request_timeout",
+        deserialize_with = "crate::config::duration"
+    )]
     pub request_timeout: Duration,
     /// Idle keep-alive connections are closed after this. Default 60 s.
-    #[serde(default = "default_keep_alive", deserialize_with = "crate::config::duration")]
+    #[serde(
+        default = "default_keep_alive",
+        deserialize_with = "crate::config::duration"
+    )]
     pub keep_alive_timeout: Duration,
     /// Most open connections; more are answered 503 and closed. Default 1024.
     #[serde(default = "default_max_connections")]
@@ -112,7 +118,10 @@ impl ApiConfig {
             return Err(("api.max_body_bytes", "must be at least 1024".into()));
         }
         if self.max_payload_bytes == 0 || self.max_payload_bytes > self.max_body_bytes {
-            return Err(("api.max_payload_bytes", "must be 1 to api.max_body_bytes".into()));
+            return Err((
+                "api.max_payload_bytes",
+                "must be 1 to api.max_body_bytes".into(),
+            ));
         }
         if self.max_batch_jobs == 0 {
             return Err(("api.max_batch_jobs", "must be at least 1".into()));
@@ -121,10 +130,16 @@ impl ApiConfig {
             return Err(("api.max_connections", "must be at least 1".into()));
         }
         if self.request_timeout.is_zero() || self.keep_alive_timeout.is_zero() {
-            return Err(("api.request_timeout", "timeouts must be greater than zero".into()));
+            return Err((
+                "api.request_timeout",
+                "timeouts must be greater than zero".into(),
+            ));
         }
         if self.token.as_deref().is_some_and(str::is_empty) {
-            return Err(("api.token", "must not be empty (omit it for no token)".into()));
+            return Err((
+                "api.token",
+                "must not be empty (omit it for no token)".into(),
+            ));
         }
         Ok(())
     }

@@ -17,9 +17,7 @@ use serde_json::{json, value::RawValue, Value};
 use super::{response::Response, Ctx};
 use crate::{
     http::request::Request,
-    store::{
-        queue::QueueDef, Destination, JobList, JobView, NewJob, Op, Query, Reply, StoreError,
-    },
+    store::{queue::QueueDef, Destination, JobList, JobView, NewJob, Op, Query, Reply, StoreError},
 };
 
 /// Answers one request.
@@ -92,10 +90,12 @@ async fn route(ctx: &Rc<Ctx>, req: &Request) -> Res {
             r => Err(unexpected(r)),
         },
         (["queues", "stats"], _) => Err(not_allowed("GET")),
-        (["queue", name], "GET") => match call(ctx, Op::Query(Query::Queue(name.to_string()))).await? {
-            Reply::Queues(mut d) if !d.is_empty() => Ok(Response::json(200, &d.remove(0))),
-            r => Err(unexpected(r)),
-        },
+        (["queue", name], "GET") => {
+            match call(ctx, Op::Query(Query::Queue(name.to_string()))).await? {
+                Reply::Queues(mut d) if !d.is_empty() => Ok(Response::json(200, &d.remove(0))),
+                r => Err(unexpected(r)),
+            }
+        }
         (["queue", name], "PUT") => {
             let mut def: QueueDef = json_body(ctx, req)?;
             def.name = name.to_string();
@@ -156,18 +156,41 @@ async fn route(ctx: &Rc<Ctx>, req: &Request) -> Res {
         (["queue", _, "stats"], _) => Err(not_allowed("GET")),
         (["queue", name, "job", id], "GET") => {
             let id = parse_id(id)?;
-            match call(ctx, Op::Query(Query::Job { queue: name.to_string(), id })).await? {
+            match call(
+                ctx,
+                Op::Query(Query::Job {
+                    queue: name.to_string(),
+                    id,
+                }),
+            )
+            .await?
+            {
                 Reply::Job(j) => Ok(Response::json(200, &j)),
                 r => Err(unexpected(r)),
             }
         }
         (["queue", name, "job", id], "DELETE") => {
             let id = parse_id(id)?;
-            let job = match call(ctx, Op::Query(Query::Job { queue: name.to_string(), id })).await? {
+            let job = match call(
+                ctx,
+                Op::Query(Query::Job {
+                    queue: name.to_string(),
+                    id,
+                }),
+            )
+            .await?
+            {
                 Reply::Job(j) => j,
                 r => return Err(unexpected(r)),
             };
-            call(ctx, Op::DeleteJob { queue: name.to_string(), id }).await?;
+            call(
+                ctx,
+                Op::DeleteJob {
+                    queue: name.to_string(),
+                    id,
+                },
+            )
+            .await?;
             Ok(Response::json(200, &job))
         }
         (["queue", _, "job", _], _) => Err(not_allowed("GET, DELETE")),
@@ -193,35 +216,71 @@ async fn route(ctx: &Rc<Ctx>, req: &Request) -> Res {
         (["queue", _, "failed"], _) => Err(not_allowed("GET")),
         (["queue", name, "failed", id], "GET") => {
             let id = parse_id(id)?;
-            match call(ctx, Op::Query(Query::FailedEntry { queue: name.to_string(), id })).await? {
+            match call(
+                ctx,
+                Op::Query(Query::FailedEntry {
+                    queue: name.to_string(),
+                    id,
+                }),
+            )
+            .await?
+            {
                 Reply::Failed(f) => Ok(Response::json(200, &f)),
                 r => Err(unexpected(r)),
             }
         }
         (["queue", name, "failed", id], "DELETE") => {
             let id = parse_id(id)?;
-            let f = match call(ctx, Op::Query(Query::FailedEntry { queue: name.to_string(), id })).await? {
+            let f = match call(
+                ctx,
+                Op::Query(Query::FailedEntry {
+                    queue: name.to_string(),
+                    id,
+                }),
+            )
+            .await?
+            {
                 Reply::Failed(f) => f,
                 r => return Err(unexpected(r)),
             };
-            call(ctx, Op::DeleteFailed { queue: name.to_string(), id }).await?;
+            call(
+                ctx,
+                Op::DeleteFailed {
+                    queue: name.to_string(),
+                    id,
+                },
+            )
+            .await?;
             Ok(Response::json(200, &f))
         }
         (["queue", _, "failed", _], _) => Err(not_allowed("GET, DELETE")),
         (["queue", name, "failed", id, "retry"], "POST") => {
             let id = parse_id(id)?;
-            match call(ctx, Op::RetryFailed { queue: name.to_string(), id }).await? {
+            match call(
+                ctx,
+                Op::RetryFailed {
+                    queue: name.to_string(),
+                    id,
+                },
+            )
+            .await?
+            {
                 Reply::Enqueued(mut j) if !j.is_empty() => Ok(Response::json(200, &j.remove(0))),
                 r => Err(unexpected(r)),
             }
         }
         (["queue", _, "failed", _, "retry"], _) => Err(not_allowed("POST")),
         (["routings"], "GET") => match call(ctx, Op::Query(Query::Routings)).await? {
-            Reply::Routings(r) => Ok(Response::json(200, &r.iter().map(routing_json).collect::<Vec<_>>())),
+            Reply::Routings(r) => Ok(Response::json(
+                200,
+                &r.iter().map(routing_json).collect::<Vec<_>>(),
+            )),
             r => Err(unexpected(r)),
         },
         (["routings"], _) => Err(not_allowed("GET")),
-        (["routing", cat], "GET") => match call(ctx, Op::Query(Query::Routing(cat.to_string()))).await? {
+        (["routing", cat], "GET") => match call(ctx, Op::Query(Query::Routing(cat.to_string())))
+            .await?
+        {
             Reply::Routings(r) if !r.is_empty() => Ok(Response::json(200, &routing_json(&r[0]))),
             r => Err(unexpected(r)),
         },
@@ -231,16 +290,25 @@ async fn route(ctx: &Rc<Ctx>, req: &Request) -> Res {
                 queue_name: String,
             }
             let b: Body = json_body(ctx, req)?;
-            let op = Op::PutRouting { category: cat.to_string(), queue: b.queue_name };
+            let op = Op::PutRouting {
+                category: cat.to_string(),
+                queue: b.queue_name,
+            };
             match call(ctx, op).await? {
-                Reply::Routings(r) if !r.is_empty() => Ok(Response::json(200, &routing_json(&r[0]))),
+                Reply::Routings(r) if !r.is_empty() => {
+                    Ok(Response::json(200, &routing_json(&r[0])))
+                }
                 r => Err(unexpected(r)),
             }
         }
-        (["routing", cat], "DELETE") => match call(ctx, Op::DeleteRouting(cat.to_string())).await? {
-            Reply::Routings(r) if !r.is_empty() => Ok(Response::json(200, &routing_json(&r[0]))),
-            r => Err(unexpected(r)),
-        },
+        (["routing", cat], "DELETE") => {
+            match call(ctx, Op::DeleteRouting(cat.to_string())).await? {
+                Reply::Routings(r) if !r.is_empty() => {
+                    Ok(Response::json(200, &routing_json(&r[0])))
+                }
+                r => Err(unexpected(r)),
+            }
+        }
         (["routing", _], _) => Err(not_allowed("GET, PUT, DELETE")),
         (["version"], "GET") => Ok(Response::text(200, format!("reprow {}\n", crate::VERSION))),
         (["version"], _) => Err(not_allowed("GET")),
@@ -250,13 +318,25 @@ async fn route(ctx: &Rc<Ctx>, req: &Request) -> Res {
             let payload = raw_json_body(ctx, req)?;
             let job = presque_job(ctx, queue, payload, &q)?;
             match call(ctx, Op::Enqueue(vec![job])).await? {
-                Reply::Enqueued(j) => Ok(Response::json(201, &json!({ "id": j.first().map(|j| j.id) }))),
+                Reply::Enqueued(j) => Ok(Response::json(
+                    201,
+                    &json!({ "id": j.first().map(|j| j.id) }),
+                )),
                 r => Err(unexpected(r)),
             }
         }
         (["q", queue], "GET") => {
             let forget = q.flag("forget")?;
-            match call(ctx, Op::Pull { queue: queue.to_string(), count: 1, forget }).await? {
+            match call(
+                ctx,
+                Op::Pull {
+                    queue: queue.to_string(),
+                    count: 1,
+                    forget,
+                },
+            )
+            .await?
+            {
                 Reply::Pulled(mut jobs) if !jobs.is_empty() => {
                     let (view, payload) = jobs.remove(0);
                     Ok(Response {
@@ -285,13 +365,34 @@ async fn route(ctx: &Rc<Ctx>, req: &Request) -> Res {
                         message: Option<String>,
                     }
                     let b: Body = json_body(ctx, req)?;
-                    let message = b.message.unwrap_or_else(|| "reported failed by the worker".into());
-                    call(ctx, Op::Nack { queue: queue.to_string(), id: b.id, message }).await?;
+                    let message = b
+                        .message
+                        .unwrap_or_else(|| "reported failed by the worker".into());
+                    call(
+                        ctx,
+                        Op::Nack {
+                            queue: queue.to_string(),
+                            id: b.id,
+                            message,
+                        },
+                    )
+                    .await?;
                     return Ok(Response::empty(204));
                 }
             };
-            let message = q.get("message").unwrap_or("reported failed by the worker").to_string();
-            call(ctx, Op::Nack { queue: queue.to_string(), id, message }).await?;
+            let message = q
+                .get("message")
+                .unwrap_or("reported failed by the worker")
+                .to_string();
+            call(
+                ctx,
+                Op::Nack {
+                    queue: queue.to_string(),
+                    id,
+                    message,
+                },
+            )
+            .await?;
             Ok(Response::empty(204))
         }
         (["q", queue], "DELETE") => {
@@ -301,17 +402,38 @@ async fn route(ctx: &Rc<Ctx>, req: &Request) -> Res {
         (["q", _], _) => Err(not_allowed("GET, POST, PUT, DELETE")),
         (["q", queue, id], "DELETE") => {
             let id = parse_id(id)?;
-            call(ctx, Op::Ack { queue: queue.to_string(), id }).await?;
+            call(
+                ctx,
+                Op::Ack {
+                    queue: queue.to_string(),
+                    id,
+                },
+            )
+            .await?;
             Ok(Response::empty(204))
         }
         (["q", _, _], _) => Err(not_allowed("DELETE")),
         (["qb", queue], "GET") => {
             let count = q.num("batch_size", 50, 1, 1000)? as usize;
             let forget = q.flag("forget")?;
-            match call(ctx, Op::Pull { queue: queue.to_string(), count, forget }).await? {
+            match call(
+                ctx,
+                Op::Pull {
+                    queue: queue.to_string(),
+                    count,
+                    forget,
+                },
+            )
+            .await?
+            {
                 Reply::Pulled(jobs) => {
-                    let ids = jobs.iter().map(|(v, _)| v.id.to_string()).collect::<Vec<_>>().join(",");
-                    let mut body = Vec::with_capacity(jobs.iter().map(|j| j.1.len() + 1).sum::<usize>() + 2);
+                    let ids = jobs
+                        .iter()
+                        .map(|(v, _)| v.id.to_string())
+                        .collect::<Vec<_>>()
+                        .join(",");
+                    let mut body =
+                        Vec::with_capacity(jobs.iter().map(|j| j.1.len() + 1).sum::<usize>() + 2);
                     body.push(b'[');
                     for (i, (_, p)) in jobs.iter().enumerate() {
                         if i > 0 {
@@ -320,7 +442,12 @@ async fn route(ctx: &Rc<Ctx>, req: &Request) -> Res {
                         body.extend_from_slice(as_json(p).as_ref());
                     }
                     body.push(b']');
-                    Ok(Response { status: 200, content_type: "application/json", headers: vec![("X-Reprow-Job-Ids", ids)], body })
+                    Ok(Response {
+                        status: 200,
+                        content_type: "application/json",
+                        headers: vec![("X-Reprow-Job-Ids", ids)],
+                        body,
+                    })
                 }
                 r => Err(unexpected(r)),
             }
@@ -334,14 +461,25 @@ async fn route(ctx: &Rc<Ctx>, req: &Request) -> Res {
             check_json_type(req)?;
             let b: Body = from_json(&req.body)?;
             if b.jobs.len() > ctx.config.max_batch_jobs {
-                return Err(Response::error(413, &format!("more than {} jobs in one batch", ctx.config.max_batch_jobs)));
+                return Err(Response::error(
+                    413,
+                    &format!("more than {} jobs in one batch", ctx.config.max_batch_jobs),
+                ));
             }
             let mut jobs = Vec::with_capacity(b.jobs.len());
             for j in b.jobs {
-                jobs.push(presque_job(ctx, queue, Bytes::copy_from_slice(j.get().as_bytes()), &q)?);
+                jobs.push(presque_job(
+                    ctx,
+                    queue,
+                    Bytes::copy_from_slice(j.get().as_bytes()),
+                    &q,
+                )?);
             }
             match call(ctx, Op::Enqueue(jobs)).await? {
-                Reply::Enqueued(j) => Ok(Response::json(201, &json!({ "ids": j.iter().map(|j| j.id).collect::<Vec<_>>() }))),
+                Reply::Enqueued(j) => Ok(Response::json(
+                    201,
+                    &json!({ "ids": j.iter().map(|j| j.id).collect::<Vec<_>>() }),
+                )),
                 r => Err(unexpected(r)),
             }
         }
@@ -362,19 +500,24 @@ async fn route(ctx: &Rc<Ctx>, req: &Request) -> Res {
             ))
         }
         (["j", _], _) => Err(not_allowed("GET")),
-        (["status", ""] | ["status"], "GET") => match call(ctx, Op::Query(Query::Stats(None))).await? {
-            Reply::Stats(s) => Ok(Response::json(
-                200,
-                &json!({
-                    "queues": s.iter().map(|(n, _)| n).collect::<Vec<_>>(),
-                    "size": s.len(),
-                }),
-            )),
-            r => Err(unexpected(r)),
-        },
+        (["status", ""] | ["status"], "GET") => {
+            match call(ctx, Op::Query(Query::Stats(None))).await? {
+                Reply::Stats(s) => Ok(Response::json(
+                    200,
+                    &json!({
+                        "queues": s.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+                        "size": s.len(),
+                    }),
+                )),
+                r => Err(unexpected(r)),
+            }
+        }
         (["status", queue], "GET") => {
             let s = queue_stats(ctx, queue).await?;
-            Ok(Response::json(200, &json!({ "queue": queue, "size": s.outstanding_jobs })))
+            Ok(Response::json(
+                200,
+                &json!({ "queue": queue, "size": s.outstanding_jobs }),
+            ))
         }
         (["status", ..], _) => Err(not_allowed("GET")),
         (["control", queue], "GET") => {
@@ -390,13 +533,28 @@ async fn route(ctx: &Rc<Ctx>, req: &Request) -> Res {
             let paused = match b.status.as_str() {
                 "start" => false,
                 "stop" => true,
-                other => return Err(Response::error(422, &format!("status must be \"start\" or \"stop\", not {other:?}"))),
+                other => {
+                    return Err(Response::error(
+                        422,
+                        &format!("status must be \"start\" or \"stop\", not {other:?}"),
+                    ))
+                }
             };
-            call(ctx, Op::Control { queue: queue.to_string(), paused }).await?;
+            call(
+                ctx,
+                Op::Control {
+                    queue: queue.to_string(),
+                    paused,
+                },
+            )
+            .await?;
             Ok(control_json(queue, !paused))
         }
         (["control", _], _) => Err(not_allowed("GET, POST")),
-        _ => Err(Response::error(404, &format!("no route for {} {}", req.method, req.path))),
+        _ => Err(Response::error(
+            404,
+            &format!("no route for {} {}", req.method, req.path),
+        )),
     }
 }
 
@@ -426,7 +584,10 @@ fn as_json(p: &Bytes) -> std::borrow::Cow<'_, [u8]> {
 
 fn presque_job(ctx: &Ctx, queue: &str, payload: Bytes, q: &Params) -> Result<NewJob, Response> {
     if payload.len() > ctx.config.max_payload_bytes {
-        return Err(Response::error(413, &format!("payload larger than {} bytes", ctx.config.max_payload_bytes)));
+        return Err(Response::error(
+            413,
+            &format!("payload larger than {} bytes", ctx.config.max_payload_bytes),
+        ));
     }
     let run_at_ms = match q.get("delayed") {
         Some(t) => t
@@ -489,15 +650,23 @@ async fn enqueue_fireworq(ctx: &Ctx, req: &Request, category: &str, batch: bool)
         return Err(Response::error(422, "no jobs given"));
     }
     if body.len() > ctx.config.max_batch_jobs {
-        return Err(Response::error(413, &format!("more than {} jobs in one batch", ctx.config.max_batch_jobs)));
+        return Err(Response::error(
+            413,
+            &format!("more than {} jobs in one batch", ctx.config.max_batch_jobs),
+        ));
     }
     let now_ms = crate::store::Clock::System.now_ms();
     let mut jobs = Vec::with_capacity(body.len());
     let mut run_after = Vec::with_capacity(body.len());
     for j in body {
-        let payload = j.payload.map_or(Bytes::new(), |p| Bytes::copy_from_slice(p.get().as_bytes()));
+        let payload = j
+            .payload
+            .map_or(Bytes::new(), |p| Bytes::copy_from_slice(p.get().as_bytes()));
         if payload.len() > ctx.config.max_payload_bytes {
-            return Err(Response::error(413, &format!("payload larger than {} bytes", ctx.config.max_payload_bytes)));
+            return Err(Response::error(
+                413,
+                &format!("payload larger than {} bytes", ctx.config.max_payload_bytes),
+            ));
         }
         if j.timeout == Some(0) {
             return Err(Response::error(422, "timeout must be at least 1 second"));
@@ -508,7 +677,9 @@ async fn enqueue_fireworq(ctx: &Ctx, req: &Request, category: &str, batch: bool)
             url: j.url.filter(|u| !u.is_empty()),
             payload,
             content_type: "application/json".into(),
-            run_at_ms: j.run_after.map_or(0, |s| now_ms.saturating_add(s.saturating_mul(1000))),
+            run_at_ms: j
+                .run_after
+                .map_or(0, |s| now_ms.saturating_add(s.saturating_mul(1000))),
             timeout: j.timeout,
             max_retries: j.max_retries,
             retry_delay: j.retry_delay,
@@ -517,7 +688,11 @@ async fn enqueue_fireworq(ctx: &Ctx, req: &Request, category: &str, batch: bool)
     }
     match call(ctx, Op::Enqueue(jobs)).await? {
         Reply::Enqueued(views) => {
-            let out: Vec<Value> = views.iter().zip(run_after).map(|(v, ra)| enqueued_json(v, ra)).collect();
+            let out: Vec<Value> = views
+                .iter()
+                .zip(run_after)
+                .map(|(v, ra)| enqueued_json(v, ra))
+                .collect();
             if batch {
                 Ok(Response::json(200, &json!({ "jobs": out })))
             } else {
@@ -547,8 +722,15 @@ fn enqueued_json(v: &JobView, run_after: u64) -> Value {
 /// `application/x-www-form-urlencoded` (fireworq's own examples use `curl -d '{...}'`), are
 /// read as JSON.
 fn check_json_type(req: &Request) -> Result<(), Response> {
-    let Some(ct) = &req.content_type else { return Ok(()) };
-    let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let Some(ct) = &req.content_type else {
+        return Ok(());
+    };
+    let mime = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     if mime.is_empty()
         || mime == "application/json"
         || mime.ends_with("+json")
@@ -557,7 +739,10 @@ fn check_json_type(req: &Request) -> Result<(), Response> {
     {
         Ok(())
     } else {
-        Err(Response::error(415, &format!("the body must be JSON, not {mime}")))
+        Err(Response::error(
+            415,
+            &format!("the body must be JSON, not {mime}"),
+        ))
     }
 }
 
@@ -593,12 +778,14 @@ fn json_body<T: serde::de::DeserializeOwned>(_ctx: &Ctx, req: &Request) -> Resul
 /// A body that must be one JSON value, kept byte for byte.
 fn raw_json_body(_ctx: &Ctx, req: &Request) -> Result<Bytes, Response> {
     check_json_type(req)?;
-    serde_json::from_slice::<serde::de::IgnoredAny>(&req.body).map_err(|e| Response::error(400, &format!("invalid JSON: {e}")))?;
+    serde_json::from_slice::<serde::de::IgnoredAny>(&req.body)
+        .map_err(|e| Response::error(400, &format!("invalid JSON: {e}")))?;
     Ok(req.body.clone())
 }
 
 fn parse_id(s: &str) -> Result<u64, Response> {
-    s.parse().map_err(|_| Response::error(400, &format!("{s:?} is not a job id")))
+    s.parse()
+        .map_err(|_| Response::error(400, &format!("{s:?} is not a job id")))
 }
 
 fn percent_decode(s: &str) -> Result<String, Response> {
@@ -608,7 +795,10 @@ fn percent_decode(s: &str) -> Result<String, Response> {
     while i < b.len() {
         match b[i] {
             b'%' => {
-                let hex = b.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok()).and_then(|h| u8::from_str_radix(h, 16).ok());
+                let hex = b
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
                 match hex {
                     Some(v) => out.push(v),
                     None => return Err(Response::error(400, "bad percent-encoding")),
@@ -632,7 +822,10 @@ impl Params {
         let mut v = Vec::new();
         for pair in q.split('&').filter(|p| !p.is_empty()) {
             let (k, val) = pair.split_once('=').unwrap_or((pair, ""));
-            v.push((percent_decode(&k.replace('+', " "))?, percent_decode(&val.replace('+', " "))?));
+            v.push((
+                percent_decode(&k.replace('+', " "))?,
+                percent_decode(&val.replace('+', " "))?,
+            ));
         }
         Ok(Params(v))
     }
@@ -646,14 +839,19 @@ impl Params {
                 .parse::<u64>()
                 .ok()
                 .filter(|n| (min..=max).contains(n))
-                .ok_or_else(|| Response::error(400, &format!("{k} must be a number from {min} to {max}"))),
+                .ok_or_else(|| {
+                    Response::error(400, &format!("{k} must be a number from {min} to {max}"))
+                }),
         }
     }
     fn flag(&self, k: &str) -> Result<bool, Response> {
         match self.get(k) {
             None | Some("0") | Some("false") => Ok(false),
             Some("" | "1" | "true") => Ok(true),
-            Some(v) => Err(Response::error(400, &format!("{k} must be 1 or 0, not {v:?}"))),
+            Some(v) => Err(Response::error(
+                400,
+                &format!("{k} must be 1 or 0, not {v:?}"),
+            )),
         }
     }
     /// fireworq's `order`: `desc` (default) or `asc`.
@@ -661,7 +859,10 @@ impl Params {
         match self.get("order") {
             None | Some("" | "desc") => Ok(true),
             Some("asc") => Ok(false),
-            Some(v) => Err(Response::error(400, &format!("order must be asc or desc, not {v:?}"))),
+            Some(v) => Err(Response::error(
+                400,
+                &format!("order must be asc or desc, not {v:?}"),
+            )),
         }
     }
 }

@@ -283,9 +283,17 @@ mod tests {
 
     #[test]
     fn fireworq_outcomes() {
-        assert_eq!(classify_fireworq(200, br#"{"status":"success"}"#), Outcome::Done);
-        assert_eq!(classify_fireworq(500, br#"{"status":"success"}"#), Outcome::Done);
-        let Outcome::Fail(f) = classify_fireworq(200, br#"{"status":"permanent-failure","message":"bad"}"#) else {
+        assert_eq!(
+            classify_fireworq(200, br#"{"status":"success"}"#),
+            Outcome::Done
+        );
+        assert_eq!(
+            classify_fireworq(500, br#"{"status":"success"}"#),
+            Outcome::Done
+        );
+        let Outcome::Fail(f) =
+            classify_fireworq(200, br#"{"status":"permanent-failure","message":"bad"}"#)
+        else {
             panic!("expected a permanent failure")
         };
         assert_eq!(f.message, "bad");
@@ -293,7 +301,10 @@ mod tests {
             classify_fireworq(200, br#"{"status":"failure"}"#),
             Outcome::Retry { .. }
         ));
-        assert!(matches!(classify_fireworq(200, b"ok"), Outcome::Retry { .. }));
+        assert!(matches!(
+            classify_fireworq(200, b"ok"),
+            Outcome::Retry { .. }
+        ));
         assert!(matches!(classify_fireworq(200, b""), Outcome::Retry { .. }));
     }
 }

@@ -145,7 +145,9 @@ impl RequestParser {
             None => (target.to_string(), String::new()),
         };
         if !path.starts_with('/') {
-            return Err(RequestError::Malformed("request target must be a path".into()));
+            return Err(RequestError::Malformed(
+                "request target must be a path".into(),
+            ));
         }
         let mut content_length: Option<u64> = None;
         let mut chunked = false;
@@ -287,14 +289,20 @@ POST /q/b HTTP/1.1\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n3\r
     #[test]
     fn limits_and_bad_input() {
         let err = |i: &[u8]| parse_all(i).unwrap_err();
-        assert_eq!(err(b"GET / HTTP/1.1\r\nContent-Length: 65\r\n\r\n").status(), 413);
+        assert_eq!(
+            err(b"GET / HTTP/1.1\r\nContent-Length: 65\r\n\r\n").status(),
+            413
+        );
         assert_eq!(
             err(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n41\r\n").status(),
             413
         );
         let long = format!("GET /{} HTTP/1.1\r\n", "a".repeat(2000));
         assert_eq!(err(long.as_bytes()).status(), 431);
-        assert_eq!(err(b"GET / HTTP/1.1\r\nContent-Length: x\r\n\r\n").status(), 400);
+        assert_eq!(
+            err(b"GET / HTTP/1.1\r\nContent-Length: x\r\n\r\n").status(),
+            400
+        );
         assert_eq!(
             err(b"GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n").status(),
             400
@@ -304,7 +312,10 @@ POST /q/b HTTP/1.1\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n3\r
                 .status(),
             400
         );
-        assert_eq!(err(b"GET / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n").status(), 501);
+        assert_eq!(
+            err(b"GET / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n").status(),
+            501
+        );
         assert_eq!(err(b"GET\x01 / HTTP/1.1\r\n\r\n").status(), 400);
         assert_eq!(err(b"GET * HTTP/1.1\r\n\r\n").status(), 400);
     }

@@ -205,10 +205,11 @@ fn run_durable(
     shutdown: Shutdown,
     stats: Arc<Stats>,
 ) -> Result<Snapshot, RunError> {
-    let listener = std::net::TcpListener::bind(config.api.listen).map_err(|source| RunError::Start {
-        what: "API listener",
-        source,
-    })?;
+    let listener =
+        std::net::TcpListener::bind(config.api.listen).map_err(|source| RunError::Start {
+            what: "API listener",
+            source,
+        })?;
     let local = listener.local_addr().map_err(|source| RunError::Start {
         what: "API listener",
         source,
@@ -231,7 +232,11 @@ fn run_durable(
         map_size: lmdb.map_size,
         no_sync: lmdb.unsafe_no_sync_benchmark_only,
         queues,
-        routings: config.routings.iter().map(|(c, q)| (c.clone(), q.clone())).collect(),
+        routings: config
+            .routings
+            .iter()
+            .map(|(c, q)| (c.clone(), q.clone()))
+            .collect(),
         default_queue: config.default_queue.clone(),
         default_url: runner.map(|r| r.url.clone()),
         clock: crate::store::Clock::System,
@@ -246,7 +251,9 @@ fn run_durable(
     let api = Arc::new(api);
     let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let limits = crate::dispatch::durable::ClientLimits {
-        idle_timeout: runner.map_or(std::time::Duration::from_millis(1500), |r| r.pool_idle_timeout),
+        idle_timeout: runner.map_or(std::time::Duration::from_millis(1500), |r| {
+            r.pool_idle_timeout
+        }),
         max_head_bytes: runner.map_or(64 * 1024, |r| r.max_response_head_bytes),
         max_body_bytes: runner.map_or(1024 * 1024, |r| r.max_response_body_bytes),
         max_idle: 256,
@@ -288,7 +295,9 @@ fn run_durable(
                         shutdown: shutdown.clone(),
                     });
                     let server = monoio::spawn(crate::api::serve(listener, ctx));
-                    let d = crate::dispatch::durable::DurableCore::new(core, store, stats, shutdown, limits);
+                    let d = crate::dispatch::durable::DurableCore::new(
+                        core, store, stats, shutdown, limits,
+                    );
                     d.run(rx, grace).await;
                     server.await;
                 };

@@ -43,6 +43,10 @@ use super::{
 use crate::{config::WorkerUrl, dispatch::retry::RetryPolicy, job::Job};
 
 type Db = Database<'static, Raw, Raw>;
+/// Due jobs found by a scan (key, id), and the first future due time met.
+type DueScan = (Vec<([u8; 20], u64)>, Option<u64>);
+/// A forward or reverse walk over raw key/value pairs.
+type KvIter<'t> = Box<dyn Iterator<Item = heed::Result<(&'t [u8], &'t [u8])>> + 't>;
 
 /// Most commands folded into one transaction; bounds a commit's size and its callers' wait.
 const MAX_BATCH: usize = 8192;
@@ -99,7 +103,6 @@ pub struct Options {
     pub fail_commit: Option<Arc<dyn Fn() -> bool + Send + Sync>>,
 }
 
-
 /// Opens the store and starts its thread. Jobs to deliver are sent on `out`.
 ///
 /// # Errors
@@ -137,13 +140,14 @@ fn lock_dir(dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, OpenError> {
             path: path.clone(),
             source,
         })?;
-    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
-        .map_err(|(_, e)| OpenError::Dir {
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
+        OpenError::Dir {
             path,
             source: std::io::Error::other(format!(
                 "already in use by another reprow ({e}); stop it or choose another queue.path"
             )),
-        })
+        }
+    })
 }
 
 /// A lease: a job handed out and not yet settled.
@@ -259,7 +263,9 @@ fn policy_for(def: &QueueDef, rec: Option<&JobRecord>) -> RetryPolicy {
 }
 
 fn make_target(def: &QueueDef, rec: Option<&JobRecord>) -> Option<Arc<Target>> {
-    let url_text = rec.and_then(|r| r.url.clone()).or_else(|| def.url.clone())?;
+    let url_text = rec
+        .and_then(|r| r.url.clone())
+        .or_else(|| def.url.clone())?;
     let url = WorkerUrl::parse(&url_text).ok()?;
     let timeout = rec
         .and_then(|r| r.timeout_ms)
@@ -301,8 +307,13 @@ impl QState {
     }
 
     fn set_def(&mut self, def: Option<QueueDef>) {
-        let throttle_changed = self.def.as_ref().map(|d| (d.max_dispatches_per_second, d.max_burst_size))
-            != def.as_ref().map(|d| (d.max_dispatches_per_second, d.max_burst_size));
+        let throttle_changed = self
+            .def
+            .as_ref()
+            .map(|d| (d.max_dispatches_per_second, d.max_burst_size))
+            != def
+                .as_ref()
+                .map(|d| (d.max_dispatches_per_second, d.max_burst_size));
         self.target = def.as_ref().and_then(|d| make_target(d, None));
         if throttle_changed || self.bucket.is_none() {
             self.bucket = def.as_ref().and_then(Bucket::new);
@@ -445,16 +456,23 @@ impl Engine {
         // The config's queues and routings, and the default queue, in one commit.
         let mut ops: Vec<Op> = Vec::new();
         let mut defs = opts.queues.clone();
-        if !defs.iter().any(|d| d.name == opts.default_queue)
-            && !engine.by_name.get(&opts.default_queue).is_some_and(|q| engine.queues[q].def.is_some())
-        {
+        let default_defined = defs.iter().any(|d| d.name == opts.default_queue)
+            || engine
+                .by_name
+                .get(&opts.default_queue)
+                .is_some_and(|q| engine.queues[q].def.is_some());
+        if !default_defined {
             let mut d = QueueDef::named(&opts.default_queue);
             d.url = opts.default_url.clone();
             defs.push(d);
         }
         for mut d in defs {
             // A restart keeps a queue stopped by `/control`.
-            if let Some(q) = engine.by_name.get(&d.name).and_then(|q| engine.queues[q].def.as_ref()) {
+            if let Some(q) = engine
+                .by_name
+                .get(&d.name)
+                .and_then(|q| engine.queues[q].def.as_ref())
+            {
                 d.paused |= q.paused;
             }
             ops.push(Op::PutQueue(d));
@@ -499,7 +517,11 @@ impl Engine {
             let (k, v) = item.map_err(db_err)?;
             let name = std::str::from_utf8(&k[4..]).map_err(corrupt)?;
             let qid = u32::from_le_bytes(v.try_into().map_err(corrupt)?);
-            let def = match self.meta.get(&rtxn, format!("q:{name}").as_bytes()).map_err(db_err)? {
+            let def = match self
+                .meta
+                .get(&rtxn, format!("q:{name}").as_bytes())
+                .map_err(db_err)?
+            {
                 Some(j) => Some(serde_json::from_slice::<QueueDef>(j).map_err(corrupt)?),
                 None => None,
             };
@@ -526,7 +548,13 @@ impl Engine {
         let rtxn = self.env.read_txn().map_err(db_err)?;
         let mut keep = HashMap::new();
         for (id, l) in self.leases.drain() {
-            if queues.contains_key(&l.qid) && self.jobs.get(&rtxn, &id.to_be_bytes()).map_err(db_err)?.is_some() {
+            if queues.contains_key(&l.qid)
+                && self
+                    .jobs
+                    .get(&rtxn, &id.to_be_bytes())
+                    .map_err(db_err)?
+                    .is_some()
+            {
                 keep.insert(id, l);
             }
         }
@@ -659,14 +687,21 @@ impl Engine {
                 tracing::error!(error = %e, "Store commit failed; the batch is refused.");
                 self.reload();
                 let e = StoreError::Unavailable(format!("the write was not committed: {e}"));
-                results.into_iter().map(|(l, _)| (l, Err(e.clone()))).collect()
+                results
+                    .into_iter()
+                    .map(|(l, _)| (l, Err(e.clone())))
+                    .collect()
             }
         }
     }
 
     fn write_counters(&mut self, wtxn: &mut RwTxn) -> Result<(), StoreError> {
-        self.meta.put(wtxn, b"next_id", &self.next_id.to_le_bytes()).map_err(db_err)?;
-        self.meta.put(wtxn, b"next_fid", &self.next_fid.to_le_bytes()).map_err(db_err)?;
+        self.meta
+            .put(wtxn, b"next_id", &self.next_id.to_le_bytes())
+            .map_err(db_err)?;
+        self.meta
+            .put(wtxn, b"next_fid", &self.next_fid.to_le_bytes())
+            .map_err(db_err)?;
         self.meta
             .put(wtxn, b"next_qid", &u64::from(self.next_qid).to_le_bytes())
             .map_err(db_err)?;
@@ -681,42 +716,75 @@ impl Engine {
         Ok(())
     }
 
-    fn apply(&mut self, env: &Env<WithoutTls>, parent: &mut RwTxn, op: Op) -> Result<Reply, StoreError> {
+    fn apply(
+        &mut self,
+        env: &Env<WithoutTls>,
+        parent: &mut RwTxn,
+        op: Op,
+    ) -> Result<Reply, StoreError> {
         let mut txn = env.nested_write_txn(parent).map_err(db_err)?;
         let now = self.clock.now_ms();
         // Each arm does its disk work in `txn`, then `fx` changes memory after the nested
         // commit succeeded (see the module's invariants).
         let (reply, fx): (Reply, Effect) = match op {
             Op::Enqueue(jobs) => self.enqueue(&mut txn, jobs, now)?,
-            Op::Settle { id, lease, how, elapsed_ms } => self.settle(&mut txn, id, lease, how, elapsed_ms, now)?,
-            Op::Pull { queue, count, forget } => self.pull(&mut txn, &queue, count, forget, now)?,
+            Op::Settle {
+                id,
+                lease,
+                how,
+                elapsed_ms,
+            } => self.settle(&mut txn, id, lease, how, elapsed_ms, now)?,
+            Op::Pull {
+                queue,
+                count,
+                forget,
+            } => self.pull(&mut txn, &queue, count, forget, now)?,
             Op::Ack { queue, id } => {
                 let qid = self.qid(&queue)?;
-                let rec = self.read_job(&txn, id)?.filter(|r| r.queue == qid).ok_or_else(|| no_job(id))?;
+                let rec = self
+                    .read_job(&txn, id)?
+                    .filter(|r| r.queue == qid)
+                    .ok_or_else(|| no_job(id))?;
                 self.remove_job(&mut txn, &rec)?;
                 (Reply::Unit, Effect::Removed { rec, done: Some(0) })
             }
             Op::Nack { queue, id, message } => {
                 let qid = self.qid(&queue)?;
-                let rec = self.read_job(&txn, id)?.filter(|r| r.queue == qid).ok_or_else(|| no_job(id))?;
+                let rec = self
+                    .read_job(&txn, id)?
+                    .filter(|r| r.queue == qid)
+                    .ok_or_else(|| no_job(id))?;
                 let def = self.def_of(qid)?.clone();
                 let policy = policy_for(&def, Some(&rec));
                 let attempts = rec.attempts + 1;
-                let failure = crate::job::Failure { status: None, message };
+                let failure = crate::job::Failure {
+                    status: None,
+                    message,
+                };
                 if policy.may_retry(attempts) {
                     let mut p = policy;
                     (p.base, p.cap) = NACK_BACKOFF;
                     let delay = p.delay(attempts, None);
-                    let rec = self.reschedule(&mut txn, rec, attempts, now + delay.as_millis() as u64)?;
+                    let rec =
+                        self.reschedule(&mut txn, rec, attempts, now + delay.as_millis() as u64)?;
                     (Reply::Unit, Effect::Retried { rec })
                 } else {
                     self.fail_job(&mut txn, rec.clone(), attempts, &failure, false, now)?;
-                    (Reply::Unit, Effect::Failed { rec, permanent: false })
+                    (
+                        Reply::Unit,
+                        Effect::Failed {
+                            rec,
+                            permanent: false,
+                        },
+                    )
                 }
             }
             Op::DeleteJob { queue, id } => {
                 let qid = self.qid(&queue)?;
-                let rec = self.read_job(&txn, id)?.filter(|r| r.queue == qid).ok_or_else(|| no_job(id))?;
+                let rec = self
+                    .read_job(&txn, id)?
+                    .filter(|r| r.queue == qid)
+                    .ok_or_else(|| no_job(id))?;
                 self.remove_job(&mut txn, &rec)?;
                 (Reply::Unit, Effect::Removed { rec, done: None })
             }
@@ -728,7 +796,11 @@ impl Engine {
                     .due
                     .range(&txn, &(Bound::Included(&lo[..]), Bound::Included(&hi[..])))
                     .map_err(db_err)?
-                    .filter_map(|kv| kv.ok().and_then(|(k, _)| parse_due_key(k)).map(|(_, _, id)| id))
+                    .filter_map(|kv| {
+                        kv.ok()
+                            .and_then(|(k, _)| parse_due_key(k))
+                            .map(|(_, _, id)| id)
+                    })
                     .collect();
                 for id in keys {
                     if let Some(rec) = self.read_job(&txn, id)? {
@@ -740,18 +812,29 @@ impl Engine {
             }
             Op::PutQueue(def) => {
                 def.validate().map_err(StoreError::BadRequest)?;
-                let existing = self.by_name.get(&def.name).and_then(|q| self.queues[q].def.as_ref());
+                let existing = self
+                    .by_name
+                    .get(&def.name)
+                    .and_then(|q| self.queues[q].def.as_ref());
                 if existing == Some(&def) {
                     // Nothing changed: nothing is written or restarted.
                     (Reply::Queues(vec![def]), Effect::None)
                 } else {
                     let qid = self.define(&mut txn, &def)?;
-                    (Reply::Queues(vec![def.clone()]), Effect::Defined { qid, def: Some(def) })
+                    (
+                        Reply::Queues(vec![def.clone()]),
+                        Effect::Defined {
+                            qid,
+                            def: Some(def),
+                        },
+                    )
                 }
             }
             Op::DeleteQueue(name) => {
                 let qid = self.qid(&name)?;
-                self.meta.delete(&mut txn, format!("q:{name}").as_bytes()).map_err(db_err)?;
+                self.meta
+                    .delete(&mut txn, format!("q:{name}").as_bytes())
+                    .map_err(db_err)?;
                 (Reply::Unit, Effect::Defined { qid, def: None })
             }
             Op::Control { queue, paused } => {
@@ -762,25 +845,41 @@ impl Engine {
                 } else {
                     def.paused = paused;
                     self.define(&mut txn, &def)?;
-                    (Reply::Queues(vec![def.clone()]), Effect::Defined { qid, def: Some(def) })
+                    (
+                        Reply::Queues(vec![def.clone()]),
+                        Effect::Defined {
+                            qid,
+                            def: Some(def),
+                        },
+                    )
                 }
             }
             Op::PutRouting { category, queue } => {
                 super::queue::check_name("category", &category).map_err(StoreError::BadRequest)?;
                 self.qid(&queue)?;
                 self.meta
-                    .put(&mut txn, format!("r:{category}").as_bytes(), queue.as_bytes())
+                    .put(
+                        &mut txn,
+                        format!("r:{category}").as_bytes(),
+                        queue.as_bytes(),
+                    )
                     .map_err(db_err)?;
-                (Reply::Routings(vec![(category.clone(), queue.clone())]), Effect::Routing(category, Some(queue)))
+                (
+                    Reply::Routings(vec![(category.clone(), queue.clone())]),
+                    Effect::Routing(category, Some(queue)),
+                )
             }
             Op::DeleteRouting(category) => {
-                let queue = self
-                    .routings
-                    .get(&category)
-                    .cloned()
-                    .ok_or_else(|| StoreError::NotFound(format!("no routing for category {category:?}")))?;
-                self.meta.delete(&mut txn, format!("r:{category}").as_bytes()).map_err(db_err)?;
-                (Reply::Routings(vec![(category.clone(), queue)]), Effect::Routing(category, None))
+                let queue = self.routings.get(&category).cloned().ok_or_else(|| {
+                    StoreError::NotFound(format!("no routing for category {category:?}"))
+                })?;
+                self.meta
+                    .delete(&mut txn, format!("r:{category}").as_bytes())
+                    .map_err(db_err)?;
+                (
+                    Reply::Routings(vec![(category.clone(), queue)]),
+                    Effect::Routing(category, None),
+                )
             }
             Op::DeleteFailed { queue, id } => {
                 let qid = self.qid(&queue)?;
@@ -799,7 +898,12 @@ impl Engine {
                 };
                 self.failed.delete(&mut txn, &k).map_err(db_err)?;
                 let mut rec = f.job;
-                if self.jobs.get(&txn, &rec.id.to_be_bytes()).map_err(db_err)?.is_some() {
+                if self
+                    .jobs
+                    .get(&txn, &rec.id.to_be_bytes())
+                    .map_err(db_err)?
+                    .is_some()
+                {
                     // The id was reused by a RetryFailed before: give the job a new one.
                     rec.id = self.next_id;
                     self.next_id += 1;
@@ -807,7 +911,12 @@ impl Engine {
                 rec.attempts = 0;
                 rec.due_ms = now;
                 if let Some(u) = &rec.uniq {
-                    if self.uniq.get(&txn, &uniq_key(qid, u)).map_err(db_err)?.is_some() {
+                    if self
+                        .uniq
+                        .get(&txn, &uniq_key(qid, u))
+                        .map_err(db_err)?
+                        .is_some()
+                    {
                         rec.uniq = None;
                     }
                 }
@@ -829,7 +938,10 @@ impl Engine {
             Effect::Enqueued { recs, new_queues } => {
                 for (qid, name, def) in new_queues {
                     self.by_name.insert(name.clone(), qid);
-                    self.queues.entry(qid).or_insert_with(|| QState::new(qid, &name, None)).set_def(Some(def));
+                    self.queues
+                        .entry(qid)
+                        .or_insert_with(|| QState::new(qid, &name, None))
+                        .set_def(Some(def));
                 }
                 for rec in recs {
                     self.dirty.insert(rec.queue);
@@ -880,7 +992,11 @@ impl Engine {
                     }
                 }
             }
-            Effect::Pulled { qid, leases, forgotten } => {
+            Effect::Pulled {
+                qid,
+                leases,
+                forgotten,
+            } => {
                 let q = self.queues.get_mut(&qid);
                 if let Some(q) = q {
                     q.pops += (leases.len() + forgotten) as u64;
@@ -983,13 +1099,19 @@ impl Engine {
                 let q = self.next_qid;
                 self.next_qid += 1;
                 self.meta
-                    .put(txn, format!("qid:{}", def.name).as_bytes(), &q.to_le_bytes())
+                    .put(
+                        txn,
+                        format!("qid:{}", def.name).as_bytes(),
+                        &q.to_le_bytes(),
+                    )
                     .map_err(db_err)?;
                 q
             }
         };
         let json = serde_json::to_vec(def).map_err(|e| StoreError::BadRequest(e.to_string()))?;
-        self.meta.put(txn, format!("q:{}", def.name).as_bytes(), &json).map_err(db_err)?;
+        self.meta
+            .put(txn, format!("q:{}", def.name).as_bytes(), &json)
+            .map_err(db_err)?;
         Ok(qid)
     }
 
@@ -1013,32 +1135,58 @@ impl Engine {
 
     fn insert_job(&self, txn: &mut RwTxn, rec: &JobRecord) -> Result<(), StoreError> {
         let mut buf = Vec::new();
-        rec.encode(&mut buf).map_err(|e| StoreError::BadRequest(e.to_string()))?;
-        self.jobs.put(txn, &rec.id.to_be_bytes(), &buf).map_err(db_err)?;
-        self.due.put(txn, &due_key(rec.queue, rec.due_ms, rec.id), &[]).map_err(db_err)?;
+        rec.encode(&mut buf)
+            .map_err(|e| StoreError::BadRequest(e.to_string()))?;
+        self.jobs
+            .put(txn, &rec.id.to_be_bytes(), &buf)
+            .map_err(db_err)?;
+        self.due
+            .put(txn, &due_key(rec.queue, rec.due_ms, rec.id), &[])
+            .map_err(db_err)?;
         if let Some(u) = &rec.uniq {
-            self.uniq.put(txn, &uniq_key(rec.queue, u), &rec.id.to_be_bytes()).map_err(db_err)?;
+            self.uniq
+                .put(txn, &uniq_key(rec.queue, u), &rec.id.to_be_bytes())
+                .map_err(db_err)?;
         }
         Ok(())
     }
 
     fn remove_job(&self, txn: &mut RwTxn, rec: &JobRecord) -> Result<(), StoreError> {
-        self.jobs.delete(txn, &rec.id.to_be_bytes()).map_err(db_err)?;
-        self.due.delete(txn, &due_key(rec.queue, rec.due_ms, rec.id)).map_err(db_err)?;
+        self.jobs
+            .delete(txn, &rec.id.to_be_bytes())
+            .map_err(db_err)?;
+        self.due
+            .delete(txn, &due_key(rec.queue, rec.due_ms, rec.id))
+            .map_err(db_err)?;
         if let Some(u) = &rec.uniq {
-            self.uniq.delete(txn, &uniq_key(rec.queue, u)).map_err(db_err)?;
+            self.uniq
+                .delete(txn, &uniq_key(rec.queue, u))
+                .map_err(db_err)?;
         }
         Ok(())
     }
 
-    fn reschedule(&self, txn: &mut RwTxn, mut rec: JobRecord, attempts: u32, due_ms: u64) -> Result<JobRecord, StoreError> {
-        self.due.delete(txn, &due_key(rec.queue, rec.due_ms, rec.id)).map_err(db_err)?;
+    fn reschedule(
+        &self,
+        txn: &mut RwTxn,
+        mut rec: JobRecord,
+        attempts: u32,
+        due_ms: u64,
+    ) -> Result<JobRecord, StoreError> {
+        self.due
+            .delete(txn, &due_key(rec.queue, rec.due_ms, rec.id))
+            .map_err(db_err)?;
         rec.attempts = attempts;
         rec.due_ms = due_ms;
         let mut buf = Vec::new();
-        rec.encode(&mut buf).map_err(|e| StoreError::BadRequest(e.to_string()))?;
-        self.jobs.put(txn, &rec.id.to_be_bytes(), &buf).map_err(db_err)?;
-        self.due.put(txn, &due_key(rec.queue, due_ms, rec.id), &[]).map_err(db_err)?;
+        rec.encode(&mut buf)
+            .map_err(|e| StoreError::BadRequest(e.to_string()))?;
+        self.jobs
+            .put(txn, &rec.id.to_be_bytes(), &buf)
+            .map_err(db_err)?;
+        self.due
+            .put(txn, &due_key(rec.queue, due_ms, rec.id), &[])
+            .map_err(db_err)?;
         Ok(rec)
     }
 
@@ -1057,14 +1205,22 @@ impl Engine {
         self.next_fid += 1;
         let f = FailedRecord {
             job: rec,
-            status: if permanent { "permanent-failure" } else { "failure" }.into(),
+            status: if permanent {
+                "permanent-failure"
+            } else {
+                "failure"
+            }
+            .into(),
             code: failure.status,
             message: failure.message.clone(),
             failed_ms: now,
         };
         let mut buf = Vec::new();
-        f.encode(&mut buf).map_err(|e| StoreError::BadRequest(e.to_string()))?;
-        self.failed.put(txn, &failed_key(f.job.queue, fid), &buf).map_err(db_err)?;
+        f.encode(&mut buf)
+            .map_err(|e| StoreError::BadRequest(e.to_string()))?;
+        self.failed
+            .put(txn, &failed_key(f.job.queue, fid), &buf)
+            .map_err(db_err)?;
         Ok(fid)
     }
 
@@ -1077,10 +1233,20 @@ impl Engine {
         Ok(used)
     }
 
-    fn enqueue(&mut self, txn: &mut RwTxn, jobs: Vec<NewJob>, now: u64) -> Result<(Reply, Effect), StoreError> {
+    fn enqueue(
+        &mut self,
+        txn: &mut RwTxn,
+        jobs: Vec<NewJob>,
+        now: u64,
+    ) -> Result<(Reply, Effect), StoreError> {
         let estimate: usize = jobs
             .iter()
-            .map(|j| 2 * (j.payload.len() + j.content_type.len() + j.url.as_ref().map_or(0, String::len) + JOB_OVERHEAD))
+            .map(|j| {
+                2 * (j.payload.len()
+                    + j.content_type.len()
+                    + j.url.as_ref().map_or(0, String::len)
+                    + JOB_OVERHEAD)
+            })
             .sum();
         let used = self.used_bytes(txn)?;
         if used + estimate > self.map_size.saturating_sub(self.reserve) {
@@ -1097,7 +1263,11 @@ impl Engine {
             let (name, category) = match j.dest {
                 Destination::Category(c) => {
                     super::queue::check_name("category", &c).map_err(StoreError::BadRequest)?;
-                    let q = self.routings.get(&c).cloned().unwrap_or_else(|| self.default_queue.clone());
+                    let q = self
+                        .routings
+                        .get(&c)
+                        .cloned()
+                        .unwrap_or_else(|| self.default_queue.clone());
                     (q, c)
                 }
                 Destination::Queue(q) => {
@@ -1117,15 +1287,22 @@ impl Engine {
                         new_queues.push((qid, name.clone(), def));
                         qid
                     }
-                    None => return Err(StoreError::NotFound(format!("category {category:?}: {e}"))),
+                    None => {
+                        return Err(StoreError::NotFound(format!("category {category:?}: {e}")))
+                    }
                 },
             };
             let def = match self.def_of(qid) {
                 Ok(d) => d.clone(),
-                Err(_) => new_queues.iter().find(|(q, _, _)| *q == qid).map(|x| x.2.clone()).ok_or_else(|| StoreError::NotFound(name.clone()))?,
+                Err(_) => new_queues
+                    .iter()
+                    .find(|(q, _, _)| *q == qid)
+                    .map(|x| x.2.clone())
+                    .ok_or_else(|| StoreError::NotFound(name.clone()))?,
             };
             if let Some(u) = &j.url {
-                let url = WorkerUrl::parse(u).map_err(|e| StoreError::BadRequest(format!("url: {e}")))?;
+                let url =
+                    WorkerUrl::parse(u).map_err(|e| StoreError::BadRequest(format!("url: {e}")))?;
                 if !def.allows(&url) {
                     return Err(StoreError::BadRequest(format!(
                         "url {u:?}: host {:?} is not in queue {name:?}'s allowed_origins",
@@ -1139,7 +1316,9 @@ impl Engine {
             }
             if let Some(t) = j.timeout {
                 if t == 0 || t > 86_400 {
-                    return Err(StoreError::BadRequest("timeout must be 1 to 86400 seconds".into()));
+                    return Err(StoreError::BadRequest(
+                        "timeout must be 1 to 86400 seconds".into(),
+                    ));
                 }
             }
             let id = self.next_id;
@@ -1163,7 +1342,12 @@ impl Engine {
                 if u.is_empty() || u.len() > 512 {
                     return Err(StoreError::BadRequest("uniq must be 1 to 512 bytes".into()));
                 }
-                if self.uniq.get(txn, &uniq_key(qid, u)).map_err(db_err)?.is_some() {
+                if self
+                    .uniq
+                    .get(txn, &uniq_key(qid, u))
+                    .map_err(db_err)?
+                    .is_some()
+                {
                     return Err(StoreError::Conflict("job already exists".into()));
                 }
             }
@@ -1171,7 +1355,10 @@ impl Engine {
             views.push(self.view_with(&rec, false, Some(&def), &name));
             recs.push(rec);
         }
-        Ok((Reply::Enqueued(views), Effect::Enqueued { recs, new_queues }))
+        Ok((
+            Reply::Enqueued(views),
+            Effect::Enqueued { recs, new_queues },
+        ))
     }
 
     fn settle(
@@ -1190,7 +1377,13 @@ impl Engine {
         match how {
             Settlement::Done => {
                 self.remove_job(txn, &rec)?;
-                Ok((Reply::Unit, Effect::Removed { rec, done: Some(elapsed_ms) }))
+                Ok((
+                    Reply::Unit,
+                    Effect::Removed {
+                        rec,
+                        done: Some(elapsed_ms),
+                    },
+                ))
             }
             // A settle from an expired lease: the job is someone else's now.
             _ if !current => Ok((Reply::Unit, Effect::None)),
@@ -1209,15 +1402,27 @@ impl Engine {
                     Ok((Reply::Unit, Effect::Released { id, rec: Some(rec) }))
                 } else {
                     let attempts = rec.attempts;
-                    let rec = self.reschedule(txn, rec, attempts, now + delay.as_millis() as u64)?;
+                    let rec =
+                        self.reschedule(txn, rec, attempts, now + delay.as_millis() as u64)?;
                     Ok((Reply::Unit, Effect::Released { id, rec: Some(rec) }))
                 }
             }
         }
     }
 
-    fn pull(&mut self, txn: &mut RwTxn, queue: &str, count: usize, forget: bool, now: u64) -> Result<(Reply, Effect), StoreError> {
-        let qid = self.by_name.get(queue).copied().filter(|q| self.queues[q].def.is_some());
+    fn pull(
+        &mut self,
+        txn: &mut RwTxn,
+        queue: &str,
+        count: usize,
+        forget: bool,
+        now: u64,
+    ) -> Result<(Reply, Effect), StoreError> {
+        let qid = self
+            .by_name
+            .get(queue)
+            .copied()
+            .filter(|q| self.queues[q].def.is_some());
         let Some(qid) = qid else {
             return Err(StoreError::NotFound("no job".into()));
         };
@@ -1233,7 +1438,9 @@ impl Engine {
         let mut leases = Vec::new();
         let mut forgotten = 0;
         for (_, id) in found {
-            let Some(rec) = self.read_job(txn, id)? else { continue };
+            let Some(rec) = self.read_job(txn, id)? else {
+                continue;
+            };
             if forget {
                 self.remove_job(txn, &rec)?;
                 forgotten += 1;
@@ -1253,7 +1460,14 @@ impl Engine {
             let payload = rec.payload.clone();
             out.push((self.view_with(&rec, !forget, Some(&def), queue), payload));
         }
-        Ok((Reply::Pulled(out), Effect::Pulled { qid, leases, forgotten }))
+        Ok((
+            Reply::Pulled(out),
+            Effect::Pulled {
+                qid,
+                leases,
+                forgotten,
+            },
+        ))
     }
 
     /// Up to `limit` (due key, id) of unleased jobs of a queue due at `now`, scanning from
@@ -1266,18 +1480,28 @@ impl Engine {
         from: Option<[u8; 20]>,
         now: u64,
         limit: usize,
-    ) -> Result<(Vec<([u8; 20], u64)>, Option<u64>), StoreError> {
+    ) -> Result<DueScan, StoreError> {
         let lo = from.unwrap_or_else(|| due_key(qid, 0, 0));
         let hi = due_key(qid, u64::MAX, u64::MAX);
-        let lower = if from.is_some() { Bound::Excluded(&lo[..]) } else { Bound::Included(&lo[..]) };
+        let lower = if from.is_some() {
+            Bound::Excluded(&lo[..])
+        } else {
+            Bound::Included(&lo[..])
+        };
         let mut out = Vec::new();
         let mut future = None;
         if limit == 0 {
             return Ok((out, None));
         }
-        for kv in self.due.range(txn, &(lower, Bound::Included(&hi[..]))).map_err(db_err)? {
+        for kv in self
+            .due
+            .range(txn, &(lower, Bound::Included(&hi[..])))
+            .map_err(db_err)?
+        {
             let (k, _) = kv.map_err(db_err)?;
-            let Some((_, due, id)) = parse_due_key(k) else { continue };
+            let Some((_, due, id)) = parse_due_key(k) else {
+                continue;
+            };
             if due > now {
                 future = Some(due);
                 break;
@@ -1357,9 +1581,19 @@ impl Engine {
     }
 
     fn dispatch(&mut self, rec: JobRecord, def: &QueueDef, now: u64) {
-        let q = self.queues.get_mut(&rec.queue).unwrap_or_else(|| unreachable!());
-        let overrides = rec.url.is_some() || rec.timeout_ms.is_some() || rec.max_retries.is_some() || rec.retry_delay_ms.is_some();
-        let target = if overrides { make_target(def, Some(&rec)) } else { q.target.clone() };
+        let q = self
+            .queues
+            .get_mut(&rec.queue)
+            .unwrap_or_else(|| unreachable!());
+        let overrides = rec.url.is_some()
+            || rec.timeout_ms.is_some()
+            || rec.max_retries.is_some()
+            || rec.retry_delay_ms.is_some();
+        let target = if overrides {
+            make_target(def, Some(&rec))
+        } else {
+            q.target.clone()
+        };
         let Some(target) = target else {
             // Its queue lost its URL after the job was accepted: nothing to deliver to.
             tracing::warn!(queue = %q.name, id = rec.id, "Job has no worker URL (the queue's url was removed); it waits.");
@@ -1384,9 +1618,20 @@ impl Engine {
         };
         self.grant(
             rec.id,
-            Lease { qid: rec.queue, deadline_ms, token, pull: false, since_ms: now },
+            Lease {
+                qid: rec.queue,
+                deadline_ms,
+                token,
+                pull: false,
+                since_ms: now,
+            },
         );
-        let d = Dispatch { job, lease: token, target, due_ms: rec.due_ms };
+        let d = Dispatch {
+            job,
+            lease: token,
+            target,
+            due_ms: rec.due_ms,
+        };
         match &self.out {
             Some(tx) => {
                 if tx.try_send(d).is_err() {
@@ -1406,7 +1651,11 @@ impl Engine {
                 break;
             }
             if let Some(l) = self.unlease(id) {
-                tracing::warn!(id, pull = l.pull, "Lease expired: the job is runnable again.");
+                tracing::warn!(
+                    id,
+                    pull = l.pull,
+                    "Lease expired: the job is runnable again."
+                );
             }
         }
     }
@@ -1446,19 +1695,36 @@ impl Engine {
         self.view_with(rec, grabbed, q.and_then(|q| q.def.as_ref()), &name)
     }
 
-    fn view_with(&self, rec: &JobRecord, grabbed: bool, def: Option<&QueueDef>, name: &str) -> JobView {
+    fn view_with(
+        &self,
+        rec: &JobRecord,
+        grabbed: bool,
+        def: Option<&QueueDef>,
+        name: &str,
+    ) -> JobView {
         JobView {
             id: rec.id,
             queue_name: name.to_string(),
             category: rec.category.clone(),
-            url: rec.url.clone().or_else(|| def.and_then(|d| d.url.clone())).unwrap_or_default(),
+            url: rec
+                .url
+                .clone()
+                .or_else(|| def.and_then(|d| d.url.clone()))
+                .unwrap_or_default(),
             status: if grabbed { "grabbed" } else { "claimed" },
             created_at: rfc3339(rec.created_ms),
             next_try: rfc3339(rec.due_ms),
-            timeout: rec.timeout_ms.map_or_else(|| def.map_or(0, |d| d.timeout), |t| t / 1000),
+            timeout: rec
+                .timeout_ms
+                .map_or_else(|| def.map_or(0, |d| d.timeout), |t| t / 1000),
             fail_count: rec.attempts,
-            max_retries: rec.max_retries.unwrap_or_else(|| def.map_or(0, |d| d.max_retries)),
-            retry_delay: rec.retry_delay_ms.map_or_else(|| def.and_then(|d| d.retry_delay).unwrap_or(0), |d| d / 1000),
+            max_retries: rec
+                .max_retries
+                .unwrap_or_else(|| def.map_or(0, |d| d.max_retries)),
+            retry_delay: rec.retry_delay_ms.map_or_else(
+                || def.and_then(|d| d.retry_delay).unwrap_or(0),
+                |d| d / 1000,
+            ),
             payload: payload_value(&rec.payload),
         }
     }
@@ -1468,7 +1734,12 @@ impl Engine {
             id: fid,
             job_id: f.job.id,
             category: f.job.category.clone(),
-            url: f.job.url.clone().or_else(|| def.and_then(|d| d.url.clone())).unwrap_or_default(),
+            url: f
+                .job
+                .url
+                .clone()
+                .or_else(|| def.and_then(|d| d.url.clone()))
+                .unwrap_or_default(),
             payload: payload_value(&f.job.payload),
             result: FailedResult {
                 status: f.status.clone(),
@@ -1486,7 +1757,11 @@ impl Engine {
         let lo = due_key(qid, now + 1, 0);
         let hi = due_key(qid, u64::MAX, u64::MAX);
         let mut deferred = 0u64;
-        for kv in self.due.range(rtxn, &(Bound::Included(&lo[..]), Bound::Included(&hi[..]))).map_err(db_err)? {
+        for kv in self
+            .due
+            .range(rtxn, &(Bound::Included(&lo[..]), Bound::Included(&hi[..])))
+            .map_err(db_err)?
+        {
             let (k, _) = kv.map_err(db_err)?;
             if let Some((_, _, id)) = parse_due_key(k) {
                 if !self.leases.contains_key(&id) {
@@ -1494,7 +1769,10 @@ impl Engine {
                 }
             }
         }
-        let q = self.queues.get_mut(&qid).ok_or_else(|| StoreError::NotFound("no queue".into()))?;
+        let q = self
+            .queues
+            .get_mut(&qid)
+            .ok_or_else(|| StoreError::NotFound("no queue".into()))?;
         let workers = q.def.as_ref().map_or(0, |d| u64::from(d.max_workers));
         let grabbed = u64::from(q.leased);
         Ok(QueueStats {
@@ -1526,7 +1804,10 @@ impl Engine {
         let now = self.clock.now_ms();
         match q {
             Query::Queues => Ok(Reply::Queues(
-                self.queues.values().filter_map(|q| q.def.clone()).collect::<Vec<_>>(),
+                self.queues
+                    .values()
+                    .filter_map(|q| q.def.clone())
+                    .collect::<Vec<_>>(),
             )),
             Query::Queue(name) => {
                 let qid = self.qid(&name)?;
@@ -1548,11 +1829,22 @@ impl Engine {
                 }
                 Ok(Reply::Stats(out))
             }
-            Query::Jobs { queue, list, limit, cursor, desc } => {
+            Query::Jobs {
+                queue,
+                list,
+                limit,
+                cursor,
+                desc,
+            } => {
                 let qid = self.qid(&queue)?;
                 let limit = limit.clamp(1, 1000);
                 if list == JobList::Grabbed {
-                    let mut ids: Vec<u64> = self.leases.iter().filter(|(_, l)| l.qid == qid).map(|(id, _)| *id).collect();
+                    let mut ids: Vec<u64> = self
+                        .leases
+                        .iter()
+                        .filter(|(_, l)| l.qid == qid)
+                        .map(|(id, _)| *id)
+                        .collect();
                     ids.sort_unstable();
                     if desc {
                         ids.reverse();
@@ -1577,7 +1869,10 @@ impl Engine {
                     _ => (due_key(qid, now + 1, 0), due_key(qid, u64::MAX, u64::MAX)),
                 };
                 let cur: Option<[u8; 20]> = match cursor {
-                    Some(c) => Some(c.try_into().map_err(|_| StoreError::BadRequest("cursor is not valid".into()))?),
+                    Some(c) => Some(
+                        c.try_into()
+                            .map_err(|_| StoreError::BadRequest("cursor is not valid".into()))?,
+                    ),
                     None => None,
                 };
                 let (mut lower, mut upper) = (Bound::Included(&lo[..]), Bound::Included(&hi[..]));
@@ -1589,7 +1884,7 @@ impl Engine {
                     }
                 }
                 let range = (lower, upper);
-                let iter: Box<dyn Iterator<Item = heed::Result<(&[u8], &[u8])>>> = if desc {
+                let iter: KvIter<'_> = if desc {
                     Box::new(self.due.rev_range(&rtxn, &range).map_err(db_err)?)
                 } else {
                     Box::new(self.due.range(&rtxn, &range).map_err(db_err)?)
@@ -1598,7 +1893,9 @@ impl Engine {
                 let mut last = None;
                 for kv in iter {
                     let (k, _) = kv.map_err(db_err)?;
-                    let Some((_, _, id)) = parse_due_key(k) else { continue };
+                    let Some((_, _, id)) = parse_due_key(k) else {
+                        continue;
+                    };
                     last = Some(k.to_vec());
                     if self.leases.contains_key(&id) {
                         continue;
@@ -1615,10 +1912,20 @@ impl Engine {
             }
             Query::Job { queue, id } => {
                 let qid = self.qid(&queue)?;
-                let rec = self.read_job(&rtxn, id)?.filter(|r| r.queue == qid).ok_or_else(|| no_job(id))?;
-                Ok(Reply::Job(Box::new(self.view(&rec, self.leases.contains_key(&id)))))
+                let rec = self
+                    .read_job(&rtxn, id)?
+                    .filter(|r| r.queue == qid)
+                    .ok_or_else(|| no_job(id))?;
+                Ok(Reply::Job(Box::new(
+                    self.view(&rec, self.leases.contains_key(&id)),
+                )))
             }
-            Query::Failed { queue, limit, cursor, desc } => {
+            Query::Failed {
+                queue,
+                limit,
+                cursor,
+                desc,
+            } => {
                 let qid = self.qid(&queue)?;
                 let limit = limit.clamp(1, 1000);
                 let (lo, hi) = (failed_key(qid, 0), failed_key(qid, u64::MAX));
@@ -1632,7 +1939,7 @@ impl Engine {
                     }
                 }
                 let range = (lower, upper);
-                let iter: Box<dyn Iterator<Item = heed::Result<(&[u8], &[u8])>>> = if desc {
+                let iter: KvIter<'_> = if desc {
                     Box::new(self.failed.rev_range(&rtxn, &range).map_err(db_err)?)
                 } else {
                     Box::new(self.failed.range(&rtxn, &range).map_err(db_err)?)
@@ -1651,20 +1958,33 @@ impl Engine {
             Query::FailedEntry { queue, id } => {
                 let qid = self.qid(&queue)?;
                 let def = self.def_of(qid)?.clone();
-                match self.failed.get(&rtxn, &failed_key(qid, id)).map_err(db_err)? {
+                match self
+                    .failed
+                    .get(&rtxn, &failed_key(qid, id))
+                    .map_err(db_err)?
+                {
                     Some(v) => {
                         let f = FailedRecord::decode(v).map_err(corrupt)?;
-                        Ok(Reply::Failed(Box::new(Self::failed_view(&f, id, Some(&def)))))
+                        Ok(Reply::Failed(Box::new(Self::failed_view(
+                            &f,
+                            id,
+                            Some(&def),
+                        ))))
                     }
                     None => Err(no_failed(id)),
                 }
             }
             Query::Routings => Ok(Reply::Routings(
-                self.routings.iter().map(|(c, q)| (c.clone(), q.clone())).collect(),
+                self.routings
+                    .iter()
+                    .map(|(c, q)| (c.clone(), q.clone()))
+                    .collect(),
             )),
             Query::Routing(c) => match self.routings.get(&c) {
                 Some(q) => Ok(Reply::Routings(vec![(c, q.clone())])),
-                None => Err(StoreError::NotFound(format!("no routing for category {c:?}"))),
+                None => Err(StoreError::NotFound(format!(
+                    "no routing for category {c:?}"
+                ))),
             },
         }
     }
@@ -1684,7 +2004,11 @@ impl Engine {
         self.leases
             .iter()
             .map(|(id, l)| {
-                let q = self.queues.get(&l.qid).map(|q| q.name.to_string()).unwrap_or_default();
+                let q = self
+                    .queues
+                    .get(&l.qid)
+                    .map(|q| q.name.to_string())
+                    .unwrap_or_default();
                 (q, *id, l.since_ms, l.pull)
             })
             .collect()
@@ -1694,18 +2018,46 @@ impl Engine {
 /// A change to memory that an op's nested transaction made true on disk.
 enum Effect {
     None,
-    Enqueued { recs: Vec<JobRecord>, new_queues: Vec<(u32, String, QueueDef)> },
+    Enqueued {
+        recs: Vec<JobRecord>,
+        new_queues: Vec<(u32, String, QueueDef)>,
+    },
     /// Left the queue; `done` carries the worker time when it succeeded.
-    Removed { rec: JobRecord, done: Option<u64> },
-    Retried { rec: JobRecord },
-    Released { id: u64, rec: Option<JobRecord> },
-    Failed { rec: JobRecord, permanent: bool },
-    Pulled { qid: u32, leases: Vec<(u64, Lease)>, forgotten: usize },
-    Purged { qid: u32, recs: Vec<JobRecord> },
-    Defined { qid: u32, def: Option<QueueDef> },
+    Removed {
+        rec: JobRecord,
+        done: Option<u64>,
+    },
+    Retried {
+        rec: JobRecord,
+    },
+    Released {
+        id: u64,
+        rec: Option<JobRecord>,
+    },
+    Failed {
+        rec: JobRecord,
+        permanent: bool,
+    },
+    Pulled {
+        qid: u32,
+        leases: Vec<(u64, Lease)>,
+        forgotten: usize,
+    },
+    Purged {
+        qid: u32,
+        recs: Vec<JobRecord>,
+    },
+    Defined {
+        qid: u32,
+        def: Option<QueueDef>,
+    },
     Routing(String, Option<String>),
-    FailedRemoved { qid: u32 },
-    Requeued { rec: JobRecord },
+    FailedRemoved {
+        qid: u32,
+    },
+    Requeued {
+        rec: JobRecord,
+    },
 }
 
 /// A job that became runnable before the queue's cursor must be found by the next scan.

@@ -186,7 +186,9 @@ impl Origin {
     fn parse(s: &str) -> Result<Origin, String> {
         let s = s.trim();
         if let Some((ip, bits)) = s.split_once('/') {
-            let ip: IpAddr = ip.parse().map_err(|_| format!("{s:?} is not a CIDR block"))?;
+            let ip: IpAddr = ip
+                .parse()
+                .map_err(|_| format!("{s:?} is not a CIDR block"))?;
             let max = if ip.is_ipv4() { 32 } else { 128 };
             let bits: u8 = bits
                 .parse()
@@ -199,7 +201,11 @@ impl Origin {
             let bits = if ip.is_ipv4() { 32 } else { 128 };
             return Ok(Origin::Net(ip, bits));
         }
-        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.') {
+        if s.is_empty()
+            || !s
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        {
             return Err(format!("{s:?} is not an address, CIDR block or host name"));
         }
         Ok(Origin::Name(s.to_ascii_lowercase()))
@@ -219,11 +225,19 @@ impl Origin {
 fn in_net(ip: IpAddr, net: IpAddr, bits: u8) -> bool {
     match (ip, net) {
         (IpAddr::V4(a), IpAddr::V4(n)) => {
-            let mask = if bits == 0 { 0 } else { u32::MAX << (32 - bits) };
+            let mask = if bits == 0 {
+                0
+            } else {
+                u32::MAX << (32 - bits)
+            };
             u32::from(a) & mask == u32::from(n) & mask
         }
         (IpAddr::V6(a), IpAddr::V6(n)) => {
-            let mask = if bits == 0 { 0 } else { u128::MAX << (128 - bits) };
+            let mask = if bits == 0 {
+                0
+            } else {
+                u128::MAX << (128 - bits)
+            };
             u128::from(a) & mask == u128::from(n) & mask
         }
         _ => false,
@@ -268,7 +282,10 @@ mod tests {
         assert!(d.validate().unwrap_err().contains("max_workers"));
         let mut d = QueueDef::named("q");
         d.max_burst_size = Some(3);
-        assert!(d.validate().unwrap_err().contains("max_dispatches_per_second"));
+        assert!(d
+            .validate()
+            .unwrap_err()
+            .contains("max_dispatches_per_second"));
         let mut d = QueueDef::named("q");
         d.allowed_origins = vec!["10.0.0.0/40".into()];
         assert!(d.validate().unwrap_err().contains("allowed_origins"));

@@ -156,13 +156,33 @@ impl JobRecord {
         let attempts = r.u32()?;
         let created_ms = r.u64()?;
         let due_ms = r.u64()?;
-        let timeout_ms = if flags & F_TIMEOUT != 0 { Some(r.u64()?) } else { None };
-        let max_retries = if flags & F_MAX_RETRIES != 0 { Some(r.u32()?) } else { None };
-        let retry_delay_ms = if flags & F_RETRY_DELAY != 0 { Some(r.u64()?) } else { None };
+        let timeout_ms = if flags & F_TIMEOUT != 0 {
+            Some(r.u64()?)
+        } else {
+            None
+        };
+        let max_retries = if flags & F_MAX_RETRIES != 0 {
+            Some(r.u32()?)
+        } else {
+            None
+        };
+        let retry_delay_ms = if flags & F_RETRY_DELAY != 0 {
+            Some(r.u64()?)
+        } else {
+            None
+        };
         let category = r.str()?;
         let content_type = r.str()?;
-        let url = if flags & F_URL != 0 { Some(r.str()?) } else { None };
-        let uniq = if flags & F_UNIQ != 0 { Some(r.str()?) } else { None };
+        let url = if flags & F_URL != 0 {
+            Some(r.str()?)
+        } else {
+            None
+        };
+        let uniq = if flags & F_UNIQ != 0 {
+            Some(r.str()?)
+        } else {
+            None
+        };
         Ok(JobRecord {
             id,
             queue,
@@ -339,21 +359,23 @@ mod tests {
             proptest::collection::vec(any::<u8>(), 0..200),
             any::<(u32, u64, u64)>(),
         )
-            .prop_map(|(id, queue, category, url, t, m, d, uniq, payload, (a, c, due))| JobRecord {
-                id,
-                queue,
-                category,
-                url,
-                content_type: "application/json".into(),
-                attempts: a,
-                created_ms: c,
-                due_ms: due,
-                timeout_ms: t,
-                max_retries: m,
-                retry_delay_ms: d,
-                uniq,
-                payload: Bytes::from(payload),
-            })
+            .prop_map(
+                |(id, queue, category, url, t, m, d, uniq, payload, (a, c, due))| JobRecord {
+                    id,
+                    queue,
+                    category,
+                    url,
+                    content_type: "application/json".into(),
+                    attempts: a,
+                    created_ms: c,
+                    due_ms: due,
+                    timeout_ms: t,
+                    max_retries: m,
+                    retry_delay_ms: d,
+                    uniq,
+                    payload: Bytes::from(payload),
+                },
+            )
     }
 
     proptest! {

@@ -394,7 +394,11 @@ impl Reprow {
                     }
                 }
             }
-            assert!(Instant::now() < deadline, "reprow's API did not start; log:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "reprow's API did not start; log:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -431,7 +435,10 @@ impl HttpReply {
             .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
     }
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
@@ -465,7 +472,11 @@ pub fn read_reply(r: &mut impl BufRead) -> Option<HttpReply> {
     if status == 100 {
         return read_reply(r);
     }
-    Some(HttpReply { status, headers, body })
+    Some(HttpReply {
+        status,
+        headers,
+        body,
+    })
 }
 
 /// A client for reprow's API: one request per connection unless told otherwise.
@@ -487,7 +498,9 @@ impl Api {
         let mut r = BufReader::new(s);
         let mut out = Vec::new();
         while let Some(reply) = read_reply(&mut r) {
-            let close = reply.header("connection").is_some_and(|c| c.eq_ignore_ascii_case("close"));
+            let close = reply
+                .header("connection")
+                .is_some_and(|c| c.eq_ignore_ascii_case("close"));
             out.push(reply);
             if close {
                 break;
@@ -500,7 +513,13 @@ impl Api {
         self.call_with(method, path, body, &[])
     }
 
-    pub fn call_with(&self, method: &str, path: &str, body: Option<&str>, headers: &[(&str, &str)]) -> HttpReply {
+    pub fn call_with(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> HttpReply {
         let mut req = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
         if let Some(t) = &self.token {
             req.push_str(&format!("Authorization: Bearer {t}\r\n"));
@@ -529,7 +548,11 @@ impl Api {
     }
 
     /// Polls `path` until `pred` holds on its JSON; panics after [`DEADLINE`].
-    pub fn wait_json(&self, path: &str, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    pub fn wait_json(
+        &self,
+        path: &str,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
         let deadline = Instant::now() + DEADLINE;
         loop {
             let v = self.get(path).json();
@@ -539,5 +562,19 @@ impl Api {
             assert!(Instant::now() < deadline, "{path} never matched; last {v}");
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+}
+
+impl Api {
+    /// POST that reports a dead server as `None` instead of panicking.
+    pub fn try_post(&self, path: &str, body: &str) -> Option<HttpReply> {
+        let mut s = TcpStream::connect(self.addr).ok()?;
+        s.set_read_timeout(Some(DEADLINE)).ok()?;
+        let req = format!(
+            "POST {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(req.as_bytes()).ok()?;
+        read_reply(&mut BufReader::new(s))
     }
 }

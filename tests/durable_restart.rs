@@ -1,0 +1,281 @@
+//! Durability of the LMDB queue across restarts and crashes, with a real reprow process killed
+//! by signals, a real LMDB file, and a real worker socket.
+
+mod common;
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use common::{durable_config, Api, Reply, Reprow, Worker};
+use nix::sys::signal::Signal;
+use serde_json::json;
+
+#[test]
+fn ready_delayed_leased_and_failed_jobs_survive_restarts_and_kill_9() {
+    let worker = Worker::start(|req, _| {
+        if req.body_str().contains("bad") {
+            Reply::status(400)
+        } else {
+            Reply::ok()
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = durable_config(
+        dir.path(),
+        &format!(
+            "runner:\n  type: http_proxy\n  url: {url}\nqueues:\n  held:\n    url: {url}\n  pl:\n    mode: pull\n    lease_timeout: 600\nroutings:\n  held: held\n",
+            url = worker.url()
+        ),
+    );
+    let r = Reprow::start(&cfg);
+    let api = Api::new(r.api_addr());
+    assert_eq!(
+        api.post("/control/held", r#"{"status":"stop"}"#).status,
+        200
+    );
+    for i in 0..2 {
+        assert_eq!(
+            api.post("/job/held", &format!(r#"{{"payload":{{"ready":{i}}}}}"#))
+                .status,
+            200
+        );
+    }
+    assert_eq!(
+        api.post("/job/held", r#"{"payload":{"delayed":1},"run_after":3600}"#)
+            .status,
+        200
+    );
+    api.post("/q/pl", r#"{"leased":1}"#);
+    let leased = api.get("/q/pl");
+    let leased_id = leased.header("X-Reprow-Job-Id").unwrap().to_string();
+    api.post("/job/other", r#"{"payload":"bad"}"#);
+    api.wait_json("/queue/default/failed", |v| {
+        v["failed_jobs"].as_array().unwrap().len() == 1
+    });
+
+    let check = |api: &Api, pull_id: &str| {
+        let held = api.get("/queue/held/stats").json();
+        assert_eq!(
+            (
+                held["waiting"].clone(),
+                held["deferred"].clone(),
+                held["paused"].clone()
+            ),
+            (json!(2), json!(1), json!(true)),
+            "{held}"
+        );
+        let failed = api.get("/queue/default/failed").json();
+        assert_eq!(failed["failed_jobs"][0]["payload"], "bad");
+        assert_eq!(failed["failed_jobs"][0]["result"]["code"], 400);
+        // The leased job was not acked: after a restart it is ready again.
+        let again = api.get("/q/pl");
+        assert_eq!(again.status, 200, "leased job lost");
+        assert_eq!(again.header("X-Reprow-Job-Id").unwrap(), pull_id);
+    };
+
+    let (status, _) = r.stop();
+    assert!(status.success());
+    let r = Reprow::start(&cfg);
+    let api = Api::new(r.api_addr());
+    check(&api, &leased_id);
+
+    // Now crash it instead: the same state comes back (the pulled job is leased again now).
+    r.signal(Signal::SIGKILL);
+    drop(r);
+    let r = Reprow::start(&cfg);
+    let api = Api::new(r.api_addr());
+    check(&api, &leased_id);
+    assert!(r.log().contains("Store opened."));
+    // Start dispatch again: the held jobs run, the delayed one waits.
+    api.post("/control/held", r#"{"status":"start"}"#);
+    let got = worker.wait_for(3);
+    assert_eq!(
+        got.iter()
+            .filter(|g| g.body_str().contains("ready"))
+            .count(),
+        2
+    );
+    r.stop();
+}
+
+#[test]
+fn a_second_reprow_on_the_same_data_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = durable_config(dir.path(), "");
+    let a = Reprow::start(&cfg);
+    a.api_addr();
+    let mut b = Reprow::start(&cfg);
+    let status = b.wait();
+    assert!(!status.success());
+    assert!(
+        b.log().contains("already in use by another reprow"),
+        "{}",
+        b.log()
+    );
+}
+
+#[test]
+fn a_full_map_refuses_new_jobs_with_507_and_acks_still_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = durable_config(dir.path(), "queues:\n  full:\n    mode: pull\n").to_path_buf();
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("map_size: 64MiB", "map_size: 1MiB");
+    std::fs::write(&cfg, text).unwrap();
+    let r = Reprow::start(&cfg);
+    let api = Api::new(r.api_addr());
+    let payload = format!(r#"{{"pad":"{}"}}"#, "x".repeat(4000));
+    let mut accepted = 0;
+    let mut refused = None;
+    for _ in 0..1000 {
+        let r = api.post("/q/full", &payload);
+        match r.status {
+            201 => accepted += 1,
+            507 => {
+                refused = Some(r);
+                break;
+            }
+            s => panic!("unexpected {s}: {}", r.text()),
+        }
+    }
+    let refused = refused.expect("a 1 MiB map never filled up");
+    assert!(
+        refused.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("the store is full"),
+        "{}",
+        refused.text()
+    );
+    assert!(accepted > 50, "only {accepted} jobs fit");
+    // Still full for the next one and for a batch; reads keep working.
+    assert_eq!(api.post("/q/full", &payload).status, 507);
+    assert_eq!(
+        api.post("/qb/full", &format!(r#"{{"jobs":[{payload}]}}"#))
+            .status,
+        507
+    );
+    assert_eq!(api.get("/j/full").json()["job_count"], accepted);
+    // Every job can be pulled and acked: the reserve keeps acks committing.
+    for _ in 0..accepted {
+        let got = api.get("/q/full");
+        assert_eq!(got.status, 200, "{}", got.text());
+        let id = got.header("X-Reprow-Job-Id").unwrap().to_string();
+        assert_eq!(api.delete(&format!("/q/full/{id}")).status, 204);
+    }
+    assert_eq!(api.get("/j/full").json()["job_count"], 0);
+    assert_eq!(
+        api.post("/q/full", &payload).status,
+        201,
+        "space is usable again"
+    );
+    r.stop();
+}
+
+/// The crash test of the issue: a producer records every acknowledged enqueue while reprow is
+/// SIGKILLed at random moments 20 times and restarted on the same data; in the end the worker
+/// must have received every acknowledged job at least once.
+#[test]
+fn kill_9_twenty_times_under_load_loses_no_acknowledged_job() {
+    let seen: Arc<Mutex<HashMap<u64, u32>>> = Arc::default();
+    let s2 = seen.clone();
+    let worker = Worker::start(move |req, _| {
+        let v: serde_json::Value = serde_json::from_slice(&req.body).unwrap();
+        *s2.lock()
+            .unwrap()
+            .entry(v["n"].as_u64().unwrap())
+            .or_default() += 1;
+        Reply::ok()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = durable_config(
+        dir.path(),
+        &format!("runner:\n  type: http_proxy\n  url: {}\nqueues:\n  default:\n    url: {}\n    max_workers: 50\n", worker.url(), worker.url()),
+    );
+    let next = Arc::new(AtomicU64::new(0));
+    let acked: Arc<Mutex<BTreeSet<u64>>> = Arc::default();
+    let mut rng = fastrand::Rng::with_seed(7);
+    for round in 0..20 {
+        let r = Reprow::start(&cfg);
+        let api = Api::new(r.api_addr());
+        let stop = Arc::new(AtomicBool::new(false));
+        let producers: Vec<_> = (0..2)
+            .map(|p| {
+                let (api, next, acked, stop) =
+                    (api.clone(), next.clone(), acked.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let mut i = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        i += 1;
+                        let batch = (i + p) % 4 == 0;
+                        let ns: Vec<u64> = (0..if batch { 10 } else { 1 })
+                            .map(|_| next.fetch_add(1, Ordering::SeqCst))
+                            .collect();
+                        let body = ns
+                            .iter()
+                            .map(|n| format!(r#"{{"payload":{{"n":{n}}}}}"#))
+                            .collect::<Vec<_>>()
+                            .join(",");
+                        let path = if batch { "/job/k/batch" } else { "/job/k" };
+                        let body = if batch { format!("[{body}]") } else { body };
+                        // A connection error means reprow is gone: this request was not acked.
+                        let Some(reply) = api.try_post(path, &body) else {
+                            return;
+                        };
+                        if reply.status == 200 {
+                            acked.lock().unwrap().extend(ns);
+                        }
+                    }
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(150 + rng.u64(0..500)));
+        r.signal(Signal::SIGKILL);
+        stop.store(true, Ordering::Relaxed);
+        for p in producers {
+            let _ = p.join();
+        }
+        drop(r);
+        assert!(round < 20);
+    }
+    let r = Reprow::start(&cfg);
+    let api = Api::new(r.api_addr());
+    let acked = acked.lock().unwrap().clone();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let missing = {
+            let seen = seen.lock().unwrap();
+            acked.iter().filter(|n| !seen.contains_key(n)).count()
+        };
+        if missing == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{missing} acknowledged jobs never reached the worker"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    api.wait_json("/queue/default/stats", |s| s["outstanding_jobs"] == 0);
+    let seen = seen.lock().unwrap();
+    let lost = acked.iter().filter(|n| !seen.contains_key(n)).count();
+    let duplicates: u32 = seen.values().map(|c| c - 1).sum();
+    println!(
+        "kill -9 x20: acknowledged {} delivered {} distinct, lost {lost}, duplicates {duplicates}",
+        acked.len(),
+        seen.len()
+    );
+    assert_eq!(lost, 0);
+    assert!(
+        acked.len() > 1000,
+        "too little load to mean anything: {}",
+        acked.len()
+    );
+    r.stop();
+}

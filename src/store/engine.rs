@@ -375,7 +375,11 @@ pub struct Engine {
     lease_seq: u64,
     /// Leases granted by the batch being applied (dropped if its commit fails).
     granted: Vec<u64>,
+    /// Leases ended by the batch being applied (restored if its commit fails).
+    released: Vec<(u64, Lease)>,
     dirty: BTreeSet<u32>,
+    /// Inside [`Engine::apply_ops`]: lease changes are tracked for a rollback.
+    in_batch: bool,
     out: Option<async_channel::Sender<Dispatch>>,
     /// Dispatches made by the last [`Engine::feed`] when there is no channel (tests).
     pub dispatched: Vec<Dispatch>,
@@ -445,7 +449,9 @@ impl Engine {
             next_qid: 1,
             lease_seq: 0,
             granted: Vec::new(),
+            released: Vec::new(),
             dirty: BTreeSet::new(),
+            in_batch: false,
             out,
             dispatched: Vec::new(),
         };
@@ -586,8 +592,18 @@ impl Engine {
 
     /// After a failed commit: memory back to what is on disk.
     fn reload(&mut self) {
-        for id in std::mem::take(&mut self.granted) {
-            self.leases.remove(&id);
+        let granted = std::mem::take(&mut self.granted);
+        for id in &granted {
+            if let Some(l) = self.leases.remove(id) {
+                self.expiry.remove(&(l.deadline_ms, *id));
+            }
+        }
+        // A lease the failed batch ended (an ack, a settle) still holds: the job is on disk.
+        for (id, l) in std::mem::take(&mut self.released) {
+            if !granted.contains(&id) {
+                self.expiry.insert((l.deadline_ms, id));
+                self.leases.insert(id, l);
+            }
         }
         self.dirty.clear();
         if let Err(e) = self.load() {
@@ -665,6 +681,8 @@ impl Engine {
             }
         };
         self.granted.clear();
+        self.released.clear();
+        self.in_batch = true;
         let mut results = Vec::with_capacity(ops.len());
         for op in ops {
             let l = label(&op);
@@ -678,9 +696,11 @@ impl Engine {
             }
             wtxn.commit().map_err(db_err)
         });
+        self.in_batch = false;
         match committed {
             Ok(()) => {
                 self.granted.clear();
+                self.released.clear();
                 results
             }
             Err(e) => {
@@ -1068,6 +1088,9 @@ impl Engine {
 
     fn unlease(&mut self, id: u64) -> Option<Lease> {
         let l = self.leases.remove(&id)?;
+        if self.in_batch {
+            self.released.push((id, l.clone()));
+        }
         self.expiry.remove(&(l.deadline_ms, id));
         if let Some(q) = self.queues.get_mut(&l.qid) {
             q.leased = q.leased.saturating_sub(1);

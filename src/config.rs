@@ -754,6 +754,32 @@ mod tests {
     }
 
     #[test]
+    fn durable_defaults_and_sizes() {
+        let c = Config::from_yaml("{}").unwrap();
+        let QueueConfig::Lmdb(l) = &c.queue else {
+            panic!("the default queue is the durable one")
+        };
+        assert_eq!(l.path, PathBuf::from("reprow-data"));
+        assert_eq!(l.map_size, 4 << 30);
+        assert!(!l.unsafe_no_sync_benchmark_only);
+        assert_eq!(c.api.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.api.max_body_bytes, 8 << 20);
+        assert_eq!(c.default_queue, "default");
+        assert_eq!(parse_byte_size("512MiB").unwrap(), 512 << 20);
+        assert_eq!(parse_byte_size("1 GiB").unwrap(), 1 << 30);
+        assert_eq!(parse_byte_size("2000").unwrap(), 2000);
+        assert_eq!(parse_byte_size("3MB").unwrap(), 3_000_000);
+        assert!(parse_byte_size("1 parsec").is_err());
+        assert!(parse_byte_size("99999999999TiB").is_err());
+        let e = err("queue:\n  type: lmdb\n  map_size: lots\n");
+        assert!(e.contains("invalid size"), "{e}");
+        let e = err("api:\n  listen: nowhere\n");
+        assert!(e.contains("line"), "{e}");
+        let e = err("queues:\n  q:\n    max_wrokers: 3\n");
+        assert!(e.contains("max_wrokers"), "{e}");
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(
             parse_duration("1500ms").unwrap(),

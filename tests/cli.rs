@@ -91,3 +91,31 @@ fn fifo_is_created_with_mode_0660() {
     assert_eq!(meta.permissions().mode() & 0o777, 0o660);
     r.stop();
 }
+
+/// `reprow serve` with no file is the embedded default: LMDB in ./reprow-data, the API on
+/// 127.0.0.1:8080, a `default` queue. (Skipped with a note if something else holds port 8080.)
+#[test]
+fn serve_without_arguments_runs_the_embedded_default() {
+    if std::net::TcpListener::bind("127.0.0.1:8080").is_err() {
+        eprintln!("port 8080 is taken on this machine; not testing the embedded default here");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("serve.log");
+    let child = Command::new(env!("CARGO_BIN_EXE_reprow"))
+        .arg("serve")
+        .current_dir(dir.path())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut r = common::Reprow::adopt(child, log);
+    let addr = r.api_addr();
+    assert_eq!(addr, "127.0.0.1:8080".parse().unwrap());
+    let api = common::Api::new(addr);
+    let queues = api.get("/queues").json();
+    assert_eq!(queues[0]["name"], "default", "{queues}");
+    assert_eq!(api.post("/q/hello", r#"{"a":1}"#).status, 201);
+    assert!(dir.path().join("reprow-data").join("data.mdb").exists());
+    r.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(r.wait().success());
+}

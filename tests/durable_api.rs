@@ -36,7 +36,7 @@ fn fireworq_enqueue_delivers_and_refuses_bad_jobs() {
     let worker = Worker::start(|_, _| Reply::ok());
     let other = Worker::start(|_, _| Reply::ok());
     let (_d, _r, api) = start(&format!(
-        "runner:\n  type: http_proxy\n  url: {}\napi:\n  listen: 127.0.0.1:0\n  max_payload_bytes: 2048\n  max_body_bytes: 4096\n",
+        "runner:\n  type: http_proxy\n  url: {}\napi:\n  listen: 127.0.0.1:0\n  max_payload_bytes: 2048\n  max_body_bytes: 4096\n  max_batch_jobs: 4\n",
         worker.url()
     ));
     let r = api.post("/job/foo", r#"{"payload":{"id":12345}}"#);
@@ -114,6 +114,9 @@ fn fireworq_enqueue_delivers_and_refuses_bad_jobs() {
     );
     assert_eq!(r.status, 400);
     assert_eq!(api.post("/job/foo/batch", "[]").status, 422);
+    let five = [r#"{"payload":1}"#; 5].join(",");
+    let r = api.post("/job/foo/batch", &format!("[{five}]"));
+    assert_eq!(r.status, 413, "max_batch_jobs is 4: {}", r.text());
     assert_eq!(api.post("/job/foo/batch", r#"{"nope":1}"#).status, 422);
     // 1 + 1 (per-job URL) + 4 (batches), all in the default queue.
     let stats = api.wait_json("/queue/default/stats", |s| s["total_successes"] == 6);
@@ -648,7 +651,7 @@ fn throttle_spaces_dispatches() {
 
 #[test]
 fn http_server_pipelining_limits_and_token() {
-    let (_d, r, _) = start("api:\n  listen: 127.0.0.1:0\n  token: s3cret\n  request_timeout: 1s\n  max_connections: 3\n  max_header_bytes: 2048\n");
+    let (_d, r, _) = start("api:\n  listen: 127.0.0.1:0\n  token: s3cret\n  request_timeout: 1s\n  keep_alive_timeout: 1s\n  max_connections: 3\n  max_header_bytes: 2048\n");
     let mut api = Api::new(r.api_addr());
     let denied = api.get("/queues");
     assert_eq!(denied.status, 401);
@@ -704,6 +707,23 @@ fn http_server_pipelining_limits_and_token() {
     let _ = slow.read_to_string(&mut out);
     assert!(out.starts_with("HTTP/1.1 408"), "{out:?}");
     assert!(t.elapsed() < Duration::from_secs(4));
+
+    // An idle keep-alive connection is closed by reprow after keep_alive_timeout.
+    let mut idle = std::net::TcpStream::connect(api.addr).unwrap();
+    idle.write_all(format!("GET /version HTTP/1.1\r\n{auth}\r\n").as_bytes())
+        .unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let t = Instant::now();
+    let mut rd = std::io::BufReader::new(idle);
+    assert_eq!(common::read_reply(&mut rd).unwrap().status, 200);
+    let mut rest = Vec::new();
+    let n = rd.read_to_end(&mut rest).unwrap();
+    assert_eq!(n, 0, "closed without another byte");
+    let idle_for = t.elapsed();
+    assert!(
+        idle_for >= Duration::from_millis(900) && idle_for < Duration::from_secs(4),
+        "{idle_for:?}"
+    );
 
     // Connection cap: with 3 open, the 4th is answered 503 and closed.
     let held: Vec<_> = (0..3)

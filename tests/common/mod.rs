@@ -289,6 +289,11 @@ impl Reprow {
         Reprow { child, stderr_path }
     }
 
+    /// Wraps a child started by the test, logging to `stderr_path`.
+    pub fn adopt(child: Child, stderr_path: PathBuf) -> Reprow {
+        Reprow { child, stderr_path }
+    }
+
     pub fn pid(&self) -> nix::unistd::Pid {
         nix::unistd::Pid::from_raw(self.child.id() as i32)
     }

@@ -1,0 +1,340 @@
+//! End-to-end benchmark of the durable path: producer `POST /job` → group commit (fsync) →
+//! dispatch → worker → ack commit, against a real `reprow serve` process on a real LMDB file.
+//!
+//! For each backlog depth (default 1 thousand, 1 million, 10 million waiting jobs, held in a
+//! stopped queue of the same store so they stay waiting), it sends M jobs with one job per
+//! request and then with batches, from several keep-alive producer connections, and prints
+//! jobs/s (first send to last ack committed), enqueue-to-worker p50/p99, and reprow's RSS
+//! (anonymous = reprow's own heap; file = LMDB pages mapped in).
+//!
+//! Run: `cargo bench --bench durable_e2e`. `REPROW_BENCH_DEPTHS` (default
+//! `1000,1000000,10000000`), `REPROW_BENCH_JOBS` (default 20000), `REPROW_BENCH_BATCH`
+//! (default 100), `REPROW_BENCH_PRODUCERS` (default 16), `REPROW_BENCH_DIR` (default a temp dir).
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    process::{Child, Command, Stdio},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+type Log = Arc<Mutex<Vec<u64>>>;
+
+/// Backlog jobs per fill request.
+const FILL_BATCH: u64 = 2_000;
+
+fn env(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_string())
+}
+
+/// Keep-alive worker: records enqueue-to-receipt nanoseconds from the payload `"<t>"`.
+fn worker(epoch: Instant) -> (SocketAddr, Log) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let log: Log = Arc::default();
+    let l = log.clone();
+    std::thread::spawn(move || {
+        for s in listener.incoming().flatten() {
+            let log = l.clone();
+            std::thread::spawn(move || {
+                let _ = s.set_nodelay(true);
+                let mut w = s.try_clone().unwrap();
+                let mut r = BufReader::with_capacity(64 * 1024, s);
+                let mut line = String::new();
+                loop {
+                    let mut len = 0;
+                    loop {
+                        line.clear();
+                        if r.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line.len() > 16 && line[..16].eq_ignore_ascii_case("content-length: ") {
+                            len = line[16..].trim().parse().unwrap_or(0);
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                    }
+                    let mut body = vec![0; len];
+                    if r.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    let now = epoch.elapsed().as_nanos() as u64;
+                    let t: u64 = String::from_utf8_lossy(&body)
+                        .trim_matches('"')
+                        .parse()
+                        .unwrap_or(now);
+                    log.lock().unwrap().push(now.saturating_sub(t));
+                    if w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, log)
+}
+
+/// One keep-alive API connection.
+struct Conn {
+    w: TcpStream,
+    r: BufReader<TcpStream>,
+}
+
+impl Conn {
+    fn new(addr: SocketAddr) -> Conn {
+        let s = TcpStream::connect(addr).unwrap();
+        s.set_nodelay(true).unwrap();
+        Conn {
+            w: s.try_clone().unwrap(),
+            r: BufReader::new(s),
+        }
+    }
+    fn request(&mut self, method: &str, path: &str, body: &str) -> (u16, String) {
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: b\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        self.w.write_all(req.as_bytes()).unwrap();
+        let mut line = String::new();
+        self.r.read_line(&mut line).unwrap();
+        let status: u16 = line
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let mut len = 0;
+        loop {
+            line.clear();
+            self.r.read_line(&mut line).unwrap();
+            if line.len() > 16 && line[..16].eq_ignore_ascii_case("content-length: ") {
+                len = line[16..].trim().parse().unwrap_or(0);
+            }
+            if line == "\r\n" {
+                break;
+            }
+        }
+        let mut b = vec![0; len];
+        self.r.read_exact(&mut b).unwrap();
+        (status, String::from_utf8_lossy(&b).into_owned())
+    }
+}
+
+fn rss_kib(pid: u32) -> (u64, u64) {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        s.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("RssAnon:"), field("RssFile:"))
+}
+
+fn stat(api: SocketAddr, queue: &str, key: &str) -> u64 {
+    let (_, body) = Conn::new(api).request("GET", &format!("/queue/{queue}/stats"), "");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    v[key].as_u64().unwrap()
+}
+
+fn fill(api: SocketAddr, to: u64) {
+    let have = stat(api, "backlog", "outstanding_jobs");
+    if have >= to {
+        return;
+    }
+    let t = Instant::now();
+    let left = Arc::new(AtomicU64::new(to - have));
+    let threads: Vec<_> = (0..2)
+        .map(|_| {
+            let left = left.clone();
+            std::thread::spawn(move || {
+                let mut c = Conn::new(api);
+                loop {
+                    let n = left
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |l| {
+                            Some(l.saturating_sub(FILL_BATCH))
+                        })
+                        .unwrap()
+                        .min(FILL_BATCH);
+                    if n == 0 {
+                        return;
+                    }
+                    let body = format!(
+                        "[{}]",
+                        vec![r#"{"payload":{"backlog":true}}"#; n as usize].join(",")
+                    );
+                    let (s, b) = c.request("POST", "/job/backlog/batch", &body);
+                    assert_eq!(s, 200, "{b}");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    println!(
+        "  filled backlog to {to} in {:.1}s",
+        t.elapsed().as_secs_f64()
+    );
+}
+
+fn measure(
+    api: SocketAddr,
+    log: &Log,
+    epoch: Instant,
+    jobs: u64,
+    batch: u64,
+    producers: u64,
+    pid: u32,
+    label: &str,
+) {
+    log.lock().unwrap().clear();
+    let start = Instant::now();
+    let next = Arc::new(AtomicU64::new(0));
+    let threads: Vec<_> = (0..producers)
+        .map(|_| {
+            let next = next.clone();
+            std::thread::spawn(move || {
+                let mut c = Conn::new(api);
+                loop {
+                    let first = next.fetch_add(batch, Ordering::SeqCst);
+                    if first >= jobs {
+                        return;
+                    }
+                    let n = batch.min(jobs - first);
+                    let t = epoch.elapsed().as_nanos() as u64;
+                    let (path, body) = if batch == 1 {
+                        ("/job/bench".to_string(), format!(r#"{{"payload":"{t}"}}"#))
+                    } else {
+                        let one = format!(r#"{{"payload":"{t}"}}"#);
+                        (
+                            "/job/bench/batch".to_string(),
+                            format!("[{}]", vec![one; n as usize].join(",")),
+                        )
+                    };
+                    let (s, b) = c.request("POST", &path, &body);
+                    assert_eq!(s, 200, "{b}");
+                }
+            })
+        })
+        .collect();
+    let mut peak = (0, 0);
+    for t in threads {
+        t.join().unwrap();
+    }
+    // Until every job was delivered and its ack committed.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let r = rss_kib(pid);
+        peak = (peak.0.max(r.0), peak.1.max(r.1));
+        if log.lock().unwrap().len() as u64 >= jobs && stat(api, "bench", "outstanding_jobs") == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "jobs never drained");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let elapsed = start.elapsed();
+    let mut lat = log.lock().unwrap().clone();
+    lat.sort_unstable();
+    let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)] as f64 / 1e6;
+    println!(
+        "  {label:<22} {:>9.0} jobs/s   p50 {:>7.2} ms   p99 {:>7.2} ms   RSS anon {:>6} KiB  file {:>8} KiB",
+        jobs as f64 / elapsed.as_secs_f64(),
+        pct(0.50),
+        pct(0.99),
+        peak.0,
+        peak.1
+    );
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let depths: Vec<u64> = env("REPROW_BENCH_DEPTHS", "1000,1000000,10000000")
+        .split(',')
+        .map(|d| d.trim().parse().unwrap())
+        .collect();
+    let jobs: u64 = env("REPROW_BENCH_JOBS", "20000").parse().unwrap();
+    let batch: u64 = env("REPROW_BENCH_BATCH", "100").parse().unwrap();
+    let producers: u64 = env("REPROW_BENCH_PRODUCERS", "16").parse().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = std::env::var("REPROW_BENCH_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| tmp.path().to_path_buf());
+    std::fs::create_dir_all(&dir).unwrap();
+    let epoch = Instant::now();
+    let (waddr, log) = worker(epoch);
+    let cfg = dir.join("bench.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "queue:\n  type: lmdb\n  path: {}\n  map_size: 16GiB\napi:\n  listen: 127.0.0.1:0\nlog_level: warn\nqueues:\n  bench:\n    url: http://{waddr}/work\n    max_workers: 64\n  backlog:\n    url: http://{waddr}/work\n    paused: true\nroutings:\n  bench: bench\n  backlog: backlog\n",
+            dir.join("data").display()
+        ),
+    )
+    .unwrap();
+    let log_path = dir.join("reprow.log");
+    let mut child: Child = Command::new(env!("CARGO_BIN_EXE_reprow"))
+        .args(["-c", cfg.to_str().unwrap(), "--log-level", "info"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let api = loop {
+        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if let Some(a) = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["message"] == "API listening.")
+        {
+            break a["address"]
+                .as_str()
+                .unwrap()
+                .parse::<SocketAddr>()
+                .unwrap();
+        }
+        assert!(child.try_wait().unwrap().is_none(), "reprow exited: {text}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    println!(
+        "durable path: {jobs} jobs per run, {producers} producer connections, batches of {batch}, {} CPUs",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    for depth in depths {
+        fill(api, depth);
+        println!("backlog depth {depth} waiting jobs:");
+        measure(
+            api,
+            &log,
+            epoch,
+            jobs,
+            1,
+            producers,
+            child.id(),
+            "one job per request",
+        );
+        measure(
+            api,
+            &log,
+            epoch,
+            jobs * 5,
+            batch,
+            producers.min(4),
+            child.id(),
+            &format!("batches of {batch}"),
+        );
+    }
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = child.wait();
+}

@@ -185,16 +185,16 @@ fn fill(api: SocketAddr, to: u64) {
     );
 }
 
-fn measure(
+/// What every measurement needs.
+struct Bench {
     api: SocketAddr,
-    log: &Log,
+    log: Log,
     epoch: Instant,
-    jobs: u64,
-    batch: u64,
-    producers: u64,
     pid: u32,
-    label: &str,
-) {
+}
+
+fn measure(b: &Bench, jobs: u64, batch: u64, producers: u64, label: &str) {
+    let (api, log, epoch, pid) = (b.api, &b.log, b.epoch, b.pid);
     log.lock().unwrap().clear();
     let start = Instant::now();
     let next = Arc::new(AtomicU64::new(0));

@@ -311,24 +311,18 @@ fn main() {
     for depth in depths {
         fill(api, depth);
         println!("backlog depth {depth} waiting jobs:");
-        measure(
+        let b = Bench {
             api,
-            &log,
+            log: log.clone(),
             epoch,
-            jobs,
-            1,
-            producers,
-            child.id(),
-            "one job per request",
-        );
+            pid: child.id(),
+        };
+        measure(&b, jobs, 1, producers, "one job per request");
         measure(
-            api,
-            &log,
-            epoch,
+            &b,
             jobs * 5,
             batch,
             producers.min(4),
-            child.id(),
             &format!("batches of {batch}"),
         );
     }

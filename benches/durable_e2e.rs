@@ -11,9 +11,11 @@
 //! `1000,1000000,10000000`), `REPROW_BENCH_JOBS` (default 20000), `REPROW_BENCH_BATCH`
 //! (default 100), `REPROW_BENCH_PRODUCERS` (default 16), `REPROW_BENCH_DIR` (default a temp dir).
 
+mod support;
+
 use std::{
     io::{BufRead, BufReader, Read, Write},
-    net::{SocketAddr, TcpListener, TcpStream},
+    net::{SocketAddr, TcpStream},
     process::{Child, Command, Stdio},
     sync::{
         atomic::{AtomicU64, Ordering},
@@ -31,52 +33,17 @@ fn env(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_string())
 }
 
-/// Keep-alive worker: records enqueue-to-receipt nanoseconds from the payload `"<t>"`.
+/// The worker: records enqueue-to-receipt nanoseconds from the payload `"<t>"`.
 fn worker(epoch: Instant) -> (SocketAddr, Log) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
     let log: Log = Arc::default();
     let l = log.clone();
-    std::thread::spawn(move || {
-        for s in listener.incoming().flatten() {
-            let log = l.clone();
-            std::thread::spawn(move || {
-                let _ = s.set_nodelay(true);
-                let mut w = s.try_clone().unwrap();
-                let mut r = BufReader::with_capacity(64 * 1024, s);
-                let mut line = String::new();
-                loop {
-                    let mut len = 0;
-                    loop {
-                        line.clear();
-                        if r.read_line(&mut line).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        if line.len() > 16 && line[..16].eq_ignore_ascii_case("content-length: ") {
-                            len = line[16..].trim().parse().unwrap_or(0);
-                        }
-                        if line == "\r\n" {
-                            break;
-                        }
-                    }
-                    let mut body = vec![0; len];
-                    if r.read_exact(&mut body).is_err() {
-                        return;
-                    }
-                    let now = epoch.elapsed().as_nanos() as u64;
-                    let t: u64 = String::from_utf8_lossy(&body)
-                        .trim_matches('"')
-                        .parse()
-                        .unwrap_or(now);
-                    log.lock().unwrap().push(now.saturating_sub(t));
-                    if w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-            });
-        }
+    let addr = support::keep_alive_worker(move |body| {
+        let now = epoch.elapsed().as_nanos() as u64;
+        let t: u64 = String::from_utf8_lossy(body)
+            .trim_matches('"')
+            .parse()
+            .unwrap_or(now);
+        l.lock().unwrap().push(now.saturating_sub(t));
     });
     (addr, log)
 }

@@ -4,9 +4,11 @@
 //! worker receipt), lost/duplicate counts and the ratio. Run: `cargo bench --bench fifo_e2e`.
 //! `REPROW_BENCH_JOBS` (default 100000) and `REPROW_BENCH_CONCURRENCY` (default 32) override.
 
+mod support;
+
 use std::{
-    io::{BufRead, BufReader, BufWriter, Read, Write},
-    net::{SocketAddr, TcpListener, TcpStream},
+    io::{BufRead, BufReader, BufWriter, Write},
+    net::{SocketAddr, TcpStream},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -21,52 +23,17 @@ fn env(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// A thread-per-connection keep-alive worker; payload is `<n> <nanos since epoch0>`.
+/// The worker; payload is `<n> <nanos since epoch0>`.
 fn worker(epoch: Instant) -> (SocketAddr, Log) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
     let log: Log = Arc::default();
     let l = log.clone();
-    std::thread::spawn(move || {
-        for s in listener.incoming().flatten() {
-            let log = l.clone();
-            std::thread::spawn(move || {
-                let _ = s.set_nodelay(true);
-                let mut w = s.try_clone().unwrap();
-                let mut r = BufReader::with_capacity(64 * 1024, s);
-                let mut line = String::new();
-                loop {
-                    let mut len = 0;
-                    loop {
-                        line.clear();
-                        if r.read_line(&mut line).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        if line.len() > 16 && line[..16].eq_ignore_ascii_case("content-length: ") {
-                            len = line[16..].trim().parse().unwrap_or(0);
-                        }
-                        if line == "\r\n" {
-                            break;
-                        }
-                    }
-                    let mut body = vec![0; len];
-                    if r.read_exact(&mut body).is_err() {
-                        return;
-                    }
-                    let now = epoch.elapsed().as_nanos() as u64;
-                    let text = String::from_utf8_lossy(&body);
-                    let mut it = text.split(' ');
-                    let n: u64 = it.next().and_then(|v| v.parse().ok()).unwrap_or(u64::MAX);
-                    let t: u64 = it.next().and_then(|v| v.trim().parse().ok()).unwrap_or(now);
-                    log.lock().unwrap().push((n, now.saturating_sub(t)));
-                    if w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-            });
-        }
+    let addr = support::keep_alive_worker(move |body| {
+        let now = epoch.elapsed().as_nanos() as u64;
+        let text = String::from_utf8_lossy(body);
+        let mut it = text.split(' ');
+        let n: u64 = it.next().and_then(|v| v.parse().ok()).unwrap_or(u64::MAX);
+        let t: u64 = it.next().and_then(|v| v.trim().parse().ok()).unwrap_or(now);
+        l.lock().unwrap().push((n, now.saturating_sub(t)));
     });
     (addr, log)
 }

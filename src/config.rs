@@ -468,13 +468,7 @@ impl Config {
     }
 
     fn validate(self, text: &str) -> Result<Config, ConfigError> {
-        let invalid = |key: &'static str, message: String| ConfigError::Invalid {
-            location: locate(text, key)
-                .map(|l| format!("line {l}: "))
-                .unwrap_or_default(),
-            key,
-            message,
-        };
+        let invalid = |key: &'static str, message: String| invalid_at(text, key, message);
         if let QueueConfig::Lmdb(l) = &self.queue {
             self.validate_durable(l).map_err(|(k, m)| invalid(k, m))?;
         }
@@ -584,13 +578,7 @@ impl Config {
     }
 
     fn validate_common(self, text: &str) -> Result<Config, ConfigError> {
-        let invalid = |key: &'static str, message: String| ConfigError::Invalid {
-            location: locate(text, key)
-                .map(|l| format!("line {l}: "))
-                .unwrap_or_default(),
-            key,
-            message,
-        };
+        let invalid = |key: &'static str, message: String| invalid_at(text, key, message);
         if self.shutdown_timeout.is_zero() {
             return Err(invalid(
                 "shutdown_timeout",
@@ -614,6 +602,17 @@ impl Config {
             ));
         }
         Ok(self)
+    }
+}
+
+/// A refusal of `key`, located in `text` when the key is found there.
+fn invalid_at(text: &str, key: &'static str, message: String) -> ConfigError {
+    ConfigError::Invalid {
+        location: locate(text, key)
+            .map(|l| format!("line {l}: "))
+            .unwrap_or_default(),
+        key,
+        message,
     }
 }
 

@@ -16,7 +16,8 @@ use std::{
 };
 
 use crate::{
-    http::client::{ClientConfig, ClientError, WorkerClient},
+    dispatch::transport_outcome,
+    http::client::{ClientConfig, WorkerClient},
     job::{classify_status, Failure, Outcome},
     runtime::Shutdown,
     stats::Stats,
@@ -229,18 +230,7 @@ impl DurableCore {
                 self.settle(d, Settlement::Release(delay), 0);
                 return None;
             }
-            Err(e) => {
-                match &e {
-                    ClientError::Timeout(_) => Stats::inc(&self.stats.timeouts),
-                    ClientError::Malformed(_) => Stats::inc(&self.stats.malformed_responses),
-                    ClientError::Connect { .. } => Stats::inc(&self.stats.connect_errors),
-                    ClientError::Io(_) => {}
-                }
-                Outcome::Retry {
-                    after: None,
-                    reason: Failure::transport(e.to_string()),
-                }
-            }
+            Err(e) => transport_outcome(&self.stats, &e),
         };
         Some((outcome, elapsed_ms))
     }

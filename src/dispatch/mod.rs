@@ -28,6 +28,21 @@ use crate::{
 use breaker::Breaker;
 use retry::RetryPolicy;
 
+/// A delivery that failed in transport (timeout, malformed answer, broken connection) is
+/// counted and retried.
+pub fn transport_outcome(stats: &Stats, e: &ClientError) -> Outcome {
+    match e {
+        ClientError::Timeout(_) => Stats::inc(&stats.timeouts),
+        ClientError::Malformed(_) => Stats::inc(&stats.malformed_responses),
+        ClientError::Connect { .. } => Stats::inc(&stats.connect_errors),
+        ClientError::Io(_) => {}
+    }
+    Outcome::Retry {
+        after: None,
+        reason: Failure::transport(e.to_string()),
+    }
+}
+
 /// Everything one core's dispatcher needs. Core-local: `Rc`/`RefCell`, no locks.
 pub struct CoreDispatcher {
     /// Core index, for logs.
@@ -168,18 +183,7 @@ impl CoreDispatcher {
                 }
                 return;
             }
-            Err(e) => {
-                match &e {
-                    ClientError::Timeout(_) => Stats::inc(&self.stats.timeouts),
-                    ClientError::Malformed(_) => Stats::inc(&self.stats.malformed_responses),
-                    ClientError::Connect { .. } => Stats::inc(&self.stats.connect_errors),
-                    ClientError::Io(_) => {}
-                }
-                Outcome::Retry {
-                    after: None,
-                    reason: Failure::transport(e.to_string()),
-                }
-            }
+            Err(e) => transport_outcome(&self.stats, &e),
         };
         let elapsed_ms = started.elapsed().as_millis() as u64;
         self.settle_outcome(job, outcome, elapsed_ms);

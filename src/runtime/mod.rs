@@ -155,20 +155,7 @@ pub fn run(config: &Config, shutdown: Shutdown, stats: Arc<Stats>) -> Result<Sna
     stats.phase.store(Phase::Running as u8, Relaxed);
     tracing::info!(threads, concurrency = runner.concurrency, worker = %runner.url, "reprow is running.");
 
-    let mut start_error = None;
-    for core in cores {
-        match core.join() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                shutdown.trigger();
-                start_error.get_or_insert(e);
-            }
-            Err(_) => {
-                shutdown.trigger();
-                tracing::error!("A core thread panicked.");
-            }
-        }
-    }
+    let start_error = join_cores(cores, &shutdown);
     stats.phase.store(Phase::Draining as u8, Relaxed);
     // Jobs the source handed over that no core took: back to the source. The loop ends when the
     // source thread has stopped and dropped its sender.
@@ -186,6 +173,29 @@ pub fn run(config: &Config, shutdown: Shutdown, stats: Arc<Stats>) -> Result<Sna
     }
     source_result?;
     Ok(stats.snapshot())
+}
+
+/// Waits for every core thread; the first event-loop error is returned, and any failure
+/// triggers shutdown so the other cores stop too.
+fn join_cores(
+    cores: Vec<thread::JoinHandle<std::io::Result<()>>>,
+    shutdown: &Shutdown,
+) -> Option<std::io::Error> {
+    let mut first = None;
+    for core in cores {
+        match core.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                shutdown.trigger();
+                first.get_or_insert(e);
+            }
+            Err(_) => {
+                shutdown.trigger();
+                tracing::error!("A core thread panicked.");
+            }
+        }
+    }
+    first
 }
 
 /// How many core threads to run.
@@ -313,20 +323,7 @@ fn run_durable(
     drop(dispatch_rx);
     stats.phase.store(Phase::Running as u8, Relaxed);
     tracing::info!(address = %local, threads, path = %lmdb.path.display(), "API listening.");
-    let mut start_error = None;
-    for core in cores {
-        match core.join() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                shutdown.trigger();
-                start_error.get_or_insert(e);
-            }
-            Err(_) => {
-                shutdown.trigger();
-                tracing::error!("A core thread panicked.");
-            }
-        }
-    }
+    let start_error = join_cores(cores, &shutdown);
     stats.phase.store(Phase::Draining as u8, Relaxed);
     drop(store);
     let _ = store_thread.join();

@@ -1898,20 +1898,14 @@ impl Engine {
                     ),
                     None => None,
                 };
-                let (mut lower, mut upper) = (Bound::Included(&lo[..]), Bound::Included(&hi[..]));
-                if let Some(c) = &cur {
-                    if desc {
-                        upper = Bound::Excluded(&c[..]);
-                    } else {
-                        lower = Bound::Excluded(&c[..]);
-                    }
-                }
-                let range = (lower, upper);
-                let iter: KvIter<'_> = if desc {
-                    Box::new(self.due.rev_range(&rtxn, &range).map_err(db_err)?)
-                } else {
-                    Box::new(self.due.range(&rtxn, &range).map_err(db_err)?)
-                };
+                let iter = walk(
+                    self.due,
+                    &rtxn,
+                    &lo,
+                    &hi,
+                    cur.as_ref().map(|c| &c[..]),
+                    desc,
+                )?;
                 let mut out = Vec::new();
                 let mut last = None;
                 for kv in iter {
@@ -1953,20 +1947,14 @@ impl Engine {
                 let limit = limit.clamp(1, 1000);
                 let (lo, hi) = (failed_key(qid, 0), failed_key(qid, u64::MAX));
                 let c = cursor.map(|c| failed_key(qid, c));
-                let (mut lower, mut upper) = (Bound::Included(&lo[..]), Bound::Included(&hi[..]));
-                if let Some(c) = &c {
-                    if desc {
-                        upper = Bound::Excluded(&c[..]);
-                    } else {
-                        lower = Bound::Excluded(&c[..]);
-                    }
-                }
-                let range = (lower, upper);
-                let iter: KvIter<'_> = if desc {
-                    Box::new(self.failed.rev_range(&rtxn, &range).map_err(db_err)?)
-                } else {
-                    Box::new(self.failed.range(&rtxn, &range).map_err(db_err)?)
-                };
+                let iter = walk(
+                    self.failed,
+                    &rtxn,
+                    &lo,
+                    &hi,
+                    c.as_ref().map(|c| &c[..]),
+                    desc,
+                )?;
                 let def = self.def_of(qid)?.clone();
                 let mut out = Vec::new();
                 for kv in iter.take(limit) {
@@ -2091,6 +2079,32 @@ fn below_cursor(q: &mut QState, rec: &JobRecord) {
         }
     }
     q.next_due = Some(q.next_due.map_or(rec.due_ms, |d| d.min(rec.due_ms)));
+}
+
+/// Walks `lo..=hi` of `db` forward, or backward when `desc`, resuming after `cursor` (which
+/// the previous page ended on).
+fn walk<'t>(
+    db: Db,
+    rtxn: &'t RoTxn,
+    lo: &'t [u8],
+    hi: &'t [u8],
+    cursor: Option<&'t [u8]>,
+    desc: bool,
+) -> Result<KvIter<'t>, StoreError> {
+    let (mut lower, mut upper) = (Bound::Included(lo), Bound::Included(hi));
+    if let Some(c) = cursor {
+        if desc {
+            upper = Bound::Excluded(c);
+        } else {
+            lower = Bound::Excluded(c);
+        }
+    }
+    let range = (lower, upper);
+    Ok(if desc {
+        Box::new(db.rev_range(rtxn, &range).map_err(db_err)?)
+    } else {
+        Box::new(db.range(rtxn, &range).map_err(db_err)?)
+    })
 }
 
 fn counts_key(qid: u32) -> [u8; 6] {

@@ -55,6 +55,17 @@ pub struct Failure {
 }
 
 impl Failure {
+    /// The failure recorded when the last allowed attempt failed with `last`.
+    pub fn exhausted(attempts: u32, last: &Failure) -> Failure {
+        Failure {
+            status: last.status,
+            message: format!(
+                "retries exhausted after {attempts} attempts: {}",
+                last.message
+            ),
+        }
+    }
+
     /// A failure from a transport error (no status).
     pub fn transport(message: impl Into<String>) -> Failure {
         Failure {

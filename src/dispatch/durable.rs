@@ -170,13 +170,7 @@ impl DurableCore {
                     self.settle(&d, Settlement::Retry(delay, reason), elapsed_ms);
                 } else {
                     Stats::inc(&self.stats.failed);
-                    let failure = Failure {
-                        status: reason.status,
-                        message: format!(
-                            "retries exhausted after {} attempts: {}",
-                            job.attempts, reason.message
-                        ),
-                    };
+                    let failure = Failure::exhausted(job.attempts, &reason);
                     tracing::warn!(queue = %job.queue, id = job.id, attempt = job.attempts, status = ?failure.status, message = %failure.message, "Job failed.");
                     self.settle(&d, Settlement::Fail(failure, false), elapsed_ms);
                 }

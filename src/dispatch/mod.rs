@@ -204,13 +204,7 @@ impl CoreDispatcher {
             Outcome::Retry { after, reason } => {
                 if !self.policy.may_retry(job.attempts) {
                     Stats::inc(&self.stats.failed);
-                    let failure = Failure {
-                        status: reason.status,
-                        message: format!(
-                            "retries exhausted after {} attempts: {}",
-                            job.attempts, reason.message
-                        ),
-                    };
+                    let failure = Failure::exhausted(job.attempts, &reason);
                     tracing::warn!(queue = %job.queue, id = job.id, attempt = job.attempts, status = ?failure.status, message = %failure.message, "Job failed.");
                     self.settle.failed(&job, &failure);
                     return;

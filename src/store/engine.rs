@@ -760,20 +760,12 @@ impl Engine {
                 forget,
             } => self.pull(&mut txn, &queue, count, forget, now)?,
             Op::Ack { queue, id } => {
-                let qid = self.qid(&queue)?;
-                let rec = self
-                    .read_job(&txn, id)?
-                    .filter(|r| r.queue == qid)
-                    .ok_or_else(|| no_job(id))?;
+                let (_, rec) = self.queue_job(&txn, &queue, id)?;
                 self.remove_job(&mut txn, &rec)?;
                 (Reply::Unit, Effect::Removed { rec, done: Some(0) })
             }
             Op::Nack { queue, id, message } => {
-                let qid = self.qid(&queue)?;
-                let rec = self
-                    .read_job(&txn, id)?
-                    .filter(|r| r.queue == qid)
-                    .ok_or_else(|| no_job(id))?;
+                let (qid, rec) = self.queue_job(&txn, &queue, id)?;
                 let def = self.def_of(qid)?.clone();
                 let policy = policy_for(&def, Some(&rec));
                 let attempts = rec.attempts + 1;
@@ -800,11 +792,7 @@ impl Engine {
                 }
             }
             Op::DeleteJob { queue, id } => {
-                let qid = self.qid(&queue)?;
-                let rec = self
-                    .read_job(&txn, id)?
-                    .filter(|r| r.queue == qid)
-                    .ok_or_else(|| no_job(id))?;
+                let (_, rec) = self.queue_job(&txn, &queue, id)?;
                 self.remove_job(&mut txn, &rec)?;
                 (Reply::Unit, Effect::Removed { rec, done: None })
             }
@@ -1147,6 +1135,16 @@ impl Engine {
             .get(txn, format!("qid:{name}").as_bytes())
             .map_err(db_err)?
             .and_then(|v| v.try_into().ok().map(u32::from_le_bytes)))
+    }
+
+    /// A job that must exist in the named queue (404 otherwise), with the queue's id.
+    fn queue_job(&self, txn: &RoTxn, queue: &str, id: u64) -> Result<(u32, JobRecord), StoreError> {
+        let qid = self.qid(queue)?;
+        let rec = self
+            .read_job(txn, id)?
+            .filter(|r| r.queue == qid)
+            .ok_or_else(|| no_job(id))?;
+        Ok((qid, rec))
     }
 
     fn read_job(&self, txn: &RoTxn, id: u64) -> Result<Option<JobRecord>, StoreError> {

@@ -1080,9 +1080,10 @@ impl Engine {
             self.released.push((id, l.clone()));
         }
         self.expiry.remove(&(l.deadline_ms, id));
+        // The cursor stays: a job that left the queue is not runnable, and callers that make
+        // a job runnable again (retry, release, expiry) reset it through `below_cursor`.
         if let Some(q) = self.queues.get_mut(&l.qid) {
             q.leased = q.leased.saturating_sub(1);
-            q.cursor = None;
         }
         Some(l)
     }
@@ -1672,6 +1673,10 @@ impl Engine {
                 break;
             }
             if let Some(l) = self.unlease(id) {
+                // The job's due key is behind the cursor: the next scan must start over.
+                if let Some(q) = self.queues.get_mut(&l.qid) {
+                    q.cursor = None;
+                }
                 tracing::warn!(
                     id,
                     pull = l.pull,

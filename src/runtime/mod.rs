@@ -76,13 +76,12 @@ pub enum RunError {
 /// [`RunError`] when start-up fails or the source fails while running.
 pub fn run(config: &Config, shutdown: Shutdown, stats: Arc<Stats>) -> Result<Snapshot, RunError> {
     stats.phase.store(Phase::Starting as u8, Relaxed);
-    let fifo = match &config.queue {
-        QueueConfig::Lmdb(l) => return run_durable(config, l, shutdown, stats),
-        QueueConfig::Fifo(f) => f,
-    };
+    if let QueueConfig::Lmdb(l) = &config.queue {
+        return run_durable(config, l, shutdown, stats);
+    }
     let runner = config
         .runner()
-        .ok_or_else(|| RunError::Config("a FIFO queue needs runner.url".into()))?;
+        .ok_or_else(|| RunError::Config("this queue type needs runner.url".into()))?;
     let url = WorkerUrl::parse(&runner.url).map_err(|reason| RunError::Resolve {
         host: runner.url.clone(),
         reason,
@@ -95,7 +94,11 @@ pub fn run(config: &Config, shutdown: Shutdown, stats: Arc<Stats>) -> Result<Sna
         })?
         .collect();
 
-    let source: Box<dyn Source> = Box::new(FifoSource::open(fifo, stats.clone())?);
+    let source: Box<dyn Source> = match &config.queue {
+        QueueConfig::Fifo(f) => Box::new(FifoSource::open(f, stats.clone())?),
+        QueueConfig::Q4m(q) => q4m_source(q, runner.concurrency, config, stats.clone())?,
+        QueueConfig::Lmdb(_) => unreachable!("returned above"),
+    };
     let settle = source.settler();
 
     let threads = thread_count(config).min(runner.concurrency);
@@ -173,6 +176,30 @@ pub fn run(config: &Config, shutdown: Shutdown, stats: Arc<Stats>) -> Result<Sna
     }
     source_result?;
     Ok(stats.snapshot())
+}
+
+#[cfg(feature = "q4m")]
+fn q4m_source(
+    q: &crate::config::Q4mConfig,
+    concurrency: usize,
+    config: &Config,
+    stats: Arc<Stats>,
+) -> Result<Box<dyn Source>, RunError> {
+    let source =
+        crate::source::q4m::Q4mSource::open(q, concurrency, config.shutdown_timeout, stats)?;
+    Ok(Box::new(source))
+}
+
+#[cfg(not(feature = "q4m"))]
+fn q4m_source(
+    _: &crate::config::Q4mConfig,
+    _: usize,
+    _: &Config,
+    _: Arc<Stats>,
+) -> Result<Box<dyn Source>, RunError> {
+    Err(RunError::Config(
+        "queue type q4m needs reprow built with --features q4m".into(),
+    ))
 }
 
 /// Waits for every core thread; the first event-loop error is returned, and any failure

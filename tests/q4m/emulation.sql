@@ -7,7 +7,7 @@
 -- stands in for Q4M returning a dropped connection's row.
 
 CREATE TABLE jobs_data (
-  id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+  id BIGINT NOT NULL PRIMARY KEY,
   payload TEXT NOT NULL,
   note VARCHAR(64) NULL,
   _owner BIGINT UNSIGNED NULL,
@@ -16,9 +16,11 @@ CREATE TABLE jobs_data (
 
 CREATE VIEW jobs AS SELECT id, payload, note FROM jobs_data WHERE _owner = CONNECTION_ID();
 
+-- reprow's failed_table: it needs these six columns.
 CREATE TABLE failures (
   id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
-  payload LONGTEXT NOT NULL,
+  queue VARCHAR(128) NOT NULL,
+  payload LONGBLOB NOT NULL,
   status INT NULL,
   message TEXT NOT NULL,
   attempts INT NOT NULL,

@@ -456,13 +456,15 @@ impl Connection {
         let (sql, doing) = match &settlement {
             Settlement::Done => ("SELECT queue_end()", "ending a finished row"),
             Settlement::Abort => ("SELECT queue_abort()", "returning an unfinished row"),
-            Settlement::Failed(job, failure) => match record_failure(conn, &self.shared, job, failure) {
-                Ok(()) => ("SELECT queue_end()", "ending a failed row"),
-                Err(e) => {
-                    tracing::error!(queue = %job.queue, id = job.id, error = %e, "Could not record a failed Q4M row; returning it to the queue instead.");
-                    ("SELECT queue_abort()", "returning a failed row")
+            Settlement::Failed(job, failure) => {
+                match record_failure(conn, &self.shared, job, failure) {
+                    Ok(()) => ("SELECT queue_end()", "ending a failed row"),
+                    Err(e) => {
+                        tracing::error!(queue = %job.queue, id = job.id, error = %e, "Could not record a failed Q4M row; returning it to the queue instead.");
+                        ("SELECT queue_abort()", "returning a failed row")
+                    }
                 }
-            },
+            }
         };
         if let Err(e) = conn.query_drop(sql) {
             // The server gives the row back when the connection goes: it will be delivered
@@ -561,7 +563,8 @@ fn record_failure(
     let Some(file) = &shared.failed_file else {
         return Err("no failed file or table".into());
     };
-    let mut line = serde_json::to_vec(&Record::of(job, Some(failure))).map_err(|e| e.to_string())?;
+    let mut line =
+        serde_json::to_vec(&Record::of(job, Some(failure))).map_err(|e| e.to_string())?;
     line.push(b'\n');
     let mut file = file.lock().unwrap_or_else(|e| e.into_inner());
     file.write_all(&line)

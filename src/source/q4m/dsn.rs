@@ -84,7 +84,10 @@ impl Dsn {
         if let Some(rest) = text.strip_prefix("mysql://") {
             parse_url(rest)
         } else if text.contains("://") {
-            Err("only mysql:// URLs or Go-style DSNs (user:pass@tcp(host:port)/db) are understood".into())
+            Err(
+                "only mysql:// URLs or Go-style DSNs (user:pass@tcp(host:port)/db) are understood"
+                    .into(),
+            )
         } else {
             parse_go(text)
         }
@@ -113,7 +116,9 @@ fn parse_go(text: &str) -> Result<Dsn, String> {
             let (proto, addr) = net
                 .strip_suffix(')')
                 .and_then(|n| n.split_once('('))
-                .ok_or_else(|| format!("unknown address {net:?}; write tcp(host:port) or unix(/path)"))?;
+                .ok_or_else(|| {
+                    format!("unknown address {net:?}; write tcp(host:port) or unix(/path)")
+                })?;
             match proto {
                 "tcp" => parse_host_port(addr)?,
                 "unix" if !addr.is_empty() => Address::Unix(PathBuf::from(addr)),

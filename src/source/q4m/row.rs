@@ -29,7 +29,8 @@ pub enum RowError {
 /// The row as a JSON object of column → value, in column order. `values[i]` belongs to
 /// `columns[i]`; `None` is SQL NULL.
 pub fn row_json(columns: &[(&str, ColumnKind)], values: &[Option<&[u8]>]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(64 + values.iter().flatten().map(|v| v.len() + 8).sum::<usize>());
+    let mut out =
+        Vec::with_capacity(64 + values.iter().flatten().map(|v| v.len() + 8).sum::<usize>());
     out.push(b'{');
     for (i, ((name, kind), value)) in columns.iter().zip(values).enumerate() {
         if i > 0 {
@@ -96,7 +97,13 @@ mod tests {
 
     #[test]
     fn row_as_json_object_in_column_order() {
-        let cols = [("id", Number), ("payload", Text), ("note", Text), ("price", Text), ("score", Number)];
+        let cols = [
+            ("id", Number),
+            ("payload", Text),
+            ("note", Text),
+            ("price", Text),
+            ("score", Number),
+        ];
         let vals: [Option<&[u8]>; 5] = [
             Some(b"42"),
             Some(br#"{"a":"b\"c"}"#),
@@ -116,7 +123,12 @@ mod tests {
     #[test]
     fn odd_values_stay_valid_json() {
         let cols = [("z", Number), ("n", Number), ("bin", Text), ("ctl", Text)];
-        let vals: [Option<&[u8]>; 4] = [Some(b"007"), Some(b"nan"), Some(&[0, 255]), Some(b"a\nb\x01")];
+        let vals: [Option<&[u8]>; 4] = [
+            Some(b"007"),
+            Some(b"nan"),
+            Some(&[0, 255]),
+            Some(b"a\nb\x01"),
+        ];
         let json = row_json(&cols, &vals);
         let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
         assert_eq!(v["z"], "007");

@@ -244,6 +244,11 @@ pub struct Q4mConfig {
     /// bounds how long shutdown waits for idle connections. Defaults to 1 second; 1 to 60.
     #[serde(default = "default_q4m_wait_timeout", deserialize_with = "duration")]
     pub wait_timeout: Duration,
+    /// How often the connection of a row whose job is running (or waiting for its retry) is
+    /// pinged, so a server `wait_timeout` shorter than a job cannot close it and hand the row
+    /// out again. Defaults to 30 seconds; at least 1 second.
+    #[serde(default = "default_q4m_keepalive", deserialize_with = "duration")]
+    pub keepalive: Duration,
     /// SQL statements run on every new connection (for example
     /// `SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED`). Defaults to none.
     #[serde(default)]
@@ -260,6 +265,9 @@ pub struct Q4mConfig {
 
 fn default_content_type() -> String {
     crate::job::DEFAULT_CONTENT_TYPE.to_string()
+}
+const fn default_q4m_keepalive() -> Duration {
+    Duration::from_secs(30)
 }
 const fn default_q4m_wait_timeout() -> Duration {
     Duration::from_secs(1)
@@ -318,6 +326,9 @@ impl Q4mConfig {
                 "queue.wait_timeout",
                 "must be whole seconds from 1 to 60 (Q4M's queue_wait counts seconds)".into(),
             ));
+        }
+        if self.keepalive < Duration::from_secs(1) {
+            return Err(("queue.keepalive", "must be at least 1s".into()));
         }
         if self.init_sql.iter().any(|s| s.trim().is_empty()) {
             return Err(("queue.init_sql", "statements must not be empty".into()));
@@ -932,6 +943,7 @@ mod tests {
                 assert_eq!(q.queue_name(), "job_queue");
                 assert_eq!(q.connection_count(3), 3);
                 assert_eq!(q.wait_timeout, Duration::from_secs(1));
+                assert_eq!(q.keepalive, Duration::from_secs(30));
                 assert_eq!(q.content_type, "application/json");
                 assert_eq!(q.failed_path, PathBuf::from("reprow-failed.jsonl"));
                 assert!(q.payload_column.is_none() && q.failed_table.is_none());
@@ -953,18 +965,63 @@ mod tests {
     #[test]
     fn q4m_refusals() {
         let cases = [
-            ("dsn: root:@tcp(127.0.0.1:3306)/test", "dsn: nowhere", "queue.dsn"),
+            (
+                "dsn: root:@tcp(127.0.0.1:3306)/test",
+                "dsn: nowhere",
+                "queue.dsn",
+            ),
             ("table: job_queue", "table: \"jobs; DROP\"", "queue.table"),
             ("table: job_queue", "table: a.b.c", "queue.table"),
-            ("table: job_queue", "table: job_queue\n  payload_column: \"a b\"", "queue.payload_column"),
-            ("table: job_queue", "table: job_queue\n  failed_table: \"x'\"", "queue.failed_table"),
-            ("table: job_queue", "table: job_queue\n  wait_timeout: 0", "queue.wait_timeout"),
-            ("table: job_queue", "table: job_queue\n  wait_timeout: 1500ms", "queue.wait_timeout"),
-            ("table: job_queue", "table: job_queue\n  wait_timeout: 61", "queue.wait_timeout"),
-            ("table: job_queue", "table: job_queue\n  connections: 0", "queue.connections"),
-            ("table: job_queue", "table: job_queue\n  connections: 1001", "queue.connections"),
-            ("table: job_queue", "table: job_queue\n  init_sql: [\"\"]", "queue.init_sql"),
-            ("table: job_queue", "table: job_queue\n  content_type: \"\"", "queue.content_type"),
+            (
+                "table: job_queue",
+                "table: job_queue\n  payload_column: \"a b\"",
+                "queue.payload_column",
+            ),
+            (
+                "table: job_queue",
+                "table: job_queue\n  failed_table: \"x'\"",
+                "queue.failed_table",
+            ),
+            (
+                "table: job_queue",
+                "table: job_queue\n  wait_timeout: 0",
+                "queue.wait_timeout",
+            ),
+            (
+                "table: job_queue",
+                "table: job_queue\n  wait_timeout: 1500ms",
+                "queue.wait_timeout",
+            ),
+            (
+                "table: job_queue",
+                "table: job_queue\n  wait_timeout: 61",
+                "queue.wait_timeout",
+            ),
+            (
+                "table: job_queue",
+                "table: job_queue\n  connections: 0",
+                "queue.connections",
+            ),
+            (
+                "table: job_queue",
+                "table: job_queue\n  connections: 1001",
+                "queue.connections",
+            ),
+            (
+                "table: job_queue",
+                "table: job_queue\n  init_sql: [\"\"]",
+                "queue.init_sql",
+            ),
+            (
+                "table: job_queue",
+                "table: job_queue\n  keepalive: 500ms",
+                "queue.keepalive",
+            ),
+            (
+                "table: job_queue",
+                "table: job_queue\n  content_type: \"\"",
+                "queue.content_type",
+            ),
             ("concurrency: 3", "concurrency: 2000", "queue.connections"),
         ];
         for (from, to, key) in cases {
@@ -972,7 +1029,10 @@ mod tests {
             assert!(e.contains(key), "{to}: {e}");
         }
         assert!(err("queue:\n  type: q4m\n  dsn: /db\n  table: t\n").contains("runner"));
-        assert!(err("queue:\n  type: q4m\n  table: t\nrunner:\n  type: http_proxy\n  url: http://h\n").contains("dsn"));
+        assert!(err(
+            "queue:\n  type: q4m\n  table: t\nrunner:\n  type: http_proxy\n  url: http://h\n"
+        )
+        .contains("dsn"));
     }
 
     #[test]

@@ -155,9 +155,14 @@ impl QueueDb {
         ids.len()
     }
 
+    /// The server's address and credentials, to reach it through a proxy.
+    fn server_opts(&self) -> Opts {
+        Opts::from_url(&self.server).unwrap()
+    }
+
     /// reprow's config for this database.
     fn config(&self, scene: &Scene, url: &str, queue_extra: &str, runner_extra: &str) -> PathBuf {
-        let init = if self.real_q4m {
+        let init = if self.real_q4m || queue_extra.contains("init_sql") {
             String::new()
         } else {
             "  init_sql: [\"SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED\"]\n".into()
@@ -555,4 +560,137 @@ fn start_refuses_what_cannot_work() {
     let mut reprow = Reprow::start(&config);
     assert!(!reprow.wait().success());
     assert!(reprow.log().contains("table nosuch"), "{}", reprow.log());
+}
+
+#[test]
+fn keepalive_outlasts_a_short_server_wait_timeout() {
+    let db = QueueDb::fresh();
+    let scene = Scene::new();
+    // The job takes 4 s; the server closes connections idle for 2 s.
+    let worker = Worker::start(|_, _| Reply::After(Duration::from_secs(4), Box::new(Reply::ok())));
+    db.insert(&[(1, "slow", None)]);
+    let queue = "  connections: 2\n  keepalive: 1s\n  init_sql:\n    - SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED\n    - SET SESSION wait_timeout = 2\n";
+    let reprow = Reprow::start(&db.config(&scene, &worker.url(), queue, ""));
+    worker.wait_for(1);
+    db.wait_remaining(0);
+    // Had the connection been closed, the row would have gone to the other connection.
+    assert_eq!(worker.received().len(), 1);
+    assert!(
+        !reprow.log().contains("Lost the Q4M connection"),
+        "{}",
+        reprow.log()
+    );
+    assert!(reprow.stop().0.success());
+}
+
+/// A TCP forwarder to the test server that can be cut (every connection closed, nothing
+/// listening) and restored on the same port: a real outage, as a restart or a network cut.
+struct Proxy {
+    port: u16,
+    target: (String, u16),
+    state: std::sync::Arc<std::sync::Mutex<ProxyState>>,
+}
+
+#[derive(Default)]
+struct ProxyState {
+    listening: bool,
+    streams: Vec<std::net::TcpStream>,
+}
+
+impl Proxy {
+    fn start(target: (String, u16)) -> Proxy {
+        let proxy = Proxy {
+            port: free_port(),
+            target,
+            state: Default::default(),
+        };
+        proxy.restore();
+        proxy
+    }
+
+    fn restore(&self) {
+        let listener = std::net::TcpListener::bind(("127.0.0.1", self.port)).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        self.state.lock().unwrap().listening = true;
+        let (state, target) = (self.state.clone(), self.target.clone());
+        std::thread::spawn(move || loop {
+            if !state.lock().unwrap().listening {
+                return; // drops the listener: connects are refused
+            }
+            let Ok((client, _)) = listener.accept() else {
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
+            };
+            client.set_nonblocking(false).unwrap();
+            let Ok(server) = std::net::TcpStream::connect((target.0.as_str(), target.1)) else {
+                continue;
+            };
+            let mut st = state.lock().unwrap();
+            st.streams.push(client.try_clone().unwrap());
+            st.streams.push(server.try_clone().unwrap());
+            for (mut from, mut to) in [
+                (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                (server, client),
+            ] {
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut from, &mut to);
+                    let _ = to.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+    }
+
+    fn cut(&self) {
+        let mut st = self.state.lock().unwrap();
+        st.listening = false;
+        for s in st.streams.drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+#[test]
+fn an_outage_is_waited_out_with_backoff() {
+    let db = QueueDb::fresh();
+    let scene = Scene::new();
+    let worker = Worker::start(|_, _| Reply::ok());
+    let opts = db.server_opts();
+    let host = opts.get_ip_or_hostname().to_string();
+    let proxy = Proxy::start((host, opts.get_tcp_port()));
+    let user = opts.get_user().unwrap_or("root");
+    let pass = opts.get_pass().map(|p| format!(":{p}")).unwrap_or_default();
+    let dsn = format!("mysql://{user}{pass}@127.0.0.1:{}/{}", proxy.port, db.name);
+    let text = std::fs::read_to_string(db.config(&scene, &worker.url(), "  connections: 2\n", ""))
+        .unwrap()
+        .replace(&format!("dsn: {}", db.url()), &format!("dsn: {dsn}"));
+    let config = scene.path("proxied.yaml");
+    std::fs::write(&config, text).unwrap();
+
+    let reprow = Reprow::start(&config);
+    db.insert(&[(1, "before", None)]);
+    worker.wait_for(1);
+    db.wait_remaining(0);
+
+    proxy.cut();
+    db.insert(&[(2, "during", None), (3, "during", None)]);
+    // Connects are refused; the pause between attempts doubles (100, 200, 400, 800 ms).
+    wait_until("backoff to reach 800 ms", || {
+        reprow.log().contains("\"retry_in_ms\":800")
+    });
+    let log = reprow.log();
+    for ms in [100, 200, 400] {
+        assert!(log.contains(&format!("\"retry_in_ms\":{ms}")), "{log}");
+    }
+    assert_eq!(worker.received().len(), 1);
+
+    proxy.restore();
+    let got = worker.wait_for(3);
+    db.wait_remaining(0);
+    let ids: BTreeSet<i64> = got
+        .iter()
+        .map(|r| body_json(r)["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids, (1..=3).collect());
+    assert!(reprow.log().contains("Q4M connection restored"));
+    assert!(reprow.stop().0.success());
 }

@@ -425,10 +425,15 @@ impl Connection {
             return Some(Settlement::Abort);
         }
         let mut shutdown_seen: Option<Instant> = None;
+        let mut last_ping = Instant::now();
         loop {
             match self.settle_rx.recv_timeout(Duration::from_millis(250)) {
                 Ok(s) => return Some(s),
                 Err(RecvTimeoutError::Timeout) => {
+                    if last_ping.elapsed() >= self.shared.config.keepalive {
+                        last_ping = Instant::now();
+                        self.keep_alive();
+                    }
                     if !self.shutdown.is_triggered() {
                         continue;
                     }
@@ -445,6 +450,19 @@ impl Connection {
                 }
                 Err(RecvTimeoutError::Disconnected) => return None,
             }
+        }
+    }
+
+    /// Pings the connection of a row whose job runs or waits for its retry, so a server
+    /// `wait_timeout` shorter than the job does not close it and hand the row to someone else.
+    fn keep_alive(&mut self) {
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        if let Err(e) = conn.ping() {
+            tracing::warn!(connection = self.index, error = %e, "Lost the Q4M connection of a row whose job is still running; the server has the row back and it may run twice.");
+            self.conn = None;
+            self.lost = true;
         }
     }
 

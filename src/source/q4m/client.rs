@@ -208,7 +208,13 @@ impl Q4mSource {
             queue: config.queue_name().into(),
             content_type: config.content_type.as_str().into(),
             no_headers: Arc::from(Vec::new()),
-            next_id: AtomicU64::new(1),
+            // As the FIFO's: the start time in microseconds, so ids increase across restarts.
+            // A row returned and taken again gets a new id (Q4M rows have no id of their own).
+            next_id: AtomicU64::new(
+                SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(1, |d| d.as_micros() as u64),
+            ),
             stats,
             settler: Arc::new(Q4mSettler::default()),
             settle_deadline: grace + Duration::from_secs(10),

@@ -94,12 +94,23 @@ struct Q4mSettler {
 }
 
 impl Q4mSettler {
+    fn routes(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Sender<Settlement>>> {
+        // A panic elsewhere cannot leave the map half-changed: every use is one call.
+        self.routes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sends the settlement of job `id` to `tx`.
+    fn expect(&self, id: u64, tx: Sender<Settlement>) {
+        self.routes().insert(id, tx);
+    }
+
+    /// No settlement of job `id` is awaited any more.
+    fn forget(&self, id: u64) {
+        self.routes().remove(&id);
+    }
+
     fn route(&self, id: u64, settlement: Settlement) {
-        let tx = self
-            .routes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&id);
+        let tx = self.routes().remove(&id);
         match tx {
             // A send fails only if the thread gave up on the job (its connection is gone, so the
             // server has the row back already).
@@ -414,20 +425,10 @@ impl Connection {
     fn dispatch(&mut self, job: Job) -> Option<Settlement> {
         let id = job.id;
         // The route goes in before the job leaves, so a settlement can never miss it.
-        self.shared
-            .settler
-            .routes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id, self.settle_tx.clone());
+        self.shared.settler.expect(id, self.settle_tx.clone());
         if self.out.send_blocking(job).is_err() {
             // The cores are gone: nobody will deliver it.
-            self.shared
-                .settler
-                .routes
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&id);
+            self.shared.settler.forget(id);
             return Some(Settlement::Abort);
         }
         let mut shutdown_seen: Option<Instant> = None;
@@ -445,12 +446,7 @@ impl Connection {
                     }
                     let since = *shutdown_seen.get_or_insert_with(Instant::now);
                     if since.elapsed() > self.shared.settle_deadline {
-                        self.shared
-                            .settler
-                            .routes
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .remove(&id);
+                        self.shared.settler.forget(id);
                         return None;
                     }
                 }

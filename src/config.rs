@@ -950,8 +950,10 @@ mod tests {
             (false, Err(e)) => assert!(e.to_string().contains("--features q4m"), "{e}"),
             (built, other) => panic!("built with q4m: {built}, yet {other:?}"),
         }
-        let named = Q4M.replace("table: job_queue", "table: db.jobs");
-        if let Ok(c) = Config::from_yaml(&named) {
+        #[cfg(feature = "q4m")]
+        {
+            let named = Q4M.replace("table: job_queue", "table: db.jobs");
+            let c = Config::from_yaml(&named).unwrap();
             let QueueConfig::Q4m(q) = &c.queue else {
                 panic!("not q4m")
             };

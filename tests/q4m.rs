@@ -306,7 +306,7 @@ fn a_retry_after_holds_the_row_while_other_rows_flow() {
     let worker = Worker::start(|r, _| {
         let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
         if v["id"] == 1 && r.attempt() == 1 {
-            Reply::Status(503, vec![("Retry-After", "1".into())], b"busy".to_vec())
+            Reply::Status(503, vec![("Retry-After", "3".into())], b"busy".to_vec())
         } else {
             Reply::ok()
         }
@@ -314,12 +314,14 @@ fn a_retry_after_holds_the_row_while_other_rows_flow() {
     db.insert(&[(1, "first", None)]);
     let reprow = Reprow::start(&db.config(&scene, &worker.url(), "  connections: 2\n", ""));
     let first = worker.wait_for(1)[0].clone();
-    // Held, not returned: the row is still in the table and owned.
-    assert_eq!(db.remaining(), 1);
+    // Row 2 goes through while row 1 waits out its 3 s.
+    db.insert(&[(2, "second", None)]);
+    worker.wait_for(2);
+    db.wait_remaining(1);
+    // Held, not returned: row 1 is still in the table, and owned.
     if let Some(free) = db.free_rows() {
         assert_eq!(free, 0, "the held row must stay owned");
     }
-    db.insert(&[(2, "second", None)]);
     let got = worker.wait_for(3);
     let order: Vec<(i64, u32)> = got
         .iter()
@@ -328,7 +330,7 @@ fn a_retry_after_holds_the_row_while_other_rows_flow() {
     assert_eq!(order, [(1, 1), (2, 1), (1, 2)]);
     let waited = got[2].at - first.at;
     assert!(
-        waited >= Duration::from_millis(950),
+        waited >= Duration::from_millis(2950),
         "retried after {waited:?}"
     );
     db.wait_remaining(0);
@@ -401,39 +403,44 @@ fn shutdown_returns_unfinished_rows_and_a_restart_delivers_them() {
         (2, "b", None),
         (3, "c", None),
         (4, "d", None),
+        (5, "e", None),
     ]);
+    // One row in flight, one queued for the core, three waiting to be queued, one connection
+    // idle in queue_wait: every place a connection can be at shutdown.
     let config = db.config(
         &scene,
         &stuck.url(),
-        "  connections: 3\n",
-        "  concurrency: 2\n",
+        "  connections: 6\n",
+        "  concurrency: 1\n",
     );
     let reprow = Reprow::start(&config);
-    stuck.wait_for(2);
+    stuck.wait_for(1);
+    wait_until("every row owned", || db.free_rows().is_none_or(|f| f == 0));
     let started = Instant::now();
     let (status, _) = reprow.stop();
     assert!(status.success());
-    // shutdown_timeout is 2 s; the idle connection's queue_wait ends within 1 s.
+    // shutdown_timeout is 2 s; an idle connection's queue_wait ends within 1 s.
     assert!(
         started.elapsed() < Duration::from_secs(8),
         "{:?}",
         started.elapsed()
     );
-    assert_eq!(db.remaining(), 4);
+    assert_eq!(db.remaining(), 5);
     if let Some(free) = db.free_rows() {
-        assert_eq!(free, 4, "every row must be given back at shutdown");
+        assert_eq!(free, 5, "every row must be given back at shutdown");
     }
+    assert_eq!(stuck.received().len(), 1);
 
     let worker = Worker::start(|_, _| Reply::ok());
     let config = db.config(&scene, &worker.url(), "", "");
     let reprow = Reprow::start(&config);
-    let got = worker.wait_for(4);
+    let got = worker.wait_for(5);
     db.wait_remaining(0);
     let ids: BTreeSet<i64> = got
         .iter()
         .map(|r| body_json(r)["id"].as_i64().unwrap())
         .collect();
-    assert_eq!(ids, (1..=4).collect());
+    assert_eq!(ids, (1..=5).collect());
     assert!(reprow.stop().0.success());
 }
 
@@ -692,5 +699,68 @@ fn an_outage_is_waited_out_with_backoff() {
         .collect();
     assert_eq!(ids, (1..=3).collect());
     assert!(reprow.log().contains("Q4M connection restored"));
+    assert!(reprow.stop().0.success());
+}
+
+#[test]
+fn rows_waiting_for_a_free_core_are_kept_alive_too() {
+    let db = QueueDb::fresh();
+    let scene = Scene::new();
+    // One job at a time, 2.5 s each; three connections own a row each, so the third waits
+    // 5 s for the core, longer than the server keeps an idle connection (2 s).
+    let worker =
+        Worker::start(|_, _| Reply::After(Duration::from_millis(2500), Box::new(Reply::ok())));
+    db.insert(&[(1, "a", None), (2, "b", None), (3, "c", None)]);
+    let queue = "  connections: 3\n  keepalive: 1s\n  init_sql:\n    - SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED\n    - SET SESSION wait_timeout = 2\n";
+    let reprow = Reprow::start(&db.config(&scene, &worker.url(), queue, "  concurrency: 1\n"));
+    worker.wait_for(3);
+    db.wait_remaining(0);
+    let ids: Vec<i64> = worker
+        .received()
+        .iter()
+        .map(|r| body_json(r)["id"].as_i64().unwrap())
+        .collect();
+    let distinct: BTreeSet<i64> = ids.iter().copied().collect();
+    assert_eq!((ids.len(), distinct.len()), (3, 3), "delivered {ids:?}");
+    assert!(
+        !reprow.log().contains("Lost the Q4M connection"),
+        "{}",
+        reprow.log()
+    );
+    assert!(reprow.stop().0.success());
+}
+
+#[test]
+fn a_failure_that_cannot_be_recorded_keeps_its_row() {
+    let db = QueueDb::fresh();
+    let scene = Scene::new();
+    // A failed table whose message column is too short for the worker's message: in strict
+    // mode every insert is refused until the column is widened.
+    db.conn()
+        .query_drop(
+            "CREATE TABLE narrow_failures (queue VARCHAR(128) NOT NULL, payload LONGBLOB NOT NULL, status INT NULL, message VARCHAR(3) NOT NULL, attempts INT NOT NULL, failed_at VARCHAR(40) NOT NULL) ENGINE=InnoDB",
+        )
+        .unwrap();
+    let worker =
+        Worker::start(|_, _| Reply::Status(422, vec![], b"this message is too long".to_vec()));
+    db.insert(&[(1, "a", None)]);
+    let queue = "  failed_table: narrow_failures\n  init_sql:\n    - SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED\n    - SET SESSION sql_mode = 'STRICT_ALL_TABLES'\n";
+    let reprow = Reprow::start(&db.config(&scene, &worker.url(), queue, ""));
+    wait_until("the pause to reach 400 ms", || {
+        reprow.log().contains("\"retry_in_ms\":400")
+    });
+    // Kept, and not in a hot loop: one delivery per pause (100, 200, 400 ms, ...).
+    assert_eq!(db.remaining(), 1);
+    let deliveries = worker.received().len();
+    assert!((3..=5).contains(&deliveries), "{deliveries} deliveries");
+    db.conn()
+        .query_drop("ALTER TABLE narrow_failures MODIFY message TEXT NOT NULL")
+        .unwrap();
+    db.wait_remaining(0);
+    let rows: Vec<(String, Option<u16>)> = db
+        .conn()
+        .query("SELECT message, status FROM narrow_failures")
+        .unwrap();
+    assert_eq!(rows, [("this message is too long".to_string(), Some(422))]);
     assert!(reprow.stop().0.success());
 }

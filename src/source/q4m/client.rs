@@ -44,6 +44,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Added to `queue_wait`'s own timeout for the socket read timeout, so a server that stops
 /// answering is noticed while a healthy `queue_wait` is never cut short.
 const READ_SLACK: Duration = Duration::from_secs(30);
+/// Longest pause between attempts to queue a job for busy cores.
+const MAX_HAND_OVER_PAUSE: Duration = Duration::from_millis(20);
 /// Columns `failed_table` must have.
 const FAILED_TABLE_COLUMNS: [&str; 6] = [
     "queue",
@@ -75,9 +77,32 @@ struct Shared {
     next_id: AtomicU64,
     stats: Arc<Stats>,
     settler: Arc<Q4mSettler>,
+    /// The pause before a row whose failure could not be recorded is returned, in ms; 0 after
+    /// a success. Shared, so the row cannot escape the backoff by landing on another
+    /// connection.
+    record_backoff_ms: AtomicU64,
     /// How long a thread waits for a settlement once shutdown started: the cores' grace
     /// period plus slack. Past it the connection is dropped, which returns the row.
     settle_deadline: Duration,
+}
+
+impl Shared {
+    /// The next pause after a failure to record: 100 ms, doubling to [`MAX_BACKOFF`].
+    fn next_record_backoff(&self) -> Duration {
+        let first = FIRST_BACKOFF.as_millis() as u64;
+        let max = MAX_BACKOFF.as_millis() as u64;
+        let prev = self
+            .record_backoff_ms
+            .fetch_update(Relaxed, Relaxed, |ms| {
+                Some(if ms == 0 { first } else { (ms * 2).min(max) })
+            })
+            .unwrap_or(0);
+        Duration::from_millis(if prev == 0 {
+            first
+        } else {
+            (prev * 2).min(max)
+        })
+    }
 }
 
 /// How a job ended, sent from a core to the thread owning its row.
@@ -154,6 +179,10 @@ impl Q4mSource {
         stats: Arc<Stats>,
     ) -> Result<Q4mSource, SourceError> {
         let dsn = Dsn::parse(&config.dsn).map_err(SourceError::Q4m)?;
+        // Names are spliced into SQL: checked here too, not only by config validation.
+        for name in std::iter::once(&config.table).chain(&config.failed_table) {
+            super::check_table_name(name).map_err(SourceError::Q4m)?;
+        }
         if !dsn.ignored_params.is_empty() {
             tracing::info!(params = ?dsn.ignored_params, "Ignoring DSN parameters reprow does not use.");
         }
@@ -228,7 +257,8 @@ impl Q4mSource {
             ),
             stats,
             settler: Arc::new(Q4mSettler::default()),
-            settle_deadline: grace + Duration::from_secs(10),
+            record_backoff_ms: AtomicU64::new(0),
+            settle_deadline: grace.saturating_add(Duration::from_secs(10)),
             config: config.clone(),
             dsn,
             opts,
@@ -426,8 +456,7 @@ impl Connection {
         let id = job.id;
         // The route goes in before the job leaves, so a settlement can never miss it.
         self.shared.settler.expect(id, self.settle_tx.clone());
-        if self.out.send_blocking(job).is_err() {
-            // The cores are gone: nobody will deliver it.
+        if !self.hand_over(job) {
             self.shared.settler.forget(id);
             return Some(Settlement::Abort);
         }
@@ -455,6 +484,36 @@ impl Connection {
         }
     }
 
+    /// Queues the job for the cores. While the queue is full the row stays owned, so the
+    /// connection is pinged as in [`Self::dispatch`]; a blocking send could not do that. False
+    /// when the job must not go: shutdown, the cores gone, or the connection (and so the row)
+    /// lost meanwhile.
+    fn hand_over(&mut self, mut job: Job) -> bool {
+        let mut pause = Duration::from_millis(1);
+        let mut last_ping = Instant::now();
+        loop {
+            match self.out.try_send(job) {
+                Ok(()) => return true,
+                Err(async_channel::TrySendError::Closed(_)) => return false,
+                Err(async_channel::TrySendError::Full(j)) => job = j,
+            }
+            if self.shutdown.is_triggered() {
+                return false;
+            }
+            if last_ping.elapsed() >= self.shared.config.keepalive {
+                last_ping = Instant::now();
+                self.keep_alive();
+                if self.conn.is_none() {
+                    return false;
+                }
+            }
+            // Polling: async_channel offers no blocking send with a timeout. The pause is
+            // short next to a job, and only taken while the cores are saturated.
+            sleep_unless_shutdown(&self.shutdown, pause);
+            pause = (pause * 2).min(MAX_HAND_OVER_PAUSE);
+        }
+    }
+
     /// Pings the connection of a row whose job runs or waits for its retry, so a server
     /// `wait_timeout` shorter than the job does not close it and hand the row to someone else.
     fn keep_alive(&mut self) {
@@ -478,9 +537,16 @@ impl Connection {
             Settlement::Abort => ("SELECT queue_abort()", "returning an unfinished row"),
             Settlement::Failed(job, failure) => {
                 match record_failure(conn, &self.shared, job, failure) {
-                    Ok(()) => ("SELECT queue_end()", "ending a failed row"),
+                    Ok(()) => {
+                        self.shared.record_backoff_ms.store(0, Relaxed);
+                        ("SELECT queue_end()", "ending a failed row")
+                    }
                     Err(e) => {
-                        tracing::error!(queue = %job.queue, id = job.id, error = %e, "Could not record a failed Q4M row; returning it to the queue instead.");
+                        // The row goes back and will be taken again: pause first, so a failed
+                        // file or table that keeps refusing does not become a hot loop.
+                        let pause = self.shared.next_record_backoff();
+                        tracing::error!(queue = %job.queue, id = job.id, error = %e, retry_in_ms = pause.as_millis() as u64, "Could not record a failed Q4M row; returning it to the queue instead.");
+                        sleep_unless_shutdown(&self.shutdown, pause);
                         ("SELECT queue_abort()", "returning a failed row")
                     }
                 }

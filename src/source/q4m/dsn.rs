@@ -7,11 +7,14 @@
 //! - a URL: `mysql://[user[:password]@]host[:port][/database][?params]`, user and password
 //!   percent-decoded.
 //!
-//! Of the parameters only `timeout` (connect timeout, a duration) is used; the others (Go's
+//! Of the parameters only `timeout` (connect timeout, a duration up to 60 s) is used; the others (Go's
 //! `charset`, `parseTime`, `loc`, …) are accepted and reported as ignored, so reprow's configs
 //! load unchanged.
 
 use std::{fmt, path::PathBuf, time::Duration};
+
+/// Longest connect timeout the `timeout` parameter may set.
+pub const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// MySQL's port.
 pub const DEFAULT_PORT: u16 = 3306;
@@ -225,6 +228,10 @@ fn finish(
         if key == "timeout" {
             let t = crate::config::parse_duration(value)
                 .map_err(|e| format!("parameter timeout: {e}"))?;
+            // Bounded because a connect attempt cannot be interrupted: it delays shutdown.
+            if t.is_zero() || t > MAX_CONNECT_TIMEOUT {
+                return Err("parameter timeout: must be from 1ms to 60s".into());
+            }
             dsn.connect_timeout = Some(t);
         } else {
             dsn.ignored_params.push(key.to_string());
@@ -318,6 +325,8 @@ mod tests {
             "mysql://u:%zz@h/db",
             "mysql://h/d`b",
             "root@tcp(h)/db?timeout=soon",
+            "root@tcp(h)/db?timeout=0",
+            "root@tcp(h)/db?timeout=61s",
         ] {
             assert!(Dsn::parse(bad).is_err(), "{bad:?} was accepted");
         }

@@ -16,6 +16,7 @@
 //! - [`http`]: the sans-IO HTTP/1.1 codec and the per-core worker client.
 //! - [`runtime`]: thread start-up, the cross-thread bridge, shutdown and lifecycle.
 //! - [`stats`]: process-wide counters.
+//! - [`metrics`]: histograms and the Prometheus exposition.
 //! - [`telemetry`]: logging set-up.
 
 pub mod api;
@@ -23,6 +24,7 @@ pub mod config;
 pub mod dispatch;
 pub mod http;
 pub mod job;
+pub mod metrics;
 pub mod runtime;
 pub mod source;
 pub mod stats;

@@ -40,6 +40,8 @@ pub struct Stats {
     pub breakers_open: AtomicI64,
     /// Lifecycle phase, see [`crate::runtime::Phase`].
     pub phase: AtomicU8,
+    /// Per-queue histograms.
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// A point-in-time copy of [`Stats`], for logs and tests.

@@ -155,6 +155,8 @@ pub struct Ctx {
     pub connections: Arc<AtomicUsize>,
     /// Stops accepting and closes idle connections.
     pub shutdown: Shutdown,
+    /// Process counters, histograms and the lifecycle phase, for `/metrics` and `/readyz`.
+    pub stats: Arc<crate::stats::Stats>,
 }
 
 /// Accepts connections on this core until shutdown.

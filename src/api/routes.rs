@@ -22,6 +22,13 @@ use crate::{
 
 /// Answers one request.
 pub async fn handle(ctx: &Rc<Ctx>, req: Request) -> Response {
+    // Probes answer without the token: they reveal nothing, and orchestrators' probes often
+    // cannot send one.
+    match req.path.as_str() {
+        "/healthz" => return health(&req, || async { Ok(()) }).await,
+        "/readyz" => return health(&req, || ready(ctx)).await,
+        _ => {}
+    }
     if let Some(token) = &ctx.config.token {
         let ok = req
             .authorization
@@ -37,6 +44,65 @@ pub async fn handle(ctx: &Rc<Ctx>, req: Request) -> Response {
         Ok(r) => r,
         Err(r) => r,
     }
+}
+
+/// `/healthz`, `/readyz`: 200 `{"status":"ok"}`, or 503 with the reason.
+async fn health<F, Fut>(req: &Request, check: F) -> Response
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    if req.method != "GET" {
+        return not_allowed("GET");
+    }
+    match check().await {
+        Ok(()) => Response::json(200, &json!({ "status": "ok" })),
+        Err(reason) => Response::json(503, &json!({ "status": "unavailable", "reason": reason })),
+    }
+}
+
+/// Most time `/readyz` waits for the store to answer.
+const READY_STORE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Ready: the cores are running (not starting or draining) and the store answers a query.
+async fn ready(ctx: &Ctx) -> Result<(), String> {
+    let phase = ctx.stats.phase.load(std::sync::atomic::Ordering::Relaxed);
+    if phase != crate::runtime::Phase::Running as u8 {
+        return Err(format!(
+            "phase is {}",
+            crate::runtime::Phase::name_of(phase)
+        ));
+    }
+    match monoio::time::timeout(
+        READY_STORE_TIMEOUT,
+        ctx.store.call(Op::Query(Query::Queues)),
+    )
+    .await
+    {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(format!("store: {e}")),
+        Err(_) => Err("store: no answer within 1 s".into()),
+    }
+}
+
+/// `GET /metrics`: the Prometheus exposition.
+async fn metrics(ctx: &Ctx) -> Res {
+    let queues = match call(ctx, Op::Query(Query::Stats(None))).await? {
+        Reply::Stats(s) => s,
+        r => return Err(unexpected(r)),
+    };
+    let phase = ctx.stats.phase.load(std::sync::atomic::Ordering::Relaxed);
+    let text = crate::metrics::render(&crate::metrics::Scrape {
+        stats: ctx.stats.snapshot(),
+        phase: crate::runtime::Phase::from_u8(phase),
+        queues: &queues,
+        metrics: &ctx.stats.metrics,
+        store: Some(&ctx.store.metrics),
+        rss_bytes: crate::metrics::rss_bytes(),
+    });
+    let mut r = Response::text(200, text);
+    r.content_type = crate::metrics::exposition::CONTENT_TYPE;
+    Ok(r)
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -71,6 +137,8 @@ async fn route(ctx: &Rc<Ctx>, req: &Request) -> Res {
     let m = req.method.as_str();
     let q = Params::parse(&req.query)?;
     match (segs.as_slice(), m) {
+        (["metrics"], "GET") => metrics(ctx).await,
+        (["metrics"], _) => Err(not_allowed("GET")),
         // ---- fireworq ----
         (["job", cat], "POST") => enqueue_fireworq(ctx, req, cat, false).await,
         (["job", cat, "batch"], "POST") => enqueue_fireworq(ctx, req, cat, true).await,

@@ -200,7 +200,8 @@ impl DurableCore {
                 Stats::inc(&self.stats.stale_connection_retries)
             })
             .await;
-        let elapsed_ms = started.elapsed().as_millis() as u64;
+        let elapsed = started.elapsed();
+        let elapsed_ms = elapsed.as_millis() as u64;
         let outcome = match result {
             Ok(resp) => match d.target.outcome {
                 OutcomeMode::Status => {
@@ -226,6 +227,13 @@ impl DurableCore {
             }
             Err(e) => transport_outcome(&self.stats, &e),
         };
+        let metrics = self.stats.metrics.queue(&d.job.queue);
+        metrics.worker_seconds.observe_duration(elapsed);
+        if outcome == Outcome::Done {
+            metrics
+                .enqueue_to_done_seconds
+                .observe_duration(d.job.enqueued_at.elapsed().unwrap_or_default());
+        }
         Some((outcome, elapsed_ms))
     }
 }

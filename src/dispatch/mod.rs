@@ -185,7 +185,15 @@ impl CoreDispatcher {
             }
             Err(e) => transport_outcome(&self.stats, &e),
         };
-        let elapsed_ms = started.elapsed().as_millis() as u64;
+        let elapsed = started.elapsed();
+        let metrics = self.stats.metrics.queue(&job.queue);
+        metrics.worker_seconds.observe_duration(elapsed);
+        if outcome == Outcome::Done {
+            metrics
+                .enqueue_to_done_seconds
+                .observe_duration(job.enqueued_at.elapsed().unwrap_or_default());
+        }
+        let elapsed_ms = elapsed.as_millis() as u64;
         self.settle_outcome(job, outcome, elapsed_ms);
     }
 

@@ -40,6 +40,33 @@ pub enum Phase {
     Stopped = 3,
 }
 
+impl Phase {
+    /// The phase stored as `u8` in [`Stats::phase`](crate::stats::Stats::phase).
+    pub fn from_u8(v: u8) -> Phase {
+        match v {
+            0 => Phase::Starting,
+            1 => Phase::Running,
+            2 => Phase::Draining,
+            _ => Phase::Stopped,
+        }
+    }
+
+    /// Lower-case name, as in logs and `/metrics`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Starting => "starting",
+            Phase::Running => "running",
+            Phase::Draining => "draining",
+            Phase::Stopped => "stopped",
+        }
+    }
+
+    /// The name of a phase stored as `u8`.
+    pub fn name_of(v: u8) -> &'static str {
+        Phase::from_u8(v).name()
+    }
+}
+
 /// Why reprow could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -330,6 +357,7 @@ fn run_durable(
                         config: api,
                         connections,
                         shutdown: shutdown.clone(),
+                        stats: stats.clone(),
                     });
                     let server = monoio::spawn(crate::api::serve(listener, ctx));
                     let d = crate::dispatch::durable::DurableCore::new(

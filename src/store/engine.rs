@@ -113,7 +113,8 @@ pub fn start(
 ) -> Result<(Store, std::thread::JoinHandle<()>), OpenError> {
     let mut engine = Engine::open(opts, Some(out))?;
     let (tx, rx) = crossbeam_channel::unbounded();
-    let store = Store::from_sender(tx);
+    let mut store = Store::from_sender(tx);
+    store.metrics = engine.metrics.clone();
     store.ready.store(true, Ordering::Release);
     let handle = std::thread::Builder::new()
         .name("reprow-store".into())
@@ -242,6 +243,10 @@ struct QState {
     successes: u64,
     failures: u64,
     permanent_failures: u64,
+    /// Failed attempts scheduled again.
+    retries: u64,
+    /// Jobs that failed for good.
+    failed_jobs: u64,
     completes: u64,
     elapsed_ms: u64,
     push_rate: Rate,
@@ -297,6 +302,8 @@ impl QState {
             successes: 0,
             failures: 0,
             permanent_failures: 0,
+            retries: 0,
+            failed_jobs: 0,
             completes: 0,
             elapsed_ms: 0,
             push_rate: Rate::default(),
@@ -383,6 +390,8 @@ pub struct Engine {
     out: Option<async_channel::Sender<Dispatch>>,
     /// Dispatches made by the last [`Engine::feed`] when there is no channel (tests).
     pub dispatched: Vec<Dispatch>,
+    /// Commit latency and batch size, shared with the [`Store`] handle for `/metrics`.
+    metrics: Arc<crate::metrics::StoreMetrics>,
 }
 
 impl Engine {
@@ -438,6 +447,7 @@ impl Engine {
             reserve: (map_size / 10).max(256 * 1024),
             clock: opts.clock.clone(),
             fail_commit: opts.fail_commit.clone(),
+            metrics: Arc::default(),
             queues: BTreeMap::new(),
             by_name: HashMap::new(),
             routings: BTreeMap::new(),
@@ -689,6 +699,8 @@ impl Engine {
             let r = self.apply(&env, &mut wtxn, op);
             results.push((l, r));
         }
+        let ops_in_batch = results.len() as u64;
+        let started = std::time::Instant::now();
         let committed = self.write_counters(&mut wtxn).and_then(|()| {
             if self.fail_commit.as_ref().is_some_and(|f| f()) {
                 drop(wtxn);
@@ -696,6 +708,10 @@ impl Engine {
             }
             wtxn.commit().map_err(db_err)
         });
+        self.metrics
+            .commit_seconds
+            .observe_duration(started.elapsed());
+        self.metrics.commit_ops.observe(ops_in_batch);
         self.in_batch = false;
         match committed {
             Ok(()) => {
@@ -977,6 +993,7 @@ impl Engine {
                 self.unlease(rec.id);
                 if let Some(q) = self.queues.get_mut(&rec.queue) {
                     q.failures += 1;
+                    q.retries += 1;
                     below_cursor(q, &rec);
                 }
             }
@@ -992,6 +1009,7 @@ impl Engine {
                 if let Some(q) = self.queues.get_mut(&rec.queue) {
                     q.count = q.count.saturating_sub(1);
                     q.failed += 1;
+                    q.failed_jobs += 1;
                     q.completes += 1;
                     if permanent {
                         q.permanent_failures += 1;
@@ -1820,6 +1838,8 @@ impl Engine {
             grabbed,
             failed: q.failed,
             paused: q.def.as_ref().is_some_and(|d| d.paused),
+            total_retries: q.retries,
+            total_failed_jobs: q.failed_jobs,
         })
     }
 

@@ -388,6 +388,12 @@ pub struct QueueStats {
     pub failed: u64,
     /// Dispatch stopped by `/control`.
     pub paused: bool,
+    /// Failed attempts scheduled again (for `/metrics`; not in fireworq's JSON).
+    #[serde(skip_serializing)]
+    pub total_retries: u64,
+    /// Jobs that failed for good (for `/metrics`; not in fireworq's JSON).
+    #[serde(skip_serializing)]
+    pub total_failed_jobs: u64,
 }
 
 /// What an op came to.
@@ -432,6 +438,8 @@ pub struct Store {
     tx: crossbeam_channel::Sender<Command>,
     /// Set once the store thread has opened the environment and replayed state.
     pub ready: Arc<std::sync::atomic::AtomicBool>,
+    /// The store thread's histograms.
+    pub metrics: Arc<crate::metrics::StoreMetrics>,
 }
 
 impl Store {
@@ -464,6 +472,7 @@ impl Store {
         Store {
             tx,
             ready: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            metrics: Arc::default(),
         }
     }
 }

@@ -69,9 +69,22 @@ pub struct Config {
     /// `epoll`. Defaults to `auto`.
     #[serde(default)]
     pub driver: DriverChoice,
-    /// Log level (`error`, `warn`, `info`, `debug`, `trace`). Defaults to `info`.
+    /// Log level (`error`, `warn`, `info`, `debug`, `trace`). Defaults to `info`, which logs
+    /// one line per finished job; `warn` leaves those out.
     #[serde(default = "default_log_level")]
     pub log_level: String,
+    /// `auto` (readable on a terminal, JSON lines otherwise), `json` or `text`. Defaults to
+    /// `auto`.
+    #[serde(default)]
+    pub log_format: crate::telemetry::LogFormat,
+    /// Append logs to this file instead of stderr; SIGUSR1 reopens it (for logrotate).
+    /// Defaults to none (stderr).
+    #[serde(default)]
+    pub log_file: Option<PathBuf>,
+    /// Put each job's payload into its completion log line. Defaults to false: payloads and
+    /// `Authorization` headers are never logged.
+    #[serde(default)]
+    pub log_payloads: bool,
     /// On SIGINT/SIGTERM, how long in-flight jobs may take to finish. Defaults to 30 seconds.
     #[serde(default = "default_shutdown_timeout", deserialize_with = "duration")]
     pub shutdown_timeout: Duration,
@@ -1032,6 +1045,23 @@ mod tests {
             "queue:\n  type: q4m\n  table: t\nrunner:\n  type: http_proxy\n  url: http://h\n"
         )
         .contains("dsn"));
+    }
+
+    #[test]
+    fn log_settings() {
+        let c = Config::from_yaml(&format!(
+            "{MINIMAL}log_format: json\nlog_file: /var/log/reprow.log\nlog_payloads: true\n"
+        ))
+        .unwrap();
+        assert_eq!(c.log_format, crate::telemetry::LogFormat::Json);
+        assert_eq!(c.log_file, Some(PathBuf::from("/var/log/reprow.log")));
+        assert!(c.log_payloads);
+        let d = Config::from_yaml(MINIMAL).unwrap();
+        assert_eq!(
+            (d.log_format, d.log_file, d.log_payloads),
+            (crate::telemetry::LogFormat::Auto, None, false)
+        );
+        assert!(err(&format!("{MINIMAL}log_format: xml\n")).contains("log_format"));
     }
 
     #[test]

@@ -55,7 +55,31 @@ fn main() -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
-    reprow::telemetry::init(cli.log_level.as_deref().unwrap_or(&config.log_level));
+    let log = match reprow::telemetry::init(&reprow::telemetry::LogOptions {
+        level: cli
+            .log_level
+            .clone()
+            .unwrap_or_else(|| config.log_level.clone()),
+        format: config.log_format,
+        file: config.log_file.clone(),
+        payloads: config.log_payloads,
+    }) {
+        Ok(handle) => handle,
+        Err(e) => {
+            let file = config
+                .log_file
+                .as_deref()
+                .unwrap_or(std::path::Path::new("stderr"));
+            eprintln!("cannot start logging to {}: {e}", file.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = run(&config);
+    log.flush();
+    code
+}
+
+fn run(config: &Config) -> ExitCode {
     let shutdown = match runtime::Shutdown::try_new() {
         Ok(s) => s,
         Err(e) => {
@@ -67,7 +91,7 @@ fn main() -> ExitCode {
         tracing::error!(error = %e, "Cannot install signal handlers.");
         return ExitCode::FAILURE;
     }
-    match runtime::run(&config, shutdown, Arc::new(Stats::default())) {
+    match runtime::run(config, shutdown, Arc::new(Stats::default())) {
         Ok(summary) => {
             tracing::info!(stats = %serde_json::to_string(&summary).unwrap_or_default(), "Stopped.");
             ExitCode::SUCCESS

@@ -1,25 +1,308 @@
-//! Logging set-up: readable lines on a terminal, JSON lines otherwise (for collectors).
+//! Logging: `tracing` events formatted on the thread that logs them, written by a thread of
+//! their own so a core never blocks on a slow terminal, pipe or disk.
+//!
+//! Format: readable lines when the destination is a terminal, JSON lines otherwise (a file, a
+//! pipe, a collector), or as `log_format` says. `log_file` appends to a file instead of stderr;
+//! SIGUSR1 makes the writer reopen it, for logrotate's move-then-signal rotation.
+//!
+//! Lines are handed to the writer over a bounded queue. When it is full (the destination
+//! stalls) further lines are dropped and counted rather than blocking a core; the count is
+//! logged once the queue drains.
 
-use std::io::IsTerminal as _;
+use std::{
+    fs::File,
+    io::{IsTerminal as _, Write},
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
+        Arc,
+    },
+    time::Duration,
+};
 
-/// Installs the global subscriber at `level` (an `EnvFilter` directive such as `info`).
-/// `RUST_LOG`, when set, overrides it.
-pub fn init(level: &str) {
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use serde::Deserialize;
+
+/// `log_payloads:` from the config; process-wide because every core's completion lines read it.
+static LOG_PAYLOADS: AtomicBool = AtomicBool::new(false);
+
+/// Whether completion lines carry the payload.
+pub fn log_payloads() -> bool {
+    LOG_PAYLOADS.load(Relaxed)
+}
+
+/// Lines that may wait for the writer.
+pub const LOG_QUEUE_LINES: usize = 65_536;
+
+/// `log_format:` in the config.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Readable on a terminal, JSON lines otherwise.
+    #[default]
+    Auto,
+    /// JSON lines.
+    Json,
+    /// Readable lines.
+    Text,
+}
+
+/// Where and how to log.
+#[derive(Debug, Clone, Default)]
+pub struct LogOptions {
+    /// `EnvFilter` directive (`info`, `warn,reprow=debug`); `RUST_LOG` overrides it.
+    pub level: String,
+    /// Format.
+    pub format: LogFormat,
+    /// Append to this file instead of stderr.
+    pub file: Option<PathBuf>,
+    /// Completion lines carry the payload.
+    pub payloads: bool,
+}
+
+enum Msg {
+    Line(Vec<u8>),
+    Flush(Sender<()>),
+}
+
+/// The running writer. [`LogHandle::flush`] before exiting so the last lines are written.
+#[derive(Clone)]
+pub struct LogHandle {
+    tx: Sender<Msg>,
+}
+
+impl LogHandle {
+    /// Waits (at most 2 s) until every line queued so far is written.
+    pub fn flush(&self) {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        if self.tx.send(Msg::Flush(tx)).is_ok() {
+            let _ = rx.recv_timeout(Duration::from_secs(2));
+        }
+    }
+}
+
+/// Installs the global subscriber and starts the writer thread.
+///
+/// # Errors
+/// The log file cannot be opened, or the writer thread cannot start.
+pub fn init(opts: &LogOptions) -> std::io::Result<LogHandle> {
+    LOG_PAYLOADS.store(opts.payloads, Relaxed);
+    let destination = Destination::open(opts.file.as_deref())?;
+    let json = match opts.format {
+        LogFormat::Json => true,
+        LogFormat::Text => false,
+        LogFormat::Auto => !destination.is_terminal(),
+    };
+    let (tx, rx) = crossbeam_channel::bounded(LOG_QUEUE_LINES);
+    let reopen = Arc::new(AtomicBool::new(false));
+    if opts.file.is_some() {
+        signal_hook::flag::register(signal_hook::consts::SIGUSR1, reopen.clone())?;
+    }
+    let dropped = Arc::new(AtomicU64::new(0));
+    let writer_dropped = dropped.clone();
+    std::thread::Builder::new()
+        .name("reprow-log".into())
+        .spawn(move || write_loop(&rx, destination, &reopen, &writer_dropped))?;
+    let make = QueueWriter {
+        tx: tx.clone(),
+        dropped,
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&opts.level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let result = if std::io::stderr().is_terminal() {
-        builder.try_init()
-    } else {
+        .with_writer(make);
+    let result = if json {
         builder
             .json()
             .flatten_event(true)
             .with_current_span(false)
             .try_init()
+    } else {
+        builder.with_ansi(false).try_init()
     };
     // A subscriber already set (tests running in-process) is fine.
     let _ = result;
+    Ok(LogHandle { tx })
+}
+
+/// stderr or the log file.
+enum Destination {
+    Stderr,
+    File { path: PathBuf, file: File },
+}
+
+impl Destination {
+    fn open(path: Option<&Path>) -> std::io::Result<Destination> {
+        Ok(match path {
+            None => Destination::Stderr,
+            Some(p) => Destination::File {
+                path: p.to_path_buf(),
+                file: open_append(p)?,
+            },
+        })
+    }
+
+    fn is_terminal(&self) -> bool {
+        match self {
+            Destination::Stderr => std::io::stderr().is_terminal(),
+            Destination::File { .. } => false,
+        }
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self {
+            Destination::Stderr => std::io::stderr().lock().write_all(bytes),
+            Destination::File { file, .. } => file.write_all(bytes),
+        }
+    }
+
+    /// Opens the file again under its name (after logrotate moved it).
+    fn reopen(&mut self) -> Option<std::io::Result<()>> {
+        let Destination::File { path, file } = self else {
+            return None;
+        };
+        Some(open_append(path).map(|f| *file = f))
+    }
+}
+
+fn open_append(path: &Path) -> std::io::Result<File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+}
+
+fn write_loop(rx: &Receiver<Msg>, mut dest: Destination, reopen: &AtomicBool, dropped: &AtomicU64) {
+    let mut batch = Vec::with_capacity(64 * 1024);
+    loop {
+        let first = match rx.recv_timeout(Duration::from_millis(250)) {
+            Ok(m) => Some(m),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        let mut flushes = Vec::new();
+        // Everything already queued goes out in one write.
+        for m in first.into_iter().chain(rx.try_iter()) {
+            match m {
+                Msg::Line(l) => batch.extend_from_slice(&l),
+                Msg::Flush(ack) => flushes.push(ack),
+            }
+            if batch.len() >= 1 << 20 {
+                break;
+            }
+        }
+        if reopen.swap(false, Relaxed) {
+            if let Some(Err(e)) = dest.reopen() {
+                batch.extend_from_slice(
+                    format!("reprow: cannot reopen the log file: {e}\n").as_bytes(),
+                );
+            }
+        }
+        let lost = dropped.swap(0, Relaxed);
+        if lost > 0 {
+            batch.extend_from_slice(
+                format!("reprow: {lost} log lines dropped while the log destination stalled\n")
+                    .as_bytes(),
+            );
+        }
+        if !batch.is_empty() {
+            // Nowhere left to report a failing log destination; the lines are lost.
+            let _ = dest.write(&batch);
+            batch.clear();
+        }
+        for ack in flushes {
+            let _ = ack.send(());
+        }
+    }
+}
+
+/// The `MakeWriter`: each event is formatted into a buffer that is queued when dropped.
+#[derive(Clone)]
+struct QueueWriter {
+    tx: Sender<Msg>,
+    dropped: Arc<AtomicU64>,
+}
+
+struct EventBuffer {
+    buf: Vec<u8>,
+    tx: Sender<Msg>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl Write for EventBuffer {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for EventBuffer {
+    fn drop(&mut self) {
+        if self.buf.is_empty() {
+            return;
+        }
+        let line = std::mem::take(&mut self.buf);
+        if let Err(TrySendError::Full(_)) = self.tx.try_send(Msg::Line(line)) {
+            self.dropped.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for QueueWriter {
+    type Writer = EventBuffer;
+
+    fn make_writer(&'a self) -> EventBuffer {
+        EventBuffer {
+            buf: Vec::with_capacity(256),
+            tx: self.tx.clone(),
+            dropped: self.dropped.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_queue_drops_and_counts_instead_of_blocking() {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let w = QueueWriter {
+            tx,
+            dropped: Arc::default(),
+        };
+        for line in ["one\n", "two\n", "three\n"] {
+            let mut b = tracing_subscriber::fmt::MakeWriter::make_writer(&w);
+            b.write_all(line.as_bytes()).unwrap();
+        }
+        assert_eq!(w.dropped.load(Relaxed), 2);
+        assert!(matches!(rx.try_recv(), Ok(Msg::Line(l)) if l == b"one\n"));
+    }
+
+    #[test]
+    fn the_writer_reports_drops_and_answers_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.log");
+        let (tx, rx) = crossbeam_channel::bounded(8);
+        let dropped = Arc::new(AtomicU64::new(3));
+        let reopen = Arc::new(AtomicBool::new(false));
+        let dest = Destination::open(Some(&path)).unwrap();
+        let (d, r) = (dropped.clone(), reopen.clone());
+        let t = std::thread::spawn(move || write_loop(&rx, dest, &r, &d));
+        tx.send(Msg::Line(b"hello\n".to_vec())).unwrap();
+        let handle = LogHandle { tx };
+        handle.flush();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            text,
+            "hello\nreprow: 3 log lines dropped while the log destination stalled\n"
+        );
+        drop(handle);
+        t.join().unwrap();
+    }
 }

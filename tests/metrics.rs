@@ -9,9 +9,29 @@ use std::{io::Write, process::Stdio, time::Duration};
 use common::*;
 use serde_json::Value;
 
+/// `REPROW_TEST_PYTHON`, else the first of `python3`, `/usr/bin/python3` that has
+/// prometheus_client (Debian's package goes to the system interpreter).
+fn python_with_prometheus_client() -> String {
+    let candidates: Vec<String> = match std::env::var("REPROW_TEST_PYTHON") {
+        Ok(p) => vec![p],
+        Err(_) => vec!["python3".into(), "/usr/bin/python3".into()],
+    };
+    for p in &candidates {
+        let ok = std::process::Command::new(p)
+            .args(["-c", "import prometheus_client"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            return p.clone();
+        }
+    }
+    panic!("no Python with prometheus_client among {candidates:?}: apt install python3-prometheus-client or pip install prometheus_client (bash .ci/run does)");
+}
+
 /// The exposition parsed by the real parser: family → {type, samples}.
 fn parse(text: &str) -> Value {
-    let python = std::env::var("REPROW_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let python = python_with_prometheus_client();
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/support/parse_metrics.py"

@@ -16,7 +16,10 @@ use std::{
 };
 
 use crate::{
-    dispatch::transport_outcome,
+    dispatch::{
+        completion::{self, Completion},
+        transport_outcome,
+    },
     http::client::{ClientConfig, WorkerClient},
     job::{classify_status, Failure, Outcome},
     runtime::Shutdown,
@@ -153,12 +156,16 @@ impl DurableCore {
         match outcome {
             Outcome::Done => {
                 Stats::inc(&self.stats.succeeded);
-                tracing::debug!(queue = %job.queue, id = job.id, attempt = job.attempts, elapsed_ms, "Job done.");
+                completion::log(job, &d.category, Completion::Done, elapsed_ms);
                 self.settle(&d, Settlement::Done, elapsed_ms);
             }
             Outcome::Fail(failure) => {
                 Stats::inc(&self.stats.failed);
-                tracing::warn!(queue = %job.queue, id = job.id, attempt = job.attempts, status = ?failure.status, message = %failure.message, "Job failed permanently.");
+                let how = Completion::Failed {
+                    failure: &failure,
+                    permanent: true,
+                };
+                completion::log(job, &d.category, how, elapsed_ms);
                 self.settle(&d, Settlement::Fail(failure, true), elapsed_ms);
             }
             Outcome::Retry { after, reason } => {
@@ -166,12 +173,20 @@ impl DurableCore {
                 if policy.may_retry(job.attempts) {
                     Stats::inc(&self.stats.retried);
                     let delay = policy.delay(job.attempts, after);
-                    tracing::info!(queue = %job.queue, id = job.id, attempt = job.attempts, status = ?reason.status, message = %reason.message, delay_ms = delay.as_millis() as u64, "Job will be retried.");
+                    let how = Completion::Retry {
+                        delay,
+                        failure: &reason,
+                    };
+                    completion::log(job, &d.category, how, elapsed_ms);
                     self.settle(&d, Settlement::Retry(delay, reason), elapsed_ms);
                 } else {
                     Stats::inc(&self.stats.failed);
                     let failure = Failure::exhausted(job.attempts, &reason);
-                    tracing::warn!(queue = %job.queue, id = job.id, attempt = job.attempts, status = ?failure.status, message = %failure.message, "Job failed.");
+                    let how = Completion::Failed {
+                        failure: &failure,
+                        permanent: false,
+                    };
+                    completion::log(job, &d.category, how, elapsed_ms);
                     self.settle(&d, Settlement::Fail(failure, false), elapsed_ms);
                 }
             }

@@ -7,6 +7,7 @@
 //! what lets shutdown account for every job.
 
 pub mod breaker;
+pub mod completion;
 pub mod durable;
 pub mod retry;
 
@@ -26,6 +27,7 @@ use crate::{
     stats::Stats,
 };
 use breaker::Breaker;
+use completion::Completion;
 use retry::RetryPolicy;
 
 /// A delivery that failed in transport (timeout, malformed answer, broken connection) is
@@ -201,25 +203,37 @@ impl CoreDispatcher {
         match outcome {
             Outcome::Done => {
                 Stats::inc(&self.stats.succeeded);
-                tracing::debug!(queue = %job.queue, id = job.id, attempt = job.attempts, elapsed_ms, "Job done.");
+                completion::log(&job, &job.queue, Completion::Done, elapsed_ms);
                 self.settle.done(&job);
             }
             Outcome::Fail(failure) => {
                 Stats::inc(&self.stats.failed);
-                tracing::warn!(queue = %job.queue, id = job.id, attempt = job.attempts, status = ?failure.status, message = %failure.message, "Job failed permanently.");
+                let how = Completion::Failed {
+                    failure: &failure,
+                    permanent: true,
+                };
+                completion::log(&job, &job.queue, how, elapsed_ms);
                 self.settle.failed(&job, &failure);
             }
             Outcome::Retry { after, reason } => {
                 if !self.policy.may_retry(job.attempts) {
                     Stats::inc(&self.stats.failed);
                     let failure = Failure::exhausted(job.attempts, &reason);
-                    tracing::warn!(queue = %job.queue, id = job.id, attempt = job.attempts, status = ?failure.status, message = %failure.message, "Job failed.");
+                    let how = Completion::Failed {
+                        failure: &failure,
+                        permanent: false,
+                    };
+                    completion::log(&job, &job.queue, how, elapsed_ms);
                     self.settle.failed(&job, &failure);
                     return;
                 }
                 Stats::inc(&self.stats.retried);
                 let delay = self.policy.delay(job.attempts, after);
-                tracing::info!(queue = %job.queue, id = job.id, attempt = job.attempts, status = ?reason.status, message = %reason.message, delay_ms = delay.as_millis() as u64, "Job will be retried.");
+                let how = Completion::Retry {
+                    delay,
+                    failure: &reason,
+                };
+                completion::log(&job, &job.queue, how, elapsed_ms);
                 if let Some(job) = self.settle.retry(job, delay) {
                     self.hold_for_retry(job, delay);
                 }

@@ -1671,6 +1671,7 @@ impl Engine {
             lease: token,
             target,
             due_ms: rec.due_ms,
+            category: Arc::from(rec.category.as_str()),
         };
         match &self.out {
             Some(tx) => {

@@ -504,4 +504,6 @@ pub struct Dispatch {
     pub target: Arc<Target>,
     /// When the job became due (ms since the epoch), for the enqueue-to-worker latency.
     pub due_ms: u64,
+    /// The fireworq category it was enqueued under, for the completion log line.
+    pub category: Arc<str>,
 }

@@ -1,0 +1,195 @@
+//! Logs: one JSON line per delivery end with fireworq's fields, payloads and tokens kept out
+//! unless asked, and a log file reopened on SIGUSR1.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+/// The completion lines (target `reprow::job`) in a log.
+fn completions(log: &str) -> Vec<Value> {
+    log.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["target"] == "reprow::job")
+        .collect()
+}
+
+fn wait_for_log(what: &str, read: impl Fn() -> String, pred: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let log = read();
+        if pred(&log) {
+            return log;
+        }
+        assert!(Instant::now() < deadline, "no {what} in the log:\n{log}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn worker() -> Worker {
+    Worker::start(|r, _| match r.body_str().as_str() {
+        r#"{"secret":"bad"}"# => Reply::Status(422, vec![], b"no such thing".to_vec()),
+        r#"{"secret":"flaky"}"# if r.attempt() == 1 => Reply::status(503),
+        _ => Reply::ok(),
+    })
+}
+
+fn config(dir: &std::path::Path, worker: &Worker, extra: &str) -> std::path::PathBuf {
+    durable_config(
+        dir,
+        &format!(
+            "api:\n  listen: 127.0.0.1:0\n  token: tok-XYZZY\nqueues:\n  lq:\n    url: {}\n    retry_delay: 0\nroutings:\n  cat: lq\n{extra}",
+            worker.url()
+        ),
+    )
+}
+
+fn enqueue_three(reprow: &Reprow) {
+    let mut api = Api::new(reprow.api_addr());
+    api.token = Some("tok-XYZZY".into());
+    for secret in ["ok", "bad", "flaky"] {
+        let r = api.post(
+            "/job/cat",
+            &format!(r#"{{"payload":{{"secret":"{secret}"}}}}"#),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+}
+
+#[test]
+fn completion_lines_carry_fireworqs_fields_and_no_payload_or_token() {
+    let worker = worker();
+    let dir = tempfile::tempdir().unwrap();
+    let reprow = Reprow::start(&config(dir.path(), &worker, ""));
+    enqueue_three(&reprow);
+    worker.wait_for(4);
+    let log = wait_for_log(
+        "four completion lines",
+        || reprow.log(),
+        |l| completions(l).len() >= 4,
+    );
+    let lines = completions(&log);
+    let by =
+        |action: &str| -> Vec<&Value> { lines.iter().filter(|v| v["action"] == action).collect() };
+    assert_eq!(by("complete").len(), 2, "{lines:?}");
+    let fail = by("fail");
+    assert_eq!(fail.len(), 1);
+    assert_eq!(fail[0]["status"], "permanently_failed");
+    assert_eq!(fail[0]["message"], "no such thing");
+    assert_eq!(fail[0]["http_status"], 422);
+    assert_eq!(fail[0]["level"], "WARN");
+    let retry = by("retry");
+    assert_eq!(retry.len(), 1);
+    assert_eq!(
+        (
+            retry[0]["status"].as_str(),
+            retry[0]["retry_count"].as_u64()
+        ),
+        (Some("failed"), Some(0))
+    );
+    let flaky_done = by("complete")
+        .into_iter()
+        .find(|v| v["retry_count"] == 1)
+        .expect("the retried job");
+    assert_eq!(flaky_done["id"], retry[0]["id"]);
+    for v in &lines {
+        assert_eq!(
+            (v["queue"].as_str(), v["category"].as_str()),
+            (Some("lq"), Some("cat")),
+            "{v}"
+        );
+        assert!(
+            v["id"].as_u64().is_some() && v["elapsed"].as_u64().is_some(),
+            "{v}"
+        );
+        assert!(v.get("payload").is_none(), "{v}");
+    }
+    assert!(!log.contains("secret"), "a payload reached the log:\n{log}");
+    assert!(
+        !log.contains("tok-XYZZY"),
+        "the token reached the log:\n{log}"
+    );
+    assert!(reprow.stop().0.success());
+}
+
+#[test]
+fn payloads_are_logged_only_when_asked() {
+    let worker = worker();
+    let dir = tempfile::tempdir().unwrap();
+    let reprow = Reprow::start(&config(dir.path(), &worker, "log_payloads: true\n"));
+    enqueue_three(&reprow);
+    worker.wait_for(4);
+    let log = wait_for_log(
+        "four completion lines",
+        || reprow.log(),
+        |l| completions(l).len() >= 4,
+    );
+    let done = completions(&log)
+        .into_iter()
+        .find(|v| v["action"] == "complete" && v["retry_count"] == 0)
+        .unwrap();
+    assert_eq!(done["payload"], r#"{"secret":"ok"}"#);
+    assert!(reprow.stop().0.success());
+}
+
+#[test]
+fn sigusr1_reopens_the_log_file() {
+    let worker = worker();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("app.log");
+    let rotated = dir.path().join("app.log.1");
+    let extra = format!("log_file: {}\n", file.display());
+    let cfg = config(dir.path(), &worker, &extra);
+    let mut reprow = Reprow::start(&cfg);
+    let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap_or_default();
+    let log = wait_for_log(
+        "the API address",
+        || read(&file),
+        |l| l.contains("API listening."),
+    );
+    assert!(
+        reprow.log().is_empty(),
+        "stderr should be empty: {}",
+        reprow.log()
+    );
+    let addr: std::net::SocketAddr = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["message"] == "API listening.")
+        .and_then(|v| v["address"].as_str().map(|a| a.parse().unwrap()))
+        .unwrap();
+    // logrotate: move the file, then signal.
+    std::fs::rename(&file, &rotated).unwrap();
+    reprow.signal(nix::sys::signal::Signal::SIGUSR1);
+    wait_for_log(
+        "a new log file",
+        || {
+            if file.exists() {
+                "y".into()
+            } else {
+                String::new()
+            }
+        },
+        |l| !l.is_empty(),
+    );
+    let mut api = Api::new(addr);
+    api.token = Some("tok-XYZZY".into());
+    assert_eq!(
+        api.post("/job/cat", r#"{"payload":{"secret":"ok"}}"#)
+            .status,
+        200
+    );
+    let new = wait_for_log(
+        "the job's line in the new file",
+        || read(&file),
+        |l| !completions(l).is_empty(),
+    );
+    assert_eq!(completions(&new)[0]["action"], "complete");
+    assert!(completions(&read(&rotated)).is_empty());
+    reprow.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(reprow.wait().success());
+    // The final line is written before exit.
+    assert!(read(&file).contains("\"Stopped.\""), "{}", read(&file));
+}

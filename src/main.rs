@@ -3,7 +3,7 @@
 use std::{path::PathBuf, process::ExitCode, sync::Arc};
 
 use clap::{Parser, Subcommand};
-use reprow::{config::Config, runtime, stats::Stats};
+use reprow::{client, config::Config, runtime, stats::Stats};
 
 /// A job-queue reverse proxy: pulls jobs from a queue and POSTs each to an HTTP worker.
 #[derive(Parser)]
@@ -28,10 +28,144 @@ enum Command {
     /// Run the durable queue: with no `-c`, the embedded default (LMDB in ./reprow-data, the
     /// API on 127.0.0.1:8080, a `default` queue).
     Serve,
+    /// Enqueue a job (PAYLOAD: JSON; other text is sent as a JSON string), or with `-` one job
+    /// per stdin line, sent as batches.
+    Enqueue {
+        /// Queue name.
+        queue: String,
+        /// The payload, or `-` for stdin lines.
+        payload: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// List a queue's jobs (in flight, waiting, deferred), or its failed log.
+    Jobs {
+        /// Queue name.
+        queue: String,
+        /// List the failed log instead.
+        #[arg(long)]
+        failed: bool,
+        /// Most jobs listed per state.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Move a failed job back into its queue.
+    Retry {
+        /// Queue name.
+        queue: String,
+        /// The failed entry's id (first column of `reprow jobs QUEUE --failed`).
+        id: u64,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Every queue's depths and rates, redrawn each interval (`--once` prints one table).
+    Stats {
+        /// Print once and exit.
+        #[arg(long)]
+        once: bool,
+        /// Seconds between redraws.
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+}
+
+/// Where the API of a running reprow is. The token comes from `REPROW_TOKEN`.
+#[derive(clap::Args)]
+struct ApiArgs {
+    /// The API's base URL (default `REPROW_URL`, else http://127.0.0.1:8080).
+    #[arg(long)]
+    url: Option<String>,
+}
+
+impl ApiArgs {
+    fn client(&self) -> Result<client::Client, client::ClientError> {
+        let url = self
+            .url
+            .clone()
+            .or_else(|| std::env::var("REPROW_URL").ok())
+            .unwrap_or_else(|| "http://127.0.0.1:8080".into());
+        client::Client::new(&url, std::env::var("REPROW_TOKEN").ok())
+    }
+}
+
+/// Runs a client command; exit code 1 on failure, with the reason on stderr.
+fn client_command(command: &Command) -> Option<ExitCode> {
+    use std::io::{IsTerminal as _, Read as _, Write as _};
+    let result = match command {
+        Command::Enqueue {
+            queue,
+            payload,
+            api,
+        } => api.client().and_then(|c| {
+            if payload == "-" {
+                let mut input = String::new();
+                std::io::stdin()
+                    .read_to_string(&mut input)
+                    .map_err(|e| client::ClientError::Input(format!("stdin: {e}")))?;
+                client::enqueue_lines(&c, queue, &input)
+            } else {
+                client::enqueue_one(&c, queue, payload)
+            }
+        }),
+        Command::Jobs {
+            queue,
+            failed,
+            limit,
+            api,
+        } => api.client().and_then(|c| {
+            if *failed {
+                client::failed(&c, queue, *limit)
+            } else {
+                client::jobs(&c, queue, *limit)
+            }
+        }),
+        Command::Retry { queue, id, api } => {
+            api.client().and_then(|c| client::retry(&c, queue, *id))
+        }
+        Command::Stats {
+            once,
+            interval,
+            api,
+        } => api.client().and_then(|c| {
+            let live = !*once && std::io::stdout().is_terminal();
+            if !live {
+                return client::stats(&c);
+            }
+            let pause = std::time::Duration::from_secs_f64(interval.clamp(0.1, 3600.0));
+            loop {
+                let table = client::stats(&c)?;
+                let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
+                // Clear the screen, then draw; Ctrl-C ends it.
+                print!("\x1b[2J\x1b[H{now}  (Ctrl-C to quit)\n\n{table}");
+                let _ = std::io::stdout().flush();
+                std::thread::sleep(pause);
+            }
+        }),
+        _ => return None,
+    };
+    Some(match result {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    })
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(command) = &cli.command {
+        if let Some(code) = client_command(command) {
+            return code;
+        }
+    }
     let config = match (&cli.config, &cli.command) {
         (Some(path), _) => match Config::load(path) {
             Ok(c) => c,

@@ -1,0 +1,414 @@
+//! The command-line client of a running reprow's API: `reprow enqueue`, `jobs`, `retry`,
+//! `stats`. Blocking, one connection per request: these are commands a person types, so
+//! simplicity wins over throughput. Responses are read with the worker client's sans-IO
+//! decoder.
+//!
+//! Every command returns the text to print, so tests can check it without a terminal.
+
+use std::{
+    io::{Read as _, Write as _},
+    net::{TcpStream, ToSocketAddrs},
+    time::Duration,
+};
+
+use bytes::BytesMut;
+use serde_json::{json, Value};
+
+use crate::{config::WorkerUrl, http::codec::ResponseDecoder};
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// `--url` is not an `http://` URL.
+    #[error("--url {url}: {reason}")]
+    Url {
+        /// As given.
+        url: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Nothing answered, or the connection broke.
+    #[error("cannot reach reprow at {url}: {reason}")]
+    Unreachable {
+        /// The base URL.
+        url: String,
+        /// The I/O error.
+        reason: String,
+    },
+    /// The API answered with an error.
+    #[error("{status}: {message}")]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// The API's `error` message, or the body.
+        message: String,
+    },
+    /// Bad input on the command line or stdin.
+    #[error("{0}")]
+    Input(String),
+}
+
+/// Longest answer read.
+const MAX_BODY: usize = 64 << 20;
+/// Most jobs sent in one batch request (the API's default `max_batch_jobs`).
+pub const BATCH: usize = 10_000;
+
+/// A running reprow's API.
+#[derive(Debug, Clone)]
+pub struct Client {
+    url: WorkerUrl,
+    text: String,
+    token: Option<String>,
+    timeout: Duration,
+}
+
+impl Client {
+    /// A client of the API at `url` (`http://host:port`), sending `token` as a bearer token.
+    ///
+    /// # Errors
+    /// [`ClientError::Url`].
+    pub fn new(url: &str, token: Option<String>) -> Result<Client, ClientError> {
+        let parsed = WorkerUrl::parse(url).map_err(|reason| ClientError::Url {
+            url: url.to_string(),
+            reason,
+        })?;
+        Ok(Client {
+            url: parsed,
+            text: url.trim_end_matches('/').to_string(),
+            token: token.filter(|t| !t.is_empty()),
+            timeout: Duration::from_secs(30),
+        })
+    }
+
+    /// Sends one request; the JSON answer of a 2xx, else [`ClientError::Api`].
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+    ) -> Result<Value, ClientError> {
+        let unreachable = |e: std::io::Error| ClientError::Unreachable {
+            url: self.text.clone(),
+            reason: e.to_string(),
+        };
+        let addr = (self.url.host.as_str(), self.url.port)
+            .to_socket_addrs()
+            .map_err(unreachable)?
+            .next()
+            .ok_or_else(|| unreachable(std::io::ErrorKind::NotFound.into()))?;
+        let mut stream =
+            TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(unreachable)?;
+        stream
+            .set_read_timeout(Some(self.timeout))
+            .map_err(unreachable)?;
+        stream
+            .set_write_timeout(Some(self.timeout))
+            .map_err(unreachable)?;
+        let base = self.url.path_and_query.trim_end_matches('/');
+        let mut req = format!(
+            "{method} {base}{path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: reprow-cli/{}\r\nConnection: close\r\n",
+            self.url.authority,
+            crate::VERSION
+        );
+        if let Some(t) = &self.token {
+            req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+        }
+        let body = body.unwrap_or_default();
+        if !body.is_empty() || method == "POST" || method == "PUT" {
+            req.push_str(&format!(
+                "Content-Type: application/json\r\nContent-Length: {}\r\n",
+                body.len()
+            ));
+        }
+        req.push_str("\r\n");
+        let mut bytes = req.into_bytes();
+        bytes.extend_from_slice(body);
+        stream.write_all(&bytes).map_err(unreachable)?;
+        let mut decoder = ResponseDecoder::new(64 * 1024, MAX_BODY);
+        let mut buf = BytesMut::with_capacity(8192);
+        let mut chunk = vec![0; 64 * 1024];
+        let response = loop {
+            let n = stream.read(&mut chunk).map_err(unreachable)?;
+            buf.extend_from_slice(&chunk[..n]);
+            match decoder.decode(&mut buf, n == 0) {
+                Ok(Some(r)) => break r,
+                Ok(None) => continue,
+                Err(e) => {
+                    return Err(ClientError::Unreachable {
+                        url: self.text.clone(),
+                        reason: format!("bad answer: {e}"),
+                    })
+                }
+            }
+        };
+        let status = response.head.status;
+        let parsed: Option<Value> = serde_json::from_slice(&response.body).ok();
+        if !(200..300).contains(&status) {
+            let message = parsed
+                .as_ref()
+                .and_then(|v| v["error"].as_str().map(str::to_string))
+                .unwrap_or_else(|| String::from_utf8_lossy(&response.body).trim().to_string());
+            return Err(ClientError::Api { status, message });
+        }
+        Ok(parsed.unwrap_or(Value::Null))
+    }
+}
+
+/// `reprow enqueue QUEUE PAYLOAD`: one job; PAYLOAD is JSON (anything else is sent as a JSON
+/// string). Prints the new job's id.
+///
+/// # Errors
+/// [`ClientError`].
+pub fn enqueue_one(c: &Client, queue: &str, payload: &str) -> Result<String, ClientError> {
+    let body = json_payload(payload);
+    let v = c.call(
+        "POST",
+        &format!("/q/{}", path_segment(queue)),
+        Some(body.as_bytes()),
+    )?;
+    Ok(format!("{}\n", v["id"]))
+}
+
+/// `reprow enqueue QUEUE -`: every non-empty line of `input` is a job; sent in batches of
+/// [`BATCH`], each all-or-nothing. Prints the ids, one per line.
+///
+/// # Errors
+/// [`ClientError`]; jobs of batches sent before the error are enqueued.
+pub fn enqueue_lines(c: &Client, queue: &str, input: &str) -> Result<String, ClientError> {
+    let payloads: Vec<String> = input
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(json_payload)
+        .collect();
+    if payloads.is_empty() {
+        return Err(ClientError::Input(
+            "no jobs on stdin (one JSON payload per line)".into(),
+        ));
+    }
+    let mut out = String::new();
+    for chunk in payloads.chunks(BATCH) {
+        let mut body = String::from("{\"jobs\":[");
+        body.push_str(&chunk.join(","));
+        body.push_str("]}");
+        let v = c.call(
+            "POST",
+            &format!("/qb/{}", path_segment(queue)),
+            Some(body.as_bytes()),
+        )?;
+        for id in v["ids"].as_array().into_iter().flatten() {
+            out.push_str(&format!("{id}\n"));
+        }
+    }
+    Ok(out)
+}
+
+/// `reprow jobs QUEUE`: the leased, waiting and deferred jobs (at most `limit` of each).
+///
+/// # Errors
+/// [`ClientError`].
+pub fn jobs(c: &Client, queue: &str, limit: usize) -> Result<String, ClientError> {
+    let mut rows = vec![vec![
+        "ID".to_string(),
+        "STATE".into(),
+        "CATEGORY".into(),
+        "FAILS".into(),
+        "NEXT TRY".into(),
+        "PAYLOAD".into(),
+    ]];
+    for list in ["grabbed", "waiting", "deferred"] {
+        let v = c.call(
+            "GET",
+            &format!("/queue/{}/{list}?limit={limit}", path_segment(queue)),
+            None,
+        )?;
+        for j in v["jobs"].as_array().into_iter().flatten() {
+            let state = if list == "grabbed" { "in flight" } else { list };
+            rows.push(vec![
+                j["id"].to_string(),
+                state.into(),
+                text(&j["category"]),
+                j["fail_count"].to_string(),
+                text(&j["next_try"]),
+                preview(&j["payload"]),
+            ]);
+        }
+    }
+    Ok(table(&rows))
+}
+
+/// `reprow jobs QUEUE --failed`: the failed log (at most `limit` entries).
+///
+/// # Errors
+/// [`ClientError`].
+pub fn failed(c: &Client, queue: &str, limit: usize) -> Result<String, ClientError> {
+    let v = c.call(
+        "GET",
+        &format!("/queue/{}/failed?limit={limit}", path_segment(queue)),
+        None,
+    )?;
+    let mut rows = vec![vec![
+        "ID".to_string(),
+        "JOB".into(),
+        "FAILS".into(),
+        "FAILED AT".into(),
+        "STATUS".into(),
+        "MESSAGE".into(),
+        "PAYLOAD".into(),
+    ]];
+    for f in v["failed_jobs"].as_array().into_iter().flatten() {
+        rows.push(vec![
+            f["id"].to_string(),
+            f["job_id"].to_string(),
+            f["fail_count"].to_string(),
+            text(&f["failed_at"]),
+            f["result"]["code"].to_string(),
+            cut(&text(&f["result"]["message"]), 40),
+            preview(&f["payload"]),
+        ]);
+    }
+    Ok(table(&rows))
+}
+
+/// `reprow retry QUEUE ID`: moves failed entry ID back into the queue.
+///
+/// # Errors
+/// [`ClientError`].
+pub fn retry(c: &Client, queue: &str, id: u64) -> Result<String, ClientError> {
+    let v = c.call(
+        "POST",
+        &format!("/queue/{}/failed/{id}/retry", path_segment(queue)),
+        Some(b""),
+    )?;
+    Ok(format!("requeued as job {}\n", v["id"]))
+}
+
+/// `reprow stats`: one table of every queue.
+///
+/// # Errors
+/// [`ClientError`].
+pub fn stats(c: &Client) -> Result<String, ClientError> {
+    let v = c.call("GET", "/queues/stats", None)?;
+    let mut rows = vec![vec![
+        "QUEUE".to_string(),
+        "WAITING".into(),
+        "DEFERRED".into(),
+        "IN FLIGHT".into(),
+        "FAILED".into(),
+        "PUSH/S".into(),
+        "POP/S".into(),
+        "DONE".into(),
+        "PAUSED".into(),
+    ]];
+    for (name, s) in v.as_object().into_iter().flatten() {
+        rows.push(vec![
+            name.clone(),
+            s["waiting"].to_string(),
+            s["deferred"].to_string(),
+            s["grabbed"].to_string(),
+            s["failed"].to_string(),
+            s["pushes_per_second"].to_string(),
+            s["pops_per_second"].to_string(),
+            s["total_successes"].to_string(),
+            if s["paused"] == json!(true) {
+                "yes"
+            } else {
+                ""
+            }
+            .into(),
+        ]);
+    }
+    Ok(table(&rows))
+}
+
+/// A payload argument as JSON: valid JSON as is, anything else as a JSON string.
+fn json_payload(text: &str) -> String {
+    let t = text.trim();
+    if serde_json::from_str::<serde::de::IgnoredAny>(t).is_ok() {
+        t.to_string()
+    } else {
+        Value::String(text.to_string()).to_string()
+    }
+}
+
+/// Percent-encodes what a path segment cannot hold as is.
+fn path_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn text(v: &Value) -> String {
+    v.as_str().map_or_else(|| v.to_string(), str::to_string)
+}
+
+fn preview(v: &Value) -> String {
+    cut(&v.to_string(), 60)
+}
+
+fn cut(s: &str, max: usize) -> String {
+    let one_line = s.replace(['\n', '\r', '\t'], " ");
+    if one_line.chars().count() <= max {
+        one_line
+    } else {
+        let mut t: String = one_line.chars().take(max - 1).collect();
+        t.push('…');
+        t
+    }
+}
+
+/// Rows as left-aligned columns.
+fn table(rows: &[Vec<String>]) -> String {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|i| {
+            rows.iter()
+                .filter_map(|r| r.get(i))
+                .map(|c| c.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for r in rows {
+        let line: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_and_paths() {
+        assert_eq!(json_payload(r#"{"a": 1}"#), r#"{"a": 1}"#);
+        assert_eq!(json_payload("hello world"), r#""hello world""#);
+        assert_eq!(json_payload("42"), "42");
+        assert_eq!(path_segment("a b/c"), "a%20b%2Fc");
+    }
+
+    #[test]
+    fn tables_align() {
+        let t = table(&[
+            vec!["A".into(), "BB".into()],
+            vec!["long".into(), "x".into()],
+        ]);
+        assert_eq!(t, "A     BB\nlong  x\n");
+        assert_eq!(cut("abcdef", 4), "abc…");
+    }
+}

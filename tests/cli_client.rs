@@ -126,6 +126,11 @@ fn enqueue_list_fail_retry_and_stats() {
     let o = reprow_cli(&["stats"], &url, tok, None);
     assert!(o.status.success(), "{o:?}");
     let table = text(&o);
+    let head = table.lines().next().unwrap();
+    assert!(
+        head.starts_with("reprow ") && head.contains(" running: "),
+        "{table}"
+    );
     let parked = table
         .lines()
         .find(|l| l.starts_with("parked"))

@@ -575,6 +575,12 @@ async fn route(ctx: &Rc<Ctx>, req: &Request) -> Res {
                     &json!({
                         "queues": s.iter().map(|(n, _)| n).collect::<Vec<_>>(),
                         "size": s.len(),
+                        // reprow's additions: the lifecycle phase and the process counters.
+                        "phase": crate::runtime::Phase::name_of(
+                            ctx.stats.phase.load(std::sync::atomic::Ordering::Relaxed),
+                        ),
+                        "version": crate::VERSION,
+                        "counters": ctx.stats.snapshot(),
                     }),
                 )),
                 r => Err(unexpected(r)),

@@ -290,6 +290,7 @@ pub fn retry(c: &Client, queue: &str, id: u64) -> Result<String, ClientError> {
 /// # Errors
 /// [`ClientError`].
 pub fn stats(c: &Client) -> Result<String, ClientError> {
+    let status = c.call("GET", "/status", None)?;
     let v = c.call("GET", "/queues/stats", None)?;
     let mut rows = vec![vec![
         "QUEUE".to_string(),
@@ -320,7 +321,17 @@ pub fn stats(c: &Client) -> Result<String, ClientError> {
             .into(),
         ]);
     }
-    Ok(table(&rows))
+    let n = &status["counters"];
+    Ok(format!(
+        "reprow {} {}: {} in flight, {} done, {} retried, {} failed\n\n{}",
+        text(&status["version"]),
+        text(&status["phase"]),
+        n["in_flight"],
+        n["succeeded"],
+        n["retried"],
+        n["failed"],
+        table(&rows)
+    ))
 }
 
 /// A payload argument as JSON: valid JSON as is, anything else as a JSON string.

@@ -27,6 +27,8 @@ pub async fn handle(ctx: &Rc<Ctx>, req: Request) -> Response {
     match req.path.as_str() {
         "/healthz" => return health(&req, || async { Ok(()) }).await,
         "/readyz" => return health(&req, || ready(ctx)).await,
+        // The dashboard page is static; its requests to the API carry the token.
+        "/" | "/dashboard" if req.method == "GET" => return dashboard(),
         _ => {}
     }
     if let Some(token) = &ctx.config.token {
@@ -44,6 +46,15 @@ pub async fn handle(ctx: &Rc<Ctx>, req: Request) -> Response {
         Ok(r) => r,
         Err(r) => r,
     }
+}
+
+/// The dashboard: one page, served from the binary (no CDN), that polls the JSON API.
+const DASHBOARD: &str = include_str!("dashboard.html");
+
+fn dashboard() -> Response {
+    let mut r = Response::text(200, DASHBOARD.to_string());
+    r.content_type = "text/html; charset=utf-8";
+    r.with("Cache-Control", "no-store".into())
 }
 
 /// `/healthz`, `/readyz`: 200 `{"status":"ok"}`, or 503 with the reason.
@@ -138,6 +149,14 @@ async fn route(ctx: &Rc<Ctx>, req: &Request) -> Res {
     let q = Params::parse(&req.query)?;
     match (segs.as_slice(), m) {
         (["metrics"], "GET") => metrics(ctx).await,
+        (["inflight"], "GET") => {
+            let limit = q.num("limit", 100, 1, 1000)? as usize;
+            match call(ctx, Op::Query(Query::InFlight { limit })).await? {
+                Reply::Jobs(jobs, _) => Ok(Response::json(200, &json!({ "jobs": jobs }))),
+                r => Err(unexpected(r)),
+            }
+        }
+        (["inflight"], _) => Err(not_allowed("GET")),
         (["metrics"], _) => Err(not_allowed("GET")),
         // ---- fireworq ----
         (["job", cat], "POST") => enqueue_fireworq(ctx, req, cat, false).await,

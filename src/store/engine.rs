@@ -1747,6 +1747,11 @@ impl Engine {
         def: Option<&QueueDef>,
         name: &str,
     ) -> JobView {
+        let lease = if grabbed {
+            self.leases.get(&rec.id)
+        } else {
+            None
+        };
         JobView {
             id: rec.id,
             queue_name: name.to_string(),
@@ -1771,6 +1776,8 @@ impl Engine {
                 |d| d / 1000,
             ),
             payload: payload_value(&rec.payload),
+            leased_at: lease.map(|l| rfc3339(l.since_ms)),
+            pulled: lease.map(|l| l.pull),
         }
     }
 
@@ -2009,6 +2016,21 @@ impl Engine {
                     None => Err(no_failed(id)),
                 }
             }
+            Query::InFlight { limit } => {
+                let mut leased: Vec<(u64, u64)> = self
+                    .leases
+                    .iter()
+                    .map(|(id, l)| (l.since_ms, *id))
+                    .collect();
+                leased.sort_unstable();
+                let mut out = Vec::with_capacity(leased.len().min(limit));
+                for (_, id) in leased.into_iter().take(limit) {
+                    if let Some(rec) = self.read_job(&rtxn, id)? {
+                        out.push(self.view(&rec, true));
+                    }
+                }
+                Ok(Reply::Jobs(out, None))
+            }
             Query::Routings => Ok(Reply::Routings(
                 self.routings
                     .iter()
@@ -2032,21 +2054,6 @@ impl Engine {
     /// Jobs leased now (tests).
     pub fn leased(&self) -> usize {
         self.leases.len()
-    }
-
-    /// The leased jobs of every queue: (queue, job id, since ms, pull), for the scoreboard.
-    pub fn lease_list(&self) -> Vec<(String, u64, u64, bool)> {
-        self.leases
-            .iter()
-            .map(|(id, l)| {
-                let q = self
-                    .queues
-                    .get(&l.qid)
-                    .map(|q| q.name.to_string())
-                    .unwrap_or_default();
-                (q, *id, l.since_ms, l.pull)
-            })
-            .collect()
     }
 }
 

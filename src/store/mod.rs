@@ -280,6 +280,11 @@ pub enum Query {
         /// Failure id.
         id: u64,
     },
+    /// Leased jobs of every queue, oldest lease first (the dashboard's scoreboard).
+    InFlight {
+        /// Most jobs returned.
+        limit: usize,
+    },
     /// Every routing.
     Routings,
     /// One routing.
@@ -313,6 +318,12 @@ pub struct JobView {
     pub retry_delay: u64,
     /// The payload: JSON when it parses as JSON, else a string.
     pub payload: serde_json::Value,
+    /// For a leased job: since when, RFC 3339 (reprow's addition).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leased_at: Option<String>,
+    /// For a leased job: taken by a pull worker rather than pushed (reprow's addition).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pulled: Option<bool>,
 }
 
 /// A failed-log entry as the API shows it (fireworq's shape).

@@ -9,6 +9,7 @@
 //! # Layout
 //! - [`store`]: the durable queue: an LMDB log, its group-commit writer and scheduler.
 //! - [`api`]: the HTTP API (fireworq and presque routes) served by every core.
+//! - [`bench`]: `reprow bench`, the load simulator.
 //! - [`client`]: the command-line client of that API (`reprow enqueue`, `jobs`, `retry`, `stats`).
 //! - [`config`]: the YAML config (reprow's `queue:` + `runner:` shape) and its validation.
 //! - [`job`]: the job type and how a worker's answer maps to an outcome.
@@ -21,6 +22,7 @@
 //! - [`telemetry`]: logging set-up.
 
 pub mod api;
+pub mod bench;
 pub mod client;
 pub mod config;
 pub mod dispatch;

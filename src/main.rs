@@ -3,7 +3,7 @@
 use std::{path::PathBuf, process::ExitCode, sync::Arc};
 
 use clap::{Parser, Subcommand};
-use reprow::{client, config::Config, runtime, stats::Stats};
+use reprow::{bench, client, config::Config, runtime, stats::Stats};
 
 /// A job-queue reverse proxy: pulls jobs from a queue and POSTs each to an HTTP worker.
 #[derive(Parser)]
@@ -60,6 +60,9 @@ enum Command {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// The load simulator: runs reprow in this process with an in-process worker, drives N
+    /// numbered jobs through the chosen source and checks each (lost, duplicates).
+    Bench(BenchArgs),
     /// Every queue's depths and rates, redrawn each interval (`--once` prints one table).
     Stats {
         /// Print once and exit.
@@ -71,6 +74,72 @@ enum Command {
         #[command(flatten)]
         api: ApiArgs,
     },
+}
+
+/// `reprow bench` options.
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// The source the jobs go through.
+    #[arg(long, value_enum, default_value_t = bench::BenchSource::Durable)]
+    source: bench::BenchSource,
+    /// Jobs to send.
+    #[arg(long, default_value_t = 20_000)]
+    jobs: u64,
+    /// Requests in flight.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Worker time per job (`0`, `2ms`, `1s`).
+    #[arg(long, default_value = "0", value_parser = reprow::config::parse_duration)]
+    latency: std::time::Duration,
+    /// Share of first attempts the worker fails with 500 (0 to below 1).
+    #[arg(long, default_value_t = 0.0)]
+    failure_rate: f64,
+    /// Durable source: concurrent producers.
+    #[arg(long, default_value_t = 8)]
+    producers: usize,
+    /// Durable source: jobs per enqueue request.
+    #[arg(long, default_value_t = 100)]
+    batch: usize,
+    /// Give up waiting for jobs after this long.
+    #[arg(long, default_value = "10m", value_parser = reprow::config::parse_duration)]
+    timeout: std::time::Duration,
+}
+
+fn bench_command(a: &BenchArgs) -> ExitCode {
+    use std::io::IsTerminal as _;
+    let log = reprow::telemetry::init(&reprow::telemetry::LogOptions {
+        level: "warn".into(),
+        ..Default::default()
+    });
+    let opts = bench::BenchOptions {
+        source: a.source,
+        jobs: a.jobs,
+        concurrency: a.concurrency,
+        latency: a.latency,
+        failure_rate: a.failure_rate,
+        producers: a.producers,
+        batch: a.batch,
+        timeout: a.timeout,
+        progress: std::io::stderr().is_terminal(),
+    };
+    let code = match bench::run(&opts) {
+        Ok(report) => {
+            println!("{report}");
+            if report.lost > 0 {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    };
+    if let Ok(log) = log {
+        log.flush();
+    }
+    code
 }
 
 /// Where the API of a running reprow is. The token comes from `REPROW_TOKEN`.
@@ -162,6 +231,9 @@ fn client_command(command: &Command) -> Option<ExitCode> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(command) = &cli.command {
+        if let Command::Bench(args) = command {
+            return bench_command(args);
+        }
         if let Some(code) = client_command(command) {
             return code;
         }

@@ -50,9 +50,14 @@ pub struct Config {
     /// default queue's worker URL and the response limits apply to every worker.
     #[serde(default)]
     pub runner: Option<Runner>,
-    /// The HTTP API of the durable queue (fireworq and presque routes).
+    /// The HTTP API of the durable queue (fireworq and presque routes). Its token and limits
+    /// also apply to `monitor_listen`.
     #[serde(default)]
     pub api: crate::api::ApiConfig,
+    /// FIFO and Q4M sources: serve `/healthz`, `/readyz`, `/metrics` and `/status` on this
+    /// address. Defaults to none (the durable queue serves them on `api.listen`).
+    #[serde(default)]
+    pub monitor_listen: Option<std::net::SocketAddr>,
     /// Queue definitions of the durable queue, by name (fireworq's queue fields plus reprow's).
     #[serde(default)]
     pub queues: std::collections::BTreeMap<String, crate::store::queue::QueueDef>,
@@ -615,6 +620,12 @@ impl Config {
         let invalid = |key: &'static str, message: String| invalid_at(text, key, message);
         if let QueueConfig::Lmdb(l) = &self.queue {
             self.validate_durable(l).map_err(|(k, m)| invalid(k, m))?;
+            if self.monitor_listen.is_some() {
+                return Err(invalid(
+                    "monitor_listen",
+                    "the durable queue serves /metrics, /healthz and /readyz on api.listen; remove monitor_listen".into(),
+                ));
+            }
         }
         let Some(r) = self.runner() else {
             match self.queue {
@@ -1045,6 +1056,19 @@ mod tests {
             "queue:\n  type: q4m\n  table: t\nrunner:\n  type: http_proxy\n  url: http://h\n"
         )
         .contains("dsn"));
+    }
+
+    #[test]
+    fn monitor_listen_is_for_fifo_and_q4m() {
+        let c = Config::from_yaml(&format!("{MINIMAL}monitor_listen: 127.0.0.1:9090\n")).unwrap();
+        assert_eq!(c.monitor_listen, Some("127.0.0.1:9090".parse().unwrap()));
+        assert!(Config::from_yaml(MINIMAL).unwrap().monitor_listen.is_none());
+        let e = err("queue:\n  type: lmdb\nmonitor_listen: 127.0.0.1:9090\n");
+        assert!(
+            e.contains("monitor_listen") && e.contains("api.listen"),
+            "{e}"
+        );
+        assert!(err(&format!("{MINIMAL}monitor_listen: nowhere\n")).contains("monitor_listen"));
     }
 
     #[test]

@@ -242,3 +242,72 @@ fn probes_answer_without_the_token_and_metrics_need_it() {
     parse(&r.text());
     assert!(reprow.stop().0.success());
 }
+
+#[test]
+fn a_fifo_reprow_serves_monitoring_on_monitor_listen() {
+    let worker = Worker::start(|_, _| Reply::ok());
+    let scene = Scene::new();
+    let cfg = scene.config(
+        &worker.url(),
+        "  max_line_bytes: 64\n",
+        "",
+        "monitor_listen: 127.0.0.1:0\n",
+    );
+    let reprow = Reprow::start(&cfg);
+    let addr = {
+        let deadline = std::time::Instant::now() + DEADLINE;
+        loop {
+            let found = reprow.log().lines().find_map(|l| {
+                let v: Value = serde_json::from_str(l).ok()?;
+                (v["message"] == "Monitoring listening.").then(|| {
+                    v["address"]
+                        .as_str()
+                        .unwrap()
+                        .parse::<std::net::SocketAddr>()
+                        .unwrap()
+                })
+            });
+            if let Some(a) = found {
+                break a;
+            }
+            assert!(std::time::Instant::now() < deadline, "{}", reprow.log());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    let api = Api::new(addr);
+    api.wait_json("/readyz", |v| v["status"] == "ok");
+    let long = "x".repeat(100);
+    write_lines(&scene.fifo(), &[r#"{"n":1}"#, &long, r#"{"n":2}"#]);
+    worker.wait_for(2);
+    let m = api.wait_json("/status", |v| v["counters"]["succeeded"] == 2);
+    assert_eq!(m["phase"], "running");
+    let m = parse(&api.get("/metrics").text());
+    assert_eq!(
+        value(
+            &m,
+            "reprow_fifo_lines_rejected",
+            "reprow_fifo_lines_rejected_total",
+            &[("reason", "oversize")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(&m, "reprow_succeeded", "reprow_succeeded_total", &[]),
+        2.0
+    );
+    let h = "reprow_queue_worker_seconds";
+    assert_eq!(
+        value(&m, h, &format!("{h}_count"), &[("queue", "queue")]),
+        2.0
+    );
+    assert!(m.get("reprow_store_commit_seconds").is_none());
+    let r = api.get("/queues/stats");
+    assert_eq!(r.status, 404);
+    assert!(
+        r.text()
+            .contains("only /healthz, /readyz, /metrics and /status"),
+        "{}",
+        r.text()
+    );
+    assert!(reprow.stop().0.success());
+}

@@ -147,8 +147,9 @@ impl ApiConfig {
 
 /// What every connection on a core shares.
 pub struct Ctx {
-    /// The store.
-    pub store: Store,
+    /// The store; `None` when a FIFO or Q4M source runs and only the monitoring routes
+    /// (`monitor_listen`) are served.
+    pub store: Option<Store>,
     /// Limits and token.
     pub config: Arc<ApiConfig>,
     /// Open connections across all cores.

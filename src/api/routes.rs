@@ -42,11 +42,20 @@ pub async fn handle(ctx: &Rc<Ctx>, req: Request) -> Response {
                 .with("WWW-Authenticate", "Bearer".into());
         }
     }
+    if ctx.store.is_none() && !MONITORING.contains(&req.path.as_str()) {
+        return Response::error(
+            404,
+            "this reprow runs a FIFO or Q4M source: only /healthz, /readyz, /metrics and /status are served",
+        );
+    }
     match route(ctx, &req).await {
         Ok(r) => r,
         Err(r) => r,
     }
 }
+
+/// What a reprow without the durable queue serves on `monitor_listen`.
+const MONITORING: [&str; 4] = ["/healthz", "/readyz", "/metrics", "/status"];
 
 /// The dashboard: one page, served from the binary (no CDN), that polls the JSON API.
 const DASHBOARD: &str = include_str!("dashboard.html");
@@ -84,12 +93,10 @@ async fn ready(ctx: &Ctx) -> Result<(), String> {
             crate::runtime::Phase::name_of(phase)
         ));
     }
-    match monoio::time::timeout(
-        READY_STORE_TIMEOUT,
-        ctx.store.call(Op::Query(Query::Queues)),
-    )
-    .await
-    {
+    let Some(store) = &ctx.store else {
+        return Ok(());
+    };
+    match monoio::time::timeout(READY_STORE_TIMEOUT, store.call(Op::Query(Query::Queues))).await {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) => Err(format!("store: {e}")),
         Err(_) => Err("store: no answer within 1 s".into()),
@@ -98,9 +105,12 @@ async fn ready(ctx: &Ctx) -> Result<(), String> {
 
 /// `GET /metrics`: the Prometheus exposition.
 async fn metrics(ctx: &Ctx) -> Res {
-    let queues = match call(ctx, Op::Query(Query::Stats(None))).await? {
-        Reply::Stats(s) => s,
-        r => return Err(unexpected(r)),
+    let queues = match &ctx.store {
+        None => Vec::new(),
+        Some(_) => match call(ctx, Op::Query(Query::Stats(None))).await? {
+            Reply::Stats(s) => s,
+            r => return Err(unexpected(r)),
+        },
     };
     let phase = ctx.stats.phase.load(std::sync::atomic::Ordering::Relaxed);
     let text = crate::metrics::render(&crate::metrics::Scrape {
@@ -108,7 +118,7 @@ async fn metrics(ctx: &Ctx) -> Res {
         phase: crate::runtime::Phase::from_u8(phase),
         queues: &queues,
         metrics: &ctx.stats.metrics,
-        store: Some(&ctx.store.metrics),
+        store: ctx.store.as_ref().map(|s| &*s.metrics),
         rss_bytes: crate::metrics::rss_bytes(),
     });
     let mut r = Response::text(200, text);
@@ -130,7 +140,10 @@ fn not_allowed(allow: &str) -> Response {
 }
 
 async fn call(ctx: &Ctx, op: Op) -> Result<Reply, Response> {
-    ctx.store.call(op).await.map_err(Response::from)
+    match &ctx.store {
+        Some(store) => store.call(op).await.map_err(Response::from),
+        None => Err(Response::error(404, "no durable queue in this reprow")),
+    }
 }
 
 fn unexpected(r: Reply) -> Response {
@@ -587,6 +600,18 @@ async fn route(ctx: &Rc<Ctx>, req: &Request) -> Res {
             ))
         }
         (["j", _], _) => Err(not_allowed("GET")),
+        (["status", ""] | ["status"], "GET") if ctx.store.is_none() => Ok(Response::json(
+            200,
+            &json!({
+                "queues": [],
+                "size": 0,
+                "phase": crate::runtime::Phase::name_of(
+                    ctx.stats.phase.load(std::sync::atomic::Ordering::Relaxed),
+                ),
+                "version": crate::VERSION,
+                "counters": ctx.stats.snapshot(),
+            }),
+        )),
         (["status", ""] | ["status"], "GET") => {
             match call(ctx, Op::Query(Query::Stats(None))).await? {
                 Reply::Stats(s) => Ok(Response::json(

@@ -147,8 +147,19 @@ pub fn run(config: &Config, shutdown: Shutdown, stats: Arc<Stats>) -> Result<Sna
             source,
         })?;
 
+    let monitor = monitoring(config, &shutdown, &stats)?;
     let mut cores = Vec::with_capacity(threads);
     for core in 0..threads {
+        let monitor = match &monitor {
+            Some((listener, ctx)) => Some((
+                listener.try_clone().map_err(|source| RunError::Start {
+                    what: "monitoring listener",
+                    source,
+                })?,
+                ctx.clone(),
+            )),
+            None => None,
+        };
         // Spread concurrency over the cores; the first ones take the remainder.
         let slots = runner.concurrency / threads + usize::from(core < runner.concurrency % threads);
         let client_config = ClientConfig {
@@ -170,9 +181,24 @@ pub fn run(config: &Config, shutdown: Shutdown, stats: Arc<Stats>) -> Result<Sna
             .name(format!("reprow-core-{core}"))
             .spawn(move || {
                 let run = move || async move {
+                    let server = monitor.and_then(|(listener, ctx)| {
+                        match monoio::net::TcpListener::from_std(listener) {
+                            Ok(l) => Some(monoio::spawn(crate::api::serve(
+                                l,
+                                std::rc::Rc::new(ctx.into_ctx()),
+                            ))),
+                            Err(e) => {
+                                tracing::error!(error = %e, "Cannot serve monitoring on this core.");
+                                None
+                            }
+                        }
+                    });
                     let client = WorkerClient::new(client_config);
                     let d = CoreDispatcher::new(core, rx, settle, client, policy, stats, shutdown);
                     d.run(slots, grace).await;
+                    if let Some(server) = server {
+                        server.await;
+                    }
                 };
                 run_on_driver(driver, core, run)
             })
@@ -182,6 +208,12 @@ pub fn run(config: &Config, shutdown: Shutdown, stats: Arc<Stats>) -> Result<Sna
             })?;
         cores.push(handle);
     }
+    if let Some((listener, _)) = &monitor {
+        if let Ok(address) = listener.local_addr() {
+            tracing::info!(%address, "Monitoring listening.");
+        }
+    }
+    drop(monitor);
     stats.phase.store(Phase::Running as u8, Relaxed);
     tracing::info!(threads, concurrency = runner.concurrency, worker = %runner.url, "reprow is running.");
 
@@ -227,6 +259,55 @@ fn q4m_source(
     Err(RunError::Config(
         "queue type q4m needs reprow built with --features q4m".into(),
     ))
+}
+
+/// What each core needs to serve the monitoring routes; `Send`, unlike [`crate::api::Ctx`].
+#[derive(Clone)]
+struct MonitorCtx {
+    api: Arc<crate::api::ApiConfig>,
+    connections: Arc<std::sync::atomic::AtomicUsize>,
+    shutdown: Shutdown,
+    stats: Arc<Stats>,
+}
+
+impl MonitorCtx {
+    fn into_ctx(self) -> crate::api::Ctx {
+        crate::api::Ctx {
+            store: None,
+            config: self.api,
+            connections: self.connections,
+            shutdown: self.shutdown,
+            stats: self.stats,
+        }
+    }
+}
+
+/// Binds `monitor_listen` for a FIFO or Q4M source, when set.
+fn monitoring(
+    config: &Config,
+    shutdown: &Shutdown,
+    stats: &Arc<Stats>,
+) -> Result<Option<(std::net::TcpListener, MonitorCtx)>, RunError> {
+    let Some(addr) = config.monitor_listen else {
+        return Ok(None);
+    };
+    let listener = std::net::TcpListener::bind(addr).map_err(|source| RunError::Start {
+        what: "monitoring listener",
+        source,
+    })?;
+    let mut api = config.api.clone();
+    if api.token.is_none() {
+        api.token = std::env::var("REPROW_TOKEN").ok().filter(|t| !t.is_empty());
+    }
+    Ok(Some((
+        listener,
+        MonitorCtx {
+            api: Arc::new(api),
+            connections: Arc::default(),
+            shutdown: shutdown.clone(),
+            stats: stats.clone(),
+        },
+    )))
 }
 
 /// Waits for every core thread; the first event-loop error is returned, and any failure
@@ -353,7 +434,7 @@ fn run_durable(
                         }
                     };
                     let ctx = std::rc::Rc::new(crate::api::Ctx {
-                        store: store.clone(),
+                        store: Some(store.clone()),
                         config: api,
                         connections,
                         shutdown: shutdown.clone(),

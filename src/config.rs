@@ -362,6 +362,19 @@ impl Q4mConfig {
     }
 }
 
+impl FifoConfig {
+    /// The queue name: `name`, else the FIFO's file name.
+    pub fn queue_name(&self) -> String {
+        match &self.name {
+            Some(n) => n.clone(),
+            None => self
+                .path
+                .file_name()
+                .map_or("fifo".into(), |n| n.to_string_lossy().into_owned()),
+        }
+    }
+}
+
 /// How a FIFO line becomes a job.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -600,6 +613,15 @@ impl Config {
             message: e.to_string(),
         })?;
         config.validate(text)
+    }
+
+    /// The one queue a FIFO or Q4M source feeds; `None` for the durable queue.
+    pub fn source_queue_name(&self) -> Option<String> {
+        match &self.queue {
+            QueueConfig::Fifo(f) => Some(f.queue_name()),
+            QueueConfig::Q4m(q) => Some(q.queue_name().to_string()),
+            QueueConfig::Lmdb(_) => None,
+        }
     }
 
     /// The HTTP runner's settings, when a runner is configured.

@@ -301,6 +301,29 @@ fn a_fifo_reprow_serves_monitoring_on_monitor_listen() {
         2.0
     );
     assert!(m.get("reprow_store_commit_seconds").is_none());
+    let q = [("queue", "queue")];
+    assert_eq!(
+        value(
+            &m,
+            "reprow_queue_enqueued",
+            "reprow_queue_enqueued_total",
+            &q
+        ),
+        2.0
+    );
+    assert_eq!(
+        value(
+            &m,
+            "reprow_queue_succeeded",
+            "reprow_queue_succeeded_total",
+            &q
+        ),
+        2.0
+    );
+    assert_eq!(
+        value(&m, "reprow_queue_in_flight", "reprow_queue_in_flight", &q),
+        0.0
+    );
     let r = api.get("/queues/stats");
     assert_eq!(r.status, 404);
     assert!(

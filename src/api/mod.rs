@@ -158,6 +158,8 @@ pub struct Ctx {
     pub shutdown: Shutdown,
     /// Process counters, histograms and the lifecycle phase, for `/metrics` and `/readyz`.
     pub stats: Arc<crate::stats::Stats>,
+    /// Without a store: the FIFO's or Q4M table's queue name, for per-queue metrics.
+    pub source_queue: Option<String>,
 }
 
 /// Accepts connections on this core until shutdown.

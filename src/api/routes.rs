@@ -106,7 +106,16 @@ async fn ready(ctx: &Ctx) -> Result<(), String> {
 /// `GET /metrics`: the Prometheus exposition.
 async fn metrics(ctx: &Ctx) -> Res {
     let queues = match &ctx.store {
-        None => Vec::new(),
+        None => ctx
+            .source_queue
+            .iter()
+            .map(|q| {
+                (
+                    q.clone(),
+                    crate::metrics::source_queue_stats(&ctx.stats.snapshot()),
+                )
+            })
+            .collect(),
         Some(_) => match call(ctx, Op::Query(Query::Stats(None))).await? {
             Reply::Stats(s) => s,
             r => return Err(unexpected(r)),

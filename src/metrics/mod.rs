@@ -359,6 +359,21 @@ fn queue_families(e: &mut Encoder, queues: &[(String, QueueStats)]) {
     }
 }
 
+/// A FIFO's or Q4M table's figures in the durable queue's shape, from the process counters
+/// (the process feeds one queue): enqueued = jobs read, dispatched = attempts, in flight now.
+/// Depths a FIFO cannot know (waiting in the pipe, deferred) stay 0.
+pub fn source_queue_stats(s: &Snapshot) -> QueueStats {
+    QueueStats {
+        total_pushes: s.received,
+        total_pops: s.dispatched,
+        total_successes: s.succeeded,
+        total_retries: s.retried,
+        total_failed_jobs: s.failed,
+        grabbed: u64::try_from(s.in_flight).unwrap_or(0),
+        ..QueueStats::default()
+    }
+}
+
 /// Resident memory of this process, from `/proc/self/statm`.
 pub fn rss_bytes() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/self/statm").ok()?;

@@ -268,6 +268,7 @@ struct MonitorCtx {
     connections: Arc<std::sync::atomic::AtomicUsize>,
     shutdown: Shutdown,
     stats: Arc<Stats>,
+    queue: Option<String>,
 }
 
 impl MonitorCtx {
@@ -278,6 +279,7 @@ impl MonitorCtx {
             connections: self.connections,
             shutdown: self.shutdown,
             stats: self.stats,
+            source_queue: self.queue,
         }
     }
 }
@@ -306,6 +308,7 @@ fn monitoring(
             connections: Arc::default(),
             shutdown: shutdown.clone(),
             stats: stats.clone(),
+            queue: config.source_queue_name(),
         },
     )))
 }
@@ -439,6 +442,7 @@ fn run_durable(
                         connections,
                         shutdown: shutdown.clone(),
                         stats: stats.clone(),
+                        source_queue: None,
                     });
                     let server = monoio::spawn(crate::api::serve(listener, ctx));
                     let d = crate::dispatch::durable::DurableCore::new(

@@ -80,12 +80,7 @@ impl FifoSource {
             .custom_flags(libc::O_NONBLOCK)
             .open(path)
             .map_err(io)?;
-        let queue: Arc<str> = match &config.name {
-            Some(n) => n.as_str().into(),
-            None => path
-                .file_name()
-                .map_or("fifo".into(), |n| n.to_string_lossy().into()),
-        };
+        let queue: Arc<str> = config.queue_name().into();
         let spill = |p: &PathBuf| {
             SpillFile::open(p).map_err(|source| SourceError::Io {
                 path: p.clone(),

@@ -193,3 +193,41 @@ fn sigusr1_reopens_the_log_file() {
     // The final line is written before exit.
     assert!(read(&file).contains("\"Stopped.\""), "{}", read(&file));
 }
+
+#[test]
+fn a_pull_workers_ack_and_failure_are_logged_too() {
+    let worker = worker();
+    let dir = tempfile::tempdir().unwrap();
+    let reprow = Reprow::start(&config(dir.path(), &worker, ""));
+    let mut api = Api::new(reprow.api_addr());
+    api.token = Some("tok-XYZZY".into());
+    for _ in 0..2 {
+        assert_eq!(api.post("/q/pulled", r#"{"secret":"x"}"#).status, 201);
+    }
+    let first = api.get("/q/pulled");
+    let id = first.header("X-Reprow-Job-Id").unwrap().to_string();
+    assert_eq!(api.delete(&format!("/q/pulled/{id}")).status, 204);
+    let second = api.get("/q/pulled");
+    let id2 = second.header("X-Reprow-Job-Id").unwrap().to_string();
+    let r = api.put(
+        "/q/pulled",
+        &format!(r#"{{"id":{id2},"message":"could not"}}"#),
+    );
+    assert!(r.status < 300, "{}", r.text());
+    let log = wait_for_log(
+        "two pull completion lines",
+        || reprow.log(),
+        |l| completions(l).len() >= 2,
+    );
+    let lines = completions(&log);
+    let done = lines.iter().find(|v| v["action"] == "complete").unwrap();
+    assert_eq!(
+        (done["id"].to_string(), done["pulled"].as_bool()),
+        (id, Some(true))
+    );
+    assert_eq!(done["queue"], "pulled");
+    let retry = lines.iter().find(|v| v["action"] == "retry").unwrap();
+    assert_eq!(retry["message"], "could not");
+    assert!(!log.contains("secret"), "{log}");
+    assert!(reprow.stop().0.success());
+}

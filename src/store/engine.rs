@@ -778,6 +778,13 @@ impl Engine {
             Op::Ack { queue, id } => {
                 let (_, rec) = self.queue_job(&txn, &queue, id)?;
                 self.remove_job(&mut txn, &rec)?;
+                // A pull worker's completion; pushed jobs are logged by the cores.
+                tracing::info!(
+                    target: crate::dispatch::completion::TARGET, action = "complete",
+                    queue = %queue, category = %rec.category, id = rec.id, status = "completed",
+                    elapsed = self.lease_age(rec.id, now), retry_count = rec.attempts,
+                    pulled = true, "Job done."
+                );
                 (Reply::Unit, Effect::Removed { rec, done: Some(0) })
             }
             Op::Nack { queue, id, message } => {
@@ -789,15 +796,27 @@ impl Engine {
                     status: None,
                     message,
                 };
+                let elapsed = self.lease_age(rec.id, now);
                 if policy.may_retry(attempts) {
                     let mut p = policy;
                     (p.base, p.cap) = NACK_BACKOFF;
                     let delay = p.delay(attempts, None);
+                    tracing::info!(
+                        target: crate::dispatch::completion::TARGET, action = "retry",
+                        queue = %queue, category = %rec.category, id = rec.id, status = "failed",
+                        elapsed, retry_count = rec.attempts, retry_delay = delay.as_millis() as u64,
+                        pulled = true, "{}", failure.message
+                    );
                     let rec =
                         self.reschedule(&mut txn, rec, attempts, now + delay.as_millis() as u64)?;
                     (Reply::Unit, Effect::Retried { rec })
                 } else {
                     self.fail_job(&mut txn, rec.clone(), attempts, &failure, false, now)?;
+                    tracing::warn!(
+                        target: crate::dispatch::completion::TARGET, action = "fail",
+                        queue = %queue, category = %rec.category, id = rec.id, status = "failed",
+                        elapsed, retry_count = rec.attempts, pulled = true, "{}", failure.message
+                    );
                     (
                         Reply::Unit,
                         Effect::Failed {
@@ -1779,6 +1798,13 @@ impl Engine {
             leased_at: lease.map(|l| rfc3339(l.since_ms)),
             pulled: lease.map(|l| l.pull),
         }
+    }
+
+    /// How long job `id` has been leased, ms (0 when it is not).
+    fn lease_age(&self, id: u64, now: u64) -> u64 {
+        self.leases
+            .get(&id)
+            .map_or(0, |l| now.saturating_sub(l.since_ms))
     }
 
     fn failed_view(f: &FailedRecord, fid: u64, def: Option<&QueueDef>) -> FailedView {

@@ -58,11 +58,12 @@ fn enqueue_three(reprow: &Reprow) {
     }
 }
 
-#[test]
-fn completion_lines_carry_fireworqs_fields_and_no_payload_or_token() {
+/// Runs reprow with `extra` config, enqueues the three jobs, and waits for their four
+/// completion lines (one job is retried once).
+fn three_jobs_logged(extra: &str) -> (Worker, tempfile::TempDir, Reprow, String) {
     let worker = worker();
     let dir = tempfile::tempdir().unwrap();
-    let reprow = Reprow::start(&config(dir.path(), &worker, ""));
+    let reprow = Reprow::start(&config(dir.path(), &worker, extra));
     enqueue_three(&reprow);
     worker.wait_for(4);
     let log = wait_for_log(
@@ -70,6 +71,12 @@ fn completion_lines_carry_fireworqs_fields_and_no_payload_or_token() {
         || reprow.log(),
         |l| completions(l).len() >= 4,
     );
+    (worker, dir, reprow, log)
+}
+
+#[test]
+fn completion_lines_carry_fireworqs_fields_and_no_payload_or_token() {
+    let (_worker, _dir, reprow, log) = three_jobs_logged("");
     let lines = completions(&log);
     let by =
         |action: &str| -> Vec<&Value> { lines.iter().filter(|v| v["action"] == action).collect() };
@@ -116,16 +123,7 @@ fn completion_lines_carry_fireworqs_fields_and_no_payload_or_token() {
 
 #[test]
 fn payloads_are_logged_only_when_asked() {
-    let worker = worker();
-    let dir = tempfile::tempdir().unwrap();
-    let reprow = Reprow::start(&config(dir.path(), &worker, "log_payloads: true\n"));
-    enqueue_three(&reprow);
-    worker.wait_for(4);
-    let log = wait_for_log(
-        "four completion lines",
-        || reprow.log(),
-        |l| completions(l).len() >= 4,
-    );
+    let (_worker, _dir, reprow, log) = three_jobs_logged("log_payloads: true\n");
     let done = completions(&log)
         .into_iter()
         .find(|v| v["action"] == "complete" && v["retry_count"] == 0)

@@ -87,7 +87,8 @@ pub struct Config {
     #[serde(default)]
     pub log_file: Option<PathBuf>,
     /// Put each job's payload into its completion log line. Defaults to false: payloads and
-    /// `Authorization` headers are never logged.
+    /// `Authorization` headers are not logged, except a failed/pending record that cannot be
+    /// written to its file, which is logged rather than lost.
     #[serde(default)]
     pub log_payloads: bool,
     /// On SIGINT/SIGTERM, how long in-flight jobs may take to finish. Defaults to 30 seconds.

@@ -175,7 +175,9 @@ fn client_command(command: &Command) -> Option<ExitCode> {
                 std::io::stdin()
                     .read_to_string(&mut input)
                     .map_err(|e| client::ClientError::Input(format!("stdin: {e}")))?;
-                client::enqueue_lines(&c, queue, &input)
+                // Ids go out as each batch is accepted, so an error leaves a true record.
+                client::enqueue_lines(&c, queue, &input, &mut std::io::stdout().lock())
+                    .map(|_| String::new())
             } else {
                 client::enqueue_one(&c, queue, payload)
             }
@@ -200,6 +202,11 @@ fn client_command(command: &Command) -> Option<ExitCode> {
             interval,
             api,
         } => api.client().and_then(|c| {
+            if !interval.is_finite() || *interval <= 0.0 {
+                return Err(client::ClientError::Input(
+                    "--interval must be a positive number of seconds".into(),
+                ));
+            }
             let live = !*once && std::io::stdout().is_terminal();
             if !live {
                 return client::stats(&c);

@@ -95,14 +95,14 @@ pub fn init(opts: &LogOptions) -> std::io::Result<LogHandle> {
     };
     let (tx, rx) = crossbeam_channel::bounded(LOG_QUEUE_LINES);
     let reopen = Arc::new(AtomicBool::new(false));
-    if opts.file.is_some() {
-        signal_hook::flag::register(signal_hook::consts::SIGUSR1, reopen.clone())?;
-    }
+    // Always taken, so SIGUSR1 without a log file is a no-op rather than the default action
+    // (which ends the process without draining).
+    signal_hook::flag::register(signal_hook::consts::SIGUSR1, reopen.clone())?;
     let dropped = Arc::new(AtomicU64::new(0));
     let writer_dropped = dropped.clone();
     std::thread::Builder::new()
         .name("reprow-log".into())
-        .spawn(move || write_loop(&rx, destination, &reopen, &writer_dropped))?;
+        .spawn(move || write_loop(&rx, destination, &reopen, &writer_dropped, json))?;
     let make = QueueWriter {
         tx: tx.clone(),
         dropped,
@@ -124,7 +124,19 @@ pub fn init(opts: &LogOptions) -> std::io::Result<LogHandle> {
     };
     // A subscriber already set (tests running in-process) is fine.
     let _ = result;
-    Ok(LogHandle { tx })
+    let handle = LogHandle { tx };
+    let _ = GLOBAL.set(handle.clone());
+    Ok(handle)
+}
+
+/// The handle of the installed writer, for [`flush`].
+static GLOBAL: std::sync::OnceLock<LogHandle> = std::sync::OnceLock::new();
+
+/// Writes every queued line (at most 2 s), for paths that end the process at once.
+pub fn flush() {
+    if let Some(h) = GLOBAL.get() {
+        h.flush();
+    }
 }
 
 /// stderr or the log file.
@@ -174,7 +186,13 @@ fn open_append(path: &Path) -> std::io::Result<File> {
         .open(path)
 }
 
-fn write_loop(rx: &Receiver<Msg>, mut dest: Destination, reopen: &AtomicBool, dropped: &AtomicU64) {
+fn write_loop(
+    rx: &Receiver<Msg>,
+    mut dest: Destination,
+    reopen: &AtomicBool,
+    dropped: &AtomicU64,
+    json: bool,
+) {
     let mut batch = Vec::with_capacity(64 * 1024);
     loop {
         let first = match rx.recv_timeout(Duration::from_millis(250)) {
@@ -195,17 +213,17 @@ fn write_loop(rx: &Receiver<Msg>, mut dest: Destination, reopen: &AtomicBool, dr
         }
         if reopen.swap(false, Relaxed) {
             if let Some(Err(e)) = dest.reopen() {
-                batch.extend_from_slice(
-                    format!("reprow: cannot reopen the log file: {e}\n").as_bytes(),
+                notice(
+                    &mut batch,
+                    json,
+                    &format!("cannot reopen the log file: {e}"),
                 );
             }
         }
         let lost = dropped.swap(0, Relaxed);
         if lost > 0 {
-            batch.extend_from_slice(
-                format!("reprow: {lost} log lines dropped while the log destination stalled\n")
-                    .as_bytes(),
-            );
+            let text = format!("{lost} log lines dropped while the log destination stalled");
+            notice(&mut batch, json, &text);
         }
         if !batch.is_empty() {
             // Nowhere left to report a failing log destination; the lines are lost.
@@ -215,6 +233,22 @@ fn write_loop(rx: &Receiver<Msg>, mut dest: Destination, reopen: &AtomicBool, dr
         for ack in flushes {
             let _ = ack.send(());
         }
+    }
+}
+
+/// The writer's own line (it cannot log through the queue it drains), in the log's format.
+fn notice(out: &mut Vec<u8>, json: bool, message: &str) {
+    if json {
+        let line = serde_json::json!({
+            "timestamp": humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string(),
+            "level": "WARN",
+            "message": message,
+            "target": "reprow::telemetry",
+        });
+        out.extend_from_slice(line.to_string().as_bytes());
+        out.push(b'\n');
+    } else {
+        out.extend_from_slice(format!("reprow: {message}\n").as_bytes());
     }
 }
 
@@ -293,7 +327,7 @@ mod tests {
         let reopen = Arc::new(AtomicBool::new(false));
         let dest = Destination::open(Some(&path)).unwrap();
         let (d, r) = (dropped.clone(), reopen.clone());
-        let t = std::thread::spawn(move || write_loop(&rx, dest, &r, &d));
+        let t = std::thread::spawn(move || write_loop(&rx, dest, &r, &d, false));
         tx.send(Msg::Line(b"hello\n".to_vec())).unwrap();
         let handle = LogHandle { tx };
         handle.flush();

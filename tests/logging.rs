@@ -133,6 +133,18 @@ fn payloads_are_logged_only_when_asked() {
 }
 
 #[test]
+fn sigusr1_without_a_log_file_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let reprow = Reprow::start(&durable_config(dir.path(), ""));
+    let api = Api::new(reprow.api_addr());
+    reprow.signal(nix::sys::signal::Signal::SIGUSR1);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(api.get("/healthz").status, 200, "{}", reprow.log());
+    let (status, _) = reprow.stop();
+    assert!(status.success());
+}
+
+#[test]
 fn sigusr1_reopens_the_log_file() {
     let worker = worker();
     let dir = tempfile::tempdir().unwrap();

@@ -217,6 +217,41 @@ fn metrics_follow_the_jobs_and_parse_as_prometheus() {
     );
     assert!(rss > 1e6, "{rss}");
     assert!(api.post("/metrics", "").status == 405);
+    // Counters never go down between scrapes; histogram buckets are cumulative.
+    let again = parse(&api.get("/metrics").text());
+    for (family, f) in m.as_object().unwrap() {
+        for s in f["samples"].as_array().unwrap() {
+            let name = s[0].as_str().unwrap();
+            if f["type"] == "counter" || name.ends_with("_bucket") || name.ends_with("_count") {
+                let before = s[2].as_f64().unwrap();
+                let after = again[family]["samples"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|t| t[0] == s[0] && t[1] == s[1])
+                    .and_then(|t| t[2].as_f64())
+                    .unwrap_or_else(|| panic!("{name} {} vanished", s[1]));
+                assert!(
+                    after >= before,
+                    "{name} {} went from {before} to {after}",
+                    s[1]
+                );
+            }
+        }
+        if f["type"] == "histogram" {
+            let buckets: Vec<f64> = f["samples"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|s| s[0].as_str().unwrap().ends_with("_bucket") && s[1]["queue"] == "mq")
+                .map(|s| s[2].as_f64().unwrap())
+                .collect();
+            assert!(
+                buckets.windows(2).all(|w| w[0] <= w[1]),
+                "{family}: {buckets:?}"
+            );
+        }
+    }
     assert!(reprow.stop().0.success());
 }
 
@@ -324,6 +359,8 @@ fn a_fifo_reprow_serves_monitoring_on_monitor_listen() {
         value(&m, "reprow_queue_in_flight", "reprow_queue_in_flight", &q),
         0.0
     );
+    assert_eq!(api.get("/").status, 404, "no dashboard without the job API");
+    assert_eq!(api.get("/status/").status, 200);
     let r = api.get("/queues/stats");
     assert_eq!(r.status, 404);
     assert!(

@@ -28,7 +28,7 @@ pub async fn handle(ctx: &Rc<Ctx>, req: Request) -> Response {
         "/healthz" => return health(&req, || async { Ok(()) }).await,
         "/readyz" => return health(&req, || ready(ctx)).await,
         // The dashboard page is static; its requests to the API carry the token.
-        "/" | "/dashboard" if req.method == "GET" => return dashboard(),
+        "/" | "/dashboard" if req.method == "GET" && ctx.store.is_some() => return dashboard(),
         _ => {}
     }
     if let Some(token) = &ctx.config.token {
@@ -55,7 +55,7 @@ pub async fn handle(ctx: &Rc<Ctx>, req: Request) -> Response {
 }
 
 /// What a reprow without the durable queue serves on `monitor_listen`.
-const MONITORING: [&str; 4] = ["/healthz", "/readyz", "/metrics", "/status"];
+const MONITORING: [&str; 5] = ["/healthz", "/readyz", "/metrics", "/status", "/status/"];
 
 /// The dashboard: one page, served from the binary (no CDN), that polls the JSON API.
 const DASHBOARD: &str = include_str!("dashboard.html");

@@ -314,13 +314,14 @@ fn drive_durable(
                     body.push_str(&format!("{{\"payload\":{{\"n\":{n}}}}}"));
                 }
                 body.push_str("]}");
+                // Taken before sending: a job may be delivered before the batch's answer.
+                let sent_at = Instant::now();
                 if let Err(e) = client.call("POST", "/job/bench/batch", Some(body.as_bytes())) {
                     *failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
                     return;
                 }
-                let now = Instant::now();
                 for n in start..end {
-                    *at[n as usize].lock().unwrap_or_else(|e| e.into_inner()) = Some(now);
+                    *at[n as usize].lock().unwrap_or_else(|e| e.into_inner()) = Some(sent_at);
                 }
             });
         }
@@ -354,7 +355,10 @@ fn wait_done(opts: &BenchOptions, worker: &SimWorker) -> Instant {
         bar.update(done);
         if done >= opts.jobs || Instant::now() > deadline {
             bar.finish(done);
-            return worker.last_done().unwrap_or_else(Instant::now);
+            let last = worker.last_done().unwrap_or_else(Instant::now);
+            // A little longer, so a late second delivery still counts as a duplicate.
+            std::thread::sleep(SETTLE);
+            return last;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -399,6 +403,9 @@ impl Progress {
         }
     }
 }
+
+/// How long the bench keeps counting after the last job was done.
+const SETTLE: Duration = Duration::from_millis(500);
 
 /// The default `--timeout`.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);

@@ -6,7 +6,7 @@
 //! Every command returns the text to print, so tests can check it without a terminal.
 
 use std::{
-    io::{Read as _, Write as _},
+    io::{Read as _, Write},
     net::{TcpStream, ToSocketAddrs},
     time::Duration,
 };
@@ -172,12 +172,19 @@ pub fn enqueue_one(c: &Client, queue: &str, payload: &str) -> Result<String, Cli
     Ok(format!("{}\n", v["id"]))
 }
 
-/// `reprow enqueue QUEUE -`: every non-empty line of `input` is a job; sent in batches of
-/// [`BATCH`], each all-or-nothing. Prints the ids, one per line.
+/// `reprow enqueue QUEUE -`: every non-empty line of `input` is a job; sent in batches of at
+/// most [`BATCH`] jobs and [`BATCH_BYTES`] (under the API's default body limit), each all or
+/// nothing. Writes the ids to `out`, one per line, as each batch is accepted, so after an
+/// error `out` shows exactly what was enqueued.
 ///
 /// # Errors
-/// [`ClientError`]; jobs of batches sent before the error are enqueued.
-pub fn enqueue_lines(c: &Client, queue: &str, input: &str) -> Result<String, ClientError> {
+/// [`ClientError`]; the batches before the error are enqueued.
+pub fn enqueue_lines(
+    c: &Client,
+    queue: &str,
+    input: &str,
+    out: &mut dyn std::io::Write,
+) -> Result<u64, ClientError> {
     let payloads: Vec<String> = input
         .lines()
         .filter(|l| !l.trim().is_empty())
@@ -188,9 +195,14 @@ pub fn enqueue_lines(c: &Client, queue: &str, input: &str) -> Result<String, Cli
             "no jobs on stdin (one JSON payload per line)".into(),
         ));
     }
-    let mut out = String::new();
-    for chunk in payloads.chunks(BATCH) {
-        let mut body = String::from("{\"jobs\":[");
+    let mut sent = 0u64;
+    let mut rest = &payloads[..];
+    while !rest.is_empty() {
+        let n = batch_len(rest, BATCH, BATCH_BYTES);
+        let (chunk, tail) = rest.split_at(n);
+        rest = tail;
+        let mut body = String::new();
+        body.push_str("{\"jobs\":[");
         body.push_str(&chunk.join(","));
         body.push_str("]}");
         let v = c.call(
@@ -199,11 +211,28 @@ pub fn enqueue_lines(c: &Client, queue: &str, input: &str) -> Result<String, Cli
             Some(body.as_bytes()),
         )?;
         for id in v["ids"].as_array().into_iter().flatten() {
-            out.push_str(&format!("{id}\n"));
+            let _ = writeln!(out, "{id}");
+            sent += 1;
         }
+        let _ = out.flush();
     }
-    Ok(out)
+    Ok(sent)
 }
+
+/// How many of `payloads` go into the next batch: at most `max_jobs`, and under `max_bytes`
+/// unless a single job is larger (the API then refuses it with a message).
+fn batch_len(payloads: &[String], max_jobs: usize, max_bytes: usize) -> usize {
+    let mut n = 0;
+    let mut bytes = 0;
+    while n < payloads.len() && n < max_jobs && (n == 0 || bytes + payloads[n].len() < max_bytes) {
+        bytes += payloads[n].len() + 1;
+        n += 1;
+    }
+    n
+}
+
+/// Most bytes of payloads in one batch request: half the API's default body limit (8 MiB).
+pub const BATCH_BYTES: usize = 4 << 20;
 
 /// `reprow jobs QUEUE`: the leased, waiting and deferred jobs (at most `limit` of each).
 ///
@@ -411,6 +440,16 @@ mod tests {
         assert_eq!(json_payload("hello world"), r#""hello world""#);
         assert_eq!(json_payload("42"), "42");
         assert_eq!(path_segment("a b/c"), "a%20b%2Fc");
+    }
+
+    #[test]
+    fn batches_split_by_count_and_bytes() {
+        let jobs: Vec<String> = (0..10).map(|_| "x".repeat(10)).collect();
+        assert_eq!(batch_len(&jobs, 4, 1000), 4);
+        assert_eq!(batch_len(&jobs, 100, 35), 3);
+        assert_eq!(batch_len(&jobs[..2], 100, 1000), 2);
+        let big = vec!["y".repeat(100)];
+        assert_eq!(batch_len(&big, 100, 10), 1);
     }
 
     #[test]

@@ -48,7 +48,8 @@ impl Default for QueueMetrics {
 pub const MAX_QUEUE_SERIES: usize = 1000;
 
 /// The shared entry for queues past [`MAX_QUEUE_SERIES`].
-pub const OTHER_QUEUES: &str = "_other";
+/// Not a valid queue name (see `store::queue::check_name`), so it cannot collide with one.
+pub const OTHER_QUEUES: &str = "~other";
 
 impl Metrics {
     /// The histograms of `queue`, created on first use.

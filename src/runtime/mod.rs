@@ -538,6 +538,7 @@ pub fn install_signal_handler(shutdown: Shutdown) -> std::io::Result<()> {
                     );
                 } else {
                     tracing::warn!(signal, "Second signal: exiting now.");
+                    crate::telemetry::flush();
                     std::process::exit(130);
                 }
             }

@@ -392,6 +392,10 @@ pub struct Engine {
     pub dispatched: Vec<Dispatch>,
     /// Commit latency and batch size, shared with the [`Store`] handle for `/metrics`.
     metrics: Arc<crate::metrics::StoreMetrics>,
+    /// The completion line of the op being applied (pull acks and failure reports).
+    op_log: Option<PullLog>,
+    /// Completion lines of the ops in this batch, written once it is committed.
+    batch_logs: Vec<PullLog>,
 }
 
 impl Engine {
@@ -448,6 +452,8 @@ impl Engine {
             clock: opts.clock.clone(),
             fail_commit: opts.fail_commit.clone(),
             metrics: Arc::default(),
+            op_log: None,
+            batch_logs: Vec::new(),
             queues: BTreeMap::new(),
             by_name: HashMap::new(),
             routings: BTreeMap::new(),
@@ -590,6 +596,8 @@ impl Engine {
                 q.successes = old.successes;
                 q.failures = old.failures;
                 q.permanent_failures = old.permanent_failures;
+                q.retries = old.retries;
+                q.failed_jobs = old.failed_jobs;
                 q.completes = old.completes;
                 q.elapsed_ms = old.elapsed_ms;
             }
@@ -692,6 +700,7 @@ impl Engine {
         };
         self.granted.clear();
         self.released.clear();
+        self.batch_logs.clear();
         self.in_batch = true;
         let mut results = Vec::with_capacity(ops.len());
         for op in ops {
@@ -717,6 +726,9 @@ impl Engine {
             Ok(()) => {
                 self.granted.clear();
                 self.released.clear();
+                for log in self.batch_logs.drain(..) {
+                    log.emit();
+                }
                 results
             }
             Err(e) => {
@@ -760,6 +772,7 @@ impl Engine {
     ) -> Result<Reply, StoreError> {
         let mut txn = env.nested_write_txn(parent).map_err(db_err)?;
         let now = self.clock.now_ms();
+        self.op_log = None;
         // Each arm does its disk work in `txn`, then `fx` changes memory after the nested
         // commit succeeded (see the module's invariants).
         let (reply, fx): (Reply, Effect) = match op {
@@ -778,13 +791,19 @@ impl Engine {
             Op::Ack { queue, id } => {
                 let (_, rec) = self.queue_job(&txn, &queue, id)?;
                 self.remove_job(&mut txn, &rec)?;
-                // A pull worker's completion; pushed jobs are logged by the cores.
-                tracing::info!(
-                    target: crate::dispatch::completion::TARGET, action = "complete",
-                    queue = %queue, category = %rec.category, id = rec.id, status = "completed",
-                    elapsed = self.lease_age(rec.id, now), retry_count = rec.attempts,
-                    pulled = true, "Job done."
-                );
+                // A pull worker's completion (pushed jobs are logged by the cores); written once
+                // the batch holding it is committed.
+                self.op_log = Some(PullLog {
+                    action: "complete",
+                    status: "completed",
+                    queue: queue.clone(),
+                    category: rec.category.clone(),
+                    id: rec.id,
+                    elapsed: self.lease_age(rec.id, now),
+                    retry_count: rec.attempts,
+                    retry_delay: None,
+                    message: None,
+                });
                 (Reply::Unit, Effect::Removed { rec, done: Some(0) })
             }
             Op::Nack { queue, id, message } => {
@@ -796,27 +815,30 @@ impl Engine {
                     status: None,
                     message,
                 };
-                let elapsed = self.lease_age(rec.id, now);
+                let mut log = PullLog {
+                    action: "retry",
+                    status: "failed",
+                    queue: queue.clone(),
+                    category: rec.category.clone(),
+                    id: rec.id,
+                    elapsed: self.lease_age(rec.id, now),
+                    retry_count: rec.attempts,
+                    retry_delay: None,
+                    message: Some(failure.message.clone()),
+                };
                 if policy.may_retry(attempts) {
                     let mut p = policy;
                     (p.base, p.cap) = NACK_BACKOFF;
                     let delay = p.delay(attempts, None);
-                    tracing::info!(
-                        target: crate::dispatch::completion::TARGET, action = "retry",
-                        queue = %queue, category = %rec.category, id = rec.id, status = "failed",
-                        elapsed, retry_count = rec.attempts, retry_delay = delay.as_millis() as u64,
-                        pulled = true, "{}", failure.message
-                    );
+                    log.retry_delay = Some(delay.as_millis() as u64);
+                    self.op_log = Some(log);
                     let rec =
                         self.reschedule(&mut txn, rec, attempts, now + delay.as_millis() as u64)?;
                     (Reply::Unit, Effect::Retried { rec })
                 } else {
                     self.fail_job(&mut txn, rec.clone(), attempts, &failure, false, now)?;
-                    tracing::warn!(
-                        target: crate::dispatch::completion::TARGET, action = "fail",
-                        queue = %queue, category = %rec.category, id = rec.id, status = "failed",
-                        elapsed, retry_count = rec.attempts, pulled = true, "{}", failure.message
-                    );
+                    log.action = "fail";
+                    self.op_log = Some(log);
                     (
                         Reply::Unit,
                         Effect::Failed {
@@ -971,6 +993,9 @@ impl Engine {
         };
         txn.commit().map_err(db_err)?;
         self.effect(fx, now);
+        if let Some(log) = self.op_log.take() {
+            self.batch_logs.push(log);
+        }
         Ok(reply)
     }
 
@@ -2080,6 +2105,42 @@ impl Engine {
     /// Jobs leased now (tests).
     pub fn leased(&self) -> usize {
         self.leases.len()
+    }
+}
+
+/// A pull worker's completion line, held until the commit (see [`crate::dispatch::completion`]
+/// for the fields).
+struct PullLog {
+    action: &'static str,
+    status: &'static str,
+    queue: String,
+    category: String,
+    id: u64,
+    elapsed: u64,
+    retry_count: u32,
+    retry_delay: Option<u64>,
+    message: Option<String>,
+}
+
+impl PullLog {
+    fn emit(self) {
+        let PullLog {
+            action,
+            status,
+            queue,
+            category,
+            id,
+            elapsed,
+            retry_count,
+            retry_delay,
+            message,
+        } = self;
+        let message = message.as_deref().unwrap_or("Job done.");
+        if action == "fail" {
+            tracing::warn!(target: crate::dispatch::completion::TARGET, action, queue, category, id, status, elapsed, retry_count, pulled = true, "{message}");
+        } else {
+            tracing::info!(target: crate::dispatch::completion::TARGET, action, queue, category, id, status, elapsed, retry_count, retry_delay, pulled = true, "{message}");
+        }
     }
 }
 

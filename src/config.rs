@@ -119,6 +119,8 @@ pub enum QueueConfig {
     Lmdb(LmdbConfig),
     /// A Q4M table on a MySQL server (needs a build with `--features q4m`).
     Q4m(Q4mConfig),
+    /// An SQS queue (needs a build with `--features sqs`).
+    Sqs(SqsConfig),
 }
 
 impl Default for QueueConfig {
@@ -290,6 +292,150 @@ const fn default_q4m_keepalive() -> Duration {
 }
 const fn default_q4m_wait_timeout() -> Duration {
     Duration::from_secs(1)
+}
+
+/// `queue: {type: sqs, ...}`. reprow's keys (`url`, `region`) keep their meaning.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqsConfig {
+    /// The queue URL. Required.
+    pub url: String,
+    /// AWS region. Defaults to the standard chain (`AWS_REGION`, profile), else the region in
+    /// an `sqs.<region>.amazonaws.com` URL.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// An SQS-compatible server to talk to instead of AWS (also `SQS_ENDPOINT_URL`).
+    #[serde(default)]
+    pub endpoint_url: Option<String>,
+    /// Parallel long-poll loops (reprow's `max_concurrency`). Defaults to 1; at most 100.
+    #[serde(default = "default_fetchers", alias = "max_concurrency")]
+    pub fetchers: usize,
+    /// Messages per ReceiveMessage, 1 to 10. Defaults to 10.
+    #[serde(default = "default_max_messages")]
+    pub max_messages: u8,
+    /// Long-poll wait, whole seconds 0 to 20. Defaults to 20.
+    #[serde(default = "default_sqs_wait", deserialize_with = "duration")]
+    pub wait_time: Duration,
+    /// Visibility timeout asked for at receive, whole seconds (1 to 43200). Defaults to the
+    /// queue's own (read at start).
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub visibility_timeout: Option<Duration>,
+    /// Extend the visibility of jobs still running, so a job longer than the visibility
+    /// timeout is never handed to a second consumer. Defaults to true; when false,
+    /// `runner.timeout` must be shorter than the visibility timeout.
+    #[serde(default = "default_true")]
+    pub heartbeat: bool,
+    /// Messages held beyond the free worker slots. Defaults to 10.
+    #[serde(default = "default_sqs_buffer")]
+    pub buffer: usize,
+    /// A job that failed for good: `leave` it to the queue's redrive policy (made visible at
+    /// once, so its receive count climbs to `maxReceiveCount`), or `delete` it and record it in
+    /// `failed_path`. Defaults to `leave`.
+    #[serde(default)]
+    pub on_failure: SqsFailure,
+    /// With `on_failure: delete`: where failed jobs are recorded. Defaults to
+    /// `reprow-failed.jsonl`.
+    #[serde(default = "default_failed_path")]
+    pub failed_path: PathBuf,
+    /// reprow's keys, accepted so its configs load, and ignored with a warning: credentials
+    /// come from the standard AWS chain only, never from a config file.
+    #[serde(default)]
+    pub access_key_id: Option<String>,
+    /// See `access_key_id`.
+    #[serde(default)]
+    pub secret_access_key: Option<String>,
+    /// reprow's key, accepted and ignored: each ReceiveMessage asks at once for as many
+    /// messages as there are free slots.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub buffer_timeout: Option<Duration>,
+}
+
+/// `on_failure:` of an SQS queue.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SqsFailure {
+    /// Leave the message to the redrive policy.
+    #[default]
+    Leave,
+    /// Delete it and record it in the failed file.
+    Delete,
+}
+
+const fn default_fetchers() -> usize {
+    1
+}
+const fn default_max_messages() -> u8 {
+    10
+}
+const fn default_sqs_wait() -> Duration {
+    Duration::from_secs(20)
+}
+const fn default_true() -> bool {
+    true
+}
+const fn default_sqs_buffer() -> usize {
+    10
+}
+
+impl SqsConfig {
+    /// The queue name: the URL's last path segment.
+    pub fn queue_name(&self) -> &str {
+        self.url
+            .trim_end_matches('/')
+            .rsplit('/')
+            .next()
+            .unwrap_or("sqs")
+    }
+
+    fn validate(&self, runner_timeout: Duration) -> Result<(), (&'static str, String)> {
+        let url = self.url.trim();
+        if !(url.starts_with("https://") || url.starts_with("http://"))
+            || self.queue_name().is_empty()
+        {
+            return Err(("queue.url", "must be the queue's http(s) URL".into()));
+        }
+        if self.fetchers == 0 || self.fetchers > 100 {
+            return Err(("queue.fetchers", "must be 1 to 100".into()));
+        }
+        if !(1..=10).contains(&self.max_messages) {
+            return Err(("queue.max_messages", "must be 1 to 10 (SQS's limit)".into()));
+        }
+        let w = self.wait_time;
+        if w.subsec_nanos() != 0 || w.as_secs() > 20 {
+            return Err((
+                "queue.wait_time",
+                "must be whole seconds from 0 to 20".into(),
+            ));
+        }
+        if let Some(v) = self.visibility_timeout {
+            if v.subsec_nanos() != 0 || !(1..=43_200).contains(&v.as_secs()) {
+                return Err((
+                    "queue.visibility_timeout",
+                    "must be whole seconds from 1 to 43200".into(),
+                ));
+            }
+            if !self.heartbeat && runner_timeout >= v {
+                return Err((
+                    "queue.visibility_timeout",
+                    format!(
+                        "runner.timeout ({}s) must be shorter than the visibility timeout without heartbeat, or a message runs twice",
+                        runner_timeout.as_secs_f64()
+                    ),
+                ));
+            }
+        }
+        if self.buffer > 10_000 {
+            return Err(("queue.buffer", "must be at most 10000".into()));
+        }
+        if cfg!(not(feature = "sqs")) {
+            return Err((
+                "queue.type",
+                "sqs needs reprow built with the sqs feature (cargo build --release --features sqs)"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Most Q4M connections one reprow opens.
@@ -621,6 +767,7 @@ impl Config {
         match &self.queue {
             QueueConfig::Fifo(f) => Some(f.queue_name()),
             QueueConfig::Q4m(q) => Some(q.queue_name().to_string()),
+            QueueConfig::Sqs(q) => Some(q.queue_name().to_string()),
             QueueConfig::Lmdb(_) => None,
         }
     }
@@ -658,10 +805,10 @@ impl Config {
                         "a FIFO queue needs a runner (runner.url)".into(),
                     ))
                 }
-                QueueConfig::Q4m(_) => {
+                QueueConfig::Q4m(_) | QueueConfig::Sqs(_) => {
                     return Err(invalid(
                         "runner",
-                        "a Q4M queue needs a runner (runner.url)".into(),
+                        "this queue type needs a runner (runner.url)".into(),
                     ))
                 }
                 QueueConfig::Lmdb(_) => {}
@@ -711,6 +858,7 @@ impl Config {
         match &self.queue {
             QueueConfig::Lmdb(_) => {}
             QueueConfig::Q4m(q) => q.validate(r.concurrency).map_err(|(k, m)| invalid(k, m))?,
+            QueueConfig::Sqs(q) => q.validate(r.timeout).map_err(|(k, m)| invalid(k, m))?,
             QueueConfig::Fifo(f) => {
                 if f.path.as_os_str().is_empty() {
                     return Err(invalid("queue.path", "must not be empty".into()));
@@ -977,6 +1125,45 @@ mod tests {
         assert!(parse_duration("fast").is_err());
     }
 
+    #[test]
+    fn sqs_keys_and_refusals() {
+        // reprow's own sample/sqs.yaml.
+        let reprows = "queue:\n  type: sqs\n  access_key_id: AAAAAAAAAAAAAA\n  secret_access_key: BBBBBBBBBB\n  url: https://sqs.ap-northeast-1.amazonaws.com/999999999999/test_queue\n  visibility_timeout: 10\n  region: ap-northeast-1\n  buffer_timeout: 2s\n  max_concurrency: 10\nrunner:\n  type: http_proxy\n  url: http://127.0.0.1:5000\n  timeout: 2s\n  concurrency: 3\n  default_retry_after: 5\nlog_level: debug\n";
+        match (cfg!(feature = "sqs"), Config::from_yaml(reprows)) {
+            (true, Ok(c)) => {
+                let QueueConfig::Sqs(q) = &c.queue else {
+                    panic!("not sqs")
+                };
+                assert_eq!(q.fetchers, 10);
+                assert_eq!(q.visibility_timeout, Some(Duration::from_secs(10)));
+                assert_eq!(q.queue_name(), "test_queue");
+                assert_eq!(
+                    (q.max_messages, q.wait_time, q.heartbeat),
+                    (10, Duration::from_secs(20), true)
+                );
+            }
+            (false, Err(e)) => assert!(e.to_string().contains("--features sqs"), "{e}"),
+            (built, other) => panic!("built with sqs: {built}, yet {other:?}"),
+        }
+        let base = "queue:\n  type: sqs\n  url: https://sqs.us-east-1.amazonaws.com/1/q\nrunner:\n  type: http_proxy\n  url: http://127.0.0.1:5000\n  timeout: 30s\n";
+        for (extra, key) in [
+            ("  fetchers: 0\n", "queue.fetchers"),
+            ("  max_messages: 11\n", "queue.max_messages"),
+            ("  wait_time: 21\n", "queue.wait_time"),
+            ("  visibility_timeout: 0\n", "queue.visibility_timeout"),
+            (
+                "  visibility_timeout: 10\n  heartbeat: false\n",
+                "queue.visibility_timeout",
+            ),
+            ("  buffer: 10001\n", "queue.buffer"),
+        ] {
+            let text = base.replace("runner:", &format!("{}runner:", extra));
+            let e = err(&text);
+            assert!(e.contains(key), "{extra}: {e}");
+        }
+        assert!(err(&base.replace("https://sqs", "ftp://sqs")).contains("queue.url"));
+    }
+
     const Q4M: &str = "queue:\n  type: q4m\n  dsn: root:@tcp(127.0.0.1:3306)/test\n  table: job_queue\nrunner:\n  type: http_proxy\n  url: http://127.0.0.1:5000\n  concurrency: 3\n";
 
     #[test]
@@ -1125,6 +1312,9 @@ mod tests {
                 // The only refusal allowed: an adapter sample in a build without its feature.
                 Err(e) if cfg!(not(feature = "q4m")) && path.ends_with("q4m.yaml") => {
                     assert!(e.to_string().contains("--features q4m"), "{e}");
+                }
+                Err(e) if cfg!(not(feature = "sqs")) && path.ends_with("sqs.yaml") => {
+                    assert!(e.to_string().contains("--features sqs"), "{e}");
                 }
                 Err(e) => panic!("{}: {e}", path.display()),
             }

@@ -124,6 +124,7 @@ pub fn run(config: &Config, shutdown: Shutdown, stats: Arc<Stats>) -> Result<Sna
     let source: Box<dyn Source> = match &config.queue {
         QueueConfig::Fifo(f) => Box::new(FifoSource::open(f, stats.clone())?),
         QueueConfig::Q4m(q) => q4m_source(q, runner.concurrency, config, stats.clone())?,
+        QueueConfig::Sqs(q) => sqs_source(q, runner.concurrency, config, stats.clone())?,
         QueueConfig::Lmdb(_) => unreachable!("returned above"),
     };
     let settle = source.settler();
@@ -235,6 +236,33 @@ pub fn run(config: &Config, shutdown: Shutdown, stats: Arc<Stats>) -> Result<Sna
     }
     source_result?;
     Ok(stats.snapshot())
+}
+
+#[cfg(feature = "sqs")]
+fn sqs_source(
+    q: &crate::config::SqsConfig,
+    concurrency: usize,
+    config: &Config,
+    stats: Arc<Stats>,
+) -> Result<Box<dyn Source>, RunError> {
+    Ok(Box::new(crate::source::sqs::SqsSource::new(
+        q,
+        concurrency,
+        config.shutdown_timeout,
+        stats,
+    )))
+}
+
+#[cfg(not(feature = "sqs"))]
+fn sqs_source(
+    _: &crate::config::SqsConfig,
+    _: usize,
+    _: &Config,
+    _: Arc<Stats>,
+) -> Result<Box<dyn Source>, RunError> {
+    Err(RunError::Config(
+        "queue type sqs needs reprow built with --features sqs".into(),
+    ))
 }
 
 #[cfg(feature = "q4m")]

@@ -8,12 +8,15 @@
 //! - [`envelope`]: the JSON line format of `format: json` and of the failed/pending files.
 //! - [`spill`]: append-only JSON-lines files written off the cores.
 //! - [`q4m`]: a Q4M table on a MySQL server (the client itself only with the `q4m` feature).
+//! - `sqs` (feature `sqs`): an SQS queue through the AWS SDK.
 
 pub mod envelope;
 pub mod fifo;
 pub mod framing;
 pub mod q4m;
 pub mod spill;
+#[cfg(feature = "sqs")]
+pub mod sqs;
 
 use std::{sync::Arc, time::Duration};
 
@@ -28,6 +31,9 @@ pub enum SourceError {
     /// The configured path exists and is not a FIFO.
     #[error("{0}: exists and is not a FIFO (remove it, or point queue.path elsewhere)")]
     NotAFifo(std::path::PathBuf),
+    /// The SQS queue could not be used.
+    #[error("SQS: {0}")]
+    Sqs(String),
     /// The Q4M server, table or settings were refused at start.
     #[error("Q4M: {0}")]
     Q4m(String),

@@ -1,0 +1,596 @@
+//! The SQS source (feature `sqs`): the official AWS SDK on a thread of its own, running a
+//! tokio current-thread runtime, bridged to the monoio cores through the job channel.
+//!
+//! Why the SDK rather than reprow's own HTTP client with SigV4 signing: the standard credential
+//! chain (environment, profiles, SSO, web identity, container and instance metadata, with
+//! refresh) is most of the work and the part that must be right; the SDK has it. It runs off
+//! the cores, so its tokio runtime never meets monoio.
+//!
+//! Flow:
+//! - `fetchers` loops long-poll ReceiveMessage, each asking only for as many messages as there
+//!   are free slots (runner concurrency + `buffer`), so reprow never holds more than that;
+//! - done → DeleteMessageBatch (collected for up to 10 ms or 10 messages);
+//! - retry → ChangeMessageVisibility to the delay: SQS redelivers the same message, so its
+//!   receive count and the queue's redrive policy keep working;
+//! - failed for good → `leave` (visibility 0: it comes back at once and climbs to the redrive
+//!   policy's `maxReceiveCount`) or `delete` (recorded in the failed file first);
+//! - a heartbeat extends the visibility of messages still held (in flight or queued);
+//! - shutdown → every held message made visible again at once.
+
+use std::{
+    collections::HashMap,
+    io::Write as _,
+    sync::{
+        atomic::{AtomicU64, Ordering::Relaxed},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use aws_sdk_sqs::{
+    types::{
+        ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry,
+        MessageSystemAttributeName, QueueAttributeName,
+    },
+    Client,
+};
+use bytes::Bytes;
+use tokio::sync::{mpsc, Semaphore};
+
+use super::{envelope::Record, Settle, Source, SourceError};
+use crate::{
+    config::{SqsConfig, SqsFailure},
+    job::{Failure, Job, DEFAULT_CONTENT_TYPE},
+    runtime::{bridge::JobSender, Shutdown},
+    stats::Stats,
+};
+
+/// A message reprow holds: received, not yet deleted or given back.
+struct Held {
+    receipt: String,
+    /// In the cores' hands (or the job channel), so a report will come for it.
+    handed: bool,
+    /// Holds one slot until the message is settled.
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// What the cores report, in the order they report it.
+enum Report {
+    Done(u64),
+    Retry(u64, Duration),
+    Failed(Job, Failure),
+    Unfinished(u64),
+}
+
+/// The SQS queue, ready to read.
+pub struct SqsSource {
+    config: SqsConfig,
+    slots: usize,
+    grace: Duration,
+    stats: Arc<Stats>,
+    settler: Arc<SqsSettler>,
+    reports: mpsc::UnboundedReceiver<Report>,
+}
+
+/// The cores' handle: reports go to the source thread over a channel (sending never blocks).
+struct SqsSettler {
+    tx: mpsc::UnboundedSender<Report>,
+}
+
+impl Settle for SqsSettler {
+    fn done(&self, job: &Job) {
+        let _ = self.tx.send(Report::Done(job.id));
+    }
+    fn failed(&self, job: &Job, failure: &Failure) {
+        let _ = self.tx.send(Report::Failed(job.clone(), failure.clone()));
+    }
+    fn retry(&self, job: Job, delay: Duration) -> Option<Job> {
+        let _ = self.tx.send(Report::Retry(job.id, delay));
+        None
+    }
+    fn unfinished(&self, job: Job) {
+        let _ = self.tx.send(Report::Unfinished(job.id));
+    }
+    fn close(&self) {}
+}
+
+impl SqsSource {
+    /// Prepares the source; the queue is first contacted in [`Source::run`].
+    pub fn new(
+        config: &SqsConfig,
+        concurrency: usize,
+        grace: Duration,
+        stats: Arc<Stats>,
+    ) -> SqsSource {
+        let (tx, rx) = mpsc::unbounded_channel();
+        SqsSource {
+            config: config.clone(),
+            slots: concurrency + config.buffer,
+            grace,
+            stats,
+            settler: Arc::new(SqsSettler { tx }),
+            reports: rx,
+        }
+    }
+}
+
+impl Source for SqsSource {
+    fn settler(&self) -> Arc<dyn Settle> {
+        self.settler.clone()
+    }
+
+    fn run(self: Box<Self>, out: JobSender, shutdown: Shutdown) -> Result<(), SourceError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| SourceError::Sqs(format!("cannot start the SQS runtime: {e}")))?;
+        rt.block_on(self.run_async(out, shutdown))
+    }
+}
+
+/// State shared by the fetch loops and the report loop on the source thread.
+struct Shared {
+    client: Client,
+    url: String,
+    config: SqsConfig,
+    held: Mutex<HashMap<u64, Held>>,
+    next_id: AtomicU64,
+    stats: Arc<Stats>,
+    queue: Arc<str>,
+    content_type: Arc<str>,
+    visibility: i32,
+}
+
+impl SqsSource {
+    async fn run_async(
+        self: Box<Self>,
+        out: JobSender,
+        shutdown: Shutdown,
+    ) -> Result<(), SourceError> {
+        let SqsSource {
+            config,
+            slots,
+            grace,
+            stats,
+            settler: _,
+            mut reports,
+        } = *self;
+        if config.access_key_id.is_some() || config.secret_access_key.is_some() {
+            tracing::warn!("queue.access_key_id / secret_access_key are ignored: credentials come from the standard AWS chain (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, a profile, or a role).");
+        }
+        let client = client(&config).await;
+        let visibility = match config.visibility_timeout {
+            Some(v) => v.as_secs() as i32,
+            None => queue_visibility(&client, &config.url).await?,
+        };
+        tracing::info!(queue = %config.url, visibility_s = visibility, fetchers = config.fetchers, "Reading SQS queue.");
+        let shared = Arc::new(Shared {
+            client,
+            url: config.url.clone(),
+            queue: config.queue_name().into(),
+            content_type: DEFAULT_CONTENT_TYPE.into(),
+            held: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(
+                SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(1, |d| d.as_micros() as u64),
+            ),
+            stats,
+            visibility,
+            config,
+        });
+        let slots = Arc::new(Semaphore::new(slots));
+        let mut fetchers = Vec::new();
+        for _ in 0..shared.config.fetchers {
+            let (shared, slots, out, stop) =
+                (shared.clone(), slots.clone(), out.clone(), shutdown.clone());
+            fetchers.push(tokio::spawn(fetch_loop(shared, slots, out, stop)));
+        }
+        drop(out);
+        let heartbeat = shared
+            .config
+            .heartbeat
+            .then(|| tokio::spawn(heartbeat_loop(shared.clone(), shutdown.clone())));
+        // Reports until shutdown, then until every held message is settled (the cores and the
+        // runtime's drain report each one) or the grace period and some slack have passed.
+        let stop = async {
+            loop {
+                if shutdown.is_triggered() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        tokio::pin!(stop);
+        let mut deletes = Vec::new();
+        let mut stopping_since: Option<Instant> = None;
+        loop {
+            let timeout = tokio::time::sleep(Duration::from_millis(10));
+            tokio::select! {
+                r = reports.recv() => match r {
+                    Some(r) => settle(&shared, r, &mut deletes).await,
+                    None => break,
+                },
+                () = timeout => {},
+                () = &mut stop, if stopping_since.is_none() => {
+                    // The fetchers see shutdown themselves: a ReceiveMessage in progress is
+                    // finished (cancelling it would leave its messages invisible until their
+                    // visibility timeout) and what it brought is given back at once.
+                    stopping_since = Some(Instant::now());
+                }
+            }
+            if deletes.len() >= 10 || !deletes.is_empty() && reports.is_empty() {
+                delete_batch(&shared, std::mem::take(&mut deletes)).await;
+            }
+            if let Some(since) = stopping_since {
+                // Wait for the reports of what the cores have; the rest is given back below.
+                let awaited = shared
+                    .held
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .values()
+                    .filter(|h| h.handed)
+                    .count();
+                let fetching = fetchers.iter().any(|f| !f.is_finished());
+                if awaited == 0 && !fetching || since.elapsed() > grace + Duration::from_secs(30) {
+                    break;
+                }
+            }
+        }
+        if !deletes.is_empty() {
+            delete_batch(&shared, deletes).await;
+        }
+        if let Some(h) = heartbeat {
+            h.abort();
+        }
+        // Anything still held: visible again at once.
+        let left: Vec<(u64, String)> = shared
+            .held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+            .map(|(id, h)| (id, h.receipt))
+            .collect();
+        change_visibility_batch(&shared, &left, 0).await;
+        Ok(())
+    }
+}
+
+async fn client(config: &SqsConfig) -> Client {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    let region = config.region.clone().or_else(|| region_of(&config.url));
+    if let Some(r) = region {
+        loader = loader.region(aws_config::Region::new(r));
+    }
+    let endpoint = config.endpoint_url.clone().or_else(|| {
+        std::env::var("SQS_ENDPOINT_URL")
+            .ok()
+            .filter(|e| !e.is_empty())
+    });
+    if let Some(e) = endpoint {
+        loader = loader.endpoint_url(e);
+    }
+    Client::new(&loader.load().await)
+}
+
+/// `us-east-1` from `https://sqs.us-east-1.amazonaws.com/...`.
+fn region_of(url: &str) -> Option<String> {
+    let host = url.split("://").nth(1)?.split('/').next()?;
+    let mut parts = host.split('.');
+    (parts.next()? == "sqs").then(|| parts.next().map(str::to_string))?
+}
+
+async fn queue_visibility(client: &Client, url: &str) -> Result<i32, SourceError> {
+    let out = client
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::VisibilityTimeout)
+        .send()
+        .await
+        .map_err(|e| {
+            SourceError::Sqs(format!(
+                "{url}: {}",
+                aws_sdk_sqs::error::DisplayErrorContext(e)
+            ))
+        })?;
+    Ok(out
+        .attributes()
+        .and_then(|a| a.get(&QueueAttributeName::VisibilityTimeout))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30))
+}
+
+async fn fetch_loop(
+    shared: Arc<Shared>,
+    slots: Arc<Semaphore>,
+    out: JobSender,
+    shutdown: Shutdown,
+) {
+    let max = usize::from(shared.config.max_messages);
+    let mut backoff = Duration::from_millis(100);
+    let stopped = || async {
+        while !shutdown.is_triggered() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    loop {
+        // Demand: wait for one free slot, then take as many more as are free (up to 10).
+        let permits = tokio::select! {
+            p = slots.clone().acquire_many_owned(1) => p,
+            () = stopped() => return,
+        };
+        let Ok(mut permits) = permits else {
+            return;
+        };
+        let more = slots.available_permits().min(max - 1);
+        if more > 0 {
+            if let Ok(p) = slots.clone().try_acquire_many_owned(more as u32) {
+                permits.merge(p);
+            }
+        }
+        if shutdown.is_triggered() {
+            return;
+        }
+        let want = permits.num_permits();
+        let received = shared
+            .client
+            .receive_message()
+            .queue_url(&shared.url)
+            .max_number_of_messages(want as i32)
+            .wait_time_seconds(shared.config.wait_time.as_secs() as i32)
+            .visibility_timeout(shared.visibility)
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .message_attribute_names("All")
+            .send()
+            .await;
+        let messages = match received {
+            Ok(r) => {
+                backoff = Duration::from_millis(100);
+                r.messages.unwrap_or_default()
+            }
+            Err(e) => {
+                tracing::warn!(queue = %shared.url, error = %aws_sdk_sqs::error::DisplayErrorContext(e), retry_in_ms = backoff.as_millis() as u64, "ReceiveMessage failed.");
+                drop(permits);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        if shutdown.is_triggered() {
+            // Received as shutdown came: straight back.
+            let back: Vec<(u64, String)> = messages
+                .iter()
+                .enumerate()
+                .filter_map(|(i, m)| m.receipt_handle.clone().map(|r| (i as u64, r)))
+                .collect();
+            change_visibility_batch(&shared, &back, 0).await;
+            return;
+        }
+        let mut rest = messages.into_iter();
+        while let Some(m) = rest.next() {
+            let (Some(receipt), Some(message_id)) =
+                (m.receipt_handle.clone(), m.message_id.clone())
+            else {
+                continue;
+            };
+            let Some(slot) = permits.split(1) else {
+                break;
+            };
+            let attrs = m.attributes.as_ref();
+            let receive_count: u32 = attrs
+                .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(1);
+            let id = shared.next_id.fetch_add(1, Relaxed);
+            let mut headers = vec![("X-Reprow-Sqs-Message-Id".to_string(), message_id)];
+            if let Some(first) = attrs
+                .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateFirstReceiveTimestamp))
+            {
+                headers.push(("X-Reprow-Sqs-First-Received-At".into(), first.clone()));
+            }
+            let job = Job {
+                id,
+                queue: shared.queue.clone(),
+                payload: Bytes::from(m.body.unwrap_or_default()),
+                content_type: shared.content_type.clone(),
+                headers: headers
+                    .into_iter()
+                    .filter(|(_, v)| crate::http::codec::is_allowed_header_value(v))
+                    .collect::<Vec<_>>()
+                    .into(),
+                // Deliveries so far, as SQS counts them: retries across receives count.
+                attempts: receive_count.saturating_sub(1),
+                enqueued_at: SystemTime::now(),
+            };
+            shared
+                .held
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(
+                    id,
+                    Held {
+                        receipt,
+                        handed: false,
+                        _slot: slot,
+                    },
+                );
+            Stats::inc(&shared.stats.received);
+            // A job not taken before shutdown stays in `held` and is given back at the end.
+            let sent = tokio::select! {
+                r = out.send(job) => r.is_ok(),
+                () = stopped() => false,
+            };
+            if sent {
+                if let Some(h) = shared
+                    .held
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get_mut(&id)
+                {
+                    h.handed = true;
+                }
+            } else {
+                // Not handed over: this one is in `held`; the rest of the batch goes back now.
+                let back: Vec<(u64, String)> = rest
+                    .enumerate()
+                    .filter_map(|(i, m)| m.receipt_handle.map(|r| (i as u64, r)))
+                    .collect();
+                change_visibility_batch(&shared, &back, 0).await;
+                return;
+            }
+        }
+        // Unused permits go back when `permits` drops here.
+    }
+}
+
+async fn settle(shared: &Shared, report: Report, deletes: &mut Vec<(u64, String)>) {
+    let take = |id: u64| {
+        shared
+            .held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id)
+    };
+    match report {
+        Report::Done(id) => {
+            if let Some(h) = take(id) {
+                deletes.push((id, h.receipt));
+            }
+        }
+        Report::Retry(id, delay) => {
+            if let Some(h) = take(id) {
+                let secs = delay.as_secs().min(43_200) as i32;
+                change_visibility_batch(shared, &[(id, h.receipt)], secs).await;
+            }
+        }
+        Report::Unfinished(id) => {
+            if let Some(h) = take(id) {
+                change_visibility_batch(shared, &[(id, h.receipt)], 0).await;
+            }
+        }
+        Report::Failed(job, failure) => {
+            let Some(h) = take(job.id) else {
+                return;
+            };
+            match shared.config.on_failure {
+                SqsFailure::Leave => {
+                    change_visibility_batch(shared, &[(job.id, h.receipt)], 0).await;
+                }
+                SqsFailure::Delete => {
+                    match record_failed(&shared.config.failed_path, &job, &failure) {
+                        Ok(()) => deletes.push((job.id, h.receipt)),
+                        Err(e) => {
+                            tracing::error!(error = %e, id = job.id, "Could not record a failed SQS message; leaving it in the queue.");
+                            change_visibility_batch(shared, &[(job.id, h.receipt)], 0).await;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn record_failed(path: &std::path::Path, job: &Job, failure: &Failure) -> std::io::Result<()> {
+    let mut line = serde_json::to_vec(&Record::of(job, Some(failure)))?;
+    line.push(b'\n');
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    f.write_all(&line)?;
+    f.sync_data()
+}
+
+async fn delete_batch(shared: &Shared, batch: Vec<(u64, String)>) {
+    for chunk in batch.chunks(10) {
+        let entries: Vec<_> = chunk
+            .iter()
+            .filter_map(|(id, r)| {
+                DeleteMessageBatchRequestEntry::builder()
+                    .id(id.to_string())
+                    .receipt_handle(r)
+                    .build()
+                    .ok()
+            })
+            .collect();
+        let r = shared
+            .client
+            .delete_message_batch()
+            .queue_url(&shared.url)
+            .set_entries(Some(entries))
+            .send()
+            .await;
+        match r {
+            Ok(out) if out.failed.is_empty() => {}
+            Ok(out) => {
+                for f in out.failed {
+                    tracing::warn!(
+                        id = f.id,
+                        code = f.code,
+                        "DeleteMessage refused; the message will be delivered again."
+                    );
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(e), "DeleteMessageBatch failed; those messages will be delivered again.")
+            }
+        }
+    }
+}
+
+async fn change_visibility_batch(shared: &Shared, items: &[(u64, String)], secs: i32) {
+    for chunk in items.chunks(10) {
+        let entries: Vec<_> = chunk
+            .iter()
+            .filter_map(|(id, r)| {
+                ChangeMessageVisibilityBatchRequestEntry::builder()
+                    .id(id.to_string())
+                    .receipt_handle(r)
+                    .visibility_timeout(secs)
+                    .build()
+                    .ok()
+            })
+            .collect();
+        if let Err(e) = shared
+            .client
+            .change_message_visibility_batch()
+            .queue_url(&shared.url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+        {
+            tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(e), "ChangeMessageVisibility failed.");
+        }
+    }
+}
+
+/// Every third of the visibility timeout, extends the visibility of every held message.
+async fn heartbeat_loop(shared: Arc<Shared>, shutdown: Shutdown) {
+    let every = Duration::from_secs(u64::try_from(shared.visibility).unwrap_or(30).max(3) / 3);
+    loop {
+        tokio::time::sleep(every).await;
+        if shutdown.is_triggered() {
+            return;
+        }
+        let held: Vec<(u64, String)> = shared
+            .held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(id, h)| (*id, h.receipt.clone()))
+            .collect();
+        change_visibility_batch(&shared, &held, shared.visibility).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn regions_from_urls() {
+        assert_eq!(
+            super::region_of("https://sqs.ap-northeast-1.amazonaws.com/1234/q").as_deref(),
+            Some("ap-northeast-1")
+        );
+        assert_eq!(super::region_of("http://127.0.0.1:5000/1234/q"), None);
+    }
+}

@@ -1,0 +1,357 @@
+//! The SQS source against a real SQS-compatible server: moto's server
+//! (`REPROW_TEST_SQS_ENDPOINT`, default `http://127.0.0.1:5100`; `.ci/run` installs and starts
+//! it). Each test uses queues of its own.
+#![cfg(feature = "sqs")]
+
+mod common;
+
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    process::{Command, Stdio},
+    sync::atomic::{AtomicUsize, Ordering},
+    time::{Duration, Instant},
+};
+
+use aws_sdk_sqs::types::QueueAttributeName;
+use common::*;
+
+fn endpoint() -> String {
+    std::env::var("REPROW_TEST_SQS_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:5100".into())
+}
+
+/// moto accepts any credentials; reprow's chain reads these from its environment.
+const CREDENTIALS: [(&str, &str); 4] = [
+    ("AWS_ACCESS_KEY_ID", "test"),
+    ("AWS_SECRET_ACCESS_KEY", "test"),
+    ("AWS_REGION", "us-east-1"),
+    ("AWS_EC2_METADATA_DISABLED", "true"),
+];
+
+/// A test's view of the server.
+struct Sqs {
+    rt: tokio::runtime::Runtime,
+    client: aws_sdk_sqs::Client,
+}
+
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+impl Sqs {
+    fn new() -> Sqs {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let conf = rt.block_on(
+            aws_config::defaults(aws_config::BehaviorVersion::latest())
+                .endpoint_url(endpoint())
+                .region(aws_config::Region::new("us-east-1"))
+                .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+                    "test", "test", None, None, "test",
+                ))
+                .load(),
+        );
+        let client = aws_sdk_sqs::Client::new(&conf);
+        let sqs = Sqs { rt, client };
+        sqs.rt
+            .block_on(sqs.client.list_queues().send())
+            .unwrap_or_else(|e| panic!("no SQS-compatible server at {}: {e:?}", endpoint()));
+        sqs
+    }
+
+    fn queue(&self, attrs: &[(QueueAttributeName, String)]) -> String {
+        let name = format!(
+            "reprow-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut req = self.client.create_queue().queue_name(name);
+        for (k, v) in attrs {
+            req = req.attributes(k.clone(), v);
+        }
+        self.rt.block_on(req.send()).unwrap().queue_url.unwrap()
+    }
+
+    fn arn(&self, url: &str) -> String {
+        let out = self
+            .rt
+            .block_on(
+                self.client
+                    .get_queue_attributes()
+                    .queue_url(url)
+                    .attribute_names(QueueAttributeName::QueueArn)
+                    .send(),
+            )
+            .unwrap();
+        out.attributes.unwrap()[&QueueAttributeName::QueueArn].clone()
+    }
+
+    fn send(&self, url: &str, bodies: &[String]) {
+        for b in bodies {
+            self.rt
+                .block_on(
+                    self.client
+                        .send_message()
+                        .queue_url(url)
+                        .message_body(b)
+                        .send(),
+                )
+                .unwrap();
+        }
+    }
+
+    /// (visible, in flight) as the server counts them.
+    fn depth(&self, url: &str) -> (u64, u64) {
+        let out = self
+            .rt
+            .block_on(
+                self.client
+                    .get_queue_attributes()
+                    .queue_url(url)
+                    .attribute_names(QueueAttributeName::All)
+                    .send(),
+            )
+            .unwrap();
+        let a = out.attributes.unwrap();
+        let n = |k: QueueAttributeName| a.get(&k).and_then(|v| v.parse().ok()).unwrap_or(0);
+        (
+            n(QueueAttributeName::ApproximateNumberOfMessages),
+            n(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+        )
+    }
+
+    fn wait_depth(&self, url: &str, want: (u64, u64)) {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let d = self.depth(url);
+            if d == want {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "queue depth {d:?}, wanted {want:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn receive_bodies(&self, url: &str) -> Vec<String> {
+        let out = self
+            .rt
+            .block_on(
+                self.client
+                    .receive_message()
+                    .queue_url(url)
+                    .max_number_of_messages(10)
+                    .send(),
+            )
+            .unwrap();
+        out.messages
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|m| m.body)
+            .collect()
+    }
+}
+
+fn start(
+    dir: &std::path::Path,
+    url: &str,
+    worker: &Worker,
+    queue_extra: &str,
+    runner_extra: &str,
+) -> Reprow {
+    let text = format!(
+        "queue:\n  type: sqs\n  url: {url}\n  endpoint_url: {ep}\n  region: us-east-1\n  wait_time: 1\n  failed_path: {failed}\n{queue_extra}runner:\n  type: http_proxy\n  url: {w}\n  backoff_base: 20ms\n  backoff_max: 100ms\n{runner_extra}shutdown_timeout: 2s\n",
+        ep = endpoint(),
+        failed = dir.join("failed.jsonl").display(),
+        w = worker.url(),
+    );
+    let cfg: PathBuf = dir.join("reprow.yaml");
+    std::fs::write(&cfg, text).unwrap();
+    let log = dir.join("reprow.log");
+    let child = Command::new(env!("CARGO_BIN_EXE_reprow"))
+        .envs(CREDENTIALS)
+        .arg("-c")
+        .arg(&cfg)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    Reprow::adopt(child, log)
+}
+
+fn bodies(n: usize, tag: &str) -> Vec<String> {
+    (0..n).map(|i| format!(r#"{{"{tag}":{i}}}"#)).collect()
+}
+
+#[test]
+fn done_messages_are_deleted_in_batches() {
+    let sqs = Sqs::new();
+    let url = sqs.queue(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let worker = Worker::start(|_, _| Reply::ok());
+    sqs.send(&url, &bodies(25, "n"));
+    let reprow = start(dir.path(), &url, &worker, "", "  concurrency: 8\n");
+    let got = worker.wait_for(25);
+    sqs.wait_depth(&url, (0, 0));
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    for r in &got {
+        *seen.entry(r.body_str()).or_default() += 1;
+        assert!(r.header("X-Reprow-Sqs-Message-Id").is_some());
+        assert_eq!(r.attempt(), 1);
+    }
+    assert_eq!(seen.len(), 25);
+    assert!(seen.values().all(|n| *n == 1), "{seen:?}");
+    let (status, stats) = reprow.stop();
+    assert!(status.success());
+    assert_eq!(stats["succeeded"], 25);
+}
+
+#[test]
+fn a_retry_after_makes_the_same_message_visible_again_after_that_delay() {
+    let sqs = Sqs::new();
+    let url = sqs.queue(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let worker = Worker::start(|r, _| {
+        if r.attempt() == 1 {
+            Reply::Status(503, vec![("Retry-After", "2".into())], b"later".to_vec())
+        } else {
+            Reply::ok()
+        }
+    });
+    sqs.send(&url, &bodies(1, "r"));
+    let reprow = start(dir.path(), &url, &worker, "", "");
+    let got = worker.wait_for(2);
+    let waited = got[1].at - got[0].at;
+    assert!(waited >= Duration::from_millis(1900), "{waited:?}");
+    assert_eq!(
+        got[1].attempt(),
+        2,
+        "SQS's receive count carries the attempt"
+    );
+    assert_eq!(
+        got[0].header("X-Reprow-Sqs-Message-Id"),
+        got[1].header("X-Reprow-Sqs-Message-Id")
+    );
+    sqs.wait_depth(&url, (0, 0));
+    assert!(reprow.stop().0.success());
+}
+
+#[test]
+fn failing_messages_reach_the_dead_letter_queue_by_the_redrive_policy() {
+    let sqs = Sqs::new();
+    let dlq = sqs.queue(&[]);
+    let policy = format!(
+        r#"{{"deadLetterTargetArn":"{}","maxReceiveCount":"2"}}"#,
+        sqs.arn(&dlq)
+    );
+    let url = sqs.queue(&[(QueueAttributeName::RedrivePolicy, policy)]);
+    let dir = tempfile::tempdir().unwrap();
+    let worker = Worker::start(|_, _| Reply::status(500));
+    sqs.send(&url, &bodies(1, "poison"));
+    // max_retries 1: the second delivery fails for good and is left to the redrive policy.
+    let reprow = start(dir.path(), &url, &worker, "", "  max_retries: 1\n");
+    worker.wait_for(2);
+    let deadline = Instant::now() + DEADLINE;
+    let moved = loop {
+        let b = sqs.receive_bodies(&dlq);
+        if !b.is_empty() {
+            break b;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nothing in the dead-letter queue"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(moved, [r#"{"poison":0}"#]);
+    assert_eq!(
+        worker.received().len(),
+        2,
+        "moto redrives on the third receive"
+    );
+    assert!(reprow.stop().0.success());
+}
+
+#[test]
+fn the_heartbeat_keeps_a_long_job_invisible() {
+    let sqs = Sqs::new();
+    let url = sqs.queue(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    // Visibility 2 s, the job takes 5 s: without the heartbeat it would be received again.
+    let worker = Worker::start(|_, _| Reply::After(Duration::from_secs(5), Box::new(Reply::ok())));
+    sqs.send(&url, &bodies(1, "long"));
+    let reprow = start(
+        dir.path(),
+        &url,
+        &worker,
+        "  visibility_timeout: 2\n",
+        "  timeout: 10s\n",
+    );
+    worker.wait_for(1);
+    sqs.wait_depth(&url, (0, 0));
+    assert_eq!(worker.received().len(), 1);
+    assert!(reprow.stop().0.success());
+}
+
+#[test]
+fn a_config_without_heartbeat_may_not_outlive_the_visibility_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let worker = Worker::start(|_, _| Reply::ok());
+    let mut reprow = start(
+        dir.path(),
+        "http://127.0.0.1:1/123/q",
+        &worker,
+        "  visibility_timeout: 5\n  heartbeat: false\n",
+        "  timeout: 10s\n",
+    );
+    assert!(!reprow.wait().success());
+    assert!(
+        reprow
+            .log()
+            .contains("must be shorter than the visibility timeout"),
+        "{}",
+        reprow.log()
+    );
+}
+
+#[test]
+fn shutdown_makes_unstarted_messages_visible_at_once() {
+    let sqs = Sqs::new();
+    let url = sqs.queue(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let worker = Worker::start(|_, _| Reply::After(Duration::from_secs(30), Box::new(Reply::ok())));
+    sqs.send(&url, &bodies(5, "s"));
+    let reprow = start(
+        dir.path(),
+        &url,
+        &worker,
+        "  visibility_timeout: 600\n  buffer: 4\n",
+        "  concurrency: 1\n",
+    );
+    worker.wait_for(1);
+    // One in flight, four held for the core: all received, none visible.
+    sqs.wait_depth(&url, (0, 5));
+    assert!(reprow.stop().0.success());
+    // Back at once, not after the 600 s visibility timeout.
+    sqs.wait_depth(&url, (5, 0));
+}
+
+#[test]
+fn on_failure_delete_records_the_message_and_deletes_it() {
+    let sqs = Sqs::new();
+    let url = sqs.queue(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let worker = Worker::start(|_, _| Reply::Status(422, vec![], b"never".to_vec()));
+    sqs.send(&url, &bodies(1, "bad"));
+    let reprow = start(dir.path(), &url, &worker, "  on_failure: delete\n", "");
+    worker.wait_for(1);
+    sqs.wait_depth(&url, (0, 0));
+    let failed = std::fs::read_to_string(dir.path().join("failed.jsonl")).unwrap();
+    let rec: serde_json::Value = serde_json::from_str(failed.lines().next().unwrap()).unwrap();
+    assert_eq!(rec["payload"], r#"{"bad":0}"#);
+    assert_eq!(rec["last_status"], 422);
+    assert!(reprow.stop().0.success());
+}

@@ -337,6 +337,11 @@ pub struct SqsConfig {
     /// `reprow-failed.jsonl`.
     #[serde(default = "default_failed_path")]
     pub failed_path: PathBuf,
+    /// Send Elastic Beanstalk sqsd's headers (`X-Aws-Sqsd-Msgid`, `-Queue`,
+    /// `-First-Received-At`, `-Receive-Count`, `-Attr-<name>`) too. Defaults to false; on in
+    /// sqsd environment mode.
+    #[serde(default)]
+    pub sqsd: bool,
     /// reprow's keys, accepted so its configs load, and ignored with a warning: credentials
     /// come from the standard AWS chain only, never from a config file.
     #[serde(default)]
@@ -580,6 +585,10 @@ pub struct RunnerConfig {
     /// Largest response body accepted. Defaults to 1 MiB.
     #[serde(default = "default_max_response_body_bytes")]
     pub max_response_body_bytes: usize,
+    /// `User-Agent` of requests to the worker. Defaults to `reprow/<version>`; sqsd mode sends
+    /// `aws-sqsd/1.1`, as Elastic Beanstalk's daemon does.
+    #[serde(default)]
+    pub user_agent: Option<String>,
 }
 
 const fn default_max_line_bytes() -> usize {
@@ -762,6 +771,60 @@ impl Config {
         config.validate(text)
     }
 
+    /// taiyoh/sqsd's environment mode: with no config file, `INVOKER_URL` and `QUEUE_URL` (and
+    /// the optional `INVOKER_TIMEOUT`, `FETCHER_PARALLEL_COUNT`, `INVOKER_PARALLEL_COUNT`,
+    /// `MONITORING_PORT`, `LOG_LEVEL`, `SQS_ENDPOINT_URL`, `AWS_REGION`) describe an SQS → HTTP
+    /// proxy with sqsd's headers and `User-Agent: aws-sqsd/1.1`, its stats on
+    /// 127.0.0.1:`MONITORING_PORT` (default 6969). `None` when `INVOKER_URL` or `QUEUE_URL` is
+    /// unset. `lookup` reads a variable (the environment, or an `-e` file over it).
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the variable's key when a value is refused.
+    pub fn from_sqsd_env(
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Option<Config>, ConfigError> {
+        let get = |k: &str| lookup(k).filter(|v| !v.trim().is_empty());
+        let (Some(invoker), Some(queue)) = (get("INVOKER_URL"), get("QUEUE_URL")) else {
+            return Ok(None);
+        };
+        let num = |k: &str, default: u64| -> Result<u64, ConfigError> {
+            match get(k) {
+                None => Ok(default),
+                Some(v) => v.trim().parse().map_err(|_| ConfigError::Parse {
+                    location: String::new(),
+                    message: format!("{k}={v:?}: not a number"),
+                }),
+            }
+        };
+        let timeout = get("INVOKER_TIMEOUT").unwrap_or_else(|| "60s".into());
+        let port = num("MONITORING_PORT", 6969)?;
+        let mut q = serde_json::json!({
+            "type": "sqs",
+            "url": queue,
+            "fetchers": num("FETCHER_PARALLEL_COUNT", 1)?,
+            "sqsd": true,
+        });
+        if let Some(e) = get("SQS_ENDPOINT_URL") {
+            q["endpoint_url"] = e.into();
+        }
+        if let Some(r) = get("AWS_REGION") {
+            q["region"] = r.into();
+        }
+        let doc = serde_json::json!({
+            "queue": q,
+            "runner": {
+                "type": "http_proxy",
+                "url": invoker,
+                "timeout": timeout,
+                "concurrency": num("INVOKER_PARALLEL_COUNT", 1)?,
+                "user_agent": "aws-sqsd/1.1",
+            },
+            "monitor_listen": format!("127.0.0.1:{port}"),
+            "log_level": get("LOG_LEVEL").unwrap_or_else(|| "info".into()),
+        });
+        Config::from_yaml(&doc.to_string()).map(Some)
+    }
+
     /// The one queue a FIFO or Q4M source feeds; `None` for the durable queue.
     pub fn source_queue_name(&self) -> Option<String> {
         match &self.queue {
@@ -847,6 +910,15 @@ impl Config {
             return Err(invalid(
                 "runner.max_response_head_bytes",
                 "must be at least 256".into(),
+            ));
+        }
+        if r.user_agent
+            .as_deref()
+            .is_some_and(|ua| ua.is_empty() || !crate::http::codec::is_allowed_header_value(ua))
+        {
+            return Err(invalid(
+                "runner.user_agent",
+                "must be non-empty printable ASCII".into(),
             ));
         }
         if r.pool_idle_timeout.is_zero() {
@@ -939,6 +1011,37 @@ impl Config {
         }
         Ok(self)
     }
+}
+
+/// Reads a `.env` file as sqsd's `-e` does: `KEY=value` lines, `#` comments and blank lines
+/// skipped, an optional `export ` prefix, values optionally in single or double quotes.
+///
+/// # Errors
+/// The line number of a line that is not `KEY=value`.
+pub fn parse_env_file(text: &str) -> Result<std::collections::HashMap<String, String>, String> {
+    let mut out = std::collections::HashMap::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let line = line.strip_prefix("export ").unwrap_or(line);
+        let Some((k, v)) = line.split_once('=') else {
+            return Err(format!("line {}: expected KEY=value", i + 1));
+        };
+        let k = k.trim();
+        if k.is_empty() || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Err(format!("line {}: {k:?} is not a variable name", i + 1));
+        }
+        let v = v.trim();
+        let v = v
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .or_else(|| v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
+            .unwrap_or(v);
+        out.insert(k.to_string(), v.to_string());
+    }
+    Ok(out)
 }
 
 /// A refusal of `key`, located in `text` when the key is found there.
@@ -1123,6 +1226,69 @@ mod tests {
         assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
         assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
         assert!(parse_duration("fast").is_err());
+    }
+
+    #[test]
+    fn env_files() {
+        let m = parse_env_file(
+            "# sqsd\nINVOKER_URL=http://a/b\nexport QUEUE_URL=\"https://q\"\n\nLOG_LEVEL='debug'\n",
+        )
+        .unwrap();
+        assert_eq!(m["INVOKER_URL"], "http://a/b");
+        assert_eq!(m["QUEUE_URL"], "https://q");
+        assert_eq!(m["LOG_LEVEL"], "debug");
+        assert!(parse_env_file("NOVALUE\n").unwrap_err().contains("line 1"));
+        assert!(parse_env_file("BAD KEY=1\n").is_err());
+    }
+
+    #[test]
+    fn sqsd_environment() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        assert!(
+            Config::from_sqsd_env(env(&[("INVOKER_URL", "http://127.0.0.1:3000/")]))
+                .unwrap()
+                .is_none()
+        );
+        let full = Config::from_sqsd_env(env(&[
+            ("INVOKER_URL", "http://127.0.0.1:3000/work"),
+            ("QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/1/jobs"),
+            ("INVOKER_TIMEOUT", "90s"),
+            ("FETCHER_PARALLEL_COUNT", "3"),
+            ("INVOKER_PARALLEL_COUNT", "8"),
+            ("MONITORING_PORT", "7070"),
+            ("LOG_LEVEL", "warn"),
+        ]));
+        match (cfg!(feature = "sqs"), full) {
+            (true, Ok(Some(c))) => {
+                let r = c.runner().unwrap();
+                assert_eq!((r.timeout, r.concurrency), (Duration::from_secs(90), 8));
+                assert_eq!(r.user_agent.as_deref(), Some("aws-sqsd/1.1"));
+                assert_eq!(c.monitor_listen, Some("127.0.0.1:7070".parse().unwrap()));
+                assert_eq!(c.log_level, "warn");
+                let QueueConfig::Sqs(q) = &c.queue else {
+                    panic!("not sqs")
+                };
+                assert!(q.sqsd && q.fetchers == 3);
+            }
+            (false, Err(e)) => assert!(e.to_string().contains("--features sqs"), "{e}"),
+            (built, other) => panic!("built with sqs: {built}, yet {other:?}"),
+        }
+        let bad = Config::from_sqsd_env(env(&[
+            ("INVOKER_URL", "http://127.0.0.1:3000/"),
+            ("QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/1/q"),
+            ("INVOKER_PARALLEL_COUNT", "many"),
+        ]));
+        assert!(bad
+            .unwrap_err()
+            .to_string()
+            .contains("INVOKER_PARALLEL_COUNT"));
     }
 
     #[test]

@@ -15,6 +15,10 @@ struct Cli {
     /// Override the config's log level.
     #[arg(long, global = true)]
     log_level: Option<String>,
+    /// sqsd mode: a `.env` file of sqsd's variables (INVOKER_URL, QUEUE_URL, ...), read over
+    /// the environment, when no config file is given.
+    #[arg(short = 'e', long = "env-file", global = true)]
+    env_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -74,6 +78,28 @@ enum Command {
         #[command(flatten)]
         api: ApiArgs,
     },
+}
+
+/// taiyoh/sqsd's environment mode (see `Config::from_sqsd_env`): `None` when neither the
+/// environment nor the `-e` file names INVOKER_URL and QUEUE_URL.
+fn sqsd_env(file: Option<&std::path::Path>) -> Option<Result<Config, String>> {
+    let vars = match file {
+        None => std::collections::HashMap::new(),
+        Some(p) => match std::fs::read_to_string(p)
+            .map_err(|e| e.to_string())
+            .and_then(|t| reprow::config::parse_env_file(&t))
+        {
+            Ok(v) => v,
+            Err(e) => return Some(Err(format!("{}: {e}", p.display()))),
+        },
+    };
+    let lookup = |k: &str| vars.get(k).cloned().or_else(|| std::env::var(k).ok());
+    match Config::from_sqsd_env(lookup) {
+        Ok(Some(c)) => Some(Ok(c)),
+        Ok(None) if file.is_some() => Some(Err("INVOKER_URL and QUEUE_URL are required".into())),
+        Ok(None) => None,
+        Err(e) => Some(Err(e.to_string())),
+    }
 }
 
 /// `reprow bench` options.
@@ -254,6 +280,16 @@ fn main() -> ExitCode {
             }
         },
         (None, Some(Command::Serve)) => Config::embedded_default(),
+        (None, None | Some(Command::Run)) if sqsd_env(cli.env_file.as_deref()).is_some() => {
+            match sqsd_env(cli.env_file.as_deref()) {
+                Some(Ok(c)) => c,
+                Some(Err(e)) => {
+                    eprintln!("sqsd environment: {e}");
+                    return ExitCode::from(2);
+                }
+                None => unreachable!("checked by the guard"),
+            }
+        }
         (None, _) => {
             eprintln!(
                 "error: no config file given; run `reprow serve` for the durable queue, or \

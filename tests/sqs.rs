@@ -355,3 +355,91 @@ fn on_failure_delete_records_the_message_and_deletes_it() {
     assert_eq!(rec["last_status"], 422);
     assert!(reprow.stop().0.success());
 }
+
+#[test]
+fn sqsd_environment_mode_end_to_end() {
+    let sqs = Sqs::new();
+    let url = sqs.queue(&[]);
+    let attr = aws_sdk_sqs::types::MessageAttributeValue::builder()
+        .data_type("String")
+        .string_value("red")
+        .build()
+        .unwrap();
+    sqs.rt
+        .block_on(
+            sqs.client
+                .send_message()
+                .queue_url(&url)
+                .message_body(r#"{"task":"resize"}"#)
+                .message_attributes("color", attr)
+                .send(),
+        )
+        .unwrap();
+    let worker = Worker::start(|_, _| Reply::ok());
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    // sqsd's own .env, read with -e; no config file.
+    let env_file = dir.path().join(".env");
+    std::fs::write(
+        &env_file,
+        format!(
+            "INVOKER_URL={}\nQUEUE_URL={url}\nINVOKER_TIMEOUT=30s\nFETCHER_PARALLEL_COUNT=2\nINVOKER_PARALLEL_COUNT=2\nMONITORING_PORT={port}\nLOG_LEVEL=info\nSQS_ENDPOINT_URL={}\nAWS_REGION=us-east-1\n",
+            worker.url(),
+            endpoint()
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("reprow.log");
+    let child = Command::new(env!("CARGO_BIN_EXE_reprow"))
+        .envs(CREDENTIALS)
+        .env_remove("INVOKER_URL")
+        .env_remove("QUEUE_URL")
+        .arg("-e")
+        .arg(&env_file)
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let reprow = Reprow::adopt(child, log);
+    let got = worker.wait_for(1);
+    let r = &got[0];
+    assert_eq!(r.body_str(), r#"{"task":"resize"}"#);
+    assert_eq!(r.header("User-Agent"), Some("aws-sqsd/1.1"));
+    assert!(r.header("X-Aws-Sqsd-Msgid").is_some_and(|v| !v.is_empty()));
+    let name = url.rsplit('/').next().unwrap();
+    assert_eq!(r.header("X-Aws-Sqsd-Queue"), Some(name));
+    assert_eq!(r.header("X-Aws-Sqsd-Receive-Count"), Some("1"));
+    assert_eq!(r.header("X-Aws-Sqsd-Attr-color"), Some("red"));
+    assert!(
+        r.header("X-Aws-Sqsd-First-Received-At")
+            .is_some_and(|v| v.ends_with('Z')),
+        "{:?}",
+        r.headers
+    );
+    sqs.wait_depth(&url, (0, 0));
+    // The monitoring port serves reprow's stats.
+    let api = Api::new(format!("127.0.0.1:{port}").parse().unwrap());
+    let status = api.wait_json("/status", |v| v["counters"]["succeeded"] == 1);
+    assert_eq!(status["phase"], "running");
+    assert_eq!(api.get("/healthz").status, 200);
+    // Shutdown finishes the long polls in progress (20 s in sqsd mode) so that no message they
+    // bring is stranded until its visibility timeout.
+    let mut reprow = reprow;
+    reprow.signal(nix::sys::signal::Signal::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(45);
+    let status = loop {
+        if let Some(s) = reprow.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "reprow did not exit:\n{}",
+            reprow.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "{}", reprow.log());
+    sqs.wait_depth(&url, (0, 0));
+}

@@ -121,6 +121,7 @@ impl DurableCore {
             max_head_bytes: self.limits.max_head_bytes,
             max_body_bytes: self.limits.max_body_bytes,
             max_idle: self.limits.max_idle,
+            user_agent: None,
         }));
         let mut clients = self.clients.borrow_mut();
         let mut order = self.order.borrow_mut();

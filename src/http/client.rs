@@ -92,6 +92,8 @@ pub struct ClientConfig {
     pub max_body_bytes: usize,
     /// Most idle connections kept.
     pub max_idle: usize,
+    /// `User-Agent` instead of `reprow/<version>` (sqsd mode sends `aws-sqsd/1.1`).
+    pub user_agent: Option<String>,
 }
 
 struct Conn {
@@ -123,7 +125,11 @@ pub struct WorkerClient {
 impl WorkerClient {
     /// A client with an empty pool.
     pub fn new(config: ClientConfig) -> Self {
-        let encoder = RequestEncoder::new(&config.authority, &config.path_and_query);
+        let encoder = RequestEncoder::with_user_agent(
+            &config.authority,
+            &config.path_and_query,
+            config.user_agent.as_deref(),
+        );
         WorkerClient {
             config,
             encoder,
@@ -400,6 +406,7 @@ mod tests {
             max_head_bytes: 64 * 1024,
             max_body_bytes: 1024,
             max_idle: 4,
+            user_agent: None,
         })
     }
 

@@ -520,13 +520,25 @@ pub struct RequestMeta<'a> {
 impl RequestEncoder {
     /// An encoder for `POST path_and_query` to `host` (the Host header value).
     pub fn new(host: &str, path_and_query: &str) -> Self {
+        Self::with_user_agent(host, path_and_query, None)
+    }
+
+    /// As [`Self::new`], sending `user_agent` (validated by the config) instead of
+    /// `reprow/<version>` when given.
+    pub fn with_user_agent(host: &str, path_and_query: &str, user_agent: Option<&str>) -> Self {
         let mut prefix = Vec::with_capacity(128);
         prefix.extend_from_slice(b"POST ");
         prefix.extend_from_slice(path_and_query.as_bytes());
         prefix.extend_from_slice(b" HTTP/1.1\r\nHost: ");
         prefix.extend_from_slice(host.as_bytes());
-        prefix.extend_from_slice(b"\r\nUser-Agent: reprow/");
-        prefix.extend_from_slice(env!("CARGO_PKG_VERSION").as_bytes());
+        prefix.extend_from_slice(b"\r\nUser-Agent: ");
+        match user_agent {
+            Some(ua) => prefix.extend_from_slice(ua.as_bytes()),
+            None => {
+                prefix.extend_from_slice(b"reprow/");
+                prefix.extend_from_slice(env!("CARGO_PKG_VERSION").as_bytes());
+            }
+        }
         prefix.extend_from_slice(b"\r\n");
         RequestEncoder { prefix }
     }

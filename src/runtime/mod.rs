@@ -172,6 +172,7 @@ pub fn run(config: &Config, shutdown: Shutdown, stats: Arc<Stats>) -> Result<Sna
             max_head_bytes: runner.max_response_head_bytes,
             max_body_bytes: runner.max_response_body_bytes,
             max_idle: slots,
+            user_agent: runner.user_agent.clone(),
         };
         let (rx, settle, stats, shutdown) =
             (rx.clone(), settle.clone(), stats.clone(), shutdown.clone());

@@ -382,11 +382,32 @@ async fn fetch_loop(
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(1);
             let id = shared.next_id.fetch_add(1, Relaxed);
-            let mut headers = vec![("X-Reprow-Sqs-Message-Id".to_string(), message_id)];
-            if let Some(first) = attrs
+            let first_ms: Option<u64> = attrs
                 .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateFirstReceiveTimestamp))
-            {
+                .and_then(|v| v.parse().ok());
+            let first_at = first_ms.map(|ms| {
+                humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+            });
+            let mut headers = vec![("X-Reprow-Sqs-Message-Id".to_string(), message_id.clone())];
+            if let Some(first) = &first_at {
                 headers.push(("X-Reprow-Sqs-First-Received-At".into(), first.clone()));
+            }
+            if shared.config.sqsd {
+                // What Elastic Beanstalk's sqsd sends, so its workers run unchanged.
+                headers.push(("X-Aws-Sqsd-Msgid".into(), message_id));
+                headers.push(("X-Aws-Sqsd-Queue".into(), shared.queue.to_string()));
+                headers.push(("X-Aws-Sqsd-Receive-Count".into(), receive_count.to_string()));
+                if let Some(first) = first_at {
+                    headers.push(("X-Aws-Sqsd-First-Received-At".into(), first));
+                }
+                for (name, v) in m.message_attributes.iter().flatten() {
+                    if let Some(value) = &v.string_value {
+                        let header = format!("X-Aws-Sqsd-Attr-{name}");
+                        if crate::http::codec::is_allowed_header_name(&header) {
+                            headers.push((header, value.clone()));
+                        }
+                    }
+                }
             }
             let job = Job {
                 id,

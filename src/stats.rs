@@ -40,8 +40,77 @@ pub struct Stats {
     pub breakers_open: AtomicI64,
     /// Lifecycle phase, see [`crate::runtime::Phase`].
     pub phase: AtomicU8,
+    /// The FIFO/Q4M/SQS jobs workers are running now.
+    pub board: Board,
     /// Per-queue histograms.
     pub metrics: crate::metrics::Metrics,
+}
+
+/// The jobs a worker is running now, for `/inflight` on the monitoring port (sqsd's
+/// CurrentWorkings). One lock per delivery start and end; the durable queue answers from its
+/// leases instead.
+#[derive(Debug, Default)]
+pub struct Board {
+    jobs: std::sync::Mutex<std::collections::HashMap<u64, Working>>,
+}
+
+/// One running job.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Working {
+    /// Job id.
+    pub id: u64,
+    /// Queue name.
+    pub queue: String,
+    /// The attempt running (1 = first).
+    pub attempt: u32,
+    /// When this attempt started, RFC 3339.
+    pub started_at: String,
+    /// The SQS message id, for SQS jobs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
+}
+
+impl Board {
+    /// A delivery of `job` started (`job.attempts` already counts it).
+    pub fn start(&self, job: &crate::job::Job) {
+        let w = Working {
+            id: job.id,
+            queue: job.queue.to_string(),
+            attempt: job.attempts,
+            started_at: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+            message_id: job
+                .headers
+                .iter()
+                .find(|(k, _)| k == "X-Reprow-Sqs-Message-Id")
+                .map(|(_, v)| v.clone()),
+        };
+        self.jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(job.id, w);
+    }
+
+    /// The delivery of job `id` ended.
+    pub fn end(&self, id: u64) {
+        self.jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+    }
+
+    /// Running jobs, oldest first, at most `limit`.
+    pub fn list(&self, limit: usize) -> Vec<Working> {
+        let mut v: Vec<Working> = self
+            .jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| a.started_at.cmp(&b.started_at).then(a.id.cmp(&b.id)));
+        v.truncate(limit);
+        v
+    }
 }
 
 /// A point-in-time copy of [`Stats`], for logs and tests.

@@ -280,7 +280,13 @@ fn probes_answer_without_the_token_and_metrics_need_it() {
 
 #[test]
 fn a_fifo_reprow_serves_monitoring_on_monitor_listen() {
-    let worker = Worker::start(|_, _| Reply::ok());
+    let worker = Worker::start(|r, _| {
+        if r.body_str().contains("slow") {
+            Reply::After(Duration::from_millis(1500), Box::new(Reply::ok()))
+        } else {
+            Reply::ok()
+        }
+    });
     let scene = Scene::new();
     let cfg = scene.config(
         &worker.url(),
@@ -363,11 +369,19 @@ fn a_fifo_reprow_serves_monitoring_on_monitor_listen() {
     assert_eq!(api.get("/status/").status, 200);
     let r = api.get("/queues/stats");
     assert_eq!(r.status, 404);
-    assert!(
-        r.text()
-            .contains("only /healthz, /readyz, /metrics and /status"),
-        "{}",
-        r.text()
-    );
+    assert!(r.text().contains("only /healthz"), "{}", r.text());
+    // The running jobs (sqsd's CurrentWorkings).
+    write_lines(&scene.fifo(), &[r#"{"slow":1}"#]);
+    let board = api.wait_json("/inflight", |v| {
+        v["jobs"].as_array().is_some_and(|a| a.len() == 1)
+    });
+    assert_eq!(board["jobs"][0]["queue"], "queue");
+    assert_eq!(board["jobs"][0]["attempt"], 1);
+    assert!(board["jobs"][0]["started_at"]
+        .as_str()
+        .is_some_and(|s| s.ends_with('Z')));
+    api.wait_json("/inflight", |v| {
+        v["jobs"].as_array().is_some_and(|a| a.is_empty())
+    });
     assert!(reprow.stop().0.success());
 }

@@ -45,7 +45,7 @@ pub async fn handle(ctx: &Rc<Ctx>, req: Request) -> Response {
     if ctx.store.is_none() && !MONITORING.contains(&req.path.as_str()) {
         return Response::error(
             404,
-            "this reprow runs a FIFO or Q4M source: only /healthz, /readyz, /metrics and /status are served",
+            "this reprow runs a FIFO, Q4M or SQS source: only /healthz, /readyz, /metrics, /status and /inflight are served",
         );
     }
     match route(ctx, &req).await {
@@ -55,7 +55,14 @@ pub async fn handle(ctx: &Rc<Ctx>, req: Request) -> Response {
 }
 
 /// What a reprow without the durable queue serves on `monitor_listen`.
-const MONITORING: [&str; 5] = ["/healthz", "/readyz", "/metrics", "/status", "/status/"];
+const MONITORING: [&str; 6] = [
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/status",
+    "/status/",
+    "/inflight",
+];
 
 /// The dashboard: one page, served from the binary (no CDN), that polls the JSON API.
 const DASHBOARD: &str = include_str!("dashboard.html");
@@ -171,6 +178,13 @@ async fn route(ctx: &Rc<Ctx>, req: &Request) -> Res {
     let q = Params::parse(&req.query)?;
     match (segs.as_slice(), m) {
         (["metrics"], "GET") => metrics(ctx).await,
+        (["inflight"], "GET") if ctx.store.is_none() => {
+            let limit = q.num("limit", 100, 1, 1000)? as usize;
+            Ok(Response::json(
+                200,
+                &json!({ "jobs": ctx.stats.board.list(limit) }),
+            ))
+        }
         (["inflight"], "GET") => {
             let limit = q.num("limit", 100, 1, 1000)? as usize;
             match call(ctx, Op::Query(Query::InFlight { limit })).await? {

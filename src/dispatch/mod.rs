@@ -155,6 +155,7 @@ impl CoreDispatcher {
     async fn deliver(self: &Rc<Self>, mut job: Job) {
         job.attempts += 1;
         self.in_flight.borrow_mut().insert(job.id, job.clone());
+        self.stats.board.start(&job);
         Stats::inc(&self.stats.dispatched);
         self.stats.in_flight.fetch_add(1, Relaxed);
         let started = Instant::now();
@@ -164,6 +165,7 @@ impl CoreDispatcher {
             .await;
         self.stats.in_flight.fetch_sub(1, Relaxed);
         self.in_flight.borrow_mut().remove(&job.id);
+        self.stats.board.end(job.id);
         let outcome = match result {
             Ok(resp) => {
                 let after = resp

@@ -129,6 +129,12 @@ struct BenchArgs {
     /// Give up waiting for jobs after this long.
     #[arg(long, default_value = "10m", value_parser = reprow::config::parse_duration)]
     timeout: std::time::Duration,
+    /// SQS source (feature `sqs`): the SQS-compatible server to use.
+    #[arg(long)]
+    sqs_endpoint: Option<String>,
+    /// SQS source: also time a plain single-loop consumer (receive, POST, delete).
+    #[arg(long)]
+    compare_plain: bool,
 }
 
 fn bench_command(a: &BenchArgs) -> ExitCode {
@@ -147,6 +153,8 @@ fn bench_command(a: &BenchArgs) -> ExitCode {
         batch: a.batch,
         timeout: a.timeout,
         progress: std::io::stderr().is_terminal(),
+        sqs_endpoint: a.sqs_endpoint.clone(),
+        compare_plain: a.compare_plain,
     };
     let code = match bench::run(&opts) {
         Ok(report) => {

@@ -443,3 +443,38 @@ fn sqsd_environment_mode_end_to_end() {
     assert!(status.success(), "{}", reprow.log());
     sqs.wait_depth(&url, (0, 0));
 }
+
+#[test]
+fn reprow_bench_drains_an_sqs_queue_and_compares_a_plain_consumer() {
+    let out = Command::new(env!("CARGO_BIN_EXE_reprow"))
+        .envs(CREDENTIALS)
+        .args([
+            "bench",
+            "--source",
+            "sqs",
+            "--jobs",
+            "40",
+            "--compare-plain",
+            "--timeout",
+            "60s",
+        ])
+        .arg("--sqs-endpoint")
+        .arg(endpoint())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("checked     40 done, 0 lost, 0 duplicates"),
+        "{text}"
+    );
+    assert!(
+        text.contains("plain single-loop consumer (receive, POST, delete):"),
+        "{text}"
+    );
+    assert!(text.contains("40 done, 0 lost, 0 duplicates"), "{text}");
+}

@@ -6,6 +6,8 @@
 //! the FIFO, or its batch answered 200 by the API) to the worker's successful answer, retries
 //! included.
 
+#[cfg(feature = "sqs")]
+mod sqs;
 mod worker;
 
 use std::{
@@ -25,6 +27,9 @@ pub enum BenchSource {
     Fifo,
     /// The durable queue, fed by `POST /job/bench/batch`.
     Durable,
+    /// An SQS queue on `--sqs-endpoint`, filled first, then drained (feature `sqs`).
+    #[cfg(feature = "sqs")]
+    Sqs,
 }
 
 /// What to run.
@@ -48,6 +53,10 @@ pub struct BenchOptions {
     pub timeout: Duration,
     /// Draw a progress bar on stderr.
     pub progress: bool,
+    /// SQS source: the SQS-compatible server.
+    pub sqs_endpoint: Option<String>,
+    /// SQS source: also time a plain single-loop consumer on the same server.
+    pub compare_plain: bool,
 }
 
 /// Why a bench could not run.
@@ -90,6 +99,8 @@ pub struct Report {
     pub p99: Duration,
     /// p99.9.
     pub p999: Duration,
+    /// The plain consumer's line, when compared.
+    pub plain: Option<String>,
 }
 
 impl std::fmt::Display for Report {
@@ -114,7 +125,11 @@ impl std::fmt::Display for Report {
             f,
             "checked     {} done, {} lost, {} duplicates",
             self.done, self.lost, self.duplicates
-        )
+        )?;
+        if let Some(p) = &self.plain {
+            write!(f, "\n{p}")?;
+        }
+        Ok(())
     }
 }
 
@@ -140,6 +155,17 @@ pub fn run(opts: &BenchOptions) -> Result<Report, BenchError> {
             "--concurrency and --producers must be at least 1, --batch 1 to 10000".into(),
         ));
     }
+    #[cfg(feature = "sqs")]
+    if opts.source == BenchSource::Sqs {
+        let endpoint = opts.sqs_endpoint.as_deref().ok_or_else(|| {
+            BenchError::Options(
+                "--source sqs needs --sqs-endpoint (an SQS-compatible server)".into(),
+            )
+        })?;
+        let (mut report, plain) = sqs::run(opts, endpoint, opts.compare_plain)?;
+        report.plain = plain.map(|p| p.to_string());
+        return Ok(report);
+    }
     let io = |what| move |source| BenchError::Io { what, source };
     let dir = tempfile::tempdir().map_err(io("temp dir"))?;
     let worker =
@@ -156,6 +182,8 @@ pub fn run(opts: &BenchOptions) -> Result<Report, BenchError> {
     let sent = match opts.source {
         BenchSource::Fifo => drive_fifo(opts, &dir.path().join("queue"), &worker),
         BenchSource::Durable => drive_durable(opts, api, &worker),
+        #[cfg(feature = "sqs")]
+        BenchSource::Sqs => unreachable!("handled above"),
     };
     let sent = match sent {
         Ok(s) => s,
@@ -217,6 +245,8 @@ fn config_for(
                 Some(addr),
             )
         }
+        #[cfg(feature = "sqs")]
+        BenchSource::Sqs => unreachable!("handled in run"),
     };
     let config = Config::from_yaml(&text).map_err(|e| BenchError::Run(e.to_string()))?;
     Ok((config, api))

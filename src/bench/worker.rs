@@ -113,6 +113,7 @@ impl SimWorker {
             p50: pct(0.50),
             p99: pct(0.99),
             p999: pct(0.999),
+            plain: None,
         }
     }
 }

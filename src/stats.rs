@@ -51,7 +51,17 @@ pub struct Stats {
 /// leases instead.
 #[derive(Debug, Default)]
 pub struct Board {
-    jobs: std::sync::Mutex<std::collections::HashMap<u64, Working>>,
+    jobs: std::sync::Mutex<std::collections::HashMap<u64, Running>>,
+}
+
+/// What a delivery start records: no formatting or copying on the hot path; [`Board::list`]
+/// turns it into [`Working`].
+#[derive(Debug)]
+struct Running {
+    queue: std::sync::Arc<str>,
+    attempt: u32,
+    started: std::time::SystemTime,
+    headers: std::sync::Arc<[(String, String)]>,
 }
 
 /// One running job.
@@ -73,21 +83,16 @@ pub struct Working {
 impl Board {
     /// A delivery of `job` started (`job.attempts` already counts it).
     pub fn start(&self, job: &crate::job::Job) {
-        let w = Working {
-            id: job.id,
-            queue: job.queue.to_string(),
+        let r = Running {
+            queue: job.queue.clone(),
             attempt: job.attempts,
-            started_at: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
-            message_id: job
-                .headers
-                .iter()
-                .find(|(k, _)| k == "X-Reprow-Sqs-Message-Id")
-                .map(|(_, v)| v.clone()),
+            started: std::time::SystemTime::now(),
+            headers: job.headers.clone(),
         };
         self.jobs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(job.id, w);
+            .insert(job.id, r);
     }
 
     /// The delivery of job `id` ended.
@@ -100,16 +105,29 @@ impl Board {
 
     /// Running jobs, oldest first, at most `limit`.
     pub fn list(&self, limit: usize) -> Vec<Working> {
-        let mut v: Vec<Working> = self
+        let mut v: Vec<(std::time::SystemTime, Working)> = self
             .jobs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
+            .iter()
+            .map(|(id, r)| {
+                let w = Working {
+                    id: *id,
+                    queue: r.queue.to_string(),
+                    attempt: r.attempt,
+                    started_at: humantime::format_rfc3339_millis(r.started).to_string(),
+                    message_id: r
+                        .headers
+                        .iter()
+                        .find(|(k, _)| k == "X-Reprow-Sqs-Message-Id")
+                        .map(|(_, v)| v.clone()),
+                };
+                (r.started, w)
+            })
             .collect();
-        v.sort_by(|a, b| a.started_at.cmp(&b.started_at).then(a.id.cmp(&b.id)));
+        v.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.id.cmp(&b.1.id)));
         v.truncate(limit);
-        v
+        v.into_iter().map(|(_, w)| w).collect()
     }
 }
 

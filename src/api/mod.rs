@@ -109,6 +109,15 @@ impl Default for ApiConfig {
 }
 
 impl ApiConfig {
+    /// This config, its token taken from `REPROW_TOKEN` when the file sets none.
+    pub fn with_env_token(&self) -> ApiConfig {
+        let mut api = self.clone();
+        if api.token.is_none() {
+            api.token = std::env::var("REPROW_TOKEN").ok().filter(|t| !t.is_empty());
+        }
+        api
+    }
+
     /// Checks the limits; the message names the key.
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
         if self.max_header_bytes < 1024 {

@@ -326,10 +326,7 @@ fn monitoring(
         what: "monitoring listener",
         source,
     })?;
-    let mut api = config.api.clone();
-    if api.token.is_none() {
-        api.token = std::env::var("REPROW_TOKEN").ok().filter(|t| !t.is_empty());
-    }
+    let api = config.api.with_env_token();
     Ok(Some((
         listener,
         MonitorCtx {
@@ -421,10 +418,7 @@ fn run_durable(
     };
     let (dispatch_tx, dispatch_rx) = async_channel::unbounded();
     let (store, store_thread) = crate::store::engine::start(opts, dispatch_tx)?;
-    let mut api = config.api.clone();
-    if api.token.is_none() {
-        api.token = std::env::var("REPROW_TOKEN").ok().filter(|t| !t.is_empty());
-    }
+    let api = config.api.with_env_token();
     let api = Arc::new(api);
     let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let limits = crate::dispatch::durable::ClientLimits {

@@ -25,6 +25,7 @@ fn encode(c: &mut Criterion) {
                     attempt: 1,
                     enqueued_at: "2026-11-23T03:01:54.340Z",
                     extra: &[],
+                    path: None,
                 }),
                 &mut out,
             );

@@ -342,6 +342,15 @@ pub struct SqsConfig {
     /// sqsd environment mode.
     #[serde(default)]
     pub sqsd: bool,
+    /// Elastic Beanstalk periodic tasks: a `cron.yaml` (`version: 1`, `cron:` entries with
+    /// `name`, `url`, `schedule`; schedules in UTC, an optional leading seconds field) whose
+    /// tasks reprow sends into this queue on schedule, as Elastic Beanstalk's scheduler does,
+    /// and delivers as an empty POST to the task's `url`. On a FIFO queue every reprow may
+    /// have it (each occurrence is deduplicated); on a standard queue give it to one reprow
+    /// only, or each occurrence runs once per reprow. `CRON_FILE` in sqsd environment mode.
+    /// Setting it (or `sqsd`) also makes reprow honour the `beanstalk.sqsd.path` attribute.
+    #[serde(default)]
+    pub cron: Option<PathBuf>,
     /// reprow's keys, accepted so its configs load, and ignored with a warning: credentials
     /// come from the standard AWS chain only, never from a config file.
     #[serde(default)]
@@ -439,7 +448,18 @@ impl SqsConfig {
                     .into(),
             ));
         }
+        #[cfg(feature = "sqs")]
+        if let Some(path) = &self.cron {
+            crate::source::cron::CronFile::load(path)
+                .map_err(|e| ("queue.cron", format!("{}: {e}", path.display())))?;
+        }
         Ok(())
+    }
+
+    /// Whether Elastic Beanstalk's routing attributes (`beanstalk.sqsd.path`, a periodic
+    /// task's name and time) are honoured: in sqsd mode and when `cron` is set.
+    pub fn eb_tasks(&self) -> bool {
+        self.sqsd || self.cron.is_some()
     }
 }
 
@@ -773,7 +793,8 @@ impl Config {
 
     /// taiyoh/sqsd's environment mode: with no config file, `INVOKER_URL` and `QUEUE_URL` (and
     /// the optional `INVOKER_TIMEOUT`, `FETCHER_PARALLEL_COUNT`, `INVOKER_PARALLEL_COUNT`,
-    /// `MONITORING_PORT`, `LOG_LEVEL`, `SQS_ENDPOINT_URL`, `AWS_REGION`) describe an SQS → HTTP
+    /// `MONITORING_PORT`, `LOG_LEVEL`, `SQS_ENDPOINT_URL`, `AWS_REGION`, and reprow's
+    /// `CRON_FILE` for Elastic Beanstalk periodic tasks) describe an SQS → HTTP
     /// proxy with sqsd's headers and `User-Agent: aws-sqsd/1.1`, its stats on
     /// 127.0.0.1:`MONITORING_PORT` (default 6969). `None` when `INVOKER_URL` or `QUEUE_URL` is
     /// unset. `lookup` reads a variable (the environment, or an `-e` file over it).
@@ -809,6 +830,9 @@ impl Config {
         }
         if let Some(r) = get("AWS_REGION") {
             q["region"] = r.into();
+        }
+        if let Some(c) = get("CRON_FILE") {
+            q["cron"] = c.into();
         }
         let doc = serde_json::json!({
             "queue": q,
@@ -1330,6 +1354,58 @@ mod tests {
         assert!(err(&base.replace("https://sqs", "ftp://sqs")).contains("queue.url"));
     }
 
+    #[cfg(feature = "sqs")]
+    #[test]
+    fn sqs_cron_file_is_checked_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let cron = dir.path().join("cron.yaml");
+        let with_cron = format!(
+            "queue:\n  type: sqs\n  url: https://sqs.us-east-1.amazonaws.com/1/q\n  cron: {}\nrunner:\n  type: http_proxy\n  url: http://127.0.0.1:5000\n",
+            cron.display()
+        );
+        std::fs::write(
+            &cron,
+            "version: 1\ncron:\n - {name: backup, url: /backup, schedule: '0 */12 * * *'}\n",
+        )
+        .unwrap();
+        let c = Config::from_yaml(&with_cron).unwrap();
+        let QueueConfig::Sqs(q) = &c.queue else {
+            panic!("not sqs")
+        };
+        assert!(q.eb_tasks() && !q.sqsd);
+        std::fs::write(
+            &cron,
+            "cron:\n - {name: backup, url: /backup, schedule: 'every noon'}\n",
+        )
+        .unwrap();
+        let e = err(&with_cron);
+        assert!(
+            e.contains("queue.cron") && e.contains("cron[0].schedule"),
+            "{e}"
+        );
+        std::fs::remove_file(&cron).unwrap();
+        assert!(err(&with_cron).contains("cannot read"));
+        // sqsd environment mode: CRON_FILE.
+        std::fs::write(
+            &cron,
+            "cron:\n - {name: t, url: /t, schedule: '* * * * *'}\n",
+        )
+        .unwrap();
+        let path = cron.display().to_string();
+        let c = Config::from_sqsd_env(|k| match k {
+            "INVOKER_URL" => Some("http://127.0.0.1:3000/".into()),
+            "QUEUE_URL" => Some("https://sqs.us-east-1.amazonaws.com/1/q".into()),
+            "CRON_FILE" => Some(path.clone()),
+            _ => None,
+        })
+        .unwrap()
+        .unwrap();
+        let QueueConfig::Sqs(q) = &c.queue else {
+            panic!("not sqs")
+        };
+        assert_eq!(q.cron.as_deref(), Some(cron.as_path()));
+    }
+
     const Q4M: &str = "queue:\n  type: q4m\n  dsn: root:@tcp(127.0.0.1:3306)/test\n  table: job_queue\nrunner:\n  type: http_proxy\n  url: http://127.0.0.1:5000\n  concurrency: 3\n";
 
     #[test]
@@ -1471,6 +1547,18 @@ mod tests {
         for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
             if path.extension().is_none_or(|e| e != "yaml") {
+                continue;
+            }
+            if path.ends_with("cron.yaml") {
+                // Not a config: the periodic tasks an SQS queue's `cron:` names.
+                #[cfg(feature = "sqs")]
+                assert_eq!(
+                    crate::source::cron::CronFile::load(&path)
+                        .unwrap()
+                        .tasks
+                        .len(),
+                    2
+                );
                 continue;
             }
             match Config::load(&path) {

@@ -24,6 +24,10 @@ pub struct Job {
     pub attempts: u32,
     /// When the source first saw the job.
     pub enqueued_at: SystemTime,
+    /// Request target to POST to instead of the worker URL's path (Elastic Beanstalk's
+    /// `beanstalk.sqsd.path`), already checked with `http::codec::is_valid_request_path`.
+    /// `None` for nearly every job.
+    pub path: Option<Arc<str>>,
 }
 
 /// The default payload type, per the worker contract.

@@ -413,6 +413,13 @@ fn sqsd_environment_mode_end_to_end() {
     assert_eq!(r.header("X-Aws-Sqsd-Receive-Count"), Some("1"));
     assert_eq!(r.header("X-Aws-Sqsd-Attr-color"), Some("red"));
     assert!(
+        r.header("X-Aws-Sqsd-Sent-At")
+            .is_some_and(|v| v.ends_with('Z')),
+        "{:?}",
+        r.headers
+    );
+    assert!(r.header("X-Aws-Sqsd-Path").is_none());
+    assert!(
         r.header("X-Aws-Sqsd-First-Received-At")
             .is_some_and(|v| v.ends_with('Z')),
         "{:?}",
@@ -477,4 +484,170 @@ fn reprow_bench_drains_an_sqs_queue_and_compares_a_plain_consumer() {
         "{text}"
     );
     assert!(text.contains("40 done, 0 lost, 0 duplicates"), "{text}");
+}
+
+/// A string message attribute.
+fn string_attr(v: &str) -> aws_sdk_sqs::types::MessageAttributeValue {
+    aws_sdk_sqs::types::MessageAttributeValue::builder()
+        .data_type("String")
+        .string_value(v)
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn periodic_tasks_from_cron_yaml_are_enqueued_and_posted_to_their_path() {
+    let sqs = Sqs::new();
+    let url = sqs.queue(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let worker = Worker::start(|_, _| Reply::ok());
+    // Every two seconds (the optional seconds field), and one that will not come round.
+    let cron = dir.path().join("cron.yaml");
+    std::fs::write(
+        &cron,
+        "version: 1\ncron:\n - name: \"tick task\"\n   url: \"/tasks/tick?x=1\"\n   schedule: \"*/2 * * * * *\"\n - name: yearly\n   url: /yearly\n   schedule: \"0 0 1 1 *\"\n",
+    )
+    .unwrap();
+    // An ordinary message, one routed by EB's path attribute, one with a path that could split
+    // the request line.
+    sqs.send(&url, &[r#"{"plain":1}"#.to_string()]);
+    for (body, path) in [("routed", "/custom/route"), ("bad", "no-slash here")] {
+        sqs.rt
+            .block_on(
+                sqs.client
+                    .send_message()
+                    .queue_url(&url)
+                    .message_body(body)
+                    .message_attributes("beanstalk.sqsd.path", string_attr(path))
+                    .send(),
+            )
+            .unwrap();
+    }
+    let reprow = start(
+        dir.path(),
+        &url,
+        &worker,
+        &format!("  on_failure: delete\n  cron: {}\n", cron.display()),
+        "",
+    );
+    // The plain and the routed message, then at least three ticks.
+    let deadline = Instant::now() + DEADLINE;
+    let got = loop {
+        let got = worker.received();
+        if got.iter().filter(|r| r.path.starts_with("/tasks/")).count() >= 3 {
+            break got;
+        }
+        assert!(Instant::now() < deadline, "{got:?}\n{}", reprow.log());
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let plain = got
+        .iter()
+        .find(|r| r.body_str() == r#"{"plain":1}"#)
+        .unwrap();
+    assert_eq!(plain.path, "/work");
+    assert!(plain.header("X-Aws-Sqsd-Taskname").is_none());
+    let routed = got.iter().find(|r| r.body_str() == "routed").unwrap();
+    assert_eq!(routed.path, "/custom/route");
+    assert!(
+        got.iter().all(|r| r.body_str() != "bad"),
+        "a path that is not a request path is never sent"
+    );
+    let ticks: Vec<&Received> = got
+        .iter()
+        .filter(|r| r.path.starts_with("/tasks/"))
+        .collect();
+    let mut times = Vec::new();
+    for t in &ticks {
+        assert_eq!(t.path, "/tasks/tick?x=1");
+        assert!(t.body.is_empty(), "a task is an empty POST");
+        assert_eq!(t.header("X-Aws-Sqsd-Taskname"), Some("tick task"));
+        let at = t.header("X-Aws-Sqsd-Scheduled-At").unwrap().to_string();
+        // ISO 8601 UTC on an even second, as the schedule says.
+        assert!(at.len() == 20 && at.ends_with('Z'), "{at}");
+        let secs: u32 = at[17..19].parse().unwrap();
+        assert_eq!(secs % 2, 0, "{at}");
+        times.push(at);
+    }
+    let mut distinct = times.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(
+        distinct.len(),
+        times.len(),
+        "each occurrence once: {times:?}"
+    );
+    assert!(!got.iter().any(|r| r.path == "/yearly"));
+    // The refused message was recorded and deleted, as on_failure: delete says.
+    sqs.wait_depth(&url, (0, 0));
+    let failed = std::fs::read_to_string(dir.path().join("failed.jsonl")).unwrap();
+    let rec: serde_json::Value = serde_json::from_str(failed.lines().next().unwrap()).unwrap();
+    assert_eq!(rec["payload"], "bad");
+    assert!(
+        rec["message"]
+            .as_str()
+            .unwrap()
+            .contains("beanstalk.sqsd.path"),
+        "{rec}"
+    );
+    assert!(reprow.log().contains("Periodic task enqueued"));
+    assert!(reprow.stop().0.success());
+}
+
+#[test]
+fn on_a_fifo_queue_every_reprow_may_schedule_and_each_occurrence_runs_once() {
+    let sqs = Sqs::new();
+    let name = format!("reprow-{}-cron.fifo", std::process::id());
+    let url = sqs
+        .rt
+        .block_on(
+            sqs.client
+                .create_queue()
+                .queue_name(name)
+                .attributes(QueueAttributeName::FifoQueue, "true")
+                .send(),
+        )
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let worker = Worker::start(|_, _| Reply::ok());
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut both = Vec::new();
+    for dir in [&a, &b] {
+        let cron = dir.path().join("cron.yaml");
+        std::fs::write(
+            &cron,
+            "cron:\n - {name: every second, url: /tick, schedule: '* * * * * *'}\n",
+        )
+        .unwrap();
+        both.push(start(
+            dir.path(),
+            &url,
+            &worker,
+            &format!("  cron: {}\n", cron.display()),
+            "",
+        ));
+    }
+    // Both reprows send every occurrence; the queue keeps one of each.
+    let deadline = Instant::now() + DEADLINE;
+    let mut ticks = loop {
+        let ticks: Vec<String> = worker
+            .received()
+            .iter()
+            .filter_map(|r| r.header("X-Aws-Sqsd-Scheduled-At").map(str::to_string))
+            .collect();
+        if ticks.len() >= 4 {
+            break ticks;
+        }
+        assert!(Instant::now() < deadline, "{ticks:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    for r in both {
+        let log = r.log();
+        assert!(log.contains("Periodic task enqueued"), "{log}");
+        assert!(r.stop().0.success());
+    }
+    let n = ticks.len();
+    ticks.sort();
+    ticks.dedup();
+    assert_eq!(ticks.len(), n, "an occurrence ran twice");
 }

@@ -255,6 +255,7 @@ impl WorkerClient {
                 attempt: job.attempts,
                 enqueued_at,
                 extra: &job.headers,
+                path: job.path.as_deref(),
             },
             &mut head,
         );
@@ -419,6 +420,7 @@ mod tests {
             headers: Arc::new([]),
             attempts: 1,
             enqueued_at: std::time::SystemTime::now(),
+            path: None,
         }
     }
 

@@ -496,6 +496,9 @@ impl ResponseDecoder {
 #[derive(Debug, Clone)]
 pub struct RequestEncoder {
     prefix: Vec<u8>,
+    /// Where the request target ends in `prefix` (the space before `HTTP/1.1`), so a job that
+    /// names its own path reuses everything after it.
+    target_end: usize,
 }
 
 /// The per-job fields of a request head.
@@ -515,6 +518,9 @@ pub struct RequestMeta<'a> {
     pub enqueued_at: &'a str,
     /// Extra headers carried by the job; validated when the job was read.
     pub extra: &'a [(String, String)],
+    /// A request target replacing the worker URL's, checked with [`is_valid_request_path`]
+    /// when the job was read.
+    pub path: Option<&'a str>,
 }
 
 impl RequestEncoder {
@@ -529,6 +535,7 @@ impl RequestEncoder {
         let mut prefix = Vec::with_capacity(128);
         prefix.extend_from_slice(b"POST ");
         prefix.extend_from_slice(path_and_query.as_bytes());
+        let target_end = prefix.len();
         prefix.extend_from_slice(b" HTTP/1.1\r\nHost: ");
         prefix.extend_from_slice(host.as_bytes());
         prefix.extend_from_slice(b"\r\nUser-Agent: ");
@@ -540,14 +547,17 @@ impl RequestEncoder {
             }
         }
         prefix.extend_from_slice(b"\r\n");
-        RequestEncoder { prefix }
+        RequestEncoder { prefix, target_end }
     }
 
     /// Appends a complete request head (ending in the blank line) to `out`. The body is not
     /// copied: the client writes it after this head in the same vectored write.
     pub fn encode_head(&self, meta: &RequestMeta<'_>, out: &mut Vec<u8>) {
         let mut num = itoa::Buffer::new();
-        out.extend_from_slice(&self.prefix);
+        match meta.path {
+            None => out.extend_from_slice(&self.prefix),
+            Some(path) => self.routed_prefix(path, out),
+        }
         push_header(out, "Content-Type", meta.content_type.as_bytes());
         push_header(
             out,
@@ -562,6 +572,18 @@ impl RequestEncoder {
             push_header(out, k, v.as_bytes());
         }
         out.extend_from_slice(b"\r\n");
+    }
+}
+
+impl RequestEncoder {
+    /// The constant part with `path` as the request target. Rare (Elastic Beanstalk's routed
+    /// messages), so kept out of line: the common head stays one copy of `prefix`.
+    #[cold]
+    #[inline(never)]
+    fn routed_prefix(&self, path: &str, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"POST ");
+        out.extend_from_slice(path.as_bytes());
+        out.extend_from_slice(&self.prefix[self.target_end..]);
     }
 }
 
@@ -589,6 +611,18 @@ pub fn is_allowed_header_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
         && !RESERVED.iter().any(|r| name.eq_ignore_ascii_case(r))
         && !name.to_ascii_lowercase().starts_with("x-reprow-")
+}
+
+/// Longest request target a job may name.
+pub const MAX_REQUEST_PATH: usize = 2048;
+
+/// Whether `path` may replace the worker URL's request target: an origin-form target (`/`
+/// then visible ASCII, no spaces; a query is allowed), at most [`MAX_REQUEST_PATH`] bytes.
+/// Anything else could split the request line.
+pub fn is_valid_request_path(path: &str) -> bool {
+    path.starts_with('/')
+        && path.len() <= MAX_REQUEST_PATH
+        && path.bytes().all(|b| (b'!'..=b'~').contains(&b))
 }
 
 /// Whether `value` is a safe header value: visible ASCII, spaces and tabs; no CR or LF.
@@ -797,6 +831,7 @@ mod tests {
                 attempt: 3,
                 enqueued_at: "2026-01-01T00:00:00.000Z",
                 extra: &extra,
+                path: None,
             },
             &mut out,
         );
@@ -812,6 +847,47 @@ mod tests {
         let mut headers = [httparse::EMPTY_HEADER; 16];
         let mut req = httparse::Request::new(&mut headers);
         assert!(req.parse(text.as_bytes()).unwrap().is_complete());
+    }
+
+    #[test]
+    fn a_job_path_replaces_only_the_request_target() {
+        let enc = RequestEncoder::with_user_agent("h:1", "/jobs?x=1", Some("aws-sqsd/1.1"));
+        let meta = |path| RequestMeta {
+            content_type: "application/json",
+            content_length: 0,
+            job_id: 1,
+            queue: "q",
+            attempt: 1,
+            enqueued_at: "2026-01-01T00:00:00.000Z",
+            extra: &[],
+            path,
+        };
+        let (mut plain, mut routed) = (Vec::new(), Vec::new());
+        enc.encode_head(&meta(None), &mut plain);
+        enc.encode_head(&meta(Some("/tasks/backup?full=1")), &mut routed);
+        let (plain, routed) = (
+            String::from_utf8(plain).unwrap(),
+            String::from_utf8(routed).unwrap(),
+        );
+        assert!(plain
+            .starts_with("POST /jobs?x=1 HTTP/1.1\r\nHost: h:1\r\nUser-Agent: aws-sqsd/1.1\r\n"));
+        assert_eq!(
+            routed,
+            plain.replacen("/jobs?x=1", "/tasks/backup?full=1", 1),
+            "only the target differs"
+        );
+        assert!(is_valid_request_path("/tasks/backup?full=1"));
+        for bad in ["", "tasks", "/a b", "/a\r\nX: 1", "http://evil/", "/é"] {
+            assert!(!is_valid_request_path(bad), "{bad:?}");
+        }
+        assert!(is_valid_request_path(&format!(
+            "/{}",
+            "a".repeat(MAX_REQUEST_PATH - 1)
+        )));
+        assert!(!is_valid_request_path(&format!(
+            "/{}",
+            "a".repeat(MAX_REQUEST_PATH)
+        )));
     }
 
     #[test]

@@ -218,6 +218,7 @@ mod tests {
             headers: vec![("X-K".to_string(), "v".to_string())].into(),
             attempts: 2,
             enqueued_at: std::time::SystemTime::now(),
+            path: None,
         };
         let fail = crate::job::Failure {
             status: Some(500),

@@ -132,6 +132,7 @@ impl FifoSource {
             },
             attempts: 0,
             enqueued_at: SystemTime::now(),
+            path: None,
         }
     }
 

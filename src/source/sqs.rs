@@ -37,7 +37,7 @@ use aws_sdk_sqs::{
 use bytes::Bytes;
 use tokio::sync::{mpsc, Semaphore};
 
-use super::{envelope::Record, Settle, Source, SourceError};
+use super::{cron, envelope::Record, Settle, Source, SourceError};
 use crate::{
     config::{SqsConfig, SqsFailure},
     job::{Failure, Job, DEFAULT_CONTENT_TYPE},
@@ -139,6 +139,8 @@ struct Shared {
     queue: Arc<str>,
     content_type: Arc<str>,
     visibility: i32,
+    /// The report channel, for messages refused before delivery.
+    reports: mpsc::UnboundedSender<Report>,
 }
 
 impl SqsSource {
@@ -152,12 +154,20 @@ impl SqsSource {
             slots,
             grace,
             stats,
-            settler: _,
+            settler,
             mut reports,
         } = *self;
         if config.access_key_id.is_some() || config.secret_access_key.is_some() {
             tracing::warn!("queue.access_key_id / secret_access_key are ignored: credentials come from the standard AWS chain (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, a profile, or a role).");
         }
+        let tasks = match &config.cron {
+            Some(path) => {
+                cron::CronFile::load(path)
+                    .map_err(|e| SourceError::Sqs(format!("queue.cron {}: {e}", path.display())))?
+                    .tasks
+            }
+            None => Vec::new(),
+        };
         let client = client(&config).await;
         let visibility = match config.visibility_timeout {
             Some(v) => v.as_secs() as i32,
@@ -177,6 +187,7 @@ impl SqsSource {
             ),
             stats,
             visibility,
+            reports: settler.tx.clone(),
             config,
         });
         let slots = Arc::new(Semaphore::new(slots));
@@ -191,6 +202,13 @@ impl SqsSource {
             .config
             .heartbeat
             .then(|| tokio::spawn(heartbeat_loop(shared.clone(), shutdown.clone())));
+        if !tasks.is_empty() {
+            tracing::info!(tasks = tasks.len(), "Periodic tasks scheduled (UTC).");
+        }
+        let schedulers: Vec<_> = tasks
+            .into_iter()
+            .map(|t| tokio::spawn(cron_loop(shared.clone(), t, shutdown.clone())))
+            .collect();
         // Reports until shutdown, then until every held message is settled (the cores and the
         // runtime's drain report each one) or the grace period and some slack have passed.
         let stop = async {
@@ -242,6 +260,9 @@ impl SqsSource {
         }
         if let Some(h) = heartbeat {
             h.abort();
+        }
+        for s in schedulers {
+            s.abort();
         }
         // Anything still held: visible again at once.
         let left: Vec<(u64, String)> = shared
@@ -376,53 +397,14 @@ async fn fetch_loop(
             let Some(slot) = permits.split(1) else {
                 break;
             };
-            let attrs = m.attributes.as_ref();
-            let receive_count: u32 = attrs
+            let receive_count: u32 = m
+                .attributes
+                .as_ref()
                 .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(1);
             let id = shared.next_id.fetch_add(1, Relaxed);
-            let first_ms: Option<u64> = attrs
-                .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateFirstReceiveTimestamp))
-                .and_then(|v| v.parse().ok());
-            let first_at = first_ms.map(|ms| {
-                humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
-            });
-            let mut headers = vec![("X-Reprow-Sqs-Message-Id".to_string(), message_id.clone())];
-            if let Some(first) = &first_at {
-                headers.push(("X-Reprow-Sqs-First-Received-At".into(), first.clone()));
-            }
-            if shared.config.sqsd {
-                // What Elastic Beanstalk's sqsd sends, so its workers run unchanged.
-                headers.push(("X-Aws-Sqsd-Msgid".into(), message_id));
-                headers.push(("X-Aws-Sqsd-Queue".into(), shared.queue.to_string()));
-                headers.push(("X-Aws-Sqsd-Receive-Count".into(), receive_count.to_string()));
-                if let Some(first) = first_at {
-                    headers.push(("X-Aws-Sqsd-First-Received-At".into(), first));
-                }
-                for (name, v) in m.message_attributes.iter().flatten() {
-                    if let Some(value) = &v.string_value {
-                        let header = format!("X-Aws-Sqsd-Attr-{name}");
-                        if crate::http::codec::is_allowed_header_name(&header) {
-                            headers.push((header, value.clone()));
-                        }
-                    }
-                }
-            }
-            let job = Job {
-                id,
-                queue: shared.queue.clone(),
-                payload: Bytes::from(m.body.unwrap_or_default()),
-                content_type: shared.content_type.clone(),
-                headers: headers
-                    .into_iter()
-                    .filter(|(_, v)| crate::http::codec::is_allowed_header_value(v))
-                    .collect::<Vec<_>>()
-                    .into(),
-                // Deliveries so far, as SQS counts them: retries across receives count.
-                attempts: receive_count.saturating_sub(1),
-                enqueued_at: SystemTime::now(),
-            };
+            let read = job_of(&shared, id, message_id, receive_count, m);
             shared
                 .held
                 .lock()
@@ -436,6 +418,24 @@ async fn fetch_loop(
                     },
                 );
             Stats::inc(&shared.stats.received);
+            let job = match read {
+                (job, None) => job,
+                (job, Some(failure)) => {
+                    // Refused before any delivery: settled as a permanent failure, as the
+                    // worker's 4xx would be (the report loop knows `on_failure`).
+                    tracing::warn!(id, reason = %failure.message, "SQS message refused.");
+                    if let Some(h) = shared
+                        .held
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .get_mut(&id)
+                    {
+                        h.handed = true;
+                    }
+                    let _ = shared.reports.send(Report::Failed(job, failure));
+                    continue;
+                }
+            };
             // A job not taken before shutdown stays in `held` and is given back at the end.
             let sent = tokio::select! {
                 r = out.send(job) => r.is_ok(),
@@ -462,6 +462,111 @@ async fn fetch_loop(
         }
         // Unused permits go back when `permits` drops here.
     }
+}
+
+/// The job for a received message, and why it cannot be delivered when it cannot.
+fn job_of(
+    shared: &Shared,
+    id: u64,
+    message_id: String,
+    receive_count: u32,
+    m: aws_sdk_sqs::types::Message,
+) -> (Job, Option<Failure>) {
+    use crate::http::codec::{
+        is_allowed_header_name, is_allowed_header_value, is_valid_request_path,
+    };
+    let system = |name| m.attributes.as_ref().and_then(|a| a.get(&name));
+    let millis_at = |name| {
+        system(name).and_then(|v| v.parse::<u64>().ok()).map(|ms| {
+            humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+        })
+    };
+    let first_at = millis_at(MessageSystemAttributeName::ApproximateFirstReceiveTimestamp);
+    let attribute = |name: &str| {
+        m.message_attributes
+            .as_ref()
+            .and_then(|a| a.get(name))
+            .and_then(|v| v.string_value.clone())
+    };
+    // Elastic Beanstalk's routing: a path of its own, and for a periodic task its name and
+    // time (an empty POST, as EB's sqsd sends it).
+    let (path, task) = if shared.config.eb_tasks() {
+        let task = attribute(cron::ATTR_SCHEDULED_TIME).map(|at| {
+            (
+                attribute(cron::ATTR_TASK_NAME).unwrap_or_default(),
+                cron::scheduled_at_header(&at),
+            )
+        });
+        (attribute(cron::ATTR_PATH), task)
+    } else {
+        (None, None)
+    };
+    let mut headers = vec![("X-Reprow-Sqs-Message-Id".to_string(), message_id.clone())];
+    if let Some(first) = &first_at {
+        headers.push(("X-Reprow-Sqs-First-Received-At".into(), first.clone()));
+    }
+    if let Some((name, at)) = &task {
+        headers.push(("X-Aws-Sqsd-Taskname".into(), name.clone()));
+        headers.push(("X-Aws-Sqsd-Scheduled-At".into(), at.clone()));
+    }
+    if shared.config.sqsd {
+        // What Elastic Beanstalk's sqsd sends, so its workers run unchanged.
+        headers.push(("X-Aws-Sqsd-Msgid".into(), message_id));
+        headers.push(("X-Aws-Sqsd-Queue".into(), shared.queue.to_string()));
+        headers.push(("X-Aws-Sqsd-Receive-Count".into(), receive_count.to_string()));
+        if let Some(first) = first_at {
+            headers.push(("X-Aws-Sqsd-First-Received-At".into(), first));
+        }
+        if let Some(sent) = millis_at(MessageSystemAttributeName::SentTimestamp) {
+            headers.push(("X-Aws-Sqsd-Sent-At".into(), sent));
+        }
+        if let Some(sender) = system(MessageSystemAttributeName::SenderId) {
+            headers.push(("X-Aws-Sqsd-Sender-Id".into(), sender.clone()));
+        }
+        if let Some(p) = &path {
+            headers.push(("X-Aws-Sqsd-Path".into(), p.clone()));
+        }
+        for (name, v) in m.message_attributes.iter().flatten() {
+            if name.starts_with(cron::ATTR_PREFIX) {
+                continue;
+            }
+            if let Some(value) = &v.string_value {
+                let header = format!("X-Aws-Sqsd-Attr-{name}");
+                if is_allowed_header_name(&header) {
+                    headers.push((header, value.clone()));
+                }
+            }
+        }
+    }
+    let bad_path = path.as_deref().is_some_and(|p| !is_valid_request_path(p));
+    let job = Job {
+        id,
+        queue: shared.queue.clone(),
+        payload: if task.is_some() {
+            Bytes::new()
+        } else {
+            Bytes::from(m.body.unwrap_or_default())
+        },
+        content_type: shared.content_type.clone(),
+        headers: headers
+            .into_iter()
+            .filter(|(_, v)| is_allowed_header_value(v))
+            .collect::<Vec<_>>()
+            .into(),
+        // Deliveries so far, as SQS counts them: retries across receives count.
+        attempts: receive_count.saturating_sub(1),
+        enqueued_at: SystemTime::now(),
+        path: path.filter(|_| !bad_path).map(Into::into),
+    };
+    if bad_path {
+        let failure = Failure::transport(format!(
+            "{} is not a request path (a / then at most {} visible ASCII characters)",
+            cron::ATTR_PATH,
+            crate::http::codec::MAX_REQUEST_PATH
+        ));
+        return (job, Some(failure));
+    }
+    (job, None)
 }
 
 async fn settle(shared: &Shared, report: Report, deletes: &mut Vec<(u64, String)>) {
@@ -582,6 +687,85 @@ async fn change_visibility_batch(shared: &Shared, items: &[(u64, String)], secs:
         {
             tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(e), "ChangeMessageVisibility failed.");
         }
+    }
+}
+
+/// Sends `task`'s message into the queue at each of its occurrences until shutdown. An
+/// occurrence missed while reprow was not running is not made up, as with cron. A send that
+/// fails is retried with backoff until the next occurrence is due, then given up (logged).
+async fn cron_loop(shared: Arc<Shared>, task: cron::Task, shutdown: Shutdown) {
+    use chrono::Utc;
+    // A FIFO queue drops a repeated deduplication id, so several reprows may all schedule.
+    let fifo = shared.url.ends_with(".fifo");
+    let mut after = Utc::now();
+    loop {
+        let Some(at) = task.next_after(after) else {
+            tracing::warn!(task = %task.name, "The schedule has no further occurrence.");
+            return;
+        };
+        // Sleep in steps of at most a minute, so a change of the wall clock is followed.
+        loop {
+            let now = Utc::now();
+            if now >= at {
+                break;
+            }
+            let left = (at - now).to_std().unwrap_or_default();
+            tokio::time::sleep(left.min(Duration::from_secs(60))).await;
+        }
+        if shutdown.is_triggered() {
+            return;
+        }
+        let give_up = task.next_after(at);
+        let scheduled = cron::format_scheduled(at);
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            let attr = |v: &str| {
+                aws_sdk_sqs::types::MessageAttributeValue::builder()
+                    .data_type("String")
+                    .string_value(v)
+                    .build()
+                    .ok()
+            };
+            let mut req = shared
+                .client
+                .send_message()
+                .queue_url(&shared.url)
+                .message_body(cron::TASK_BODY)
+                .set_message_attributes(Some(
+                    [
+                        (cron::ATTR_PATH, attr(&task.url)),
+                        (cron::ATTR_TASK_NAME, attr(&task.name)),
+                        (cron::ATTR_SCHEDULED_TIME, attr(&scheduled)),
+                    ]
+                    .into_iter()
+                    .filter_map(|(k, v)| Some((k.to_string(), v?)))
+                    .collect(),
+                ));
+            if fifo {
+                req = req
+                    .message_group_id(task.group_id())
+                    .message_deduplication_id(task.dedup_id(at));
+            }
+            match req.send().await {
+                Ok(_) => {
+                    tracing::info!(task = %task.name, scheduled_at = %scheduled, "Periodic task enqueued.");
+                    break;
+                }
+                Err(e) => {
+                    let error = aws_sdk_sqs::error::DisplayErrorContext(e).to_string();
+                    if shutdown.is_triggered()
+                        || give_up.is_some_and(|next| Utc::now() + backoff >= next)
+                    {
+                        tracing::error!(task = %task.name, scheduled_at = %scheduled, %error, "Periodic task not enqueued; giving this occurrence up.");
+                        break;
+                    }
+                    tracing::warn!(task = %task.name, scheduled_at = %scheduled, %error, retry_in_ms = backoff.as_millis() as u64, "Periodic task not enqueued yet.");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+        after = at;
     }
 }
 

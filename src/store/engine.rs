@@ -1699,6 +1699,7 @@ impl Engine {
             headers: Arc::from(Vec::new()),
             attempts: rec.attempts,
             enqueued_at: UNIX_EPOCH + Duration::from_millis(rec.created_ms),
+            path: None,
         };
         self.grant(
             rec.id,

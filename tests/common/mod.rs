@@ -18,6 +18,8 @@ pub const DEADLINE: Duration = Duration::from_secs(20);
 /// A request the worker received.
 #[derive(Debug, Clone)]
 pub struct Received {
+    /// The request target (`/jobs?x=1`).
+    pub path: String,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
     pub at: Instant,
@@ -169,6 +171,7 @@ fn serve_conn(
             return;
         }
         let rec = Received {
+            path: req.path.unwrap_or_default().to_string(),
             headers,
             body,
             at: Instant::now(),

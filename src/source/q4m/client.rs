@@ -601,6 +601,7 @@ fn own_next_row(conn: &mut Conn, shared: &Shared) -> Result<Option<Fetched>, mys
         headers: shared.no_headers.clone(),
         attempts: 0,
         enqueued_at: SystemTime::now(),
+        path: None,
     };
     let Some(column) = &shared.config.payload_column else {
         return Ok(Some(Fetched::Job(job(json()))));

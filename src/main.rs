@@ -135,6 +135,9 @@ struct BenchArgs {
     /// SQS source: also time a plain single-loop consumer (receive, POST, delete).
     #[arg(long)]
     compare_plain: bool,
+    /// SQS source: reprow's parallel ReceiveMessage loops (queue.fetchers).
+    #[arg(long, default_value_t = 4)]
+    fetchers: usize,
 }
 
 fn bench_command(a: &BenchArgs) -> ExitCode {
@@ -155,6 +158,7 @@ fn bench_command(a: &BenchArgs) -> ExitCode {
         progress: std::io::stderr().is_terminal(),
         sqs_endpoint: a.sqs_endpoint.clone(),
         compare_plain: a.compare_plain,
+        fetchers: a.fetchers,
     };
     let code = match bench::run(&opts) {
         Ok(report) => {

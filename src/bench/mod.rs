@@ -57,6 +57,8 @@ pub struct BenchOptions {
     pub sqs_endpoint: Option<String>,
     /// SQS source: also time a plain single-loop consumer on the same server.
     pub compare_plain: bool,
+    /// SQS source: reprow's `queue.fetchers`.
+    pub fetchers: usize,
 }
 
 /// Why a bench could not run.

@@ -118,7 +118,8 @@ pub fn run(
             }
         })?;
     let text = format!(
-        "queue:\n  type: sqs\n  url: {url}\n  endpoint_url: {endpoint}\n  region: us-east-1\n  wait_time: 0\n  fetchers: 4\nrunner:\n  type: http_proxy\n  url: {}\n  concurrency: {}\n  backoff_base: 10ms\n  backoff_max: 100ms\n  default_retry_after: 0\nshutdown_timeout: 5s\n",
+        "queue:\n  type: sqs\n  url: {url}\n  endpoint_url: {endpoint}\n  region: us-east-1\n  wait_time: 0\n  fetchers: {}\nrunner:\n  type: http_proxy\n  url: {}\n  concurrency: {}\n  backoff_base: 10ms\n  backoff_max: 100ms\n  default_retry_after: 0\nshutdown_timeout: 5s\n",
+        opts.fetchers,
         worker.url(),
         opts.concurrency
     );

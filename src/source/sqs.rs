@@ -221,6 +221,7 @@ impl SqsSource {
         };
         tokio::pin!(stop);
         let mut deletes = Vec::new();
+        let mut in_flight = tokio::task::JoinSet::new();
         let mut stopping_since: Option<Instant> = None;
         loop {
             let timeout = tokio::time::sleep(Duration::from_millis(10));
@@ -238,7 +239,13 @@ impl SqsSource {
                 }
             }
             if deletes.len() >= 10 || !deletes.is_empty() && reports.is_empty() {
-                delete_batch(&shared, std::mem::take(&mut deletes)).await;
+                // Deletes run beside this loop: awaiting each round trip here would hold up
+                // the reports behind it, and with them the slots the fetchers wait for.
+                while in_flight.try_join_next().is_some() {}
+                if in_flight.len() >= MAX_DELETES_IN_FLIGHT {
+                    in_flight.join_next().await;
+                }
+                in_flight.spawn(delete_batch(shared.clone(), std::mem::take(&mut deletes)));
             }
             if let Some(since) = stopping_since {
                 // Wait for the reports of what the cores have; the rest is given back below.
@@ -256,8 +263,9 @@ impl SqsSource {
             }
         }
         if !deletes.is_empty() {
-            delete_batch(&shared, deletes).await;
+            in_flight.spawn(delete_batch(shared.clone(), deletes));
         }
+        while in_flight.join_next().await.is_some() {}
         if let Some(h) = heartbeat {
             h.abort();
         }
@@ -627,7 +635,10 @@ fn record_failed(path: &std::path::Path, job: &Job, failure: &Failure) -> std::i
     f.sync_data()
 }
 
-async fn delete_batch(shared: &Shared, batch: Vec<(u64, String)>) {
+/// DeleteMessageBatch requests one reprow has in flight at most.
+const MAX_DELETES_IN_FLIGHT: usize = 16;
+
+async fn delete_batch(shared: Arc<Shared>, batch: Vec<(u64, String)>) {
     for chunk in batch.chunks(10) {
         let entries: Vec<_> = chunk
             .iter()

@@ -347,8 +347,8 @@ pub struct SqsConfig {
     /// tasks reprow sends into this queue on schedule, as Elastic Beanstalk's scheduler does,
     /// and delivers as an empty POST to the task's `url`. On a FIFO queue every reprow may
     /// have it (each occurrence is deduplicated); on a standard queue give it to one reprow
-    /// only, or each occurrence runs once per reprow. `CRON_FILE` in sqsd environment mode.
-    /// Setting it (or `sqsd`) also makes reprow honour the `beanstalk.sqsd.path` attribute.
+    /// only, or each occurrence runs once per reprow (every reprow delivers tasks, with or
+    /// without `cron`). `CRON_FILE` in sqsd environment mode.
     #[serde(default)]
     pub cron: Option<PathBuf>,
     /// reprow's keys, accepted so its configs load, and ignored with a warning: credentials
@@ -454,12 +454,6 @@ impl SqsConfig {
                 .map_err(|e| ("queue.cron", format!("{}: {e}", path.display())))?;
         }
         Ok(())
-    }
-
-    /// Whether Elastic Beanstalk's routing attributes (`beanstalk.sqsd.path`, a periodic
-    /// task's name and time) are honoured: in sqsd mode and when `cron` is set.
-    pub fn eb_tasks(&self) -> bool {
-        self.sqsd || self.cron.is_some()
     }
 }
 
@@ -1372,7 +1366,7 @@ mod tests {
         let QueueConfig::Sqs(q) = &c.queue else {
             panic!("not sqs")
         };
-        assert!(q.eb_tasks() && !q.sqsd);
+        assert!(q.cron.is_some() && !q.sqsd);
         std::fs::write(
             &cron,
             "cron:\n - {name: backup, url: /backup, schedule: 'every noon'}\n",

@@ -651,3 +651,60 @@ fn on_a_fifo_queue_every_reprow_may_schedule_and_each_occurrence_runs_once() {
     ticks.dedup();
     assert_eq!(ticks.len(), n, "an occurrence ran twice");
 }
+
+#[test]
+fn every_reprow_routes_elastic_beanstalk_tasks_and_paces_refused_messages() {
+    let sqs = Sqs::new();
+    let url = sqs.queue(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let worker = Worker::start(|_, _| Reply::ok());
+    // A task as Elastic Beanstalk's leader sends it, received by a reprow without `cron`.
+    let send = |body: &str, attrs: &[(&str, &str)]| {
+        let mut req = sqs.client.send_message().queue_url(&url).message_body(body);
+        for (k, v) in attrs {
+            req = req.message_attributes(*k, string_attr(v));
+        }
+        sqs.rt.block_on(req.send()).unwrap();
+    };
+    send(
+        "elasticbeanstalk scheduled job",
+        &[
+            ("beanstalk.sqsd.path", "/scheduled"),
+            ("beanstalk.sqsd.task_name", "nightly"),
+            ("beanstalk.sqsd.scheduled_time", "2026-11-23 17:05:00 UTC"),
+        ],
+    );
+    send("split", &[("beanstalk.sqsd.path", "/a b")]);
+    // on_failure: leave (the default), visibility 3 s.
+    let reprow = start(
+        dir.path(),
+        &url,
+        &worker,
+        "  visibility_timeout: 3\n  heartbeat: false\n",
+        "  timeout: 2s\n",
+    );
+    let got = worker.wait_for(1);
+    assert_eq!(got[0].path, "/scheduled");
+    assert!(got[0].body.is_empty());
+    assert_eq!(got[0].header("X-Aws-Sqsd-Taskname"), Some("nightly"));
+    assert_eq!(
+        got[0].header("X-Aws-Sqsd-Scheduled-At"),
+        Some("2026-11-23T17:05:00Z")
+    );
+    // The refused message is not handed straight back (it would be refused again at once,
+    // without end): it waits out its visibility timeout, so its receive count climbs to a
+    // redrive policy at that pace.
+    let refusals = |r: &Reprow| r.log().matches("SQS message refused").count();
+    std::thread::sleep(Duration::from_millis(2000));
+    assert_eq!(refusals(&reprow), 1, "{}", reprow.log());
+    assert_eq!(sqs.depth(&url), (0, 1));
+    let deadline = Instant::now() + DEADLINE;
+    while refusals(&reprow) < 2 {
+        assert!(Instant::now() < deadline, "{}", reprow.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(worker.received().len(), 1, "never sent to the worker");
+    let (status, stats) = reprow.stop();
+    assert!(status.success());
+    assert!(stats["failed"].as_u64().unwrap() >= 2, "{stats}");
+}

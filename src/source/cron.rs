@@ -10,7 +10,7 @@
 
 use std::path::Path;
 
-use chrono::{DateTime, NaiveDateTime, Utc};
+use chrono::{DateTime, NaiveDateTime, SubsecRound as _, Utc};
 use croner::{
     parser::{CronParser, Seconds, Year},
     Cron,
@@ -208,6 +208,20 @@ impl Task {
         self.cron.find_next_occurrence(&t, false).ok()
     }
 
+    /// Where to look for the next occurrence once the one at `at` has been dealt with, `now`:
+    /// from `at`, or, when later occurrences have already passed by more than a second (a
+    /// suspended machine, the clock stepped forward, a slow send), from a second before `now`,
+    /// so those are skipped rather than sent in a burst. Also the first occurrence skipped.
+    pub fn resume(
+        &self,
+        at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> (DateTime<Utc>, Option<DateTime<Utc>>) {
+        let after = at.max(now.trunc_subsecs(0) - chrono::Duration::seconds(1));
+        let skipped = self.next_after(at).filter(|n| *n <= after);
+        (after, skipped)
+    }
+
     /// A deduplication id for the occurrence `at`, the same on every reprow, so a FIFO queue
     /// (which drops a repeated id for 5 minutes) takes each occurrence once however many
     /// reprows send it. At most 128 characters of `[0-9a-z-]`, as SQS wants.
@@ -350,6 +364,35 @@ mod tests {
         assert!(e.starts_with("version:"), "{e}");
         let e = CronFile::parse("cron: [").unwrap_err().to_string();
         assert!(!e.is_empty());
+    }
+
+    #[test]
+    fn missed_occurrences_are_skipped_not_sent_in_a_burst() {
+        let f = CronFile::parse("cron:\n - {name: m, url: /m, schedule: '* * * * *'}\n").unwrap();
+        let t = &f.tasks[0];
+        let t0 = at("2026-11-23T12:00:00Z");
+        // Sent on time: the next one follows.
+        let (after, skipped) = t.resume(t0, t0 + chrono::Duration::milliseconds(80));
+        assert_eq!(
+            (t.next_after(after), skipped),
+            (Some(t0 + chrono::Duration::minutes(1)), None)
+        );
+        // A slow send that ends just past the next occurrence: that one is still sent.
+        let (after, skipped) = t.resume(t0, t0 + chrono::Duration::milliseconds(60_500));
+        assert_eq!(
+            (t.next_after(after), skipped),
+            (Some(t0 + chrono::Duration::minutes(1)), None)
+        );
+        // Six hours suspended: one occurrence (18:00) goes at once, 359 are skipped.
+        let woke = at("2026-11-23T18:00:00.400Z");
+        let (after, skipped) = t.resume(t0, woke);
+        assert_eq!(skipped, Some(t0 + chrono::Duration::minutes(1)));
+        assert_eq!(t.next_after(after), Some(at("2026-11-23T18:00:00Z")));
+        let (after, skipped) = t.resume(at("2026-11-23T18:00:00Z"), woke);
+        assert_eq!(
+            (t.next_after(after), skipped),
+            (Some(at("2026-11-23T18:01:00Z")), None)
+        );
     }
 
     #[test]

@@ -59,6 +59,9 @@ enum Report {
     Done(u64),
     Retry(u64, Duration),
     Failed(Job, Failure),
+    /// Refused before delivery (see `job_of`): failed, but never handed straight back, which
+    /// would have it received and refused again at once, without end.
+    Refused(Job, Failure),
     Unfinished(u64),
 }
 
@@ -412,7 +415,7 @@ async fn fetch_loop(
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(1);
             let id = shared.next_id.fetch_add(1, Relaxed);
-            let read = job_of(&shared, id, message_id, receive_count, m);
+            let (job, refused) = job_of(&shared, id, message_id, receive_count, m);
             shared
                 .held
                 .lock()
@@ -421,29 +424,20 @@ async fn fetch_loop(
                     id,
                     Held {
                         receipt,
-                        handed: false,
+                        // A refused message is reported below, as if from the cores.
+                        handed: refused.is_some(),
                         _slot: slot,
                     },
                 );
             Stats::inc(&shared.stats.received);
-            let job = match read {
-                (job, None) => job,
-                (job, Some(failure)) => {
-                    // Refused before any delivery: settled as a permanent failure, as the
-                    // worker's 4xx would be (the report loop knows `on_failure`).
-                    tracing::warn!(id, reason = %failure.message, "SQS message refused.");
-                    if let Some(h) = shared
-                        .held
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .get_mut(&id)
-                    {
-                        h.handed = true;
-                    }
-                    let _ = shared.reports.send(Report::Failed(job, failure));
-                    continue;
-                }
-            };
+            if let Some(failure) = refused {
+                // Refused before any delivery: settled as a permanent failure, as the
+                // worker's 4xx would be (the report loop knows `on_failure`).
+                tracing::warn!(id, reason = %failure.message, "SQS message refused.");
+                Stats::inc(&shared.stats.failed);
+                let _ = shared.reports.send(Report::Refused(job, failure));
+                continue;
+            }
             // A job not taken before shutdown stays in `held` and is given back at the end.
             let sent = tokio::select! {
                 r = out.send(job) => r.is_ok(),
@@ -496,19 +490,16 @@ fn job_of(
             .and_then(|a| a.get(name))
             .and_then(|v| v.string_value.clone())
     };
-    // Elastic Beanstalk's routing: a path of its own, and for a periodic task its name and
-    // time (an empty POST, as EB's sqsd sends it).
-    let (path, task) = if shared.config.eb_tasks() {
-        let task = attribute(cron::ATTR_SCHEDULED_TIME).map(|at| {
-            (
-                attribute(cron::ATTR_TASK_NAME).unwrap_or_default(),
-                cron::scheduled_at_header(&at),
-            )
-        });
-        (attribute(cron::ATTR_PATH), task)
-    } else {
-        (None, None)
-    };
+    // Elastic Beanstalk's routing, honoured on every reprow (a task may be received by one
+    // without `cron`): a path of its own, and for a periodic task its name and time (an empty
+    // POST, as EB's sqsd sends it).
+    let path = attribute(cron::ATTR_PATH);
+    let task = attribute(cron::ATTR_SCHEDULED_TIME).map(|at| {
+        (
+            attribute(cron::ATTR_TASK_NAME).unwrap_or_default(),
+            cron::scheduled_at_header(&at),
+        )
+    });
     let mut headers = vec![("X-Reprow-Sqs-Message-Id".to_string(), message_id.clone())];
     if let Some(first) = &first_at {
         headers.push(("X-Reprow-Sqs-First-Received-At".into(), first.clone()));
@@ -568,7 +559,7 @@ fn job_of(
     };
     if bad_path {
         let failure = Failure::transport(format!(
-            "{} is not a request path (a / then at most {} visible ASCII characters)",
+            "{} is not a request path (at most {} visible ASCII characters, the first a /)",
             cron::ATTR_PATH,
             crate::http::codec::MAX_REQUEST_PATH
         ));
@@ -603,24 +594,46 @@ async fn settle(shared: &Shared, report: Report, deletes: &mut Vec<(u64, String)
             }
         }
         Report::Failed(job, failure) => {
-            let Some(h) = take(job.id) else {
-                return;
-            };
-            match shared.config.on_failure {
-                SqsFailure::Leave => {
-                    change_visibility_batch(shared, &[(job.id, h.receipt)], 0).await;
-                }
-                SqsFailure::Delete => {
-                    match record_failed(&shared.config.failed_path, &job, &failure) {
-                        Ok(()) => deletes.push((job.id, h.receipt)),
-                        Err(e) => {
-                            tracing::error!(error = %e, id = job.id, "Could not record a failed SQS message; leaving it in the queue.");
-                            change_visibility_batch(shared, &[(job.id, h.receipt)], 0).await;
-                        }
-                    }
-                }
+            fail(shared, take(job.id), job, failure, true, deletes).await;
+        }
+        Report::Refused(job, failure) => {
+            // Left as received: visible again when its visibility timeout ends (its receive
+            // count climbs to the redrive policy at that pace), or deleted once recorded.
+            let held = take(job.id);
+            if shared.config.on_failure == SqsFailure::Delete {
+                fail(shared, held, job, failure, false, deletes).await;
             }
         }
+    }
+}
+
+/// A job failed for good: by `on_failure`, left in the queue or recorded and deleted.
+/// `back_now`: a message left in the queue is made visible again at once (not for a message
+/// refused before delivery, which would come straight back to be refused again).
+async fn fail(
+    shared: &Shared,
+    held: Option<Held>,
+    job: Job,
+    failure: Failure,
+    back_now: bool,
+    deletes: &mut Vec<(u64, String)>,
+) {
+    let Some(h) = held else {
+        return;
+    };
+    match shared.config.on_failure {
+        SqsFailure::Leave => {
+            change_visibility_batch(shared, &[(job.id, h.receipt)], 0).await;
+        }
+        SqsFailure::Delete => match record_failed(&shared.config.failed_path, &job, &failure) {
+            Ok(()) => deletes.push((job.id, h.receipt)),
+            Err(e) => {
+                tracing::error!(error = %e, id = job.id, "Could not record a failed SQS message; leaving it in the queue.");
+                if back_now {
+                    change_visibility_batch(shared, &[(job.id, h.receipt)], 0).await;
+                }
+            }
+        },
     }
 }
 
@@ -701,14 +714,21 @@ async fn change_visibility_batch(shared: &Shared, items: &[(u64, String)], secs:
     }
 }
 
-/// Sends `task`'s message into the queue at each of its occurrences until shutdown. An
-/// occurrence missed while reprow was not running is not made up, as with cron. A send that
-/// fails is retried with backoff until the next occurrence is due, then given up (logged).
+/// How long after its occurrence a task is still sent to a FIFO queue: SQS remembers a
+/// deduplication id for 5 minutes, so a later send could run an occurrence a second time.
+const FIFO_SEND_WINDOW: Duration = Duration::from_secs(240);
+
+/// Sends `task`'s message into the queue at each of its occurrences until shutdown.
+/// Occurrences missed (reprow not running, a suspended machine, the clock stepped forward, a
+/// send slower than the schedule) are skipped with a warning, never sent in a burst. A send
+/// that fails is retried with backoff until the next occurrence is due (on a FIFO queue, at
+/// most [`FIFO_SEND_WINDOW`]), then given up (logged).
 async fn cron_loop(shared: Arc<Shared>, task: cron::Task, shutdown: Shutdown) {
-    use chrono::Utc;
+    use chrono::{SubsecRound as _, Utc};
     // A FIFO queue drops a repeated deduplication id, so several reprows may all schedule.
-    let fifo = shared.url.ends_with(".fifo");
-    let mut after = Utc::now();
+    let fifo = shared.queue.ends_with(".fifo");
+    // Whole seconds: the schedule has no finer field, and occurrences then fall on them.
+    let mut after = Utc::now().trunc_subsecs(0);
     loop {
         let Some(at) = task.next_after(after) else {
             tracing::warn!(task = %task.name, "The schedule has no further occurrence.");
@@ -726,7 +746,12 @@ async fn cron_loop(shared: Arc<Shared>, task: cron::Task, shutdown: Shutdown) {
         if shutdown.is_triggered() {
             return;
         }
-        let give_up = task.next_after(at);
+        let next = task.next_after(at);
+        let give_up = match (next, fifo) {
+            (Some(n), true) => Some(n.min(at + FIFO_SEND_WINDOW)),
+            (None, true) => Some(at + FIFO_SEND_WINDOW),
+            (n, false) => n,
+        };
         let scheduled = cron::format_scheduled(at);
         let mut backoff = Duration::from_millis(200);
         loop {
@@ -776,7 +801,11 @@ async fn cron_loop(shared: Arc<Shared>, task: cron::Task, shutdown: Shutdown) {
                 }
             }
         }
-        after = at;
+        let skipped;
+        (after, skipped) = task.resume(at, Utc::now());
+        if let Some(first) = skipped {
+            tracing::warn!(task = %task.name, from = %cron::format_scheduled(first), to = %cron::format_scheduled(after), "Periodic task occurrences skipped (missed while reprow was held up or the clock moved).");
+        }
     }
 }
 

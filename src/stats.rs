@@ -32,6 +32,18 @@ pub struct Stats {
     pub connect_errors: AtomicU64,
     /// Requests re-sent on a fresh connection because a pooled one was found closed.
     pub stale_connection_retries: AtomicU64,
+    /// SQS: ReceiveMessage requests (the API is billed per request).
+    pub sqs_receive_requests: AtomicU64,
+    /// SQS: ReceiveMessage requests that brought no message.
+    pub sqs_empty_receives: AtomicU64,
+    /// SQS: DeleteMessageBatch requests.
+    pub sqs_delete_requests: AtomicU64,
+    /// SQS: messages those requests deleted.
+    pub sqs_deleted: AtomicU64,
+    /// SQS: ChangeMessageVisibilityBatch requests (retries, heartbeats, giving back).
+    pub sqs_visibility_requests: AtomicU64,
+    /// SQS: SendMessage requests of periodic tasks.
+    pub sqs_send_requests: AtomicU64,
     /// Requests in flight now.
     pub in_flight: AtomicI64,
     /// Jobs held in memory now (queued, in flight or waiting for a retry).
@@ -147,6 +159,12 @@ pub struct Snapshot {
     pub timeouts: u64,
     pub connect_errors: u64,
     pub stale_connection_retries: u64,
+    pub sqs_receive_requests: u64,
+    pub sqs_empty_receives: u64,
+    pub sqs_delete_requests: u64,
+    pub sqs_deleted: u64,
+    pub sqs_visibility_requests: u64,
+    pub sqs_send_requests: u64,
     pub in_flight: i64,
     pub held: i64,
     pub breakers_open: i64,
@@ -174,6 +192,12 @@ impl Stats {
             timeouts: self.timeouts.load(Relaxed),
             connect_errors: self.connect_errors.load(Relaxed),
             stale_connection_retries: self.stale_connection_retries.load(Relaxed),
+            sqs_receive_requests: self.sqs_receive_requests.load(Relaxed),
+            sqs_empty_receives: self.sqs_empty_receives.load(Relaxed),
+            sqs_delete_requests: self.sqs_delete_requests.load(Relaxed),
+            sqs_deleted: self.sqs_deleted.load(Relaxed),
+            sqs_visibility_requests: self.sqs_visibility_requests.load(Relaxed),
+            sqs_send_requests: self.sqs_send_requests.load(Relaxed),
             in_flight: self.in_flight.load(Relaxed),
             held: self.held.load(Relaxed),
             breakers_open: self.breakers_open.load(Relaxed),

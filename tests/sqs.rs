@@ -207,6 +207,15 @@ fn done_messages_are_deleted_in_batches() {
     let (status, stats) = reprow.stop();
     assert!(status.success());
     assert_eq!(stats["succeeded"], 25);
+    // Batches both ways, as the server counted them back: 25 deletions in fewer requests, 25
+    // messages in fewer receives that brought any.
+    let n = |k: &str| stats[k].as_u64().unwrap();
+    assert_eq!(n("sqs_deleted"), 25, "{stats}");
+    assert!(n("sqs_delete_requests") < 25, "{stats}");
+    assert!(
+        n("sqs_receive_requests") - n("sqs_empty_receives") < 25,
+        "{stats}"
+    );
 }
 
 #[test]
@@ -216,7 +225,7 @@ fn a_retry_after_makes_the_same_message_visible_again_after_that_delay() {
     let dir = tempfile::tempdir().unwrap();
     let worker = Worker::start(|r, _| {
         if r.attempt() == 1 {
-            Reply::Status(503, vec![("Retry-After", "2".into())], b"later".to_vec())
+            Reply::Status(500, vec![("Retry-After", "2".into())], b"later".to_vec())
         } else {
             Reply::ok()
         }

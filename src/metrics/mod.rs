@@ -265,6 +265,35 @@ fn process_counters(e: &mut Encoder, st: &Snapshot) {
         &[("reason", "invalid")],
         st.lines_invalid as f64,
     );
+    e.family(
+        "reprow_sqs_requests_total",
+        Kind::Counter,
+        "SQS API requests, by operation (SQS bills per request).",
+    );
+    for (op, v) in [
+        ("receive", st.sqs_receive_requests),
+        ("delete_batch", st.sqs_delete_requests),
+        ("change_visibility_batch", st.sqs_visibility_requests),
+        ("send", st.sqs_send_requests),
+    ] {
+        e.sample("reprow_sqs_requests_total", &[("op", op)], v as f64);
+    }
+    e.family(
+        "reprow_sqs_empty_receives_total",
+        Kind::Counter,
+        "SQS ReceiveMessage requests that brought no message.",
+    );
+    e.sample(
+        "reprow_sqs_empty_receives_total",
+        &[],
+        st.sqs_empty_receives as f64,
+    );
+    e.family(
+        "reprow_sqs_deleted_total",
+        Kind::Counter,
+        "SQS messages deleted (done, or failed and recorded).",
+    );
+    e.sample("reprow_sqs_deleted_total", &[], st.sqs_deleted as f64);
     let gauges: [(&str, &str, i64); 3] = [
         (
             "reprow_in_flight",

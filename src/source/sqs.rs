@@ -364,6 +364,7 @@ async fn fetch_loop(
             return;
         }
         let want = permits.num_permits();
+        Stats::inc(&shared.stats.sqs_receive_requests);
         let received = shared
             .client
             .receive_message()
@@ -378,7 +379,11 @@ async fn fetch_loop(
         let messages = match received {
             Ok(r) => {
                 backoff = Duration::from_millis(100);
-                r.messages.unwrap_or_default()
+                let messages = r.messages.unwrap_or_default();
+                if messages.is_empty() {
+                    Stats::inc(&shared.stats.sqs_empty_receives);
+                }
+                messages
             }
             Err(e) => {
                 tracing::warn!(queue = %shared.url, error = %aws_sdk_sqs::error::DisplayErrorContext(e), retry_in_ms = backoff.as_millis() as u64, "ReceiveMessage failed.");
@@ -663,6 +668,7 @@ async fn delete_batch(shared: Arc<Shared>, batch: Vec<(u64, String)>) {
                     .ok()
             })
             .collect();
+        Stats::inc(&shared.stats.sqs_delete_requests);
         let r = shared
             .client
             .delete_message_batch()
@@ -670,6 +676,12 @@ async fn delete_batch(shared: Arc<Shared>, batch: Vec<(u64, String)>) {
             .set_entries(Some(entries))
             .send()
             .await;
+        if let Ok(out) = &r {
+            shared
+                .stats
+                .sqs_deleted
+                .fetch_add(out.successful.len() as u64, Relaxed);
+        }
         match r {
             Ok(out) if out.failed.is_empty() => {}
             Ok(out) => {
@@ -701,6 +713,7 @@ async fn change_visibility_batch(shared: &Shared, items: &[(u64, String)], secs:
                     .ok()
             })
             .collect();
+        Stats::inc(&shared.stats.sqs_visibility_requests);
         if let Err(e) = shared
             .client
             .change_message_visibility_batch()
@@ -782,6 +795,7 @@ async fn cron_loop(shared: Arc<Shared>, task: cron::Task, shutdown: Shutdown) {
                     .message_group_id(task.group_id())
                     .message_deduplication_id(task.dedup_id(at));
             }
+            Stats::inc(&shared.stats.sqs_send_requests);
             match req.send().await {
                 Ok(_) => {
                     tracing::info!(task = %task.name, scheduled_at = %scheduled, "Periodic task enqueued.");

@@ -327,6 +327,42 @@ fn a_config_without_heartbeat_may_not_outlive_the_visibility_timeout() {
 }
 
 #[test]
+fn without_heartbeat_the_queues_own_visibility_timeout_is_checked_at_start() {
+    let sqs = Sqs::new();
+    // No visibility_timeout in the config: the queue's 5 s is read at start.
+    let url = sqs.queue(&[(QueueAttributeName::VisibilityTimeout, "5".into())]);
+    let dir = tempfile::tempdir().unwrap();
+    let worker = Worker::start(|_, _| Reply::ok());
+    let mut reprow = start(
+        dir.path(),
+        &url,
+        &worker,
+        "  heartbeat: false\n",
+        "  timeout: 10s\n",
+    );
+    assert!(!reprow.wait().success());
+    assert!(
+        reprow.log().contains(
+            "the queue's visibility timeout (5s) is not longer than runner.timeout (10s)"
+        ),
+        "{}",
+        reprow.log()
+    );
+    // Below it, the same config runs.
+    let mut ok = start(
+        dir.path(),
+        &url,
+        &worker,
+        "  heartbeat: false\n",
+        "  timeout: 4s\n",
+    );
+    sqs.send(&url, &bodies(1, "v"));
+    worker.wait_for(1);
+    assert!(ok.child.try_wait().unwrap().is_none());
+    assert!(ok.stop().0.success());
+}
+
+#[test]
 fn shutdown_makes_unstarted_messages_visible_at_once() {
     let sqs = Sqs::new();
     let url = sqs.queue(&[]);

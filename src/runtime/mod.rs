@@ -124,7 +124,7 @@ pub fn run(config: &Config, shutdown: Shutdown, stats: Arc<Stats>) -> Result<Sna
     let source: Box<dyn Source> = match &config.queue {
         QueueConfig::Fifo(f) => Box::new(FifoSource::open(f, stats.clone())?),
         QueueConfig::Q4m(q) => q4m_source(q, runner.concurrency, config, stats.clone())?,
-        QueueConfig::Sqs(q) => sqs_source(q, runner.concurrency, config, stats.clone())?,
+        QueueConfig::Sqs(q) => sqs_source(q, runner, config, stats.clone())?,
         QueueConfig::Lmdb(_) => unreachable!("returned above"),
     };
     let settle = source.settler();
@@ -242,13 +242,14 @@ pub fn run(config: &Config, shutdown: Shutdown, stats: Arc<Stats>) -> Result<Sna
 #[cfg(feature = "sqs")]
 fn sqs_source(
     q: &crate::config::SqsConfig,
-    concurrency: usize,
+    runner: &crate::config::RunnerConfig,
     config: &Config,
     stats: Arc<Stats>,
 ) -> Result<Box<dyn Source>, RunError> {
     Ok(Box::new(crate::source::sqs::SqsSource::new(
         q,
-        concurrency,
+        runner.concurrency,
+        runner.timeout,
         config.shutdown_timeout,
         stats,
     )))
@@ -257,7 +258,7 @@ fn sqs_source(
 #[cfg(not(feature = "sqs"))]
 fn sqs_source(
     _: &crate::config::SqsConfig,
-    _: usize,
+    _: &crate::config::RunnerConfig,
     _: &Config,
     _: Arc<Stats>,
 ) -> Result<Box<dyn Source>, RunError> {

@@ -69,6 +69,7 @@ enum Report {
 pub struct SqsSource {
     config: SqsConfig,
     slots: usize,
+    runner_timeout: Duration,
     grace: Duration,
     stats: Arc<Stats>,
     settler: Arc<SqsSettler>,
@@ -102,6 +103,7 @@ impl SqsSource {
     pub fn new(
         config: &SqsConfig,
         concurrency: usize,
+        runner_timeout: Duration,
         grace: Duration,
         stats: Arc<Stats>,
     ) -> SqsSource {
@@ -109,6 +111,7 @@ impl SqsSource {
         SqsSource {
             config: config.clone(),
             slots: concurrency + config.buffer,
+            runner_timeout,
             grace,
             stats,
             settler: Arc::new(SqsSettler { tx }),
@@ -155,6 +158,7 @@ impl SqsSource {
         let SqsSource {
             config,
             slots,
+            runner_timeout,
             grace,
             stats,
             settler,
@@ -176,6 +180,14 @@ impl SqsSource {
             Some(v) => v.as_secs() as i32,
             None => queue_visibility(&client, &config.url).await?,
         };
+        // The load-time check cannot see a visibility timeout read from the queue.
+        if !config.heartbeat && runner_timeout.as_secs_f64() >= f64::from(visibility) {
+            return Err(SourceError::Sqs(format!(
+                "{}: the queue's visibility timeout ({visibility}s) is not longer than runner.timeout ({}s) and heartbeat is off, so a message could run twice: set queue.visibility_timeout above runner.timeout, or heartbeat: true",
+                config.url,
+                runner_timeout.as_secs_f64()
+            )));
+        }
         tracing::info!(queue = %config.url, visibility_s = visibility, fetchers = config.fetchers, "Reading SQS queue.");
         let shared = Arc::new(Shared {
             client,

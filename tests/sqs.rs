@@ -753,3 +753,28 @@ fn every_reprow_routes_elastic_beanstalk_tasks_and_paces_refused_messages() {
     assert!(status.success());
     assert!(stats["failed"].as_u64().unwrap() >= 2, "{stats}");
 }
+
+#[test]
+fn reprows_keys_that_reprow_does_not_use_are_named_at_start() {
+    let sqs = Sqs::new();
+    let url = sqs.queue(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let worker = Worker::start(|_, _| Reply::ok());
+    sqs.send(&url, &bodies(1, "k"));
+    let reprow = start(
+        dir.path(),
+        &url,
+        &worker,
+        "  access_key_id: AAAAAAAAAAAAAA\n  secret_access_key: BBBBBBBBBB\n  buffer_timeout: 2s\n  max_concurrency: 2\n",
+        "",
+    );
+    worker.wait_for(1);
+    let log = reprow.log();
+    assert!(log.contains("queue.buffer_timeout is not used"), "{log}");
+    assert!(
+        log.contains("access_key_id / secret_access_key are ignored"),
+        "{log}"
+    );
+    assert!(!log.contains("BBBBBBBBBB"), "the secret is never logged");
+    assert!(reprow.stop().0.success());
+}

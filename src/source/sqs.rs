@@ -167,6 +167,10 @@ impl SqsSource {
         if config.access_key_id.is_some() || config.secret_access_key.is_some() {
             tracing::warn!("queue.access_key_id / secret_access_key are ignored: credentials come from the standard AWS chain (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, a profile, or a role).");
         }
+        if config.buffer_timeout.is_some() {
+            // A fetch setting is never dropped silently (sqsd's fault): say what happens instead.
+            tracing::warn!("queue.buffer_timeout is not used: each ReceiveMessage asks at once for as many messages as there are free slots (runner.concurrency + queue.buffer, at most queue.max_messages).");
+        }
         let tasks = match &config.cron {
             Some(path) => {
                 cron::CronFile::load(path)

@@ -10,7 +10,7 @@
 //! - [`q4m`]: a Q4M table on a MySQL server (the client itself only with the `q4m` feature).
 //! - `sqs` (feature `sqs`): an SQS queue through the AWS SDK.
 
-#[cfg(feature = "sqs")]
+#[cfg(feature = "cron")]
 pub mod cron;
 pub mod envelope;
 pub mod fifo;

@@ -573,9 +573,7 @@ impl RequestEncoder {
         }
         out.extend_from_slice(b"\r\n");
     }
-}
 
-impl RequestEncoder {
     /// The constant part with `path` as the request target. Rare (Elastic Beanstalk's routed
     /// messages), so kept out of line: the common head stays one copy of `prefix`.
     #[cold]

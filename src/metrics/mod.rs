@@ -199,7 +199,7 @@ pub fn render(s: &Scrape<'_>) -> String {
 }
 
 fn process_counters(e: &mut Encoder, st: &Snapshot) {
-    let counters: [(&str, &str, u64); 9] = [
+    let counters: [(&str, &str, u64); 11] = [
         (
             "reprow_received_total",
             "Jobs read from the FIFO or Q4M source.",
@@ -245,6 +245,16 @@ fn process_counters(e: &mut Encoder, st: &Snapshot) {
             "FIFO jobs written to the pending file at shutdown.",
             st.pending_saved,
         ),
+        (
+            "reprow_sqs_empty_receives_total",
+            "SQS ReceiveMessage requests that brought no message.",
+            st.sqs_empty_receives,
+        ),
+        (
+            "reprow_sqs_deleted_total",
+            "SQS messages deleted (done, or failed and recorded).",
+            st.sqs_deleted,
+        ),
     ];
     for (name, help, v) in counters {
         e.family(name, Kind::Counter, help);
@@ -278,22 +288,6 @@ fn process_counters(e: &mut Encoder, st: &Snapshot) {
     ] {
         e.sample("reprow_sqs_requests_total", &[("op", op)], v as f64);
     }
-    e.family(
-        "reprow_sqs_empty_receives_total",
-        Kind::Counter,
-        "SQS ReceiveMessage requests that brought no message.",
-    );
-    e.sample(
-        "reprow_sqs_empty_receives_total",
-        &[],
-        st.sqs_empty_receives as f64,
-    );
-    e.family(
-        "reprow_sqs_deleted_total",
-        Kind::Counter,
-        "SQS messages deleted (done, or failed and recorded).",
-    );
-    e.sample("reprow_sqs_deleted_total", &[], st.sqs_deleted as f64);
     let gauges: [(&str, &str, i64); 3] = [
         (
             "reprow_in_flight",

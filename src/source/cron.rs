@@ -229,6 +229,15 @@ impl Task {
         format!("{:016x}-{}", fnv1a(self.name.as_bytes()), at.timestamp())
     }
 
+    /// The message attributes of the occurrence `at`, as Elastic Beanstalk's scheduler sets them.
+    pub fn attributes(&self, at: DateTime<Utc>) -> [(&'static str, String); 3] {
+        [
+            (ATTR_PATH, self.url.clone()),
+            (ATTR_TASK_NAME, self.name.clone()),
+            (ATTR_SCHEDULED_TIME, format_scheduled(at)),
+        ]
+    }
+
     /// The FIFO message group of this task's messages: one per task, so a task held up never
     /// holds up another. The same on every reprow.
     pub fn group_id(&self) -> String {

@@ -30,7 +30,7 @@ use std::{
 use aws_sdk_sqs::{
     types::{
         ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry,
-        MessageSystemAttributeName, QueueAttributeName,
+        MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName,
     },
     Client,
 };
@@ -615,46 +615,39 @@ async fn settle(shared: &Shared, report: Report, deletes: &mut Vec<(u64, String)
             }
         }
         Report::Failed(job, failure) => {
-            fail(shared, take(job.id), job, failure, true, deletes).await;
+            let Some(h) = take(job.id) else {
+                return;
+            };
+            if shared.config.on_failure == SqsFailure::Delete && recorded(shared, &job, &failure) {
+                deletes.push((job.id, h.receipt));
+            } else {
+                // `leave`, or not recorded: visible again at once, towards the redrive policy.
+                change_visibility_batch(shared, &[(job.id, h.receipt)], 0).await;
+            }
         }
         Report::Refused(job, failure) => {
-            // Left as received: visible again when its visibility timeout ends (its receive
-            // count climbs to the redrive policy at that pace), or deleted once recorded.
-            let held = take(job.id);
-            if shared.config.on_failure == SqsFailure::Delete {
-                fail(shared, held, job, failure, false, deletes).await;
+            // Otherwise left as received: visible again when its visibility timeout ends (not
+            // at once, to be refused again without pause), so its receive count climbs to the
+            // redrive policy at that pace.
+            let Some(h) = take(job.id) else {
+                return;
+            };
+            if shared.config.on_failure == SqsFailure::Delete && recorded(shared, &job, &failure) {
+                deletes.push((job.id, h.receipt));
             }
         }
     }
 }
 
-/// A job failed for good: by `on_failure`, left in the queue or recorded and deleted.
-/// `back_now`: a message left in the queue is made visible again at once (not for a message
-/// refused before delivery, which would come straight back to be refused again).
-async fn fail(
-    shared: &Shared,
-    held: Option<Held>,
-    job: Job,
-    failure: Failure,
-    back_now: bool,
-    deletes: &mut Vec<(u64, String)>,
-) {
-    let Some(h) = held else {
-        return;
-    };
-    match shared.config.on_failure {
-        SqsFailure::Leave => {
-            change_visibility_batch(shared, &[(job.id, h.receipt)], 0).await;
+/// Records a job failed for good in the failed file; false (logged) when that fails, and the
+/// message must then stay in the queue.
+fn recorded(shared: &Shared, job: &Job, failure: &Failure) -> bool {
+    match record_failed(&shared.config.failed_path, job, failure) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!(error = %e, id = job.id, "Could not record a failed SQS message; leaving it in the queue.");
+            false
         }
-        SqsFailure::Delete => match record_failed(&shared.config.failed_path, &job, &failure) {
-            Ok(()) => deletes.push((job.id, h.receipt)),
-            Err(e) => {
-                tracing::error!(error = %e, id = job.id, "Could not record a failed SQS message; leaving it in the queue.");
-                if back_now {
-                    change_visibility_batch(shared, &[(job.id, h.receipt)], 0).await;
-                }
-            }
-        },
     }
 }
 
@@ -776,36 +769,31 @@ async fn cron_loop(shared: Arc<Shared>, task: cron::Task, shutdown: Shutdown) {
             return;
         }
         let next = task.next_after(at);
-        let give_up = match (next, fifo) {
-            (Some(n), true) => Some(n.min(at + FIFO_SEND_WINDOW)),
-            (None, true) => Some(at + FIFO_SEND_WINDOW),
-            (n, false) => n,
+        let give_up = if fifo {
+            Some(next.map_or(at + FIFO_SEND_WINDOW, |n| n.min(at + FIFO_SEND_WINDOW)))
+        } else {
+            next
         };
         let scheduled = cron::format_scheduled(at);
+        let attributes: HashMap<String, MessageAttributeValue> = task
+            .attributes(at)
+            .into_iter()
+            .filter_map(|(name, value)| {
+                let v = MessageAttributeValue::builder()
+                    .data_type("String")
+                    .string_value(value)
+                    .build();
+                Some((name.to_string(), v.ok()?))
+            })
+            .collect();
         let mut backoff = Duration::from_millis(200);
         loop {
-            let attr = |v: &str| {
-                aws_sdk_sqs::types::MessageAttributeValue::builder()
-                    .data_type("String")
-                    .string_value(v)
-                    .build()
-                    .ok()
-            };
             let mut req = shared
                 .client
                 .send_message()
                 .queue_url(&shared.url)
                 .message_body(cron::TASK_BODY)
-                .set_message_attributes(Some(
-                    [
-                        (cron::ATTR_PATH, attr(&task.url)),
-                        (cron::ATTR_TASK_NAME, attr(&task.name)),
-                        (cron::ATTR_SCHEDULED_TIME, attr(&scheduled)),
-                    ]
-                    .into_iter()
-                    .filter_map(|(k, v)| Some((k.to_string(), v?)))
-                    .collect(),
-                ));
+                .set_message_attributes(Some(attributes.clone()));
             if fifo {
                 req = req
                     .message_group_id(task.group_id())

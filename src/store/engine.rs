@@ -793,17 +793,14 @@ impl Engine {
                 self.remove_job(&mut txn, &rec)?;
                 // A pull worker's completion (pushed jobs are logged by the cores); written once
                 // the batch holding it is committed.
-                self.op_log = Some(PullLog {
-                    action: "complete",
-                    status: "completed",
-                    queue: queue.clone(),
-                    category: rec.category.clone(),
-                    id: rec.id,
-                    elapsed: self.lease_age(rec.id, now),
-                    retry_count: rec.attempts,
-                    retry_delay: None,
-                    message: None,
-                });
+                self.op_log = Some(PullLog::new(
+                    "complete",
+                    "completed",
+                    &queue,
+                    &rec,
+                    self.lease_age(rec.id, now),
+                    None,
+                ));
                 (Reply::Unit, Effect::Removed { rec, done: Some(0) })
             }
             Op::Nack { queue, id, message } => {
@@ -815,17 +812,14 @@ impl Engine {
                     status: None,
                     message,
                 };
-                let mut log = PullLog {
-                    action: "retry",
-                    status: "failed",
-                    queue: queue.clone(),
-                    category: rec.category.clone(),
-                    id: rec.id,
-                    elapsed: self.lease_age(rec.id, now),
-                    retry_count: rec.attempts,
-                    retry_delay: None,
-                    message: Some(failure.message.clone()),
-                };
+                let mut log = PullLog::new(
+                    "retry",
+                    "failed",
+                    &queue,
+                    &rec,
+                    self.lease_age(rec.id, now),
+                    Some(failure.message.clone()),
+                );
                 if policy.may_retry(attempts) {
                     let mut p = policy;
                     (p.base, p.cap) = NACK_BACKOFF;
@@ -2124,6 +2118,28 @@ struct PullLog {
 }
 
 impl PullLog {
+    /// The line for the pulled job `rec` of `queue`, leased `elapsed` ms ago.
+    fn new(
+        action: &'static str,
+        status: &'static str,
+        queue: &str,
+        rec: &JobRecord,
+        elapsed: u64,
+        message: Option<String>,
+    ) -> PullLog {
+        PullLog {
+            action,
+            status,
+            queue: queue.to_string(),
+            category: rec.category.clone(),
+            id: rec.id,
+            elapsed,
+            retry_count: rec.attempts,
+            retry_delay: None,
+            message,
+        }
+    }
+
     fn emit(self) {
         let PullLog {
             action,

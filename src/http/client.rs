@@ -10,6 +10,7 @@ use std::{
 
 use bytes::BytesMut;
 use monoio::{
+    buf::IoBufMut,
     io::{AsyncReadRent, AsyncWriteRent},
     net::TcpStream,
 };
@@ -308,9 +309,25 @@ impl WorkerClient {
                     }
                 }
             }
-            conn.buf.reserve(READ_BUF);
-            let (res, b) = conn.stream.read(std::mem::take(&mut conn.buf)).await;
-            conn.buf = b;
+            if received {
+                // The worker sent part of its answer and we wait for the rest. Workers that
+                // write head and body in two sends with Nagle on (Python's http.server, many
+                // WSGI servers) hold the body until the head is acknowledged, and Linux delays
+                // that ACK by up to 40 ms. Ack now. Only on this slow path: a response that
+                // arrives whole costs no extra syscall.
+                quick_ack(&conn.stream);
+            }
+            if conn.buf.capacity() - conn.buf.len() < READ_BUF / 2 {
+                conn.buf.reserve(READ_BUF);
+            }
+            // Read after the bytes already held: monoio's `IoBufMut` for `BytesMut` starts at
+            // its pointer, so reading into the buffer itself would overwrite them.
+            let (len, cap) = (conn.buf.len(), conn.buf.capacity());
+            let (res, b) = conn
+                .stream
+                .read(std::mem::take(&mut conn.buf).slice_mut(len..cap))
+                .await;
+            conn.buf = b.into_inner();
             match res {
                 Ok(0) => {
                     let result = match decoder.decode(&mut conn.buf, true) {
@@ -335,6 +352,17 @@ impl WorkerClient {
             }
         }
     }
+}
+
+/// Sends the ACK the kernel is holding back (`TCP_QUICKACK`); errors are ignored, since the
+/// only cost of a failure is the delay this avoids.
+#[allow(unsafe_code)]
+fn quick_ack(stream: &TcpStream) {
+    use std::os::fd::{AsRawFd, BorrowedFd};
+    // SAFETY: the descriptor belongs to `stream`, which outlives this borrow; monoio's
+    // TcpStream implements `AsRawFd` but not `AsFd`, hence the raw borrow.
+    let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
+    let _ = socket2::SockRef::from(&fd).set_quickack(true);
 }
 
 #[cfg(test)]

@@ -297,6 +297,7 @@ struct MonitorCtx {
     api: Arc<crate::api::ApiConfig>,
     connections: Arc<std::sync::atomic::AtomicUsize>,
     shutdown: Shutdown,
+    grace: std::time::Duration,
     stats: Arc<Stats>,
     queue: Option<String>,
 }
@@ -308,8 +309,10 @@ impl MonitorCtx {
             config: self.api,
             connections: self.connections,
             shutdown: self.shutdown,
+            grace: self.grace,
             stats: self.stats,
             source_queue: self.queue,
+            conns: crate::api::conns::ConnSet::default(),
         }
     }
 }
@@ -323,7 +326,7 @@ fn monitoring(
     let Some(addr) = config.monitor_listen else {
         return Ok(None);
     };
-    let listener = std::net::TcpListener::bind(addr).map_err(|source| RunError::Start {
+    let listener = crate::api::bind_listener(addr).map_err(|source| RunError::Start {
         what: "monitoring listener",
         source,
     })?;
@@ -334,6 +337,7 @@ fn monitoring(
             api: Arc::new(api),
             connections: Arc::default(),
             shutdown: shutdown.clone(),
+            grace: config.shutdown_timeout,
             stats: stats.clone(),
             queue: config.source_queue_name(),
         },
@@ -381,7 +385,7 @@ fn run_durable(
     stats: Arc<Stats>,
 ) -> Result<Snapshot, RunError> {
     let listener =
-        std::net::TcpListener::bind(config.api.listen).map_err(|source| RunError::Start {
+        crate::api::bind_listener(config.api.listen).map_err(|source| RunError::Start {
             what: "API listener",
             source,
         })?;
@@ -465,8 +469,10 @@ fn run_durable(
                         config: api,
                         connections,
                         shutdown: shutdown.clone(),
+                        grace,
                         stats: stats.clone(),
                         source_queue: None,
+                        conns: crate::api::conns::ConnSet::default(),
                     });
                     let server = monoio::spawn(crate::api::serve(listener, ctx));
                     let d = crate::dispatch::durable::DurableCore::new(

@@ -50,6 +50,9 @@ pub enum Reply {
     Raw(Vec<u8>, bool),
     /// Wait, then answer.
     After(Duration, Box<Reply>),
+    /// These pieces, each in its own `send()` with `TCP_NODELAY` on and `pause` between them,
+    /// so reprow's reads see them apart (keep-alive).
+    Pieces(Vec<Vec<u8>>, Duration),
 }
 
 impl Reply {
@@ -206,6 +209,17 @@ fn serve_conn(
                 if close {
                     let _ = writer.shutdown(std::net::Shutdown::Both);
                     return;
+                }
+            }
+            Reply::Pieces(pieces, pause) => {
+                let _ = writer.set_nodelay(true);
+                for (i, piece) in pieces.iter().enumerate() {
+                    if i > 0 {
+                        std::thread::sleep(pause);
+                    }
+                    if writer.write_all(piece).is_err() {
+                        return;
+                    }
                 }
             }
             Reply::After(..) => unreachable!(),

@@ -725,9 +725,15 @@ fn http_server_pipelining_limits_and_token() {
         "{idle_for:?}"
     );
 
-    // Connection cap: with 3 open, the 4th is answered 503 and closed.
+    // Connection cap: with 3 open and each in the middle of a request (none idle, so none
+    // can be closed to make room), the 4th is answered 503 and closed. (Idle ones make room:
+    // tests/hostile.rs.)
     let held: Vec<_> = (0..3)
-        .map(|_| std::net::TcpStream::connect(api.addr).unwrap())
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(api.addr).unwrap();
+            s.write_all(b"GET /queues HTTP/1.1\r\n").unwrap();
+            s
+        })
         .collect();
     std::thread::sleep(Duration::from_millis(200));
     let extra = std::net::TcpStream::connect(api.addr).unwrap();

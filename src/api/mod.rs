@@ -265,6 +265,15 @@ const LINGER_BYTES: usize = 16 * 1024 * 1024;
 /// See [`LINGER_BYTES`].
 const LINGER_TIME: Duration = Duration::from_secs(2);
 
+/// Serves one connection on any byte stream (the fuzz target `server_loop` drives it with
+/// reads cut at random places); [`serve`] calls it for every accepted TCP connection.
+pub async fn serve_stream<S>(stream: &mut S, ctx: &Rc<Ctx>)
+where
+    S: AsyncReadRent + AsyncWriteRent,
+{
+    connection(stream, ctx).await;
+}
+
 /// Serves one connection: requests are answered in order; returns when it should close.
 ///
 /// Deadlines: a connection that has not sent a complete head within `request_timeout` of

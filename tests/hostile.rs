@@ -471,6 +471,65 @@ fn worker_with_nagle_and_split_writes_is_not_stalled_by_delayed_acks() {
     assert_eq!(stats["succeeded"], jobs + 1);
 }
 
+/// The same with Python's own `http.server` (the shape of `sample/worker.py` before it turned
+/// Nagle off): head and body in two writes, Nagle on.
+#[test]
+fn python_http_server_worker_is_not_stalled_by_delayed_acks() {
+    let scene = Scene::new();
+    let script = scene.path("worker.py");
+    std::fs::write(
+        &script,
+        r#"
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+class W(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        self.send_response(200)
+        self.send_header("Content-Length", "3")
+        self.end_headers()
+        self.wfile.write(b"ok\n")
+    def log_message(self, *a):
+        pass
+s = ThreadingHTTPServer(("127.0.0.1", 0), W)
+print(s.server_address[1], flush=True)
+s.serve_forever()
+"#,
+    )
+    .unwrap();
+    let python = std::env::var("REPROW_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let mut child = std::process::Command::new(python)
+        .arg(&script)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 is on the machine");
+    let mut port = String::new();
+    std::io::BufRead::read_line(&mut BufReader::new(child.stdout.take().unwrap()), &mut port)
+        .unwrap();
+    let url = format!("http://127.0.0.1:{}/", port.trim());
+    let cfg = scene.config(&url, "", "  concurrency: 1\n", "threads: 1\n");
+    let reprow = Reprow::start(&cfg);
+    let mut w = open_writer(&scene.fifo());
+    w.write_all(b"warm-up\n").unwrap();
+    let deadline = Instant::now() + DEADLINE;
+    while reprow_succeeded(&reprow) < 1 {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let start = Instant::now();
+    let lines: String = (0..100).map(|i| format!("{i}\n")).collect();
+    w.write_all(lines.as_bytes()).unwrap();
+    while reprow_succeeded(&reprow) < 101 {
+        assert!(Instant::now() < deadline, "jobs did not finish");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let took = start.elapsed();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(took < Duration::from_millis(2000), "100 jobs took {took:?}");
+}
+
 /// Reads `succeeded` from the process's `Job done.` lines so far.
 fn reprow_succeeded(reprow: &Reprow) -> usize {
     reprow

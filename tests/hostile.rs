@@ -571,3 +571,107 @@ fn nagle_worker(stream: TcpStream) {
         }
     }
 }
+
+/// A network namespace of the test's own with a loopback of MTU 1500 shaped to 20 Mbit/s
+/// (`ip netns`, `tc`): removed on drop.
+struct ShapedNetns {
+    name: String,
+}
+
+impl ShapedNetns {
+    /// `None` when this machine cannot make one (not root, no iproute2); with
+    /// `REPROW_TEST_NETNS=1` (set by `.ci/run`) that fails the test instead.
+    fn new() -> Option<ShapedNetns> {
+        let name = format!("reprow-t-{}", std::process::id());
+        let run = |args: &[&str]| {
+            std::process::Command::new(args[0])
+                .args(&args[1..])
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false)
+        };
+        let ns = ShapedNetns { name };
+        let n = ns.name.as_str();
+        let ok = run(&["ip", "netns", "add", n])
+            && run(&["ip", "netns", "exec", n, "ip", "link", "set", "lo", "up"])
+            && run(&[
+                "ip", "netns", "exec", n, "ip", "link", "set", "lo", "mtu", "1500",
+            ])
+            && run(&[
+                "ip", "netns", "exec", n, "tc", "qdisc", "add", "dev", "lo", "root", "tbf", "rate",
+                "20mbit", "burst", "1600", "latency", "50ms",
+            ]);
+        if ok {
+            return Some(ns);
+        }
+        assert!(
+            std::env::var("REPROW_TEST_NETNS").as_deref() != Ok("1"),
+            "REPROW_TEST_NETNS=1 but a shaped network namespace could not be made"
+        );
+        None
+    }
+}
+
+impl Drop for ShapedNetns {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// On a link with a 1500-byte MTU at 20 Mbit/s a 3 KiB head always arrives in several
+/// reads; before reads appended to the buffer, 100 of 100 such requests failed.
+#[test]
+fn heads_over_a_small_mtu_shaped_link() {
+    let Some(ns) = ShapedNetns::new() else {
+        eprintln!("skipped: cannot make a network namespace here (needs root and iproute2)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = durable_config(dir.path(), "");
+    let log = dir.path().join("reprow.log");
+    let child = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns.name,
+            env!("CARGO_BIN_EXE_reprow"),
+            "-c",
+        ])
+        .arg(&cfg)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let reprow = Reprow::adopt(child, log);
+    let addr = reprow.api_addr();
+    let netns = format!("/var/run/netns/{}", ns.name);
+    // The client runs in a thread that joined the namespace (setns is per thread).
+    let statuses = std::thread::spawn(move || {
+        let fd = std::fs::File::open(&netns).unwrap();
+        nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let mut s = connect(addr);
+        let mut r = BufReader::new(s.try_clone().unwrap());
+        let pad = "p".repeat(3 * 1024);
+        (0..100)
+            .map(|i| {
+                let body = format!("{{\"i\":{i}}}");
+                let req = format!(
+                    "POST /q/mtu HTTP/1.1\r\nHost: t\r\nX-Pad: {pad}\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                // 0: the connection was closed (after an answer to a corrupted request).
+                if s.write_all(req.as_bytes()).is_err() {
+                    return 0;
+                }
+                read_reply(&mut r).map_or(0, |reply| reply.status)
+            })
+            .collect::<Vec<u16>>()
+    })
+    .join()
+    .unwrap();
+    assert!(statuses.iter().all(|&s| s == 201), "{statuses:?}");
+    drop(reprow);
+}

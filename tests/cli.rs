@@ -36,8 +36,8 @@ fn check_accepts_the_samples() {
 fn check_reports_bad_configs_with_their_place() {
     let dir = tempfile::tempdir().unwrap();
     let cases = [
-        ("queue:\n  type: fifo\n  path: /tmp/x\nrunner:\n  type: http_proxy\n  url: http://127.0.0.1:1\n  concurrency: 0\n", "line 7: runner.concurrency: must be at least 1"),
-        ("queue:\n  type: fifo\n  path: /tmp/x\n  bogus: 1\nrunner:\n  type: http_proxy\n  url: http://127.0.0.1:1\n", "unknown field `bogus`"),
+        ("queue:\n  type: fifo\n  path: /tmp/x\nrunner:\n  type: http_proxy\n  url: http://127.0.0.1:1\n  concurrency: 0\n", "line 7 column 3: runner.concurrency: must be at least 1"),
+        ("queue:\n  type: fifo\n  path: /tmp/x\n  bogus: 1\nrunner:\n  type: http_proxy\n  url: http://127.0.0.1:1\n", "line 4 column 3: queue.bogus: unknown key `bogus`"),
         ("queue:\n  type: fifo\n  path: /tmp/x\nrunner:\n  type: http_proxy\n  url: ftp://127.0.0.1:1\n", "runner.url"),
         ("queue:\n  type: fifo\n  path: /tmp/x\nrunner:\n  type: http_proxy\n  url: http://127.0.0.1:1\n  timeout: forever\n", "invalid duration"),
         ("queue:\n  type: fifo\n  path: /tmp/x\n", "runner: a FIFO queue needs a runner"),
@@ -61,6 +61,134 @@ fn check_reports_bad_configs_with_their_place() {
     let (code, _, err) = reprow(&["check", "-c", "/nonexistent/reprow.yaml"]);
     assert_eq!(code, 2);
     assert!(err.contains("No such file"), "{err}");
+}
+
+/// Every kind of mistake is reported with the key's dotted path and the line and column where
+/// it is, by `reprow check` and at start alike: an unknown key (with the likely meant one), a
+/// value of the wrong type, a missing key, a bad duration, a bad size, an unknown type, and a
+/// value that parses but is refused.
+#[test]
+fn config_mistakes_name_the_key_with_its_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = "queue:\n  type: fifo\n  path: /tmp/x\nrunner:\n  type: http_proxy\n  url: http://127.0.0.1:1\n";
+    let cases = [
+        (
+            format!("{fifo}  concurency: 3\n"),
+            vec![
+                "line 7 column 3: runner.concurency: unknown key",
+                "did you mean `concurrency`?",
+            ],
+        ),
+        (
+            format!("{fifo}  concurrency: three\n"),
+            vec!["line 7 column 16: runner.concurrency: invalid type: string \"three\""],
+        ),
+        (
+            fifo.replace("  url: http://127.0.0.1:1\n", "  concurrency: 3\n"),
+            vec!["line 5 column 3: runner.url: missing key `url`"],
+        ),
+        (
+            format!("{fifo}  timeout: forever\n"),
+            vec!["line 7 column 12: runner.timeout: invalid duration \"forever\""],
+        ),
+        (
+            "queue:\n  type: lmdb\n  map_size: 4 parsecs\n".to_string(),
+            vec![
+                "line 3 column 13: queue.map_size: unknown size unit",
+                "KiB, MiB, GiB",
+            ],
+        ),
+        (
+            "queue:\n  type: lmdb\n  map_size: -1\n".to_string(),
+            vec!["line 3 column 13: queue.map_size:"],
+        ),
+        (
+            fifo.replace("  path: /tmp/x\n", "  path: /tmp/x\n  bogus: 1\n"),
+            vec!["line 4 column 3: queue.bogus: unknown key `bogus`"],
+        ),
+        (
+            fifo.replace("type: fifo", "type: kafka"),
+            vec!["line 2 column 9: queue.type: unknown variant `kafka`"],
+        ),
+        (
+            fifo.replace("type: http_proxy", "type: grpc"),
+            vec!["line 5 column 9: runner.type: unknown variant `grpc`"],
+        ),
+        (
+            "queue:\n  path: /tmp/x\n".to_string(),
+            vec!["line 2 column 3: queue.type: missing key `type`"],
+        ),
+        (
+            format!("{fifo}  concurrency: 0\n"),
+            vec!["line 7 column 3: runner.concurrency: must be at least 1"],
+        ),
+        (
+            format!("{fifo}treads: 2\n"),
+            vec![
+                "line 7 column 1: treads: unknown key",
+                "did you mean `threads`?",
+            ],
+        ),
+        (
+            format!("{fifo}shutdown_timeout: soon\n"),
+            vec!["line 7 column 19: shutdown_timeout: invalid duration"],
+        ),
+        (
+            "queues:\n  q1:\n    max_workers: many\n".to_string(),
+            vec!["line 3 column 18: queues.q1.max_workers: invalid type"],
+        ),
+        (
+            "queues:\n  q1:\n    max_workers: 0\n".to_string(),
+            vec!["line 2 column 3: queues.q1: max_workers must be 1 to 10000"],
+        ),
+        (
+            "api:\n  max_body_bytes: 10\n".to_string(),
+            vec!["line 2 column 3: api.max_body_bytes:"],
+        ),
+    ];
+    for (i, (text, wants)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("mistake{i}.yaml"));
+        std::fs::write(&path, text).unwrap();
+        let path = path.to_str().unwrap();
+        let (code, _, check) = reprow(&["check", "-c", path]);
+        let (start_code, _, start) = reprow(&["-c", path]);
+        for (what, code, err) in [("check", code, &check), ("start", start_code, &start)] {
+            assert_eq!(code, 2, "case {i} ({what}): {err}");
+            assert!(
+                err.starts_with(&format!("{path}: ")),
+                "case {i} ({what}): {err}"
+            );
+            for want in wants {
+                assert!(
+                    err.contains(want),
+                    "case {i} ({what}): expected {want:?} in {err:?}"
+                );
+            }
+            assert!(!err.contains("line 1 column 1"), "case {i} ({what}): {err}");
+        }
+    }
+}
+
+/// Sizes: SI units are powers of ten, IEC units powers of two, as written.
+#[test]
+fn sizes_take_si_and_iec_units() {
+    let dir = tempfile::tempdir().unwrap();
+    for size in [
+        "4GB",
+        "4GiB",
+        "4 GiB",
+        "512MB",
+        "512MiB",
+        "4000000000",
+        "2048kB",
+        "2048KiB",
+        "2G",
+    ] {
+        let path = dir.path().join("size.yaml");
+        std::fs::write(&path, format!("queue:\n  type: lmdb\n  map_size: {size}\n")).unwrap();
+        let (code, out, err) = reprow(&["check", "-c", path.to_str().unwrap()]);
+        assert_eq!((code, out.contains("OK")), (0, true), "{size}: {err}");
+    }
 }
 
 #[test]

@@ -76,8 +76,9 @@ pub struct Config {
     /// `epoll`. Defaults to `auto`.
     #[serde(default)]
     pub driver: DriverChoice,
-    /// Log level (`error`, `warn`, `info`, `debug`, `trace`). Defaults to `info`, which logs
-    /// one line per finished job; `warn` leaves those out.
+    /// Log level (`off`, `error`, `warn`, `info`, `debug`, `trace`; also `warning`, `err`, in
+    /// any case), or directives such as `warn,reprow::job=info`. Defaults to `info`, which logs
+    /// one line per finished job; `warn` leaves those out. Stored as the directives installed.
     #[serde(default = "default_log_level")]
     pub log_level: String,
     /// `auto` (readable on a terminal, JSON lines otherwise), `json` or `text`. Defaults to
@@ -1295,7 +1296,7 @@ impl Config {
         Ok(())
     }
 
-    fn validate_common(self, text: &str) -> Result<Config, ConfigError> {
+    fn validate_common(mut self, text: &str) -> Result<Config, ConfigError> {
         let invalid = |key: &str, message: String| invalid_at(text, key, message);
         if self.shutdown_timeout.is_zero() {
             return Err(invalid(
@@ -1303,21 +1304,9 @@ impl Config {
                 "must be greater than zero".into(),
             ));
         }
-        const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
-        let level_ok = if self.log_level.contains('=') {
-            tracing_subscriber::EnvFilter::try_new(&self.log_level).is_ok()
-        } else {
-            LEVELS.contains(&self.log_level.to_ascii_lowercase().as_str())
-        };
-        if !level_ok {
-            return Err(invalid(
-                "log_level",
-                format!(
-                    "unknown level {:?}; use one of {}",
-                    self.log_level,
-                    LEVELS.join(", ")
-                ),
-            ));
+        match crate::telemetry::parse_level(&self.log_level) {
+            Ok(level) => self.log_level = level,
+            Err(m) => return Err(invalid("log_level", m)),
         }
         Ok(self)
     }
@@ -1369,6 +1358,7 @@ fn parse_error(e: serde_yaml_ng::Error) -> ConfigError {
     for (serde_words, ours) in [
         ("unknown field `", "unknown key `"),
         ("missing field `", "missing key `"),
+        ("duplicate field `", "duplicate key `"),
     ] {
         let Some(at) = message.find(serde_words) else {
             continue;

@@ -60,6 +60,58 @@ pub struct LogOptions {
     pub payloads: bool,
 }
 
+/// The level names `log_level:` and `--log-level` take.
+pub const LEVEL_NAMES: &str = "off, error, warn, info, debug, trace";
+
+/// A level name or one of its usual aliases, in any case.
+fn level_name(word: &str) -> Option<&'static str> {
+    Some(match word.trim().to_ascii_lowercase().as_str() {
+        "off" | "none" => "off",
+        "error" | "err" | "fatal" | "critical" | "crit" => "error",
+        "warn" | "warning" => "warn",
+        "info" => "info",
+        "debug" => "debug",
+        "trace" => "trace",
+        _ => return None,
+    })
+}
+
+/// Reads a log level as `log_level:` and `--log-level` take it: a level name (or an alias:
+/// `warning`, `err`, ...; any case), or `EnvFilter` directives (`warn,reprow::job=info`) whose
+/// levels are read the same way. Returns the directives to install.
+///
+/// # Errors
+/// An unknown level, with the accepted names. (`EnvFilter` itself would take an unknown word
+/// for a target name and silence every other line, fatal errors included.)
+pub fn parse_level(text: &str) -> Result<String, String> {
+    let refuse = || {
+        format!(
+            "unknown log level {text:?}; use one of {LEVEL_NAMES} (also warning, err; any case), \
+             or directives such as warn,reprow::job=info"
+        )
+    };
+    let mut directives = Vec::new();
+    for piece in text.split(',').map(str::trim) {
+        let directive = match piece.rsplit_once('=') {
+            Some((target, level)) if !target.trim().is_empty() => {
+                format!(
+                    "{}={}",
+                    target.trim(),
+                    level_name(level).ok_or_else(refuse)?
+                )
+            }
+            Some(_) => return Err(refuse()),
+            None => level_name(piece).ok_or_else(refuse)?.to_string(),
+        };
+        directives.push(directive);
+    }
+    let joined = directives.join(",");
+    tracing_subscriber::EnvFilter::builder()
+        .parse(&joined)
+        .map_err(|e| format!("{}: {e}", refuse()))?;
+    Ok(joined)
+}
+
 enum Msg {
     Line(Vec<u8>),
     Flush(Sender<()>),
@@ -302,6 +354,25 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for QueueWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn levels_take_aliases_and_refuse_unknown_words() {
+        for (given, installed) in [
+            ("warning", "warn"),
+            ("WARN", "warn"),
+            ("Err", "error"),
+            ("info", "info"),
+            (" debug ", "debug"),
+            ("off", "off"),
+            ("warning,reprow::job=INFO", "warn,reprow::job=info"),
+        ] {
+            assert_eq!(parse_level(given).as_deref(), Ok(installed), "{given}");
+        }
+        for bad in ["bogus", "", "warnings", "reprow=loud", "=info", "info,"] {
+            let e = parse_level(bad).expect_err(bad);
+            assert!(e.contains(LEVEL_NAMES), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn a_full_queue_drops_and_counts_instead_of_blocking() {

@@ -206,6 +206,146 @@ fn a_regular_file_is_not_taken_for_a_fifo() {
     );
 }
 
+/// The client commands' help shows their own options and the environment they read, not the
+/// server's `-c`, `-e` and `--log-level`; the server commands keep theirs.
+#[test]
+fn each_subcommand_help_shows_its_own_options_and_environment() {
+    for sub in ["enqueue", "jobs", "retry", "stats"] {
+        let (code, out, err) = reprow(&[sub, "--help"]);
+        assert_eq!(code, 0, "{sub}: {err}");
+        for foreign in ["--config", "-c,", "--env-file", "-e,", "--log-level"] {
+            assert!(
+                !out.contains(foreign),
+                "{sub} --help lists {foreign}:\n{out}"
+            );
+        }
+        for own in ["--url", "REPROW_URL", "REPROW_TOKEN"] {
+            assert!(out.contains(own), "{sub} --help lacks {own}:\n{out}");
+        }
+    }
+    let (_, out, _) = reprow(&["bench", "--help"]);
+    assert!(
+        !out.contains("--config") && !out.contains("--log-level"),
+        "{out}"
+    );
+    for sub in ["check", "serve", "run"] {
+        let (code, out, _) = reprow(&[sub, "--help"]);
+        assert_eq!(code, 0);
+        assert!(
+            out.contains("--config") && out.contains("--log-level"),
+            "{sub}:\n{out}"
+        );
+    }
+    let (_, out, _) = reprow(&["--help"]);
+    assert!(
+        out.contains("--config") && out.contains("RUST_LOG"),
+        "{out}"
+    );
+    // A server option given to a client command is refused, not ignored.
+    let (code, _, err) = reprow(&["--log-level", "debug", "stats", "--once"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--log-level") && err.contains("stats"),
+        "{err}"
+    );
+}
+
+#[test]
+fn check_without_a_file_says_it_needs_one() {
+    let (code, _, err) = reprow(&["check"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("-c FILE"), "{err}");
+    // `reprow -c FILE check` still works.
+    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/sample/fifo.yaml");
+    let (code, out, err) = reprow(&["-c", sample, "check"]);
+    assert_eq!((code, out.contains("OK")), (0, true), "{err}");
+}
+
+/// `--log-level` and `log_level:` take the usual names and aliases in any case, and refuse
+/// anything else with the list.
+#[test]
+fn log_levels_take_aliases_and_refuse_unknown_names() {
+    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/sample/fifo.yaml");
+    for level in [
+        "warning",
+        "WARN",
+        "err",
+        "Error",
+        "info",
+        "debug",
+        "trace",
+        "off",
+        "warn,reprow::job=info",
+    ] {
+        let (code, out, err) = reprow(&["check", "-c", sample, "--log-level", level]);
+        assert_eq!((code, out.contains("OK")), (0, true), "{level}: {err}");
+    }
+    for level in ["bogus", "warnings", "reprow::job=loud"] {
+        let (code, out, err) = reprow(&["check", "-c", sample, "--log-level", level]);
+        assert_eq!(code, 2, "{level}: {out}{err}");
+        assert!(!out.contains("OK"), "{level}: {out}");
+        assert!(
+            err.contains("error, warn, info, debug, trace"),
+            "{level}: {err}"
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let text: String = std::fs::read_to_string(sample)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with("log_level:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    for (level, ok) in [("warning", true), ("CRITICAL!", false)] {
+        let path = dir.path().join("level.yaml");
+        std::fs::write(&path, format!("{text}log_level: {level}\n")).unwrap();
+        let (code, _, err) = reprow(&["check", "-c", path.to_str().unwrap()]);
+        assert_eq!(code == 0, ok, "{level}: {err}");
+        if !ok {
+            assert!(err.contains("log_level") && err.contains("column"), "{err}");
+        }
+    }
+}
+
+/// A fatal start error reaches stderr whatever the level and wherever the log goes; at
+/// `warning` it is a log line (the alias is not a silent target filter).
+#[test]
+fn a_fatal_start_error_reaches_stderr_at_any_log_level() {
+    let scene = common::Scene::new();
+    std::fs::write(scene.fifo(), "not a fifo\n").unwrap();
+    let cfg = scene.config("http://127.0.0.1:9/", "", "", "");
+    let cfg = cfg.to_str().unwrap();
+    let (code, _, err) = reprow(&["-c", cfg, "--log-level", "warning"]);
+    assert_eq!(code, 1, "{err}");
+    let logged = err
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .any(|v| v["level"] == "ERROR" && v.to_string().contains("is not a FIFO"));
+    assert!(logged, "no ERROR log line at --log-level warning: {err:?}");
+    for level in ["off", "error"] {
+        let (code, _, err) = reprow(&["-c", cfg, "--log-level", level]);
+        assert_eq!(code, 1, "{err}");
+        assert!(
+            err.contains("is not a FIFO"),
+            "--log-level {level}: {err:?}"
+        );
+    }
+    // With log_file, the log has it and so does stderr.
+    let log = scene.path("reprow.log");
+    let with_file = scene.config(
+        "http://127.0.0.1:9/",
+        "",
+        "",
+        &format!("log_file: {}\n", log.display()),
+    );
+    let (code, _, err) = reprow(&["-c", with_file.to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("is not a FIFO"), "{err:?}");
+    assert!(std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("is not a FIFO"));
+}
+
 #[test]
 fn fifo_is_created_with_mode_0660() {
     use std::os::unix::fs::{FileTypeExt, PermissionsExt};

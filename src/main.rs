@@ -445,7 +445,8 @@ fn run(config: &Config) -> ExitCode {
     }
     match runtime::run(config, shutdown, Arc::new(Stats::default())) {
         Ok(summary) => {
-            tracing::info!(stats = %serde_json::to_string(&summary).unwrap_or_default(), "Stopped.");
+            let stats = serde_json::to_value(&summary).unwrap_or_default();
+            reprow::telemetry::info_with_object("Stopped.", "stats", &stats);
             ExitCode::SUCCESS
         }
         Err(e) => fatal(config, "reprow stopped with an error.", &e),

@@ -121,6 +121,8 @@ enum Msg {
 #[derive(Clone)]
 pub struct LogHandle {
     tx: Sender<Msg>,
+    /// Lines are JSON (else readable text).
+    json: bool,
 }
 
 impl LogHandle {
@@ -176,7 +178,7 @@ pub fn init(opts: &LogOptions) -> std::io::Result<LogHandle> {
     };
     // A subscriber already set (tests running in-process) is fine.
     let _ = result;
-    let handle = LogHandle { tx };
+    let handle = LogHandle { tx, json };
     let _ = GLOBAL.set(handle.clone());
     Ok(handle)
 }
@@ -189,6 +191,47 @@ pub fn flush() {
     if let Some(h) = GLOBAL.get() {
         h.flush();
     }
+}
+
+/// Logs `message` at `info` (target `reprow`) with `key` holding `fields`, a JSON object: as
+/// an object in JSON logs, as `name=value` pairs in text logs. (A `tracing` field cannot hold
+/// an object, so the line is built here and queued like any other.)
+pub fn info_with_object(message: &str, key: &str, fields: &serde_json::Value) {
+    if !tracing::enabled!(target: "reprow", tracing::Level::INFO) {
+        return;
+    }
+    let Some(handle) = GLOBAL.get() else {
+        return;
+    };
+    let now = humantime::format_rfc3339_micros(std::time::SystemTime::now());
+    let mut line = if handle.json {
+        let mut line = serde_json::Map::new();
+        line.insert("timestamp".into(), now.to_string().into());
+        line.insert("level".into(), "INFO".into());
+        line.insert("message".into(), message.into());
+        line.insert(key.into(), fields.clone());
+        line.insert("target".into(), "reprow".into());
+        serde_json::Value::Object(line).to_string()
+    } else {
+        let mut line = format!("{now}  INFO reprow: {message}");
+        match fields.as_object() {
+            Some(map) => {
+                for (name, value) in map {
+                    match value {
+                        serde_json::Value::String(s) => line.push_str(&format!(" {name}={s}")),
+                        v => line.push_str(&format!(" {name}={v}")),
+                    }
+                }
+            }
+            None => line.push_str(&format!(" {key}={fields}")),
+        }
+        line
+    };
+    line.push('\n');
+    // Called from a plain thread (never a core), so it may wait a little for room.
+    let _ = handle
+        .tx
+        .send_timeout(Msg::Line(line.into_bytes()), Duration::from_secs(1));
 }
 
 /// stderr or the log file.
@@ -400,7 +443,7 @@ mod tests {
         let (d, r) = (dropped.clone(), reopen.clone());
         let t = std::thread::spawn(move || write_loop(&rx, dest, &r, &d, false));
         tx.send(Msg::Line(b"hello\n".to_vec())).unwrap();
-        let handle = LogHandle { tx };
+        let handle = LogHandle { tx, json: false };
         handle.flush();
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(

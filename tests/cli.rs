@@ -346,6 +346,74 @@ fn a_fatal_start_error_reaches_stderr_at_any_log_level() {
         .contains("is not a FIFO"));
 }
 
+/// A FIFO run in a directory leaves no empty `reprow-failed.jsonl` / `reprow-pending.jsonl`
+/// there: each is created when there is something to write. A path that cannot be written
+/// is still refused at start.
+#[test]
+fn a_fifo_run_creates_its_record_files_only_when_it_has_records() {
+    let worker = common::Worker::start(|r, _| {
+        if r.body_str().contains("bad") {
+            common::Reply::status(422)
+        } else {
+            common::Reply::ok()
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("queue");
+    let cfg = dir.path().join("reprow.yaml");
+    let run = |lines: &[&str], received: usize| {
+        std::fs::write(
+            &cfg,
+            format!(
+                "queue:\n  type: fifo\n  path: {}\nrunner:\n  type: http_proxy\n  url: {}\nshutdown_timeout: 5s\n",
+                fifo.display(),
+                worker.url()
+            ),
+        )
+        .unwrap();
+        let log = dir.path().join("reprow.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_reprow"))
+            .args(["-c", cfg.to_str().unwrap()])
+            .current_dir(dir.path())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let r = common::Reprow::adopt(child, log);
+        common::write_lines(&fifo, lines);
+        worker.wait_for(received);
+        let (status, stats) = r.stop();
+        assert!(status.success());
+        stats
+    };
+    let files = || {
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".jsonl"))
+            .collect();
+        names.sort();
+        names
+    };
+    let stats = run(&["{\"ok\":1}"], 1);
+    assert_eq!(stats["succeeded"], 1);
+    assert!(files().is_empty(), "{:?}", files());
+    let stats = run(&["{\"bad\":1}"], 2);
+    assert_eq!(stats["failed"], 1);
+    assert_eq!(files(), ["reprow-failed.jsonl"]);
+    let failed = std::fs::read_to_string(dir.path().join("reprow-failed.jsonl")).unwrap();
+    assert_eq!(failed.lines().count(), 1, "{failed}");
+    // A directory that does not exist is refused at start, as before.
+    let bad = format!(
+        "queue:\n  type: fifo\n  path: {}\n  failed_path: /nonexistent/dir/failed.jsonl\nrunner:\n  type: http_proxy\n  url: {}\n",
+        fifo.display(),
+        worker.url()
+    );
+    std::fs::write(&cfg, bad).unwrap();
+    let (code, _, err) = reprow(&["-c", cfg.to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("/nonexistent/dir/failed.jsonl"), "{err}");
+}
+
 #[test]
 fn fifo_is_created_with_mode_0660() {
     use std::os::unix::fs::{FileTypeExt, PermissionsExt};

@@ -445,7 +445,7 @@ fn run(config: &Config) -> ExitCode {
     }
     match runtime::run(config, shutdown, Arc::new(Stats::default())) {
         Ok(summary) => {
-            let stats = serde_json::to_value(&summary).unwrap_or_default();
+            let stats = serde_json::to_value(summary).unwrap_or_default();
             reprow::telemetry::info_with_object("Stopped.", "stats", &stats);
             ExitCode::SUCCESS
         }

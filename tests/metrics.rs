@@ -233,7 +233,9 @@ fn parse_sample(line: &str) -> Result<Sample, String> {
 /// Per label set (without `le`): buckets in rising `le`, cumulative, ending at `+Inf` with
 /// the `_count`.
 fn check_histogram(family: &str, samples: &[Value]) -> Result<(), String> {
-    let mut by_series: BTreeMap<String, (Vec<(f64, f64)>, Option<f64>)> = BTreeMap::new();
+    /// Per label set: (bucket bound, count) pairs, and the `_count`.
+    type Series = (Vec<(f64, f64)>, Option<f64>);
+    let mut by_series: BTreeMap<String, Series> = BTreeMap::new();
     for s in samples {
         let name = s[0].as_str().unwrap();
         let mut labels = s[1].as_object().unwrap().clone();

@@ -1129,7 +1129,10 @@ impl Config {
             "monitor_listen": format!("127.0.0.1:{port}"),
             "log_level": get("LOG_LEVEL").unwrap_or_else(|| "info".into()),
         });
-        Config::from_yaml(&doc.to_string()).map(Some)
+        // Refusals name the variable; a place in the generated text would mean nothing.
+        Config::from_yaml(&doc.to_string())
+            .map(Some)
+            .map_err(sqsd_variable_error)
     }
 
     /// The one queue a FIFO or Q4M source feeds; `None` for the durable queue.
@@ -1341,6 +1344,48 @@ pub fn parse_env_file(text: &str) -> Result<std::collections::HashMap<String, St
         out.insert(k.to_string(), v.to_string());
     }
     Ok(out)
+}
+
+/// The sqsd variable that sets a config key.
+const SQSD_VARIABLES: [(&str, &str); 10] = [
+    ("runner.url", "INVOKER_URL"),
+    ("runner.timeout", "INVOKER_TIMEOUT"),
+    ("runner.concurrency", "INVOKER_PARALLEL_COUNT"),
+    ("queue.url", "QUEUE_URL"),
+    ("queue.fetchers", "FETCHER_PARALLEL_COUNT"),
+    ("queue.endpoint_url", "SQS_ENDPOINT_URL"),
+    ("queue.region", "AWS_REGION"),
+    ("queue.cron", "CRON_FILE"),
+    ("monitor_listen", "MONITORING_PORT"),
+    ("log_level", "LOG_LEVEL"),
+];
+
+/// A refusal of a config made from sqsd's variables, naming the variable instead of a place in
+/// the generated text.
+fn sqsd_variable_error(e: ConfigError) -> ConfigError {
+    let (key, message) = match e {
+        ConfigError::Invalid { key, message, .. } => (key, message),
+        ConfigError::Parse { message, .. } => match message.split_once(": ") {
+            Some((key, rest)) if SQSD_VARIABLES.iter().any(|(k, _)| *k == key) => {
+                (key.to_string(), rest.to_string())
+            }
+            _ => (String::new(), message),
+        },
+        other => return other,
+    };
+    let variable = SQSD_VARIABLES
+        .iter()
+        .find(|(k, _)| *k == key)
+        .map_or(key.clone(), |(_, v)| (*v).to_string());
+    ConfigError::Invalid {
+        location: String::new(),
+        key: if variable.is_empty() {
+            "sqsd environment".into()
+        } else {
+            variable
+        },
+        message,
+    }
 }
 
 /// A parse error as `line L column C: key.path: message`: the parser's message, with the key
@@ -1729,6 +1774,27 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("INVOKER_PARALLEL_COUNT"));
+        // A refused value names its variable, not a place in generated text.
+        for (var, value) in [
+            ("INVOKER_TIMEOUT", "forever"),
+            ("INVOKER_URL", "ftp://127.0.0.1:3000/"),
+            ("LOG_LEVEL", "loud"),
+            ("INVOKER_PARALLEL_COUNT", "0"),
+        ] {
+            if var == "LOG_LEVEL" && cfg!(not(feature = "sqs")) {
+                continue; // refused earlier, for the missing feature
+            }
+            let e = Config::from_sqsd_env(|k| match k {
+                "INVOKER_URL" if var != k => Some("http://127.0.0.1:3000/".into()),
+                "QUEUE_URL" => Some("https://sqs.us-east-1.amazonaws.com/1/q".into()),
+                k if k == var => Some(value.into()),
+                _ => None,
+            })
+            .unwrap_err()
+            .to_string();
+            assert!(e.starts_with(&format!("{var}: ")), "{var}={value}: {e}");
+            assert!(!e.contains("line 1"), "{e}");
+        }
     }
 
     #[test]

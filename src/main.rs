@@ -16,6 +16,11 @@ const SERVER_ENV: &str = "Environment:
   REPROW_TOKEN  the API's bearer token when the config sets no api.token
   INVOKER_URL, QUEUE_URL, ...  sqsd mode when no -c is given (see README.md, SQS)";
 
+/// What `reprow serve` reads from the environment, in its help.
+const SERVE_ENV: &str = "Environment:
+  RUST_LOG      log filter; overrides --log-level and log_level
+  REPROW_TOKEN  the API's bearer token when the config sets no api.token";
+
 /// A job-queue reverse proxy: pulls jobs from a queue and POSTs each to an HTTP worker.
 #[derive(Parser)]
 #[command(name = "reprow", version, about, after_help = SERVER_ENV)]
@@ -73,7 +78,7 @@ enum Command {
     Run(RunArgs),
     /// Run the durable queue: with no `-c`, the embedded default (LMDB in ./reprow-data, the
     /// API on 127.0.0.1:8080, a `default` queue).
-    #[command(after_help = SERVER_ENV)]
+    #[command(after_help = SERVE_ENV)]
     Serve(FileArgs),
     /// Enqueue a job (PAYLOAD: JSON; other text is sent as a JSON string), or with `-` one job
     /// per stdin line, sent as batches.

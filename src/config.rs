@@ -19,7 +19,8 @@ pub enum ConfigError {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// YAML syntax or a type/field error, with its line and column when known.
+    /// YAML syntax or a type/field error, with its line and column when known; the message
+    /// starts with the key's dotted path.
     #[error("{location}{message}")]
     Parse {
         /// `line L column C: ` or empty.
@@ -30,10 +31,11 @@ pub enum ConfigError {
     /// A value that parses but is not allowed.
     #[error("{location}{key}: {message}")]
     Invalid {
-        /// `line L: ` when the key was found in the text, else empty.
+        /// `line L column C: ` of the key (or of the nearest enclosing key written in the
+        /// text), else empty.
         location: String,
         /// Dotted key path, e.g. `runner.concurrency`.
-        key: &'static str,
+        key: String,
         /// What is wrong and what is allowed.
         message: String,
     },
@@ -74,8 +76,9 @@ pub struct Config {
     /// `epoll`. Defaults to `auto`.
     #[serde(default)]
     pub driver: DriverChoice,
-    /// Log level (`error`, `warn`, `info`, `debug`, `trace`). Defaults to `info`, which logs
-    /// one line per finished job; `warn` leaves those out.
+    /// Log level (`off`, `error`, `warn`, `info`, `debug`, `trace`; also `warning`, `err`, in
+    /// any case), or directives such as `warn,reprow::job=info`. Defaults to `info`, which logs
+    /// one line per finished job; `warn` leaves those out. Stored as the directives installed.
     #[serde(default = "default_log_level")]
     pub log_level: String,
     /// `auto` (readable on a terminal, JSON lines otherwise), `json` or `text`. Defaults to
@@ -110,8 +113,11 @@ pub enum DriverChoice {
 }
 
 /// The queue backend, tagged by `type`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+///
+/// Read by [`Config::from_yaml`] straight from the text once `type` is known (see
+/// [`SectionKinds`]), so an error inside the section keeps its line and column; serde's own
+/// tagged enums buffer the section first and lose them.
+#[derive(Debug, Clone)]
 pub enum QueueConfig {
     /// A Linux named pipe, one job per line.
     Fifo(FifoConfig),
@@ -167,18 +173,28 @@ fn default_queue_name() -> String {
 }
 
 /// Reads a size as a number of bytes or a string with a unit (`KiB`, `MiB`, `GiB`, `TiB`, or
-/// `KB`/`MB`/`GB` as powers of ten).
+/// `kB`/`MB`/`GB`/`TB` as powers of ten). The refusal is made while the value is read, so it
+/// carries the value's line and column.
 fn byte_size<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Repr {
-        N(u64),
-        S(String),
+    struct Size;
+    impl serde::de::Visitor<'_> for Size {
+        type Value = usize;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a size: a number of bytes, or e.g. 512MiB, 4GiB, 4GB")
+        }
+        fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<usize, E> {
+            usize::try_from(n).map_err(|_| E::custom(format!("size {n} is too large")))
+        }
+        fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<usize, E> {
+            u64::try_from(n)
+                .map_err(|_| E::custom(format!("invalid size {n}: must not be negative")))
+                .and_then(|n| self.visit_u64(n))
+        }
+        fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<usize, E> {
+            parse_byte_size(s).map_err(E::custom)
+        }
     }
-    match Repr::deserialize(d)? {
-        Repr::N(n) => usize::try_from(n).map_err(serde::de::Error::custom),
-        Repr::S(s) => parse_byte_size(&s).map_err(serde::de::Error::custom),
-    }
+    d.deserialize_any(Size)
 }
 
 /// Parses `4GiB`, `512 MiB`, `1000000`.
@@ -186,7 +202,9 @@ pub fn parse_byte_size(text: &str) -> Result<usize, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: u64 = num.parse().map_err(|_| format!("invalid size {text:?}"))?;
+    let n: u64 = num.parse().map_err(|_| {
+        format!("invalid size {text:?}; write bytes, or a whole number with KiB, MiB, GiB, TiB (powers of two) or kB, MB, GB, TB (powers of ten)")
+    })?;
     let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "kib" | "k" => 1 << 10,
@@ -199,7 +217,7 @@ pub fn parse_byte_size(text: &str) -> Result<usize, String> {
         "tb" => 1_000_000_000_000,
         u => {
             return Err(format!(
-                "unknown size unit {u:?} in {text:?} (use KiB, MiB, GiB)"
+                "unknown size unit {u:?} in {text:?}; write bytes, or KiB, MiB, GiB, TiB (powers of two) or kB, MB, GB, TB (powers of ten)"
             ))
         }
     };
@@ -552,12 +570,264 @@ pub enum LineFormat {
     Json,
 }
 
-/// `runner: {type: http_proxy, ...}`: the only runner is the HTTP proxy.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+/// `runner: {type: http_proxy, ...}`: the only runner is the HTTP proxy. Read like
+/// [`QueueConfig`].
+#[derive(Debug, Clone)]
 pub enum Runner {
     /// POST each job to an HTTP worker.
     HttpProxy(RunnerConfig),
+}
+
+/// The `type:` of `queue:` and `runner:`, read from the text first. The sections are then read
+/// straight from the text as the struct of their type (with `type` itself skipped), so every
+/// error inside them carries its line, column and key path.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+struct SectionKinds {
+    #[serde(default)]
+    queue: Option<TypeOf<QueueKind>>,
+    #[serde(default)]
+    runner: Option<TypeOf<RunnerKind>>,
+}
+
+/// A section's `type`, other keys ignored (they are read by the second pass).
+#[derive(Debug, Clone, Copy, Deserialize)]
+struct TypeOf<K> {
+    #[serde(rename = "type")]
+    kind: Option<K>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum QueueKind {
+    Fifo,
+    Lmdb,
+    Q4m,
+    Sqs,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum RunnerKind {
+    HttpProxy,
+}
+
+thread_local! {
+    /// The kinds read by the first pass, while [`Config::from_yaml`] runs its second.
+    static KINDS: std::cell::Cell<Option<SectionKinds>> = const { std::cell::Cell::new(None) };
+}
+
+/// Sets [`KINDS`] for the second pass and clears it after, even on a panic.
+struct KindsGuard;
+
+impl KindsGuard {
+    fn set(kinds: SectionKinds) -> KindsGuard {
+        KINDS.with(|k| k.set(Some(kinds)));
+        KindsGuard
+    }
+}
+
+impl Drop for KindsGuard {
+    fn drop(&mut self) {
+        KINDS.with(|k| k.set(None));
+    }
+}
+
+/// The section's kind from the first pass.
+enum Pick<K> {
+    /// Read it as this kind.
+    Kind(K),
+    /// The section has no `type`.
+    Missing,
+    /// No first pass ran (another deserializer): serde's tagging.
+    Tagged,
+}
+
+fn section_kind<K: Copy>(pick: impl Fn(&SectionKinds) -> Option<TypeOf<K>>) -> Pick<K> {
+    match KINDS.with(std::cell::Cell::get) {
+        None => Pick::Tagged,
+        Some(kinds) => match pick(&kinds).and_then(|t| t.kind) {
+            Some(k) => Pick::Kind(k),
+            None => Pick::Missing,
+        },
+    }
+}
+
+/// Refuses a section without `type`, from inside the deserializer so the refusal carries
+/// the section's place.
+fn missing_type<'de, D: Deserializer<'de>, T>(d: D) -> Result<T, D::Error> {
+    struct Refuse<T>(std::marker::PhantomData<T>);
+    impl<'de, T> serde::de::Visitor<'de> for Refuse<T> {
+        type Value = T;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a section with a `type`")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, _: A) -> Result<T, A::Error> {
+            Err(serde::de::Error::missing_field("type"))
+        }
+    }
+    d.deserialize_map(Refuse(std::marker::PhantomData))
+}
+
+/// serde's tagged form, for deserializers other than [`Config::from_yaml`]'s.
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum TaggedQueue {
+    Fifo(FifoConfig),
+    Lmdb(LmdbConfig),
+    Q4m(Q4mConfig),
+    Sqs(SqsConfig),
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum TaggedRunner {
+    HttpProxy(RunnerConfig),
+}
+
+impl<'de> Deserialize<'de> for QueueConfig {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let d = SkipType(d);
+        Ok(match section_kind(|k| k.queue) {
+            Pick::Kind(QueueKind::Fifo) => QueueConfig::Fifo(FifoConfig::deserialize(d)?),
+            Pick::Kind(QueueKind::Lmdb) => QueueConfig::Lmdb(LmdbConfig::deserialize(d)?),
+            Pick::Kind(QueueKind::Q4m) => QueueConfig::Q4m(Q4mConfig::deserialize(d)?),
+            Pick::Kind(QueueKind::Sqs) => QueueConfig::Sqs(SqsConfig::deserialize(d)?),
+            Pick::Missing => missing_type(d.0)?,
+            Pick::Tagged => match TaggedQueue::deserialize(d.0)? {
+                TaggedQueue::Fifo(c) => QueueConfig::Fifo(c),
+                TaggedQueue::Lmdb(c) => QueueConfig::Lmdb(c),
+                TaggedQueue::Q4m(c) => QueueConfig::Q4m(c),
+                TaggedQueue::Sqs(c) => QueueConfig::Sqs(c),
+            },
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Runner {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(match section_kind(|k| k.runner) {
+            Pick::Kind(RunnerKind::HttpProxy) => {
+                Runner::HttpProxy(RunnerConfig::deserialize(SkipType(d))?)
+            }
+            Pick::Missing => missing_type(d)?,
+            Pick::Tagged => match TaggedRunner::deserialize(d)? {
+                TaggedRunner::HttpProxy(c) => Runner::HttpProxy(c),
+            },
+        })
+    }
+}
+
+/// A deserializer that hands a struct's visitor its map without the `type` entry (already
+/// read by the first pass). Everything else goes to the wrapped deserializer, which keeps
+/// track of lines, columns and key paths.
+struct SkipType<D>(D);
+
+impl<'de, D: Deserializer<'de>> Deserializer<'de> for SkipType<D> {
+    type Error = D::Error;
+
+    fn deserialize_any<V: serde::de::Visitor<'de>>(self, v: V) -> Result<V::Value, D::Error> {
+        self.0.deserialize_any(SkipTypeVisitor(v))
+    }
+
+    fn deserialize_struct<V: serde::de::Visitor<'de>>(
+        self,
+        name: &'static str,
+        fields: &'static [&'static str],
+        v: V,
+    ) -> Result<V::Value, D::Error> {
+        self.0.deserialize_struct(name, fields, SkipTypeVisitor(v))
+    }
+
+    fn deserialize_map<V: serde::de::Visitor<'de>>(self, v: V) -> Result<V::Value, D::Error> {
+        self.0.deserialize_map(SkipTypeVisitor(v))
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+        option unit unit_struct newtype_struct seq tuple tuple_struct enum identifier
+        ignored_any
+    }
+}
+
+struct SkipTypeVisitor<V>(V);
+
+impl<'de, V: serde::de::Visitor<'de>> serde::de::Visitor<'de> for SkipTypeVisitor<V> {
+    type Value = V::Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.expecting(f)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<V::Value, A::Error> {
+        self.0.visit_map(SkipTypeMap(map))
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<V::Value, E> {
+        self.0.visit_unit()
+    }
+}
+
+struct SkipTypeMap<A>(A);
+
+impl<'de, A: serde::de::MapAccess<'de>> serde::de::MapAccess<'de> for SkipTypeMap<A> {
+    type Error = A::Error;
+
+    fn next_key_seed<K: serde::de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, A::Error> {
+        let mut seed = seed;
+        loop {
+            match self.0.next_key_seed(KeyUnlessType(seed))? {
+                None => return Ok(None),
+                Some(Ok(key)) => return Ok(Some(key)),
+                Some(Err(unused)) => {
+                    self.0.next_value::<serde::de::IgnoredAny>()?;
+                    seed = unused;
+                }
+            }
+        }
+    }
+
+    fn next_value_seed<S: serde::de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: S,
+    ) -> Result<S::Value, A::Error> {
+        self.0.next_value_seed(seed)
+    }
+
+    fn size_hint(&self) -> Option<usize> {
+        self.0.size_hint()
+    }
+}
+
+/// Reads a key: `Err(seed)` for `type`, else the key through `seed`. The key is read inside
+/// the wrapped deserializer's own call, so an unknown key is reported at its place.
+struct KeyUnlessType<K>(K);
+
+impl<'de, K: serde::de::DeserializeSeed<'de>> serde::de::DeserializeSeed<'de> for KeyUnlessType<K> {
+    type Value = Result<K::Value, K>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de, K: serde::de::DeserializeSeed<'de>> serde::de::Visitor<'de> for KeyUnlessType<K> {
+    type Value = Result<K::Value, K>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a key")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<Self::Value, E> {
+        if key == "type" {
+            return Ok(Err(self.0));
+        }
+        self.0
+            .deserialize(serde::de::value::StrDeserializer::<E>::new(key))
+            .map(Ok)
+    }
 }
 
 /// The HTTP runner. reprow's keys (`url`, `concurrency`, `timeout`, `default_retry_after`)
@@ -651,23 +921,34 @@ const fn default_shutdown_timeout() -> Duration {
     Duration::from_secs(30)
 }
 
-/// A duration as written in the file: a number of seconds or a Go/humantime string.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum DurationRepr {
-    Secs(u64),
-    Float(f64),
-    Text(String),
-}
+/// A duration as written in the file: a number of seconds or a Go/humantime string. Refusals
+/// are made while the value is read, so they carry its line and column.
+struct DurationVisitor;
 
-impl DurationRepr {
-    fn into_duration(self) -> Result<Duration, String> {
-        match self {
-            DurationRepr::Secs(s) => Ok(Duration::from_secs(s)),
-            DurationRepr::Float(f) if (0.0..1e12).contains(&f) => Ok(Duration::from_secs_f64(f)),
-            DurationRepr::Float(f) => Err(format!("invalid duration {f}")),
-            DurationRepr::Text(t) => parse_duration(&t),
+impl serde::de::Visitor<'_> for DurationVisitor {
+    type Value = Duration;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a duration: e.g. \"2s\", \"500ms\", \"1m30s\" or a number of seconds")
+    }
+    fn visit_u64<E: serde::de::Error>(self, s: u64) -> Result<Duration, E> {
+        Ok(Duration::from_secs(s))
+    }
+    fn visit_i64<E: serde::de::Error>(self, s: i64) -> Result<Duration, E> {
+        u64::try_from(s)
+            .map(Duration::from_secs)
+            .map_err(|_| E::custom(format!("invalid duration {s}: must not be negative")))
+    }
+    fn visit_f64<E: serde::de::Error>(self, f: f64) -> Result<Duration, E> {
+        if (0.0..1e12).contains(&f) {
+            Ok(Duration::from_secs_f64(f))
+        } else {
+            Err(E::custom(format!(
+                "invalid duration {f}: must be 0 to 1e12 seconds"
+            )))
         }
+    }
+    fn visit_str<E: serde::de::Error>(self, t: &str) -> Result<Duration, E> {
+        parse_duration(t).map_err(E::custom)
     }
 }
 
@@ -683,19 +964,27 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 pub(crate) fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    DurationRepr::deserialize(d)?
-        .into_duration()
-        .map_err(serde::de::Error::custom)
+    d.deserialize_any(DurationVisitor)
 }
 
 fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    match Option::<DurationRepr>::deserialize(d)? {
-        None => Ok(None),
-        Some(r) => r
-            .into_duration()
-            .map(Some)
-            .map_err(serde::de::Error::custom),
+    struct Opt;
+    impl<'de> serde::de::Visitor<'de> for Opt {
+        type Value = Option<Duration>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            DurationVisitor.expecting(f)
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            duration(d).map(Some)
+        }
     }
+    d.deserialize_option(Opt)
 }
 
 /// The parts of a worker URL the client needs.
@@ -775,13 +1064,13 @@ impl Config {
     /// # Errors
     /// [`ConfigError`] naming the position of the problem.
     pub fn from_yaml(text: &str) -> Result<Config, ConfigError> {
-        let config: Config = serde_yaml_ng::from_str(text).map_err(|e| ConfigError::Parse {
-            location: e
-                .location()
-                .map(|l| format!("line {} column {}: ", l.line(), l.column()))
-                .unwrap_or_default(),
-            message: e.to_string(),
-        })?;
+        // First the sections' `type`s, then everything straight from the text (see
+        // `SectionKinds`), so every error keeps its line, column and key path.
+        let kinds: SectionKinds = serde_yaml_ng::from_str(text).map_err(parse_error)?;
+        let config: Config = {
+            let _kinds = KindsGuard::set(kinds);
+            serde_yaml_ng::from_str(text).map_err(parse_error)?
+        };
         config.validate(text)
     }
 
@@ -840,7 +1129,10 @@ impl Config {
             "monitor_listen": format!("127.0.0.1:{port}"),
             "log_level": get("LOG_LEVEL").unwrap_or_else(|| "info".into()),
         });
-        Config::from_yaml(&doc.to_string()).map(Some)
+        // Refusals name the variable; a place in the generated text would mean nothing.
+        Config::from_yaml(&doc.to_string())
+            .map(Some)
+            .map_err(sqsd_variable_error)
     }
 
     /// The one queue a FIFO or Q4M source feeds; `None` for the durable queue.
@@ -868,9 +1160,9 @@ impl Config {
     }
 
     fn validate(self, text: &str) -> Result<Config, ConfigError> {
-        let invalid = |key: &'static str, message: String| invalid_at(text, key, message);
+        let invalid = |key: &str, message: String| invalid_at(text, key, message);
         if let QueueConfig::Lmdb(l) = &self.queue {
-            self.validate_durable(l).map_err(|(k, m)| invalid(k, m))?;
+            self.validate_durable(l).map_err(|(k, m)| invalid(&k, m))?;
             if self.monitor_listen.is_some() {
                 return Err(invalid(
                     "monitor_listen",
@@ -881,14 +1173,18 @@ impl Config {
         let Some(r) = self.runner() else {
             match self.queue {
                 QueueConfig::Fifo(_) => {
-                    return Err(invalid(
+                    return Err(invalid_near(
+                        text,
                         "runner",
+                        "queue.type",
                         "a FIFO queue needs a runner (runner.url)".into(),
                     ))
                 }
                 QueueConfig::Q4m(_) | QueueConfig::Sqs(_) => {
-                    return Err(invalid(
+                    return Err(invalid_near(
+                        text,
                         "runner",
+                        "queue.type",
                         "this queue type needs a runner (runner.url)".into(),
                     ))
                 }
@@ -975,57 +1271,45 @@ impl Config {
         self.validate_common(text)
     }
 
-    fn validate_durable(&self, l: &LmdbConfig) -> Result<(), (&'static str, String)> {
+    fn validate_durable(&self, l: &LmdbConfig) -> Result<(), (String, String)> {
         if l.path.as_os_str().is_empty() {
-            return Err(("queue.path", "must not be empty".into()));
+            return Err(("queue.path".into(), "must not be empty".into()));
         }
         if l.map_size < (1 << 20) {
-            return Err(("queue.map_size", "must be at least 1MiB".into()));
+            return Err(("queue.map_size".into(), "must be at least 1MiB".into()));
         }
-        self.api.validate()?;
+        self.api.validate().map_err(|(k, m)| (k.to_string(), m))?;
         crate::store::queue::check_name("default_queue", &self.default_queue)
-            .map_err(|m| ("default_queue", m))?;
+            .map_err(|m| ("default_queue".to_string(), m))?;
         for (name, def) in &self.queues {
             let mut d = def.clone();
             d.name = name.clone();
-            d.validate()
-                .map_err(|m| ("queues", format!("{name}: {m}")))?;
+            d.validate().map_err(|m| (format!("queues.{name}"), m))?;
         }
         for (category, queue) in &self.routings {
-            crate::store::queue::check_name("category", category).map_err(|m| ("routings", m))?;
+            crate::store::queue::check_name("category", category)
+                .map_err(|m| (format!("routings.{category}"), m))?;
             if !self.queues.contains_key(queue) && *queue != self.default_queue {
                 return Err((
-                    "routings",
-                    format!("{category}: queue {queue:?} is not defined under queues:"),
+                    format!("routings.{category}"),
+                    format!("queue {queue:?} is not defined under queues:"),
                 ));
             }
         }
         Ok(())
     }
 
-    fn validate_common(self, text: &str) -> Result<Config, ConfigError> {
-        let invalid = |key: &'static str, message: String| invalid_at(text, key, message);
+    fn validate_common(mut self, text: &str) -> Result<Config, ConfigError> {
+        let invalid = |key: &str, message: String| invalid_at(text, key, message);
         if self.shutdown_timeout.is_zero() {
             return Err(invalid(
                 "shutdown_timeout",
                 "must be greater than zero".into(),
             ));
         }
-        const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
-        let level_ok = if self.log_level.contains('=') {
-            tracing_subscriber::EnvFilter::try_new(&self.log_level).is_ok()
-        } else {
-            LEVELS.contains(&self.log_level.to_ascii_lowercase().as_str())
-        };
-        if !level_ok {
-            return Err(invalid(
-                "log_level",
-                format!(
-                    "unknown level {:?}; use one of {}",
-                    self.log_level,
-                    LEVELS.join(", ")
-                ),
-            ));
+        match crate::telemetry::parse_level(&self.log_level) {
+            Ok(level) => self.log_level = level,
+            Err(m) => return Err(invalid("log_level", m)),
         }
         Ok(self)
     }
@@ -1062,42 +1346,179 @@ pub fn parse_env_file(text: &str) -> Result<std::collections::HashMap<String, St
     Ok(out)
 }
 
-/// A refusal of `key`, located in `text` when the key is found there.
-fn invalid_at(text: &str, key: &'static str, message: String) -> ConfigError {
+/// The sqsd variable that sets a config key.
+const SQSD_VARIABLES: [(&str, &str); 10] = [
+    ("runner.url", "INVOKER_URL"),
+    ("runner.timeout", "INVOKER_TIMEOUT"),
+    ("runner.concurrency", "INVOKER_PARALLEL_COUNT"),
+    ("queue.url", "QUEUE_URL"),
+    ("queue.fetchers", "FETCHER_PARALLEL_COUNT"),
+    ("queue.endpoint_url", "SQS_ENDPOINT_URL"),
+    ("queue.region", "AWS_REGION"),
+    ("queue.cron", "CRON_FILE"),
+    ("monitor_listen", "MONITORING_PORT"),
+    ("log_level", "LOG_LEVEL"),
+];
+
+/// A refusal of a config made from sqsd's variables, naming the variable instead of a place in
+/// the generated text.
+fn sqsd_variable_error(e: ConfigError) -> ConfigError {
+    let (key, message) = match e {
+        ConfigError::Invalid { key, message, .. } => (key, message),
+        ConfigError::Parse { message, .. } => match message.split_once(": ") {
+            Some((key, rest)) if SQSD_VARIABLES.iter().any(|(k, _)| *k == key) => {
+                (key.to_string(), rest.to_string())
+            }
+            _ => (String::new(), message),
+        },
+        other => return other,
+    };
+    let variable = SQSD_VARIABLES
+        .iter()
+        .find(|(k, _)| *k == key)
+        .map_or(key.clone(), |(_, v)| (*v).to_string());
     ConfigError::Invalid {
-        location: locate(text, key)
-            .map(|l| format!("line {l}: "))
-            .unwrap_or_default(),
-        key,
+        location: String::new(),
+        key: if variable.is_empty() {
+            "sqsd environment".into()
+        } else {
+            variable
+        },
         message,
     }
 }
 
-/// Finds the 1-based line of a dotted key path by indentation, for error messages.
-fn locate(text: &str, key: &str) -> Option<usize> {
-    let mut parts = key.split('.').peekable();
-    let mut want = parts.next()?;
-    let mut min_indent = 0;
-    for (i, line) in text.lines().enumerate() {
-        let trimmed = line.trim_start();
-        let indent = line.len() - trimmed.len();
-        if indent < min_indent || trimmed.starts_with('#') {
-            continue;
-        }
-        if trimmed
-            .strip_prefix(want)
-            .is_some_and(|rest| rest.trim_start().starts_with(':'))
-        {
-            match parts.next() {
-                None => return Some(i + 1),
-                Some(next) => {
-                    want = next;
-                    min_indent = indent + 1;
-                }
-            }
+/// A parse error as `line L column C: key.path: message`: the parser's message, with the key
+/// of an unknown or missing field added to its path, and a likely meant key suggested.
+fn parse_error(e: serde_yaml_ng::Error) -> ConfigError {
+    let location = e.location();
+    let mut message = e.to_string();
+    if let Some(l) = &location {
+        // The parser appends the position too; it is given once, in front.
+        let suffix = format!(" at line {} column {}", l.line(), l.column());
+        if let Some(m) = message.strip_suffix(&suffix) {
+            message = m.to_string();
         }
     }
-    None
+    for (serde_words, ours) in [
+        ("unknown field `", "unknown key `"),
+        ("missing field `", "missing key `"),
+        ("duplicate field `", "duplicate key `"),
+    ] {
+        let Some(at) = message.find(serde_words) else {
+            continue;
+        };
+        let (path, rest) = message.split_at(at);
+        let key = rest[serde_words.len()..].split('`').next().unwrap_or("");
+        let path = match path.strip_suffix(": ") {
+            Some(p) => format!("{p}.{key}: "),
+            None if path.is_empty() => format!("{key}: "),
+            None => path.to_string(),
+        };
+        let rest = rest.replacen(serde_words, ours, 1);
+        let hint = suggestion(key, &rest)
+            .map(|s| format!("; did you mean `{s}`?"))
+            .unwrap_or_default();
+        message = format!("{path}{rest}{hint}");
+        break;
+    }
+    ConfigError::Parse {
+        location: location
+            .map(|l| format!("line {} column {}: ", l.line(), l.column()))
+            .unwrap_or_default(),
+        message,
+    }
+}
+
+/// The expected key (from "expected one of `a`, `b`") closest to `key`, if close enough to be a
+/// misspelling.
+fn suggestion(key: &str, message: &str) -> Option<String> {
+    let expected = message.split_once("expected")?.1;
+    expected
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(|k| (edit_distance(key, k), k))
+        .filter(|(d, k)| *d <= 2.max(k.len() / 4) && *d < k.len())
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k.to_string())
+}
+
+/// Levenshtein distance, counting a swap of neighbours as one edit.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    d[0] = (0..=b.len()).collect();
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = best;
+        }
+    }
+    d[a.len()][b.len()]
+}
+
+/// A refusal of `key`, located at the key in `text` (or at the nearest enclosing key written
+/// there).
+fn invalid_at(text: &str, key: &str, message: String) -> ConfigError {
+    invalid_near(text, key, key, message)
+}
+
+/// A refusal of `key`, located at `anchor` (a key that is in the text when `key` is not).
+fn invalid_near(text: &str, key: &str, anchor: &str, message: String) -> ConfigError {
+    ConfigError::Invalid {
+        location: locate(text, anchor)
+            .map(|(line, column)| format!("line {line} column {column}: "))
+            .unwrap_or_default(),
+        key: key.to_string(),
+        message,
+    }
+}
+
+/// The 1-based line and column of a dotted key path in block-style YAML, found by
+/// indentation; when the key is not written, the deepest enclosing key that is.
+fn locate(text: &str, key: &str) -> Option<(usize, usize)> {
+    let parts: Vec<&str> = key.split('.').collect();
+    let mut found = None;
+    let mut matched = 0;
+    let mut parent_indent: Option<usize> = None;
+    for (i, line) in text.lines().enumerate() {
+        let trimmed = line.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let indent = line.len() - trimmed.len();
+        match parent_indent {
+            // Out of the enclosing key's block: the key is not written.
+            Some(p) if indent <= p => break,
+            None if indent > 0 => continue,
+            _ => {}
+        }
+        let want = parts[matched];
+        let unquoted = trimmed
+            .strip_prefix('"')
+            .and_then(|t| t.strip_prefix(want))
+            .and_then(|t| t.strip_prefix('"'))
+            .or_else(|| trimmed.strip_prefix(want));
+        if unquoted.is_some_and(|rest| rest.trim_start().starts_with(':')) {
+            found = Some((i + 1, indent + 1));
+            matched += 1;
+            if matched == parts.len() {
+                break;
+            }
+            parent_indent = Some(indent);
+        }
+    }
+    found
 }
 
 impl fmt::Display for DriverChoice {
@@ -1153,7 +1574,7 @@ mod tests {
     fn rejections_name_key_and_line() {
         let e = err(&MINIMAL.replace("5000\n", "5000\n  concurrency: 0\n"));
         assert!(
-            e.contains("line 7: runner.concurrency: must be at least 1"),
+            e.contains("line 7 column 3: runner.concurrency: must be at least 1"),
             "{e}"
         );
         let e = err(&MINIMAL.replace("http://", "https://"));
@@ -1163,7 +1584,7 @@ mod tests {
         );
         let e = err(&MINIMAL.replace("5000\n", "5000\n  timeout: soon\n"));
         assert!(
-            e.contains("line 4") || e.contains("invalid duration"),
+            e.contains("line 7 column 12: runner.timeout: invalid duration"),
             "{e}"
         );
         let e = err(&MINIMAL.replace("5000\n", "5000\n  timeout: 0s\n"));
@@ -1191,6 +1612,52 @@ mod tests {
         assert!(e.contains("grpc"), "{e}");
         let e = err("queue: [");
         assert!(e.contains("line"), "{e}");
+    }
+
+    #[test]
+    fn sections_are_read_with_their_places_and_without_the_first_pass_too() {
+        let e = err(&MINIMAL.replace("type: http_proxy", "type: http_proxy\n  max_retries: -1"));
+        assert!(
+            e.starts_with("line 6 column 16: runner.max_retries: invalid type: integer `-1`"),
+            "{e}"
+        );
+        // Read by another deserializer (no first pass), serde's tagging still applies.
+        let q: QueueConfig =
+            serde_json::from_str(r#"{"path": "/tmp/q", "type": "fifo", "name": "n"}"#).unwrap();
+        assert!(matches!(q, QueueConfig::Fifo(f) if f.queue_name() == "n"));
+        let r: Runner = serde_json::from_str(r#"{"type":"http_proxy","url":"http://h"}"#).unwrap();
+        assert!(matches!(r, Runner::HttpProxy(c) if c.url == "http://h"));
+        assert!(serde_json::from_str::<QueueConfig>(r#"{"path": "/tmp/q"}"#).is_err());
+        // `type` may come anywhere in the section, and only there is it skipped.
+        let c = Config::from_yaml(
+            "runner:\n  url: http://127.0.0.1:1\n  type: http_proxy\nqueue:\n  path: /tmp/q\n  type: fifo\n",
+        )
+        .unwrap();
+        assert!(matches!(c.queue, QueueConfig::Fifo(_)));
+        let e = err("queues:\n  q:\n    type: fifo\n");
+        assert!(e.contains("queues.q.type: unknown key"), "{e}");
+        let e = err("queue:\n  type: [fifo]\n");
+        assert!(
+            e.starts_with("line 2 column 9: queue.type: invalid type"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn keys_are_located_by_path() {
+        let text = "queue:\n  type: fifo\n  # path: no\n  path: /q\napi:\n  path: other\nrunner:\n    url: x\n";
+        assert_eq!(locate(text, "queue.path"), Some((4, 3)));
+        assert_eq!(locate(text, "runner.url"), Some((8, 5)));
+        // Not written: the enclosing key.
+        assert_eq!(locate(text, "queue.max_held_jobs"), Some((1, 1)));
+        assert_eq!(locate(text, "runner.timeout"), Some((7, 1)));
+        assert_eq!(locate(text, "path"), None);
+        assert_eq!(
+            suggestion("concurency", "expected one of `url`, `concurrency`"),
+            Some("concurrency".into())
+        );
+        assert_eq!(suggestion("colour", "expected one of `url`, `path`"), None);
+        assert_eq!(edit_distance("trheads", "threads"), 1);
     }
 
     #[test]
@@ -1307,6 +1774,27 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("INVOKER_PARALLEL_COUNT"));
+        // A refused value names its variable, not a place in generated text.
+        for (var, value) in [
+            ("INVOKER_TIMEOUT", "forever"),
+            ("INVOKER_URL", "ftp://127.0.0.1:3000/"),
+            ("LOG_LEVEL", "loud"),
+            ("INVOKER_PARALLEL_COUNT", "0"),
+        ] {
+            if var == "LOG_LEVEL" && cfg!(not(feature = "sqs")) {
+                continue; // refused earlier, for the missing feature
+            }
+            let e = Config::from_sqsd_env(|k| match k {
+                "INVOKER_URL" if var != k => Some("http://127.0.0.1:3000/".into()),
+                "QUEUE_URL" => Some("https://sqs.us-east-1.amazonaws.com/1/q".into()),
+                k if k == var => Some(value.into()),
+                _ => None,
+            })
+            .unwrap_err()
+            .to_string();
+            assert!(e.starts_with(&format!("{var}: ")), "{var}={value}: {e}");
+            assert!(!e.contains("line 1"), "{e}");
+        }
     }
 
     #[test]

@@ -5,35 +5,84 @@ use std::{path::PathBuf, process::ExitCode, sync::Arc};
 use clap::{Parser, Subcommand};
 use reprow::{bench, client, config::Config, runtime, stats::Stats};
 
+/// What the client commands read from the environment, in their help.
+const CLIENT_ENV: &str = "Environment:
+  REPROW_URL    the API's base URL when --url is not given (default http://127.0.0.1:8080)
+  REPROW_TOKEN  the bearer token sent with each request (the server's api.token)";
+
+/// What running reprow reads from the environment, in its help.
+const SERVER_ENV: &str = "Environment:
+  RUST_LOG      log filter; overrides --log-level and log_level
+  REPROW_TOKEN  the API's bearer token when the config sets no api.token
+  INVOKER_URL, QUEUE_URL, ...  sqsd mode when no -c is given (see README.md, SQS)";
+
+/// What `reprow serve` reads from the environment, in its help.
+const SERVE_ENV: &str = "Environment:
+  RUST_LOG      log filter; overrides --log-level and log_level
+  REPROW_TOKEN  the API's bearer token when the config sets no api.token";
+
 /// A job-queue reverse proxy: pulls jobs from a queue and POSTs each to an HTTP worker.
 #[derive(Parser)]
-#[command(name = "reprow", version, about)]
+#[command(name = "reprow", version, about, after_help = SERVER_ENV)]
 struct Cli {
-    /// Config file to run (reprow's own invocation: `reprow -c FILE`).
-    #[arg(short, long, global = true)]
-    config: Option<PathBuf>,
-    /// Override the config's log level.
-    #[arg(long, global = true)]
-    log_level: Option<String>,
-    /// sqsd mode: a `.env` file of sqsd's variables (INVOKER_URL, QUEUE_URL, ...), read over
-    /// the environment, when no config file is given.
-    #[arg(short = 'e', long = "env-file", global = true)]
-    env_file: Option<PathBuf>,
+    #[command(flatten)]
+    server: RunArgs,
     #[command(subcommand)]
     command: Option<Command>,
 }
 
+/// `reprow [run]`'s options.
+#[derive(clap::Args, Clone, Default)]
+struct RunArgs {
+    #[command(flatten)]
+    file: FileArgs,
+    /// sqsd mode: a `.env` file of sqsd's variables (INVOKER_URL, QUEUE_URL, ...), read over
+    /// the environment, when no config file is given.
+    #[arg(short = 'e', long = "env-file", value_name = "FILE")]
+    env_file: Option<PathBuf>,
+}
+
+/// The config file and the log level, for the commands that run or check a reprow.
+#[derive(clap::Args, Clone, Default)]
+struct FileArgs {
+    /// Config file (reprow's own invocation: `reprow -c FILE`).
+    #[arg(short, long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Override the config's log_level: off, error, warn, info, debug, trace (also warning,
+    /// err; any case), or directives such as `warn,reprow::job=info`.
+    #[arg(long, value_name = "LEVEL", value_parser = reprow::telemetry::parse_level)]
+    log_level: Option<String>,
+}
+
+impl RunArgs {
+    fn is_set(&self) -> bool {
+        self.file.config.is_some() || self.file.log_level.is_some() || self.env_file.is_some()
+    }
+
+    /// These options, with the ones given after the subcommand taking precedence.
+    fn overridden_by(mut self, file: &FileArgs, env_file: Option<&PathBuf>) -> RunArgs {
+        self.file.config = file.config.clone().or(self.file.config);
+        self.file.log_level = file.log_level.clone().or(self.file.log_level);
+        self.env_file = env_file.cloned().or(self.env_file);
+        self
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
-    /// Validate a config file and print any errors with their place in the file.
-    Check,
+    /// Validate a config file (`-c FILE`) and print any errors with their place in the file.
+    #[command(after_help = "Exit code 0: valid; 2: refused, with the line, column and key.")]
+    Check(FileArgs),
     /// Run (the default when no subcommand is given).
-    Run,
+    #[command(after_help = SERVER_ENV)]
+    Run(RunArgs),
     /// Run the durable queue: with no `-c`, the embedded default (LMDB in ./reprow-data, the
     /// API on 127.0.0.1:8080, a `default` queue).
-    Serve,
+    #[command(after_help = SERVE_ENV)]
+    Serve(FileArgs),
     /// Enqueue a job (PAYLOAD: JSON; other text is sent as a JSON string), or with `-` one job
     /// per stdin line, sent as batches.
+    #[command(after_help = CLIENT_ENV)]
     Enqueue {
         /// Queue name.
         queue: String,
@@ -43,6 +92,7 @@ enum Command {
         api: ApiArgs,
     },
     /// List a queue's jobs (in flight, waiting, deferred), or its failed log.
+    #[command(after_help = CLIENT_ENV)]
     Jobs {
         /// Queue name.
         queue: String,
@@ -56,6 +106,7 @@ enum Command {
         api: ApiArgs,
     },
     /// Move a failed job back into its queue.
+    #[command(after_help = CLIENT_ENV)]
     Retry {
         /// Queue name.
         queue: String,
@@ -68,6 +119,7 @@ enum Command {
     /// numbered jobs through the chosen source and checks each (lost, duplicates).
     Bench(BenchArgs),
     /// Every queue's depths and rates, redrawn each interval (`--once` prints one table).
+    #[command(after_help = CLIENT_ENV)]
     Stats {
         /// Print once and exit.
         #[arg(long)]
@@ -78,6 +130,21 @@ enum Command {
         #[command(flatten)]
         api: ApiArgs,
     },
+}
+
+impl Command {
+    fn name(&self) -> &'static str {
+        match self {
+            Command::Check(_) => "check",
+            Command::Run(_) => "run",
+            Command::Serve(_) => "serve",
+            Command::Enqueue { .. } => "enqueue",
+            Command::Jobs { .. } => "jobs",
+            Command::Retry { .. } => "retry",
+            Command::Bench(_) => "bench",
+            Command::Stats { .. } => "stats",
+        }
+    }
 }
 
 /// taiyoh/sqsd's environment mode (see `Config::from_sqsd_env`): `None` when neither the
@@ -183,8 +250,8 @@ fn bench_command(a: &BenchArgs) -> ExitCode {
 /// Where the API of a running reprow is. The token comes from `REPROW_TOKEN`.
 #[derive(clap::Args)]
 struct ApiArgs {
-    /// The API's base URL (default `REPROW_URL`, else http://127.0.0.1:8080).
-    #[arg(long)]
+    /// The API's base URL [default: REPROW_URL, else http://127.0.0.1:8080].
+    #[arg(long, value_name = "URL")]
     url: Option<String>,
 }
 
@@ -275,15 +342,34 @@ fn client_command(command: &Command) -> Option<ExitCode> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(command) = &cli.command {
-        if let Command::Bench(args) = command {
-            return bench_command(args);
+    let opts = match &cli.command {
+        None => cli.server.clone(),
+        Some(Command::Run(a)) => cli
+            .server
+            .clone()
+            .overridden_by(&a.file, a.env_file.as_ref()),
+        Some(Command::Check(f) | Command::Serve(f)) => cli.server.clone().overridden_by(f, None),
+        Some(other) => {
+            if cli.server.is_set() {
+                let name = other.name();
+                eprintln!(
+                    "error: -c/--config, -e/--env-file and --log-level do not apply to \
+                     `reprow {name}`; see `reprow {name} --help`"
+                );
+                return ExitCode::from(2);
+            }
+            if let Command::Bench(args) = other {
+                return bench_command(args);
+            }
+            return client_command(other).unwrap_or(ExitCode::FAILURE);
         }
-        if let Some(code) = client_command(command) {
-            return code;
-        }
+    };
+    let check = matches!(cli.command, Some(Command::Check(_)));
+    if check && opts.file.config.is_none() {
+        eprintln!("error: reprow check needs the config file to check: reprow check -c FILE");
+        return ExitCode::from(2);
     }
-    let config = match (&cli.config, &cli.command) {
+    let config = match (&opts.file.config, &cli.command) {
         (Some(path), _) => match Config::load(path) {
             Ok(c) => c,
             Err(e) => {
@@ -291,9 +377,9 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         },
-        (None, Some(Command::Serve)) => Config::embedded_default(),
-        (None, None | Some(Command::Run)) if sqsd_env(cli.env_file.as_deref()).is_some() => {
-            match sqsd_env(cli.env_file.as_deref()) {
+        (None, Some(Command::Serve(_))) => Config::embedded_default(),
+        (None, None | Some(Command::Run(_))) if sqsd_env(opts.env_file.as_deref()).is_some() => {
+            match sqsd_env(opts.env_file.as_deref()) {
                 Some(Ok(c)) => c,
                 Some(Err(e)) => {
                     eprintln!("sqsd environment: {e}");
@@ -310,14 +396,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if matches!(cli.command, Some(Command::Check)) {
-        if let Some(path) = &cli.config {
+    if check {
+        if let Some(path) = &opts.file.config {
             println!("{}: OK", path.display());
         }
         return ExitCode::SUCCESS;
     }
     let log = match reprow::telemetry::init(&reprow::telemetry::LogOptions {
-        level: cli
+        level: opts
+            .file
             .log_level
             .clone()
             .unwrap_or_else(|| config.log_level.clone()),
@@ -340,26 +427,33 @@ fn main() -> ExitCode {
     code
 }
 
+/// Logs a fatal error, and writes it to stderr too unless the log line goes there: a person
+/// starting reprow sees why it stopped whatever the log level and the log's destination.
+fn fatal(config: &Config, message: &str, error: &dyn std::fmt::Display) -> ExitCode {
+    tracing::error!(error = %error, "{}", message);
+    let logged_to_stderr = config.log_file.is_none() && tracing::enabled!(tracing::Level::ERROR);
+    if !logged_to_stderr {
+        reprow::telemetry::flush();
+        eprintln!("error: {error}");
+    }
+    ExitCode::FAILURE
+}
+
 fn run(config: &Config) -> ExitCode {
     let shutdown = match runtime::Shutdown::try_new() {
         Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "Cannot start.");
-            return ExitCode::FAILURE;
-        }
+        Err(e) => return fatal(config, "Cannot start.", &format!("cannot start: {e}")),
     };
     if let Err(e) = runtime::install_signal_handler(shutdown.clone()) {
-        tracing::error!(error = %e, "Cannot install signal handlers.");
-        return ExitCode::FAILURE;
+        let e = format!("cannot install signal handlers: {e}");
+        return fatal(config, "Cannot install signal handlers.", &e);
     }
     match runtime::run(config, shutdown, Arc::new(Stats::default())) {
         Ok(summary) => {
-            tracing::info!(stats = %serde_json::to_string(&summary).unwrap_or_default(), "Stopped.");
+            let stats = serde_json::to_value(summary).unwrap_or_default();
+            reprow::telemetry::info_with_object("Stopped.", "stats", &stats);
             ExitCode::SUCCESS
         }
-        Err(e) => {
-            tracing::error!(error = %e, "reprow stopped with an error.");
-            ExitCode::FAILURE
-        }
+        Err(e) => fatal(config, "reprow stopped with an error.", &e),
     }
 }

@@ -60,6 +60,58 @@ pub struct LogOptions {
     pub payloads: bool,
 }
 
+/// The level names `log_level:` and `--log-level` take.
+pub const LEVEL_NAMES: &str = "off, error, warn, info, debug, trace";
+
+/// A level name or one of its usual aliases, in any case.
+fn level_name(word: &str) -> Option<&'static str> {
+    Some(match word.trim().to_ascii_lowercase().as_str() {
+        "off" | "none" => "off",
+        "error" | "err" | "fatal" | "critical" | "crit" => "error",
+        "warn" | "warning" => "warn",
+        "info" => "info",
+        "debug" => "debug",
+        "trace" => "trace",
+        _ => return None,
+    })
+}
+
+/// Reads a log level as `log_level:` and `--log-level` take it: a level name (or an alias:
+/// `warning`, `err`, ...; any case), or `EnvFilter` directives (`warn,reprow::job=info`) whose
+/// levels are read the same way. Returns the directives to install.
+///
+/// # Errors
+/// An unknown level, with the accepted names. (`EnvFilter` itself would take an unknown word
+/// for a target name and silence every other line, fatal errors included.)
+pub fn parse_level(text: &str) -> Result<String, String> {
+    let refuse = || {
+        format!(
+            "unknown log level {text:?}; use one of {LEVEL_NAMES} (also warning, err; any case), \
+             or directives such as warn,reprow::job=info"
+        )
+    };
+    let mut directives = Vec::new();
+    for piece in text.split(',').map(str::trim) {
+        let directive = match piece.rsplit_once('=') {
+            Some((target, level)) if !target.trim().is_empty() => {
+                format!(
+                    "{}={}",
+                    target.trim(),
+                    level_name(level).ok_or_else(refuse)?
+                )
+            }
+            Some(_) => return Err(refuse()),
+            None => level_name(piece).ok_or_else(refuse)?.to_string(),
+        };
+        directives.push(directive);
+    }
+    let joined = directives.join(",");
+    tracing_subscriber::EnvFilter::builder()
+        .parse(&joined)
+        .map_err(|e| format!("{}: {e}", refuse()))?;
+    Ok(joined)
+}
+
 enum Msg {
     Line(Vec<u8>),
     Flush(Sender<()>),
@@ -69,6 +121,8 @@ enum Msg {
 #[derive(Clone)]
 pub struct LogHandle {
     tx: Sender<Msg>,
+    /// Lines are JSON (else readable text).
+    json: bool,
 }
 
 impl LogHandle {
@@ -124,7 +178,7 @@ pub fn init(opts: &LogOptions) -> std::io::Result<LogHandle> {
     };
     // A subscriber already set (tests running in-process) is fine.
     let _ = result;
-    let handle = LogHandle { tx };
+    let handle = LogHandle { tx, json };
     let _ = GLOBAL.set(handle.clone());
     Ok(handle)
 }
@@ -137,6 +191,47 @@ pub fn flush() {
     if let Some(h) = GLOBAL.get() {
         h.flush();
     }
+}
+
+/// Logs `message` at `info` (target `reprow`) with `key` holding `fields`, a JSON object: as
+/// an object in JSON logs, as `name=value` pairs in text logs. (A `tracing` field cannot hold
+/// an object, so the line is built here and queued like any other.)
+pub fn info_with_object(message: &str, key: &str, fields: &serde_json::Value) {
+    if !tracing::enabled!(target: "reprow", tracing::Level::INFO) {
+        return;
+    }
+    let Some(handle) = GLOBAL.get() else {
+        return;
+    };
+    let now = humantime::format_rfc3339_micros(std::time::SystemTime::now());
+    let mut line = if handle.json {
+        let mut line = serde_json::Map::new();
+        line.insert("timestamp".into(), now.to_string().into());
+        line.insert("level".into(), "INFO".into());
+        line.insert("message".into(), message.into());
+        line.insert(key.into(), fields.clone());
+        line.insert("target".into(), "reprow".into());
+        serde_json::Value::Object(line).to_string()
+    } else {
+        let mut line = format!("{now}  INFO reprow: {message}");
+        match fields.as_object() {
+            Some(map) => {
+                for (name, value) in map {
+                    match value {
+                        serde_json::Value::String(s) => line.push_str(&format!(" {name}={s}")),
+                        v => line.push_str(&format!(" {name}={v}")),
+                    }
+                }
+            }
+            None => line.push_str(&format!(" {key}={fields}")),
+        }
+        line
+    };
+    line.push('\n');
+    // Called from a plain thread (never a core), so it may wait a little for room.
+    let _ = handle
+        .tx
+        .send_timeout(Msg::Line(line.into_bytes()), Duration::from_secs(1));
 }
 
 /// stderr or the log file.
@@ -304,6 +399,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn levels_take_aliases_and_refuse_unknown_words() {
+        for (given, installed) in [
+            ("warning", "warn"),
+            ("WARN", "warn"),
+            ("Err", "error"),
+            ("info", "info"),
+            (" debug ", "debug"),
+            ("off", "off"),
+            ("warning,reprow::job=INFO", "warn,reprow::job=info"),
+        ] {
+            assert_eq!(parse_level(given).as_deref(), Ok(installed), "{given}");
+        }
+        for bad in ["bogus", "", "warnings", "reprow=loud", "=info", "info,"] {
+            let e = parse_level(bad).expect_err(bad);
+            assert!(e.contains(LEVEL_NAMES), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn a_full_queue_drops_and_counts_instead_of_blocking() {
         let (tx, rx) = crossbeam_channel::bounded(1);
         let w = QueueWriter {
@@ -329,7 +443,7 @@ mod tests {
         let (d, r) = (dropped.clone(), reopen.clone());
         let t = std::thread::spawn(move || write_loop(&rx, dest, &r, &d, false));
         tx.send(Msg::Line(b"hello\n".to_vec())).unwrap();
-        let handle = LogHandle { tx };
+        let handle = LogHandle { tx, json: false };
         handle.flush();
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(

@@ -36,8 +36,8 @@ fn check_accepts_the_samples() {
 fn check_reports_bad_configs_with_their_place() {
     let dir = tempfile::tempdir().unwrap();
     let cases = [
-        ("queue:\n  type: fifo\n  path: /tmp/x\nrunner:\n  type: http_proxy\n  url: http://127.0.0.1:1\n  concurrency: 0\n", "line 7: runner.concurrency: must be at least 1"),
-        ("queue:\n  type: fifo\n  path: /tmp/x\n  bogus: 1\nrunner:\n  type: http_proxy\n  url: http://127.0.0.1:1\n", "unknown field `bogus`"),
+        ("queue:\n  type: fifo\n  path: /tmp/x\nrunner:\n  type: http_proxy\n  url: http://127.0.0.1:1\n  concurrency: 0\n", "line 7 column 3: runner.concurrency: must be at least 1"),
+        ("queue:\n  type: fifo\n  path: /tmp/x\n  bogus: 1\nrunner:\n  type: http_proxy\n  url: http://127.0.0.1:1\n", "line 4 column 3: queue.bogus: unknown key `bogus`"),
         ("queue:\n  type: fifo\n  path: /tmp/x\nrunner:\n  type: http_proxy\n  url: ftp://127.0.0.1:1\n", "runner.url"),
         ("queue:\n  type: fifo\n  path: /tmp/x\nrunner:\n  type: http_proxy\n  url: http://127.0.0.1:1\n  timeout: forever\n", "invalid duration"),
         ("queue:\n  type: fifo\n  path: /tmp/x\n", "runner: a FIFO queue needs a runner"),
@@ -63,6 +63,134 @@ fn check_reports_bad_configs_with_their_place() {
     assert!(err.contains("No such file"), "{err}");
 }
 
+/// Every kind of mistake is reported with the key's dotted path and the line and column where
+/// it is, by `reprow check` and at start alike: an unknown key (with the likely meant one), a
+/// value of the wrong type, a missing key, a bad duration, a bad size, an unknown type, and a
+/// value that parses but is refused.
+#[test]
+fn config_mistakes_name_the_key_with_its_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = "queue:\n  type: fifo\n  path: /tmp/x\nrunner:\n  type: http_proxy\n  url: http://127.0.0.1:1\n";
+    let cases = [
+        (
+            format!("{fifo}  concurency: 3\n"),
+            vec![
+                "line 7 column 3: runner.concurency: unknown key",
+                "did you mean `concurrency`?",
+            ],
+        ),
+        (
+            format!("{fifo}  concurrency: three\n"),
+            vec!["line 7 column 16: runner.concurrency: invalid type: string \"three\""],
+        ),
+        (
+            fifo.replace("  url: http://127.0.0.1:1\n", "  concurrency: 3\n"),
+            vec!["line 5 column 3: runner.url: missing key `url`"],
+        ),
+        (
+            format!("{fifo}  timeout: forever\n"),
+            vec!["line 7 column 12: runner.timeout: invalid duration \"forever\""],
+        ),
+        (
+            "queue:\n  type: lmdb\n  map_size: 4 parsecs\n".to_string(),
+            vec![
+                "line 3 column 13: queue.map_size: unknown size unit",
+                "KiB, MiB, GiB",
+            ],
+        ),
+        (
+            "queue:\n  type: lmdb\n  map_size: -1\n".to_string(),
+            vec!["line 3 column 13: queue.map_size:"],
+        ),
+        (
+            fifo.replace("  path: /tmp/x\n", "  path: /tmp/x\n  bogus: 1\n"),
+            vec!["line 4 column 3: queue.bogus: unknown key `bogus`"],
+        ),
+        (
+            fifo.replace("type: fifo", "type: kafka"),
+            vec!["line 2 column 9: queue.type: unknown variant `kafka`"],
+        ),
+        (
+            fifo.replace("type: http_proxy", "type: grpc"),
+            vec!["line 5 column 9: runner.type: unknown variant `grpc`"],
+        ),
+        (
+            "queue:\n  path: /tmp/x\n".to_string(),
+            vec!["line 2 column 3: queue.type: missing key `type`"],
+        ),
+        (
+            format!("{fifo}  concurrency: 0\n"),
+            vec!["line 7 column 3: runner.concurrency: must be at least 1"],
+        ),
+        (
+            format!("{fifo}treads: 2\n"),
+            vec![
+                "line 7 column 1: treads: unknown key",
+                "did you mean `threads`?",
+            ],
+        ),
+        (
+            format!("{fifo}shutdown_timeout: soon\n"),
+            vec!["line 7 column 19: shutdown_timeout: invalid duration"],
+        ),
+        (
+            "queues:\n  q1:\n    max_workers: many\n".to_string(),
+            vec!["line 3 column 18: queues.q1.max_workers: invalid type"],
+        ),
+        (
+            "queues:\n  q1:\n    max_workers: 0\n".to_string(),
+            vec!["line 2 column 3: queues.q1: max_workers must be 1 to 10000"],
+        ),
+        (
+            "api:\n  max_body_bytes: 10\n".to_string(),
+            vec!["line 2 column 3: api.max_body_bytes:"],
+        ),
+    ];
+    for (i, (text, wants)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("mistake{i}.yaml"));
+        std::fs::write(&path, text).unwrap();
+        let path = path.to_str().unwrap();
+        let (code, _, check) = reprow(&["check", "-c", path]);
+        let (start_code, _, start) = reprow(&["-c", path]);
+        for (what, code, err) in [("check", code, &check), ("start", start_code, &start)] {
+            assert_eq!(code, 2, "case {i} ({what}): {err}");
+            assert!(
+                err.starts_with(&format!("{path}: ")),
+                "case {i} ({what}): {err}"
+            );
+            for want in wants {
+                assert!(
+                    err.contains(want),
+                    "case {i} ({what}): expected {want:?} in {err:?}"
+                );
+            }
+            assert!(!err.contains("line 1 column 1"), "case {i} ({what}): {err}");
+        }
+    }
+}
+
+/// Sizes: SI units are powers of ten, IEC units powers of two, as written.
+#[test]
+fn sizes_take_si_and_iec_units() {
+    let dir = tempfile::tempdir().unwrap();
+    for size in [
+        "4GB",
+        "4GiB",
+        "4 GiB",
+        "512MB",
+        "512MiB",
+        "4000000000",
+        "2048kB",
+        "2048KiB",
+        "2G",
+    ] {
+        let path = dir.path().join("size.yaml");
+        std::fs::write(&path, format!("queue:\n  type: lmdb\n  map_size: {size}\n")).unwrap();
+        let (code, out, err) = reprow(&["check", "-c", path.to_str().unwrap()]);
+        assert_eq!((code, out.contains("OK")), (0, true), "{size}: {err}");
+    }
+}
+
 #[test]
 fn a_regular_file_is_not_taken_for_a_fifo() {
     let scene = common::Scene::new();
@@ -76,6 +204,214 @@ fn a_regular_file_is_not_taken_for_a_fifo() {
         "important data\n",
         "file untouched"
     );
+}
+
+/// The client commands' help shows their own options and the environment they read, not the
+/// server's `-c`, `-e` and `--log-level`; the server commands keep theirs.
+#[test]
+fn each_subcommand_help_shows_its_own_options_and_environment() {
+    for sub in ["enqueue", "jobs", "retry", "stats"] {
+        let (code, out, err) = reprow(&[sub, "--help"]);
+        assert_eq!(code, 0, "{sub}: {err}");
+        for foreign in ["--config", "-c,", "--env-file", "-e,", "--log-level"] {
+            assert!(
+                !out.contains(foreign),
+                "{sub} --help lists {foreign}:\n{out}"
+            );
+        }
+        for own in ["--url", "REPROW_URL", "REPROW_TOKEN"] {
+            assert!(out.contains(own), "{sub} --help lacks {own}:\n{out}");
+        }
+    }
+    let (_, out, _) = reprow(&["bench", "--help"]);
+    assert!(
+        !out.contains("--config") && !out.contains("--log-level"),
+        "{out}"
+    );
+    for sub in ["check", "serve", "run"] {
+        let (code, out, _) = reprow(&[sub, "--help"]);
+        assert_eq!(code, 0);
+        assert!(
+            out.contains("--config") && out.contains("--log-level"),
+            "{sub}:\n{out}"
+        );
+    }
+    let (_, out, _) = reprow(&["--help"]);
+    assert!(
+        out.contains("--config") && out.contains("RUST_LOG"),
+        "{out}"
+    );
+    // A server option given to a client command is refused, not ignored.
+    let (code, _, err) = reprow(&["--log-level", "debug", "stats", "--once"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--log-level") && err.contains("stats"),
+        "{err}"
+    );
+}
+
+#[test]
+fn check_without_a_file_says_it_needs_one() {
+    let (code, _, err) = reprow(&["check"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("-c FILE"), "{err}");
+    // `reprow -c FILE check` still works.
+    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/sample/fifo.yaml");
+    let (code, out, err) = reprow(&["-c", sample, "check"]);
+    assert_eq!((code, out.contains("OK")), (0, true), "{err}");
+}
+
+/// `--log-level` and `log_level:` take the usual names and aliases in any case, and refuse
+/// anything else with the list.
+#[test]
+fn log_levels_take_aliases_and_refuse_unknown_names() {
+    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/sample/fifo.yaml");
+    for level in [
+        "warning",
+        "WARN",
+        "err",
+        "Error",
+        "info",
+        "debug",
+        "trace",
+        "off",
+        "warn,reprow::job=info",
+    ] {
+        let (code, out, err) = reprow(&["check", "-c", sample, "--log-level", level]);
+        assert_eq!((code, out.contains("OK")), (0, true), "{level}: {err}");
+    }
+    for level in ["bogus", "warnings", "reprow::job=loud"] {
+        let (code, out, err) = reprow(&["check", "-c", sample, "--log-level", level]);
+        assert_eq!(code, 2, "{level}: {out}{err}");
+        assert!(!out.contains("OK"), "{level}: {out}");
+        assert!(
+            err.contains("error, warn, info, debug, trace"),
+            "{level}: {err}"
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let text: String = std::fs::read_to_string(sample)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with("log_level:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    for (level, ok) in [("warning", true), ("CRITICAL!", false)] {
+        let path = dir.path().join("level.yaml");
+        std::fs::write(&path, format!("{text}log_level: {level}\n")).unwrap();
+        let (code, _, err) = reprow(&["check", "-c", path.to_str().unwrap()]);
+        assert_eq!(code == 0, ok, "{level}: {err}");
+        if !ok {
+            assert!(err.contains("log_level") && err.contains("column"), "{err}");
+        }
+    }
+}
+
+/// A fatal start error reaches stderr whatever the level and wherever the log goes; at
+/// `warning` it is a log line (the alias is not a silent target filter).
+#[test]
+fn a_fatal_start_error_reaches_stderr_at_any_log_level() {
+    let scene = common::Scene::new();
+    std::fs::write(scene.fifo(), "not a fifo\n").unwrap();
+    let cfg = scene.config("http://127.0.0.1:9/", "", "", "");
+    let cfg = cfg.to_str().unwrap();
+    let (code, _, err) = reprow(&["-c", cfg, "--log-level", "warning"]);
+    assert_eq!(code, 1, "{err}");
+    let logged = err
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .any(|v| v["level"] == "ERROR" && v.to_string().contains("is not a FIFO"));
+    assert!(logged, "no ERROR log line at --log-level warning: {err:?}");
+    for level in ["off", "error"] {
+        let (code, _, err) = reprow(&["-c", cfg, "--log-level", level]);
+        assert_eq!(code, 1, "{err}");
+        assert!(
+            err.contains("is not a FIFO"),
+            "--log-level {level}: {err:?}"
+        );
+    }
+    // With log_file, the log has it and so does stderr.
+    let log = scene.path("reprow.log");
+    let with_file = scene.config(
+        "http://127.0.0.1:9/",
+        "",
+        "",
+        &format!("log_file: {}\n", log.display()),
+    );
+    let (code, _, err) = reprow(&["-c", with_file.to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("is not a FIFO"), "{err:?}");
+    assert!(std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("is not a FIFO"));
+}
+
+/// A FIFO run in a directory leaves no empty `reprow-failed.jsonl` / `reprow-pending.jsonl`
+/// there: each is created when there is something to write. A path that cannot be written
+/// is still refused at start.
+#[test]
+fn a_fifo_run_creates_its_record_files_only_when_it_has_records() {
+    let worker = common::Worker::start(|r, _| {
+        if r.body_str().contains("bad") {
+            common::Reply::status(422)
+        } else {
+            common::Reply::ok()
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("queue");
+    let cfg = dir.path().join("reprow.yaml");
+    let run = |lines: &[&str], received: usize| {
+        std::fs::write(
+            &cfg,
+            format!(
+                "queue:\n  type: fifo\n  path: {}\nrunner:\n  type: http_proxy\n  url: {}\nshutdown_timeout: 5s\n",
+                fifo.display(),
+                worker.url()
+            ),
+        )
+        .unwrap();
+        let log = dir.path().join("reprow.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_reprow"))
+            .args(["-c", cfg.to_str().unwrap()])
+            .current_dir(dir.path())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let r = common::Reprow::adopt(child, log);
+        common::write_lines(&fifo, lines);
+        worker.wait_for(received);
+        let (status, stats) = r.stop();
+        assert!(status.success());
+        stats
+    };
+    let files = || {
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".jsonl"))
+            .collect();
+        names.sort();
+        names
+    };
+    let stats = run(&["{\"ok\":1}"], 1);
+    assert_eq!(stats["succeeded"], 1);
+    assert!(files().is_empty(), "{:?}", files());
+    let stats = run(&["{\"bad\":1}"], 2);
+    assert_eq!(stats["failed"], 1);
+    assert_eq!(files(), ["reprow-failed.jsonl"]);
+    let failed = std::fs::read_to_string(dir.path().join("reprow-failed.jsonl")).unwrap();
+    assert_eq!(failed.lines().count(), 1, "{failed}");
+    // A directory that does not exist is refused at start, as before.
+    let bad = format!(
+        "queue:\n  type: fifo\n  path: {}\n  failed_path: /nonexistent/dir/failed.jsonl\nrunner:\n  type: http_proxy\n  url: {}\n",
+        fifo.display(),
+        worker.url()
+    );
+    std::fs::write(&cfg, bad).unwrap();
+    let (code, _, err) = reprow(&["-c", cfg.to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("/nonexistent/dir/failed.jsonl"), "{err}");
 }
 
 #[test]

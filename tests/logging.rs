@@ -241,3 +241,47 @@ fn a_pull_workers_ack_and_failure_are_logged_too() {
     assert!(!log.contains("secret"), "{log}");
     assert!(reprow.stop().0.success());
 }
+
+/// The final `Stopped.` line carries its counters as a JSON object in JSON logs, and as
+/// readable `name=value` pairs in text logs.
+#[test]
+fn the_stopped_line_carries_its_counters_as_an_object() {
+    let (_worker, _dir, reprow, _) = three_jobs_logged("log_format: json\n");
+    let log_path = reprow.stderr_path().to_path_buf();
+    let (status, _) = reprow.stop();
+    assert!(status.success());
+    let log = std::fs::read_to_string(log_path).unwrap();
+    let stopped = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["message"] == "Stopped.")
+        .unwrap_or_else(|| panic!("no Stopped. line:\n{log}"));
+    let stats = &stopped["stats"];
+    assert!(stats.is_object(), "{stopped}");
+    assert_eq!(
+        (stats["succeeded"].as_u64(), stats["failed"].as_u64()),
+        (Some(2), Some(1)),
+        "{stopped}"
+    );
+    assert_eq!(stopped["level"], "INFO");
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut reprow = Reprow::start(&durable_config(dir.path(), "log_format: text\n"));
+    wait_for_log(
+        "the API address",
+        || reprow.log(),
+        |l| l.contains("API listening."),
+    );
+    reprow.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(reprow.wait().success());
+    let log = reprow.log();
+    let last = log
+        .lines()
+        .rfind(|l| l.contains("Stopped."))
+        .unwrap_or_else(|| panic!("no Stopped. line:\n{log}"));
+    assert!(
+        last.contains("INFO") && last.contains(" succeeded=0") && last.contains(" received=0"),
+        "{last}"
+    );
+    assert!(!last.contains('{') && !last.contains('"'), "{last}");
+}

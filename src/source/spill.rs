@@ -1,5 +1,6 @@
 //! Append-only JSON-lines files (failed jobs, jobs pending at shutdown), written by a thread of
-//! their own so a core never blocks on file I/O.
+//! their own so a core never blocks on file I/O. A file is created with its first record, so a
+//! run with nothing to record leaves nothing behind.
 
 use std::{
     fs::OpenOptions,
@@ -18,14 +19,32 @@ pub struct SpillFile {
 }
 
 impl SpillFile {
-    /// Opens (creating) `path` for appending and starts its writer thread.
+    /// Opens `path` for appending if it exists, else checks that its directory can be
+    /// written (the file is created with the first record), and starts the writer thread.
     ///
     /// # Errors
-    /// The I/O error when the file cannot be opened, so a bad path fails at start.
+    /// The I/O error when the file cannot be opened or its directory written, so a bad path
+    /// fails at start.
     pub fn open(path: &Path) -> std::io::Result<SpillFile> {
-        let mut file = OpenOptions::new().create(true).append(true).open(path)?;
+        let append = || OpenOptions::new().create(true).append(true).open(path);
+        let mut file = match path.try_exists()? {
+            true => Some(append()?),
+            false => {
+                let dir = match path.parent() {
+                    Some(d) if !d.as_os_str().is_empty() => d,
+                    _ => Path::new("."),
+                };
+                nix::unistd::access(
+                    dir,
+                    nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK,
+                )
+                .map_err(|e| std::io::Error::from_raw_os_error(e as i32))?;
+                None
+            }
+        };
         let (tx, rx) = mpsc::channel::<Vec<u8>>();
         let shown = path.display().to_string();
+        let owned = path.to_path_buf();
         let thread = std::thread::Builder::new().name("reprow-spill".into()).spawn(move || {
             while let Ok(mut line) = rx.recv() {
                 line.push(b'\n');
@@ -34,7 +53,16 @@ impl SpillFile {
                     more.push(b'\n');
                     line.append(&mut more);
                 }
-                if let Err(error) = file.write_all(&line).and_then(|()| file.flush()) {
+                let written = match &mut file {
+                    Some(f) => Ok(f),
+                    None => OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(&owned)
+                        .map(|f| file.insert(f)),
+                }
+                .and_then(|f| f.write_all(&line).and_then(|()| f.flush()));
+                if let Err(error) = written {
                     tracing::error!(path = %shown, %error, "Could not write a job record; it is only in the log now.");
                     tracing::error!(path = %shown, record = %String::from_utf8_lossy(&line), "Unwritten job record.");
                 }

@@ -323,6 +323,11 @@ impl Reprow {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
     }
 
+    /// The file its stderr goes to.
+    pub fn stderr_path(&self) -> &Path {
+        &self.stderr_path
+    }
+
     /// Sends SIGTERM and waits for the exit; returns the status and the final stats.
     pub fn stop(mut self) -> (ExitStatus, serde_json::Value) {
         self.signal(nix::sys::signal::Signal::SIGTERM);
@@ -354,7 +359,8 @@ impl Reprow {
                 continue;
             };
             if v["message"] == "Stopped." {
-                return serde_json::from_str(v["stats"].as_str().unwrap()).unwrap();
+                assert!(v["stats"].is_object(), "counters not an object: {line}");
+                return v["stats"].clone();
             }
         }
         panic!("no final stats in the log:\n{log}");

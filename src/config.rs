@@ -873,6 +873,12 @@ pub struct RunnerConfig {
     /// `aws-sqsd/1.1`, as Elastic Beanstalk's daemon does.
     #[serde(default)]
     pub user_agent: Option<String>,
+    /// Durable queue: a job whose worker has refused connections for this long fails (a
+    /// refused connection costs no attempt, so without a bound such a job would wait forever).
+    /// Counted from the first refusal this process saw. Defaults to 1 hour. (The FIFO, Q4M
+    /// and SQS sources pause a core while its worker refuses, and hold their jobs.)
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub max_unreachable: Option<Duration>,
 }
 
 const fn default_max_line_bytes() -> usize {
@@ -903,6 +909,10 @@ const fn default_backoff_max() -> Duration {
     Duration::from_secs(300)
 }
 const fn default_max_retry_after() -> Duration {
+    Duration::from_secs(3600)
+}
+/// The default of `runner.max_unreachable`, also when the durable queue runs without `runner:`.
+pub const fn default_max_unreachable() -> Duration {
     Duration::from_secs(3600)
 }
 const fn default_pool_idle_timeout() -> Duration {
@@ -1234,6 +1244,20 @@ impl Config {
                 "runner.user_agent",
                 "must be non-empty printable ASCII".into(),
             ));
+        }
+        if let Some(d) = r.max_unreachable {
+            if d.is_zero() {
+                return Err(invalid(
+                    "runner.max_unreachable",
+                    "must be greater than zero".into(),
+                ));
+            }
+            if !matches!(self.queue, QueueConfig::Lmdb(_)) {
+                return Err(invalid(
+                    "runner.max_unreachable",
+                    "applies to the durable queue (queue.type: lmdb) only; the other sources pause while the worker refuses connections".into(),
+                ));
+            }
         }
         if r.pool_idle_timeout.is_zero() {
             return Err(invalid(

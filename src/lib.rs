@@ -18,6 +18,7 @@
 //! - [`http`]: the sans-IO HTTP/1.1 codec and the per-core worker client.
 //! - [`runtime`]: thread start-up, the cross-thread bridge, shutdown and lifecycle.
 //! - [`stats`]: process-wide counters.
+//! - [`reachability`]: worker origins that refuse connections (one warning per origin).
 //! - [`metrics`]: histograms and the Prometheus exposition.
 //! - [`telemetry`]: logging set-up.
 
@@ -29,6 +30,7 @@ pub mod dispatch;
 pub mod http;
 pub mod job;
 pub mod metrics;
+pub mod reachability;
 pub mod runtime;
 pub mod source;
 pub mod stats;

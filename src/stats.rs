@@ -56,6 +56,8 @@ pub struct Stats {
     pub board: Board,
     /// Per-queue histograms.
     pub metrics: crate::metrics::Metrics,
+    /// Worker origins that refuse connections.
+    pub reachability: crate::reachability::Reachability,
 }
 
 /// The jobs a worker is running now, for `/inflight` on the monitoring port (sqsd's

@@ -136,10 +136,42 @@ async fn metrics(ctx: &Ctx) -> Res {
         metrics: &ctx.stats.metrics,
         store: ctx.store.as_ref().map(|s| &*s.metrics),
         rss_bytes: crate::metrics::rss_bytes(),
+        workers: &ctx.stats.reachability.list(),
     });
     let mut r = Response::text(200, text);
     r.content_type = crate::metrics::exposition::CONTENT_TYPE;
     Ok(r)
+}
+
+/// Jobs as JSON, each whose worker origin refuses connections now with reprow's
+/// `last_error` (why it waits: a refused connection costs no attempt, so `fail_count` stays 0).
+fn with_last_error(ctx: &Ctx, jobs: &[JobView]) -> Vec<Value> {
+    let down: Vec<_> = ctx
+        .stats
+        .reachability
+        .list()
+        .into_iter()
+        .filter(|w| !w.reachable)
+        .collect();
+    jobs.iter()
+        .map(|j| {
+            let mut v = serde_json::to_value(j).unwrap_or(Value::Null);
+            if down.is_empty() || j.url.is_empty() {
+                return v;
+            }
+            let Ok(url) = crate::config::WorkerUrl::parse(&j.url) else {
+                return v;
+            };
+            if let Some(w) = down.iter().find(|w| w.origin == url.authority) {
+                v["last_error"] = json!(format!(
+                    "worker unreachable since {}: {}",
+                    w.unreachable_since.as_deref().unwrap_or("?"),
+                    w.last_error
+                ));
+            }
+            v
+        })
+        .collect()
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -262,7 +294,7 @@ async fn route(ctx: &Rc<Ctx>, req: &Request) -> Res {
                 Reply::Jobs(jobs, next) => Ok(Response::json(
                     200,
                     &json!({
-                        "jobs": jobs,
+                        "jobs": with_last_error(ctx, &jobs),
                         "next_cursor": next.map(|c| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(c)),
                     }),
                 )),
@@ -288,7 +320,10 @@ async fn route(ctx: &Rc<Ctx>, req: &Request) -> Res {
             )
             .await?
             {
-                Reply::Job(j) => Ok(Response::json(200, &j)),
+                Reply::Job(j) => Ok(Response::json(
+                    200,
+                    &with_last_error(ctx, std::slice::from_ref(&j))[0],
+                )),
                 r => Err(unexpected(r)),
             }
         }
@@ -633,6 +668,7 @@ async fn route(ctx: &Rc<Ctx>, req: &Request) -> Res {
                 ),
                 "version": crate::VERSION,
                 "counters": ctx.stats.snapshot(),
+                "workers": ctx.stats.reachability.list(),
             }),
         )),
         (["status", ""] | ["status"], "GET") => {
@@ -648,6 +684,7 @@ async fn route(ctx: &Rc<Ctx>, req: &Request) -> Res {
                         ),
                         "version": crate::VERSION,
                         "counters": ctx.stats.snapshot(),
+                        "workers": ctx.stats.reachability.list(),
                     }),
                 )),
                 r => Err(unexpected(r)),

@@ -351,7 +351,7 @@ pub fn stats(c: &Client) -> Result<String, ClientError> {
         ]);
     }
     let n = &status["counters"];
-    Ok(format!(
+    let mut out = format!(
         "reprow {} {}: {} in flight, {} done, {} retried, {} failed\n\n{}",
         text(&status["version"]),
         text(&status["phase"]),
@@ -360,7 +360,32 @@ pub fn stats(c: &Client) -> Result<String, ClientError> {
         n["retried"],
         n["failed"],
         table(&rows)
-    ))
+    );
+    let down: Vec<&Value> = status["workers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|w| w["reachable"] == json!(false))
+        .collect();
+    if !down.is_empty() {
+        let mut rows = vec![vec![
+            "UNREACHABLE WORKER".to_string(),
+            "SINCE".into(),
+            "REFUSALS".into(),
+            "LAST ERROR".into(),
+        ]];
+        for w in down {
+            rows.push(vec![
+                text(&w["origin"]),
+                text(&w["unreachable_since"]),
+                w["refusals"].to_string(),
+                cut(&text(&w["last_error"]), 60),
+            ]);
+        }
+        out.push_str("\n\n");
+        out.push_str(&table(&rows));
+    }
+    Ok(out)
 }
 
 /// A payload argument as JSON: valid JSON as is, anything else as a JSON string.

@@ -5,6 +5,8 @@
 //!
 //! Unlike the FIFO path there is no circuit breaker: a refused connection releases the job back
 //! to the log (no attempt counted) with a short delay, and the log holds it durably meanwhile.
+//! The origin is reported to [`crate::reachability`] (one warning per origin, a gauge), and a
+//! job whose worker stays unreachable for `runner.max_unreachable` fails with that reason.
 
 use std::{
     cell::{Cell, RefCell},
@@ -44,6 +46,8 @@ pub struct ClientLimits {
     pub max_body_bytes: usize,
     /// Idle connections kept per worker.
     pub max_idle: usize,
+    /// A job whose worker refused connections this long fails (`runner.max_unreachable`).
+    pub max_unreachable: Duration,
 }
 
 /// One core's delivery loop for store jobs.
@@ -56,6 +60,9 @@ pub struct DurableCore {
     clients: RefCell<HashMap<String, Rc<WorkerClient>>>,
     order: RefCell<std::collections::VecDeque<String>>,
     in_flight: Cell<usize>,
+    /// Origins this core found refusing connections; the first answer from one is reported
+    /// to [`crate::reachability::Reachability`]. Empty on the happy path.
+    down: RefCell<std::collections::HashSet<String>>,
 }
 
 impl DurableCore {
@@ -76,6 +83,7 @@ impl DurableCore {
             clients: RefCell::new(HashMap::new()),
             order: RefCell::new(Default::default()),
             in_flight: Cell::new(0),
+            down: RefCell::default(),
         })
     }
 
@@ -233,6 +241,24 @@ impl DurableCore {
                 // Nobody listens: the worker never saw the job, so the attempt does not count.
                 Stats::inc(&self.stats.connect_errors);
                 d.job.attempts -= 1;
+                let origin = &d.target.url.authority;
+                self.down.borrow_mut().insert(origin.clone());
+                let error = e.to_string();
+                let down_for = self.stats.reachability.refused(origin, &error);
+                if down_for >= self.limits.max_unreachable {
+                    let failure = Failure::transport(format!(
+                        "worker {origin} unreachable for {}s (runner.max_unreachable): {error}",
+                        down_for.as_secs()
+                    ));
+                    Stats::inc(&self.stats.failed);
+                    let how = Completion::Failed {
+                        failure: &failure,
+                        permanent: false,
+                    };
+                    completion::log(&d.job, &d.category, how, 0);
+                    self.settle(d, Settlement::Fail(failure, false), 0);
+                    return None;
+                }
                 let delay = if self.shutdown.is_triggered() {
                     Duration::ZERO
                 } else {
@@ -243,6 +269,10 @@ impl DurableCore {
             }
             Err(e) => transport_outcome(&self.stats, &e),
         };
+        if !self.down.borrow().is_empty() && self.down.borrow_mut().remove(&d.target.url.authority)
+        {
+            self.stats.reachability.answered(&d.target.url.authority);
+        }
         let metrics = self.stats.metrics.queue(&d.job.queue);
         metrics.worker_seconds.observe_duration(elapsed);
         if outcome == Outcome::Done {

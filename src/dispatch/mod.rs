@@ -60,6 +60,8 @@ pub struct CoreDispatcher {
     shutdown: Shutdown,
     in_flight: RefCell<HashMap<u64, Job>>,
     sleeping: RefCell<HashMap<u64, Job>>,
+    /// This core saw the worker refuse a connection and has not had an answer since.
+    worker_down: std::cell::Cell<bool>,
 }
 
 impl CoreDispatcher {
@@ -88,6 +90,7 @@ impl CoreDispatcher {
             shutdown,
             in_flight: RefCell::new(HashMap::new()),
             sleeping: RefCell::new(HashMap::new()),
+            worker_down: std::cell::Cell::new(false),
         })
     }
 
@@ -178,6 +181,10 @@ impl CoreDispatcher {
                 // Nobody listens: the worker never saw the job, so the attempt does not count.
                 Stats::inc(&self.stats.connect_errors);
                 job.attempts -= 1;
+                self.worker_down.set(true);
+                self.stats
+                    .reachability
+                    .refused(self.client.authority(), &e.to_string());
                 self.breaker
                     .trip(self.client.addrs().to_vec(), self.shutdown.clone());
                 if self.shutdown.is_triggered() {
@@ -189,6 +196,9 @@ impl CoreDispatcher {
             }
             Err(e) => transport_outcome(&self.stats, &e),
         };
+        if self.worker_down.replace(false) {
+            self.stats.reachability.answered(self.client.authority());
+        }
         let elapsed = started.elapsed();
         let metrics = self.stats.metrics.queue(&job.queue);
         metrics.worker_seconds.observe_duration(elapsed);

@@ -139,6 +139,11 @@ impl WorkerClient {
         }
     }
 
+    /// The worker's `host:port`.
+    pub fn authority(&self) -> &str {
+        &self.config.authority
+    }
+
     /// The worker addresses.
     pub fn addrs(&self) -> &[SocketAddr] {
         &self.config.addrs

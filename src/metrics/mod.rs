@@ -117,6 +117,8 @@ pub struct Scrape<'a> {
     pub store: Option<&'a StoreMetrics>,
     /// Resident memory, when readable.
     pub rss_bytes: Option<u64>,
+    /// Worker origins that refused a connection while this process ran.
+    pub workers: &'a [crate::reachability::OriginView],
 }
 
 /// Renders a scrape.
@@ -151,6 +153,15 @@ pub fn render(s: &Scrape<'_>) -> String {
         e.sample("reprow_process_resident_memory_bytes", &[], rss as f64);
     }
     process_counters(&mut e, &s.stats);
+    e.family(
+        "reprow_worker_unreachable",
+        Kind::Gauge,
+        "1 while a worker origin refuses connections, 0 once it answers again.",
+    );
+    for w in s.workers {
+        let v = if w.reachable { 0.0 } else { 1.0 };
+        e.sample("reprow_worker_unreachable", &[("origin", &w.origin)], v);
+    }
     queue_families(&mut e, s.queues);
     let histos = s.metrics.queues();
     e.family(

@@ -433,6 +433,9 @@ fn run_durable(
         max_head_bytes: runner.map_or(64 * 1024, |r| r.max_response_head_bytes),
         max_body_bytes: runner.map_or(1024 * 1024, |r| r.max_response_body_bytes),
         max_idle: 256,
+        max_unreachable: runner
+            .and_then(|r| r.max_unreachable)
+            .unwrap_or(crate::config::default_max_unreachable()),
     };
     let threads = thread_count(config);
     let mut cores = Vec::with_capacity(threads);

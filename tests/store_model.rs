@@ -138,6 +138,7 @@ impl Harness {
             default_url: None,
             clock: Clock::Manual(self.clock.clone()),
             fail_commit: Some(Arc::new(move || fail.swap(false, Ordering::SeqCst))),
+            max_retry_after: Duration::from_secs(3600),
         };
         self.engine = Some(Engine::open(opts, None).unwrap());
     }

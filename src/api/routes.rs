@@ -17,7 +17,10 @@ use serde_json::{json, value::RawValue, Value};
 use super::{response::Response, Ctx};
 use crate::{
     http::request::Request,
-    store::{queue::QueueDef, Destination, JobList, JobView, NewJob, Op, Query, Reply, StoreError},
+    store::{
+        queue::QueueDef, Destination, JobList, JobView, NewJob, Op, Query, Reply, StoreError,
+        MAX_DELAY_SECS, MAX_TIME_MS,
+    },
 };
 
 /// Answers one request.
@@ -25,7 +28,7 @@ pub async fn handle(ctx: &Rc<Ctx>, req: Request) -> Response {
     // Probes answer without the token: they reveal nothing, and orchestrators' probes often
     // cannot send one.
     match req.path.as_str() {
-        "/healthz" => return health(&req, || async { Ok(()) }).await,
+        "/healthz" => return health(&req, || async { alive(ctx) }).await,
         "/readyz" => return health(&req, || ready(ctx)).await,
         // The dashboard page is static; its requests to the API carry the token.
         "/" | "/dashboard" if req.method == "GET" && ctx.store.is_some() => return dashboard(),
@@ -85,6 +88,14 @@ where
     match check().await {
         Ok(()) => Response::json(200, &json!({ "status": "ok" })),
         Err(reason) => Response::json(503, &json!({ "status": "unavailable", "reason": reason })),
+    }
+}
+
+/// Live: the process serves HTTP and, with the durable queue, its store thread runs.
+fn alive(ctx: &Ctx) -> Result<(), String> {
+    match &ctx.store {
+        Some(s) if !s.is_alive() => Err("the store thread has stopped".into()),
+        _ => Ok(()),
     }
 }
 
@@ -734,9 +745,15 @@ fn presque_job(ctx: &Ctx, queue: &str, payload: Bytes, q: &Params) -> Result<New
         Some(t) => t
             .parse::<f64>()
             .ok()
-            .filter(|t| t.is_finite() && *t >= 0.0)
-            .map(|t| (t * 1000.0) as u64)
-            .ok_or_else(|| Response::error(400, "delayed must be a Unix time in seconds"))?,
+            .map(|t| t * 1000.0)
+            .filter(|ms| ms.is_finite() && *ms >= 0.0 && *ms <= MAX_TIME_MS as f64)
+            .map(|ms| (ms as u64).min(MAX_TIME_MS))
+            .ok_or_else(|| {
+                Response::error(
+                    400,
+                    "delayed must be a Unix time in seconds, no later than 253402300799 (9999-12-31T23:59:59Z)",
+                )
+            })?,
         None => 0,
     };
     Ok(NewJob {
@@ -809,11 +826,14 @@ async fn enqueue_fireworq(ctx: &Ctx, req: &Request, category: &str, batch: bool)
                 &format!("payload larger than {} bytes", ctx.config.max_payload_bytes),
             ));
         }
-        if j.timeout == Some(0) {
-            return Err(Response::error(422, "timeout must be at least 1 second"));
+        if j.run_after.is_some_and(|s| s > MAX_DELAY_SECS) {
+            return Err(Response::error(
+                422,
+                &format!("run_after must be at most {MAX_DELAY_SECS} seconds (365 days)"),
+            ));
         }
         run_after.push(j.run_after.unwrap_or(0));
-        jobs.push(NewJob {
+        let job = NewJob {
             dest: Destination::Category(category.to_string()),
             url: j.url.filter(|u| !u.is_empty()),
             payload,
@@ -825,7 +845,9 @@ async fn enqueue_fireworq(ctx: &Ctx, req: &Request, category: &str, batch: bool)
             max_retries: j.max_retries,
             retry_delay: j.retry_delay,
             uniq: None,
-        });
+        };
+        job.check_times().map_err(|e| Response::error(422, &e))?;
+        jobs.push(job);
     }
     match call(ctx, Op::Enqueue(jobs)).await? {
         Reply::Enqueued(views) => {

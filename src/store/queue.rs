@@ -104,6 +104,10 @@ fn default_allowed_origins() -> Vec<String> {
         .collect()
 }
 
+/// Longest `polling_interval`, ms (1 day); reprow does not poll, the bound keeps the echoed
+/// value sane.
+pub const MAX_POLLING_INTERVAL_MS: u64 = 86_400_000;
+
 /// Longest queue or category name.
 pub const MAX_NAME_BYTES: usize = 128;
 
@@ -160,8 +164,16 @@ impl QueueDef {
         if self.lease_timeout == 0 || self.lease_timeout > 86_400 {
             return Err("lease_timeout must be 1 to 86400 seconds".into());
         }
-        if self.retry_delay.is_some_and(|d| d > 86_400 * 30) {
+        if self
+            .retry_delay
+            .is_some_and(|d| d > super::MAX_RETRY_DELAY_SECS)
+        {
             return Err("retry_delay must be at most 30 days".into());
+        }
+        if self.polling_interval > MAX_POLLING_INTERVAL_MS {
+            return Err(format!(
+                "polling_interval must be at most {MAX_POLLING_INTERVAL_MS} ms (1 day)"
+            ));
         }
         Ok(())
     }

@@ -1,0 +1,88 @@
+//! Issue 15, "Hostile input", the store's side: times and durations from input are bounded,
+//! pull acks carry a lease token, bodies that are not what a route takes are refused, the
+//! bearer scheme is case-insensitive, the durable path's `Retry-After` clamp is the runner's,
+//! and blank FIFO lines are counted. Each test runs the real binary on a temp dir.
+
+mod common;
+
+use common::{durable_config, Api, Reply, Reprow, Worker};
+
+fn start(extra: &str) -> (tempfile::TempDir, Reprow, Api) {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = durable_config(dir.path(), extra);
+    let r = Reprow::start(&cfg);
+    let api = Api::new(r.api_addr());
+    (dir, r, api)
+}
+
+fn runner(url: &str, extra: &str) -> String {
+    format!("runner:\n  type: http_proxy\n  url: {url}\n{extra}")
+}
+
+/// Finding 2: one request with a far-future time or a huge duration used to kill the store
+/// thread (every later call 503, `/healthz` still 200). Each is refused now, and the store
+/// keeps serving.
+#[test]
+fn far_times_and_huge_durations_are_refused_and_the_store_keeps_working() {
+    let worker = Worker::start(|_, _| Reply::ok());
+    let (_d, _r, api) = start(&runner(&worker.url(), ""));
+    for body in [
+        r#"{"payload":{},"run_after":253402300800}"#,
+        r#"{"payload":{},"run_after":18446744073709551615}"#,
+        r#"{"payload":{},"retry_delay":1000000000000}"#,
+        r#"{"payload":{},"retry_delay":18446744073709551}"#,
+        r#"{"payload":{},"timeout":1000000000000}"#,
+    ] {
+        let r = api.post("/job/foo", body);
+        assert_eq!(r.status, 422, "{body}: {}", r.text());
+        assert!(r.json()["error"].as_str().is_some(), "{body}");
+    }
+    let r = api.post(
+        "/job/foo/batch",
+        r#"[{"payload":1},{"run_after":999999999999}]"#,
+    );
+    assert_eq!(r.status, 422, "{}", r.text());
+    for delayed in ["1000000000000", "253402300800", "1e300"] {
+        let r = api.post(&format!("/q/x?delayed={delayed}"), "{}");
+        assert_eq!(r.status, 400, "delayed={delayed}: {}", r.text());
+    }
+    // The queue definition's durations were bounded already; polling_interval too now.
+    let r = api.put("/queue/big", r#"{"polling_interval":18446744073709551615}"#);
+    assert_eq!(r.status, 422, "{}", r.text());
+
+    // The store is alive: jobs are taken, listed and delivered.
+    let r = api.post("/job/foo", r#"{"payload":{"n":1}}"#);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(worker.wait_for(1)[0].body_str(), r#"{"n":1}"#);
+    let r = api.post("/q/x?delayed=253402300799", "{}");
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = api.get("/queue/x/deferred");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.json()["jobs"][0]["next_try"],
+        "9999-12-31T23:59:59.000Z",
+        "{}",
+        r.text()
+    );
+    assert_eq!(api.get("/healthz").status, 200);
+    assert_eq!(api.get("/readyz").status, 200);
+}
+
+/// Finding 12: the durable path clamped a worker's `Retry-After` to one day, not to the
+/// runner's `max_retry_after` (default 1 h) the README documents.
+#[test]
+fn durable_retry_after_is_clamped_to_the_runners_max_retry_after() {
+    let worker = Worker::start(|_, i| {
+        if i == 0 {
+            Reply::Status(503, vec![("Retry-After", "7200".into())], b"busy".to_vec())
+        } else {
+            Reply::ok()
+        }
+    });
+    let (_d, _r, api) = start(&runner(&worker.url(), "  max_retry_after: 1s\n"));
+    let r = api.post("/job/foo", r#"{"payload":{"n":1}}"#);
+    assert_eq!(r.status, 200, "{}", r.text());
+    // Clamped to 1 s: the second attempt comes well inside the test's deadline (7200 s before).
+    let got = worker.wait_for(2);
+    assert_eq!(got[1].attempt(), 2);
+}

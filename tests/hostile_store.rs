@@ -86,3 +86,20 @@ fn durable_retry_after_is_clamped_to_the_runners_max_retry_after() {
     let got = worker.wait_for(2);
     assert_eq!(got[1].attempt(), 2);
 }
+
+/// Finding 11: the auth scheme is case-insensitive (RFC 9110 §11.1).
+#[test]
+fn bearer_scheme_is_case_insensitive() {
+    let (_d, _r, api) = start("api:\n  listen: 127.0.0.1:0\n  token: s3cret\n");
+    for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+        let auth = format!("{scheme} s3cret");
+        let r = api.call_with("GET", "/queues", None, &[("Authorization", &auth)]);
+        assert_eq!(r.status, 200, "{scheme}: {}", r.text());
+    }
+    let r = api.call_with("GET", "/queues", None, &[("Authorization", "Basic s3cret")]);
+    assert_eq!(r.status, 401);
+    let r = api.call_with("GET", "/queues", None, &[("Authorization", "bearer wrong")]);
+    assert_eq!(r.status, 401);
+    let r = api.call_with("GET", "/queues", None, &[("Authorization", "Bearers3cret")]);
+    assert_eq!(r.status, 401);
+}

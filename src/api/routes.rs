@@ -38,8 +38,8 @@ pub async fn handle(ctx: &Rc<Ctx>, req: Request) -> Response {
         let ok = req
             .authorization
             .as_deref()
-            .and_then(|a| a.strip_prefix("Bearer "))
-            .is_some_and(|t| constant_time_eq(t.trim().as_bytes(), token.as_bytes()));
+            .and_then(bearer_credentials)
+            .is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes()));
         if !ok {
             return Response::error(401, "missing or wrong bearer token")
                 .with("WWW-Authenticate", "Bearer".into());
@@ -151,6 +151,15 @@ async fn metrics(ctx: &Ctx) -> Res {
     let mut r = Response::text(200, text);
     r.content_type = crate::metrics::exposition::CONTENT_TYPE;
     Ok(r)
+}
+
+/// The token of an `Authorization: Bearer <token>` value. The scheme is case-insensitive
+/// (RFC 9110 §11.1) and is followed by one or more spaces.
+fn bearer_credentials(value: &str) -> Option<&str> {
+    let (scheme, rest) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| rest.trim_start_matches(' ').trim())
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -1033,5 +1042,26 @@ impl Params {
 impl From<StoreError> for Box<Response> {
     fn from(e: StoreError) -> Self {
         Box::new(Response::from(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        for v in [
+            "Bearer t0k",
+            "bearer t0k",
+            "BEARER t0k",
+            "Bearer   t0k ",
+            " bEaReR t0k",
+        ] {
+            assert_eq!(bearer_credentials(v), Some("t0k"), "{v:?}");
+        }
+        for v in ["Basic t0k", "Bearert0k", "Bearer", "", "Bear t0k"] {
+            assert_ne!(bearer_credentials(v), Some("t0k"), "{v:?}");
+        }
     }
 }

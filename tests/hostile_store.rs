@@ -103,3 +103,41 @@ fn bearer_scheme_is_case_insensitive() {
     let r = api.call_with("GET", "/queues", None, &[("Authorization", "Bearers3cret")]);
     assert_eq!(r.status, 401);
 }
+
+/// Finding 9: invalid input is refused with a 4xx instead of taken with a 2xx.
+#[test]
+fn bodies_a_route_cannot_take_are_refused() {
+    let worker = Worker::start(|_, _| Reply::ok());
+    let (_d, _r, api) = start(&runner(&worker.url(), ""));
+    // presque: a body that is not UTF-8 is not JSON (and would be served as application/json).
+    for (path, body) in [
+        ("/q/bin", &b"{\"a\":\"\xff\xfe\"}"[..]),
+        ("/qb/bin", &b"{\"jobs\":[\"\xff\"]}"[..]),
+    ] {
+        let mut req = format!(
+            "POST {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        req.extend_from_slice(body);
+        let r = api.raw(&req);
+        assert_eq!(r[0].status, 400, "{path}: {}", r[0].text());
+    }
+    // Nothing was taken: the queue was not even created.
+    assert_eq!(api.get("/j/bin").status, 404);
+    // fireworq: a job is a JSON object, not an array read field by field.
+    for body in ["[]", r#"["http://127.0.0.1:1/x", {"a":1}]"#] {
+        let r = api.post("/job/foo", body);
+        assert_eq!(r.status, 422, "{body}: {}", r.text());
+    }
+    let r = api.post("/job/foo/batch", "[[]]");
+    assert_eq!(r.status, 422, "{}", r.text());
+    // presque's batch with no jobs answers as fireworq's batch does.
+    let r = api.post("/qb/q", r#"{"jobs":[]}"#);
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert_eq!(
+        api.get("/queues/stats").json()["default"]["total_pushes"],
+        0
+    );
+    assert!(worker.received().is_empty());
+}

@@ -603,6 +603,10 @@ async fn route(ctx: &Rc<Ctx>, req: &Request) -> Res {
             }
             check_json_type(req)?;
             let b: Body = from_json(&req.body)?;
+            if b.jobs.is_empty() {
+                // As fireworq's batch route answers.
+                return Err(Response::error(422, "jobs: no jobs given"));
+            }
             if b.jobs.len() > ctx.config.max_batch_jobs {
                 return Err(Response::error(
                     413,
@@ -803,15 +807,19 @@ async fn enqueue_fireworq(ctx: &Ctx, req: &Request, category: &str, batch: bool)
         #[derive(Deserialize)]
         struct Wrapped<'a> {
             #[serde(borrow)]
-            jobs: Vec<FireworqJob<'a>>,
+            jobs: Vec<&'a RawValue>,
         }
         // A list of jobs, or `{"jobs": [...]}` like presque's batch.
-        match req.body.iter().find(|b| !b.is_ascii_whitespace()) {
-            Some(b'{') => from_json::<Wrapped>(&req.body)?.jobs,
-            _ => from_json(&req.body)?,
-        }
+        let (raw, prefix): (Vec<&RawValue>, &str) = match first_byte(&req.body) {
+            Some(b'{') => (from_json::<Wrapped>(&req.body)?.jobs, "jobs"),
+            _ => (from_json(&req.body)?, ""),
+        };
+        raw.iter()
+            .enumerate()
+            .map(|(i, j)| fireworq_job(j.get().as_bytes(), &format!("{prefix}[{i}]")))
+            .collect::<Result<_, _>>()?
     } else {
-        vec![from_json(&req.body)?]
+        vec![fireworq_job(&req.body, "")?]
     };
     if body.is_empty() {
         return Err(Response::error(422, "no jobs given"));
@@ -875,6 +883,36 @@ async fn enqueue_fireworq(ctx: &Ctx, req: &Request, category: &str, batch: bool)
     }
 }
 
+fn first_byte(body: &[u8]) -> Option<u8> {
+    body.iter().copied().find(|b| !b.is_ascii_whitespace())
+}
+
+/// One fireworq job: a JSON object (serde would read an array's items as the fields in order).
+/// `at` names the job in a batch for the error message.
+fn fireworq_job<'a>(body: &'a [u8], at: &str) -> Result<FireworqJob<'a>, Response> {
+    let named = |r: Response| {
+        if at.is_empty() {
+            r
+        } else {
+            Response::error(r.status, &format!("{at}: {}", error_text(&r)))
+        }
+    };
+    // Syntax first (400), then the shape (422).
+    from_json::<serde::de::IgnoredAny>(body).map_err(named)?;
+    if first_byte(body) != Some(b'{') {
+        return Err(named(Response::error(422, "a job must be a JSON object")));
+    }
+    from_json(body).map_err(named)
+}
+
+/// The message of an error response made by [`Response::error`].
+fn error_text(r: &Response) -> String {
+    serde_json::from_slice::<Value>(&r.body)
+        .ok()
+        .and_then(|v| v["error"].as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
 /// fireworq's answer to `POST /job/{category}`.
 fn enqueued_json(v: &JobView, run_after: u64) -> Value {
     json!({
@@ -920,6 +958,7 @@ fn check_json_type(req: &Request) -> Result<(), Response> {
 
 /// Parses JSON; a wrong shape names the field (`timeout: invalid type ...`).
 fn from_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, Response> {
+    check_utf8(body)?;
     let mut de = serde_json::Deserializer::from_slice(body);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -933,6 +972,14 @@ fn from_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, Response> {
     })?;
     de.end().map_err(json_error)?;
     Ok(value)
+}
+
+/// JSON is UTF-8 (RFC 8259 §8.1); serde_json skips over the bytes of strings it ignores, so a
+/// body kept as is would otherwise be served later as `application/json` that is not.
+fn check_utf8(body: &[u8]) -> Result<(), Response> {
+    std::str::from_utf8(body)
+        .map(|_| ())
+        .map_err(|e| Response::error(400, &format!("invalid JSON: the body is not UTF-8 ({e})")))
 }
 
 fn json_error(e: serde_json::Error) -> Response {
@@ -950,6 +997,7 @@ fn json_body<T: serde::de::DeserializeOwned>(_ctx: &Ctx, req: &Request) -> Resul
 /// A body that must be one JSON value, kept byte for byte.
 fn raw_json_body(_ctx: &Ctx, req: &Request) -> Result<Bytes, Response> {
     check_json_type(req)?;
+    check_utf8(&req.body)?;
     serde_json::from_slice::<serde::de::IgnoredAny>(&req.body)
         .map_err(|e| Response::error(400, &format!("invalid JSON: {e}")))?;
     Ok(req.body.clone())

@@ -383,7 +383,24 @@ fn db_err(e: heed::Error) -> StoreError {
             "the store is full (LMDB map size reached); raise queue.map_size or ack/delete jobs"
                 .into(),
         ),
+        // The disk (or the quota) is full: as lasting as a full map, so 507, not "retry soon".
+        heed::Error::Io(e)
+            if matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)) =>
+        {
+            StoreError::Full(format!(
+                "the disk holding the store is full ({e}); free space or ack/delete jobs"
+            ))
+        }
         e => StoreError::Unavailable(format!("store error: {e}")),
+    }
+}
+
+/// What every op of a batch whose commit failed gets: 507 when the store or its disk is full,
+/// else 503.
+fn not_committed(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::Full(m) => StoreError::Full(format!("the write was not committed: {m}")),
+        e => StoreError::Unavailable(format!("the write was not committed: {e}")),
     }
 }
 
@@ -785,7 +802,7 @@ impl Engine {
             Err(e) => {
                 tracing::error!(error = %e, "Store commit failed; the batch is refused.");
                 self.reload();
-                let e = StoreError::Unavailable(format!("the write was not committed: {e}"));
+                let e = not_committed(&e);
                 results
                     .into_iter()
                     .map(|(l, _)| (l, Err(e.clone())))
@@ -2328,6 +2345,20 @@ mod tests {
         // Written by an older version (`retry_delay * 1000` in the year ~33,700, or wrapped).
         assert_eq!(rfc3339(1_000_000_000_000_000), "9999-12-31T23:59:59.999Z");
         assert_eq!(rfc3339(u64::MAX), "9999-12-31T23:59:59.999Z");
+    }
+
+    #[test]
+    fn a_full_disk_is_507_not_503() {
+        for errno in [libc::ENOSPC, libc::EDQUOT] {
+            let e = db_err(heed::Error::Io(std::io::Error::from_raw_os_error(errno)));
+            assert!(matches!(e, StoreError::Full(_)), "{errno}: {e:?}");
+            assert!(matches!(not_committed(&e), StoreError::Full(_)), "{errno}");
+        }
+        let e = db_err(heed::Error::Mdb(heed::MdbError::MapFull));
+        assert!(matches!(not_committed(&e), StoreError::Full(_)));
+        let e = db_err(heed::Error::Io(std::io::Error::from_raw_os_error(libc::EIO)));
+        assert!(matches!(e, StoreError::Unavailable(_)));
+        assert!(matches!(not_committed(&e), StoreError::Unavailable(_)));
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{durable_config, Api, Reply, Reprow, Worker};
+use common::{durable_config, write_lines, Api, Reply, Reprow, Scene, Worker};
 
 fn start(extra: &str) -> (tempfile::TempDir, Reprow, Api) {
     let dir = tempfile::tempdir().unwrap();
@@ -140,4 +140,20 @@ fn bodies_a_route_cannot_take_are_refused() {
         0
     );
     assert!(worker.received().is_empty());
+}
+
+/// Finding 12: whitespace-only FIFO lines were dropped without a count.
+#[test]
+fn blank_fifo_lines_are_counted() {
+    let worker = Worker::start(|_, _| Reply::ok());
+    let scene = Scene::new();
+    let cfg = scene.config(&worker.url(), "", "", "");
+    let r = Reprow::start(&cfg);
+    write_lines(&scene.fifo(), &["a", "   ", "", "\t\r", "b"]);
+    worker.wait_for(2);
+    let (status, stats) = r.stop();
+    assert!(status.success());
+    assert_eq!(stats["lines_blank"], 3, "{stats}");
+    assert_eq!(stats["lines_invalid"], 0, "{stats}");
+    assert_eq!(worker.received().len(), 2);
 }

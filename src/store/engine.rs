@@ -2356,7 +2356,9 @@ mod tests {
         }
         let e = db_err(heed::Error::Mdb(heed::MdbError::MapFull));
         assert!(matches!(not_committed(&e), StoreError::Full(_)));
-        let e = db_err(heed::Error::Io(std::io::Error::from_raw_os_error(libc::EIO)));
+        let e = db_err(heed::Error::Io(std::io::Error::from_raw_os_error(
+            libc::EIO,
+        )));
         assert!(matches!(e, StoreError::Unavailable(_)));
         assert!(matches!(not_committed(&e), StoreError::Unavailable(_)));
     }

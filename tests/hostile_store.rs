@@ -5,7 +5,9 @@
 
 mod common;
 
-use common::{durable_config, write_lines, Api, Reply, Reprow, Scene, Worker};
+use std::time::{Duration, Instant};
+
+use common::{durable_config, write_lines, Api, Reply, Reprow, Scene, Worker, DEADLINE};
 
 fn start(extra: &str) -> (tempfile::TempDir, Reprow, Api) {
     let dir = tempfile::tempdir().unwrap();
@@ -156,4 +158,72 @@ fn blank_fifo_lines_are_counted() {
     assert_eq!(stats["lines_blank"], 3, "{stats}");
     assert_eq!(stats["lines_invalid"], 0, "{stats}");
     assert_eq!(worker.received().len(), 2);
+}
+
+/// Finding 5: a pull worker whose lease expired cannot ack (or fail) the job another worker
+/// holds now: every hand-out carries a lease token, and a stale one gets 409.
+#[test]
+fn stale_pull_lease_token_is_refused() {
+    let (_d, _r, api) = start("");
+    let r = api.put("/queue/pq", r#"{"mode":"pull","lease_timeout":1}"#);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let id = api.post("/q/pq", r#"{"n":1}"#).json()["id"]
+        .as_u64()
+        .unwrap();
+
+    let a = api.get("/q/pq");
+    assert_eq!(a.status, 200);
+    let token_a = a.header("X-Reprow-Lease").expect("lease token").to_string();
+    // A's lease runs out; B gets the job with a new token.
+    let deadline = Instant::now() + DEADLINE;
+    let b = loop {
+        let b = api.get("/q/pq");
+        if b.status == 200 {
+            break b;
+        }
+        assert!(Instant::now() < deadline, "the lease never expired");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(b.header("X-Reprow-Job-Id"), Some(id.to_string().as_str()));
+    let token_b = b.header("X-Reprow-Lease").expect("lease token").to_string();
+    assert_ne!(token_a, token_b);
+
+    let path = format!("/q/pq/{id}");
+    let r = api.call_with("DELETE", &path, None, &[("X-Reprow-Lease", &token_a)]);
+    assert_eq!(r.status, 409, "stale ack: {}", r.text());
+    let r = api.call_with(
+        "PUT",
+        &format!("/q/pq?id={id}"),
+        None,
+        &[("X-Reprow-Lease", &token_a)],
+    );
+    assert_eq!(r.status, 409, "stale failure report: {}", r.text());
+    let r = api.call_with("DELETE", &path, None, &[("X-Reprow-Lease", "garbage")]);
+    assert_eq!(r.status, 400, "{}", r.text());
+    // The job is still B's, and B's ack with its token is taken.
+    assert_eq!(api.get("/j/pq").json()["job_count"], 1);
+    let r = api.call_with("DELETE", &path, None, &[("X-Reprow-Lease", &token_b)]);
+    assert_eq!(r.status, 204, "{}", r.text());
+    assert_eq!(api.get("/j/pq").json()["job_count"], 0);
+
+    // presque's behaviour without leases: no token needed.
+    let id = api.post("/q/pq", r#"{"n":2}"#).json()["id"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(api.get("/q/pq").status, 200);
+    assert_eq!(api.delete(&format!("/q/pq/{id}")).status, 204);
+
+    // A queue that requires the token refuses an ack without one.
+    let r = api.put(
+        "/queue/strict",
+        r#"{"mode":"pull","lease_timeout":60,"require_lease_token":true}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let id = api.post("/q/strict", "{}").json()["id"].as_u64().unwrap();
+    let got = api.get("/q/strict");
+    let token = got.header("X-Reprow-Lease").unwrap().to_string();
+    let path = format!("/q/strict/{id}");
+    assert_eq!(api.delete(&path).status, 400);
+    let r = api.call_with("DELETE", &path, None, &[("X-Reprow-Lease", &token)]);
+    assert_eq!(r.status, 204, "{}", r.text());
 }

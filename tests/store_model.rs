@@ -249,11 +249,13 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                     Step::Ack { .. } => Op::Ack {
                         queue: queue.clone(),
                         id,
+                        lease: None,
                     },
                     Step::Nack { .. } => Op::Nack {
                         queue: queue.clone(),
                         id,
                         message: "x".into(),
+                        lease: None,
                     },
                     _ => Op::DeleteJob {
                         queue: queue.clone(),

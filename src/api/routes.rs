@@ -482,13 +482,17 @@ async fn route(ctx: &Rc<Ctx>, req: &Request) -> Res {
             {
                 Reply::Pulled(mut jobs) if !jobs.is_empty() => {
                     let (view, payload) = jobs.remove(0);
+                    let mut headers = vec![
+                        ("X-Reprow-Job-Id", view.id.to_string()),
+                        ("X-Reprow-Attempt", (view.fail_count + 1).to_string()),
+                    ];
+                    if let Some(t) = view.lease {
+                        headers.push(("X-Reprow-Lease", t.to_string()));
+                    }
                     Ok(Response {
                         status: 200,
                         content_type: "application/json",
-                        headers: vec![
-                            ("X-Reprow-Job-Id", view.id.to_string()),
-                            ("X-Reprow-Attempt", (view.fail_count + 1).to_string()),
-                        ],
+                        headers,
                         body: payload.to_vec(),
                     })
                 }
@@ -517,6 +521,7 @@ async fn route(ctx: &Rc<Ctx>, req: &Request) -> Res {
                             queue: queue.to_string(),
                             id: b.id,
                             message,
+                            lease: lease_token(req)?,
                         },
                     )
                     .await?;
@@ -533,6 +538,7 @@ async fn route(ctx: &Rc<Ctx>, req: &Request) -> Res {
                     queue: queue.to_string(),
                     id,
                     message,
+                    lease: lease_token(req)?,
                 },
             )
             .await?;
@@ -550,6 +556,7 @@ async fn route(ctx: &Rc<Ctx>, req: &Request) -> Res {
                 Op::Ack {
                     queue: queue.to_string(),
                     id,
+                    lease: lease_token(req)?,
                 },
             )
             .await?;
@@ -575,6 +582,11 @@ async fn route(ctx: &Rc<Ctx>, req: &Request) -> Res {
                         .map(|(v, _)| v.id.to_string())
                         .collect::<Vec<_>>()
                         .join(",");
+                    let leases = jobs
+                        .iter()
+                        .filter_map(|(v, _)| v.lease.map(|t| t.to_string()))
+                        .collect::<Vec<_>>()
+                        .join(",");
                     let mut body =
                         Vec::with_capacity(jobs.iter().map(|j| j.1.len() + 1).sum::<usize>() + 2);
                     body.push(b'[');
@@ -588,7 +600,11 @@ async fn route(ctx: &Rc<Ctx>, req: &Request) -> Res {
                     Ok(Response {
                         status: 200,
                         content_type: "application/json",
-                        headers: vec![("X-Reprow-Job-Ids", ids)],
+                        headers: if forget {
+                            vec![("X-Reprow-Job-Ids", ids)]
+                        } else {
+                            vec![("X-Reprow-Job-Ids", ids), ("X-Reprow-Leases", leases)]
+                        },
                         body,
                     })
                 }
@@ -1001,6 +1017,18 @@ fn raw_json_body(_ctx: &Ctx, req: &Request) -> Result<Bytes, Response> {
     serde_json::from_slice::<serde::de::IgnoredAny>(&req.body)
         .map_err(|e| Response::error(400, &format!("invalid JSON: {e}")))?;
     Ok(req.body.clone())
+}
+
+/// The `X-Reprow-Lease` token of a pull worker's ack or failure report, if sent.
+fn lease_token(req: &Request) -> Result<Option<u64>, Response> {
+    req.lease
+        .as_deref()
+        .map(|t| {
+            t.parse().map_err(|_| {
+                Response::error(400, &format!("X-Reprow-Lease {t:?} is not a lease token"))
+            })
+        })
+        .transpose()
 }
 
 fn parse_id(s: &str) -> Result<u64, Response> {

@@ -22,6 +22,8 @@ pub struct Request {
     pub content_type: Option<String>,
     /// `Authorization`, if sent.
     pub authorization: Option<String>,
+    /// `X-Reprow-Lease`, if sent: a pull worker's lease token.
+    pub lease: Option<String>,
     /// Whether the connection stays open after the answer.
     pub keep_alive: bool,
     /// The body (empty when none).
@@ -155,6 +157,7 @@ impl RequestParser {
         let mut expect_continue = false;
         let mut content_type = None;
         let mut authorization = None;
+        let mut lease = None;
         for h in parsed.headers.iter() {
             let value = std::str::from_utf8(h.value)
                 .map_err(|_| RequestError::Malformed(format!("header {} is not UTF-8", h.name)))?
@@ -187,6 +190,8 @@ impl RequestParser {
                 content_type = Some(value.to_string());
             } else if h.name.eq_ignore_ascii_case("authorization") {
                 authorization = Some(value.to_string());
+            } else if h.name.eq_ignore_ascii_case("x-reprow-lease") {
+                lease = Some(value.to_string());
             }
         }
         if chunked && content_length.is_some() {
@@ -211,6 +216,7 @@ impl RequestParser {
             query,
             content_type,
             authorization,
+            lease,
             keep_alive,
             body: Bytes::new(),
         };

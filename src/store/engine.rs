@@ -531,7 +531,9 @@ impl Engine {
             next_id: 1,
             next_fid: 1,
             next_qid: 1,
-            lease_seq: 0,
+            // Lease tokens start from the clock (x1000) so a token from before a restart is
+            // not handed out again after it: a stale ack stays stale.
+            lease_seq: opts.clock.now_ms().saturating_mul(1000),
             granted: Vec::new(),
             released: Vec::new(),
             dirty: BTreeSet::new(),
@@ -856,8 +858,9 @@ impl Engine {
                 count,
                 forget,
             } => self.pull(&mut txn, &queue, count, forget, now)?,
-            Op::Ack { queue, id } => {
-                let (_, rec) = self.queue_job(&txn, &queue, id)?;
+            Op::Ack { queue, id, lease } => {
+                let (qid, rec) = self.queue_job(&txn, &queue, id)?;
+                self.check_pull_lease(qid, id, lease)?;
                 self.remove_job(&mut txn, &rec)?;
                 // A pull worker's completion (pushed jobs are logged by the cores); written once
                 // the batch holding it is committed.
@@ -871,8 +874,14 @@ impl Engine {
                 ));
                 (Reply::Unit, Effect::Removed { rec, done: Some(0) })
             }
-            Op::Nack { queue, id, message } => {
+            Op::Nack {
+                queue,
+                id,
+                message,
+                lease,
+            } => {
                 let (qid, rec) = self.queue_job(&txn, &queue, id)?;
+                self.check_pull_lease(qid, id, lease)?;
                 let def = self.def_of(qid)?.clone();
                 let policy = policy_for(&def, Some(&rec), self.max_retry_after);
                 let attempts = rec.attempts + 1;
@@ -1598,7 +1607,11 @@ impl Engine {
                 ));
             }
             let payload = rec.payload.clone();
-            out.push((self.view_with(&rec, !forget, Some(&def), queue), payload));
+            let mut view = self.view_with(&rec, !forget, Some(&def), queue);
+            if let Some((_, l)) = leases.last().filter(|(lid, _)| *lid == id) {
+                view.lease = Some(l.token);
+            }
+            out.push((view, payload));
         }
         Ok((
             Reply::Pulled(out),
@@ -1887,6 +1900,35 @@ impl Engine {
             payload: payload_value(&rec.payload),
             leased_at: lease.map(|l| rfc3339(l.since_ms)),
             pulled: lease.map(|l| l.pull),
+            lease: None,
+        }
+    }
+
+    /// A pull worker's ack or failure report: a token it sends must be the job's current lease
+    /// (else 409: the lease expired and the job may be someone else's now); with
+    /// `require_lease_token` it must send one (400).
+    fn check_pull_lease(&self, qid: u32, id: u64, token: Option<u64>) -> Result<(), StoreError> {
+        match token {
+            Some(t) => match self.leases.get(&id) {
+                Some(l) if l.token == t => Ok(()),
+                Some(_) => Err(StoreError::Conflict(format!(
+                    "stale lease for job {id}: its lease expired and it was handed out again"
+                ))),
+                None => Err(StoreError::Conflict(format!(
+                    "stale lease for job {id}: its lease expired"
+                ))),
+            },
+            None if self
+                .queues
+                .get(&qid)
+                .and_then(|q| q.def.as_ref())
+                .is_some_and(|d| d.require_lease_token) =>
+            {
+                Err(StoreError::BadRequest(format!(
+                    "X-Reprow-Lease is required: the queue sets require_lease_token (job {id})"
+                )))
+            }
+            None => Ok(()),
         }
     }
 

@@ -215,6 +215,9 @@ pub enum Op {
         queue: String,
         /// Job id.
         id: u64,
+        /// The lease token the hand-out carried (`X-Reprow-Lease`), if the worker sent it: a
+        /// token that is not the job's current lease is refused (409).
+        lease: Option<u64>,
     },
     /// A pull worker reports a failure (presque's `PUT /q`): retried per the queue's policy.
     Nack {
@@ -224,6 +227,8 @@ pub enum Op {
         id: u64,
         /// Worker's message.
         message: String,
+        /// The lease token, as for [`Op::Ack`].
+        lease: Option<u64>,
     },
     /// Delete a job that is not finished.
     DeleteJob {
@@ -363,6 +368,10 @@ pub struct JobView {
     /// For a leased job: taken by a pull worker rather than pushed (reprow's addition).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pulled: Option<bool>,
+    /// For a job just handed to a pull worker: its lease token (sent as `X-Reprow-Lease`, not
+    /// shown in job lists).
+    #[serde(skip)]
+    pub lease: Option<u64>,
 }
 
 /// A failed-log entry as the API shows it (fireworq's shape).

@@ -77,6 +77,11 @@ pub struct QueueDef {
     /// How long a pulled job stays leased before it is handed out again, seconds. Default 60.
     #[serde(default = "default_lease_timeout")]
     pub lease_timeout: u64,
+    /// Pull mode: an ack or failure report must carry the hand-out's lease token
+    /// (`X-Reprow-Lease`). Default false: presque's clients send none; a token that is sent is
+    /// always checked.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub require_lease_token: bool,
     /// Dispatch stopped (`/control/{queue}`); enqueues are still accepted.
     #[serde(default)]
     pub paused: bool,

@@ -71,14 +71,16 @@ pub enum Clock {
 }
 
 impl Clock {
-    /// Now, ms since the epoch.
+    /// Now, ms since the epoch, never past [`MAX_TIME_MS`] (a clock set past year 9999 reads
+    /// as its end, so every time the store writes stays showable).
     pub fn now_ms(&self) -> u64 {
-        match self {
+        let ms = match self {
             Clock::System => SystemTime::now()
                 .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64),
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             Clock::Manual(t) => t.load(Ordering::Relaxed),
-        }
+        };
+        ms.min(MAX_TIME_MS)
     }
 }
 
@@ -1964,7 +1966,7 @@ impl Engine {
 
     fn stats_of(&mut self, qid: u32, rtxn: &RoTxn, now: u64) -> Result<QueueStats, StoreError> {
         // Deferred jobs are counted from the index (a range walk over the future part only).
-        let lo = due_key(qid, now + 1, 0);
+        let lo = due_key(qid, now.saturating_add(1), 0);
         let hi = due_key(qid, u64::MAX, u64::MAX);
         let mut deferred = 0u64;
         for kv in self
@@ -2078,7 +2080,10 @@ impl Engine {
                 }
                 let (lo, hi) = match list {
                     JobList::Waiting => (due_key(qid, 0, 0), due_key(qid, now, u64::MAX)),
-                    _ => (due_key(qid, now + 1, 0), due_key(qid, u64::MAX, u64::MAX)),
+                    _ => (
+                        due_key(qid, now.saturating_add(1), 0),
+                        due_key(qid, u64::MAX, u64::MAX),
+                    ),
                 };
                 let cur: Option<[u8; 20]> = match cursor {
                     Some(c) => Some(

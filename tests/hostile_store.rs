@@ -227,3 +227,77 @@ fn stale_pull_lease_token_is_refused() {
     let r = api.call_with("DELETE", &path, None, &[("X-Reprow-Lease", &token)]);
     assert_eq!(r.status, 204, "{}", r.text());
 }
+
+/// Finding 8, end to end: framing a proxy in front could read differently is refused with 400
+/// at once (a chunk line ending in a bare LF used to wait for the 10 s deadline, then 408).
+#[test]
+fn lenient_framing_is_refused_at_once() {
+    let (_d, _r, api) = start("");
+    for req in [
+        &b"POST /q/f HTTP/1.1\r\nHost: t\r\nContent-Length: +2\r\n\r\n{}"[..],
+        b"POST /q/f HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n 2\r\n{}\r\n0\r\n\r\n",
+        b"POST /q/f HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n2\n{}\r\n0\r\n\r\n",
+        b"POST /q/f HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}",
+        b"POST /q/f HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+    ] {
+        let r = api.raw(req);
+        assert_eq!(r[0].status, 400, "{:?}: {}", String::from_utf8_lossy(req), r[0].text());
+    }
+    assert_eq!(api.get("/j/f").status, 404, "nothing was enqueued");
+    // The grammar's chunk extensions are fine.
+    let r = api.raw(
+        b"POST /q/f HTTP/1.1\r\nHost: t\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n2 ;a=\"b\"\r\n{}\r\n0\r\n\r\n",
+    );
+    assert_eq!(r[0].status, 201, "{}", r[0].text());
+}
+
+/// Finding 5: `/qb` hand-outs carry their lease tokens too, in the order of their ids.
+#[test]
+fn batch_pulls_carry_lease_tokens() {
+    let (_d, _r, api) = start("");
+    for n in 0..3 {
+        assert_eq!(api.post("/q/bq", &format!(r#"{{"n":{n}}}"#)).status, 201);
+    }
+    let r = api.get("/qb/bq?batch_size=3");
+    assert_eq!(r.status, 200);
+    let ids: Vec<String> = r
+        .header("X-Reprow-Job-Ids")
+        .unwrap()
+        .split(',')
+        .map(String::from)
+        .collect();
+    let leases: Vec<String> = r
+        .header("X-Reprow-Leases")
+        .unwrap()
+        .split(',')
+        .map(String::from)
+        .collect();
+    assert_eq!(ids.len(), 3);
+    assert_eq!(leases.len(), 3);
+    // Each token acks its own job only.
+    let r = api.call_with(
+        "DELETE",
+        &format!("/q/bq/{}", ids[0]),
+        None,
+        &[("X-Reprow-Lease", &leases[1])],
+    );
+    assert_eq!(r.status, 409, "{}", r.text());
+    for (id, lease) in ids.iter().zip(&leases) {
+        let r = api.call_with(
+            "DELETE",
+            &format!("/q/bq/{id}"),
+            None,
+            &[("X-Reprow-Lease", lease)],
+        );
+        assert_eq!(r.status, 204, "{}", r.text());
+    }
+    assert_eq!(api.get("/j/bq").json()["job_count"], 0);
+    // Pop-and-forget has no lease and no token.
+    assert_eq!(api.post("/q/bq", "{}").status, 201);
+    let r = api.get("/qb/bq?forget=1");
+    assert!(r.header("X-Reprow-Leases").is_none());
+    let r2 = api.post("/q/bq", "{}");
+    assert_eq!(r2.status, 201);
+    assert!(api.get("/q/bq?forget=1").header("X-Reprow-Lease").is_none());
+    assert_eq!(r.status, 200);
+}

@@ -1102,7 +1102,7 @@ impl Engine {
                     if let Some(elapsed) = done {
                         q.successes += 1;
                         q.completes += 1;
-                        q.elapsed_ms += elapsed;
+                        q.elapsed_ms = q.elapsed_ms.saturating_add(elapsed);
                     }
                 }
             }

@@ -198,8 +198,10 @@ fn stale_pull_lease_token_is_refused() {
         &[("X-Reprow-Lease", &token_a)],
     );
     assert_eq!(r.status, 409, "stale failure report: {}", r.text());
-    let r = api.call_with("DELETE", &path, None, &[("X-Reprow-Lease", "garbage")]);
-    assert_eq!(r.status, 400, "{}", r.text());
+    for garbage in ["garbage", "+1", "-1", "1.0", "99999999999999999999"] {
+        let r = api.call_with("DELETE", &path, None, &[("X-Reprow-Lease", garbage)]);
+        assert_eq!(r.status, 400, "{garbage}: {}", r.text());
+    }
     // The job is still B's, and B's ack with its token is taken.
     assert_eq!(api.get("/j/pq").json()["job_count"], 1);
     let r = api.call_with("DELETE", &path, None, &[("X-Reprow-Lease", &token_b)]);

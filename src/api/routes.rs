@@ -1024,9 +1024,12 @@ fn lease_token(req: &Request) -> Result<Option<u64>, Response> {
     req.lease
         .as_deref()
         .map(|t| {
-            t.parse().map_err(|_| {
-                Response::error(400, &format!("X-Reprow-Lease {t:?} is not a lease token"))
-            })
+            Some(t)
+                .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|t| t.parse().ok())
+                .ok_or_else(|| {
+                    Response::error(400, &format!("X-Reprow-Lease {t:?} is not a lease token"))
+                })
         })
         .transpose()
 }

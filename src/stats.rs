@@ -14,6 +14,8 @@ pub struct Stats {
     pub lines_oversize: AtomicU64,
     /// Lines refused as invalid JSON envelopes.
     pub lines_invalid: AtomicU64,
+    /// FIFO lines of nothing but whitespace, skipped.
+    pub lines_blank: AtomicU64,
     /// Requests sent to the worker (attempts).
     pub dispatched: AtomicU64,
     /// Jobs the worker finished.
@@ -152,6 +154,7 @@ pub struct Snapshot {
     pub received: u64,
     pub lines_oversize: u64,
     pub lines_invalid: u64,
+    pub lines_blank: u64,
     pub dispatched: u64,
     pub succeeded: u64,
     pub retried: u64,
@@ -185,6 +188,7 @@ impl Stats {
             received: self.received.load(Relaxed),
             lines_oversize: self.lines_oversize.load(Relaxed),
             lines_invalid: self.lines_invalid.load(Relaxed),
+            lines_blank: self.lines_blank.load(Relaxed),
             dispatched: self.dispatched.load(Relaxed),
             succeeded: self.succeeded.load(Relaxed),
             retried: self.retried.load(Relaxed),

@@ -138,6 +138,7 @@ impl Harness {
             default_url: None,
             clock: Clock::Manual(self.clock.clone()),
             fail_commit: Some(Arc::new(move || fail.swap(false, Ordering::SeqCst))),
+            max_retry_after: Duration::from_secs(3600),
         };
         self.engine = Some(Engine::open(opts, None).unwrap());
     }
@@ -248,11 +249,13 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                     Step::Ack { .. } => Op::Ack {
                         queue: queue.clone(),
                         id,
+                        lease: None,
                     },
                     Step::Nack { .. } => Op::Nack {
                         queue: queue.clone(),
                         id,
                         message: "x".into(),
+                        lease: None,
                     },
                     _ => Op::DeleteJob {
                         queue: queue.clone(),

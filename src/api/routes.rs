@@ -17,7 +17,10 @@ use serde_json::{json, value::RawValue, Value};
 use super::{response::Response, Ctx};
 use crate::{
     http::request::Request,
-    store::{queue::QueueDef, Destination, JobList, JobView, NewJob, Op, Query, Reply, StoreError},
+    store::{
+        queue::QueueDef, Destination, JobList, JobView, NewJob, Op, Query, Reply, StoreError,
+        MAX_DELAY_SECS, MAX_TIME_MS,
+    },
 };
 
 /// Answers one request.
@@ -25,7 +28,7 @@ pub async fn handle(ctx: &Rc<Ctx>, req: Request) -> Response {
     // Probes answer without the token: they reveal nothing, and orchestrators' probes often
     // cannot send one.
     match req.path.as_str() {
-        "/healthz" => return health(&req, || async { Ok(()) }).await,
+        "/healthz" => return health(&req, || async { alive(ctx) }).await,
         "/readyz" => return health(&req, || ready(ctx)).await,
         // The dashboard page is static; its requests to the API carry the token.
         "/" | "/dashboard" if req.method == "GET" && ctx.store.is_some() => return dashboard(),
@@ -35,8 +38,8 @@ pub async fn handle(ctx: &Rc<Ctx>, req: Request) -> Response {
         let ok = req
             .authorization
             .as_deref()
-            .and_then(|a| a.strip_prefix("Bearer "))
-            .is_some_and(|t| constant_time_eq(t.trim().as_bytes(), token.as_bytes()));
+            .and_then(bearer_credentials)
+            .is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes()));
         if !ok {
             return Response::error(401, "missing or wrong bearer token")
                 .with("WWW-Authenticate", "Bearer".into());
@@ -85,6 +88,14 @@ where
     match check().await {
         Ok(()) => Response::json(200, &json!({ "status": "ok" })),
         Err(reason) => Response::json(503, &json!({ "status": "unavailable", "reason": reason })),
+    }
+}
+
+/// Live: the process serves HTTP and, with the durable queue, its store thread runs.
+fn alive(ctx: &Ctx) -> Result<(), String> {
+    match &ctx.store {
+        Some(s) if !s.is_alive() => Err("the store thread has stopped".into()),
+        _ => Ok(()),
     }
 }
 
@@ -172,6 +183,15 @@ fn with_last_error(ctx: &Ctx, jobs: &[JobView]) -> Vec<Value> {
             v
         })
         .collect()
+}
+
+/// The token of an `Authorization: Bearer <token>` value. The scheme is case-insensitive
+/// (RFC 9110 §11.1) and is followed by one or more spaces.
+fn bearer_credentials(value: &str) -> Option<&str> {
+    let (scheme, rest) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| rest.trim_start_matches(' ').trim())
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -497,13 +517,17 @@ async fn route(ctx: &Rc<Ctx>, req: &Request) -> Res {
             {
                 Reply::Pulled(mut jobs) if !jobs.is_empty() => {
                     let (view, payload) = jobs.remove(0);
+                    let mut headers = vec![
+                        ("X-Reprow-Job-Id", view.id.to_string()),
+                        ("X-Reprow-Attempt", (view.fail_count + 1).to_string()),
+                    ];
+                    if let Some(t) = view.lease {
+                        headers.push(("X-Reprow-Lease", t.to_string()));
+                    }
                     Ok(Response {
                         status: 200,
                         content_type: "application/json",
-                        headers: vec![
-                            ("X-Reprow-Job-Id", view.id.to_string()),
-                            ("X-Reprow-Attempt", (view.fail_count + 1).to_string()),
-                        ],
+                        headers,
                         body: payload.to_vec(),
                     })
                 }
@@ -532,6 +556,7 @@ async fn route(ctx: &Rc<Ctx>, req: &Request) -> Res {
                             queue: queue.to_string(),
                             id: b.id,
                             message,
+                            lease: lease_token(req)?,
                         },
                     )
                     .await?;
@@ -548,6 +573,7 @@ async fn route(ctx: &Rc<Ctx>, req: &Request) -> Res {
                     queue: queue.to_string(),
                     id,
                     message,
+                    lease: lease_token(req)?,
                 },
             )
             .await?;
@@ -565,6 +591,7 @@ async fn route(ctx: &Rc<Ctx>, req: &Request) -> Res {
                 Op::Ack {
                     queue: queue.to_string(),
                     id,
+                    lease: lease_token(req)?,
                 },
             )
             .await?;
@@ -590,6 +617,11 @@ async fn route(ctx: &Rc<Ctx>, req: &Request) -> Res {
                         .map(|(v, _)| v.id.to_string())
                         .collect::<Vec<_>>()
                         .join(",");
+                    let leases = jobs
+                        .iter()
+                        .filter_map(|(v, _)| v.lease.map(|t| t.to_string()))
+                        .collect::<Vec<_>>()
+                        .join(",");
                     let mut body =
                         Vec::with_capacity(jobs.iter().map(|j| j.1.len() + 1).sum::<usize>() + 2);
                     body.push(b'[');
@@ -603,7 +635,11 @@ async fn route(ctx: &Rc<Ctx>, req: &Request) -> Res {
                     Ok(Response {
                         status: 200,
                         content_type: "application/json",
-                        headers: vec![("X-Reprow-Job-Ids", ids)],
+                        headers: if forget {
+                            vec![("X-Reprow-Job-Ids", ids)]
+                        } else {
+                            vec![("X-Reprow-Job-Ids", ids), ("X-Reprow-Leases", leases)]
+                        },
                         body,
                     })
                 }
@@ -618,6 +654,10 @@ async fn route(ctx: &Rc<Ctx>, req: &Request) -> Res {
             }
             check_json_type(req)?;
             let b: Body = from_json(&req.body)?;
+            if b.jobs.is_empty() {
+                // As fireworq's batch route answers.
+                return Err(Response::error(422, "jobs: no jobs given"));
+            }
             if b.jobs.len() > ctx.config.max_batch_jobs {
                 return Err(Response::error(
                     413,
@@ -771,9 +811,15 @@ fn presque_job(ctx: &Ctx, queue: &str, payload: Bytes, q: &Params) -> Result<New
         Some(t) => t
             .parse::<f64>()
             .ok()
-            .filter(|t| t.is_finite() && *t >= 0.0)
-            .map(|t| (t * 1000.0) as u64)
-            .ok_or_else(|| Response::error(400, "delayed must be a Unix time in seconds"))?,
+            .map(|t| t * 1000.0)
+            .filter(|ms| ms.is_finite() && *ms >= 0.0 && *ms <= MAX_TIME_MS as f64)
+            .map(|ms| (ms as u64).min(MAX_TIME_MS))
+            .ok_or_else(|| {
+                Response::error(
+                    400,
+                    "delayed must be a Unix time in seconds, no later than 253402300799 (9999-12-31T23:59:59Z)",
+                )
+            })?,
         None => 0,
     };
     Ok(NewJob {
@@ -814,15 +860,19 @@ async fn enqueue_fireworq(ctx: &Ctx, req: &Request, category: &str, batch: bool)
         #[derive(Deserialize)]
         struct Wrapped<'a> {
             #[serde(borrow)]
-            jobs: Vec<FireworqJob<'a>>,
+            jobs: Vec<&'a RawValue>,
         }
         // A list of jobs, or `{"jobs": [...]}` like presque's batch.
-        match req.body.iter().find(|b| !b.is_ascii_whitespace()) {
-            Some(b'{') => from_json::<Wrapped>(&req.body)?.jobs,
-            _ => from_json(&req.body)?,
-        }
+        let (raw, prefix): (Vec<&RawValue>, &str) = match first_byte(&req.body) {
+            Some(b'{') => (from_json::<Wrapped>(&req.body)?.jobs, "jobs"),
+            _ => (from_json(&req.body)?, ""),
+        };
+        raw.iter()
+            .enumerate()
+            .map(|(i, j)| fireworq_job(j.get().as_bytes(), &format!("{prefix}[{i}]")))
+            .collect::<Result<_, _>>()?
     } else {
-        vec![from_json(&req.body)?]
+        vec![fireworq_job(&req.body, "")?]
     };
     if body.is_empty() {
         return Err(Response::error(422, "no jobs given"));
@@ -846,11 +896,14 @@ async fn enqueue_fireworq(ctx: &Ctx, req: &Request, category: &str, batch: bool)
                 &format!("payload larger than {} bytes", ctx.config.max_payload_bytes),
             ));
         }
-        if j.timeout == Some(0) {
-            return Err(Response::error(422, "timeout must be at least 1 second"));
+        if j.run_after.is_some_and(|s| s > MAX_DELAY_SECS) {
+            return Err(Response::error(
+                422,
+                &format!("run_after must be at most {MAX_DELAY_SECS} seconds (365 days)"),
+            ));
         }
         run_after.push(j.run_after.unwrap_or(0));
-        jobs.push(NewJob {
+        let job = NewJob {
             dest: Destination::Category(category.to_string()),
             url: j.url.filter(|u| !u.is_empty()),
             payload,
@@ -862,7 +915,9 @@ async fn enqueue_fireworq(ctx: &Ctx, req: &Request, category: &str, batch: bool)
             max_retries: j.max_retries,
             retry_delay: j.retry_delay,
             uniq: None,
-        });
+        };
+        job.check_times().map_err(|e| Response::error(422, &e))?;
+        jobs.push(job);
     }
     match call(ctx, Op::Enqueue(jobs)).await? {
         Reply::Enqueued(views) => {
@@ -879,6 +934,36 @@ async fn enqueue_fireworq(ctx: &Ctx, req: &Request, category: &str, batch: bool)
         }
         r => Err(unexpected(r)),
     }
+}
+
+fn first_byte(body: &[u8]) -> Option<u8> {
+    body.iter().copied().find(|b| !b.is_ascii_whitespace())
+}
+
+/// One fireworq job: a JSON object (serde would read an array's items as the fields in order).
+/// `at` names the job in a batch for the error message.
+fn fireworq_job<'a>(body: &'a [u8], at: &str) -> Result<FireworqJob<'a>, Response> {
+    let named = |r: Response| {
+        if at.is_empty() {
+            r
+        } else {
+            Response::error(r.status, &format!("{at}: {}", error_text(&r)))
+        }
+    };
+    // Syntax first (400), then the shape (422).
+    from_json::<serde::de::IgnoredAny>(body).map_err(named)?;
+    if first_byte(body) != Some(b'{') {
+        return Err(named(Response::error(422, "a job must be a JSON object")));
+    }
+    from_json(body).map_err(named)
+}
+
+/// The message of an error response made by [`Response::error`].
+fn error_text(r: &Response) -> String {
+    serde_json::from_slice::<Value>(&r.body)
+        .ok()
+        .and_then(|v| v["error"].as_str().map(str::to_string))
+        .unwrap_or_default()
 }
 
 /// fireworq's answer to `POST /job/{category}`.
@@ -926,6 +1011,7 @@ fn check_json_type(req: &Request) -> Result<(), Response> {
 
 /// Parses JSON; a wrong shape names the field (`timeout: invalid type ...`).
 fn from_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, Response> {
+    check_utf8(body)?;
     let mut de = serde_json::Deserializer::from_slice(body);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -939,6 +1025,14 @@ fn from_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, Response> {
     })?;
     de.end().map_err(json_error)?;
     Ok(value)
+}
+
+/// JSON is UTF-8 (RFC 8259 §8.1); serde_json skips over the bytes of strings it ignores, so a
+/// body kept as is would otherwise be served later as `application/json` that is not.
+fn check_utf8(body: &[u8]) -> Result<(), Response> {
+    std::str::from_utf8(body)
+        .map(|_| ())
+        .map_err(|e| Response::error(400, &format!("invalid JSON: the body is not UTF-8 ({e})")))
 }
 
 fn json_error(e: serde_json::Error) -> Response {
@@ -956,9 +1050,25 @@ fn json_body<T: serde::de::DeserializeOwned>(_ctx: &Ctx, req: &Request) -> Resul
 /// A body that must be one JSON value, kept byte for byte.
 fn raw_json_body(_ctx: &Ctx, req: &Request) -> Result<Bytes, Response> {
     check_json_type(req)?;
+    check_utf8(&req.body)?;
     serde_json::from_slice::<serde::de::IgnoredAny>(&req.body)
         .map_err(|e| Response::error(400, &format!("invalid JSON: {e}")))?;
     Ok(req.body.clone())
+}
+
+/// The `X-Reprow-Lease` token of a pull worker's ack or failure report, if sent.
+fn lease_token(req: &Request) -> Result<Option<u64>, Response> {
+    req.lease
+        .as_deref()
+        .map(|t| {
+            Some(t)
+                .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|t| t.parse().ok())
+                .ok_or_else(|| {
+                    Response::error(400, &format!("X-Reprow-Lease {t:?} is not a lease token"))
+                })
+        })
+        .transpose()
 }
 
 fn parse_id(s: &str) -> Result<u64, Response> {
@@ -1048,5 +1158,26 @@ impl Params {
 impl From<StoreError> for Box<Response> {
     fn from(e: StoreError) -> Self {
         Box::new(Response::from(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        for v in [
+            "Bearer t0k",
+            "bearer t0k",
+            "BEARER t0k",
+            "Bearer   t0k ",
+            " bEaReR t0k",
+        ] {
+            assert_eq!(bearer_credentials(v), Some("t0k"), "{v:?}");
+        }
+        for v in ["Basic t0k", "Bearert0k", "Bearer", "", "Bear t0k"] {
+            assert_ne!(bearer_credentials(v), Some("t0k"), "{v:?}");
+        }
     }
 }

@@ -169,10 +169,7 @@ fn interpret(
     let mut keep_alive = version == 1;
     for h in headers {
         if h.name.eq_ignore_ascii_case("content-length") {
-            let v = std::str::from_utf8(h.value)
-                .ok()
-                .and_then(|s| s.trim().parse::<u64>().ok())
-                .ok_or(ResponseError::ContentLength)?;
+            let v = parse_content_length(h.value).ok_or(ResponseError::ContentLength)?;
             if content_length.is_some_and(|old| old != v) {
                 return Err(ResponseError::ContentLength);
             }
@@ -200,7 +197,11 @@ fn interpret(
     let body = if status == 204 || status == 304 {
         BodyFraming::Empty
     } else if chunked {
-        // RFC 9112 §6.3: Transfer-Encoding overrides Content-Length.
+        // RFC 9112 §6.3: Transfer-Encoding overrides Content-Length; a message with both may
+        // be a smuggling attempt, so the connection is not used again.
+        if content_length.is_some() {
+            keep_alive = false;
+        }
         BodyFraming::Chunked
     } else if let Some(n) = content_length {
         BodyFraming::Length(n)
@@ -318,7 +319,7 @@ impl BodyDecoder {
                         return Ok(false);
                     }
                 }
-                BodyState::ChunkSize => match find_crlf(buf) {
+                BodyState::ChunkSize => match find_line_end(buf, "bare LF in a chunk-size line")? {
                     None if buf.len() > MAX_CHUNK_LINE => {
                         return Err(ResponseError::Chunked("chunk-size line too long"))
                     }
@@ -372,24 +373,26 @@ impl BodyDecoder {
                     buf.advance(2);
                     self.state = BodyState::ChunkSize;
                 }
-                BodyState::Trailers => match find_crlf(buf) {
-                    None if buf.len() > MAX_TRAILER_BYTES => {
-                        return Err(ResponseError::Chunked("trailers too long"))
-                    }
-                    None => {
-                        return if eof {
-                            Err(ResponseError::Truncated)
-                        } else {
-                            Ok(false)
+                BodyState::Trailers => {
+                    match find_line_end(buf, "bare LF in the trailer section")? {
+                        None if buf.len() > MAX_TRAILER_BYTES => {
+                            return Err(ResponseError::Chunked("trailers too long"))
                         }
+                        None => {
+                            return if eof {
+                                Err(ResponseError::Truncated)
+                            } else {
+                                Ok(false)
+                            }
+                        }
+                        Some(0) => {
+                            buf.advance(2);
+                            self.state = BodyState::Done;
+                        }
+                        // Trailer fields carry nothing the dispatcher uses; skip them.
+                        Some(end) => buf.advance(end + 2),
                     }
-                    Some(0) => {
-                        buf.advance(2);
-                        self.state = BodyState::Done;
-                    }
-                    // Trailer fields carry nothing the dispatcher uses; skip them.
-                    Some(end) => buf.advance(end + 2),
-                },
+                }
             }
         }
     }
@@ -403,28 +406,115 @@ impl BodyDecoder {
     }
 }
 
-fn find_crlf(buf: &[u8]) -> Option<usize> {
-    buf.windows(2).position(|w| w == b"\r\n")
+/// Where the line at the start of `buf` ends (the index of its CR), once its CRLF is there.
+/// Lines in a chunked body end with CRLF (RFC 9112 §7.1); a bare LF is an error at once, not
+/// a reason to wait for more bytes.
+fn find_line_end(buf: &[u8], bare_lf: &'static str) -> Result<Option<usize>, ResponseError> {
+    match buf.iter().position(|&b| b == b'\n') {
+        None => Ok(None),
+        Some(i) if i > 0 && buf[i - 1] == b'\r' => Ok(Some(i - 1)),
+        Some(_) => Err(ResponseError::Chunked(bare_lf)),
+    }
 }
 
+/// A `Content-Length` value: `1*DIGIT` (RFC 9110 §8.6) after the field's optional whitespace
+/// is removed. No sign, no list, no overflow: anything a proxy in front could read differently
+/// is refused.
+pub fn parse_content_length(value: &[u8]) -> Option<u64> {
+    let v = value.trim_ascii();
+    if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    v.iter().try_fold(0u64, |n, &d| {
+        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
+}
+
+/// `chunk-size [ chunk-ext ]` (RFC 9112 §7.1): the size is hex digits only, the extensions
+/// must follow the grammar and are ignored.
 fn parse_chunk_size(line: &[u8]) -> Result<u64, ResponseError> {
-    // chunk-size [ chunk-ext ]: the extension after ';' is ignored.
-    let size = line
-        .split(|&b| b == b';')
-        .next()
-        .unwrap_or_default()
-        .trim_ascii();
-    if size.is_empty() || size.len() > 15 {
+    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    if digits == 0 {
         return Err(ResponseError::Chunked("invalid chunk size"));
     }
-    let mut n: u64 = 0;
-    for &b in size {
-        let digit = (b as char)
-            .to_digit(16)
-            .ok_or(ResponseError::Chunked("invalid chunk size"))?;
-        n = n * 16 + u64::from(digit);
+    let (hex, ext) = line.split_at(digits);
+    let significant = &hex[hex.iter().take_while(|&&b| b == b'0').count()..];
+    if significant.len() > 15 {
+        return Err(ResponseError::Chunked("chunk size too large"));
     }
+    let n = significant.iter().fold(0u64, |n, &b| {
+        n * 16 + u64::from((b as char).to_digit(16).unwrap_or(0))
+    });
+    check_chunk_ext(ext)?;
     Ok(n)
+}
+
+/// `chunk-ext = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] )`, with
+/// `chunk-ext-val = token / quoted-string`.
+fn check_chunk_ext(mut s: &[u8]) -> Result<(), ResponseError> {
+    const BAD: ResponseError = ResponseError::Chunked("invalid chunk extension");
+    while !s.is_empty() {
+        s = skip_ows(s);
+        if s.first() != Some(&b';') {
+            return Err(BAD);
+        }
+        s = skip_ows(&s[1..]);
+        let name = token_len(s);
+        if name == 0 {
+            return Err(BAD);
+        }
+        s = &s[name..];
+        let rest = skip_ows(s);
+        if rest.first() == Some(&b'=') {
+            s = skip_ows(&rest[1..]);
+            let len = if s.first() == Some(&b'"') {
+                quoted_string_len(s).ok_or(BAD)?
+            } else {
+                token_len(s)
+            };
+            if len == 0 {
+                return Err(BAD);
+            }
+            s = &s[len..];
+        }
+        // Whitespace must lead to another ';' (checked by the next round).
+        if !s.is_empty() && skip_ows(s).is_empty() {
+            return Err(BAD);
+        }
+    }
+    Ok(())
+}
+
+fn skip_ows(s: &[u8]) -> &[u8] {
+    let n = s.iter().take_while(|&&b| b == b' ' || b == b'\t').count();
+    &s[n..]
+}
+
+/// Length of the `token` (RFC 9110 §5.6.2) at the start of `s`.
+fn token_len(s: &[u8]) -> usize {
+    s.iter()
+        .take_while(|&&b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        .count()
+}
+
+/// Length of the `quoted-string` (RFC 9110 §5.6.4) at the start of `s`, quotes included.
+fn quoted_string_len(s: &[u8]) -> Option<usize> {
+    let mut i = 1;
+    while i < s.len() {
+        match s[i] {
+            b'"' => return Some(i + 1),
+            b'\\' => {
+                let c = *s.get(i + 1)?;
+                if !(c == b'\t' || c == b' ' || c.is_ascii_graphic() || c >= 0x80) {
+                    return None;
+                }
+                i += 2;
+            }
+            b'\t' | b' ' | 0x21 | 0x23..=0x5b | 0x5d..=0x7e | 0x80..=0xff => i += 1,
+            _ => return None,
+        }
+    }
+    None
 }
 
 /// A complete response: head and (bounded) body.
@@ -724,6 +814,103 @@ mod tests {
         for (input, eof, expect) in &cases {
             check_all_splits(input, *eof, expect);
         }
+    }
+
+    fn chunked(body: &[u8]) -> Vec<u8> {
+        let mut v = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        v.extend_from_slice(body);
+        v
+    }
+
+    #[test]
+    fn chunk_lines_follow_rfc_9112() {
+        let ok: [(&[u8], &[u8]); 7] = [
+            (b"2\r\nab\r\n0\r\n\r\n", b"ab"),
+            (b"2;name\r\nab\r\n0\r\n\r\n", b"ab"),
+            // BWS around ';' and '=' (RFC 9112 §7.1.1).
+            (b"2 ; name = value\r\nab\r\n0\r\n\r\n", b"ab"),
+            (b"2;a=\"q \\\" s\";b=t;c\r\nab\r\n0;x;y\r\n\r\n", b"ab"),
+            (b"00000000000000002\r\nab\r\n000\r\n\r\n", b"ab"),
+            (b"a\r\n0123456789\r\n0\r\nTrailer: x\r\n\r\n", b"0123456789"),
+            (b"fFfF\r\n", b""),
+        ];
+        for (body, want) in ok {
+            if body == b"fFfF\r\n" {
+                // A big chunk is fine: it waits for its data.
+                assert_eq!(decode_split(&chunked(body), 0, false), Ok(None));
+                continue;
+            }
+            check_all_splits(&chunked(body), false, &Ok(Some((200, want, true))));
+        }
+    }
+
+    #[test]
+    fn lenient_chunk_lines_are_refused_at_once() {
+        for body in [
+            &b" 2\r\nab\r\n0\r\n\r\n"[..],
+            b"\t2\r\n",
+            b"+2\r\n",
+            b"-2\r\n",
+            b"0x2\r\n",
+            b"2 \r\n",
+            b"2;\r\n",
+            b"2;=v\r\n",
+            b"2;a=\r\n",
+            b"2;a=\"x\r\n",
+            b"2;a b\r\n",
+            b"2;a=b c\r\n",
+            b"2;a\"\r\n",
+            b"2;a;\r\n",
+            b"2\r\r\n",
+            b"10000000000000000\r\n",
+            // A bare LF ends nothing: refused at once instead of waiting for a CRLF.
+            b"2\nab\r\n0\r\n\r\n",
+            b"2;x\nab",
+            b"2\r\nab\r\n0\n\r\n",
+            b"2\r\nab\r\n0\r\nT: v\n\r\n",
+        ] {
+            let input = chunked(body);
+            for split in 0..=input.len() {
+                let got = decode_split(&input, split, false);
+                assert!(
+                    matches!(got, Err(ResponseError::Chunked(_))),
+                    "{:?} split {split}: {got:?}",
+                    String::from_utf8_lossy(body)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn content_length_is_digits_only() {
+        for v in [
+            "+2",
+            "-2",
+            "0x2",
+            "2 2",
+            "2,2",
+            "",
+            "1e1",
+            "18446744073709551616",
+        ] {
+            let input = format!("HTTP/1.1 200 OK\r\nContent-Length: {v}\r\n\r\nab");
+            assert_eq!(
+                decode_split(input.as_bytes(), input.len(), false),
+                Err(ResponseError::ContentLength),
+                "{v:?}"
+            );
+        }
+        assert_eq!(parse_content_length(b"  42\t"), Some(42));
+        assert_eq!(parse_content_length(b"007"), Some(7));
+    }
+
+    #[test]
+    fn a_response_with_content_length_and_chunked_is_not_reused() {
+        // RFC 9112 §6.3: chunked wins, and the connection must not carry another exchange.
+        let input = chunked(b"");
+        let mut input = input[..input.len() - 2].to_vec();
+        input.extend_from_slice(b"Content-Length: 1\r\n\r\n2\r\nab\r\n0\r\n\r\n");
+        check_all_splits(&input, false, &Ok(Some((200, b"ab", false))));
     }
 
     #[test]

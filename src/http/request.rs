@@ -22,6 +22,8 @@ pub struct Request {
     pub content_type: Option<String>,
     /// `Authorization`, if sent.
     pub authorization: Option<String>,
+    /// `X-Reprow-Lease`, if sent: a pull worker's lease token.
+    pub lease: Option<String>,
     /// Whether the connection stays open after the answer.
     pub keep_alive: bool,
     /// The body (empty when none).
@@ -155,14 +157,17 @@ impl RequestParser {
         let mut expect_continue = false;
         let mut content_type = None;
         let mut authorization = None;
+        let mut lease = None;
         for h in parsed.headers.iter() {
             let value = std::str::from_utf8(h.value)
                 .map_err(|_| RequestError::Malformed(format!("header {} is not UTF-8", h.name)))?
                 .trim();
             if h.name.eq_ignore_ascii_case("content-length") {
-                let n: u64 = value
-                    .parse()
-                    .map_err(|_| RequestError::Malformed("invalid Content-Length".into()))?;
+                let n = super::codec::parse_content_length(value.as_bytes()).ok_or_else(|| {
+                    RequestError::Malformed(
+                        "invalid Content-Length (digits only, RFC 9110 §8.6)".into(),
+                    )
+                })?;
                 if content_length.is_some_and(|c| c != n) {
                     return Err(RequestError::Malformed("conflicting Content-Length".into()));
                 }
@@ -187,6 +192,8 @@ impl RequestParser {
                 content_type = Some(value.to_string());
             } else if h.name.eq_ignore_ascii_case("authorization") {
                 authorization = Some(value.to_string());
+            } else if h.name.eq_ignore_ascii_case("x-reprow-lease") {
+                lease = Some(value.to_string());
             }
         }
         if chunked && content_length.is_some() {
@@ -211,6 +218,7 @@ impl RequestParser {
             query,
             content_type,
             authorization,
+            lease,
             keep_alive,
             body: Bytes::new(),
         };
@@ -318,6 +326,46 @@ POST /q/b HTTP/1.1\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n3\r
         );
         assert_eq!(err(b"GET\x01 / HTTP/1.1\r\n\r\n").status(), 400);
         assert_eq!(err(b"GET * HTTP/1.1\r\n\r\n").status(), 400);
+    }
+
+    #[test]
+    fn framing_follows_rfc_9112_strictly() {
+        let err = |i: &[u8]| parse_all(i).unwrap_err().status();
+        // Content-Length is 1*DIGIT: what a proxy in front may read otherwise is refused.
+        for v in ["+2", "-2", "0x2", "2 2", "2,2", "2, 2", "", "1e1"] {
+            let req = format!("POST / HTTP/1.1\r\nContent-Length: {v}\r\n\r\nab");
+            assert_eq!(err(req.as_bytes()), 400, "Content-Length: {v:?}");
+        }
+        let ok = parse_all(b"POST / HTTP/1.1\r\nContent-Length:  2 \r\n\r\nab").unwrap();
+        assert_eq!(&ok[0].body[..], b"ab");
+        // Duplicates that differ, and Content-Length with Transfer-Encoding (either order).
+        assert_eq!(
+            err(b"POST / HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 02x\r\n\r\n"),
+            400
+        );
+        assert_eq!(
+            err(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 2\r\n\r\n"),
+            400
+        );
+        // Chunk sizes are hex digits only; a bare LF is refused at once (no wait for a CRLF).
+        for body in [
+            &b" 2\r\nab\r\n0\r\n\r\n"[..],
+            b"+2\r\nab\r\n0\r\n\r\n",
+            b"2 \r\nab\r\n0\r\n\r\n",
+            b"2\nab\r\n0\r\n\r\n",
+            b"2\n",
+            b"2\r\nab\r\n0\n\r\n",
+        ] {
+            let mut req = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+            req.extend_from_slice(body);
+            assert_eq!(err(&req), 400, "{:?}", String::from_utf8_lossy(body));
+        }
+        // chunk-ext per the grammar is fine.
+        let ok = parse_all(
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2 ;a=\"b\"\r\nab\r\n0\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(&ok[0].body[..], b"ab");
     }
 
     #[test]

@@ -286,6 +286,11 @@ fn process_counters(e: &mut Encoder, st: &Snapshot) {
         &[("reason", "invalid")],
         st.lines_invalid as f64,
     );
+    e.sample(
+        "reprow_fifo_lines_rejected_total",
+        &[("reason", "blank")],
+        st.lines_blank as f64,
+    );
     e.family(
         "reprow_sqs_requests_total",
         Kind::Counter,

@@ -420,6 +420,9 @@ fn run_durable(
         default_url: runner.map(|r| r.url.clone()),
         clock: crate::store::Clock::System,
         fail_commit: None,
+        max_retry_after: runner.map_or(crate::store::engine::DEFAULT_MAX_RETRY_AFTER, |r| {
+            r.max_retry_after
+        }),
     };
     let (dispatch_tx, dispatch_rx) = async_channel::unbounded();
     let (store, store_thread) = crate::store::engine::start(opts, dispatch_tx)?;

@@ -226,6 +226,7 @@ impl FifoSource {
                         self.refuse(&line[..line.len().min(1024)], e.to_string());
                     }
                 },
+                Frame::Blank => Stats::inc(&self.stats.lines_blank),
                 Frame::Oversize { prefix } => {
                     Stats::inc(&self.stats.lines_oversize);
                     let max = self.config.max_line_bytes;

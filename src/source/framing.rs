@@ -1,5 +1,6 @@
 //! Sans-IO line framing for the FIFO: splits a byte stream into newline-terminated jobs,
-//! skipping blank lines and refusing (then resynchronising after) lines over the limit.
+//! reporting blank lines (so they are counted, not run) and refusing (then resynchronising
+//! after) lines over the limit.
 //!
 //! Lines are cut out of the read buffer with `split_to().freeze()`, so a payload shares the
 //! buffer it was read into and is never copied.
@@ -11,6 +12,8 @@ use bytes::{Bytes, BytesMut};
 pub enum Frame {
     /// A complete, non-blank line without its `\n` (and without a trailing `\r`).
     Line(Bytes),
+    /// A line of nothing but whitespace was skipped (it is no job; the caller counts it).
+    Blank,
     /// A line longer than the limit was dropped; `prefix` holds its first bytes for the log.
     Oversize {
         /// The first bytes of the refused line (at most 256).
@@ -115,7 +118,7 @@ impl LineFramer {
                         return Some(Frame::Oversize { prefix });
                     }
                     if line.iter().all(u8::is_ascii_whitespace) {
-                        continue;
+                        return Some(Frame::Blank);
                     }
                     return Some(Frame::Line(line.freeze()));
                 }
@@ -152,7 +155,17 @@ mod tests {
     fn framing_at_every_split() {
         let cases: Vec<(&[u8], usize, Vec<Frame>)> = vec![
             (b"a\nbc\n", 10, vec![line("a"), line("bc")]),
-            (b"a\r\n\n  \n\tb\n", 10, vec![line("a"), line("\tb")]),
+            (
+                b"a\r\n\n  \n\r\n\tb\n",
+                10,
+                vec![
+                    line("a"),
+                    Frame::Blank,
+                    Frame::Blank,
+                    Frame::Blank,
+                    line("\tb"),
+                ],
+            ),
             (b"partial", 10, vec![]),
             (
                 b"ok\n12345678901\nnext\n",
@@ -176,6 +189,7 @@ mod tests {
                     v.iter()
                         .map(|f| match f {
                             Frame::Line(b) => Some(b.clone()),
+                            Frame::Blank => Some(Bytes::from_static(b"<blank>")),
                             Frame::Oversize { .. } => None,
                         })
                         .collect()

@@ -26,7 +26,7 @@ use std::{
     ops::Bound,
     path::{Path, PathBuf},
     sync::{
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
     },
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
@@ -34,11 +34,13 @@ use std::{
 
 use heed::{types::Bytes as Raw, CommitOrAbort, Database, Env, RoTxn, RwTxn, WithoutTls};
 
+use super::due_after;
 use super::{
     queue::{QueueDef, QueueMode},
     record::{due_key, failed_key, parse_due_key, uniq_key, FailedRecord, JobRecord},
     Command, Destination, Dispatch, FailedResult, FailedView, JobList, JobView, NewJob, Op,
     OpenError, Query, QueueStats, Reply, ReplyTx, Settlement, Store, StoreError, Target,
+    MAX_TIME_MS,
 };
 use crate::{config::WorkerUrl, dispatch::retry::RetryPolicy, job::Job};
 
@@ -69,14 +71,16 @@ pub enum Clock {
 }
 
 impl Clock {
-    /// Now, ms since the epoch.
+    /// Now, ms since the epoch, never past [`MAX_TIME_MS`] (a clock set past year 9999 reads
+    /// as its end, so every time the store writes stays showable).
     pub fn now_ms(&self) -> u64 {
-        match self {
+        let ms = match self {
             Clock::System => SystemTime::now()
                 .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64),
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             Clock::Manual(t) => t.load(Ordering::Relaxed),
-        }
+        };
+        ms.min(MAX_TIME_MS)
     }
 }
 
@@ -101,7 +105,12 @@ pub struct Options {
     pub clock: Clock,
     /// Test hook: when it returns true the batch's commit is abandoned as if it failed.
     pub fail_commit: Option<Arc<dyn Fn() -> bool + Send + Sync>>,
+    /// The longest delay a worker's `Retry-After` may ask for (`runner.max_retry_after`).
+    pub max_retry_after: Duration,
 }
+
+/// `runner.max_retry_after`'s default: 1 hour.
+pub const DEFAULT_MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
 /// Opens the store and starts its thread. Jobs to deliver are sent on `out`.
 ///
@@ -116,14 +125,44 @@ pub fn start(
     let mut store = Store::from_sender(tx);
     store.metrics = engine.metrics.clone();
     store.ready.store(true, Ordering::Release);
+    store.alive.store(true, Ordering::Release);
+    let alive = store.alive.clone();
     let handle = std::thread::Builder::new()
         .name("reprow-store".into())
-        .spawn(move || engine.run(rx))
+        .spawn(move || supervise(&alive, move || engine.run(rx), store_died))
         .map_err(|source| OpenError::Dir {
             path: PathBuf::from("<store thread>"),
             source,
         })?;
     Ok((store, handle))
+}
+
+/// Runs the store loop `run`; if it panics, `alive` is cleared (so `/healthz` fails) and
+/// `on_death` gets the panic's message. A store thread that is gone must never leave a process
+/// that looks healthy and answers 503 to everything.
+fn supervise(alive: &AtomicBool, run: impl FnOnce(), on_death: impl FnOnce(String)) {
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(run));
+    alive.store(false, Ordering::Release);
+    if let Err(p) = r {
+        let message = p
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        on_death(message);
+    }
+}
+
+/// The store thread panicked: nothing can be enqueued, acked or delivered any more, so the
+/// process ends with an error (exit status 70, EX_SOFTWARE) for its supervisor to restart it;
+/// every job not acked is on disk and runs again.
+fn store_died(message: String) {
+    tracing::error!(
+        panic = %message,
+        "The store thread died; reprow exits (status 70) so it can be restarted."
+    );
+    crate::telemetry::flush();
+    std::process::exit(70);
 }
 
 /// Takes an exclusive `flock` on `<dir>/reprow.lock`, held for the life of the returned file,
@@ -238,6 +277,8 @@ struct QState {
     /// Earliest future due time seen by the last scan that stopped on it.
     next_due: Option<u64>,
     bucket: Option<Bucket>,
+    /// `runner.max_retry_after`, for the queue's delivery target.
+    max_retry_after: Duration,
     pushes: u64,
     pops: u64,
     successes: u64,
@@ -253,7 +294,7 @@ struct QState {
     pop_rate: Rate,
 }
 
-fn policy_for(def: &QueueDef, rec: Option<&JobRecord>) -> RetryPolicy {
+fn policy_for(def: &QueueDef, rec: Option<&JobRecord>, max_retry_after: Duration) -> RetryPolicy {
     let max_retries = rec.and_then(|r| r.max_retries).unwrap_or(def.max_retries);
     let fixed = rec
         .and_then(|r| r.retry_delay_ms.map(Duration::from_millis))
@@ -263,11 +304,15 @@ fn policy_for(def: &QueueDef, rec: Option<&JobRecord>) -> RetryPolicy {
         fixed,
         base: Duration::from_secs(1),
         cap: Duration::from_secs(300),
-        max_retry_after: Duration::from_secs(86_400),
+        max_retry_after,
     }
 }
 
-fn make_target(def: &QueueDef, rec: Option<&JobRecord>) -> Option<Arc<Target>> {
+fn make_target(
+    def: &QueueDef,
+    rec: Option<&JobRecord>,
+    max_retry_after: Duration,
+) -> Option<Arc<Target>> {
     let url_text = rec
         .and_then(|r| r.url.clone())
         .or_else(|| def.url.clone())?;
@@ -279,15 +324,16 @@ fn make_target(def: &QueueDef, rec: Option<&JobRecord>) -> Option<Arc<Target>> {
         url,
         url_text,
         timeout,
-        policy: policy_for(def, rec),
+        policy: policy_for(def, rec, max_retry_after),
         outcome: def.outcome,
     }))
 }
 
 impl QState {
-    fn new(qid: u32, name: &str, def: Option<QueueDef>) -> QState {
+    fn new(qid: u32, name: &str, def: Option<QueueDef>, max_retry_after: Duration) -> QState {
         let mut q = QState {
             qid,
+            max_retry_after,
             name: Arc::from(name),
             def: None,
             target: None,
@@ -321,7 +367,9 @@ impl QState {
             != def
                 .as_ref()
                 .map(|d| (d.max_dispatches_per_second, d.max_burst_size));
-        self.target = def.as_ref().and_then(|d| make_target(d, None));
+        self.target = def
+            .as_ref()
+            .and_then(|d| make_target(d, None, self.max_retry_after));
         if throttle_changed || self.bucket.is_none() {
             self.bucket = def.as_ref().and_then(Bucket::new);
         }
@@ -337,7 +385,24 @@ fn db_err(e: heed::Error) -> StoreError {
             "the store is full (LMDB map size reached); raise queue.map_size or ack/delete jobs"
                 .into(),
         ),
+        // The disk (or the quota) is full: as lasting as a full map, so 507, not "retry soon".
+        heed::Error::Io(e)
+            if matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)) =>
+        {
+            StoreError::Full(format!(
+                "the disk holding the store is full ({e}); free space or ack/delete jobs"
+            ))
+        }
         e => StoreError::Unavailable(format!("store error: {e}")),
+    }
+}
+
+/// What every op of a batch whose commit failed gets: 507 when the store or its disk is full,
+/// else 503.
+fn not_committed(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::Full(m) => StoreError::Full(format!("the write was not committed: {m}")),
+        e => StoreError::Unavailable(format!("the write was not committed: {e}")),
     }
 }
 
@@ -345,8 +410,11 @@ fn corrupt(what: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(format!("stored data unreadable: {what}"))
 }
 
+/// A stored time as RFC 3339. Never fails: a time past year 9999 (stored by an older version)
+/// is shown as the last millisecond of 9999.
 fn rfc3339(ms: u64) -> String {
-    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms.min(MAX_TIME_MS)))
+        .to_string()
 }
 
 /// The payload as a JSON value when it is JSON, else as a string (fireworq shows JSON).
@@ -370,6 +438,7 @@ pub struct Engine {
     reserve: usize,
     clock: Clock,
     fail_commit: Option<Arc<dyn Fn() -> bool + Send + Sync>>,
+    max_retry_after: Duration,
     queues: BTreeMap<u32, QState>,
     by_name: HashMap<String, u32>,
     routings: BTreeMap<String, String>,
@@ -451,6 +520,7 @@ impl Engine {
             reserve: (map_size / 10).max(256 * 1024),
             clock: opts.clock.clone(),
             fail_commit: opts.fail_commit.clone(),
+            max_retry_after: opts.max_retry_after,
             metrics: Arc::default(),
             op_log: None,
             batch_logs: Vec::new(),
@@ -463,7 +533,9 @@ impl Engine {
             next_id: 1,
             next_fid: 1,
             next_qid: 1,
-            lease_seq: 0,
+            // Lease tokens start from the clock (x1000) so a token from before a restart is
+            // not handed out again after it: a stale ack stays stale.
+            lease_seq: opts.clock.now_ms().saturating_mul(1000),
             granted: Vec::new(),
             released: Vec::new(),
             dirty: BTreeSet::new(),
@@ -547,7 +619,7 @@ impl Engine {
                 Some(j) => Some(serde_json::from_slice::<QueueDef>(j).map_err(corrupt)?),
                 None => None,
             };
-            let mut q = QState::new(qid, name, def);
+            let mut q = QState::new(qid, name, def, self.max_retry_after);
             if let Some(c) = self.meta.get(&rtxn, &counts_key(qid)).map_err(db_err)? {
                 if c.len() == 16 {
                     q.count = u64::from_le_bytes(c[..8].try_into().map_err(corrupt)?);
@@ -734,7 +806,7 @@ impl Engine {
             Err(e) => {
                 tracing::error!(error = %e, "Store commit failed; the batch is refused.");
                 self.reload();
-                let e = StoreError::Unavailable(format!("the write was not committed: {e}"));
+                let e = not_committed(&e);
                 results
                     .into_iter()
                     .map(|(l, _)| (l, Err(e.clone())))
@@ -788,8 +860,9 @@ impl Engine {
                 count,
                 forget,
             } => self.pull(&mut txn, &queue, count, forget, now)?,
-            Op::Ack { queue, id } => {
-                let (_, rec) = self.queue_job(&txn, &queue, id)?;
+            Op::Ack { queue, id, lease } => {
+                let (qid, rec) = self.queue_job(&txn, &queue, id)?;
+                self.check_pull_lease(qid, id, lease)?;
                 self.remove_job(&mut txn, &rec)?;
                 // A pull worker's completion (pushed jobs are logged by the cores); written once
                 // the batch holding it is committed.
@@ -803,10 +876,16 @@ impl Engine {
                 ));
                 (Reply::Unit, Effect::Removed { rec, done: Some(0) })
             }
-            Op::Nack { queue, id, message } => {
+            Op::Nack {
+                queue,
+                id,
+                message,
+                lease,
+            } => {
                 let (qid, rec) = self.queue_job(&txn, &queue, id)?;
+                self.check_pull_lease(qid, id, lease)?;
                 let def = self.def_of(qid)?.clone();
-                let policy = policy_for(&def, Some(&rec));
+                let policy = policy_for(&def, Some(&rec), self.max_retry_after);
                 let attempts = rec.attempts + 1;
                 let failure = crate::job::Failure {
                     status: None,
@@ -826,8 +905,7 @@ impl Engine {
                     let delay = p.delay(attempts, None);
                     log.retry_delay = Some(delay.as_millis() as u64);
                     self.op_log = Some(log);
-                    let rec =
-                        self.reschedule(&mut txn, rec, attempts, now + delay.as_millis() as u64)?;
+                    let rec = self.reschedule(&mut txn, rec, attempts, due_after(now, delay))?;
                     (Reply::Unit, Effect::Retried { rec })
                 } else {
                     self.fail_job(&mut txn, rec.clone(), attempts, &failure, false, now)?;
@@ -995,6 +1073,7 @@ impl Engine {
 
     /// Memory changes after an op's nested commit.
     fn effect(&mut self, fx: Effect, now: u64) {
+        let mra = self.max_retry_after;
         match fx {
             Effect::None => {}
             Effect::Enqueued { recs, new_queues } => {
@@ -1002,7 +1081,7 @@ impl Engine {
                     self.by_name.insert(name.clone(), qid);
                     self.queues
                         .entry(qid)
-                        .or_insert_with(|| QState::new(qid, &name, None))
+                        .or_insert_with(|| QState::new(qid, &name, None, mra))
                         .set_def(Some(def));
                 }
                 for rec in recs {
@@ -1023,7 +1102,7 @@ impl Engine {
                     if let Some(elapsed) = done {
                         q.successes += 1;
                         q.completes += 1;
-                        q.elapsed_ms += elapsed;
+                        q.elapsed_ms = q.elapsed_ms.saturating_add(elapsed);
                     }
                 }
             }
@@ -1093,7 +1172,7 @@ impl Engine {
                 let q = self
                     .queues
                     .entry(qid)
-                    .or_insert_with(|| QState::new(qid, name.as_deref().unwrap_or(""), None));
+                    .or_insert_with(|| QState::new(qid, name.as_deref().unwrap_or(""), None, mra));
                 q.set_def(def);
             }
             Effect::Routing(category, queue) => match queue {
@@ -1338,6 +1417,7 @@ impl Engine {
         let mut recs = Vec::with_capacity(jobs.len());
         let mut views = Vec::with_capacity(jobs.len());
         for j in jobs {
+            j.check_times().map_err(StoreError::BadRequest)?;
             let (name, category) = match j.dest {
                 Destination::Category(c) => {
                     super::queue::check_name("category", &c).map_err(StoreError::BadRequest)?;
@@ -1392,13 +1472,6 @@ impl Engine {
                     "url is required: queue {name:?} has no worker url"
                 )));
             }
-            if let Some(t) = j.timeout {
-                if t == 0 || t > 86_400 {
-                    return Err(StoreError::BadRequest(
-                        "timeout must be 1 to 86400 seconds".into(),
-                    ));
-                }
-            }
             let id = self.next_id;
             self.next_id += 1;
             let rec = JobRecord {
@@ -1410,6 +1483,7 @@ impl Engine {
                 attempts: 0,
                 created_ms: now,
                 due_ms: j.run_at_ms.max(now),
+                // Bounded by `check_times`: no overflow.
                 timeout_ms: j.timeout.map(|t| t * 1000),
                 max_retries: j.max_retries,
                 retry_delay_ms: j.retry_delay.map(|t| t * 1000),
@@ -1467,7 +1541,7 @@ impl Engine {
             _ if !current => Ok((Reply::Unit, Effect::None)),
             Settlement::Retry(delay, _failure) => {
                 let attempts = rec.attempts + 1;
-                let rec = self.reschedule(txn, rec, attempts, now + delay.as_millis() as u64)?;
+                let rec = self.reschedule(txn, rec, attempts, due_after(now, delay))?;
                 Ok((Reply::Unit, Effect::Retried { rec }))
             }
             Settlement::Fail(failure, permanent) => {
@@ -1480,8 +1554,7 @@ impl Engine {
                     Ok((Reply::Unit, Effect::Released { id, rec: Some(rec) }))
                 } else {
                     let attempts = rec.attempts;
-                    let rec =
-                        self.reschedule(txn, rec, attempts, now + delay.as_millis() as u64)?;
+                    let rec = self.reschedule(txn, rec, attempts, due_after(now, delay))?;
                     Ok((Reply::Unit, Effect::Released { id, rec: Some(rec) }))
                 }
             }
@@ -1528,7 +1601,7 @@ impl Engine {
                     id,
                     Lease {
                         qid,
-                        deadline_ms: now + def.lease_timeout * 1000,
+                        deadline_ms: due_after(now, Duration::from_secs(def.lease_timeout)),
                         token: self.lease_seq,
                         pull: true,
                         since_ms: now,
@@ -1536,7 +1609,11 @@ impl Engine {
                 ));
             }
             let payload = rec.payload.clone();
-            out.push((self.view_with(&rec, !forget, Some(&def), queue), payload));
+            let mut view = self.view_with(&rec, !forget, Some(&def), queue);
+            if let Some((_, l)) = leases.last().filter(|(lid, _)| *lid == id) {
+                view.lease = Some(l.token);
+            }
+            out.push((view, payload));
         }
         Ok((
             Reply::Pulled(out),
@@ -1668,7 +1745,7 @@ impl Engine {
             || rec.max_retries.is_some()
             || rec.retry_delay_ms.is_some();
         let target = if overrides {
-            make_target(def, Some(&rec))
+            make_target(def, Some(&rec), self.max_retry_after)
         } else {
             q.target.clone()
         };
@@ -1684,7 +1761,12 @@ impl Engine {
         q.pop_rate.add(now, 1);
         self.lease_seq += 1;
         let token = self.lease_seq;
-        let deadline_ms = now + target.timeout.as_millis() as u64 + LEASE_GRACE_MS;
+        let deadline_ms = due_after(
+            now,
+            target
+                .timeout
+                .saturating_add(Duration::from_millis(LEASE_GRACE_MS)),
+        );
         let job = Job {
             id: rec.id,
             queue: q.name.clone(),
@@ -1765,7 +1847,10 @@ impl Engine {
                 }
             }
         }
-        let from_ms = at.map(|a| Instant::now() + Duration::from_millis(a.saturating_sub(now)));
+        // At most an hour ahead: the loop looks again then, so a far due time is never turned
+        // into an `Instant` it cannot hold.
+        let from_ms = at
+            .map(|a| Instant::now() + Duration::from_millis(a.saturating_sub(now).min(3_600_000)));
         let from_soon = soon.map(|s| Instant::now() + s);
         match (from_ms, from_soon) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -1817,6 +1902,35 @@ impl Engine {
             payload: payload_value(&rec.payload),
             leased_at: lease.map(|l| rfc3339(l.since_ms)),
             pulled: lease.map(|l| l.pull),
+            lease: None,
+        }
+    }
+
+    /// A pull worker's ack or failure report: a token it sends must be the job's current lease
+    /// (else 409: the lease expired and the job may be someone else's now); with
+    /// `require_lease_token` it must send one (400).
+    fn check_pull_lease(&self, qid: u32, id: u64, token: Option<u64>) -> Result<(), StoreError> {
+        match token {
+            Some(t) => match self.leases.get(&id) {
+                Some(l) if l.token == t => Ok(()),
+                Some(_) => Err(StoreError::Conflict(format!(
+                    "stale lease for job {id}: its lease expired and it was handed out again"
+                ))),
+                None => Err(StoreError::Conflict(format!(
+                    "stale lease for job {id}: its lease expired"
+                ))),
+            },
+            None if self
+                .queues
+                .get(&qid)
+                .and_then(|q| q.def.as_ref())
+                .is_some_and(|d| d.require_lease_token) =>
+            {
+                Err(StoreError::BadRequest(format!(
+                    "X-Reprow-Lease is required: the queue sets require_lease_token (job {id})"
+                )))
+            }
+            None => Ok(()),
         }
     }
 
@@ -1852,7 +1966,7 @@ impl Engine {
 
     fn stats_of(&mut self, qid: u32, rtxn: &RoTxn, now: u64) -> Result<QueueStats, StoreError> {
         // Deferred jobs are counted from the index (a range walk over the future part only).
-        let lo = due_key(qid, now + 1, 0);
+        let lo = due_key(qid, now.saturating_add(1), 0);
         let hi = due_key(qid, u64::MAX, u64::MAX);
         let mut deferred = 0u64;
         for kv in self
@@ -1966,7 +2080,10 @@ impl Engine {
                 }
                 let (lo, hi) = match list {
                     JobList::Waiting => (due_key(qid, 0, 0), due_key(qid, now, u64::MAX)),
-                    _ => (due_key(qid, now + 1, 0), due_key(qid, u64::MAX, u64::MAX)),
+                    _ => (
+                        due_key(qid, now.saturating_add(1), 0),
+                        due_key(qid, u64::MAX, u64::MAX),
+                    ),
                 };
                 let cur: Option<[u8; 20]> = match cursor {
                     Some(c) => Some(
@@ -2261,5 +2378,62 @@ fn label(op: &Op) -> String {
         Op::PutQueue(d) => format!("queues.{}", d.name),
         Op::PutRouting { category, .. } => format!("routings.{category}"),
         other => format!("{:?}", std::mem::discriminant(other)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_times_past_year_9999_format_without_panicking() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(MAX_TIME_MS), "9999-12-31T23:59:59.999Z");
+        // Written by an older version (`retry_delay * 1000` in the year ~33,700, or wrapped).
+        assert_eq!(rfc3339(1_000_000_000_000_000), "9999-12-31T23:59:59.999Z");
+        assert_eq!(rfc3339(u64::MAX), "9999-12-31T23:59:59.999Z");
+    }
+
+    #[test]
+    fn a_full_disk_is_507_not_503() {
+        for errno in [libc::ENOSPC, libc::EDQUOT] {
+            let e = db_err(heed::Error::Io(std::io::Error::from_raw_os_error(errno)));
+            assert!(matches!(e, StoreError::Full(_)), "{errno}: {e:?}");
+            assert!(matches!(not_committed(&e), StoreError::Full(_)), "{errno}");
+        }
+        let e = db_err(heed::Error::Mdb(heed::MdbError::MapFull));
+        assert!(matches!(not_committed(&e), StoreError::Full(_)));
+        let e = db_err(heed::Error::Io(std::io::Error::from_raw_os_error(
+            libc::EIO,
+        )));
+        assert!(matches!(e, StoreError::Unavailable(_)));
+        assert!(matches!(not_committed(&e), StoreError::Unavailable(_)));
+    }
+
+    #[test]
+    fn due_times_saturate_at_the_latest_time() {
+        assert_eq!(due_after(1_000, Duration::from_millis(500)), 1_500);
+        assert_eq!(due_after(1_000, Duration::MAX), MAX_TIME_MS);
+        assert_eq!(due_after(u64::MAX, Duration::ZERO), MAX_TIME_MS);
+        assert_eq!(
+            due_after(1_700_000_000_000, Duration::from_secs(1_000_000_000_000)),
+            MAX_TIME_MS
+        );
+    }
+
+    #[test]
+    fn a_store_loop_that_panics_is_reported_and_marked_dead() {
+        let alive = AtomicBool::new(true);
+        let mut died = None;
+        supervise(&alive, || panic!("boom at {}", 42), |m| died = Some(m));
+        assert!(!alive.load(Ordering::Acquire));
+        assert_eq!(died.as_deref(), Some("boom at 42"));
+
+        // A loop that ends (shutdown) is not a death.
+        let alive = AtomicBool::new(true);
+        let mut died = None;
+        supervise(&alive, || {}, |m| died = Some(m));
+        assert!(!alive.load(Ordering::Acquire));
+        assert_eq!(died, None);
     }
 }

@@ -35,6 +35,23 @@ use crate::{
 };
 pub use engine::{Clock, Options};
 
+/// The latest time the store takes or shows: 9999-12-31T23:59:59.999Z, in ms since the epoch
+/// (RFC 3339 has four-digit years). Times stored by older versions beyond it are shown as it.
+pub const MAX_TIME_MS: u64 = 253_402_300_799_999;
+/// The longest delay from input (`run_after`): 365 days.
+pub const MAX_DELAY_SECS: u64 = 365 * 86_400;
+/// The longest fixed retry delay (a job's or a queue's `retry_delay`): 30 days.
+pub const MAX_RETRY_DELAY_SECS: u64 = 30 * 86_400;
+/// The longest request timeout or lease (`timeout`, `lease_timeout`): 1 day.
+pub const MAX_TIMEOUT_SECS: u64 = 86_400;
+
+/// `now_ms + delay`, saturating and never past [`MAX_TIME_MS`]: every due time and deadline the
+/// store computes goes through here, so no input (or stored value) can overflow it.
+pub fn due_after(now_ms: u64, delay: Duration) -> u64 {
+    let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+    now_ms.saturating_add(ms).min(MAX_TIME_MS)
+}
+
 /// Why a store operation was refused; each maps to one HTTP status in the API.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
@@ -119,6 +136,28 @@ pub struct NewJob {
     pub uniq: Option<String>,
 }
 
+impl NewJob {
+    /// Checks the job's times against the store's bounds; the message names the field.
+    ///
+    /// # Errors
+    /// A message when `run_at_ms` is past [`MAX_TIME_MS`], `timeout` is not 1 to
+    /// [`MAX_TIMEOUT_SECS`], or `retry_delay` is over [`MAX_RETRY_DELAY_SECS`].
+    pub fn check_times(&self) -> Result<(), String> {
+        if self.run_at_ms > MAX_TIME_MS {
+            return Err("the job's time must not be later than 9999-12-31T23:59:59Z".into());
+        }
+        if self.timeout.is_some_and(|t| t == 0 || t > MAX_TIMEOUT_SECS) {
+            return Err(format!("timeout must be 1 to {MAX_TIMEOUT_SECS} seconds"));
+        }
+        if self.retry_delay.is_some_and(|d| d > MAX_RETRY_DELAY_SECS) {
+            return Err(format!(
+                "retry_delay must be at most {MAX_RETRY_DELAY_SECS} seconds (30 days)"
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// How a delivery ended, as a core reports it.
 #[derive(Debug, Clone)]
 pub enum Settlement {
@@ -176,6 +215,9 @@ pub enum Op {
         queue: String,
         /// Job id.
         id: u64,
+        /// The lease token the hand-out carried (`X-Reprow-Lease`), if the worker sent it: a
+        /// token that is not the job's current lease is refused (409).
+        lease: Option<u64>,
     },
     /// A pull worker reports a failure (presque's `PUT /q`): retried per the queue's policy.
     Nack {
@@ -185,6 +227,8 @@ pub enum Op {
         id: u64,
         /// Worker's message.
         message: String,
+        /// The lease token, as for [`Op::Ack`].
+        lease: Option<u64>,
     },
     /// Delete a job that is not finished.
     DeleteJob {
@@ -324,6 +368,10 @@ pub struct JobView {
     /// For a leased job: taken by a pull worker rather than pushed (reprow's addition).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pulled: Option<bool>,
+    /// For a job just handed to a pull worker: its lease token (sent as `X-Reprow-Lease`, not
+    /// shown in job lists).
+    #[serde(skip)]
+    pub lease: Option<u64>,
 }
 
 /// A failed-log entry as the API shows it (fireworq's shape).
@@ -449,6 +497,8 @@ pub struct Store {
     tx: crossbeam_channel::Sender<Command>,
     /// Set once the store thread has opened the environment and replayed state.
     pub ready: Arc<std::sync::atomic::AtomicBool>,
+    /// Set while the store thread runs; cleared when it ends (a panic included).
+    pub alive: Arc<std::sync::atomic::AtomicBool>,
     /// The store thread's histograms.
     pub metrics: Arc<crate::metrics::StoreMetrics>,
 }
@@ -471,6 +521,11 @@ impl Store {
             .map_err(|_| StoreError::Unavailable("the store stopped before answering".into()))?
     }
 
+    /// Whether the store thread is running (false once it ended, a panic included).
+    pub fn is_alive(&self) -> bool {
+        self.alive.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// Sends an op without waiting (settles from cores).
     pub fn send(&self, op: Op) {
         let _ = self.tx.send(Command { op, reply: None });
@@ -483,6 +538,7 @@ impl Store {
         Store {
             tx,
             ready: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            alive: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             metrics: Arc::default(),
         }
     }

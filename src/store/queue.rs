@@ -77,6 +77,11 @@ pub struct QueueDef {
     /// How long a pulled job stays leased before it is handed out again, seconds. Default 60.
     #[serde(default = "default_lease_timeout")]
     pub lease_timeout: u64,
+    /// Pull mode: an ack or failure report must carry the hand-out's lease token
+    /// (`X-Reprow-Lease`). Default false: presque's clients send none; a token that is sent is
+    /// always checked.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub require_lease_token: bool,
     /// Dispatch stopped (`/control/{queue}`); enqueues are still accepted.
     #[serde(default)]
     pub paused: bool,
@@ -103,6 +108,10 @@ fn default_allowed_origins() -> Vec<String> {
         .map(|s| s.to_string())
         .collect()
 }
+
+/// Longest `polling_interval`, ms (1 day); reprow does not poll, the bound keeps the echoed
+/// value sane.
+pub const MAX_POLLING_INTERVAL_MS: u64 = 86_400_000;
 
 /// Longest queue or category name.
 pub const MAX_NAME_BYTES: usize = 128;
@@ -160,8 +169,16 @@ impl QueueDef {
         if self.lease_timeout == 0 || self.lease_timeout > 86_400 {
             return Err("lease_timeout must be 1 to 86400 seconds".into());
         }
-        if self.retry_delay.is_some_and(|d| d > 86_400 * 30) {
+        if self
+            .retry_delay
+            .is_some_and(|d| d > super::MAX_RETRY_DELAY_SECS)
+        {
             return Err("retry_delay must be at most 30 days".into());
+        }
+        if self.polling_interval > MAX_POLLING_INTERVAL_MS {
+            return Err(format!(
+                "polling_interval must be at most {MAX_POLLING_INTERVAL_MS} ms (1 day)"
+            ));
         }
         Ok(())
     }

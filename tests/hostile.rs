@@ -277,12 +277,16 @@ fn client_that_never_reads_does_not_block_shutdown() {
     // test's patience so that only the shutdown bound can end the stuck connection.
     let (_dir, mut reprow, api) = durable("api:\n  listen: 127.0.0.1:0\n  request_timeout: 60s\n");
     let mut s = connect(api.addr);
+    // A small receive buffer, so reprow's answers fill it soon even on a busy machine.
+    socket2::SockRef::from(&s)
+        .set_recv_buffer_size(4096)
+        .unwrap();
     s.set_write_timeout(Some(Duration::from_millis(500)))
         .unwrap();
     // Batches that each fit one 16 KiB read, a pause between them, until reprow stops reading
     // because its answers fill the socket buffers (bounded in time).
     let batch = b"GET /status HTTP/1.1\r\nHost: t\r\n\r\n".repeat(100);
-    let until = Instant::now() + Duration::from_secs(8);
+    let until = Instant::now() + Duration::from_secs(15);
     let mut stuck = false;
     while Instant::now() < until {
         if let Err(e) = s.write_all(&batch) {

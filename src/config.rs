@@ -1230,6 +1230,41 @@ impl Config {
                 "must not be less than backoff_base".into(),
             ));
         }
+        // Upper bounds, as for the same values given per job through the API (README, "Bounds
+        // on times and durations"): far beyond any real use, and far from overflowing a
+        // deadline computed from them.
+        const DAY: Duration = Duration::from_secs(86_400);
+        for (key, value, max, max_text) in [
+            ("runner.timeout", Some(r.timeout), DAY, "1 day"),
+            (
+                "runner.backoff_max",
+                Some(r.backoff_max),
+                30 * DAY,
+                "30 days",
+            ),
+            (
+                "runner.max_retry_after",
+                Some(r.max_retry_after),
+                30 * DAY,
+                "30 days",
+            ),
+            (
+                "runner.default_retry_after",
+                r.default_retry_after,
+                30 * DAY,
+                "30 days",
+            ),
+            (
+                "runner.max_unreachable",
+                r.max_unreachable,
+                365 * DAY,
+                "365 days",
+            ),
+        ] {
+            if value.is_some_and(|v| v > max) {
+                return Err(invalid(key, format!("must be at most {max_text}")));
+            }
+        }
         if r.max_response_head_bytes < 256 {
             return Err(invalid(
                 "runner.max_response_head_bytes",
@@ -1624,6 +1659,29 @@ mod tests {
         assert!(e.contains("log_level"), "{e}");
         let e = err(&format!("{MINIMAL}shutdown_timeout: 0\n"));
         assert!(e.contains("shutdown_timeout"), "{e}");
+    }
+
+    #[test]
+    fn runner_durations_have_upper_bounds() {
+        for (line, key) in [
+            ("timeout: 2d", "runner.timeout"),
+            ("backoff_max: 31d", "runner.backoff_max"),
+            ("max_retry_after: 31d", "runner.max_retry_after"),
+            ("default_retry_after: 31d", "runner.default_retry_after"),
+        ] {
+            let e =
+                err(&MINIMAL.replace("type: http_proxy", &format!("type: http_proxy\n  {line}")));
+            assert!(e.contains(key) && e.contains("at most"), "{line}: {e}");
+        }
+        let lmdb = "queue:\n  type: lmdb\n  path: /tmp/d\nrunner:\n  type: http_proxy\n  url: http://127.0.0.1:5000\n";
+        let e = err(&format!("{lmdb}  max_unreachable: 366d\n"));
+        assert!(
+            e.contains("runner.max_unreachable") && e.contains("365 days"),
+            "{e}"
+        );
+        assert!(
+            Config::from_yaml(&format!("{lmdb}  max_retry_after: 30d\n  timeout: 1d\n")).is_ok()
+        );
     }
 
     #[test]

@@ -500,7 +500,9 @@ fn job_of(
     };
     let system = |name| m.attributes.as_ref().and_then(|a| a.get(&name));
     let millis_at = |name| {
+        // Clamped: the server is input too, and formatting a time past year 9999 panics.
         system(name).and_then(|v| v.parse::<u64>().ok()).map(|ms| {
+            let ms = ms.min(crate::store::MAX_TIME_MS);
             humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
         })
     };

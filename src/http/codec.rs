@@ -729,39 +729,81 @@ mod tests {
     /// Expected decode result: status, body and keep-alive, or the error.
     type Expected<'a> = Result<Option<(u16, &'a [u8], bool)>, ResponseError>;
 
-    /// Feeds `input` to a fresh decoder split at `split`, as two reads, then EOF if asked.
+    /// Feeds `input` to a fresh decoder cut at `cuts` (ascending), one read per piece, then
+    /// EOF if asked. Returns the result and the bytes left in the buffer (the next pipelined
+    /// response's, which the decoder must not touch).
+    fn decode_cut(
+        input: &[u8],
+        cuts: &[usize],
+        eof: bool,
+    ) -> (Result<Option<Response>, ResponseError>, Vec<u8>, usize) {
+        let mut dec = ResponseDecoder::new(LIMIT, LIMIT);
+        let mut buf = BytesMut::new();
+        let mut from = 0;
+        for &to in cuts.iter().chain([&input.len()]) {
+            buf.extend_from_slice(&input[from..to]);
+            from = to;
+            match dec.decode(&mut buf, false) {
+                Ok(None) => {}
+                r => return (r, buf.to_vec(), from),
+            }
+        }
+        let r = if eof {
+            dec.decode(&mut buf, true)
+        } else {
+            Ok(None)
+        };
+        (r, buf.to_vec(), from)
+    }
+
+    /// [`decode_cut`] at one place, without the leftover bytes.
     fn decode_split(
         input: &[u8],
         split: usize,
         eof: bool,
     ) -> Result<Option<Response>, ResponseError> {
-        let mut dec = ResponseDecoder::new(LIMIT, LIMIT);
-        let mut buf = BytesMut::from(&input[..split]);
-        if let Some(r) = dec.decode(&mut buf, false)? {
-            return Ok(Some(r));
-        }
-        buf.extend_from_slice(&input[split..]);
-        match dec.decode(&mut buf, false)? {
-            Some(r) => Ok(Some(r)),
-            None if eof => dec.decode(&mut buf, true),
-            None => Ok(None),
-        }
+        decode_cut(input, &[split], eof).0
     }
 
-    /// Every case is checked with the input split at every byte boundary.
+    /// Every case is checked with the input cut at every byte boundary and at every pair of
+    /// boundaries (three reads). A case that completes is also checked with another response
+    /// pipelined behind it: those bytes must be left in the buffer exactly.
     fn check_all_splits(input: &[u8], eof: bool, expect: &Expected<'_>) {
-        for split in 0..=input.len() {
-            let got = decode_split(input, split, eof)
-                .map(|o| o.map(|r| (r.head.status, r.body.to_vec(), r.head.keep_alive)));
-            let want = expect
-                .clone()
-                .map(|o| o.map(|(s, b, k)| (s, b.to_vec(), k)));
+        const NEXT: &[u8] = b"HTTP/1.1 299 Next\r\n";
+        let want = expect
+            .clone()
+            .map(|o| o.map(|(s, b, k)| (s, b.to_vec(), k)));
+        // A response framed by its length or chunks ends before the next one starts.
+        let pipelined = !eof && matches!(expect, Ok(Some(_)));
+        let mut with_next = input.to_vec();
+        if pipelined {
+            with_next.extend_from_slice(NEXT);
+        }
+        let n = input.len();
+        let mut cut_sets: Vec<Vec<usize>> = (0..=n).map(|a| vec![a]).collect();
+        for a in 0..=n {
+            for b in a..=n {
+                cut_sets.push(vec![a, b]);
+            }
+        }
+        for cuts in &cut_sets {
+            let (got, left, fed) = decode_cut(&with_next, cuts, eof);
+            let got = got.map(|o| o.map(|r| (r.head.status, r.body.to_vec(), r.head.keep_alive)));
             assert_eq!(
                 got,
                 want,
-                "input {:?} split at {split}",
+                "input {:?} cut at {cuts:?}",
                 String::from_utf8_lossy(input)
             );
+            if pipelined {
+                // What was fed of the next response, exactly, and nothing of this one.
+                assert_eq!(
+                    left,
+                    &with_next[n..fed],
+                    "input {:?} cut at {cuts:?}: bytes left",
+                    String::from_utf8_lossy(input)
+                );
+            }
         }
     }
 

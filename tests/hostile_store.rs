@@ -89,6 +89,29 @@ fn durable_retry_after_is_clamped_to_the_runners_max_retry_after() {
     assert_eq!(got[1].attempt(), 2);
 }
 
+/// The durable path honours a worker's `Retry-After` (below the clamp): the second attempt
+/// comes no sooner than it asks, and not at the clamp either. The store's own backoff would
+/// retry after about a second, so ignoring the header fails the lower bound.
+#[test]
+fn durable_retry_after_is_honoured() {
+    let worker = Worker::start(|_, i| {
+        if i == 0 {
+            Reply::Status(503, vec![("Retry-After", "4".into())], b"busy".to_vec())
+        } else {
+            Reply::ok()
+        }
+    });
+    let (_d, _r, api) = start(&runner(&worker.url(), "  max_retry_after: 60s\n"));
+    let r = api.post("/job/foo", r#"{"payload":{"n":1}}"#);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let got = worker.wait_for(2);
+    let gap = got[1].at.duration_since(got[0].at);
+    assert!(
+        gap >= std::time::Duration::from_millis(3500) && gap < std::time::Duration::from_secs(15),
+        "second attempt after {gap:?}, asked for 4 s"
+    );
+}
+
 /// Finding 11: the auth scheme is case-insensitive (RFC 9110 §11.1).
 #[test]
 fn bearer_scheme_is_case_insensitive() {

@@ -123,7 +123,12 @@ impl RequestParser {
         }
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut parsed = httparse::Request::new(&mut headers);
-        let n = match parsed.parse(buf) {
+        // Only the first `max_head` bytes are looked at (and one more, to tell a head of exactly
+        // the limit from a longer one), so the answer does not depend on how the bytes were
+        // cut into reads: a malformed byte past the limit must not turn a 431 into a 400 when
+        // the head happens to arrive whole (found by the `server_loop` fuzz target).
+        let view = &buf[..buf.len().min(self.max_head + 1)];
+        let n = match parsed.parse(view) {
             Ok(httparse::Status::Complete(n)) => n,
             Ok(httparse::Status::Partial) => {
                 if buf.len() > self.max_head {
@@ -247,6 +252,28 @@ mod tests {
                 Progress::Continue => {}
                 Progress::Partial => return Ok(out),
             }
+        }
+    }
+
+    /// A head over the limit is 431 whether it arrives whole or cut, even when a byte past the
+    /// limit is malformed (the whole parse used to see that byte and answer 400).
+    #[test]
+    fn an_oversized_head_is_431_however_it_is_cut() {
+        let mut input = b"GET / HTTP/1.1\r\nX-Pad: ".to_vec();
+        input.resize(1100, b'a');
+        input.extend_from_slice(b"\r\n\x01bad\r\n\r\n");
+        for cut in [0, 500, 1024, 1025, 1100, input.len()] {
+            let mut p = RequestParser::new(1024, 64);
+            let mut buf = BytesMut::from(&input[..cut]);
+            let first = p.parse(&mut buf);
+            let got = match first {
+                Ok(Progress::Partial) => {
+                    buf.extend_from_slice(&input[cut..]);
+                    p.parse(&mut buf)
+                }
+                r => r,
+            };
+            assert_eq!(got, Err(RequestError::HeadTooLarge(1024)), "cut at {cut}");
         }
     }
 

@@ -21,7 +21,12 @@
 //! Run: `cargo bench --bench workers`. Environment:
 //! - `REPROW_BENCH_SERVERS` (default `python,gunicorn,uvicorn,node,nginx`);
 //! - `REPROW_BENCH_CONCURRENCY` (default `1,16,64`);
-//! - `REPROW_BENCH_JOBS` (default 5000 at concurrency 1, 20000 otherwise);
+//! - `REPROW_BENCH_JOBS`: jobs per measurement. Default: 5000 at concurrency 1, 20000
+//!   otherwise, raised (for all columns) to what the direct loop does in `REPROW_BENCH_SECS`
+//!   (default 2) when it finished sooner;
+//! - `REPROW_BENCH_GO_JOBS` (default 20000): most jobs for the Go reprow (a connection each);
+//! - `REPROW_BENCH_DIRECT_QUICKACK=0`: the direct loop without reprow's `TCP_QUICKACK` on an
+//!   incomplete response (it then meets the 40 ms delayed-ACK stall against http.server);
 //! - `REPROW_BENCH_CAP_SECS` (default 20): most time one measurement runs; a capped row reports
 //!   the jobs done by then and is marked `*`;
 //! - `REPROW_BENCH_GO_REPROW`: the Go reprow binary (default `$REPROW_BENCH_CACHE/reprow-go`
@@ -596,6 +601,22 @@ fn reprow_counts(monitor: SocketAddr) -> Option<(u64, u64)> {
     ))
 }
 
+/// User + system CPU seconds a process used so far, from `/proc/PID/stat`.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15.
+    let rest = stat.rsplit_once(')').map_or("", |r| r.1);
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(0.0))
+        .collect();
+    let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as f64;
+    (f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) / ticks
+}
+
 /// Jobs through the release reprow binary: a fresh process per measurement.
 fn through_reprow(
     worker: SocketAddr,
@@ -642,6 +663,7 @@ fn through_reprow(
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+    let cpu0 = cpu_secs(pid);
     let start = Instant::now();
     let writer = feed_fifo(&fifo, n, Duration::from_secs(10))?;
     let end = start + cap;
@@ -653,13 +675,13 @@ fn through_reprow(
         }
     }
     let elapsed = start.elapsed();
+    let cpu = cpu_secs(pid) - cpu0;
     procs.kill_all();
     let _ = writer.join();
-    let note = if bad > 0 {
-        format!(" retried+failed {bad}")
-    } else {
-        String::new()
-    };
+    let mut note = format!(", reprow CPU {:.1} µs/job", cpu * 1e6 / done.max(1) as f64);
+    if bad > 0 {
+        let _ = write!(note, ", retried+failed {bad}");
+    }
     Ok(Rate {
         jobs_per_s: done.min(n) as f64 / elapsed.as_secs_f64(),
         done,
@@ -773,6 +795,9 @@ fn main() {
         .collect();
     let cap = Duration::from_secs(env_num("REPROW_BENCH_CAP_SECS").unwrap_or(20));
     let quickack = env_num("REPROW_BENCH_DIRECT_QUICKACK") != Some(0);
+    let fixed = env_num("REPROW_BENCH_JOBS");
+    let target = env_num("REPROW_BENCH_SECS").unwrap_or(2) as f64;
+    let go_jobs = env_num("REPROW_BENCH_GO_JOBS").unwrap_or(20_000);
     let cache = PathBuf::from(env_str("REPROW_BENCH_CACHE", "/tmp/reprow-bench-workers"));
     std::fs::create_dir_all(&cache).expect("create the cache directory");
     let go = std::env::var_os("REPROW_BENCH_GO_REPROW")
@@ -806,8 +831,13 @@ fn main() {
         // Warm-up: the first requests of a fresh interpreter are slow.
         let _ = direct(addr, 200, 4, Duration::from_secs(5), true);
         for &c in &concurrencies {
-            let n = env_num("REPROW_BENCH_JOBS").unwrap_or(if c == 1 { 5_000 } else { 20_000 });
-            let d = direct(addr, n, c, cap, quickack);
+            let mut n = fixed.unwrap_or(if c == 1 { 5_000 } else { 20_000 });
+            let mut d = direct(addr, n, c, cap, quickack);
+            if fixed.is_none() && !d.capped && (d.done as f64) < d.jobs_per_s * target {
+                // Too quick to read: again with enough jobs for about `target` seconds.
+                n = ((d.jobs_per_s * target / 1000.0).ceil() as u64 * 1000).max(n);
+                d = direct(addr, n, c, cap, quickack);
+            }
             println!(
                 "  {server:<8} c={c:<3} direct {:>8} jobs/s ({} jobs){}{}",
                 d.cell(),
@@ -836,7 +866,7 @@ fn main() {
                 r.cell()
             );
             if let Some(go) = &go {
-                match through_go(go, addr, n, c, cap, dir.path()) {
+                match through_go(go, addr, n.min(go_jobs), c, cap, dir.path()) {
                     Ok(g) => {
                         let vs = r.jobs_per_s / g.jobs_per_s.max(f64::MIN_POSITIVE);
                         println!(

@@ -30,7 +30,7 @@
 //! - `REPROW_BENCH_CAP_SECS` (default 20): most time one measurement runs; a capped row reports
 //!   the jobs done by then and is marked `*`;
 //! - `REPROW_BENCH_GO_REPROW`: the Go reprow binary (default `$REPROW_BENCH_CACHE/reprow-go`
-//!   when it exists; without it the column is left out).
+//!   when it exists; without it, or set empty, the column is left out).
 
 use std::{
     fmt::Write as _,
@@ -772,7 +772,7 @@ fn through_go(
 /// A per-connection rate near 25 jobs/s is the 40 ms delayed-ACK stall.
 fn stall_note(rate: &Rate, c: usize) -> &'static str {
     let per = rate.jobs_per_s / c as f64;
-    if rate.done > 0 && per < 40.0 {
+    if rate.done > 0 && (18.0..32.0).contains(&per) {
         " <- about 40 ms per job per connection: a delayed-ACK stall?"
     } else {
         ""
@@ -800,9 +800,11 @@ fn main() {
     let go_jobs = env_num("REPROW_BENCH_GO_JOBS").unwrap_or(20_000);
     let cache = PathBuf::from(env_str("REPROW_BENCH_CACHE", "/tmp/reprow-bench-workers"));
     std::fs::create_dir_all(&cache).expect("create the cache directory");
-    let go = std::env::var_os("REPROW_BENCH_GO_REPROW")
-        .map(PathBuf::from)
-        .or_else(|| Some(cache.join("reprow-go")).filter(|p| p.is_file()));
+    let go = match std::env::var_os("REPROW_BENCH_GO_REPROW") {
+        Some(v) if v.is_empty() => None,
+        Some(v) => Some(PathBuf::from(v)),
+        None => Some(cache.join("reprow-go")).filter(|p| p.is_file()),
+    };
     let dir = tempfile::tempdir().expect("temp dir");
     println!(
         "workers: servers {servers:?}, concurrency {concurrencies:?}, cap {}s per measurement, {} CPUs; Go reprow: {}",

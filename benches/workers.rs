@@ -18,6 +18,14 @@
 //! `nginx-light` with `apt-get install -y` when `node` or `nginx` is missing. A server that cannot
 //! be installed or started is skipped with one line.
 //!
+//! The direct loop sends the headers reprow sends (`User-Agent`, `X-Reprow-*`), so the ratio
+//! is reprow's own cost, not that of a server parsing more headers; like reprow, it reconnects
+//! when a server closes the connection (gunicorn's sync workers do after every response) and
+//! acknowledges an incomplete response at once (`TCP_QUICKACK`). jobs/s runs from the first job
+//! sent (direct) or written into the FIFO (reprow) to the last one answered: reprow's
+//! `succeeded` counter on `monitor_listen`, the Go reprow's "end job" debug lines (it has no
+//! counters, so it runs at `log_level: debug`).
+//!
 //! Run: `cargo bench --bench workers`. Environment:
 //! - `REPROW_BENCH_SERVERS` (default `python,gunicorn,uvicorn,node,nginx`);
 //! - `REPROW_BENCH_CONCURRENCY` (default `1,16,64`);
@@ -327,7 +335,7 @@ fn start_server(
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if let Ok(mut c) = Client::connect(addr, true) {
-            if c.post(b"{\"n\":0}").is_ok_and(|s| s == 200) {
+            if c.post(0, b"{\"n\":0}").is_ok_and(|s| s == 200) {
                 return Ok((addr, pid));
             }
         }
@@ -385,11 +393,18 @@ impl Client {
     }
 
     /// POSTs `body` to `/`, reads the whole response; the status.
-    fn post(&mut self, body: &[u8]) -> std::io::Result<u16> {
+    fn post(&mut self, id: u64, body: &[u8]) -> std::io::Result<u16> {
+        // The header set reprow sends (the worker contract's), so that a server's per-header
+        // cost is in both columns and the ratio is reprow's own.
         let mut req = format!(
-            "POST / HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: {}\r\nUser-Agent: reprow/{}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nX-Reprow-Job-Id: {}\r\nX-Reprow-Queue: bench\r\nX-Reprow-Attempt: 1\r\n\
+             X-Reprow-Enqueued-At: {}\r\n\r\n",
             self.addr,
-            body.len()
+            env!("CARGO_PKG_VERSION"),
+            body.len(),
+            id,
+            humantime::format_rfc3339_millis(std::time::SystemTime::now())
         )
         .into_bytes();
         req.extend_from_slice(body);
@@ -507,7 +522,7 @@ fn direct(addr: SocketAddr, n: u64, c: usize, cap: Duration, quickack: bool) -> 
                         }
                         let ok = client
                             .as_mut()
-                            .is_some_and(|cl| cl.post(body.as_bytes()).is_ok_and(|s| s < 300));
+                            .is_some_and(|cl| cl.post(i, body.as_bytes()).is_ok_and(|s| s < 300));
                         if ok {
                             done.fetch_add(1, Ordering::Relaxed);
                             break;

@@ -35,6 +35,7 @@
 //! - `REPROW_BENCH_GO_JOBS` (default 20000): most jobs for the Go reprow (a connection each);
 //! - `REPROW_BENCH_DIRECT_QUICKACK=0`: the direct loop without reprow's `TCP_QUICKACK` on an
 //!   incomplete response (it then meets the 40 ms delayed-ACK stall against http.server);
+//! - `REPROW_BENCH_THREADS`: reprow's `threads` (default: reprow's, one per CPU);
 //! - `REPROW_BENCH_CAP_SECS` (default 20): most time one measurement runs; a capped row reports
 //!   the jobs done by then and is marked `*`;
 //! - `REPROW_BENCH_GO_REPROW`: the Go reprow binary (default `$REPROW_BENCH_CACHE/reprow-go`
@@ -498,6 +499,7 @@ fn direct(addr: SocketAddr, n: u64, c: usize, cap: Duration, quickack: bool) -> 
     let done = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
     let reconnects = Arc::new(AtomicU64::new(0));
+    let cpu0 = cpu_secs(std::process::id());
     let start = Instant::now();
     let deadline = start + cap;
     let threads: Vec<_> = (0..c)
@@ -547,17 +549,18 @@ fn direct(addr: SocketAddr, n: u64, c: usize, cap: Duration, quickack: bool) -> 
         let _ = t.join();
     }
     let elapsed = start.elapsed();
+    let cpu = cpu_secs(std::process::id()) - cpu0;
     let done = done.load(Ordering::Relaxed);
-    let mut note = String::new();
+    let mut note = format!(", loop CPU {:.1} µs/job", cpu * 1e6 / done.max(1) as f64);
     let (e, r) = (
         errors.load(Ordering::Relaxed),
         reconnects.load(Ordering::Relaxed),
     );
     if e > 0 {
-        let _ = write!(note, " errors {e}");
+        let _ = write!(note, ", errors {e}");
     }
     if r > 0 {
-        let _ = write!(note, " reconnects {r}");
+        let _ = write!(note, ", reconnects {r}");
     }
     Rate {
         jobs_per_s: done as f64 / elapsed.as_secs_f64(),
@@ -599,8 +602,9 @@ fn feed_fifo(path: &Path, n: u64, ready: Duration) -> Result<std::thread::JoinHa
     }))
 }
 
-/// reprow's `succeeded` counter (and `retried` + `failed`) from `/status` on `monitor_listen`.
-fn reprow_counts(monitor: SocketAddr) -> Option<(u64, u64)> {
+/// reprow's `succeeded` counter and its other non-zero counters of trouble, from `/status` on
+/// `monitor_listen`.
+fn reprow_counts(monitor: SocketAddr) -> Option<(u64, String)> {
     let mut s = TcpStream::connect_timeout(&monitor, Duration::from_secs(1)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
     s.write_all(b"GET /status HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n")
@@ -610,10 +614,20 @@ fn reprow_counts(monitor: SocketAddr) -> Option<(u64, u64)> {
     let body = text.split_once("\r\n\r\n")?.1;
     let v: serde_json::Value = serde_json::from_str(body).ok()?;
     let c = &v["counters"];
-    Some((
-        c["succeeded"].as_u64()?,
-        c["retried"].as_u64().unwrap_or(0) + c["failed"].as_u64().unwrap_or(0),
-    ))
+    let mut trouble = String::new();
+    for key in [
+        "retried",
+        "failed",
+        "timeouts",
+        "connect_errors",
+        "malformed_responses",
+        "stale_connection_retries",
+    ] {
+        if let Some(n) = c[key].as_u64().filter(|&n| n > 0) {
+            let _ = write!(trouble, ", {key} {n}");
+        }
+    }
+    Some((c["succeeded"].as_u64()?, trouble))
 }
 
 /// User + system CPU seconds a process used so far, from `/proc/PID/stat`.
@@ -651,10 +665,11 @@ fn through_reprow(
         format!(
             "queue:\n  type: fifo\n  path: {}\n  failed_path: {}\n  pending_path: {}\n  max_held_jobs: 100000\n\
              runner:\n  type: http_proxy\n  url: http://{worker}/\n  concurrency: {c}\n  timeout: 10s\n\
-             monitor_listen: {monitor}\nlog_level: warn\n",
+             monitor_listen: {monitor}\nlog_level: warn\n{}",
             fifo.display(),
             run.join("failed.jsonl").display(),
-            run.join("pending.jsonl").display()
+            run.join("pending.jsonl").display(),
+            std::env::var("REPROW_BENCH_THREADS").map_or(String::new(), |t| format!("threads: {t}\n"))
         ),
     )
     .map_err(|e| e.to_string())?;
@@ -682,11 +697,11 @@ fn through_reprow(
     let start = Instant::now();
     let writer = feed_fifo(&fifo, n, Duration::from_secs(10))?;
     let end = start + cap;
-    let (mut done, mut bad) = (0, 0);
+    let (mut done, mut trouble) = (0, String::new());
     while done < n && Instant::now() < end {
         std::thread::sleep(Duration::from_millis(5));
-        if let Some((d, b)) = reprow_counts(monitor) {
-            (done, bad) = (d, b);
+        if let Some((d, t)) = reprow_counts(monitor) {
+            (done, trouble) = (d, t);
         }
     }
     let elapsed = start.elapsed();
@@ -694,9 +709,7 @@ fn through_reprow(
     procs.kill_all();
     let _ = writer.join();
     let mut note = format!(", reprow CPU {:.1} µs/job", cpu * 1e6 / done.max(1) as f64);
-    if bad > 0 {
-        let _ = write!(note, ", retried+failed {bad}");
-    }
+    note.push_str(&trouble);
     Ok(Rate {
         jobs_per_s: done.min(n) as f64 / elapsed.as_secs_f64(),
         done,

@@ -35,6 +35,8 @@
 //! - `REPROW_BENCH_GO_JOBS` (default 20000): most jobs for the Go reprow (a connection each);
 //! - `REPROW_BENCH_DIRECT_QUICKACK=0`: the direct loop without reprow's `TCP_QUICKACK` on an
 //!   incomplete response (it then meets the 40 ms delayed-ACK stall against http.server);
+//! - `REPROW_BENCH_REPROW`: another reprow binary to measure (default: this tree's release
+//!   build), e.g. one built from an older commit;
 //! - `REPROW_BENCH_THREADS`: reprow's `threads` (default: reprow's, one per CPU);
 //! - `REPROW_BENCH_CAP_SECS` (default 20): most time one measurement runs; a capped row reports
 //!   the jobs done by then and is marked `*`;
@@ -677,9 +679,12 @@ fn through_reprow(
     let log = run.join("reprow.log");
     let pid = procs
         .spawn(
-            Command::new(env!("CARGO_BIN_EXE_reprow"))
-                .arg("-c")
-                .arg(&cfg),
+            Command::new(
+                std::env::var_os("REPROW_BENCH_REPROW")
+                    .unwrap_or_else(|| env!("CARGO_BIN_EXE_reprow").into()),
+            )
+            .arg("-c")
+            .arg(&cfg),
             &log,
         )
         .map_err(|e| format!("reprow: {e}"))?;
@@ -797,13 +802,18 @@ fn through_go(
     })
 }
 
-/// A per-connection rate near 25 jobs/s is the 40 ms delayed-ACK stall.
-fn stall_note(rate: &Rate, c: usize) -> &'static str {
-    let per = rate.jobs_per_s / c as f64;
-    if rate.done > 0 && (18.0..32.0).contains(&per) {
-        " <- about 40 ms per job per connection: a delayed-ACK stall?"
-    } else {
-        ""
+/// Flags a path that ran about 25 jobs/s per connection (40 ms a job, the delayed-ACK stall)
+/// while another path of the same row was more than twice as fast (so the server could do more).
+fn stall_notes(server: &str, c: usize, row: &[(&str, f64)]) {
+    for &(label, rate) in row {
+        let per = rate / c as f64;
+        let best = row.iter().map(|r| r.1).fold(0.0, f64::max);
+        if (18.0..32.0).contains(&per) && best > 2.0 * rate {
+            println!(
+                "  {server:<8} c={c:<3} note: {label} ran {per:.0} jobs/s per connection (about 40 ms \
+                 a job) where another path did {best:.0} jobs/s: a delayed-ACK stall?"
+            );
+        }
     }
 }
 
@@ -869,12 +879,12 @@ fn main() {
                 d = direct(addr, n, c, cap, quickack);
             }
             println!(
-                "  {server:<8} c={c:<3} direct {:>8} jobs/s ({} jobs){}{}",
+                "  {server:<8} c={c:<3} direct {:>8} jobs/s ({} jobs){}",
                 d.cell(),
                 d.done,
-                d.note,
-                stall_note(&d, c)
+                d.note
             );
+            let mut rates = vec![("direct", d.jobs_per_s)];
             let r = match through_reprow(addr, n, c, cap, dir.path()) {
                 Ok(r) => r,
                 Err(e) => {
@@ -884,12 +894,12 @@ fn main() {
             };
             let ratio = r.jobs_per_s / d.jobs_per_s.max(f64::MIN_POSITIVE);
             println!(
-                "  {server:<8} c={c:<3} reprow {:>8} jobs/s ({} jobs){}  ratio {ratio:.2}{}",
+                "  {server:<8} c={c:<3} reprow {:>8} jobs/s ({} jobs){}  ratio {ratio:.2}",
                 r.cell(),
                 r.done,
-                r.note,
-                stall_note(&r, c)
+                r.note
             );
+            rates.push(("reprow", r.jobs_per_s));
             let mut row = format!(
                 "| {server} | {c} | {} | {} | {ratio:.2} |",
                 d.cell(),
@@ -900,12 +910,12 @@ fn main() {
                     Ok(g) => {
                         let vs = r.jobs_per_s / g.jobs_per_s.max(f64::MIN_POSITIVE);
                         println!(
-                            "  {server:<8} c={c:<3} Go reprow {:>8} jobs/s ({} jobs){}  reprow/Go {vs:.2}{}",
+                            "  {server:<8} c={c:<3} Go reprow {:>8} jobs/s ({} jobs){}  reprow/Go {vs:.2}",
                             g.cell(),
                             g.done,
-                            g.note,
-                            stall_note(&g, c)
+                            g.note
                         );
+                        rates.push(("Go reprow", g.jobs_per_s));
                         let _ = write!(row, " {} | {vs:.2} |", g.cell());
                     }
                     Err(e) => {
@@ -914,6 +924,7 @@ fn main() {
                     }
                 }
             }
+            stall_notes(server, c, &rates);
             table.push_str(&row);
             table.push('\n');
         }

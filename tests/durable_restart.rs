@@ -92,15 +92,36 @@ fn ready_delayed_leased_and_failed_jobs_survive_restarts_and_kill_9() {
     let api = Api::new(r.api_addr());
     check(&api, &leased_id);
     assert!(r.log().contains("Store opened."));
-    // Start dispatch again: the held jobs run, the delayed one waits.
+    // Start dispatch again: the held jobs run, the delayed one waits. A job enqueued now, due
+    // at once, comes after the two ready ones and before the delayed one were it due: once it
+    // has arrived, a delayed job treated as due would have arrived too.
     api.post("/control/held", r#"{"status":"start"}"#);
-    let got = worker.wait_for(3);
+    assert_eq!(
+        api.post("/job/held", r#"{"payload":{"marker":1}}"#).status,
+        200
+    );
+    // The failed "bad" job, the two ready ones and the marker (and the delayed one, if broken).
+    worker.wait_for(4);
+    api.wait_json("/queue/held/stats", |s| {
+        s["grabbed"] == 0 && s["outstanding_jobs"].as_u64().unwrap() <= 1
+    });
+    let got = worker.received();
+    assert!(
+        !got.iter().any(|g| g.body_str().contains("delayed")),
+        "the job delayed by an hour ran after the restart"
+    );
     assert_eq!(
         got.iter()
             .filter(|g| g.body_str().contains("ready"))
             .count(),
         2
     );
+    assert!(
+        got.iter().any(|g| g.body_str().contains("marker")),
+        "the marker job never ran"
+    );
+    let held = api.get("/queue/held/stats").json();
+    assert_eq!(held["deferred"], 1, "{held}");
     r.stop();
 }
 
@@ -235,6 +256,17 @@ fn kill_9_twenty_times_under_load_loses_no_acknowledged_job() {
                 })
             })
             .collect();
+        // Each round must see acknowledged enqueues before the kill, or it tests nothing.
+        let before = acked.lock().unwrap().len();
+        let deadline = Instant::now() + common::DEADLINE;
+        while acked.lock().unwrap().len() == before {
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: no enqueue was acknowledged; log:\n{}",
+                r.log()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
         std::thread::sleep(Duration::from_millis(150 + rng.u64(0..500)));
         r.signal(Signal::SIGKILL);
         stop.store(true, Ordering::Relaxed);
@@ -242,7 +274,6 @@ fn kill_9_twenty_times_under_load_loses_no_acknowledged_job() {
             let _ = p.join();
         }
         drop(r);
-        assert!(round < 20);
     }
     let r = Reprow::start(&cfg);
     let api = Api::new(r.api_addr());

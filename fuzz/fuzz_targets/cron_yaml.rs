@@ -31,11 +31,17 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let header = scheduled_at_header(text);
-    assert_eq!(scheduled_at_header(&header), header, "not idempotent on {text:?}");
+    assert_eq!(
+        scheduled_at_header(&header),
+        header,
+        "not idempotent on {text:?}"
+    );
     check(text);
     // The input as a schedule too, so the cron parser itself is reached often.
     let schedule = serde_json::to_string(text).unwrap();
-    check(&format!("cron:\n - {{name: t, url: /t, schedule: {schedule}}}\n"));
+    check(&format!(
+        "cron:\n - {{name: t, url: /t, schedule: {schedule}}}\n"
+    ));
 });
 
 /// A cron field over `0..n` from the fuzz input, as text and as the set of values it means:
@@ -107,7 +113,9 @@ fn header_reads_the_beanstalk_format(t: DateTime<Utc>) {
 }
 
 fn check(text: &str) {
-    let Ok(file) = CronFile::parse(text) else { return };
+    let Ok(file) = CronFile::parse(text) else {
+        return;
+    };
     let t0 = chrono::DateTime::from_timestamp(1_795_000_000, 0).unwrap();
     for task in &file.tasks {
         assert!(is_allowed_header_value(&task.name) && !task.name.is_empty());

@@ -108,7 +108,11 @@ fuzz_target!(|data: &[u8]| {
                 b.truncate(at);
                 let got = JobRecord::decode(job.id, &b);
                 if at < head {
-                    assert_eq!(got, Err(RecordError::Truncated), "cut at {at} of head {head}");
+                    assert_eq!(
+                        got,
+                        Err(RecordError::Truncated),
+                        "cut at {at} of head {head}"
+                    );
                 } else {
                     let mut want = job.clone();
                     want.payload = job.payload.slice(..at - head);

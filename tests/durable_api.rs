@@ -751,3 +751,24 @@ fn http_server_pipelining_limits_and_token() {
         "served again once connections closed"
     );
 }
+
+/// The epoll driver (what reprow falls back to where io_uring is refused) serves the API: on
+/// it, a listener left blocking made every core wait in `accept` and no request was answered.
+#[test]
+fn the_api_answers_on_the_epoll_driver() {
+    let worker = Worker::start(|_, _| Reply::ok());
+    let (_dir, r, api) = start(&format!(
+        "driver: epoll\nthreads: 2\nrunner:\n  type: http_proxy\n  url: {}\n",
+        worker.url()
+    ));
+    for i in 0..4 {
+        let reply = api.post("/job/e", &format!(r#"{{"payload":{{"i":{i}}}}}"#));
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    }
+    assert_eq!(worker.wait_for(4).len(), 4);
+    assert_eq!(api.get("/queues").status, 200);
+    let log = r.log();
+    let (status, _) = r.stop();
+    assert!(status.success());
+    assert!(log.contains(r#""driver":"epoll""#), "{log}");
+}

@@ -116,34 +116,62 @@ fn server_error_then_success_is_retried() {
     assert_eq!(stats["failed"], 0);
 }
 
+/// The gap between a job's first and second delivery.
+fn retry_gap(got: &[Received], body: &str) -> Duration {
+    let times: Vec<Instant> = got
+        .iter()
+        .filter(|r| r.body_str() == body)
+        .map(|r| r.at)
+        .collect();
+    times[1] - times[0]
+}
+
 #[test]
 fn retry_after_is_honoured_and_clamped() {
-    // First job: 503 with Retry-After: 1 → the retry comes about a second later, not after the
-    // 20 ms backoff. Second job: Retry-After far in the future, clamped to max_retry_after.
+    // 503 with Retry-After: 1 → the retry comes about a second later: not after the 20 ms
+    // backoff, and not after max_retry_after (10 s) either. The upper bound has seconds of
+    // margin for a slow machine yet fails when every Retry-After waits the clamp.
     let worker = Worker::start(|r, _| match (r.body_str().as_str(), r.attempt()) {
         ("soon", 1) => Reply::Status(503, vec![("Retry-After", "1".into())], vec![]),
+        _ => Reply::ok(),
+    });
+    let scene = Scene::new();
+    let reprow = Reprow::start(&scene.config(
+        &worker.url(),
+        "",
+        "  max_retry_after: 10s
+",
+        "",
+    ));
+    write_lines(&scene.fifo(), &["soon"]);
+    let got = worker.wait_for(2);
+    reprow.stop();
+    let soon = retry_gap(&got, "soon");
+    assert!(
+        soon >= Duration::from_millis(900) && soon < Duration::from_secs(5),
+        "Retry-After: 1 with max_retry_after 10s gave {soon:?}"
+    );
+}
+
+#[test]
+fn retry_after_beyond_the_maximum_is_clamped() {
+    // Retry-After far in the future is clamped to max_retry_after (2 s).
+    let worker = Worker::start(|r, _| match (r.body_str().as_str(), r.attempt()) {
         ("clamped", 1) => Reply::Status(429, vec![("Retry-After", "86400".into())], vec![]),
         _ => Reply::ok(),
     });
     let scene = Scene::new();
-    let reprow = Reprow::start(&scene.config(&worker.url(), "", "  max_retry_after: 2s\n", ""));
-    write_lines(&scene.fifo(), &["soon", "clamped"]);
-    let got = worker.wait_for(4);
+    let reprow = Reprow::start(&scene.config(
+        &worker.url(),
+        "",
+        "  max_retry_after: 2s
+",
+        "",
+    ));
+    write_lines(&scene.fifo(), &["clamped"]);
+    let got = worker.wait_for(2);
     reprow.stop();
-    let gap = |body: &str| {
-        let times: Vec<Instant> = got
-            .iter()
-            .filter(|r| r.body_str() == body)
-            .map(|r| r.at)
-            .collect();
-        times[1] - times[0]
-    };
-    assert!(
-        gap("soon") >= Duration::from_millis(900),
-        "Retry-After: 1 gave {:?}",
-        gap("soon")
-    );
-    let clamped = gap("clamped");
+    let clamped = retry_gap(&got, "clamped");
     assert!(
         clamped >= Duration::from_millis(1900) && clamped < Duration::from_secs(60),
         "clamped gap {clamped:?}"

@@ -154,3 +154,44 @@ fn lines_still_in_the_pipe_are_saved_at_shutdown() {
     }
     assert_eq!(stats["received"], 100);
 }
+
+#[test]
+fn jobs_requeued_on_a_core_after_refused_connections_are_saved_at_shutdown() {
+    // Nothing listens on the worker's port: each job is refused, put back on its core's ready
+    // queue (the attempt does not count) and the breaker pauses the core. At SIGTERM those
+    // jobs sit in the ready queue, not in flight and not sleeping; every one must reach the
+    // pending file.
+    let scene = Scene::new();
+    let url = format!("http://127.0.0.1:{}/", free_port());
+    let reprow = Reprow::start(&scene.config(&url, "", "  concurrency: 3\n", "threads: 1\n"));
+    let jobs = ["q0", "q1", "q2"];
+    write_lines(&scene.fifo(), &jobs);
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while !reprow.log().contains("refuses connections") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the worker's refusals were never noticed; log:\n{}",
+            reprow.log()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Give the other slots time to take their jobs and be refused too (it does not matter for
+    // the assertion whether they did: read jobs must be saved wherever they wait).
+    std::thread::sleep(Duration::from_millis(200));
+    let (status, stats) = reprow.stop();
+    assert!(status.success());
+    let saved: HashSet<String> = scene
+        .records("pending.jsonl")
+        .iter()
+        .map(|r| r["payload"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(stats["received"], 3, "{stats}");
+    for job in jobs {
+        assert!(
+            saved.contains(job),
+            "{job} was read but neither done nor saved; saved {saved:?}, stats {stats}"
+        );
+    }
+    assert_eq!(stats["succeeded"], 0);
+    assert_eq!(stats["held"], 0, "every job is accounted for");
+}

@@ -182,9 +182,11 @@ pub fn run(config: &Config, shutdown: Shutdown, stats: Arc<Stats>) -> Result<Sna
         let handle = thread::Builder::new()
             .name(format!("reprow-core-{core}"))
             .spawn(move || {
-                let run = move || async move {
+                let run = move |epoll: bool| async move {
                     let server = monitor.and_then(|(listener, ctx)| {
-                        match monoio::net::TcpListener::from_std(listener) {
+                        match nonblocking_on_epoll(&listener, epoll)
+                            .and_then(|()| monoio::net::TcpListener::from_std(listener))
+                        {
                             Ok(l) => Some(monoio::spawn(crate::api::serve(
                                 l,
                                 std::rc::Rc::new(ctx.into_ctx()),
@@ -461,8 +463,10 @@ fn run_durable(
         let handle = thread::Builder::new()
             .name(format!("reprow-core-{core}"))
             .spawn(move || {
-                let run = move || async move {
-                    let listener = match monoio::net::TcpListener::from_std(listener) {
+                let run = move |epoll: bool| async move {
+                    let listener = match nonblocking_on_epoll(&listener, epoll)
+                        .and_then(|()| monoio::net::TcpListener::from_std(listener))
+                    {
                         Ok(l) => l,
                         Err(e) => {
                             tracing::error!(error = %e, "Cannot serve the API on this core.");
@@ -513,10 +517,21 @@ fn run_durable(
     Ok(stats.snapshot())
 }
 
-/// Builds the chosen monoio driver on this thread and runs the future it makes.
+/// A listener made by `std` blocks; monoio's epoll driver calls `accept` on it directly and
+/// would block the whole core there, so on that driver it is made non-blocking (as monoio's own
+/// `bind` does). io_uring waits for connections itself and gets the socket as it is.
+fn nonblocking_on_epoll(listener: &std::net::TcpListener, epoll: bool) -> std::io::Result<()> {
+    if epoll {
+        listener.set_nonblocking(true)?;
+    }
+    Ok(())
+}
+
+/// Builds the chosen monoio driver on this thread and runs the future it makes; `make` is told
+/// whether the driver is epoll.
 fn run_on_driver<F, Fut>(choice: DriverChoice, core: usize, make: F) -> std::io::Result<()>
 where
-    F: FnOnce() -> Fut,
+    F: FnOnce(bool) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
     let uring = match choice {
@@ -542,7 +557,7 @@ where
         if core == 0 {
             tracing::info!(driver = "io_uring", "Core event loops started.");
         }
-        rt.block_on(make());
+        rt.block_on(make(false));
         return Ok(());
     }
     let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
@@ -551,7 +566,7 @@ where
     if core == 0 {
         tracing::info!(driver = "epoll", "Core event loops started.");
     }
-    rt.block_on(make());
+    rt.block_on(make(true));
     Ok(())
 }
 

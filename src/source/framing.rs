@@ -87,7 +87,11 @@ impl LineFramer {
             match found {
                 None => {
                     self.scanned = self.buf.len();
-                    if !self.discarding && self.buf.len() > self.max_line_bytes {
+                    // A trailing `\r` may be the start of the line's CRLF, which does not
+                    // count towards the limit: a line of exactly `max_line_bytes` must not be
+                    // refused because a read ended between its `\r` and `\n`.
+                    let held = self.buf.len() - usize::from(self.buf.last() == Some(&b'\r'));
+                    if !self.discarding && held > self.max_line_bytes {
                         // Refuse now instead of buffering an unbounded line.
                         let prefix =
                             Bytes::copy_from_slice(&self.buf[..PREFIX_BYTES.min(self.buf.len())]);
@@ -149,6 +153,20 @@ mod tests {
 
     fn line(s: &str) -> Frame {
         Frame::Line(Bytes::copy_from_slice(s.as_bytes()))
+    }
+
+    /// A line of exactly the limit ending in CRLF is kept wherever the reads are cut, also
+    /// between its `\r` and `\n` (found by the `line_framing` fuzz target).
+    #[test]
+    fn a_line_of_the_limit_with_crlf_is_kept_at_every_split() {
+        let input = b"abcd\r\nnext\n";
+        for split in 0..=input.len() {
+            assert_eq!(
+                frames(input, split, 4),
+                vec![line("abcd"), line("next")],
+                "split at {split}"
+            );
+        }
     }
 
     #[test]

@@ -386,9 +386,11 @@ fn every_2xx_enqueue_answer_comes_after_a_sync_of_the_data_file() {
     let mut answers = 0;
     let mut syncs = 0;
     for line in text.lines() {
-        let mut parts = line.splitn(3, ' ');
-        let (Some(pid), Some(_time), Some(call)) = (parts.next(), parts.next(), parts.next())
-        else {
+        // "PID  TIME CALL": strace pads the PID column, so split on runs of spaces.
+        let Some((pid, rest)) = line.trim_start().split_once(' ') else {
+            continue;
+        };
+        let Some((_time, call)) = rest.trim_start().split_once(' ') else {
             continue;
         };
         let is_sync = |c: &str| {

@@ -1203,12 +1203,13 @@ mod tests {
             v.resize(3 + len, b'v');
             v
         };
+        // 16 KiB of trailers.
         assert_eq!(
-            decode_split(&chunked(&trailers(MAX_TRAILER_BYTES)), 0, false),
+            decode_split(&chunked(&trailers(16_384)), 0, false),
             Ok(None)
         );
         assert_eq!(
-            decode_split(&chunked(&trailers(MAX_TRAILER_BYTES + 1)), 0, false),
+            decode_split(&chunked(&trailers(16_385)), 0, false),
             Err(ResponseError::Chunked("trailers too long"))
         );
         // Fifteen significant hex digits are a size; sixteen are refused.
@@ -1240,6 +1241,16 @@ mod tests {
         assert!(h.keep_alive);
         let h = head(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n").unwrap();
         assert!(!h.keep_alive);
+        let h =
+            head(b"HTTP/1.0 200 OK\r\nConnection: Upgrade\r\nContent-Length: 0\r\n\r\n").unwrap();
+        assert!(
+            !h.keep_alive,
+            "only keep-alive keeps an HTTP/1.0 connection"
+        );
+        let h =
+            head(b"HTTP/1.1 200 OK\r\nConnection: close, keep-alive\r\nContent-Length: 0\r\n\r\n")
+                .unwrap();
+        assert!(!h.keep_alive, "close wins over keep-alive");
         // HTTP/1.1 keeps it unless told to close, in any list position.
         let h = head(b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n")
             .unwrap();

@@ -1308,6 +1308,35 @@ mod tests {
     }
 
     #[test]
+    fn quoted_extension_values_and_bare_lf_at_a_line_start() {
+        // quoted-pair = "\" ( HTAB / SP / VCHAR / obs-text ).
+        for body in [
+            &b"2;a=\"\\\t\"\r\nab\r\n0\r\n\r\n"[..],
+            b"2;a=\"\\ \"\r\nab\r\n0\r\n\r\n",
+            b"2;a=\"\\\x80\"\r\nab\r\n0\r\n\r\n",
+            b"2;a=\"x\\\"y\"\r\nab\r\n0\r\n\r\n",
+        ] {
+            check_all_splits(&chunked(body), false, &Ok(Some((200, b"ab", true))));
+        }
+        for body in [
+            &b"2;a=\"\\\x01\"\r\nab\r\n0\r\n\r\n"[..],
+            b"2;a=\"\\\x7f\"\r\nab\r\n0\r\n\r\n",
+            b"2;a=\"\\\r\nab\r\n0\r\n\r\n",
+            // A bare LF as the first byte of a chunk-size line or of the trailers.
+            b"\n2\r\nab\r\n0\r\n\r\n",
+            b"2\r\nab\r\n0\r\n\n",
+        ] {
+            let input = chunked(body);
+            let got = decode_split(&input, input.len(), false);
+            assert!(
+                matches!(got, Err(ResponseError::Chunked(_))),
+                "{:?}: {got:?}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+
+    #[test]
     fn header_validation() {
         assert!(is_allowed_header_name("X-Trace-Id"));
         assert!(!is_allowed_header_name("Bad Name"));

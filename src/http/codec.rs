@@ -1315,6 +1315,7 @@ mod tests {
             b"2;a=\"\\ \"\r\nab\r\n0\r\n\r\n",
             b"2;a=\"\\\x80\"\r\nab\r\n0\r\n\r\n",
             b"2;a=\"x\\\"y\"\r\nab\r\n0\r\n\r\n",
+            b"2;a=\"\\\"\"\r\nab\r\n0\r\n\r\n",
         ] {
             check_all_splits(&chunked(body), false, &Ok(Some((200, b"ab", true))));
         }

@@ -265,6 +265,22 @@ fn in_net(ip: IpAddr, net: IpAddr, bits: u8) -> bool {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_new_queue_has_the_documented_defaults() {
+        let d = QueueDef::named("q");
+        assert_eq!(d.name, "q");
+        assert_eq!(d.polling_interval, 200);
+        assert_eq!(d.max_workers, 20);
+        assert_eq!(d.timeout, 30);
+        assert_eq!(d.max_retries, 10);
+        assert_eq!(d.lease_timeout, 60);
+        assert_eq!(d.retry_delay, None);
+        assert_eq!(d.mode, QueueMode::Push);
+        assert!(!d.paused && !d.require_lease_token);
+        assert_eq!(d.allowed_origins, ["127.0.0.0/8", "::1", "localhost"]);
+        assert_eq!(d.validate(), Ok(()));
+    }
+
     fn url(u: &str) -> WorkerUrl {
         WorkerUrl::parse(u).unwrap()
     }

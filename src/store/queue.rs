@@ -266,6 +266,45 @@ mod tests {
     use super::*;
 
     #[test]
+    fn limits_are_checked_at_their_bounds() {
+        let ok = |f: &dyn Fn(&mut QueueDef)| {
+            let mut d = QueueDef::named("q");
+            f(&mut d);
+            d.validate()
+        };
+        assert_eq!(
+            check_name("queue name", &"a".repeat(MAX_NAME_BYTES)),
+            Ok(())
+        );
+        assert!(check_name("queue name", &"a".repeat(MAX_NAME_BYTES + 1)).is_err());
+        assert!(check_name("queue name", "").is_err());
+        assert_eq!(ok(&|d| d.max_workers = 1), Ok(()));
+        assert_eq!(ok(&|d| d.max_workers = 10_000), Ok(()));
+        assert!(ok(&|d| d.max_workers = 0).is_err());
+        assert!(ok(&|d| d.max_workers = 10_001).is_err());
+        assert_eq!(ok(&|d| d.max_dispatches_per_second = Some(0.5)), Ok(()));
+        for r in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            assert!(
+                ok(&|d| d.max_dispatches_per_second = Some(r)).is_err(),
+                "rate {r}"
+            );
+        }
+        assert_eq!(
+            ok(&|d| {
+                d.max_dispatches_per_second = Some(2.0);
+                d.max_burst_size = Some(1);
+            }),
+            Ok(())
+        );
+        assert!(ok(&|d| {
+            d.max_dispatches_per_second = Some(2.0);
+            d.max_burst_size = Some(0);
+        })
+        .is_err());
+        assert!(ok(&|d| d.max_burst_size = Some(1)).is_err());
+    }
+
+    #[test]
     fn a_new_queue_has_the_documented_defaults() {
         let d = QueueDef::named("q");
         assert_eq!(d.name, "q");

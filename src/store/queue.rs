@@ -302,6 +302,21 @@ mod tests {
         })
         .is_err());
         assert!(ok(&|d| d.max_burst_size = Some(1)).is_err());
+        for t in [1, 86_400] {
+            assert_eq!(ok(&|d| d.timeout = t), Ok(()));
+            assert_eq!(ok(&|d| d.lease_timeout = t), Ok(()));
+        }
+        for t in [0, 86_401] {
+            assert!(ok(&|d| d.timeout = t).is_err(), "timeout {t}");
+            assert!(ok(&|d| d.lease_timeout = t).is_err(), "lease_timeout {t}");
+        }
+        assert_eq!(ok(&|d| d.retry_delay = Some(30 * 86_400)), Ok(()));
+        assert!(ok(&|d| d.retry_delay = Some(30 * 86_400 + 1)).is_err());
+        assert_eq!(
+            ok(&|d| d.polling_interval = MAX_POLLING_INTERVAL_MS),
+            Ok(())
+        );
+        assert!(ok(&|d| d.polling_interval = MAX_POLLING_INTERVAL_MS + 1).is_err());
     }
 
     #[test]

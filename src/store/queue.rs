@@ -320,6 +320,23 @@ mod tests {
     }
 
     #[test]
+    fn allowed_origins_are_addresses_blocks_or_host_names() {
+        for (origin, valid) in [
+            ("my-worker.local", true),
+            ("[::1]", true),
+            ("10.0.0.0/8", true),
+            ("bad host", false),
+            ("a_b", false),
+            ("", false),
+            ("http://x", false),
+        ] {
+            let mut d = QueueDef::named("q");
+            d.allowed_origins = vec![origin.into()];
+            assert_eq!(d.validate().is_ok(), valid, "{origin:?}");
+        }
+    }
+
+    #[test]
     fn a_new_queue_has_the_documented_defaults() {
         let d = QueueDef::named("q");
         assert_eq!(d.name, "q");

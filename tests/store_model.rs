@@ -1,7 +1,11 @@
-//! Model test of the durable store: random sequences of enqueues, pulls, acks, nacks, deletes,
-//! push dispatches and their settles, clock jumps, restarts and injected commit failures are
-//! applied both to the real store (a real LMDB file) and to a few lines of in-memory model; after
-//! every step the two must agree on every queue's jobs, their order, leases and failed counts.
+//! Model test of the durable store: random sequences of enqueues (payloads that differ, `uniq`
+//! keys, per-job `max_retries`, `retry_delay` and `timeout`), pulls (leased, or popped and
+//! forgotten), acks and nacks (with no lease token, the current one or a stale one), deletes,
+//! push dispatches and their settles (done, retry, fail, release), queue definitions, pauses and
+//! purges, retries and deletes of failed jobs, clock jumps, restarts and injected commit failures
+//! are applied both to the real store (a real LMDB file) and to an in-memory model; after every
+//! step the two must agree on every queue's jobs (order, payloads, attempts, overrides, due
+//! times), leases, and failed log (entries, payloads, status, message).
 
 use std::{
     collections::BTreeMap,
@@ -9,7 +13,7 @@ use std::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
     },
-    time::Duration,
+    time::{Duration, UNIX_EPOCH},
 };
 
 use bytes::Bytes;
@@ -19,39 +23,187 @@ use reprow::{
     store::{
         engine::Engine,
         queue::{QueueDef, QueueMode},
-        Clock, Destination, JobList, NewJob, Op, Options, Query, Reply, Settlement, StoreError,
+        Clock, Destination, JobList, JobView, NewJob, Op, Options, Query, Reply, Settlement,
+        StoreError,
     },
 };
 
 const QUEUES: [&str; 2] = ["pa", "pb"];
 const PUSH: &str = "push";
-const LEASE_MS: u64 = 5_000;
-const PUSH_LEASE_MS: u64 = 1_000 + 5_000;
-const RETRY_MS: u64 = 2_000;
-const MAX_RETRIES: u32 = 1;
-const PUSH_WORKERS: usize = 2;
+const ALL: [&str; 3] = ["pa", "pb", PUSH];
+/// Every queue's request timeout, seconds (a push lease is this plus the grace).
+const TIMEOUT_S: u64 = 1;
+const LEASE_GRACE_MS: u64 = 5_000;
+const RETRY_MS: u64 = 1_000;
+/// A token no hand-out carries.
+const BOGUS_TOKEN: u64 = 7;
+
+/// The parts of a queue definition the model follows.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct QCfg {
+    max_retries: u32,
+    retry_delay_s: u64,
+    lease_s: u64,
+    workers: u32,
+    paused: bool,
+}
+
+/// What the config file says (a restart puts it back, but keeps a pause).
+const CONFIG: QCfg = QCfg {
+    max_retries: 1,
+    retry_delay_s: 2,
+    lease_s: 5,
+    workers: 2,
+    paused: false,
+};
+
+fn def_for(name: &str, c: QCfg) -> QueueDef {
+    let mut d = QueueDef::named(name);
+    let push = name == PUSH;
+    d.mode = if push {
+        QueueMode::Push
+    } else {
+        QueueMode::Pull
+    };
+    d.url = push.then(|| "http://127.0.0.1:9/work".to_string());
+    d.max_workers = c.workers;
+    d.timeout = TIMEOUT_S;
+    d.lease_timeout = c.lease_s;
+    d.max_retries = c.max_retries;
+    d.retry_delay = Some(c.retry_delay_s);
+    d.paused = c.paused;
+    d
+}
+
+/// One job of an enqueue request.
+#[derive(Debug, Clone)]
+struct Spec {
+    payload: Vec<u8>,
+    uniq: Option<u8>,
+    max_retries: Option<u32>,
+    retry_delay: Option<u64>,
+    timeout: Option<u64>,
+}
 
 #[derive(Debug, Clone)]
 enum Step {
-    Enqueue { q: usize, delay_s: u64, n: usize },
-    Pull { q: usize, count: usize },
-    Ack { pick: usize },
-    Nack { pick: usize },
-    Delete { pick: usize },
-    Settle { pick: usize, how: u8, stale: bool },
-    Advance { ms: u64 },
+    Enqueue {
+        q: usize,
+        delay_s: u64,
+        jobs: Vec<Spec>,
+    },
+    Pull {
+        q: usize,
+        count: usize,
+        forget: bool,
+    },
+    /// `token`: 0 none, 1 the job's last hand-out's, 2 one never handed out.
+    Ack {
+        pick: usize,
+        token: u8,
+    },
+    Nack {
+        pick: usize,
+        token: u8,
+    },
+    Delete {
+        pick: usize,
+    },
+    /// `how`: 0 done, 1 retry, 2 permanent failure, 3 release now, 4 release in 1.5 s.
+    Settle {
+        pick: usize,
+        how: u8,
+        stale: bool,
+    },
+    Control {
+        q: usize,
+        paused: bool,
+    },
+    Purge {
+        q: usize,
+    },
+    Define {
+        q: usize,
+        cfg: QCfg,
+    },
+    RetryFailed {
+        pick: usize,
+        bogus: bool,
+    },
+    DeleteFailed {
+        pick: usize,
+        bogus: bool,
+    },
+    Advance {
+        ms: u64,
+    },
     Restart,
     FailNextCommit,
 }
 
+fn payload() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        (0..1000u32).prop_map(|n| format!("{{\"n\":{n}}}").into_bytes()),
+        "[a-z ]{0,6}".prop_map(String::into_bytes),
+        proptest::collection::vec(any::<u8>(), 0..6),
+        Just(b"{}".to_vec()),
+    ]
+}
+
+fn spec() -> impl Strategy<Value = Spec> {
+    (
+        payload(),
+        prop_oneof![3 => Just(None), 1 => (0..2u8).prop_map(Some)],
+        prop_oneof![2 => Just(None), 1 => (0..3u32).prop_map(Some)],
+        prop_oneof![2 => Just(None), 1 => (0..4u64).prop_map(Some)],
+        prop_oneof![2 => Just(None), 1 => (1..4u64).prop_map(Some)],
+    )
+        .prop_map(|(payload, uniq, max_retries, retry_delay, timeout)| Spec {
+            payload,
+            uniq,
+            max_retries,
+            retry_delay,
+            timeout,
+        })
+}
+
+fn qcfg() -> impl Strategy<Value = QCfg> {
+    (
+        0..3u32,
+        0..4u64,
+        1..7u64,
+        1..4u32,
+        proptest::bool::weighted(0.2),
+    )
+        .prop_map(
+            |(max_retries, retry_delay_s, lease_s, workers, paused)| QCfg {
+                max_retries,
+                retry_delay_s,
+                lease_s,
+                workers,
+                paused,
+            },
+        )
+}
+
 fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
-        4 => (0..3usize, 0..3u64, 1..4usize).prop_map(|(q, delay_s, n)| Step::Enqueue { q, delay_s, n }),
-        3 => (0..2usize, 1..4usize).prop_map(|(q, count)| Step::Pull { q, count }),
-        2 => any::<usize>().prop_map(|pick| Step::Ack { pick }),
-        2 => any::<usize>().prop_map(|pick| Step::Nack { pick }),
+        5 => (0..3usize, 0..3u64, proptest::collection::vec(spec(), 1..4))
+            .prop_map(|(q, delay_s, jobs)| Step::Enqueue { q, delay_s, jobs }),
+        4 => (0..2usize, 1..4usize, proptest::bool::weighted(0.25))
+            .prop_map(|(q, count, forget)| Step::Pull { q, count, forget }),
+        2 => (any::<usize>(), 0..3u8).prop_map(|(pick, token)| Step::Ack { pick, token }),
+        2 => (any::<usize>(), 0..3u8).prop_map(|(pick, token)| Step::Nack { pick, token }),
         1 => any::<usize>().prop_map(|pick| Step::Delete { pick }),
-        3 => (any::<usize>(), 0..3u8, proptest::bool::weighted(0.1)).prop_map(|(pick, how, stale)| Step::Settle { pick, how, stale }),
+        3 => (any::<usize>(), 0..5u8, proptest::bool::weighted(0.1))
+            .prop_map(|(pick, how, stale)| Step::Settle { pick, how, stale }),
+        1 => (0..3usize, any::<bool>()).prop_map(|(q, paused)| Step::Control { q, paused }),
+        1 => (0..3usize).prop_map(|q| Step::Purge { q }),
+        1 => (0..3usize, qcfg()).prop_map(|(q, cfg)| Step::Define { q, cfg }),
+        2 => (any::<usize>(), proptest::bool::weighted(0.1))
+            .prop_map(|(pick, bogus)| Step::RetryFailed { pick, bogus }),
+        1 => (any::<usize>(), proptest::bool::weighted(0.1))
+            .prop_map(|(pick, bogus)| Step::DeleteFailed { pick, bogus }),
         3 => (0..4000u64).prop_map(|ms| Step::Advance { ms }),
         1 => Just(Step::Restart),
         1 => Just(Step::FailNextCommit),
@@ -63,30 +215,90 @@ struct MJob {
     queue: String,
     due: u64,
     attempts: u32,
-    /// Lease deadline, and for push jobs the lease token.
+    /// Lease deadline and token.
     lease: Option<(u64, u64)>,
+    /// The token of the last hand-out, kept after the lease ended (for stale acks).
+    last_token: Option<u64>,
+    payload: Bytes,
+    uniq: Option<String>,
+    max_retries: Option<u32>,
+    retry_delay: Option<u64>,
+    timeout: Option<u64>,
 }
 
-#[derive(Default)]
+#[derive(Debug, Clone)]
+struct MFailed {
+    id: u64,
+    job: MJob,
+    code: u16,
+    message: String,
+    permanent: bool,
+}
+
 struct Model {
     jobs: BTreeMap<u64, MJob>,
-    failed: BTreeMap<String, u64>,
+    /// The failed log by failure id.
+    failed: BTreeMap<u64, MFailed>,
+    next_fid: u64,
+    cfg: BTreeMap<&'static str, QCfg>,
 }
 
 impl Model {
+    fn new() -> Model {
+        Model {
+            jobs: BTreeMap::new(),
+            failed: BTreeMap::new(),
+            next_fid: 1,
+            cfg: ALL.iter().map(|q| (*q, CONFIG)).collect(),
+        }
+    }
+
+    fn cfg(&self, queue: &str) -> QCfg {
+        self.cfg[queue]
+    }
+
+    /// Due, unleased jobs of a queue in (due, id) order.
     fn runnable(&self, queue: &str, now: u64) -> Vec<u64> {
+        self.listed(queue, |j| j.lease.is_none() && j.due <= now)
+    }
+
+    fn deferred(&self, queue: &str, now: u64) -> Vec<u64> {
+        self.listed(queue, |j| j.lease.is_none() && j.due > now)
+    }
+
+    fn listed(&self, queue: &str, f: impl Fn(&MJob) -> bool) -> Vec<u64> {
         let mut v: Vec<(u64, u64)> = self
             .jobs
             .iter()
-            .filter(|(_, j)| j.queue == queue && j.lease.is_none() && j.due <= now)
+            .filter(|(_, j)| j.queue == queue && f(j))
             .map(|(id, j)| (j.due, *id))
             .collect();
         v.sort_unstable();
         v.into_iter().map(|(_, id)| id).collect()
     }
-    fn fail(&mut self, id: u64) {
-        let j = self.jobs.remove(&id).unwrap();
-        *self.failed.entry(j.queue).or_default() += 1;
+
+    fn uniq_taken(&self, queue: &str, u: &str) -> bool {
+        self.jobs
+            .values()
+            .any(|j| j.queue == queue && j.uniq.as_deref() == Some(u))
+    }
+
+    fn fail(&mut self, id: u64, attempts: u32, code: u16, message: &str, permanent: bool) {
+        let mut job = self.jobs.remove(&id).unwrap();
+        job.attempts = attempts;
+        job.lease = None;
+        let fid = self.next_fid;
+        self.next_fid += 1;
+        self.failed.insert(
+            fid,
+            MFailed {
+                id,
+                job,
+                code,
+                message: message.into(),
+                permanent,
+            },
+        );
     }
 }
 
@@ -111,22 +323,7 @@ impl Harness {
 
     fn open(&mut self) {
         self.engine = None;
-        let mut queues = Vec::new();
-        for name in QUEUES.iter().chain([&PUSH]) {
-            let mut d = QueueDef::named(name);
-            d.mode = if *name == PUSH {
-                QueueMode::Push
-            } else {
-                QueueMode::Pull
-            };
-            d.url = (*name == PUSH).then(|| "http://127.0.0.1:9/work".to_string());
-            d.max_workers = PUSH_WORKERS as u32;
-            d.timeout = 1;
-            d.lease_timeout = LEASE_MS / 1000;
-            d.max_retries = MAX_RETRIES;
-            d.retry_delay = Some(RETRY_MS / 1000);
-            queues.push(d);
-        }
+        let queues = ALL.iter().map(|name| def_for(name, CONFIG)).collect();
         let fail = self.fail.clone();
         let opts = Options {
             path: self.dir.path().join("data"),
@@ -156,23 +353,70 @@ impl Harness {
     }
 }
 
-fn job(queue: &str, run_at_ms: u64) -> NewJob {
+fn uniq_name(u: u8) -> String {
+    format!("u{u}")
+}
+
+fn new_job(queue: &str, run_at_ms: u64, s: &Spec) -> NewJob {
     NewJob {
         dest: Destination::Queue(queue.to_string()),
         url: None,
-        payload: Bytes::from_static(b"{}"),
+        payload: Bytes::from(s.payload.clone()),
         content_type: "application/json".into(),
         run_at_ms,
-        timeout: None,
-        max_retries: None,
-        retry_delay: None,
-        uniq: None,
+        timeout: s.timeout,
+        max_retries: s.max_retries,
+        retry_delay: s.retry_delay,
+        uniq: s.uniq.map(uniq_name),
     }
+}
+
+/// The payload as the API shows it: JSON when it parses, else a string.
+fn shown(p: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(p)
+        .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(p).into_owned()))
+}
+
+fn rfc3339(ms: u64) -> String {
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+/// A job's view agrees with the model's job.
+fn check_view(v: &JobView, j: &MJob, c: QCfg, what: &str) -> Result<(), TestCaseError> {
+    prop_assert_eq!(&v.payload, &shown(&j.payload), "{} {} payload", what, v.id);
+    prop_assert_eq!(v.fail_count, j.attempts, "{} {} fail_count", what, v.id);
+    prop_assert_eq!(
+        v.max_retries,
+        j.max_retries.unwrap_or(c.max_retries),
+        "{} {} max_retries",
+        what,
+        v.id
+    );
+    prop_assert_eq!(
+        v.retry_delay,
+        j.retry_delay.unwrap_or(c.retry_delay_s),
+        "{} {} retry_delay",
+        what,
+        v.id
+    );
+    prop_assert_eq!(
+        v.timeout,
+        j.timeout.unwrap_or(TIMEOUT_S),
+        "{} {} timeout",
+        what,
+        v.id
+    );
+    prop_assert_eq!(&v.next_try, &rfc3339(j.due), "{} {} next_try", what, v.id);
+    Ok(())
+}
+
+fn unavailable(r: &Result<Reply, StoreError>) -> bool {
+    matches!(r, Err(StoreError::Unavailable(_)))
 }
 
 fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
     let mut h = Harness::new();
-    let mut m = Model::default();
+    let mut m = Model::new();
     let mut failing = false;
     for (i, s) in steps.into_iter().enumerate() {
         let now = h.now();
@@ -182,49 +426,94 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                 h.fail.store(true, Ordering::SeqCst);
                 continue;
             }
-            Step::Enqueue { q, delay_s, n } => {
-                let queue = if q < 2 { QUEUES[q] } else { PUSH };
+            Step::Enqueue { q, delay_s, jobs } => {
+                let queue = ALL[q];
                 let due = now + delay_s * 1000;
-                let r = h.one(Op::Enqueue((0..n).map(|_| job(queue, due)).collect()));
+                let r = h.one(Op::Enqueue(
+                    jobs.iter().map(|s| new_job(queue, due, s)).collect(),
+                ));
+                // A uniq key queued already, or twice in the request, refuses the whole batch.
+                let mut keys: Vec<String> = Vec::new();
+                let conflict = jobs.iter().filter_map(|s| s.uniq.map(uniq_name)).any(|u| {
+                    let dup = m.uniq_taken(queue, &u) || keys.contains(&u);
+                    keys.push(u);
+                    dup
+                });
                 if failing {
+                    prop_assert!(unavailable(&r), "step {i}: {r:?}");
+                } else if conflict {
                     prop_assert!(
-                        matches!(r, Err(StoreError::Unavailable(_))),
-                        "step {i}: {r:?}"
+                        matches!(r, Err(StoreError::Conflict(_))),
+                        "step {i}: uniq not refused: {r:?}"
                     );
                 } else {
                     let Ok(Reply::Enqueued(views)) = r else {
                         return Err(TestCaseError::fail(format!("step {i}: {r:?}")));
                     };
-                    prop_assert_eq!(views.len(), n);
-                    for v in views {
+                    prop_assert_eq!(views.len(), jobs.len());
+                    for (v, s) in views.iter().zip(&jobs) {
                         let fresh = MJob {
                             queue: queue.into(),
                             due,
                             attempts: 0,
                             lease: None,
+                            last_token: None,
+                            payload: Bytes::from(s.payload.clone()),
+                            uniq: s.uniq.map(uniq_name),
+                            max_retries: s.max_retries,
+                            retry_delay: s.retry_delay,
+                            timeout: s.timeout,
                         };
+                        check_view(v, &fresh, m.cfg(queue), "enqueued")?;
                         prop_assert!(m.jobs.insert(v.id, fresh).is_none(), "step {} reused id", i);
                     }
                 }
             }
-            Step::Pull { q, count } => {
+            Step::Pull { q, count, forget } => {
                 let queue = QUEUES[q];
-                let want: Vec<u64> = m.runnable(queue, now).into_iter().take(count).collect();
+                let c = m.cfg(queue);
+                let want: Vec<u64> = if c.paused {
+                    Vec::new()
+                } else {
+                    m.runnable(queue, now).into_iter().take(count).collect()
+                };
                 let r = h.one(Op::Pull {
                     queue: queue.into(),
                     count,
-                    forget: false,
+                    forget,
                 });
                 match r {
-                    _ if failing => prop_assert!(
-                        want.is_empty() || matches!(r, Err(StoreError::Unavailable(_))),
-                        "step {i}: {r:?}"
-                    ),
+                    _ if failing => {
+                        prop_assert!(want.is_empty() || unavailable(&r), "step {i}: {r:?}")
+                    }
                     Ok(Reply::Pulled(got)) => {
                         let ids: Vec<u64> = got.iter().map(|(v, _)| v.id).collect();
                         prop_assert_eq!(&ids, &want, "step {}", i);
-                        for id in ids {
-                            m.jobs.get_mut(&id).unwrap().lease = Some((now + LEASE_MS, 0));
+                        for (v, p) in got {
+                            let j = &m.jobs[&v.id];
+                            prop_assert_eq!(&p, &j.payload, "step {} pulled payload", i);
+                            check_view(&v, j, c, "pulled")?;
+                            if forget {
+                                prop_assert_eq!(v.lease, None, "step {} forgotten job leased", i);
+                                m.jobs.remove(&v.id);
+                            } else {
+                                let Some(token) = v.lease else {
+                                    return Err(TestCaseError::fail(format!(
+                                        "step {i}: a hand-out without a lease token"
+                                    )));
+                                };
+                                prop_assert!(
+                                    m.jobs
+                                        .values()
+                                        .all(|o| o.lease.is_none_or(|l| l.1 != token)),
+                                    "step {} token {} handed out twice",
+                                    i,
+                                    token
+                                );
+                                let j = m.jobs.get_mut(&v.id).unwrap();
+                                j.lease = Some((now + c.lease_s * 1000, token));
+                                j.last_token = Some(token);
+                            }
                         }
                     }
                     Err(StoreError::NotFound(_)) => prop_assert!(
@@ -234,7 +523,7 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                     r => return Err(TestCaseError::fail(format!("step {i}: {r:?}"))),
                 }
             }
-            Step::Ack { pick } | Step::Nack { pick } | Step::Delete { pick } => {
+            Step::Ack { pick, token } | Step::Nack { pick, token } => {
                 let pulls: Vec<u64> = m
                     .jobs
                     .iter()
@@ -245,48 +534,70 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                     Some(id) => (*id, m.jobs[id].queue.clone()),
                     None => (999_999, QUEUES[0].to_string()),
                 };
+                let lease = match token {
+                    0 => None,
+                    1 => Some(
+                        m.jobs
+                            .get(&id)
+                            .and_then(|j| j.last_token)
+                            .unwrap_or(BOGUS_TOKEN),
+                    ),
+                    _ => Some(BOGUS_TOKEN),
+                };
                 let op = match s {
                     Step::Ack { .. } => Op::Ack {
                         queue: queue.clone(),
                         id,
-                        lease: None,
+                        lease,
                     },
-                    Step::Nack { .. } => Op::Nack {
+                    _ => Op::Nack {
                         queue: queue.clone(),
                         id,
                         message: "x".into(),
-                        lease: None,
-                    },
-                    _ => Op::DeleteJob {
-                        queue: queue.clone(),
-                        id,
+                        lease,
                     },
                 };
                 let r = h.one(op);
                 if failing {
-                    prop_assert!(
-                        matches!(r, Err(StoreError::Unavailable(_))),
-                        "step {i}: {r:?}"
-                    );
+                    prop_assert!(unavailable(&r), "step {i}: {r:?}");
                 } else if !m.jobs.contains_key(&id) {
+                    prop_assert!(matches!(r, Err(StoreError::NotFound(_))), "step {i}: {r:?}");
+                } else if lease.is_some() && lease != m.jobs[&id].lease.map(|l| l.1) {
+                    prop_assert!(
+                        matches!(r, Err(StoreError::Conflict(_))),
+                        "step {i}: a stale lease token was not refused: {r:?}"
+                    );
+                } else {
+                    prop_assert!(r.is_ok(), "step {i}: {r:?}");
+                    if let Step::Nack { .. } = s {
+                        let c = m.cfg(&queue);
+                        let j = m.jobs.get_mut(&id).unwrap();
+                        let attempts = j.attempts + 1;
+                        if attempts > j.max_retries.unwrap_or(c.max_retries) {
+                            m.fail(id, attempts, 0, "x", false);
+                        } else {
+                            j.attempts = attempts;
+                            j.due = now + j.retry_delay.unwrap_or(c.retry_delay_s) * 1000;
+                            j.lease = None;
+                        }
+                    } else {
+                        m.jobs.remove(&id);
+                    }
+                }
+            }
+            Step::Delete { pick } => {
+                let all: Vec<u64> = m.jobs.keys().copied().collect();
+                let (id, queue) = match all.get(pick % all.len().max(1)) {
+                    Some(id) => (*id, m.jobs[id].queue.clone()),
+                    None => (999_999, QUEUES[0].to_string()),
+                };
+                let r = h.one(Op::DeleteJob { queue, id });
+                if failing {
+                    prop_assert!(unavailable(&r), "step {i}: {r:?}");
+                } else if m.jobs.remove(&id).is_none() {
                     prop_assert!(matches!(r, Err(StoreError::NotFound(_))), "step {i}: {r:?}");
                 } else {
                     prop_assert!(r.is_ok(), "step {i}: {r:?}");
-                    match s {
-                        Step::Nack { .. } => {
-                            let j = m.jobs.get_mut(&id).unwrap();
-                            j.attempts += 1;
-                            if j.attempts > MAX_RETRIES {
-                                m.fail(id);
-                            } else {
-                                j.due = now + RETRY_MS;
-                                j.lease = None;
-                            }
-                        }
-                        _ => {
-                            m.jobs.remove(&id);
-                        }
-                    }
                 }
             }
             Step::Settle { pick, how, stale } => {
@@ -299,17 +610,21 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                 let Some(&id) = leased.get(pick % leased.len().max(1)) else {
                     continue;
                 };
-                let token = m.jobs[&id].lease.unwrap().1 + u64::from(stale);
+                let token = m.jobs[&id].lease.unwrap().1 + u64::from(stale) * 1_000_000;
                 let how = match how {
                     0 => Settlement::Done,
-                    1 => Settlement::Retry(Duration::from_millis(1000), Failure::transport("t")),
-                    _ => Settlement::Fail(
+                    1 => {
+                        Settlement::Retry(Duration::from_millis(RETRY_MS), Failure::transport("t"))
+                    }
+                    2 => Settlement::Fail(
                         Failure {
                             status: Some(400),
                             message: "no".into(),
                         },
                         true,
                     ),
+                    3 => Settlement::Release(Duration::ZERO),
+                    _ => Settlement::Release(Duration::from_millis(1500)),
                 };
                 let r = h.one(Op::Settle {
                     id,
@@ -330,10 +645,103 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                         Settlement::Retry(..) => {
                             let j = m.jobs.get_mut(&id).unwrap();
                             j.attempts += 1;
-                            j.due = now + 1000;
+                            j.due = now + RETRY_MS;
                             j.lease = None;
                         }
-                        _ => m.fail(id),
+                        Settlement::Release(d) => {
+                            let j = m.jobs.get_mut(&id).unwrap();
+                            j.lease = None;
+                            if !d.is_zero() {
+                                j.due = now + d.as_millis() as u64;
+                            }
+                        }
+                        Settlement::Fail(..) => {
+                            let attempts = m.jobs[&id].attempts + 1;
+                            m.fail(id, attempts, 400, "no", true);
+                        }
+                    }
+                }
+            }
+            Step::Control { q, paused } => {
+                let queue = ALL[q];
+                let r = h.one(Op::Control {
+                    queue: queue.into(),
+                    paused,
+                });
+                if failing {
+                    prop_assert!(unavailable(&r), "step {i}: {r:?}");
+                } else {
+                    prop_assert!(matches!(r, Ok(Reply::Queues(_))), "step {i}: {r:?}");
+                    m.cfg.get_mut(queue).unwrap().paused = paused;
+                }
+            }
+            Step::Purge { q } => {
+                let queue = ALL[q];
+                let r = h.one(Op::Purge(queue.into()));
+                if failing {
+                    prop_assert!(unavailable(&r), "step {i}: {r:?}");
+                } else {
+                    prop_assert!(r.is_ok(), "step {i}: {r:?}");
+                    m.jobs.retain(|_, j| j.queue != queue);
+                }
+            }
+            Step::Define { q, cfg } => {
+                let queue = ALL[q];
+                let r = h.one(Op::PutQueue(def_for(queue, cfg)));
+                if failing {
+                    prop_assert!(unavailable(&r), "step {i}: {r:?}");
+                } else {
+                    prop_assert!(matches!(r, Ok(Reply::Queues(_))), "step {i}: {r:?}");
+                    m.cfg.insert(queue, cfg);
+                }
+            }
+            Step::RetryFailed { pick, bogus } | Step::DeleteFailed { pick, bogus } => {
+                let fids: Vec<u64> = m.failed.keys().copied().collect();
+                let (fid, queue) = match fids.get(pick % fids.len().max(1)) {
+                    Some(f) if !bogus => (*f, m.failed[f].job.queue.clone()),
+                    _ => (999_999, ALL[pick % 3].to_string()),
+                };
+                let retry = matches!(s, Step::RetryFailed { .. });
+                let r = h.one(if retry {
+                    Op::RetryFailed {
+                        queue: queue.clone(),
+                        id: fid,
+                    }
+                } else {
+                    Op::DeleteFailed {
+                        queue: queue.clone(),
+                        id: fid,
+                    }
+                });
+                if failing {
+                    prop_assert!(unavailable(&r), "step {i}: {r:?}");
+                } else if !m.failed.contains_key(&fid) {
+                    prop_assert!(matches!(r, Err(StoreError::NotFound(_))), "step {i}: {r:?}");
+                } else {
+                    let f = m.failed.remove(&fid).unwrap();
+                    if retry {
+                        let Ok(Reply::Enqueued(views)) = r else {
+                            return Err(TestCaseError::fail(format!("step {i}: {r:?}")));
+                        };
+                        prop_assert_eq!(views.len(), 1);
+                        let v = &views[0];
+                        if m.jobs.contains_key(&f.id) {
+                            prop_assert!(!m.jobs.contains_key(&v.id), "step {} reused id", i);
+                        } else {
+                            prop_assert_eq!(v.id, f.id, "step {} retried job's id", i);
+                        }
+                        // Runs again at once, attempts reset, its uniq key kept unless taken.
+                        let mut job = f.job;
+                        job.attempts = 0;
+                        job.due = now;
+                        job.lease = None;
+                        if job.uniq.as_ref().is_some_and(|u| m.uniq_taken(&queue, u)) {
+                            job.uniq = None;
+                        }
+                        check_view(v, &job, m.cfg(&queue), "retried")?;
+                        m.jobs.insert(v.id, job);
+                    } else {
+                        prop_assert!(r.is_ok(), "step {i}: {r:?}");
                     }
                 }
             }
@@ -354,22 +762,33 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                 for j in m.jobs.values_mut() {
                     j.lease = None;
                 }
+                // The config's definitions come back; a pause by `/control` stays.
+                for c in m.cfg.values_mut() {
+                    *c = QCfg {
+                        paused: c.paused,
+                        ..CONFIG
+                    };
+                }
             }
         }
         failing = false;
         h.fail.store(false, Ordering::SeqCst);
         // The store hands due push jobs to the cores, up to max_workers.
         let now = h.now();
+        let c = m.cfg(PUSH);
         let leased = m
             .jobs
             .values()
             .filter(|j| j.queue == PUSH && j.lease.is_some())
             .count();
-        let want: Vec<u64> = m
-            .runnable(PUSH, now)
-            .into_iter()
-            .take(PUSH_WORKERS - leased)
-            .collect();
+        let want: Vec<u64> = if c.paused {
+            Vec::new()
+        } else {
+            m.runnable(PUSH, now)
+                .into_iter()
+                .take((c.workers as usize).saturating_sub(leased))
+                .collect()
+        };
         h.e().feed();
         let got: Vec<_> = h.e().dispatched.drain(..).collect();
         let got_ids: Vec<u64> = got.iter().map(|d| d.job.id).collect();
@@ -377,21 +796,59 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
         for d in got {
             let j = m.jobs.get_mut(&d.job.id).unwrap();
             prop_assert_eq!(d.job.attempts, j.attempts);
-            j.lease = Some((now + PUSH_LEASE_MS, d.lease));
+            prop_assert_eq!(&d.job.payload, &j.payload, "step {} dispatched payload", i);
+            let timeout = Duration::from_secs(j.timeout.unwrap_or(TIMEOUT_S));
+            prop_assert_eq!(d.target.timeout, timeout, "step {} dispatch timeout", i);
+            prop_assert_eq!(
+                d.target.policy.max_retries,
+                j.max_retries.unwrap_or(c.max_retries),
+                "step {} dispatch max_retries",
+                i
+            );
+            prop_assert_eq!(
+                d.target.policy.fixed,
+                Some(Duration::from_secs(
+                    j.retry_delay.unwrap_or(c.retry_delay_s)
+                )),
+                "step {} dispatch retry_delay",
+                i
+            );
+            let deadline = now + timeout.as_millis() as u64 + LEASE_GRACE_MS;
+            j.lease = Some((deadline, d.lease));
+            j.last_token = Some(d.lease);
         }
         check(&mut h, &m, i)?;
     }
     Ok(())
 }
 
+fn jobs(h: &mut Harness, queue: &str, list: JobList) -> Result<Vec<JobView>, TestCaseError> {
+    match h.e().query(Query::Jobs {
+        queue: queue.to_string(),
+        list,
+        limit: 1000,
+        cursor: None,
+        desc: false,
+    }) {
+        Ok(Reply::Jobs(v, _)) => Ok(v),
+        r => Err(TestCaseError::fail(format!("jobs: {r:?}"))),
+    }
+}
+
 fn check(h: &mut Harness, m: &Model, i: usize) -> Result<(), TestCaseError> {
     let now = h.now();
-    for queue in QUEUES.iter().chain([&PUSH]) {
+    for queue in ALL {
+        let c = m.cfg(queue);
         let Ok(Reply::Stats(s)) = h.e().query(Query::Stats(Some(queue.to_string()))) else {
             return Err(TestCaseError::fail("stats"));
         };
         let s = &s[0].1;
-        let mine: Vec<&MJob> = m.jobs.values().filter(|j| j.queue == *queue).collect();
+        let mine: Vec<&MJob> = m.jobs.values().filter(|j| j.queue == queue).collect();
+        let failed: Vec<(&u64, &MFailed)> = m
+            .failed
+            .iter()
+            .filter(|(_, f)| f.job.queue == queue)
+            .collect();
         prop_assert_eq!(
             s.outstanding_jobs,
             mine.len() as u64,
@@ -408,49 +865,70 @@ fn check(h: &mut Harness, m: &Model, i: usize) -> Result<(), TestCaseError> {
         );
         prop_assert_eq!(
             s.deferred,
-            mine.iter()
-                .filter(|j| j.lease.is_none() && j.due > now)
-                .count() as u64,
+            m.deferred(queue, now).len() as u64,
             "step {} {} deferred",
             i,
             queue
         );
-        prop_assert_eq!(
-            s.failed,
-            m.failed.get(*queue).copied().unwrap_or(0),
-            "step {} {} failed",
-            i,
-            queue
-        );
-        let Ok(Reply::Jobs(waiting, _)) = h.e().query(Query::Jobs {
+        prop_assert_eq!(s.failed, failed.len() as u64, "step {} {} failed", i, queue);
+        prop_assert_eq!(s.paused, c.paused, "step {} {} paused", i, queue);
+        for (list, want) in [
+            (JobList::Waiting, m.runnable(queue, now)),
+            (JobList::Deferred, m.deferred(queue, now)),
+            (
+                JobList::Grabbed,
+                m.jobs
+                    .iter()
+                    .filter(|(_, j)| j.queue == queue && j.lease.is_some())
+                    .map(|(id, _)| *id)
+                    .collect(),
+            ),
+        ] {
+            let views = jobs(h, queue, list)?;
+            let ids: Vec<u64> = views.iter().map(|v| v.id).collect();
+            prop_assert_eq!(ids, want, "step {} {} {:?} order", i, queue, list);
+            for v in &views {
+                check_view(v, &m.jobs[&v.id], c, &format!("step {i} {list:?}"))?;
+            }
+        }
+        let Ok(Reply::FailedPage(page, _)) = h.e().query(Query::Failed {
             queue: queue.to_string(),
-            list: JobList::Waiting,
             limit: 1000,
             cursor: None,
             desc: false,
         }) else {
-            return Err(TestCaseError::fail("jobs"));
+            return Err(TestCaseError::fail("failed log"));
         };
-        let ids: Vec<u64> = waiting.iter().map(|v| v.id).collect();
-        prop_assert_eq!(
-            ids,
-            m.runnable(queue, now),
-            "step {} {} waiting order",
-            i,
-            queue
-        );
-        for v in &waiting {
-            prop_assert_eq!(v.fail_count, m.jobs[&v.id].attempts);
+        let fids: Vec<u64> = page.iter().map(|f| f.id).collect();
+        let want: Vec<u64> = failed.iter().map(|(fid, _)| **fid).collect();
+        prop_assert_eq!(fids, want, "step {} {} failed log", i, queue);
+        for (v, (_, f)) in page.iter().zip(&failed) {
+            prop_assert_eq!(v.job_id, f.id, "step {} failed job id", i);
+            prop_assert_eq!(
+                &v.payload,
+                &shown(&f.job.payload),
+                "step {} failed payload",
+                i
+            );
+            prop_assert_eq!(v.fail_count, f.job.attempts, "step {} failed count", i);
+            prop_assert_eq!(v.result.code, f.code, "step {} failed code", i);
+            prop_assert_eq!(&v.result.message, &f.message, "step {} failed message", i);
+            let status = if f.permanent {
+                "permanent-failure"
+            } else {
+                "failure"
+            };
+            prop_assert_eq!(&v.result.status, status, "step {} failed status", i);
         }
     }
     Ok(())
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     #[test]
-    fn store_agrees_with_the_model(steps in proptest::collection::vec(step(), 1..60)) {
+    fn store_agrees_with_the_model(steps in proptest::collection::vec(step(), 1..80)) {
         run(steps)?;
     }
 }

@@ -89,3 +89,74 @@ impl Breaker {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        net::TcpListener,
+        time::{Duration, Instant},
+    };
+
+    use super::*;
+
+    /// An address on 127.0.0.1 nobody listens on (the port was free a moment ago).
+    fn refusing() -> SocketAddr {
+        TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    }
+
+    #[monoio::test_all(timer_enabled = true)]
+    async fn the_breaker_stays_open_while_refused_and_closes_once_the_worker_listens() {
+        let stats = Arc::new(Stats::default());
+        let shutdown = Shutdown::try_new().unwrap();
+        let b = Breaker::new(stats.clone());
+        assert!(!b.is_open());
+        // Closed: waiting returns at once.
+        monoio::time::timeout(Duration::from_secs(5), b.wait_closed(&shutdown))
+            .await
+            .expect("a closed breaker does not wait");
+        let addr = refusing();
+        b.trip(vec![addr], shutdown.clone());
+        assert!(b.is_open());
+        assert_eq!(stats.breakers_open.load(Relaxed), 1);
+        // Tripping an open breaker counts nothing more.
+        b.trip(vec![addr], shutdown.clone());
+        assert_eq!(stats.breakers_open.load(Relaxed), 1);
+        monoio::time::sleep(Duration::from_millis(300)).await;
+        assert!(b.is_open(), "closed while the worker still refuses");
+        let _worker = TcpListener::bind(addr).unwrap();
+        monoio::time::timeout(Duration::from_secs(10), b.wait_closed(&shutdown))
+            .await
+            .expect("the breaker closes once the worker listens");
+        assert!(
+            !b.is_open(),
+            "wait_closed returned while the breaker is open"
+        );
+        assert_eq!(stats.breakers_open.load(Relaxed), 0);
+    }
+
+    #[monoio::test_all(timer_enabled = true)]
+    async fn probes_back_off() {
+        // Probes wait 50, 100, 200, 400, 800 ms ...: they run at about 50, 150, 350, 750 and
+        // 1550 ms. A worker that listens from 1150 ms on is seen by the probe at 1550 ms, not
+        // sooner (only lower bounds: a probe never runs early).
+        let stats = Arc::new(Stats::default());
+        let shutdown = Shutdown::try_new().unwrap();
+        let b = Breaker::new(stats);
+        let addr = refusing();
+        let start = Instant::now();
+        b.trip(vec![addr], shutdown.clone());
+        monoio::time::sleep(Duration::from_millis(1150)).await;
+        let _worker = TcpListener::bind(addr).unwrap();
+        monoio::time::timeout(Duration::from_secs(10), b.wait_closed(&shutdown))
+            .await
+            .expect("the breaker closes once the worker listens");
+        let took = start.elapsed();
+        assert!(
+            took >= Duration::from_millis(1400),
+            "closed after {took:?}: the probes did not back off"
+        );
+    }
+}

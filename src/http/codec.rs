@@ -1118,6 +1118,226 @@ mod tests {
     }
 
     #[test]
+    fn head_limit_is_exact_and_counts_interim_responses() {
+        let head = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+        let n = head.len();
+        assert_eq!(
+            parse_head(head, n),
+            Ok(Status::Complete(
+                ResponseHead {
+                    status: 200,
+                    retry_after: None,
+                    keep_alive: true,
+                    body: BodyFraming::Length(0),
+                },
+                n
+            ))
+        );
+        assert_eq!(
+            parse_head(head, n - 1),
+            Err(ResponseError::HeadTooLarge(n - 1))
+        );
+        // An unfinished head waits up to the limit, and is refused past it.
+        let part = &head[..n - 2];
+        assert_eq!(parse_head(part, n - 2), Ok(Status::Partial));
+        assert_eq!(
+            parse_head(part, n - 3),
+            Err(ResponseError::HeadTooLarge(n - 3))
+        );
+        // Interim responses count toward the limit; the count returned covers them.
+        let mut two = b"HTTP/1.1 100 Continue\r\n\r\n".to_vec();
+        two.extend_from_slice(head);
+        let t = two.len();
+        assert!(
+            matches!(parse_head(&two, t), Ok(Status::Complete(h, used)) if h.status == 200 && used == t)
+        );
+        assert_eq!(
+            parse_head(&two, t - 1),
+            Err(ResponseError::HeadTooLarge(t - 1))
+        );
+    }
+
+    #[test]
+    fn body_limit_is_exact() {
+        let decode = |input: &[u8], max: usize, eof: bool| {
+            let mut dec = ResponseDecoder::new(LIMIT, max);
+            let mut buf = BytesMut::from(input);
+            dec.decode(&mut buf, eof)
+                .map(|r| r.map(|r| r.body.to_vec()))
+        };
+        let length = b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nabcd";
+        assert_eq!(decode(length, 4, false), Ok(Some(b"abcd".to_vec())));
+        assert_eq!(
+            decode(length, 3, false),
+            Err(ResponseError::BodyTooLarge(3))
+        );
+        let chunks = chunked(b"2\r\nab\r\n2\r\ncd\r\n0\r\n\r\n");
+        assert_eq!(decode(&chunks, 4, false), Ok(Some(b"abcd".to_vec())));
+        assert_eq!(
+            decode(&chunks, 3, false),
+            Err(ResponseError::BodyTooLarge(3))
+        );
+        let close = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nabcd";
+        assert_eq!(decode(close, 4, true), Ok(Some(b"abcd".to_vec())));
+        assert_eq!(decode(close, 3, true), Err(ResponseError::BodyTooLarge(3)));
+    }
+
+    #[test]
+    fn chunk_size_line_and_trailer_limits_are_exact() {
+        let line = |len: usize| {
+            let mut v = b"1;".to_vec();
+            v.resize(len, b'a');
+            v
+        };
+        // A chunk-size line without its CRLF yet waits up to the limit, then is refused.
+        assert_eq!(
+            decode_split(&chunked(&line(MAX_CHUNK_LINE)), 0, false),
+            Ok(None)
+        );
+        assert_eq!(
+            decode_split(&chunked(&line(MAX_CHUNK_LINE + 1)), 0, false),
+            Err(ResponseError::Chunked("chunk-size line too long"))
+        );
+        let trailers = |len: usize| {
+            let mut v = b"0\r\nT: ".to_vec();
+            v.resize(3 + len, b'v');
+            v
+        };
+        // 16 KiB of trailers.
+        assert_eq!(
+            decode_split(&chunked(&trailers(16_384)), 0, false),
+            Ok(None)
+        );
+        assert_eq!(
+            decode_split(&chunked(&trailers(16_385)), 0, false),
+            Err(ResponseError::Chunked("trailers too long"))
+        );
+        // Fifteen significant hex digits are a size; sixteen are refused.
+        assert_eq!(
+            parse_chunk_size(b"0fffffffffffffff"),
+            Ok(0x0fff_ffff_ffff_ffff)
+        );
+        assert_eq!(
+            parse_chunk_size(b"1000000000000000"),
+            Err(ResponseError::Chunked("chunk size too large"))
+        );
+        check_all_splits(
+            &chunked(b"1F\r\n0123456789abcdefghijklmnopqrstu\r\n0\r\n\r\n"),
+            false,
+            &Ok(Some((200, b"0123456789abcdefghijklmnopqrstu", true))),
+        );
+    }
+
+    #[test]
+    fn connection_and_framing_headers() {
+        let head = |input: &[u8]| match parse_head(input, LIMIT) {
+            Ok(Status::Complete(h, _)) => Ok(h),
+            Ok(Status::Partial) => panic!("partial"),
+            Err(e) => Err(e),
+        };
+        // HTTP/1.0 closes unless the worker asks to keep the connection.
+        let h = head(b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n")
+            .unwrap();
+        assert!(h.keep_alive);
+        let h = head(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n").unwrap();
+        assert!(!h.keep_alive);
+        let h =
+            head(b"HTTP/1.0 200 OK\r\nConnection: Upgrade\r\nContent-Length: 0\r\n\r\n").unwrap();
+        assert!(
+            !h.keep_alive,
+            "only keep-alive keeps an HTTP/1.0 connection"
+        );
+        let h =
+            head(b"HTTP/1.1 200 OK\r\nConnection: close, keep-alive\r\nContent-Length: 0\r\n\r\n")
+                .unwrap();
+        assert!(!h.keep_alive, "close wins over keep-alive");
+        // HTTP/1.1 keeps it unless told to close, in any list position.
+        let h = head(b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n")
+            .unwrap();
+        assert!(h.keep_alive);
+        let h = head(b"HTTP/1.1 200 OK\r\nConnection: Upgrade, Close\r\nContent-Length: 0\r\n\r\n")
+            .unwrap();
+        assert!(!h.keep_alive);
+        // 304 and 204 have no body whatever the headers say.
+        let h = head(b"HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n").unwrap();
+        assert_eq!((h.body, h.keep_alive), (BodyFraming::Empty, true));
+        // Only chunked as the final coding frames a body.
+        let h = head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n").unwrap();
+        assert_eq!(h.body, BodyFraming::Chunked);
+        assert!(matches!(
+            head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n"),
+            Err(ResponseError::Head(_))
+        ));
+        // The same Content-Length twice is one length.
+        let h = head(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\ncontent-length: 3\r\n\r\n").unwrap();
+        assert_eq!(h.body, BodyFraming::Length(3));
+        // A Retry-After that is neither form is ignored.
+        for v in ["", " ", "1.5", "tomorrow"] {
+            let input =
+                format!("HTTP/1.1 503 Busy\r\nRetry-After: {v}\r\nContent-Length: 0\r\n\r\n");
+            assert_eq!(head(input.as_bytes()).unwrap().retry_after, None, "{v:?}");
+        }
+        assert_eq!(RetryAfter::parse(b""), None);
+        assert_eq!(
+            RetryAfter::Delay(Duration::from_secs(3)).delay_from(std::time::UNIX_EPOCH),
+            Duration::from_secs(3)
+        );
+    }
+
+    #[test]
+    fn body_decoder_reports_progress() {
+        let mut d = BodyDecoder::try_new(BodyFraming::Length(3), 10).unwrap();
+        assert!(!d.is_done());
+        let mut buf = BytesMut::from(&b"ab"[..]);
+        assert_eq!(d.decode(&mut buf, false), Ok(false));
+        assert_eq!(d.body(), b"ab");
+        assert!(!d.is_done());
+        buf.extend_from_slice(b"cd");
+        assert_eq!(d.decode(&mut buf, false), Ok(true));
+        assert!(d.is_done());
+        assert_eq!(d.body(), b"abc");
+        assert_eq!(&buf[..], b"d");
+        assert_eq!(&d.into_body()[..], b"abc");
+        let d = BodyDecoder::try_new(BodyFraming::Empty, 10).unwrap();
+        assert!(d.is_done());
+        assert_eq!(
+            BodyDecoder::try_new(BodyFraming::Length(11), 10).err(),
+            Some(ResponseError::BodyTooLarge(10))
+        );
+        assert!(BodyDecoder::try_new(BodyFraming::Length(10), 10).is_ok());
+    }
+
+    #[test]
+    fn quoted_extension_values_and_bare_lf_at_a_line_start() {
+        // quoted-pair = "\" ( HTAB / SP / VCHAR / obs-text ).
+        for body in [
+            &b"2;a=\"\\\t\"\r\nab\r\n0\r\n\r\n"[..],
+            b"2;a=\"\\ \"\r\nab\r\n0\r\n\r\n",
+            b"2;a=\"\\\x80\"\r\nab\r\n0\r\n\r\n",
+            b"2;a=\"x\\\"y\"\r\nab\r\n0\r\n\r\n",
+            b"2;a=\"\\\"\"\r\nab\r\n0\r\n\r\n",
+        ] {
+            check_all_splits(&chunked(body), false, &Ok(Some((200, b"ab", true))));
+        }
+        for body in [
+            &b"2;a=\"\\\x01\"\r\nab\r\n0\r\n\r\n"[..],
+            b"2;a=\"\\\x7f\"\r\nab\r\n0\r\n\r\n",
+            b"2;a=\"\\\r\nab\r\n0\r\n\r\n",
+            // A bare LF as the first byte of a chunk-size line or of the trailers.
+            b"\n2\r\nab\r\n0\r\n\r\n",
+            b"2\r\nab\r\n0\r\n\n",
+        ] {
+            let input = chunked(body);
+            let got = decode_split(&input, input.len(), false);
+            assert!(
+                matches!(got, Err(ResponseError::Chunked(_))),
+                "{:?}: {got:?}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+
+    #[test]
     fn header_validation() {
         assert!(is_allowed_header_name("X-Trace-Id"));
         assert!(!is_allowed_header_name("Bad Name"));

@@ -234,6 +234,19 @@ mod tests {
     }
 
     #[test]
+    fn lines_read_into_the_buffer_are_framed_and_pending_bytes_counts_the_unfinished_one() {
+        let mut f = LineFramer::new(100);
+        assert_eq!(f.pending_bytes(), 0);
+        f.buffer().extend_from_slice(b"one\ntw");
+        assert_eq!(f.next_frame(), Some(line("one")));
+        assert_eq!(f.next_frame(), None);
+        assert_eq!(f.pending_bytes(), 2);
+        f.buffer().extend_from_slice(b"o\n");
+        assert_eq!(f.next_frame(), Some(line("two")));
+        assert_eq!(f.pending_bytes(), 0);
+    }
+
+    #[test]
     fn partial_line_is_returned_at_shutdown() {
         let mut f = LineFramer::new(100);
         f.push(b"done\nhalf");

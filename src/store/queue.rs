@@ -265,6 +265,93 @@ fn in_net(ip: IpAddr, net: IpAddr, bits: u8) -> bool {
 mod tests {
     use super::*;
 
+    #[test]
+    fn limits_are_checked_at_their_bounds() {
+        let ok = |f: &dyn Fn(&mut QueueDef)| {
+            let mut d = QueueDef::named("q");
+            f(&mut d);
+            d.validate()
+        };
+        assert_eq!(
+            check_name("queue name", &"a".repeat(MAX_NAME_BYTES)),
+            Ok(())
+        );
+        assert!(check_name("queue name", &"a".repeat(MAX_NAME_BYTES + 1)).is_err());
+        assert!(check_name("queue name", "").is_err());
+        assert_eq!(ok(&|d| d.max_workers = 1), Ok(()));
+        assert_eq!(ok(&|d| d.max_workers = 10_000), Ok(()));
+        assert!(ok(&|d| d.max_workers = 0).is_err());
+        assert!(ok(&|d| d.max_workers = 10_001).is_err());
+        assert_eq!(ok(&|d| d.max_dispatches_per_second = Some(0.5)), Ok(()));
+        for r in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            assert!(
+                ok(&|d| d.max_dispatches_per_second = Some(r)).is_err(),
+                "rate {r}"
+            );
+        }
+        assert_eq!(
+            ok(&|d| {
+                d.max_dispatches_per_second = Some(2.0);
+                d.max_burst_size = Some(1);
+            }),
+            Ok(())
+        );
+        assert!(ok(&|d| {
+            d.max_dispatches_per_second = Some(2.0);
+            d.max_burst_size = Some(0);
+        })
+        .is_err());
+        assert!(ok(&|d| d.max_burst_size = Some(1)).is_err());
+        for t in [1, 86_400] {
+            assert_eq!(ok(&|d| d.timeout = t), Ok(()));
+            assert_eq!(ok(&|d| d.lease_timeout = t), Ok(()));
+        }
+        for t in [0, 86_401] {
+            assert!(ok(&|d| d.timeout = t).is_err(), "timeout {t}");
+            assert!(ok(&|d| d.lease_timeout = t).is_err(), "lease_timeout {t}");
+        }
+        assert_eq!(ok(&|d| d.retry_delay = Some(30 * 86_400)), Ok(()));
+        assert!(ok(&|d| d.retry_delay = Some(30 * 86_400 + 1)).is_err());
+        assert_eq!(
+            ok(&|d| d.polling_interval = MAX_POLLING_INTERVAL_MS),
+            Ok(())
+        );
+        assert!(ok(&|d| d.polling_interval = MAX_POLLING_INTERVAL_MS + 1).is_err());
+    }
+
+    #[test]
+    fn allowed_origins_are_addresses_blocks_or_host_names() {
+        for (origin, valid) in [
+            ("my-worker.local", true),
+            ("[::1]", true),
+            ("10.0.0.0/8", true),
+            ("bad host", false),
+            ("a_b", false),
+            ("", false),
+            ("http://x", false),
+        ] {
+            let mut d = QueueDef::named("q");
+            d.allowed_origins = vec![origin.into()];
+            assert_eq!(d.validate().is_ok(), valid, "{origin:?}");
+        }
+    }
+
+    #[test]
+    fn a_new_queue_has_the_documented_defaults() {
+        let d = QueueDef::named("q");
+        assert_eq!(d.name, "q");
+        assert_eq!(d.polling_interval, 200);
+        assert_eq!(d.max_workers, 20);
+        assert_eq!(d.timeout, 30);
+        assert_eq!(d.max_retries, 10);
+        assert_eq!(d.lease_timeout, 60);
+        assert_eq!(d.retry_delay, None);
+        assert_eq!(d.mode, QueueMode::Push);
+        assert!(!d.paused && !d.require_lease_token);
+        assert_eq!(d.allowed_origins, ["127.0.0.0/8", "::1", "localhost"]);
+        assert_eq!(d.validate(), Ok(()));
+    }
+
     fn url(u: &str) -> WorkerUrl {
         WorkerUrl::parse(u).unwrap()
     }

@@ -11,16 +11,9 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use common::{durable_config, Api, Reply, Reprow, Worker};
+use common::start_durable as start;
+use common::{Api, Reply, Worker};
 use serde_json::{json, Value};
-
-fn start(extra: &str) -> (tempfile::TempDir, Reprow, Api) {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = durable_config(dir.path(), extra);
-    let r = Reprow::start(&cfg);
-    let api = Api::new(r.api_addr());
-    (dir, r, api)
-}
 
 fn ids(list: &Value) -> Vec<u64> {
     list["jobs"]

@@ -12,16 +12,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use common::start_durable as durable;
 use common::*;
-
-/// A durable reprow with the API on a free port; `extra` is appended to the config.
-fn durable(extra: &str) -> (tempfile::TempDir, Reprow, Api) {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = durable_config(dir.path(), extra);
-    let reprow = Reprow::start(&cfg);
-    let api = Api::new(reprow.api_addr());
-    (dir, reprow, api)
-}
 
 fn connect(addr: SocketAddr) -> TcpStream {
     let s = TcpStream::connect(addr).unwrap();
@@ -441,38 +433,36 @@ fn worker_with_nagle_and_split_writes_is_not_stalled_by_delayed_acks() {
             std::thread::spawn(move || nagle_worker(stream));
         }
     });
+    let took = hundred_sequential_jobs(&format!("http://{addr}/"));
+    // 40 ms each would be 4 s; without the stall this takes a few ms per job.
+    assert!(took < Duration::from_millis(2000), "100 jobs took {took:?}");
+}
+
+/// Runs a warm-up job, then 100 jobs one at a time (`concurrency: 1`, one core) through a FIFO
+/// reprow to `url`; returns how long the 100 took. Every job must succeed.
+fn hundred_sequential_jobs(url: &str) -> Duration {
     let scene = Scene::new();
-    let cfg = scene.config(
-        &format!("http://{addr}/"),
-        "",
-        "  concurrency: 1\n",
-        "threads: 1\n",
-    );
+    let cfg = scene.config(url, "", "  concurrency: 1\n", "threads: 1\n");
     let reprow = Reprow::start(&cfg);
-    let jobs = 100;
-    let lines: Vec<String> = (0..jobs).map(|i| i.to_string()).collect();
-    let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
     let mut w = open_writer(&scene.fifo());
-    // The first job warms the connection up; the clock runs over the other 99.
+    // The first job warms the connection up; the clock runs over the other 100.
     w.write_all(b"warm-up\n").unwrap();
     let deadline = Instant::now() + DEADLINE;
     while reprow_succeeded(&reprow) < 1 {
-        assert!(Instant::now() < deadline);
+        assert!(Instant::now() < deadline, "the warm-up job did not finish");
         std::thread::sleep(Duration::from_millis(10));
     }
     let start = Instant::now();
-    w.write_all((refs.join("\n") + "\n").as_bytes()).unwrap();
-    let (_, stats) = {
-        while reprow_succeeded(&reprow) < jobs + 1 {
-            assert!(Instant::now() < deadline, "jobs did not finish");
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        let took = start.elapsed();
-        // 40 ms each would be 4 s; without the stall this takes a few ms per job.
-        assert!(took < Duration::from_millis(2000), "100 jobs took {took:?}");
-        reprow.stop()
-    };
-    assert_eq!(stats["succeeded"], jobs + 1);
+    let lines: String = (0..100).map(|i| format!("{i}\n")).collect();
+    w.write_all(lines.as_bytes()).unwrap();
+    while reprow_succeeded(&reprow) < 101 {
+        assert!(Instant::now() < deadline, "jobs did not finish");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let took = start.elapsed();
+    let (_, stats) = reprow.stop();
+    assert_eq!(stats["succeeded"], 101);
+    took
 }
 
 /// The same with Python's own `http.server` (the shape of `sample/worker.py` before it turned
@@ -511,24 +501,7 @@ s.serve_forever()
     let mut port = String::new();
     std::io::BufRead::read_line(&mut BufReader::new(child.stdout.take().unwrap()), &mut port)
         .unwrap();
-    let url = format!("http://127.0.0.1:{}/", port.trim());
-    let cfg = scene.config(&url, "", "  concurrency: 1\n", "threads: 1\n");
-    let reprow = Reprow::start(&cfg);
-    let mut w = open_writer(&scene.fifo());
-    w.write_all(b"warm-up\n").unwrap();
-    let deadline = Instant::now() + DEADLINE;
-    while reprow_succeeded(&reprow) < 1 {
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let start = Instant::now();
-    let lines: String = (0..100).map(|i| format!("{i}\n")).collect();
-    w.write_all(lines.as_bytes()).unwrap();
-    while reprow_succeeded(&reprow) < 101 {
-        assert!(Instant::now() < deadline, "jobs did not finish");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let took = start.elapsed();
+    let took = hundred_sequential_jobs(&format!("http://127.0.0.1:{}/", port.trim()));
     let _ = child.kill();
     let _ = child.wait();
     assert!(took < Duration::from_millis(2000), "100 jobs took {took:?}");

@@ -7,15 +7,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{durable_config, write_lines, Api, Reply, Reprow, Scene, Worker, DEADLINE};
-
-fn start(extra: &str) -> (tempfile::TempDir, Reprow, Api) {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = durable_config(dir.path(), extra);
-    let r = Reprow::start(&cfg);
-    let api = Api::new(r.api_addr());
-    (dir, r, api)
-}
+use common::start_durable as start;
+use common::{write_lines, Reply, Reprow, Scene, Worker, DEADLINE};
 
 fn runner(url: &str, extra: &str) -> String {
     format!("runner:\n  type: http_proxy\n  url: {url}\n{extra}")

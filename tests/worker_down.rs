@@ -8,16 +8,9 @@ mod common;
 
 use std::{net::TcpListener, time::Duration};
 
+use common::start_durable as start;
 use common::*;
 use serde_json::Value;
-
-fn start(extra: &str) -> (tempfile::TempDir, Reprow, Api) {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = durable_config(dir.path(), extra);
-    let r = Reprow::start(&cfg);
-    let api = Api::new(r.api_addr());
-    (dir, r, api)
-}
 
 fn count(log: &str, message: &str) -> usize {
     log.lines()

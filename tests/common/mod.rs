@@ -449,6 +449,16 @@ pub fn durable_config(dir: &Path, extra: &str) -> PathBuf {
     path
 }
 
+/// A durable reprow on a fresh directory (config from [`durable_config`] with `extra`), its API
+/// ready: the directory (removed on drop), the process and a client.
+pub fn start_durable(extra: &str) -> (tempfile::TempDir, Reprow, Api) {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = durable_config(dir.path(), extra);
+    let r = Reprow::start(&cfg);
+    let api = Api::new(r.api_addr());
+    (dir, r, api)
+}
+
 /// An HTTP answer.
 #[derive(Debug, Clone)]
 pub struct HttpReply {

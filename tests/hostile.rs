@@ -652,3 +652,50 @@ fn heads_over_a_small_mtu_shaped_link() {
     assert!(statuses.iter().all(|&s| s == 201), "{statuses:?}");
     drop(reprow);
 }
+
+/// The FIFO reader at the I/O level: lines written byte by byte with pauses (every byte its
+/// own read), a CRLF cut between its CR and LF, a line of exactly `max_line_bytes`, one just
+/// over it, and lines longer than one read of the pipe: each arrives whole, once, in order.
+#[test]
+fn fifo_lines_fed_byte_by_byte_and_across_reads() {
+    let worker = Worker::start(|_, _| Reply::ok());
+    let scene = Scene::new();
+    let max = 100_000;
+    let cfg = scene.config(
+        &worker.url(),
+        &format!("  max_line_bytes: {max}\n"),
+        "  concurrency: 1\n",
+        "threads: 1\n",
+    );
+    let reprow = Reprow::start(&cfg);
+    let mut w = open_writer(&scene.fifo());
+    let slow = b"{\"slow\":1}\r\n{\"slow\":2}\n";
+    for b in slow {
+        w.write_all(&[*b]).unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let exact = "e".repeat(max);
+    let over = "o".repeat(max + 1);
+    let long = "l".repeat(70_000);
+    w.write_all(format!("{exact}\r").as_bytes()).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    w.write_all(format!("\n{over}\n{long}\nlast\n").as_bytes())
+        .unwrap();
+    let got = worker.wait_for(5);
+    std::thread::sleep(Duration::from_millis(200));
+    let (_, stats) = reprow.stop();
+    let bodies: Vec<String> = worker.received().iter().map(Received::body_str).collect();
+    assert_eq!(
+        bodies,
+        [
+            r#"{"slow":1}"#,
+            r#"{"slow":2}"#,
+            exact.as_str(),
+            long.as_str(),
+            "last"
+        ],
+        "{} bodies",
+        got.len()
+    );
+    assert_eq!(stats["lines_oversize"], 1, "{stats}");
+}

@@ -152,6 +152,17 @@ impl DurableCore {
         });
     }
 
+    /// The job failed for good: counted, logged, and settled into the failed log.
+    fn fail(&self, d: &Dispatch, failure: Failure, permanent: bool, elapsed_ms: u64) {
+        Stats::inc(&self.stats.failed);
+        let how = Completion::Failed {
+            failure: &failure,
+            permanent,
+        };
+        completion::log(&d.job, &d.category, how, elapsed_ms);
+        self.settle(d, Settlement::Fail(failure, permanent), elapsed_ms);
+    }
+
     async fn deliver(self: Rc<Self>, mut d: Dispatch) {
         self.in_flight.set(self.in_flight.get() + 1);
         self.stats.in_flight.fetch_add(1, Relaxed);
@@ -168,15 +179,7 @@ impl DurableCore {
                 completion::log(job, &d.category, Completion::Done, elapsed_ms);
                 self.settle(&d, Settlement::Done, elapsed_ms);
             }
-            Outcome::Fail(failure) => {
-                Stats::inc(&self.stats.failed);
-                let how = Completion::Failed {
-                    failure: &failure,
-                    permanent: true,
-                };
-                completion::log(job, &d.category, how, elapsed_ms);
-                self.settle(&d, Settlement::Fail(failure, true), elapsed_ms);
-            }
+            Outcome::Fail(failure) => self.fail(&d, failure, true, elapsed_ms),
             Outcome::Retry { after, reason } => {
                 let policy = &d.target.policy;
                 if policy.may_retry(job.attempts) {
@@ -189,14 +192,8 @@ impl DurableCore {
                     completion::log(job, &d.category, how, elapsed_ms);
                     self.settle(&d, Settlement::Retry(delay, reason), elapsed_ms);
                 } else {
-                    Stats::inc(&self.stats.failed);
                     let failure = Failure::exhausted(job.attempts, &reason);
-                    let how = Completion::Failed {
-                        failure: &failure,
-                        permanent: false,
-                    };
-                    completion::log(job, &d.category, how, elapsed_ms);
-                    self.settle(&d, Settlement::Fail(failure, false), elapsed_ms);
+                    self.fail(&d, failure, false, elapsed_ms);
                 }
             }
         }
@@ -250,13 +247,7 @@ impl DurableCore {
                         "worker {origin} unreachable for {}s (runner.max_unreachable): {error}",
                         down_for.as_secs()
                     ));
-                    Stats::inc(&self.stats.failed);
-                    let how = Completion::Failed {
-                        failure: &failure,
-                        permanent: false,
-                    };
-                    completion::log(&d.job, &d.category, how, 0);
-                    self.settle(d, Settlement::Fail(failure, false), 0);
+                    self.fail(d, failure, false, 0);
                     return None;
                 }
                 let delay = if self.shutdown.is_triggered() {

@@ -130,7 +130,7 @@ fn main() {
         dir.path().join("pending.jsonl").display()
     );
     let config = reprow::config::Config::from_yaml(&yaml).unwrap();
-    let shutdown = reprow::runtime::Shutdown::try_new().unwrap();
+    let shutdown = reprow::lifecycle::Shutdown::try_new().unwrap();
     let sd = shutdown.clone();
     let runner = std::thread::spawn(move || {
         reprow::runtime::run(&config, sd, Arc::new(reprow::stats::Stats::default())).unwrap()

@@ -24,13 +24,14 @@
 
 pub mod api;
 pub mod bench;
+pub mod bridge;
 pub mod client;
 pub mod config;
 pub mod dispatch;
 pub mod http;
 pub mod job;
+pub mod lifecycle;
 pub mod metrics;
-pub mod reachability;
 pub mod runtime;
 pub mod source;
 pub mod stats;

@@ -3,7 +3,7 @@
 use std::{path::PathBuf, process::ExitCode, sync::Arc};
 
 use clap::{Parser, Subcommand};
-use reprow::{bench, client, config::Config, runtime, stats::Stats};
+use reprow::{bench, client, config::Config, lifecycle, runtime, stats::Stats};
 
 /// What the client commands read from the environment, in their help.
 const CLIENT_ENV: &str = "Environment:
@@ -440,7 +440,7 @@ fn fatal(config: &Config, message: &str, error: &dyn std::fmt::Display) -> ExitC
 }
 
 fn run(config: &Config) -> ExitCode {
-    let shutdown = match runtime::Shutdown::try_new() {
+    let shutdown = match lifecycle::Shutdown::try_new() {
         Ok(s) => s,
         Err(e) => return fatal(config, "Cannot start.", &format!("cannot start: {e}")),
     };

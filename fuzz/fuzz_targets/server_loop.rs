@@ -85,7 +85,7 @@ fn ctx() -> Rc<Ctx> {
         store: None,
         config: Arc::new(config),
         connections: Arc::default(),
-        shutdown: reprow::runtime::Shutdown::try_new().expect("shutdown"),
+        shutdown: reprow::lifecycle::Shutdown::try_new().expect("shutdown"),
         grace: std::time::Duration::from_secs(1),
         stats: Arc::default(),
         source_queue: Some("q".into()),

@@ -34,7 +34,7 @@ use serde::Deserialize;
 
 use crate::{
     http::request::{Progress, RequestParser},
-    runtime::Shutdown,
+    lifecycle::Shutdown,
     store::Store,
 };
 use response::Response;

@@ -105,10 +105,10 @@ const READY_STORE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 /// Ready: the cores are running (not starting or draining) and the store answers a query.
 async fn ready(ctx: &Ctx) -> Result<(), String> {
     let phase = ctx.stats.phase.load(std::sync::atomic::Ordering::Relaxed);
-    if phase != crate::runtime::Phase::Running as u8 {
+    if phase != crate::lifecycle::Phase::Running as u8 {
         return Err(format!(
             "phase is {}",
-            crate::runtime::Phase::name_of(phase)
+            crate::lifecycle::Phase::name_of(phase)
         ));
     }
     let Some(store) = &ctx.store else {
@@ -142,7 +142,7 @@ async fn metrics(ctx: &Ctx) -> Res {
     let phase = ctx.stats.phase.load(std::sync::atomic::Ordering::Relaxed);
     let text = crate::metrics::render(&crate::metrics::Scrape {
         stats: ctx.stats.snapshot(),
-        phase: crate::runtime::Phase::from_u8(phase),
+        phase: crate::lifecycle::Phase::from_u8(phase),
         queues: &queues,
         metrics: &ctx.stats.metrics,
         store: ctx.store.as_ref().map(|s| &*s.metrics),
@@ -170,7 +170,7 @@ fn with_last_error(ctx: &Ctx, jobs: &[JobView]) -> Vec<Value> {
             if down.is_empty() || j.url.is_empty() {
                 return v;
             }
-            let Ok(url) = crate::config::WorkerUrl::parse(&j.url) else {
+            let Ok(url) = crate::http::url::WorkerUrl::parse(&j.url) else {
                 return v;
             };
             if let Some(w) = down.iter().find(|w| w.origin == url.authority) {
@@ -703,7 +703,7 @@ async fn route(ctx: &Rc<Ctx>, req: &Request) -> Res {
             &json!({
                 "queues": [],
                 "size": 0,
-                "phase": crate::runtime::Phase::name_of(
+                "phase": crate::lifecycle::Phase::name_of(
                     ctx.stats.phase.load(std::sync::atomic::Ordering::Relaxed),
                 ),
                 "version": crate::VERSION,
@@ -719,7 +719,7 @@ async fn route(ctx: &Rc<Ctx>, req: &Request) -> Res {
                         "queues": s.iter().map(|(n, _)| n).collect::<Vec<_>>(),
                         "size": s.len(),
                         // reprow's additions: the lifecycle phase and the process counters.
-                        "phase": crate::runtime::Phase::name_of(
+                        "phase": crate::lifecycle::Phase::name_of(
                             ctx.stats.phase.load(std::sync::atomic::Ordering::Relaxed),
                         ),
                         "version": crate::VERSION,

@@ -18,7 +18,7 @@ use std::{
 
 use worker::SimWorker;
 
-use crate::{config::Config, runtime::Shutdown, stats::Stats};
+use crate::{config::Config, lifecycle::Shutdown, stats::Stats};
 
 /// Which source the jobs go through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

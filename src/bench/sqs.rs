@@ -15,7 +15,7 @@ use std::{
 use aws_sdk_sqs::{types::SendMessageBatchRequestEntry, Client};
 
 use super::{wait_done, worker::SimWorker, BenchError, BenchOptions, Report};
-use crate::{config::Config, runtime::Shutdown, stats::Stats};
+use crate::{config::Config, lifecycle::Shutdown, stats::Stats};
 
 /// What the plain consumer did.
 #[derive(Debug, Clone)]

@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use crate::{runtime::Shutdown, stats::Stats};
+use crate::{lifecycle::Shutdown, stats::Stats};
 
 /// First probe delay.
 const PROBE_MIN: Duration = Duration::from_millis(50);

@@ -18,15 +18,14 @@ use std::{
 };
 
 use crate::{
-    dispatch::{
-        completion::{self, Completion},
-        transport_outcome,
-    },
+    dispatch::transport_outcome,
+    telemetry::completion::{self, Completion},
     http::client::{ClientConfig, WorkerClient},
     job::{classify_status, Failure, Outcome},
-    runtime::Shutdown,
+    lifecycle::Shutdown,
     stats::Stats,
-    store::{queue::OutcomeMode, Dispatch, Op, Settlement, Store, Target},
+    store::{Dispatch, Op, Settlement, Store},
+    job::target::{OutcomeMode, Target},
 };
 
 /// Most distinct worker URLs a core keeps a connection pool for; beyond it the least recently
@@ -61,7 +60,7 @@ pub struct DurableCore {
     order: RefCell<std::collections::VecDeque<String>>,
     in_flight: Cell<usize>,
     /// Origins this core found refusing connections; the first answer from one is reported
-    /// to [`crate::reachability::Reachability`]. Empty on the happy path.
+    /// to [`crate::stats::reachability::Reachability`]. Empty on the happy path.
     down: RefCell<std::collections::HashSet<String>>,
 }
 

@@ -7,9 +7,7 @@
 //! what lets shutdown account for every job.
 
 pub mod breaker;
-pub mod completion;
 pub mod durable;
-pub mod retry;
 
 use std::{
     cell::RefCell,
@@ -22,13 +20,14 @@ use std::{
 use crate::{
     http::client::{ClientError, WorkerClient},
     job::{classify_status, Failure, Job, Outcome},
-    runtime::{bridge::JobReceiver, Shutdown},
+    bridge::JobReceiver,
+    lifecycle::Shutdown,
     source::Settle,
     stats::Stats,
 };
 use breaker::Breaker;
-use completion::Completion;
-use retry::RetryPolicy;
+use crate::telemetry::completion::{self, Completion};
+use crate::job::retry::RetryPolicy;
 
 /// A delivery that failed in transport (timeout, malformed answer, broken connection) is
 /// counted and retried.

@@ -5,3 +5,4 @@ pub mod client;
 pub mod codec;
 pub mod iovec;
 pub mod request;
+pub mod url;

@@ -6,7 +6,7 @@
 
 use std::fmt::Write as _;
 
-use super::histogram::HistogramSnapshot;
+use crate::stats::histogram::HistogramSnapshot;
 
 /// The `Content-Type` of the exposition.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";

@@ -7,8 +7,6 @@
 //! holds to the source; then the jobs still queued in the bridge are returned too, and the
 //! source's files are flushed.
 
-pub mod bridge;
-pub mod shutdown;
 
 use std::{
     net::ToSocketAddrs,
@@ -16,56 +14,16 @@ use std::{
     thread,
 };
 
-pub use shutdown::Shutdown;
+pub use crate::lifecycle::{Phase, Shutdown};
 
 use crate::{
-    config::{Config, DriverChoice, LmdbConfig, QueueConfig, WorkerUrl},
-    dispatch::{retry::RetryPolicy, CoreDispatcher},
+    config::{Config, DriverChoice, LmdbConfig, QueueConfig},
+    http::url::WorkerUrl,
+    dispatch::CoreDispatcher,
     http::client::{ClientConfig, WorkerClient},
     source::{fifo::FifoSource, Source, SourceError},
     stats::{Snapshot, Stats},
 };
-
-/// The lifecycle phase, readable by admin endpoints and the dashboard.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Phase {
-    /// Opening the source and starting cores.
-    Starting = 0,
-    /// Moving jobs.
-    Running = 1,
-    /// Shutdown started: finishing in-flight jobs, saving the rest.
-    Draining = 2,
-    /// Everything settled.
-    Stopped = 3,
-}
-
-impl Phase {
-    /// The phase stored as `u8` in [`Stats::phase`](crate::stats::Stats::phase).
-    pub fn from_u8(v: u8) -> Phase {
-        match v {
-            0 => Phase::Starting,
-            1 => Phase::Running,
-            2 => Phase::Draining,
-            _ => Phase::Stopped,
-        }
-    }
-
-    /// Lower-case name, as in logs and `/metrics`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Phase::Starting => "starting",
-            Phase::Running => "running",
-            Phase::Draining => "draining",
-            Phase::Stopped => "stopped",
-        }
-    }
-
-    /// The name of a phase stored as `u8`.
-    pub fn name_of(v: u8) -> &'static str {
-        Phase::from_u8(v).name()
-    }
-}
 
 /// Why reprow could not run.
 #[derive(Debug, thiserror::Error)]
@@ -130,7 +88,7 @@ pub fn run(config: &Config, shutdown: Shutdown, stats: Arc<Stats>) -> Result<Sna
     let settle = source.settler();
 
     let threads = thread_count(config).min(runner.concurrency);
-    let (tx, rx) = bridge::job_channel(runner.concurrency);
+    let (tx, rx) = crate::bridge::job_channel(runner.concurrency);
 
     let source_shutdown = shutdown.clone();
     let source_thread = thread::Builder::new()
@@ -176,7 +134,7 @@ pub fn run(config: &Config, shutdown: Shutdown, stats: Arc<Stats>) -> Result<Sna
         };
         let (rx, settle, stats, shutdown) =
             (rx.clone(), settle.clone(), stats.clone(), shutdown.clone());
-        let policy = RetryPolicy::from_config(runner);
+        let policy = runner.retry_policy();
         let driver = config.driver;
         let grace = config.shutdown_timeout;
         let handle = thread::Builder::new()

@@ -30,7 +30,8 @@ use super::{
 use crate::{
     config::{FifoConfig, LineFormat},
     job::{Failure, Job, DEFAULT_CONTENT_TYPE},
-    runtime::{bridge::JobSender, Shutdown},
+    bridge::JobSender,
+    lifecycle::Shutdown,
     stats::Stats,
 };
 

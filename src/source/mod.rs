@@ -24,7 +24,8 @@ use std::{sync::Arc, time::Duration};
 
 use crate::{
     job::{Failure, Job},
-    runtime::{bridge::JobSender, Shutdown},
+    bridge::JobSender,
+    lifecycle::Shutdown,
 };
 
 /// Why a source could not start or stopped.

@@ -41,7 +41,8 @@ use super::{cron, envelope::Record, Settle, Source, SourceError};
 use crate::{
     config::{SqsConfig, SqsFailure},
     job::{Failure, Job, DEFAULT_CONTENT_TYPE},
-    runtime::{bridge::JobSender, Shutdown},
+    bridge::JobSender,
+    lifecycle::Shutdown,
     stats::Stats,
 };
 

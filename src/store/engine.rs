@@ -39,10 +39,13 @@ use super::{
     queue::{QueueDef, QueueMode},
     record::{due_key, failed_key, parse_due_key, uniq_key, FailedRecord, JobRecord},
     Command, Destination, Dispatch, FailedResult, FailedView, JobList, JobView, NewJob, Op,
-    OpenError, Query, QueueStats, Reply, ReplyTx, Settlement, Store, StoreError, Target,
+    OpenError, Query, QueueStats, Reply, ReplyTx, Settlement, Store, StoreError,
     MAX_TIME_MS,
 };
-use crate::{config::WorkerUrl, dispatch::retry::RetryPolicy, job::Job};
+use crate::{
+    http::url::WorkerUrl,
+    job::{retry::RetryPolicy, target::Target, Job},
+};
 
 type Db = Database<'static, Raw, Raw>;
 /// Due jobs found by a scan (key, id), and the first future due time met.
@@ -460,7 +463,7 @@ pub struct Engine {
     /// Dispatches made by the last [`Engine::feed`] when there is no channel (tests).
     pub dispatched: Vec<Dispatch>,
     /// Commit latency and batch size, shared with the [`Store`] handle for `/metrics`.
-    metrics: Arc<crate::metrics::StoreMetrics>,
+    metrics: Arc<crate::stats::timings::StoreMetrics>,
     /// The completion line of the op being applied (pull acks and failure reports).
     op_log: Option<PullLog>,
     /// Completion lines of the ops in this batch, written once it is committed.
@@ -2220,7 +2223,7 @@ impl Engine {
     }
 }
 
-/// A pull worker's completion line, held until the commit (see [`crate::dispatch::completion`]
+/// A pull worker's completion line, held until the commit (see [`crate::telemetry::completion`]
 /// for the fields).
 struct PullLog {
     action: &'static str,
@@ -2271,9 +2274,9 @@ impl PullLog {
         } = self;
         let message = message.as_deref().unwrap_or("Job done.");
         if action == "fail" {
-            tracing::warn!(target: crate::dispatch::completion::TARGET, action, queue, category, id, status, elapsed, retry_count, pulled = true, "{message}");
+            tracing::warn!(target: crate::telemetry::completion::TARGET, action, queue, category, id, status, elapsed, retry_count, pulled = true, "{message}");
         } else {
-            tracing::info!(target: crate::dispatch::completion::TARGET, action, queue, category, id, status, elapsed, retry_count, retry_delay, pulled = true, "{message}");
+            tracing::info!(target: crate::telemetry::completion::TARGET, action, queue, category, id, status, elapsed, retry_count, retry_delay, pulled = true, "{message}");
         }
     }
 }

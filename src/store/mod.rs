@@ -29,9 +29,7 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use crate::{
-    config::WorkerUrl,
-    dispatch::retry::RetryPolicy,
-    job::{Failure, Job},
+    job::{target::Target, Failure, Job},
 };
 pub use engine::{Clock, Options};
 
@@ -500,7 +498,7 @@ pub struct Store {
     /// Set while the store thread runs; cleared when it ends (a panic included).
     pub alive: Arc<std::sync::atomic::AtomicBool>,
     /// The store thread's histograms.
-    pub metrics: Arc<crate::metrics::StoreMetrics>,
+    pub metrics: Arc<crate::stats::timings::StoreMetrics>,
 }
 
 impl Store {
@@ -542,22 +540,6 @@ impl Store {
             metrics: Arc::default(),
         }
     }
-}
-
-/// Where and how a push job is delivered; shared by every job of a queue that sets no
-/// per-job overrides.
-#[derive(Debug)]
-pub struct Target {
-    /// Worker URL.
-    pub url: WorkerUrl,
-    /// The URL as written, to key the per-core client pools.
-    pub url_text: String,
-    /// Whole-exchange deadline.
-    pub timeout: Duration,
-    /// When to retry and when to give up.
-    pub policy: RetryPolicy,
-    /// How the answer is read.
-    pub outcome: queue::OutcomeMode,
 }
 
 /// A leased job on its way to a core.

@@ -6,19 +6,8 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::WorkerUrl;
-
-/// How a worker's answer is read.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OutcomeMode {
-    /// By HTTP status, per the worker contract (2xx done, 408/425/429/5xx retry, other 4xx fail).
-    #[default]
-    Status,
-    /// By fireworq's JSON body `{"status": "success" | "failure" | "permanent-failure"}`; the HTTP
-    /// status is ignored, as fireworq does.
-    Fireworq,
-}
+pub use crate::job::target::OutcomeMode;
+use crate::http::url::WorkerUrl;
 
 /// Whether reprow delivers a queue's jobs itself or workers fetch them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

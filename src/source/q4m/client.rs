@@ -30,7 +30,8 @@ use super::{
 use crate::{
     config::Q4mConfig,
     job::{Failure, Job},
-    runtime::{bridge::JobSender, Shutdown},
+    bridge::JobSender,
+    lifecycle::Shutdown,
     source::{envelope::Record, Settle, Source, SourceError},
     stats::Stats,
 };

@@ -3,8 +3,6 @@
 
 use std::time::Duration;
 
-use crate::config::RunnerConfig;
-
 /// Retry decisions for one runner.
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
@@ -21,17 +19,6 @@ pub struct RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// The policy a runner config describes.
-    pub fn from_config(r: &RunnerConfig) -> RetryPolicy {
-        RetryPolicy {
-            max_retries: r.max_retries,
-            fixed: r.default_retry_after,
-            base: r.backoff_base,
-            cap: r.backoff_max,
-            max_retry_after: r.max_retry_after,
-        }
-    }
-
     /// Whether a job that has now been delivered `attempts` times may be tried again.
     pub fn may_retry(&self, attempts: u32) -> bool {
         attempts <= self.max_retries

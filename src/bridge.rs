@@ -23,7 +23,7 @@ mod tests {
         assert_send::<super::JobSender>();
         assert_send::<super::JobReceiver>();
         assert_send::<super::Job>();
-        assert_send::<super::super::Shutdown>();
+        assert_send::<crate::lifecycle::Shutdown>();
         assert_send::<std::sync::Arc<dyn crate::source::Settle>>();
     }
 }

@@ -1,6 +1,10 @@
 //! Process-wide counters and gauges, shared by the source thread and the cores. Plain relaxed
 //! atomics: each is independent and only ever read for reporting.
 
+pub mod histogram;
+pub mod reachability;
+pub mod timings;
+
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering::Relaxed};
 
 use serde::Serialize;
@@ -52,14 +56,14 @@ pub struct Stats {
     pub held: AtomicI64,
     /// Cores whose circuit breaker is open now.
     pub breakers_open: AtomicI64,
-    /// Lifecycle phase, see [`crate::runtime::Phase`].
+    /// Lifecycle phase, see [`crate::lifecycle::Phase`].
     pub phase: AtomicU8,
     /// The FIFO/Q4M/SQS jobs workers are running now.
     pub board: Board,
     /// Per-queue histograms.
-    pub metrics: crate::metrics::Metrics,
+    pub metrics: timings::Metrics,
     /// Worker origins that refuse connections.
-    pub reachability: crate::reachability::Reachability,
+    pub reachability: reachability::Reachability,
 }
 
 /// The jobs a worker is running now, for `/inflight` on the monitoring port (sqsd's

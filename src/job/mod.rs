@@ -1,5 +1,8 @@
 //! A job as the dispatcher sees it, and the outcome a worker's answer maps to.
 
+pub mod retry;
+pub mod target;
+
 use std::{
     sync::Arc,
     time::{Duration, SystemTime},

@@ -1,4 +1,8 @@
-//! The shutdown broadcast: one trigger, observed by async tasks on every core (a channel that
+//! The process's lifecycle: the [`Shutdown`] broadcast and the [`Phase`] the admin endpoints
+//! report. A leaf: every layer that must stop cleanly imports it, and it imports nothing of
+//! reprow.
+//!
+//! [`Shutdown`] is the shutdown broadcast: one trigger, observed by async tasks on every core (a channel that
 //! closes) and by threads blocked in `poll(2)` (a pipe that becomes readable and stays so).
 
 use std::{
@@ -8,6 +12,47 @@ use std::{
         Arc, Mutex,
     },
 };
+
+/// The lifecycle phase, readable by admin endpoints and the dashboard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Phase {
+    /// Opening the source and starting cores.
+    Starting = 0,
+    /// Moving jobs.
+    Running = 1,
+    /// Shutdown started: finishing in-flight jobs, saving the rest.
+    Draining = 2,
+    /// Everything settled.
+    Stopped = 3,
+}
+
+impl Phase {
+    /// The phase stored as `u8` in [`Stats::phase`](crate::stats::Stats::phase).
+    pub fn from_u8(v: u8) -> Phase {
+        match v {
+            0 => Phase::Starting,
+            1 => Phase::Running,
+            2 => Phase::Draining,
+            _ => Phase::Stopped,
+        }
+    }
+
+    /// Lower-case name, as in logs and `/metrics`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Starting => "starting",
+            Phase::Running => "running",
+            Phase::Draining => "draining",
+            Phase::Stopped => "stopped",
+        }
+    }
+
+    /// The name of a phase stored as `u8`.
+    pub fn name_of(v: u8) -> &'static str {
+        Phase::from_u8(v).name()
+    }
+}
 
 /// Cloneable handle to the process's shutdown state.
 #[derive(Clone, Debug)]

@@ -9,6 +9,8 @@
 //! stalls) further lines are dropped and counted rather than blocking a core; the count is
 //! logged once the queue drains.
 
+pub mod completion;
+
 use std::{
     fs::File,
     io::{IsTerminal as _, Write},

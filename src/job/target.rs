@@ -1,0 +1,38 @@
+//! Where and how a job is delivered: the worker URL, the deadline, the retry policy and how the
+//! answer is read. Resolved per job (a queue's target, or one built from per-job overrides), so
+//! one dispatcher serves jobs of every queue and source.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::retry::RetryPolicy;
+use crate::http::url::WorkerUrl;
+
+/// How a worker's answer is read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutcomeMode {
+    /// By HTTP status, per the worker contract (2xx done, 408/425/429/5xx retry, other 4xx fail).
+    #[default]
+    Status,
+    /// By fireworq's JSON body `{"status": "success" | "failure" | "permanent-failure"}`; the HTTP
+    /// status is ignored, as fireworq does.
+    Fireworq,
+}
+
+/// Where and how a push job is delivered; shared by every job of a queue that sets no
+/// per-job overrides.
+#[derive(Debug)]
+pub struct Target {
+    /// Worker URL.
+    pub url: WorkerUrl,
+    /// The URL as written, to key the per-core client pools.
+    pub url_text: String,
+    /// Whole-exchange deadline.
+    pub timeout: Duration,
+    /// When to retry and when to give up.
+    pub policy: RetryPolicy,
+    /// How the answer is read.
+    pub outcome: OutcomeMode,
+}

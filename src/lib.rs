@@ -37,6 +37,7 @@ pub mod source;
 pub mod stats;
 pub mod store;
 pub mod telemetry;
+pub mod units;
 
 /// The crate version, as sent in `User-Agent: reprow/<version>`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

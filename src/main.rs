@@ -182,7 +182,7 @@ struct BenchArgs {
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
     /// Worker time per job (`0`, `2ms`, `1s`).
-    #[arg(long, default_value = "0", value_parser = reprow::config::parse_duration)]
+    #[arg(long, default_value = "0", value_parser = reprow::units::parse_duration)]
     latency: std::time::Duration,
     /// Share of first attempts the worker fails with 500 (0 to below 1).
     #[arg(long, default_value_t = 0.0)]
@@ -194,7 +194,7 @@ struct BenchArgs {
     #[arg(long, default_value_t = 100)]
     batch: usize,
     /// Give up waiting for jobs after this long.
-    #[arg(long, default_value = "10m", value_parser = reprow::config::parse_duration)]
+    #[arg(long, default_value = "10m", value_parser = reprow::units::parse_duration)]
     timeout: std::time::Duration,
     /// SQS source (feature `sqs`): the SQS-compatible server to use.
     #[arg(long)]

@@ -65,13 +65,13 @@ pub struct ApiConfig {
     /// Time a client has to send a whole request once it started one. Default 10 s.
     #[serde(
         default = "default_request_timeout",
-        deserialize_with = "crate::config::duration"
+        deserialize_with = "crate::units::duration"
     )]
     pub request_timeout: Duration,
     /// Idle keep-alive connections are closed after this. Default 60 s.
     #[serde(
         default = "default_keep_alive",
-        deserialize_with = "crate::config::duration"
+        deserialize_with = "crate::units::duration"
     )]
     pub keep_alive_timeout: Duration,
     /// Most open connections; more are answered 503 and closed. Default 1024.

@@ -14,7 +14,7 @@ use std::{
 use bytes::BytesMut;
 use serde_json::{json, Value};
 
-use crate::{http::url::WorkerUrl, http::codec::ResponseDecoder};
+use crate::{http::codec::ResponseDecoder, http::url::WorkerUrl};
 
 /// Why a command failed.
 #[derive(Debug, thiserror::Error)]

@@ -19,13 +19,13 @@ use std::{
 
 use crate::{
     dispatch::transport_outcome,
-    telemetry::completion::{self, Completion},
     http::client::{ClientConfig, WorkerClient},
+    job::target::{OutcomeMode, Target},
     job::{classify_status, Failure, Outcome},
     lifecycle::Shutdown,
     stats::Stats,
     store::{Dispatch, Op, Settlement, Store},
-    job::target::{OutcomeMode, Target},
+    telemetry::completion::{self, Completion},
 };
 
 /// Most distinct worker URLs a core keeps a connection pool for; beyond it the least recently

@@ -7,6 +7,7 @@
 //! what lets shutdown account for every job.
 
 pub mod breaker;
+pub mod config;
 pub mod durable;
 
 use std::{
@@ -17,17 +18,17 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::job::retry::RetryPolicy;
+use crate::telemetry::completion::{self, Completion};
 use crate::{
+    bridge::JobReceiver,
     http::client::{ClientError, WorkerClient},
     job::{classify_status, Failure, Job, Outcome},
-    bridge::JobReceiver,
     lifecycle::Shutdown,
     source::Settle,
     stats::Stats,
 };
 use breaker::Breaker;
-use crate::telemetry::completion::{self, Completion};
-use crate::job::retry::RetryPolicy;
 
 /// A delivery that failed in transport (timeout, malformed answer, broken connection) is
 /// counted and retried.

@@ -7,7 +7,6 @@
 //! holds to the source; then the jobs still queued in the bridge are returned too, and the
 //! source's files are flushed.
 
-
 use std::{
     net::ToSocketAddrs,
     sync::{atomic::Ordering::Relaxed, Arc},
@@ -18,9 +17,9 @@ pub use crate::lifecycle::{Phase, Shutdown};
 
 use crate::{
     config::{Config, DriverChoice, LmdbConfig, QueueConfig},
-    http::url::WorkerUrl,
     dispatch::CoreDispatcher,
     http::client::{ClientConfig, WorkerClient},
+    http::url::WorkerUrl,
     source::{fifo::FifoSource, Source, SourceError},
     stats::{Snapshot, Stats},
 };
@@ -398,7 +397,7 @@ fn run_durable(
         max_idle: 256,
         max_unreachable: runner
             .and_then(|r| r.max_unreachable)
-            .unwrap_or(crate::config::default_max_unreachable()),
+            .unwrap_or(crate::dispatch::config::default_max_unreachable()),
     };
     let threads = thread_count(config);
     let mut cores = Vec::with_capacity(threads);

@@ -10,6 +10,17 @@ use std::{
     thread::JoinHandle,
 };
 
+/// Where every source records jobs that failed for good, unless configured otherwise.
+pub fn default_failed_path() -> std::path::PathBuf {
+    std::path::PathBuf::from("reprow-failed.jsonl")
+}
+
+/// Where a source that holds jobs in memory writes them at shutdown, unless configured
+/// otherwise.
+pub fn default_pending_path() -> std::path::PathBuf {
+    std::path::PathBuf::from("reprow-pending.jsonl")
+}
+
 /// A file that lines are appended to from any thread.
 #[derive(Debug)]
 pub struct SpillFile {

@@ -34,14 +34,16 @@ use aws_sdk_sqs::{
     },
     Client,
 };
+pub mod config;
+
 use bytes::Bytes;
 use tokio::sync::{mpsc, Semaphore};
 
 use super::{cron, envelope::Record, Settle, Source, SourceError};
 use crate::{
+    bridge::JobSender,
     config::{SqsConfig, SqsFailure},
     job::{Failure, Job, DEFAULT_CONTENT_TYPE},
-    bridge::JobSender,
     lifecycle::Shutdown,
     stats::Stats,
 };

@@ -39,8 +39,7 @@ use super::{
     queue::{QueueDef, QueueMode},
     record::{due_key, failed_key, parse_due_key, uniq_key, FailedRecord, JobRecord},
     Command, Destination, Dispatch, FailedResult, FailedView, JobList, JobView, NewJob, Op,
-    OpenError, Query, QueueStats, Reply, ReplyTx, Settlement, Store, StoreError,
-    MAX_TIME_MS,
+    OpenError, Query, QueueStats, Reply, ReplyTx, Settlement, Store, StoreError, MAX_TIME_MS,
 };
 use crate::{
     http::url::WorkerUrl,

@@ -18,6 +18,7 @@
 //! - [`engine`]: the store thread: transactions, scheduler, leases, queries.
 //! - [`lmdb`]: opening the environment (the only `unsafe`).
 
+pub mod config;
 pub mod engine;
 pub mod lmdb;
 pub mod queue;
@@ -28,9 +29,7 @@ use std::{sync::Arc, time::Duration};
 use bytes::Bytes;
 use serde::Serialize;
 
-use crate::{
-    job::{target::Target, Failure, Job},
-};
+use crate::job::{target::Target, Failure, Job};
 pub use engine::{Clock, Options};
 
 /// The latest time the store takes or shows: 9999-12-31T23:59:59.999Z, in ms since the epoch

@@ -6,8 +6,8 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::job::target::OutcomeMode;
 use crate::http::url::WorkerUrl;
+pub use crate::job::target::OutcomeMode;
 
 /// Whether reprow delivers a queue's jobs itself or workers fetch them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

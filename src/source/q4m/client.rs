@@ -28,9 +28,9 @@ use super::{
     row::{column_payload, row_json, ColumnKind},
 };
 use crate::{
+    bridge::JobSender,
     config::Q4mConfig,
     job::{Failure, Job},
-    bridge::JobSender,
     lifecycle::Shutdown,
     source::{envelope::Record, Settle, Source, SourceError},
     stats::Stats,

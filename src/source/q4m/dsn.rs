@@ -226,7 +226,7 @@ fn finish(
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
         if key == "timeout" {
-            let t = crate::config::parse_duration(value)
+            let t = crate::units::parse_duration(value)
                 .map_err(|e| format!("parameter timeout: {e}"))?;
             // Bounded because a connect attempt cannot be interrupted: it delays shutdown.
             if t.is_zero() || t > MAX_CONNECT_TIMEOUT {

@@ -23,6 +23,7 @@
 //! - shutdown before the job finished → `queue_abort()`;
 //! - a lost connection → the server returns the row; the job may run twice (at least once).
 
+pub mod config;
 pub mod dsn;
 pub mod row;
 

@@ -6,6 +6,8 @@
 //! and over, and the thread sleeps in `poll(2)` until a new writer writes. Lines up to
 //! `PIPE_BUF` (4 KiB) from concurrent writers never interleave; that is the kernel's guarantee.
 
+pub mod config;
+
 use std::{
     fs::File,
     io::{ErrorKind, Read as _},
@@ -28,9 +30,9 @@ use super::{
     Settle, Source, SourceError,
 };
 use crate::{
+    bridge::JobSender,
     config::{FifoConfig, LineFormat},
     job::{Failure, Job, DEFAULT_CONTENT_TYPE},
-    bridge::JobSender,
     lifecycle::Shutdown,
     stats::Stats,
 };

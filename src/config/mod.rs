@@ -1,0 +1,332 @@
+//! The config file: serde structs in reprow's own shape (`queue:` + `runner:`), parsed from
+//! YAML, then validated. Every field documents its meaning, unit and default.
+//!
+//! Durations accept reprow's Go-style strings (`2s`, `500ms`, `1m`) or a bare number of seconds,
+//! so reprow's sample configs load unchanged.
+
+use std::{fmt, num::NonZeroUsize, path::PathBuf, time::Duration};
+
+use serde::Deserialize;
+
+mod locate;
+mod sections;
+mod sqsd;
+
+pub use crate::dispatch::config::RunnerConfig;
+pub use crate::source::{
+    fifo::config::{FifoConfig, LineFormat},
+    q4m::config::{Q4mConfig, MAX_Q4M_CONNECTIONS},
+    sqs::config::{SqsConfig, SqsFailure},
+};
+pub use crate::store::config::LmdbConfig;
+pub use crate::units::{parse_byte_size, parse_duration};
+pub use sqsd::parse_env_file;
+
+use crate::units::duration;
+use locate::{invalid_at, invalid_near, parse_error};
+use sections::{KindsGuard, SectionKinds};
+
+/// Why a config was refused. Carries where in the file the problem is.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// YAML syntax or a type/field error, with its line and column when known; the message
+    /// starts with the key's dotted path.
+    #[error("{location}{message}")]
+    Parse {
+        /// `line L column C: ` or empty.
+        location: String,
+        /// The parser's message.
+        message: String,
+    },
+    /// A value that parses but is not allowed.
+    #[error("{location}{key}: {message}")]
+    Invalid {
+        /// `line L column C: ` of the key (or of the nearest enclosing key written in the
+        /// text), else empty.
+        location: String,
+        /// Dotted key path, e.g. `runner.concurrency`.
+        key: String,
+        /// What is wrong and what is allowed.
+        message: String,
+    },
+}
+
+/// The whole config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where jobs come from. Defaults to the embedded durable queue (`type: lmdb`).
+    #[serde(default)]
+    pub queue: QueueConfig,
+    /// Where jobs go. Required for a FIFO; for the durable queue, `runner.url` becomes the
+    /// default queue's worker URL and the response limits apply to every worker.
+    #[serde(default)]
+    pub runner: Option<Runner>,
+    /// The HTTP API of the durable queue (fireworq and presque routes). Its token and limits
+    /// also apply to `monitor_listen`.
+    #[serde(default)]
+    pub api: crate::api::ApiConfig,
+    /// FIFO and Q4M sources: serve `/healthz`, `/readyz`, `/metrics` and `/status` on this
+    /// address. Defaults to none (the durable queue serves them on `api.listen`).
+    #[serde(default)]
+    pub monitor_listen: Option<std::net::SocketAddr>,
+    /// Queue definitions of the durable queue, by name (fireworq's queue fields plus reprow's).
+    #[serde(default)]
+    pub queues: std::collections::BTreeMap<String, crate::store::queue::QueueDef>,
+    /// Job category → queue name. Categories without a routing go to `default_queue`.
+    #[serde(default)]
+    pub routings: std::collections::BTreeMap<String, String>,
+    /// The queue for unrouted categories; created if missing. Defaults to `default`.
+    #[serde(default = "default_queue_name")]
+    pub default_queue: String,
+    /// Core threads, each running one event loop. Defaults to the number of CPUs.
+    #[serde(default)]
+    pub threads: Option<NonZeroUsize>,
+    /// I/O driver: `auto` (io_uring, falling back to epoll where refused), `io_uring` or
+    /// `epoll`. Defaults to `auto`.
+    #[serde(default)]
+    pub driver: DriverChoice,
+    /// Log level (`off`, `error`, `warn`, `info`, `debug`, `trace`; also `warning`, `err`, in
+    /// any case), or directives such as `warn,reprow::job=info`. Defaults to `info`, which logs
+    /// one line per finished job; `warn` leaves those out. Stored as the directives installed.
+    #[serde(default = "default_log_level")]
+    pub log_level: String,
+    /// `auto` (readable on a terminal, JSON lines otherwise), `json` or `text`. Defaults to
+    /// `auto`.
+    #[serde(default)]
+    pub log_format: crate::telemetry::LogFormat,
+    /// Append logs to this file instead of stderr; SIGUSR1 reopens it (for logrotate).
+    /// Defaults to none (stderr).
+    #[serde(default)]
+    pub log_file: Option<PathBuf>,
+    /// Put each job's payload into its completion log line. Defaults to false: payloads and
+    /// `Authorization` headers are not logged, except a failed/pending record that cannot be
+    /// written to its file, which is logged rather than lost.
+    #[serde(default)]
+    pub log_payloads: bool,
+    /// On SIGINT/SIGTERM, how long in-flight jobs may take to finish. Defaults to 30 seconds.
+    #[serde(default = "default_shutdown_timeout", deserialize_with = "duration")]
+    pub shutdown_timeout: Duration,
+}
+
+/// Which I/O driver the cores run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DriverChoice {
+    /// io_uring when the kernel allows it, else epoll.
+    #[default]
+    Auto,
+    /// io_uring only; fail to start if refused.
+    IoUring,
+    /// epoll only.
+    Epoll,
+}
+
+/// The queue backend, tagged by `type`.
+///
+/// Read by [`Config::from_yaml`] straight from the text once `type` is known (see
+/// [`SectionKinds`]), so an error inside the section keeps its line and column; serde's own
+/// tagged enums buffer the section first and lose them.
+#[derive(Debug, Clone)]
+pub enum QueueConfig {
+    /// A Linux named pipe, one job per line.
+    Fifo(FifoConfig),
+    /// reprow's own durable queue: an LMDB log fed by the HTTP API.
+    Lmdb(LmdbConfig),
+    /// A Q4M table on a MySQL server (needs a build with `--features q4m`).
+    Q4m(Q4mConfig),
+    /// An SQS queue (needs a build with `--features sqs`).
+    Sqs(SqsConfig),
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig::Lmdb(LmdbConfig::default())
+    }
+}
+
+fn default_queue_name() -> String {
+    "default".to_string()
+}
+
+/// `runner: {type: http_proxy, ...}`: the only runner is the HTTP proxy. Read like
+/// [`QueueConfig`].
+#[derive(Debug, Clone)]
+pub enum Runner {
+    /// POST each job to an HTTP worker.
+    HttpProxy(RunnerConfig),
+}
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the file position of the problem.
+    pub fn load(path: &std::path::Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::from_yaml(&text)
+    }
+
+    /// Parses and validates config text.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the position of the problem.
+    pub fn from_yaml(text: &str) -> Result<Config, ConfigError> {
+        // First the sections' `type`s, then everything straight from the text (see
+        // `SectionKinds`), so every error keeps its line, column and key path.
+        let kinds: SectionKinds = serde_yaml_ng::from_str(text).map_err(parse_error)?;
+        let config: Config = {
+            let _kinds = KindsGuard::set(kinds);
+            serde_yaml_ng::from_str(text).map_err(parse_error)?
+        };
+        config.validate(text)
+    }
+
+    /// The one queue a FIFO or Q4M source feeds; `None` for the durable queue.
+    pub fn source_queue_name(&self) -> Option<String> {
+        match &self.queue {
+            QueueConfig::Fifo(f) => Some(f.queue_name()),
+            QueueConfig::Q4m(q) => Some(q.queue_name().to_string()),
+            QueueConfig::Sqs(q) => Some(q.queue_name().to_string()),
+            QueueConfig::Lmdb(_) => None,
+        }
+    }
+
+    /// The HTTP runner's settings, when a runner is configured.
+    pub fn runner(&self) -> Option<&RunnerConfig> {
+        match &self.runner {
+            Some(Runner::HttpProxy(r)) => Some(r),
+            None => None,
+        }
+    }
+
+    /// The config `reprow serve` runs with no file: the durable queue in `./reprow-data`, the
+    /// API on 127.0.0.1:8080, a `default` queue.
+    pub fn embedded_default() -> Config {
+        Config::from_yaml("queue:\n  type: lmdb\n").unwrap_or_else(|e| unreachable!("{e}"))
+    }
+
+    fn validate(self, text: &str) -> Result<Config, ConfigError> {
+        let invalid = |key: &str, message: String| invalid_at(text, key, message);
+        if let QueueConfig::Lmdb(l) = &self.queue {
+            self.validate_durable(l).map_err(|(k, m)| invalid(&k, m))?;
+            if self.monitor_listen.is_some() {
+                return Err(invalid(
+                    "monitor_listen",
+                    "the durable queue serves /metrics, /healthz and /readyz on api.listen; remove monitor_listen".into(),
+                ));
+            }
+        }
+        let Some(r) = self.runner() else {
+            match self.queue {
+                QueueConfig::Fifo(_) => {
+                    return Err(invalid_near(
+                        text,
+                        "runner",
+                        "queue.type",
+                        "a FIFO queue needs a runner (runner.url)".into(),
+                    ))
+                }
+                QueueConfig::Q4m(_) | QueueConfig::Sqs(_) => {
+                    return Err(invalid_near(
+                        text,
+                        "runner",
+                        "queue.type",
+                        "this queue type needs a runner (runner.url)".into(),
+                    ))
+                }
+                QueueConfig::Lmdb(_) => {}
+            }
+            return self.validate_common(text);
+        };
+        r.validate().map_err(|(k, m)| invalid(k, m))?;
+        if r.max_unreachable.is_some() && !matches!(self.queue, QueueConfig::Lmdb(_)) {
+            return Err(invalid(
+                "runner.max_unreachable",
+                "applies to the durable queue (queue.type: lmdb) only; the other sources pause while the worker refuses connections".into(),
+            ));
+        }
+        match &self.queue {
+            QueueConfig::Lmdb(_) => {}
+            QueueConfig::Q4m(q) => q.validate(r.concurrency).map_err(|(k, m)| invalid(k, m))?,
+            QueueConfig::Sqs(q) => q.validate(r.timeout).map_err(|(k, m)| invalid(k, m))?,
+            QueueConfig::Fifo(f) => f.validate(r.concurrency).map_err(|(k, m)| invalid(k, m))?,
+        }
+        self.validate_common(text)
+    }
+
+    fn validate_durable(&self, l: &LmdbConfig) -> Result<(), (String, String)> {
+        if l.path.as_os_str().is_empty() {
+            return Err(("queue.path".into(), "must not be empty".into()));
+        }
+        if l.map_size < (1 << 20) {
+            return Err(("queue.map_size".into(), "must be at least 1MiB".into()));
+        }
+        self.api.validate().map_err(|(k, m)| (k.to_string(), m))?;
+        crate::store::queue::check_name("default_queue", &self.default_queue)
+            .map_err(|m| ("default_queue".to_string(), m))?;
+        for (name, def) in &self.queues {
+            let mut d = def.clone();
+            d.name = name.clone();
+            d.validate().map_err(|m| (format!("queues.{name}"), m))?;
+        }
+        for (category, queue) in &self.routings {
+            crate::store::queue::check_name("category", category)
+                .map_err(|m| (format!("routings.{category}"), m))?;
+            if !self.queues.contains_key(queue) && *queue != self.default_queue {
+                return Err((
+                    format!("routings.{category}"),
+                    format!("queue {queue:?} is not defined under queues:"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_common(mut self, text: &str) -> Result<Config, ConfigError> {
+        let invalid = |key: &str, message: String| invalid_at(text, key, message);
+        if self.shutdown_timeout.is_zero() {
+            return Err(invalid(
+                "shutdown_timeout",
+                "must be greater than zero".into(),
+            ));
+        }
+        match crate::telemetry::parse_level(&self.log_level) {
+            Ok(level) => self.log_level = level,
+            Err(m) => return Err(invalid("log_level", m)),
+        }
+        Ok(self)
+    }
+}
+
+impl fmt::Display for DriverChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DriverChoice::Auto => "auto",
+            DriverChoice::IoUring => "io_uring",
+            DriverChoice::Epoll => "epoll",
+        })
+    }
+}
+
+fn default_log_level() -> String {
+    "info".to_string()
+}
+
+const fn default_shutdown_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,532 @@
+//! The config's parsing, defaults, refusals and their places.
+
+use super::locate::{edit_distance, locate, suggestion};
+use super::*;
+
+const MINIMAL: &str = "queue:\n  type: fifo\n  path: /tmp/q\nrunner:\n  type: http_proxy\n  url: http://127.0.0.1:5000\n";
+
+fn err(text: &str) -> String {
+    Config::from_yaml(text)
+        .expect_err("config should be refused")
+        .to_string()
+}
+
+#[test]
+fn reprow_sample_loads_unchanged() {
+    let text = "queue:\n  type: fifo\n  path: /tmp/queue\nrunner:\n  type: http_proxy\n  url: http://127.0.0.1:5000\n  timeout: 2s\n  concurrency: 3\n  default_retry_after: 5\nlog_level: info\n";
+    let c = Config::from_yaml(text).unwrap();
+    assert_eq!(c.runner().unwrap().timeout, Duration::from_secs(2));
+    assert_eq!(c.runner().unwrap().concurrency, 3);
+    assert_eq!(
+        c.runner().unwrap().default_retry_after,
+        Some(Duration::from_secs(5))
+    );
+}
+
+#[test]
+fn defaults() {
+    let c = Config::from_yaml(MINIMAL).unwrap();
+    let r = c.runner().unwrap();
+    assert_eq!(r.concurrency, 16);
+    assert_eq!(r.timeout, Duration::from_secs(30));
+    assert_eq!(r.max_retries, 10);
+    assert_eq!(c.shutdown_timeout, Duration::from_secs(30));
+    let QueueConfig::Fifo(f) = &c.queue else {
+        panic!("expected a FIFO queue")
+    };
+    assert_eq!(f.max_line_bytes, 1024 * 1024);
+    assert_eq!(f.format, LineFormat::Raw);
+}
+
+#[test]
+fn rejections_name_key_and_line() {
+    let e = err(&MINIMAL.replace("5000\n", "5000\n  concurrency: 0\n"));
+    assert!(
+        e.contains("line 7 column 3: runner.concurrency: must be at least 1"),
+        "{e}"
+    );
+    let e = err(&MINIMAL.replace("http://", "https://"));
+    assert!(
+        e.contains("runner.url") && e.contains("only http://"),
+        "{e}"
+    );
+    let e = err(&MINIMAL.replace("5000\n", "5000\n  timeout: soon\n"));
+    assert!(
+        e.contains("line 7 column 12: runner.timeout: invalid duration"),
+        "{e}"
+    );
+    let e = err(&MINIMAL.replace("5000\n", "5000\n  timeout: 0s\n"));
+    assert!(
+        e.contains("runner.timeout: must be greater than zero"),
+        "{e}"
+    );
+    let e = err(&MINIMAL.replace("path: /tmp/q", "path: /tmp/q\n  max_line_bytes: 0"));
+    assert!(e.contains("queue.max_line_bytes"), "{e}");
+    let e = err(&MINIMAL.replace("path: /tmp/q", "path: /tmp/q\n  max_held_jobs: 2"));
+    assert!(e.contains("queue.max_held_jobs"), "{e}");
+    let e = err(&format!("{MINIMAL}log_level: loud!!\n"));
+    assert!(e.contains("log_level"), "{e}");
+    let e = err(&format!("{MINIMAL}shutdown_timeout: 0\n"));
+    assert!(e.contains("shutdown_timeout"), "{e}");
+}
+
+#[test]
+fn runner_durations_have_upper_bounds() {
+    for (line, key) in [
+        ("timeout: 2d", "runner.timeout"),
+        ("backoff_max: 31d", "runner.backoff_max"),
+        ("max_retry_after: 31d", "runner.max_retry_after"),
+        ("default_retry_after: 31d", "runner.default_retry_after"),
+    ] {
+        let e = err(&MINIMAL.replace("type: http_proxy", &format!("type: http_proxy\n  {line}")));
+        assert!(e.contains(key) && e.contains("at most"), "{line}: {e}");
+    }
+    let lmdb = "queue:\n  type: lmdb\n  path: /tmp/d\nrunner:\n  type: http_proxy\n  url: http://127.0.0.1:5000\n";
+    let e = err(&format!("{lmdb}  max_unreachable: 366d\n"));
+    assert!(
+        e.contains("runner.max_unreachable") && e.contains("365 days"),
+        "{e}"
+    );
+    assert!(Config::from_yaml(&format!("{lmdb}  max_retry_after: 30d\n  timeout: 1d\n")).is_ok());
+}
+
+#[test]
+fn unknown_fields_and_types_are_refused() {
+    let e = err(&MINIMAL.replace("path: /tmp/q", "path: /tmp/q\n  colour: blue"));
+    assert!(e.contains("colour") && e.contains("line"), "{e}");
+    let e = err(&MINIMAL.replace("type: fifo", "type: kafka"));
+    assert!(e.contains("kafka"), "{e}");
+    let e = err(&MINIMAL.replace("type: http_proxy", "type: grpc"));
+    assert!(e.contains("grpc"), "{e}");
+    let e = err("queue: [");
+    assert!(e.contains("line"), "{e}");
+}
+
+#[test]
+fn sections_are_read_with_their_places_and_without_the_first_pass_too() {
+    let e = err(&MINIMAL.replace("type: http_proxy", "type: http_proxy\n  max_retries: -1"));
+    assert!(
+        e.starts_with("line 6 column 16: runner.max_retries: invalid type: integer `-1`"),
+        "{e}"
+    );
+    // Read by another deserializer (no first pass), serde's tagging still applies.
+    let q: QueueConfig =
+        serde_json::from_str(r#"{"path": "/tmp/q", "type": "fifo", "name": "n"}"#).unwrap();
+    assert!(matches!(q, QueueConfig::Fifo(f) if f.queue_name() == "n"));
+    let r: Runner = serde_json::from_str(r#"{"type":"http_proxy","url":"http://h"}"#).unwrap();
+    assert!(matches!(r, Runner::HttpProxy(c) if c.url == "http://h"));
+    assert!(serde_json::from_str::<QueueConfig>(r#"{"path": "/tmp/q"}"#).is_err());
+    // `type` may come anywhere in the section, and only there is it skipped.
+    let c = Config::from_yaml(
+        "runner:\n  url: http://127.0.0.1:1\n  type: http_proxy\nqueue:\n  path: /tmp/q\n  type: fifo\n",
+    )
+    .unwrap();
+    assert!(matches!(c.queue, QueueConfig::Fifo(_)));
+    let e = err("queues:\n  q:\n    type: fifo\n");
+    assert!(e.contains("queues.q.type: unknown key"), "{e}");
+    let e = err("queue:\n  type: [fifo]\n");
+    assert!(
+        e.starts_with("line 2 column 9: queue.type: invalid type"),
+        "{e}"
+    );
+}
+
+#[test]
+fn keys_are_located_by_path() {
+    let text = "queue:\n  type: fifo\n  # path: no\n  path: /q\napi:\n  path: other\nrunner:\n    url: x\n";
+    assert_eq!(locate(text, "queue.path"), Some((4, 3)));
+    assert_eq!(locate(text, "runner.url"), Some((8, 5)));
+    // Not written: the enclosing key.
+    assert_eq!(locate(text, "queue.max_held_jobs"), Some((1, 1)));
+    assert_eq!(locate(text, "runner.timeout"), Some((7, 1)));
+    assert_eq!(locate(text, "path"), None);
+    assert_eq!(
+        suggestion("concurency", "expected one of `url`, `concurrency`"),
+        Some("concurrency".into())
+    );
+    assert_eq!(suggestion("colour", "expected one of `url`, `path`"), None);
+    assert_eq!(edit_distance("trheads", "threads"), 1);
+}
+
+#[test]
+fn durable_defaults_and_sizes() {
+    let c = Config::from_yaml("{}").unwrap();
+    let QueueConfig::Lmdb(l) = &c.queue else {
+        panic!("the default queue is the durable one")
+    };
+    assert_eq!(l.path, PathBuf::from("reprow-data"));
+    assert_eq!(l.map_size, 4 << 30);
+    assert!(!l.unsafe_no_sync_benchmark_only);
+    assert_eq!(c.api.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(c.api.max_body_bytes, 8 << 20);
+    assert_eq!(c.default_queue, "default");
+    assert_eq!(parse_byte_size("512MiB").unwrap(), 512 << 20);
+    assert_eq!(parse_byte_size("1 GiB").unwrap(), 1 << 30);
+    assert_eq!(parse_byte_size("2000").unwrap(), 2000);
+    assert_eq!(parse_byte_size("3MB").unwrap(), 3_000_000);
+    assert!(parse_byte_size("1 parsec").is_err());
+    assert!(parse_byte_size("99999999999TiB").is_err());
+    let e = err("queue:\n  type: lmdb\n  map_size: lots\n");
+    assert!(e.contains("invalid size"), "{e}");
+    let e = err("api:\n  listen: nowhere\n");
+    assert!(e.contains("line"), "{e}");
+    let e = err("queues:\n  q:\n    max_wrokers: 3\n");
+    assert!(e.contains("max_wrokers"), "{e}");
+}
+
+#[test]
+fn durations() {
+    assert_eq!(
+        parse_duration("1500ms").unwrap(),
+        Duration::from_millis(1500)
+    );
+    assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
+    assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
+    assert!(parse_duration("fast").is_err());
+}
+
+#[test]
+fn env_files() {
+    let m = parse_env_file(
+        "# sqsd\nINVOKER_URL=http://a/b\nexport QUEUE_URL=\"https://q\"\n\nLOG_LEVEL='debug'\n",
+    )
+    .unwrap();
+    assert_eq!(m["INVOKER_URL"], "http://a/b");
+    assert_eq!(m["QUEUE_URL"], "https://q");
+    assert_eq!(m["LOG_LEVEL"], "debug");
+    assert!(parse_env_file("NOVALUE\n").unwrap_err().contains("line 1"));
+    assert!(parse_env_file("BAD KEY=1\n").is_err());
+}
+
+#[test]
+fn sqsd_environment() {
+    let env = |pairs: &'static [(&'static str, &'static str)]| {
+        move |k: &str| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        }
+    };
+    assert!(
+        Config::from_sqsd_env(env(&[("INVOKER_URL", "http://127.0.0.1:3000/")]))
+            .unwrap()
+            .is_none()
+    );
+    let full = Config::from_sqsd_env(env(&[
+        ("INVOKER_URL", "http://127.0.0.1:3000/work"),
+        ("QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/1/jobs"),
+        ("INVOKER_TIMEOUT", "90s"),
+        ("FETCHER_PARALLEL_COUNT", "3"),
+        ("INVOKER_PARALLEL_COUNT", "8"),
+        ("MONITORING_PORT", "7070"),
+        ("LOG_LEVEL", "warn"),
+    ]));
+    match (cfg!(feature = "sqs"), full) {
+        (true, Ok(Some(c))) => {
+            let r = c.runner().unwrap();
+            assert_eq!((r.timeout, r.concurrency), (Duration::from_secs(90), 8));
+            assert_eq!(r.user_agent.as_deref(), Some("aws-sqsd/1.1"));
+            assert_eq!(c.monitor_listen, Some("127.0.0.1:7070".parse().unwrap()));
+            assert_eq!(c.log_level, "warn");
+            let QueueConfig::Sqs(q) = &c.queue else {
+                panic!("not sqs")
+            };
+            assert!(q.sqsd && q.fetchers == 3);
+        }
+        (false, Err(e)) => assert!(e.to_string().contains("--features sqs"), "{e}"),
+        (built, other) => panic!("built with sqs: {built}, yet {other:?}"),
+    }
+    let bad = Config::from_sqsd_env(env(&[
+        ("INVOKER_URL", "http://127.0.0.1:3000/"),
+        ("QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/1/q"),
+        ("INVOKER_PARALLEL_COUNT", "many"),
+    ]));
+    assert!(bad
+        .unwrap_err()
+        .to_string()
+        .contains("INVOKER_PARALLEL_COUNT"));
+    // A refused value names its variable, not a place in generated text.
+    for (var, value) in [
+        ("INVOKER_TIMEOUT", "forever"),
+        ("INVOKER_URL", "ftp://127.0.0.1:3000/"),
+        ("LOG_LEVEL", "loud"),
+        ("INVOKER_PARALLEL_COUNT", "0"),
+    ] {
+        if var == "LOG_LEVEL" && cfg!(not(feature = "sqs")) {
+            continue; // refused earlier, for the missing feature
+        }
+        let e = Config::from_sqsd_env(|k| match k {
+            "INVOKER_URL" if var != k => Some("http://127.0.0.1:3000/".into()),
+            "QUEUE_URL" => Some("https://sqs.us-east-1.amazonaws.com/1/q".into()),
+            k if k == var => Some(value.into()),
+            _ => None,
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with(&format!("{var}: ")), "{var}={value}: {e}");
+        assert!(!e.contains("line 1"), "{e}");
+    }
+}
+
+#[test]
+fn sqs_keys_and_refusals() {
+    // reprow's own sample/sqs.yaml.
+    let reprows = "queue:\n  type: sqs\n  access_key_id: AAAAAAAAAAAAAA\n  secret_access_key: BBBBBBBBBB\n  url: https://sqs.ap-northeast-1.amazonaws.com/999999999999/test_queue\n  visibility_timeout: 10\n  region: ap-northeast-1\n  buffer_timeout: 2s\n  max_concurrency: 10\nrunner:\n  type: http_proxy\n  url: http://127.0.0.1:5000\n  timeout: 2s\n  concurrency: 3\n  default_retry_after: 5\nlog_level: debug\n";
+    match (cfg!(feature = "sqs"), Config::from_yaml(reprows)) {
+        (true, Ok(c)) => {
+            let QueueConfig::Sqs(q) = &c.queue else {
+                panic!("not sqs")
+            };
+            assert_eq!(q.fetchers, 10);
+            assert_eq!(q.visibility_timeout, Some(Duration::from_secs(10)));
+            assert_eq!(q.queue_name(), "test_queue");
+            assert_eq!(
+                (q.max_messages, q.wait_time, q.heartbeat),
+                (10, Duration::from_secs(20), true)
+            );
+        }
+        (false, Err(e)) => assert!(e.to_string().contains("--features sqs"), "{e}"),
+        (built, other) => panic!("built with sqs: {built}, yet {other:?}"),
+    }
+    let base = "queue:\n  type: sqs\n  url: https://sqs.us-east-1.amazonaws.com/1/q\nrunner:\n  type: http_proxy\n  url: http://127.0.0.1:5000\n  timeout: 30s\n";
+    for (extra, key) in [
+        ("  fetchers: 0\n", "queue.fetchers"),
+        ("  max_messages: 11\n", "queue.max_messages"),
+        ("  wait_time: 21\n", "queue.wait_time"),
+        ("  visibility_timeout: 0\n", "queue.visibility_timeout"),
+        (
+            "  visibility_timeout: 10\n  heartbeat: false\n",
+            "queue.visibility_timeout",
+        ),
+        ("  buffer: 10001\n", "queue.buffer"),
+    ] {
+        let text = base.replace("runner:", &format!("{}runner:", extra));
+        let e = err(&text);
+        assert!(e.contains(key), "{extra}: {e}");
+    }
+    assert!(err(&base.replace("https://sqs", "ftp://sqs")).contains("queue.url"));
+}
+
+#[cfg(feature = "sqs")]
+#[test]
+fn sqs_cron_file_is_checked_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let cron = dir.path().join("cron.yaml");
+    let with_cron = format!(
+        "queue:\n  type: sqs\n  url: https://sqs.us-east-1.amazonaws.com/1/q\n  cron: {}\nrunner:\n  type: http_proxy\n  url: http://127.0.0.1:5000\n",
+        cron.display()
+    );
+    std::fs::write(
+        &cron,
+        "version: 1\ncron:\n - {name: backup, url: /backup, schedule: '0 */12 * * *'}\n",
+    )
+    .unwrap();
+    let c = Config::from_yaml(&with_cron).unwrap();
+    let QueueConfig::Sqs(q) = &c.queue else {
+        panic!("not sqs")
+    };
+    assert!(q.cron.is_some() && !q.sqsd);
+    std::fs::write(
+        &cron,
+        "cron:\n - {name: backup, url: /backup, schedule: 'every noon'}\n",
+    )
+    .unwrap();
+    let e = err(&with_cron);
+    assert!(
+        e.contains("queue.cron") && e.contains("cron[0].schedule"),
+        "{e}"
+    );
+    std::fs::remove_file(&cron).unwrap();
+    assert!(err(&with_cron).contains("cannot read"));
+    // sqsd environment mode: CRON_FILE.
+    std::fs::write(
+        &cron,
+        "cron:\n - {name: t, url: /t, schedule: '* * * * *'}\n",
+    )
+    .unwrap();
+    let path = cron.display().to_string();
+    let c = Config::from_sqsd_env(|k| match k {
+        "INVOKER_URL" => Some("http://127.0.0.1:3000/".into()),
+        "QUEUE_URL" => Some("https://sqs.us-east-1.amazonaws.com/1/q".into()),
+        "CRON_FILE" => Some(path.clone()),
+        _ => None,
+    })
+    .unwrap()
+    .unwrap();
+    let QueueConfig::Sqs(q) = &c.queue else {
+        panic!("not sqs")
+    };
+    assert_eq!(q.cron.as_deref(), Some(cron.as_path()));
+}
+
+const Q4M: &str = "queue:\n  type: q4m\n  dsn: root:@tcp(127.0.0.1:3306)/test\n  table: job_queue\nrunner:\n  type: http_proxy\n  url: http://127.0.0.1:5000\n  concurrency: 3\n";
+
+#[test]
+fn q4m_keys_and_defaults() {
+    match (cfg!(feature = "q4m"), Config::from_yaml(Q4M)) {
+        (true, Ok(c)) => {
+            let QueueConfig::Q4m(q) = &c.queue else {
+                panic!("not q4m")
+            };
+            assert_eq!(q.queue_name(), "job_queue");
+            assert_eq!(q.connection_count(3), 3);
+            assert_eq!(q.wait_timeout, Duration::from_secs(1));
+            assert_eq!(q.keepalive, Duration::from_secs(30));
+            assert_eq!(q.content_type, "application/json");
+            assert_eq!(q.failed_path, PathBuf::from("reprow-failed.jsonl"));
+            assert!(q.payload_column.is_none() && q.failed_table.is_none());
+        }
+        (false, Err(e)) => assert!(e.to_string().contains("--features q4m"), "{e}"),
+        (built, other) => panic!("built with q4m: {built}, yet {other:?}"),
+    }
+    #[cfg(feature = "q4m")]
+    {
+        let named = Q4M.replace("table: job_queue", "table: db.jobs");
+        let c = Config::from_yaml(&named).unwrap();
+        let QueueConfig::Q4m(q) = &c.queue else {
+            panic!("not q4m")
+        };
+        assert_eq!(q.queue_name(), "jobs");
+    }
+}
+
+#[test]
+fn q4m_refusals() {
+    let cases = [
+        (
+            "dsn: root:@tcp(127.0.0.1:3306)/test",
+            "dsn: nowhere",
+            "queue.dsn",
+        ),
+        ("table: job_queue", "table: \"jobs; DROP\"", "queue.table"),
+        ("table: job_queue", "table: a.b.c", "queue.table"),
+        (
+            "table: job_queue",
+            "table: job_queue\n  payload_column: \"a b\"",
+            "queue.payload_column",
+        ),
+        (
+            "table: job_queue",
+            "table: job_queue\n  failed_table: \"x'\"",
+            "queue.failed_table",
+        ),
+        (
+            "table: job_queue",
+            "table: job_queue\n  wait_timeout: 0",
+            "queue.wait_timeout",
+        ),
+        (
+            "table: job_queue",
+            "table: job_queue\n  wait_timeout: 1500ms",
+            "queue.wait_timeout",
+        ),
+        (
+            "table: job_queue",
+            "table: job_queue\n  wait_timeout: 61",
+            "queue.wait_timeout",
+        ),
+        (
+            "table: job_queue",
+            "table: job_queue\n  connections: 0",
+            "queue.connections",
+        ),
+        (
+            "table: job_queue",
+            "table: job_queue\n  connections: 1001",
+            "queue.connections",
+        ),
+        (
+            "table: job_queue",
+            "table: job_queue\n  init_sql: [\"\"]",
+            "queue.init_sql",
+        ),
+        (
+            "table: job_queue",
+            "table: job_queue\n  keepalive: 500ms",
+            "queue.keepalive",
+        ),
+        (
+            "table: job_queue",
+            "table: job_queue\n  content_type: \"\"",
+            "queue.content_type",
+        ),
+        ("concurrency: 3", "concurrency: 2000", "queue.connections"),
+    ];
+    for (from, to, key) in cases {
+        let e = err(&Q4M.replace(from, to));
+        assert!(e.contains(key), "{to}: {e}");
+    }
+    assert!(err("queue:\n  type: q4m\n  dsn: /db\n  table: t\n").contains("runner"));
+    assert!(
+        err("queue:\n  type: q4m\n  table: t\nrunner:\n  type: http_proxy\n  url: http://h\n")
+            .contains("dsn")
+    );
+}
+
+#[test]
+fn monitor_listen_is_for_fifo_and_q4m() {
+    let c = Config::from_yaml(&format!("{MINIMAL}monitor_listen: 127.0.0.1:9090\n")).unwrap();
+    assert_eq!(c.monitor_listen, Some("127.0.0.1:9090".parse().unwrap()));
+    assert!(Config::from_yaml(MINIMAL).unwrap().monitor_listen.is_none());
+    let e = err("queue:\n  type: lmdb\nmonitor_listen: 127.0.0.1:9090\n");
+    assert!(
+        e.contains("monitor_listen") && e.contains("api.listen"),
+        "{e}"
+    );
+    assert!(err(&format!("{MINIMAL}monitor_listen: nowhere\n")).contains("monitor_listen"));
+}
+
+#[test]
+fn log_settings() {
+    let c = Config::from_yaml(&format!(
+        "{MINIMAL}log_format: json\nlog_file: /var/log/reprow.log\nlog_payloads: true\n"
+    ))
+    .unwrap();
+    assert_eq!(c.log_format, crate::telemetry::LogFormat::Json);
+    assert_eq!(c.log_file, Some(PathBuf::from("/var/log/reprow.log")));
+    assert!(c.log_payloads);
+    let d = Config::from_yaml(MINIMAL).unwrap();
+    assert_eq!(
+        (d.log_format, d.log_file, d.log_payloads),
+        (crate::telemetry::LogFormat::Auto, None, false)
+    );
+    assert!(err(&format!("{MINIMAL}log_format: xml\n")).contains("log_format"));
+}
+
+#[test]
+fn every_sample_config_validates() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sample");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "yaml") {
+            continue;
+        }
+        if path.ends_with("cron.yaml") {
+            // Not a config: the periodic tasks an SQS queue's `cron:` names.
+            #[cfg(feature = "sqs")]
+            assert_eq!(
+                crate::source::cron::CronFile::load(&path)
+                    .unwrap()
+                    .tasks
+                    .len(),
+                2
+            );
+            continue;
+        }
+        match Config::load(&path) {
+            Ok(_) => {}
+            // The only refusal allowed: an adapter sample in a build without its feature.
+            Err(e) if cfg!(not(feature = "q4m")) && path.ends_with("q4m.yaml") => {
+                assert!(e.to_string().contains("--features q4m"), "{e}");
+            }
+            Err(e) if cfg!(not(feature = "sqs")) && path.ends_with("sqs.yaml") => {
+                assert!(e.to_string().contains("--features sqs"), "{e}");
+            }
+            Err(e) => panic!("{}: {e}", path.display()),
+        }
+        seen += 1;
+    }
+    assert!(seen >= 1);
+}

@@ -133,7 +133,7 @@ fn main() {
     let shutdown = reprow::lifecycle::Shutdown::try_new().unwrap();
     let sd = shutdown.clone();
     let runner = std::thread::spawn(move || {
-        reprow::runtime::run(&config, sd, Arc::new(reprow::stats::Stats::default())).unwrap()
+        reprow::app::run(&config, sd, Arc::new(reprow::stats::Stats::default())).unwrap()
     });
     let deadline = Instant::now() + Duration::from_secs(10);
     let file = loop {

@@ -23,6 +23,7 @@
 //! - [`telemetry`]: logging set-up.
 
 pub mod api;
+pub mod app;
 pub mod bench;
 pub mod bridge;
 pub mod client;
@@ -32,7 +33,6 @@ pub mod http;
 pub mod job;
 pub mod lifecycle;
 pub mod metrics;
-pub mod runtime;
 pub mod source;
 pub mod stats;
 pub mod store;

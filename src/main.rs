@@ -3,7 +3,7 @@
 use std::{path::PathBuf, process::ExitCode, sync::Arc};
 
 use clap::{Parser, Subcommand};
-use reprow::{bench, client, config::Config, lifecycle, runtime, stats::Stats};
+use reprow::{app, bench, client, config::Config, lifecycle, stats::Stats};
 
 /// What the client commands read from the environment, in their help.
 const CLIENT_ENV: &str = "Environment:
@@ -444,11 +444,11 @@ fn run(config: &Config) -> ExitCode {
         Ok(s) => s,
         Err(e) => return fatal(config, "Cannot start.", &format!("cannot start: {e}")),
     };
-    if let Err(e) = runtime::install_signal_handler(shutdown.clone()) {
+    if let Err(e) = app::install_signal_handler(shutdown.clone()) {
         let e = format!("cannot install signal handlers: {e}");
         return fatal(config, "Cannot install signal handlers.", &e);
     }
-    match runtime::run(config, shutdown, Arc::new(Stats::default())) {
+    match app::run(config, shutdown, Arc::new(Stats::default())) {
         Ok(summary) => {
             let stats = serde_json::to_value(summary).unwrap_or_default();
             reprow::telemetry::info_with_object("Stopped.", "stats", &stats);

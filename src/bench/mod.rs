@@ -178,7 +178,7 @@ pub fn run(opts: &BenchOptions) -> Result<Report, BenchError> {
         let (config, shutdown) = (config.clone(), shutdown.clone());
         std::thread::Builder::new()
             .name("reprow-bench-run".into())
-            .spawn(move || crate::runtime::run(&config, shutdown, Arc::new(Stats::default())))
+            .spawn(move || crate::app::run(&config, shutdown, Arc::new(Stats::default())))
             .map_err(io("reprow thread"))?
     };
     let sent = match opts.source {

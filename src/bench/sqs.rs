@@ -131,9 +131,7 @@ pub fn run(
     let started = Instant::now();
     let reprow = {
         let shutdown = shutdown.clone();
-        std::thread::spawn(move || {
-            crate::runtime::run(&config, shutdown, Arc::new(Stats::default()))
-        })
+        std::thread::spawn(move || crate::app::run(&config, shutdown, Arc::new(Stats::default())))
     };
     let finished = wait_done(opts, &worker);
     shutdown.trigger();

@@ -92,15 +92,18 @@ pub const fn default_max_unreachable() -> Duration {
     Duration::from_secs(3600)
 }
 
-const fn default_pool_idle_timeout() -> Duration {
+/// The default used when the durable queue runs without `runner:` too.
+pub const fn default_pool_idle_timeout() -> Duration {
     Duration::from_millis(1500)
 }
 
-const fn default_max_response_head_bytes() -> usize {
+/// The default used when the durable queue runs without `runner:` too.
+pub const fn default_max_response_head_bytes() -> usize {
     64 * 1024
 }
 
-const fn default_max_response_body_bytes() -> usize {
+/// The default used when the durable queue runs without `runner:` too.
+pub const fn default_max_response_body_bytes() -> usize {
     1024 * 1024
 }
 

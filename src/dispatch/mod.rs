@@ -1,14 +1,26 @@
-//! The dispatcher: on each core, a fixed number of worker tasks (the core's share of
-//! `concurrency`) take jobs, deliver them through the core's [`WorkerClient`], and settle them
-//! by outcome. It owns every job between the source handing it over and the source settling it.
+//! The dispatcher: one per core, for every source. It takes [`Delivery`]s from the bridge,
+//! delivers each to the worker its [`Target`](crate::job::target::Target) names through the
+//! core's client for that URL, reads the answer as the target says, and settles the job with
+//! the source: done, retry (the source stores the delay, or the dispatcher holds the job),
+//! failed, or released when the worker refused the connection.
+//!
+//! How many jobs a core runs at once: with `slots` (FIFO, SQS, Q4M: the core's share of
+//! `runner.concurrency`) that many worker tasks each take one job at a time; without (the
+//! store, which bounds what it hands out by leases and per-queue `max_workers`, and must never
+//! leave a leased job waiting) every delivery gets a task as it arrives.
 //!
 //! Invariant: a job taken from a channel is, at every moment, in exactly one of: a task's hands
 //! (`in_flight`), `sleeping` (waiting for a retry), the core's `ready` queue, or settled. That is
 //! what lets shutdown account for every job.
+//!
+//! # Layout
+//! - [`pools`]: clients per worker URL, breaker and reachability per origin.
+//! - [`breaker`]: the per-origin circuit breaker.
+//! - [`config`]: `runner:`.
 
 pub mod breaker;
 pub mod config;
-pub mod durable;
+pub mod pools;
 
 use std::{
     cell::RefCell,
@@ -18,17 +30,20 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::job::retry::RetryPolicy;
-use crate::telemetry::completion::{self, Completion};
 use crate::{
-    bridge::JobReceiver,
-    http::client::{ClientError, WorkerClient},
-    job::{classify_status, Failure, Job, Outcome},
+    bridge::{Delivery, JobReceiver},
+    http::client::ClientError,
+    job::{classify, Failure, Outcome},
     lifecycle::Shutdown,
     source::Settle,
     stats::Stats,
+    telemetry::completion::{self, Completion},
 };
-use breaker::Breaker;
+use pools::{ClientLimits, Pool, Pools};
+
+/// How long a source that takes a refused job back (the store) waits before handing it out
+/// again.
+const REFUSED_DELAY: Duration = Duration::from_secs(1);
 
 /// A delivery that failed in transport (timeout, malformed answer, broken connection) is
 /// counted and retried.
@@ -45,222 +60,302 @@ pub fn transport_outcome(stats: &Stats, e: &ClientError) -> Outcome {
     }
 }
 
-/// Everything one core's dispatcher needs. Core-local: `Rc`/`RefCell`, no locks.
-pub struct CoreDispatcher {
+/// What a core's dispatcher is built from.
+pub struct DispatchConfig {
     /// Core index, for logs.
     pub core: usize,
+    /// Worker tasks on this core; `None`: a task per delivery (the store).
+    pub slots: Option<usize>,
+    /// Limits every client shares.
+    pub limits: ClientLimits,
+    /// A job whose worker has refused connections this long fails (`runner.max_unreachable`);
+    /// `None`: it waits (sources that hold jobs while the breaker is open).
+    pub max_unreachable: Option<Duration>,
+    /// How long in-flight requests may finish after shutdown starts.
+    pub grace: Duration,
+}
+
+/// Everything one core's dispatcher needs. Core-local: `Rc`/`RefCell`, no locks.
+pub struct CoreDispatcher {
+    config: DispatchConfig,
     shared: JobReceiver,
-    ready_tx: async_channel::Sender<Job>,
-    ready_rx: async_channel::Receiver<Job>,
+    ready_tx: async_channel::Sender<Delivery>,
+    ready_rx: async_channel::Receiver<Delivery>,
     settle: Arc<dyn Settle>,
-    client: WorkerClient,
-    policy: RetryPolicy,
+    pools: Pools,
     stats: Arc<Stats>,
-    breaker: Rc<Breaker>,
     shutdown: Shutdown,
-    in_flight: RefCell<HashMap<u64, Job>>,
-    sleeping: RefCell<HashMap<u64, Job>>,
-    /// This core saw the worker refuse a connection and has not had an answer since.
-    worker_down: std::cell::Cell<bool>,
+    in_flight: RefCell<HashMap<u64, Delivery>>,
+    sleeping: RefCell<HashMap<u64, Delivery>>,
 }
 
 impl CoreDispatcher {
     /// A dispatcher for one core.
     pub fn new(
-        core: usize,
+        config: DispatchConfig,
         shared: JobReceiver,
         settle: Arc<dyn Settle>,
-        client: WorkerClient,
-        policy: RetryPolicy,
         stats: Arc<Stats>,
         shutdown: Shutdown,
     ) -> Rc<CoreDispatcher> {
         let (ready_tx, ready_rx) = async_channel::unbounded();
-        let breaker = Breaker::new(stats.clone());
         Rc::new(CoreDispatcher {
-            core,
+            pools: Pools::new(config.limits.clone(), stats.clone()),
+            config,
             shared,
             ready_tx,
             ready_rx,
             settle,
-            client,
-            policy,
             stats,
-            breaker,
             shutdown,
             in_flight: RefCell::new(HashMap::new()),
             sleeping: RefCell::new(HashMap::new()),
-            worker_down: std::cell::Cell::new(false),
         })
     }
 
-    /// Runs `slots` worker tasks until shutdown, lets in-flight requests finish within
-    /// `grace`, then hands every job this core still holds back to the source as unfinished.
-    pub async fn run(self: Rc<Self>, slots: usize, grace: Duration) {
-        let mut tasks = Vec::with_capacity(slots);
-        for _ in 0..slots {
-            let this = self.clone();
-            tasks.push(monoio::spawn(async move { this.worker_loop().await }));
-        }
-        self.shutdown.wait().await;
-        let deadline = Instant::now() + grace;
-        for task in tasks {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if monoio::time::timeout(left, task).await.is_err() {
-                break;
+    /// Delivers until shutdown, lets in-flight requests finish within the grace period, then
+    /// hands every job this core still holds back to the source as unfinished.
+    pub async fn run(self: Rc<Self>) {
+        // Every task holds a clone of `alive`; when the last one ends, `all_done` closes. That
+        // is how the drain below waits for the tasks without polling.
+        let (alive, all_done) = async_channel::bounded::<()>(1);
+        match self.config.slots {
+            Some(slots) => {
+                for _ in 0..slots {
+                    let (this, alive) = (self.clone(), alive.clone());
+                    monoio::spawn(async move {
+                        this.worker_loop().await;
+                        drop(alive);
+                    });
+                }
+            }
+            None => {
+                let (this, alive) = (self.clone(), alive.clone());
+                monoio::spawn(async move { this.spawn_loop(alive).await });
             }
         }
+        drop(alive);
+        self.shutdown.wait().await;
+        let _ = monoio::time::timeout(self.config.grace, all_done.recv()).await;
         let left_in_flight = self.in_flight.borrow().len();
         if left_in_flight > 0 {
             tracing::warn!(
-                core = self.core,
+                core = self.config.core,
                 jobs = left_in_flight,
-                "Shutdown timeout: saving jobs still in flight; they may run twice."
+                "Shutdown timeout: handing back jobs still in flight; they may run twice."
             );
         }
-        let mut leftovers: Vec<Job> = self
+        let mut leftovers: Vec<Delivery> = self
             .in_flight
             .borrow_mut()
             .drain()
-            .map(|(_, j)| j)
+            .map(|(_, d)| d)
             .collect();
-        leftovers.extend(self.sleeping.borrow_mut().drain().map(|(_, j)| j));
-        while let Ok(job) = self.ready_rx.try_recv() {
-            leftovers.push(job);
+        leftovers.extend(self.sleeping.borrow_mut().drain().map(|(_, d)| d));
+        while let Ok(d) = self.ready_rx.try_recv() {
+            leftovers.push(d);
         }
-        for job in leftovers {
-            self.settle.unfinished(job);
+        for d in leftovers {
+            self.settle.unfinished(d);
+        }
+    }
+
+    /// The next job: one already on this core (a retry come due, a job held while its worker
+    /// refused) first, else one from the bridge. `None` at shutdown.
+    async fn take(&self) -> Option<Delivery> {
+        if self.shutdown.is_triggered() {
+            return None;
+        }
+        if let Ok(d) = self.ready_rx.try_recv() {
+            return Some(d);
+        }
+        monoio::select! {
+            d = self.ready_rx.recv() => d.ok(),
+            d = self.shared.recv() => d.ok(),
+            _ = self.shutdown.wait() => None,
         }
     }
 
     async fn worker_loop(self: Rc<Self>) {
-        loop {
-            if self.shutdown.is_triggered() {
-                return;
-            }
-            self.breaker.wait_closed(&self.shutdown).await;
-            if self.shutdown.is_triggered() {
-                return;
-            }
-            // Jobs already on this core (retries due, breaker requeues) go first.
-            let job = match self.ready_rx.try_recv() {
-                Ok(job) => job,
-                Err(_) => monoio::select! {
-                    j = self.ready_rx.recv() => match j { Ok(j) => j, Err(_) => return },
-                    j = self.shared.recv() => match j { Ok(j) => j, Err(_) => return },
-                    _ = self.shutdown.wait() => return,
-                },
-            };
-            self.deliver(job).await;
+        while let Some(d) = self.take().await {
+            self.deliver(d).await;
         }
     }
 
-    async fn deliver(self: &Rc<Self>, mut job: Job) {
-        job.attempts += 1;
-        self.in_flight.borrow_mut().insert(job.id, job.clone());
-        self.stats.board.start(&job);
+    async fn spawn_loop(self: Rc<Self>, alive: async_channel::Sender<()>) {
+        while let Some(d) = self.take().await {
+            let (this, alive) = (self.clone(), alive.clone());
+            monoio::spawn(async move {
+                this.deliver(d).await;
+                drop(alive);
+            });
+        }
+    }
+
+    async fn deliver(self: &Rc<Self>, mut d: Delivery) {
+        let pool = match self.pools.get(&d.target) {
+            Ok(p) => p,
+            Err(message) => {
+                d.job.attempts += 1;
+                let outcome = Outcome::Retry {
+                    after: None,
+                    reason: Failure::transport(message),
+                };
+                self.settle_outcome(d, outcome, 0);
+                return;
+            }
+        };
+        if pool.origin.breaker.is_open() {
+            // Its worker refuses connections: a source that can take the job back does;
+            // otherwise it waits here, on this core, until the probe finds the worker again.
+            let Some(back) = self.settle.release(d, REFUSED_DELAY) else {
+                return;
+            };
+            self.in_flight
+                .borrow_mut()
+                .insert(back.job.id, back.clone());
+            pool.origin.breaker.wait_closed(&self.shutdown).await;
+            d = match self.in_flight.borrow_mut().remove(&back.job.id) {
+                Some(d) => d,
+                // Shutdown's drain took it.
+                None => return,
+            };
+            if self.shutdown.is_triggered() {
+                self.settle.unfinished(d);
+                return;
+            }
+        }
+        d.job.attempts += 1;
+        self.in_flight.borrow_mut().insert(d.job.id, d.clone());
+        self.stats.board.start(&d.job);
         Stats::inc(&self.stats.dispatched);
         self.stats.in_flight.fetch_add(1, Relaxed);
         let started = Instant::now();
-        let result = self
+        let result = pool
             .client
-            .send(&job, || Stats::inc(&self.stats.stale_connection_retries))
+            .send_within(&d.job, d.target.timeout, || {
+                Stats::inc(&self.stats.stale_connection_retries)
+            })
             .await;
         self.stats.in_flight.fetch_sub(1, Relaxed);
-        self.in_flight.borrow_mut().remove(&job.id);
-        self.stats.board.end(job.id);
+        self.stats.board.end(d.job.id);
+        if self.in_flight.borrow_mut().remove(&d.job.id).is_none() {
+            // Shutdown's drain handed the job back already.
+            return;
+        }
+        let elapsed = started.elapsed();
         let outcome = match result {
             Ok(resp) => {
                 let after = resp
                     .head
                     .retry_after
                     .map(|r| r.delay_from(std::time::SystemTime::now()));
-                classify_status(resp.head.status, after, &resp.body)
+                classify(d.target.outcome, resp.head.status, after, &resp.body)
             }
             Err(e) if e.is_refused() => {
-                // Nobody listens: the worker never saw the job, so the attempt does not count.
-                Stats::inc(&self.stats.connect_errors);
-                job.attempts -= 1;
-                self.worker_down.set(true);
-                self.stats
-                    .reachability
-                    .refused(self.client.authority(), &e.to_string());
-                self.breaker
-                    .trip(self.client.addrs().to_vec(), self.shutdown.clone());
-                if self.shutdown.is_triggered() {
-                    self.settle.unfinished(job);
-                } else if let Err(e) = self.ready_tx.try_send(job) {
-                    self.settle.unfinished(e.into_inner());
-                }
+                self.refused(d, &pool, &e.to_string());
                 return;
             }
             Err(e) => transport_outcome(&self.stats, &e),
         };
-        if self.worker_down.replace(false) {
-            self.stats.reachability.answered(self.client.authority());
+        if pool.origin.down.replace(false) {
+            self.stats.reachability.answered(pool.client.authority());
         }
-        let elapsed = started.elapsed();
-        let metrics = self.stats.metrics.queue(&job.queue);
+        let metrics = self.stats.metrics.queue(&d.job.queue);
         metrics.worker_seconds.observe_duration(elapsed);
         if outcome == Outcome::Done {
             metrics
                 .enqueue_to_done_seconds
-                .observe_duration(job.enqueued_at.elapsed().unwrap_or_default());
+                .observe_duration(d.job.enqueued_at.elapsed().unwrap_or_default());
         }
-        let elapsed_ms = elapsed.as_millis() as u64;
-        self.settle_outcome(job, outcome, elapsed_ms);
+        self.settle_outcome(d, outcome, elapsed.as_millis() as u64);
     }
 
-    fn settle_outcome(self: &Rc<Self>, job: Job, outcome: Outcome, elapsed_ms: u64) {
+    /// Nobody listens: the worker never saw the job, so the attempt does not count. The
+    /// origin's breaker opens; the job goes back to a source that can hold it, or waits on this
+    /// core; past `max_unreachable` it fails.
+    fn refused(self: &Rc<Self>, mut d: Delivery, pool: &Pool, error: &str) {
+        Stats::inc(&self.stats.connect_errors);
+        d.job.attempts -= 1;
+        pool.origin.down.set(true);
+        let origin = pool.client.authority();
+        let down_for = self.stats.reachability.refused(origin, error);
+        pool.origin
+            .breaker
+            .trip(pool.client.addrs().to_vec(), self.shutdown.clone());
+        if let Some(limit) = self.config.max_unreachable {
+            if down_for >= limit {
+                let failure = Failure::transport(format!(
+                    "worker {origin} unreachable for {}s (runner.max_unreachable): {error}",
+                    down_for.as_secs()
+                ));
+                self.fail(&d, failure, false, 0);
+                return;
+            }
+        }
+        let delay = if self.shutdown.is_triggered() {
+            Duration::ZERO
+        } else {
+            REFUSED_DELAY
+        };
+        let Some(d) = self.settle.release(d, delay) else {
+            return;
+        };
+        if self.shutdown.is_triggered() {
+            self.settle.unfinished(d);
+        } else if let Err(e) = self.ready_tx.try_send(d) {
+            self.settle.unfinished(e.into_inner());
+        }
+    }
+
+    /// The job failed for good: counted, logged, and settled as failed.
+    fn fail(&self, d: &Delivery, failure: Failure, permanent: bool, elapsed_ms: u64) {
+        Stats::inc(&self.stats.failed);
+        let how = Completion::Failed {
+            failure: &failure,
+            permanent,
+        };
+        completion::log(&d.job, &d.category, how, elapsed_ms);
+        self.settle.failed(d, &failure, permanent, elapsed_ms);
+    }
+
+    fn settle_outcome(self: &Rc<Self>, d: Delivery, outcome: Outcome, elapsed_ms: u64) {
         match outcome {
             Outcome::Done => {
                 Stats::inc(&self.stats.succeeded);
-                completion::log(&job, &job.queue, Completion::Done, elapsed_ms);
-                self.settle.done(&job);
+                completion::log(&d.job, &d.category, Completion::Done, elapsed_ms);
+                self.settle.done(&d, elapsed_ms);
             }
-            Outcome::Fail(failure) => {
-                Stats::inc(&self.stats.failed);
-                let how = Completion::Failed {
-                    failure: &failure,
-                    permanent: true,
-                };
-                completion::log(&job, &job.queue, how, elapsed_ms);
-                self.settle.failed(&job, &failure);
-            }
+            Outcome::Fail(failure) => self.fail(&d, failure, true, elapsed_ms),
             Outcome::Retry { after, reason } => {
-                if !self.policy.may_retry(job.attempts) {
-                    Stats::inc(&self.stats.failed);
-                    let failure = Failure::exhausted(job.attempts, &reason);
-                    let how = Completion::Failed {
-                        failure: &failure,
-                        permanent: false,
-                    };
-                    completion::log(&job, &job.queue, how, elapsed_ms);
-                    self.settle.failed(&job, &failure);
+                let policy = &d.target.policy;
+                if !policy.may_retry(d.job.attempts) {
+                    let failure = Failure::exhausted(d.job.attempts, &reason);
+                    self.fail(&d, failure, false, elapsed_ms);
                     return;
                 }
                 Stats::inc(&self.stats.retried);
-                let delay = self.policy.delay(job.attempts, after);
+                let delay = policy.delay(d.job.attempts, after);
                 let how = Completion::Retry {
                     delay,
                     failure: &reason,
                 };
-                completion::log(&job, &job.queue, how, elapsed_ms);
-                if let Some(job) = self.settle.retry(job, delay) {
-                    self.hold_for_retry(job, delay);
+                completion::log(&d.job, &d.category, how, elapsed_ms);
+                if let Some(d) = self.settle.retry(d, delay, &reason, elapsed_ms) {
+                    self.hold_for_retry(d, delay);
                 }
             }
         }
     }
 
     /// Keeps a job in memory until its retry is due, then queues it on this core.
-    fn hold_for_retry(self: &Rc<Self>, job: Job, delay: Duration) {
+    fn hold_for_retry(self: &Rc<Self>, d: Delivery, delay: Duration) {
         if self.shutdown.is_triggered() {
-            self.settle.unfinished(job);
+            self.settle.unfinished(d);
             return;
         }
-        let id = job.id;
-        self.sleeping.borrow_mut().insert(id, job);
+        let id = d.job.id;
+        self.sleeping.borrow_mut().insert(id, d);
         let this = self.clone();
         monoio::spawn(async move {
             monoio::select! {
@@ -268,9 +363,9 @@ impl CoreDispatcher {
                 // At shutdown the core's drain takes the job from `sleeping`.
                 _ = this.shutdown.wait() => return,
             }
-            let job = this.sleeping.borrow_mut().remove(&id);
-            if let Some(job) = job {
-                if let Err(e) = this.ready_tx.try_send(job) {
+            let d = this.sleeping.borrow_mut().remove(&id);
+            if let Some(d) = d {
+                if let Err(e) = this.ready_tx.try_send(d) {
                     this.settle.unfinished(e.into_inner());
                 }
             }

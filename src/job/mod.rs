@@ -1,7 +1,10 @@
 //! A job as the dispatcher sees it, and the outcome a worker's answer maps to.
 
+pub mod classify;
 pub mod retry;
 pub mod target;
+
+pub use classify::classify;
 
 use std::{
     sync::Arc,

@@ -3,6 +3,7 @@
 //! each job's end back through the source's [`Settle`] handle.
 //!
 //! # Layout
+//! - [`lmdb`]: the durable queue (the store) as a source.
 //! - [`fifo`]: a Linux named pipe, one job per line.
 //! - [`framing`]: sans-IO newline framing.
 //! - [`envelope`]: the JSON line format of `format: json` and of the failed/pending files.
@@ -15,6 +16,7 @@ pub mod cron;
 pub mod envelope;
 pub mod fifo;
 pub mod framing;
+pub mod lmdb;
 pub mod q4m;
 pub mod spill;
 #[cfg(feature = "sqs")]
@@ -29,8 +31,8 @@ pub mod sqs {
 use std::{sync::Arc, time::Duration};
 
 use crate::{
-    bridge::JobSender,
-    job::{Failure, Job},
+    bridge::{Delivery, JobSender},
+    job::Failure,
     lifecycle::Shutdown,
 };
 
@@ -69,17 +71,33 @@ pub trait Source: Send + 'static {
     fn run(self: Box<Self>, out: JobSender, shutdown: Shutdown) -> Result<(), SourceError>;
 }
 
-/// How the dispatcher reports the end of a delivery back to the source.
+/// How the dispatcher reports the end of a delivery back to the source. Every method gets the
+/// [`Delivery`] (its lease and category matter to the store) and, where a worker answered, the
+/// request's time.
 pub trait Settle: Send + Sync + 'static {
     /// The worker finished the job.
-    fn done(&self, job: &Job);
-    /// The job failed for good (permanent failure or retries exhausted).
-    fn failed(&self, job: &Job, failure: &Failure);
+    fn done(&self, d: &Delivery, elapsed_ms: u64);
+    /// The job failed for good: `permanent` when the worker said so, else retries ran out (or
+    /// its worker stayed unreachable). A source records it before forgetting the job.
+    fn failed(&self, d: &Delivery, failure: &Failure, permanent: bool, elapsed_ms: u64);
     /// The job is to be retried after `delay`. A durable source stores that and returns `None`;
-    /// one that cannot returns the job, and the dispatcher holds it in memory.
-    fn retry(&self, job: Job, delay: Duration) -> Option<Job>;
+    /// one that cannot returns the delivery, and the dispatcher holds it in memory.
+    fn retry(
+        &self,
+        d: Delivery,
+        delay: Duration,
+        reason: &Failure,
+        elapsed_ms: u64,
+    ) -> Option<Delivery>;
+    /// The job was not delivered (its worker refused the connection, or its worker's breaker is
+    /// open): no attempt counts. A durable source takes it back to run after `delay` and
+    /// returns `None`; the others return it, and the dispatcher holds it until the worker
+    /// listens again.
+    fn release(&self, d: Delivery, _delay: Duration) -> Option<Delivery> {
+        Some(d)
+    }
     /// Shutdown came before the job finished: the source must keep it for the next run.
-    fn unfinished(&self, job: Job);
+    fn unfinished(&self, d: Delivery);
     /// Everything settled: flush files. Called once, after the cores have stopped.
     fn close(&self);
 }

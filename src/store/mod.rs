@@ -29,7 +29,7 @@ use std::{sync::Arc, time::Duration};
 use bytes::Bytes;
 use serde::Serialize;
 
-use crate::job::{target::Target, Failure, Job};
+use crate::job::Failure;
 pub use engine::{Clock, Options};
 
 /// The latest time the store takes or shows: 9999-12-31T23:59:59.999Z, in ms since the epoch
@@ -541,20 +541,9 @@ impl Store {
     }
 }
 
-/// A leased job on its way to a core.
-#[derive(Debug)]
-pub struct Dispatch {
-    /// The job (`attempts` = failed deliveries so far).
-    pub job: Job,
-    /// Lease token, echoed in the settle.
-    pub lease: u64,
-    /// Where it goes.
-    pub target: Arc<Target>,
-    /// When the job became due (ms since the epoch), for the enqueue-to-worker latency.
-    pub due_ms: u64,
-    /// The fireworq category it was enqueued under, for the completion log line.
-    pub category: Arc<str>,
-}
+/// A leased job on its way to a core: the bridge's [`Delivery`](crate::bridge::Delivery),
+/// whose `lease` is the lease token and whose `category` is the fireworq category.
+pub use crate::bridge::Delivery as Dispatch;
 
 #[cfg(test)]
 mod tests {

@@ -30,7 +30,7 @@ use super::{
     Settle, Source, SourceError,
 };
 use crate::{
-    bridge::JobSender,
+    bridge::{Delivery, JobSender},
     config::{FifoConfig, LineFormat},
     job::{Failure, Job, DEFAULT_CONTENT_TYPE},
     lifecycle::Shutdown,
@@ -188,11 +188,11 @@ impl FifoSource {
         self.stats.held.fetch_add(1, Relaxed);
         Stats::inc(&self.stats.received);
         if shutdown.is_triggered() {
-            self.settler.unfinished(job);
+            self.settler.save_pending(&job);
             return;
         }
         if let Err(e) = out.send_blocking(job) {
-            self.settler.unfinished(e.into_inner());
+            self.settler.save_pending(&e.into_inner());
         }
     }
 
@@ -262,7 +262,7 @@ impl FifoSource {
             let job = self.new_job(partial, Vec::new(), None);
             self.stats.held.fetch_add(1, Relaxed);
             Stats::inc(&self.stats.received);
-            self.settler.unfinished(job);
+            self.settler.save_pending(&job);
         }
     }
 }
@@ -329,23 +329,10 @@ impl FifoSettler {
     }
 }
 
-impl Settle for FifoSettler {
-    fn done(&self, _job: &Job) {
-        self.release();
-    }
-
-    fn failed(&self, job: &Job, failure: &Failure) {
-        self.record_failed(job, failure);
-        self.release();
-    }
-
-    fn retry(&self, job: Job, _delay: Duration) -> Option<Job> {
-        // A FIFO cannot take a job back: the dispatcher holds it.
-        Some(job)
-    }
-
-    fn unfinished(&self, job: Job) {
-        if let Ok(line) = serde_json::to_vec(&Record::of(&job, None)) {
+impl FifoSettler {
+    /// Writes a job that did not finish to the pending file, to be fed back in later.
+    fn save_pending(&self, job: &Job) {
+        if let Ok(line) = serde_json::to_vec(&Record::of(job, None)) {
             self.pending
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -353,6 +340,26 @@ impl Settle for FifoSettler {
             Stats::inc(&self.stats.pending_saved);
         }
         self.release();
+    }
+}
+
+impl Settle for FifoSettler {
+    fn done(&self, _: &Delivery, _elapsed_ms: u64) {
+        self.release();
+    }
+
+    fn failed(&self, d: &Delivery, failure: &Failure, _permanent: bool, _elapsed_ms: u64) {
+        self.record_failed(&d.job, failure);
+        self.release();
+    }
+
+    fn retry(&self, d: Delivery, _: Duration, _: &Failure, _: u64) -> Option<Delivery> {
+        // A FIFO cannot take a job back: the dispatcher holds it.
+        Some(d)
+    }
+
+    fn unfinished(&self, d: Delivery) {
+        self.save_pending(&d.job);
     }
 
     fn close(&self) {

@@ -28,7 +28,7 @@ use super::{
     row::{column_payload, row_json, ColumnKind},
 };
 use crate::{
-    bridge::JobSender,
+    bridge::{Delivery, JobSender},
     config::Q4mConfig,
     job::{Failure, Job},
     lifecycle::Shutdown,
@@ -147,21 +147,21 @@ impl Q4mSettler {
 }
 
 impl Settle for Q4mSettler {
-    fn done(&self, job: &Job) {
-        self.route(job.id, Settlement::Done);
+    fn done(&self, d: &Delivery, _elapsed_ms: u64) {
+        self.route(d.job.id, Settlement::Done);
     }
 
-    fn failed(&self, job: &Job, failure: &Failure) {
-        self.route(job.id, Settlement::Failed(job.clone(), failure.clone()));
+    fn failed(&self, d: &Delivery, failure: &Failure, _permanent: bool, _elapsed_ms: u64) {
+        self.route(d.job.id, Settlement::Failed(d.job.clone(), failure.clone()));
     }
 
-    fn retry(&self, job: Job, _delay: Duration) -> Option<Job> {
+    fn retry(&self, d: Delivery, _: Duration, _: &Failure, _: u64) -> Option<Delivery> {
         // Q4M cannot delay a row: the dispatcher holds the job and the row stays owned.
-        Some(job)
+        Some(d)
     }
 
-    fn unfinished(&self, job: Job) {
-        self.route(job.id, Settlement::Abort);
+    fn unfinished(&self, d: Delivery) {
+        self.route(d.job.id, Settlement::Abort);
     }
 
     fn close(&self) {}

@@ -1,0 +1,379 @@
+//! The one orchestrator. It opens the source `queue:` names (through [`sources::open`]), starts
+//! one thread for the source and one per core, and on every core the dispatcher and, when
+//! configured, the HTTP API (the durable queue's, on `api.listen`) or the monitoring routes
+//! (`monitor_listen`). The same loop runs every source.
+//!
+//! Shutdown order: the signal flips [`Shutdown`]; the API stops accepting and the source stops
+//! reading; each core stops taking jobs, lets in-flight requests finish within the grace
+//! period, and hands what it holds back to the source; then the jobs still queued in the bridge
+//! are handed back too, the source's files are flushed, and the store commits what the cores
+//! reported and closes.
+//!
+//! # Layout
+//! - [`sources`]: `queue:` → a [`Source`] (features are looked at there only).
+//! - [`cores`]: core threads and their I/O driver.
+
+mod cores;
+pub mod sources;
+
+use std::{
+    net::ToSocketAddrs,
+    rc::Rc,
+    sync::{atomic::Ordering::Relaxed, Arc},
+    thread,
+};
+
+use crate::{
+    bridge::job_channel,
+    config::{Config, QueueConfig, RunnerConfig},
+    dispatch::{pools::ClientLimits, CoreDispatcher, DispatchConfig},
+    http::url::WorkerUrl,
+    job::target::{OutcomeMode, Target},
+    lifecycle::{Phase, Shutdown},
+    source::SourceError,
+    stats::{Snapshot, Stats},
+};
+
+/// Why reprow could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The source failed to open or read.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// The worker URL's host did not resolve.
+    #[error("cannot resolve worker host {host}: {reason}")]
+    Resolve {
+        /// Host as configured.
+        host: String,
+        /// Resolver message.
+        reason: String,
+    },
+    /// The durable store could not open.
+    #[error(transparent)]
+    Store(#[from] crate::store::OpenError),
+    /// The durable queue runs without a FIFO runner config.
+    #[error("{0}")]
+    Config(String),
+    /// A thread or event loop could not start.
+    #[error("cannot start {what}: {source}")]
+    Start {
+        /// Which part.
+        what: &'static str,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// Idle connections a core keeps per worker URL when the store decides concurrency.
+const DURABLE_MAX_IDLE: usize = 256;
+
+/// Where the jobs of a FIFO, SQS or Q4M source go: the runner's URL, deadline and retry
+/// policy. The host is resolved here so a wrong one fails at start.
+fn runner_target(r: &RunnerConfig) -> Result<Target, RunError> {
+    let url = WorkerUrl::parse(&r.url).map_err(|reason| RunError::Resolve {
+        host: r.url.clone(),
+        reason,
+    })?;
+    (url.host.as_str(), url.port)
+        .to_socket_addrs()
+        .map_err(|e| RunError::Resolve {
+            host: url.host.clone(),
+            reason: e.to_string(),
+        })?;
+    Ok(Target {
+        url,
+        url_text: r.url.clone(),
+        timeout: r.timeout,
+        policy: r.retry_policy(),
+        outcome: OutcomeMode::Status,
+    })
+}
+
+/// Runs reprow until `shutdown` triggers and everything is settled; returns the final counters.
+///
+/// # Errors
+/// [`RunError`] when start-up fails or the source fails while running.
+pub fn run(config: &Config, shutdown: Shutdown, stats: Arc<Stats>) -> Result<Snapshot, RunError> {
+    stats.phase.store(Phase::Starting as u8, Relaxed);
+    let runner = config.runner();
+    let durable = matches!(config.queue, QueueConfig::Lmdb(_));
+    if !durable && runner.is_none() {
+        return Err(RunError::Config("this queue type needs runner.url".into()));
+    }
+    let target = runner.map(runner_target).transpose()?.map(Arc::new);
+    // The store bounds what it hands out itself (leases, max_workers); every other source is
+    // bounded by runner.concurrency, spread over the cores.
+    let concurrency = if durable {
+        None
+    } else {
+        runner.map(|r| r.concurrency)
+    };
+    let (tx, rx) = job_channel(concurrency, target);
+    let opened = sources::open(config, &tx, &stats)?;
+    let settle = opened.source.settler();
+    let api = serve_config(config, &opened, &shutdown, &stats)?;
+    let limits = ClientLimits {
+        idle_timeout: runner.map_or_else(crate::dispatch::config::default_pool_idle_timeout, |r| {
+            r.pool_idle_timeout
+        }),
+        max_head_bytes: runner.map_or_else(
+            crate::dispatch::config::default_max_response_head_bytes,
+            |r| r.max_response_head_bytes,
+        ),
+        max_body_bytes: runner.map_or_else(
+            crate::dispatch::config::default_max_response_body_bytes,
+            |r| r.max_response_body_bytes,
+        ),
+        max_idle: DURABLE_MAX_IDLE,
+        user_agent: runner.and_then(|r| r.user_agent.clone()),
+    };
+    let max_unreachable = durable.then(|| {
+        runner
+            .and_then(|r| r.max_unreachable)
+            .unwrap_or(crate::dispatch::config::default_max_unreachable())
+    });
+
+    let source = opened.source;
+    let source_shutdown = shutdown.clone();
+    let source_thread = thread::Builder::new()
+        .name("reprow-source".into())
+        .spawn(move || {
+            let result = source.run(tx, source_shutdown.clone());
+            if let Err(e) = &result {
+                tracing::error!(error = %e, "Source stopped; shutting down.");
+                source_shutdown.trigger();
+            }
+            result
+        })
+        .map_err(|source| RunError::Start {
+            what: "source thread",
+            source,
+        })?;
+
+    let threads = match concurrency {
+        Some(c) => cores::thread_count(config).min(c),
+        None => cores::thread_count(config),
+    };
+    let mut handles = Vec::with_capacity(threads);
+    for core in 0..threads {
+        let api = match &api {
+            Some((listener, ctx, essential)) => Some((
+                listener.try_clone().map_err(|source| RunError::Start {
+                    what: "API listener",
+                    source,
+                })?,
+                ctx.clone(),
+                *essential,
+            )),
+            None => None,
+        };
+        // Spread concurrency over the cores; the first ones take the remainder.
+        let slots = concurrency.map(|c| c / threads + usize::from(core < c % threads));
+        let mut limits = limits.clone();
+        if let Some(s) = slots {
+            limits.max_idle = s;
+        }
+        let dispatch = DispatchConfig {
+            core,
+            slots,
+            limits,
+            max_unreachable,
+            grace: config.shutdown_timeout,
+        };
+        let (rx, settle, stats, shutdown) =
+            (rx.clone(), settle.clone(), stats.clone(), shutdown.clone());
+        let driver = config.driver;
+        let handle = thread::Builder::new()
+            .name(format!("reprow-core-{core}"))
+            .spawn(move || {
+                let run =
+                    move |epoll: bool| async move {
+                        let server = api.and_then(|(listener, ctx, essential)| {
+                            match cores::nonblocking_on_epoll(&listener, epoll)
+                                .and_then(|()| monoio::net::TcpListener::from_std(listener))
+                            {
+                                Ok(l) => Some(monoio::spawn(crate::api::serve(
+                                    l,
+                                    Rc::new(ctx.into_ctx()),
+                                ))),
+                                Err(e) => {
+                                    tracing::error!(error = %e, "Cannot serve HTTP on this core.");
+                                    if essential {
+                                        shutdown.trigger();
+                                    }
+                                    None
+                                }
+                            }
+                        });
+                        CoreDispatcher::new(dispatch, rx, settle, stats, shutdown)
+                            .run()
+                            .await;
+                        if let Some(server) = server {
+                            server.await;
+                        }
+                    };
+                cores::run_on_driver(driver, core, run)
+            })
+            .map_err(|source| RunError::Start {
+                what: "core thread",
+                source,
+            })?;
+        handles.push(handle);
+    }
+    if let Some((listener, _, essential)) = &api {
+        if let Ok(address) = listener.local_addr() {
+            if *essential {
+                let path = match &config.queue {
+                    QueueConfig::Lmdb(l) => l.path.display().to_string(),
+                    _ => String::new(),
+                };
+                tracing::info!(%address, threads, %path, "API listening.");
+            } else {
+                tracing::info!(%address, "Monitoring listening.");
+            }
+        }
+    }
+    drop(api);
+    stats.phase.store(Phase::Running as u8, Relaxed);
+    if let Some(r) = runner.filter(|_| !durable) {
+        tracing::info!(threads, concurrency = r.concurrency, worker = %r.url, "reprow is running.");
+    }
+
+    let start_error = cores::join_cores(handles, &shutdown);
+    stats.phase.store(Phase::Draining as u8, Relaxed);
+    // Jobs a source handed over that no core took: back to the source. Closing the channel
+    // first also frees a source blocked on a full channel (its send fails and it keeps the
+    // job).
+    rx.close();
+    while let Ok(d) = rx.try_recv() {
+        settle.unfinished(d);
+    }
+    let source_result = source_thread.join().unwrap_or(Ok(()));
+    settle.close();
+    drop(settle);
+    if let Some((store, store_thread)) = opened.store {
+        drop(store);
+        let _ = store_thread.join();
+    }
+    stats.phase.store(Phase::Stopped as u8, Relaxed);
+    if let Some(source) = start_error {
+        return Err(RunError::Start {
+            what: "core event loop",
+            source,
+        });
+    }
+    source_result?;
+    Ok(stats.snapshot())
+}
+
+/// The HTTP side of the cores: the durable queue's API on `api.listen` (essential: a core
+/// that cannot serve it stops reprow), or the monitoring routes on `monitor_listen` when set.
+#[allow(clippy::type_complexity)]
+fn serve_config(
+    config: &Config,
+    opened: &sources::Opened,
+    shutdown: &Shutdown,
+    stats: &Arc<Stats>,
+) -> Result<Option<(std::net::TcpListener, MonitorCtx, bool)>, RunError> {
+    let Some((store, _)) = &opened.store else {
+        return Ok(monitoring(config, shutdown, stats)?.map(|(l, c)| (l, c, false)));
+    };
+    let listener =
+        crate::api::bind_listener(config.api.listen).map_err(|source| RunError::Start {
+            what: "API listener",
+            source,
+        })?;
+    let ctx = MonitorCtx {
+        store: Some(store.clone()),
+        api: Arc::new(config.api.with_env_token()),
+        connections: Arc::default(),
+        shutdown: shutdown.clone(),
+        grace: config.shutdown_timeout,
+        stats: stats.clone(),
+        queue: None,
+    };
+    Ok(Some((listener, ctx, true)))
+}
+
+/// What each core needs to serve the API (the durable queue) or the monitoring routes (the
+/// other sources); `Send`, unlike [`crate::api::Ctx`].
+#[derive(Clone)]
+struct MonitorCtx {
+    store: Option<crate::store::Store>,
+    api: Arc<crate::api::ApiConfig>,
+    connections: Arc<std::sync::atomic::AtomicUsize>,
+    shutdown: Shutdown,
+    grace: std::time::Duration,
+    stats: Arc<Stats>,
+    queue: Option<String>,
+}
+
+impl MonitorCtx {
+    fn into_ctx(self) -> crate::api::Ctx {
+        crate::api::Ctx {
+            store: self.store,
+            config: self.api,
+            connections: self.connections,
+            shutdown: self.shutdown,
+            grace: self.grace,
+            stats: self.stats,
+            source_queue: self.queue,
+            conns: crate::api::conns::ConnSet::default(),
+        }
+    }
+}
+
+/// Binds `monitor_listen` for a FIFO or Q4M source, when set.
+fn monitoring(
+    config: &Config,
+    shutdown: &Shutdown,
+    stats: &Arc<Stats>,
+) -> Result<Option<(std::net::TcpListener, MonitorCtx)>, RunError> {
+    let Some(addr) = config.monitor_listen else {
+        return Ok(None);
+    };
+    let listener = crate::api::bind_listener(addr).map_err(|source| RunError::Start {
+        what: "monitoring listener",
+        source,
+    })?;
+    let api = config.api.with_env_token();
+    Ok(Some((
+        listener,
+        MonitorCtx {
+            store: None,
+            api: Arc::new(api),
+            connections: Arc::default(),
+            shutdown: shutdown.clone(),
+            grace: config.shutdown_timeout,
+            stats: stats.clone(),
+            queue: config.source_queue_name(),
+        },
+    )))
+}
+
+/// Installs SIGINT/SIGTERM handling: the first signal starts a graceful shutdown, a second one
+/// exits at once.
+///
+/// # Errors
+/// When the handler cannot be registered.
+pub fn install_signal_handler(shutdown: Shutdown) -> std::io::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+    thread::Builder::new()
+        .name("reprow-signals".into())
+        .spawn(move || {
+            for signal in signals.forever() {
+                if shutdown.trigger() {
+                    tracing::info!(
+                        signal,
+                        "Shutting down: finishing in-flight jobs (signal again to exit at once)."
+                    );
+                } else {
+                    tracing::warn!(signal, "Second signal: exiting now.");
+                    crate::telemetry::flush();
+                    std::process::exit(130);
+                }
+            }
+        })?;
+    Ok(())
+}

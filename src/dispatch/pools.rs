@@ -1,0 +1,126 @@
+//! A core's connections to its workers: one keep-alive client per worker URL, and per worker
+//! origin (`host:port`) one circuit breaker and whether the origin was last seen refusing.
+//! Core-local (`Rc`/`RefCell`): no locks.
+
+use std::{
+    cell::{Cell, RefCell},
+    collections::{HashMap, VecDeque},
+    net::ToSocketAddrs,
+    rc::Rc,
+    sync::Arc,
+    time::Duration,
+};
+
+use super::breaker::Breaker;
+use crate::{
+    http::client::{ClientConfig, WorkerClient},
+    job::target::Target,
+    stats::Stats,
+};
+
+/// Most distinct worker URLs a core keeps a client for; beyond it the least recently added is
+/// dropped (per-job URLs could otherwise grow the map without bound).
+const MAX_POOLS: usize = 64;
+
+/// What every client of a core shares (from `runner:`; defaults when the durable queue runs
+/// without one).
+#[derive(Debug, Clone)]
+pub struct ClientLimits {
+    /// Idle keep-alive lifetime.
+    pub idle_timeout: Duration,
+    /// Largest response head.
+    pub max_head_bytes: usize,
+    /// Largest response body.
+    pub max_body_bytes: usize,
+    /// Idle connections kept per worker URL.
+    pub max_idle: usize,
+    /// `User-Agent`; `None` sends `reprow/<version>`.
+    pub user_agent: Option<String>,
+}
+
+/// One worker origin as this core sees it.
+pub struct Origin {
+    /// Open while the origin refuses connections; a probe closes it.
+    pub breaker: Rc<Breaker>,
+    /// This core saw the origin refuse and has had no answer since.
+    pub down: Cell<bool>,
+}
+
+/// A client for one worker URL, and its origin.
+#[derive(Clone)]
+pub struct Pool {
+    /// The keep-alive client.
+    pub client: Rc<WorkerClient>,
+    /// The origin's breaker and state.
+    pub origin: Rc<Origin>,
+}
+
+/// The clients and origins of one core.
+pub struct Pools {
+    limits: ClientLimits,
+    stats: Arc<Stats>,
+    clients: RefCell<HashMap<String, Pool>>,
+    order: RefCell<VecDeque<String>>,
+    origins: RefCell<HashMap<String, Rc<Origin>>>,
+}
+
+impl Pools {
+    /// No clients yet; they are made on a URL's first job.
+    pub fn new(limits: ClientLimits, stats: Arc<Stats>) -> Pools {
+        Pools {
+            limits,
+            stats,
+            clients: RefCell::default(),
+            order: RefCell::default(),
+            origins: RefCell::default(),
+        }
+    }
+
+    /// The client for `target`'s URL, made (and its host resolved) on first use.
+    ///
+    /// # Errors
+    /// The host does not resolve.
+    pub fn get(&self, target: &Target) -> Result<Pool, String> {
+        if let Some(p) = self.clients.borrow().get(&target.url_text) {
+            return Ok(p.clone());
+        }
+        let url = &target.url;
+        let addrs: Vec<_> = (url.host.as_str(), url.port)
+            .to_socket_addrs()
+            .map_err(|e| format!("cannot resolve {}: {e}", url.host))?
+            .collect();
+        let client = Rc::new(WorkerClient::new(ClientConfig {
+            addrs,
+            authority: url.authority.clone(),
+            path_and_query: url.path_and_query.clone(),
+            timeout: target.timeout,
+            idle_timeout: self.limits.idle_timeout,
+            max_head_bytes: self.limits.max_head_bytes,
+            max_body_bytes: self.limits.max_body_bytes,
+            max_idle: self.limits.max_idle,
+            user_agent: self.limits.user_agent.clone(),
+        }));
+        let origin = self
+            .origins
+            .borrow_mut()
+            .entry(url.authority.clone())
+            .or_insert_with(|| {
+                Rc::new(Origin {
+                    breaker: Breaker::new(self.stats.clone()),
+                    down: Cell::new(false),
+                })
+            })
+            .clone();
+        let pool = Pool { client, origin };
+        let mut clients = self.clients.borrow_mut();
+        let mut order = self.order.borrow_mut();
+        if clients.len() >= MAX_POOLS {
+            if let Some(old) = order.pop_front() {
+                clients.remove(&old);
+            }
+        }
+        clients.insert(target.url_text.clone(), pool.clone());
+        order.push_back(target.url_text.clone());
+        Ok(pool)
+    }
+}

@@ -1,0 +1,224 @@
+//! Administrative ops: queue definitions (define, pause/resume, delete), routings, deleting a
+//! job, purging a queue, and the failed log (delete an entry, retry it as a new run).
+//!
+//! # Invariants
+//! - Putting a definition equal to the stored one writes nothing and restarts nothing.
+//! - Deleting a queue deletes its definition only: its id (`qid:<name>`) and jobs stay, so
+//!   re-creating it finds them.
+//! - A retried failure keeps its job id unless a job already holds it, and drops its `uniq` key
+//!   if another job holds that.
+
+use std::ops::Bound;
+
+use heed::RwTxn;
+
+use super::{
+    effect::Effect,
+    error::{corrupt, db_err, no_failed},
+    Engine,
+};
+use crate::store::{
+    queue::QueueDef,
+    record::{due_key, failed_key, parse_due_key, uniq_key, FailedRecord},
+    Reply, StoreError,
+};
+
+impl Engine {
+    /// Deletes a job of the named queue.
+    pub(super) fn delete_job(
+        &mut self,
+        txn: &mut RwTxn,
+        queue: &str,
+        id: u64,
+    ) -> Result<(Reply, Effect), StoreError> {
+        let (_, rec) = self.queue_job(txn, queue, id)?;
+        self.remove_job(txn, &rec)?;
+        Ok((Reply::Unit, Effect::Removed { rec, done: None }))
+    }
+
+    /// Deletes every job of a queue (its failed log stays).
+    pub(super) fn purge(
+        &mut self,
+        txn: &mut RwTxn,
+        queue: &str,
+    ) -> Result<(Reply, Effect), StoreError> {
+        let qid = self.qid(queue)?;
+        let mut recs = Vec::new();
+        let (lo, hi) = (due_key(qid, 0, 0), due_key(qid, u64::MAX, u64::MAX));
+        let keys: Vec<u64> = self
+            .due
+            .range(txn, &(Bound::Included(&lo[..]), Bound::Included(&hi[..])))
+            .map_err(db_err)?
+            .filter_map(|kv| {
+                kv.ok()
+                    .and_then(|(k, _)| parse_due_key(k))
+                    .map(|(_, _, id)| id)
+            })
+            .collect();
+        for id in keys {
+            if let Some(rec) = self.read_job(txn, id)? {
+                self.remove_job(txn, &rec)?;
+                recs.push(rec);
+            }
+        }
+        Ok((Reply::Unit, Effect::Purged { qid, recs }))
+    }
+
+    /// Creates or replaces a queue definition.
+    pub(super) fn put_queue(
+        &mut self,
+        txn: &mut RwTxn,
+        def: QueueDef,
+    ) -> Result<(Reply, Effect), StoreError> {
+        def.validate().map_err(StoreError::BadRequest)?;
+        let existing = self
+            .by_name
+            .get(&def.name)
+            .and_then(|q| self.queues[q].def.as_ref());
+        if existing == Some(&def) {
+            // Nothing changed: nothing is written or restarted.
+            Ok((Reply::Queues(vec![def]), Effect::None))
+        } else {
+            let qid = self.define(txn, &def)?;
+            Ok((
+                Reply::Queues(vec![def.clone()]),
+                Effect::Defined {
+                    qid,
+                    def: Some(def),
+                },
+            ))
+        }
+    }
+
+    /// Deletes a queue's definition (its id and jobs stay).
+    pub(super) fn delete_queue(
+        &mut self,
+        txn: &mut RwTxn,
+        name: &str,
+    ) -> Result<(Reply, Effect), StoreError> {
+        let qid = self.qid(name)?;
+        self.meta
+            .delete(txn, format!("q:{name}").as_bytes())
+            .map_err(db_err)?;
+        Ok((Reply::Unit, Effect::Defined { qid, def: None }))
+    }
+
+    /// Stops or restarts a queue (`/control`); a restart keeps it stopped.
+    pub(super) fn control(
+        &mut self,
+        txn: &mut RwTxn,
+        queue: &str,
+        paused: bool,
+    ) -> Result<(Reply, Effect), StoreError> {
+        let qid = self.qid(queue)?;
+        let mut def = self.def_of(qid)?.clone();
+        if def.paused == paused {
+            Ok((Reply::Queues(vec![def]), Effect::None))
+        } else {
+            def.paused = paused;
+            self.define(txn, &def)?;
+            Ok((
+                Reply::Queues(vec![def.clone()]),
+                Effect::Defined {
+                    qid,
+                    def: Some(def),
+                },
+            ))
+        }
+    }
+
+    /// Routes a category to a defined queue.
+    pub(super) fn put_routing(
+        &mut self,
+        txn: &mut RwTxn,
+        category: String,
+        queue: String,
+    ) -> Result<(Reply, Effect), StoreError> {
+        crate::store::queue::check_name("category", &category).map_err(StoreError::BadRequest)?;
+        self.qid(&queue)?;
+        self.meta
+            .put(txn, format!("r:{category}").as_bytes(), queue.as_bytes())
+            .map_err(db_err)?;
+        Ok((
+            Reply::Routings(vec![(category.clone(), queue.clone())]),
+            Effect::Routing(category, Some(queue)),
+        ))
+    }
+
+    /// Removes a category's routing.
+    pub(super) fn delete_routing(
+        &mut self,
+        txn: &mut RwTxn,
+        category: String,
+    ) -> Result<(Reply, Effect), StoreError> {
+        let queue =
+            self.routings.get(&category).cloned().ok_or_else(|| {
+                StoreError::NotFound(format!("no routing for category {category:?}"))
+            })?;
+        self.meta
+            .delete(txn, format!("r:{category}").as_bytes())
+            .map_err(db_err)?;
+        Ok((
+            Reply::Routings(vec![(category.clone(), queue)]),
+            Effect::Routing(category, None),
+        ))
+    }
+
+    /// Deletes an entry of a queue's failed log.
+    pub(super) fn delete_failed(
+        &mut self,
+        txn: &mut RwTxn,
+        queue: &str,
+        id: u64,
+    ) -> Result<(Reply, Effect), StoreError> {
+        let qid = self.qid(queue)?;
+        let k = failed_key(qid, id);
+        if !self.failed.delete(txn, &k).map_err(db_err)? {
+            return Err(no_failed(id));
+        }
+        Ok((Reply::Unit, Effect::FailedRemoved { qid }))
+    }
+
+    /// Moves a failed job back into its queue, due now, with its attempts reset.
+    pub(super) fn retry_failed(
+        &mut self,
+        txn: &mut RwTxn,
+        queue: &str,
+        id: u64,
+        now: u64,
+    ) -> Result<(Reply, Effect), StoreError> {
+        let qid = self.qid(queue)?;
+        let k = failed_key(qid, id);
+        let f = match self.failed.get(txn, &k).map_err(db_err)? {
+            Some(b) => FailedRecord::decode(b).map_err(corrupt)?,
+            None => return Err(no_failed(id)),
+        };
+        self.failed.delete(txn, &k).map_err(db_err)?;
+        let mut rec = f.job;
+        if self
+            .jobs
+            .get(txn, &rec.id.to_be_bytes())
+            .map_err(db_err)?
+            .is_some()
+        {
+            // The id was reused by a RetryFailed before: give the job a new one.
+            rec.id = self.next_id;
+            self.next_id += 1;
+        }
+        rec.attempts = 0;
+        rec.due_ms = now;
+        if let Some(u) = &rec.uniq {
+            if self
+                .uniq
+                .get(txn, &uniq_key(qid, u))
+                .map_err(db_err)?
+                .is_some()
+            {
+                rec.uniq = None;
+            }
+        }
+        self.insert_job(txn, &rec)?;
+        let view = self.view(&rec, false);
+        Ok((Reply::Enqueued(vec![view]), Effect::Requeued { rec }))
+    }
+}

@@ -1,0 +1,177 @@
+//! Row-level reads and writes of the engine, inside a transaction: a job's rows (`jobs`, `due`,
+//! `uniq`), a failure's row, a queue definition and id, the per-queue counts key.
+//!
+//! # Invariants
+//! - Every job has exactly one `due` entry, leased or not, so after a crash every unacked job
+//!   is found again: [`Engine::insert_job`], [`Engine::remove_job`] and
+//!   [`Engine::reschedule`] keep `jobs`, `due` and `uniq` in step.
+//! - These only touch disk (and hand out ids); memory follows in the op's effect, after the
+//!   nested commit.
+
+use heed::{RoTxn, RwTxn};
+
+use super::{
+    error::{corrupt, db_err, no_job},
+    Engine,
+};
+use crate::store::{
+    queue::QueueDef,
+    record::{due_key, failed_key, uniq_key, FailedRecord, JobRecord},
+    StoreError,
+};
+
+impl Engine {
+    /// Writes a definition, giving the queue an id if it has none yet.
+    pub(super) fn define(&mut self, txn: &mut RwTxn, def: &QueueDef) -> Result<u32, StoreError> {
+        let qid = match self.stored_qid(txn, &def.name)? {
+            Some(q) => q,
+            None => {
+                let q = self.next_qid;
+                self.next_qid += 1;
+                self.meta
+                    .put(
+                        txn,
+                        format!("qid:{}", def.name).as_bytes(),
+                        &q.to_le_bytes(),
+                    )
+                    .map_err(db_err)?;
+                q
+            }
+        };
+        let json = serde_json::to_vec(def).map_err(|e| StoreError::BadRequest(e.to_string()))?;
+        self.meta
+            .put(txn, format!("q:{}", def.name).as_bytes(), &json)
+            .map_err(db_err)?;
+        Ok(qid)
+    }
+
+    fn stored_qid(&self, txn: &RoTxn, name: &str) -> Result<Option<u32>, StoreError> {
+        if let Some(q) = self.by_name.get(name) {
+            return Ok(Some(*q));
+        }
+        Ok(self
+            .meta
+            .get(txn, format!("qid:{name}").as_bytes())
+            .map_err(db_err)?
+            .and_then(|v| v.try_into().ok().map(u32::from_le_bytes)))
+    }
+
+    /// A job that must exist in the named queue (404 otherwise), with the queue's id.
+    pub(super) fn queue_job(
+        &self,
+        txn: &RoTxn,
+        queue: &str,
+        id: u64,
+    ) -> Result<(u32, JobRecord), StoreError> {
+        let qid = self.qid(queue)?;
+        let rec = self
+            .read_job(txn, id)?
+            .filter(|r| r.queue == qid)
+            .ok_or_else(|| no_job(id))?;
+        Ok((qid, rec))
+    }
+
+    pub(super) fn read_job(&self, txn: &RoTxn, id: u64) -> Result<Option<JobRecord>, StoreError> {
+        match self.jobs.get(txn, &id.to_be_bytes()).map_err(db_err)? {
+            Some(b) => Ok(Some(JobRecord::decode(id, b).map_err(corrupt)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub(super) fn insert_job(&self, txn: &mut RwTxn, rec: &JobRecord) -> Result<(), StoreError> {
+        let mut buf = Vec::new();
+        rec.encode(&mut buf)
+            .map_err(|e| StoreError::BadRequest(e.to_string()))?;
+        self.jobs
+            .put(txn, &rec.id.to_be_bytes(), &buf)
+            .map_err(db_err)?;
+        self.due
+            .put(txn, &due_key(rec.queue, rec.due_ms, rec.id), &[])
+            .map_err(db_err)?;
+        if let Some(u) = &rec.uniq {
+            self.uniq
+                .put(txn, &uniq_key(rec.queue, u), &rec.id.to_be_bytes())
+                .map_err(db_err)?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn remove_job(&self, txn: &mut RwTxn, rec: &JobRecord) -> Result<(), StoreError> {
+        self.jobs
+            .delete(txn, &rec.id.to_be_bytes())
+            .map_err(db_err)?;
+        self.due
+            .delete(txn, &due_key(rec.queue, rec.due_ms, rec.id))
+            .map_err(db_err)?;
+        if let Some(u) = &rec.uniq {
+            self.uniq
+                .delete(txn, &uniq_key(rec.queue, u))
+                .map_err(db_err)?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn reschedule(
+        &self,
+        txn: &mut RwTxn,
+        mut rec: JobRecord,
+        attempts: u32,
+        due_ms: u64,
+    ) -> Result<JobRecord, StoreError> {
+        self.due
+            .delete(txn, &due_key(rec.queue, rec.due_ms, rec.id))
+            .map_err(db_err)?;
+        rec.attempts = attempts;
+        rec.due_ms = due_ms;
+        let mut buf = Vec::new();
+        rec.encode(&mut buf)
+            .map_err(|e| StoreError::BadRequest(e.to_string()))?;
+        self.jobs
+            .put(txn, &rec.id.to_be_bytes(), &buf)
+            .map_err(db_err)?;
+        self.due
+            .put(txn, &due_key(rec.queue, due_ms, rec.id), &[])
+            .map_err(db_err)?;
+        Ok(rec)
+    }
+
+    pub(super) fn fail_job(
+        &mut self,
+        txn: &mut RwTxn,
+        mut rec: JobRecord,
+        attempts: u32,
+        failure: &crate::job::Failure,
+        permanent: bool,
+        now: u64,
+    ) -> Result<u64, StoreError> {
+        self.remove_job(txn, &rec)?;
+        rec.attempts = attempts;
+        let fid = self.next_fid;
+        self.next_fid += 1;
+        let f = FailedRecord {
+            job: rec,
+            status: if permanent {
+                "permanent-failure"
+            } else {
+                "failure"
+            }
+            .into(),
+            code: failure.status,
+            message: failure.message.clone(),
+            failed_ms: now,
+        };
+        let mut buf = Vec::new();
+        f.encode(&mut buf)
+            .map_err(|e| StoreError::BadRequest(e.to_string()))?;
+        self.failed
+            .put(txn, &failed_key(f.job.queue, fid), &buf)
+            .map_err(db_err)?;
+        Ok(fid)
+    }
+}
+
+pub(super) fn counts_key(qid: u32) -> [u8; 6] {
+    let mut k = [b'c', b':', 0, 0, 0, 0];
+    k[2..].copy_from_slice(&qid.to_be_bytes());
+    k
+}

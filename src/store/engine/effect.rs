@@ -1,0 +1,186 @@
+//! The memory side of an op: an [`Effect`] says what its nested transaction made true on disk,
+//! and [`Engine::effect`] changes memory to match, only after that nested commit succeeded.
+//!
+//! # Invariants
+//! - Memory follows disk: nothing here runs for an op whose disk work failed.
+//! - A queue whose counts change is marked dirty, so the batch's commit writes its counts.
+//! - A job made runnable again goes through [`below_cursor`], so the next scan finds it.
+
+use super::{lease::Lease, state::below_cursor, state::QState, Engine};
+use crate::store::{queue::QueueDef, record::JobRecord};
+
+/// A change to memory that an op's nested transaction made true on disk.
+pub(super) enum Effect {
+    None,
+    Enqueued {
+        recs: Vec<JobRecord>,
+        new_queues: Vec<(u32, String, QueueDef)>,
+    },
+    /// Left the queue; `done` carries the worker time when it succeeded.
+    Removed {
+        rec: JobRecord,
+        done: Option<u64>,
+    },
+    Retried {
+        rec: JobRecord,
+    },
+    Released {
+        id: u64,
+        rec: Option<JobRecord>,
+    },
+    Failed {
+        rec: JobRecord,
+        permanent: bool,
+    },
+    Pulled {
+        qid: u32,
+        leases: Vec<(u64, Lease)>,
+        forgotten: usize,
+    },
+    Purged {
+        qid: u32,
+        recs: Vec<JobRecord>,
+    },
+    Defined {
+        qid: u32,
+        def: Option<QueueDef>,
+    },
+    Routing(String, Option<String>),
+    FailedRemoved {
+        qid: u32,
+    },
+    Requeued {
+        rec: JobRecord,
+    },
+}
+
+impl Engine {
+    /// Memory changes after an op's nested commit.
+    pub(super) fn effect(&mut self, fx: Effect, now: u64) {
+        let mra = self.max_retry_after;
+        match fx {
+            Effect::None => {}
+            Effect::Enqueued { recs, new_queues } => {
+                for (qid, name, def) in new_queues {
+                    self.by_name.insert(name.clone(), qid);
+                    self.queues
+                        .entry(qid)
+                        .or_insert_with(|| QState::new(qid, &name, None, mra))
+                        .set_def(Some(def));
+                }
+                for rec in recs {
+                    self.dirty.insert(rec.queue);
+                    if let Some(q) = self.queues.get_mut(&rec.queue) {
+                        q.count += 1;
+                        q.pushes += 1;
+                        q.push_rate.add(now, 1);
+                        below_cursor(q, &rec);
+                    }
+                }
+            }
+            Effect::Removed { rec, done } => {
+                self.unlease(rec.id);
+                self.dirty.insert(rec.queue);
+                if let Some(q) = self.queues.get_mut(&rec.queue) {
+                    q.count = q.count.saturating_sub(1);
+                    if let Some(elapsed) = done {
+                        q.successes += 1;
+                        q.completes += 1;
+                        q.elapsed_ms = q.elapsed_ms.saturating_add(elapsed);
+                    }
+                }
+            }
+            Effect::Retried { rec } => {
+                self.unlease(rec.id);
+                if let Some(q) = self.queues.get_mut(&rec.queue) {
+                    q.failures += 1;
+                    q.retries += 1;
+                    below_cursor(q, &rec);
+                }
+            }
+            Effect::Released { id, rec } => {
+                self.unlease(id);
+                if let Some(q) = rec.and_then(|r| self.queues.get_mut(&r.queue).map(|q| (q, r))) {
+                    below_cursor(q.0, &q.1);
+                }
+            }
+            Effect::Failed { rec, permanent } => {
+                self.unlease(rec.id);
+                self.dirty.insert(rec.queue);
+                if let Some(q) = self.queues.get_mut(&rec.queue) {
+                    q.count = q.count.saturating_sub(1);
+                    q.failed += 1;
+                    q.failed_jobs += 1;
+                    q.completes += 1;
+                    if permanent {
+                        q.permanent_failures += 1;
+                    } else {
+                        q.failures += 1;
+                    }
+                }
+            }
+            Effect::Pulled {
+                qid,
+                leases,
+                forgotten,
+            } => {
+                let q = self.queues.get_mut(&qid);
+                if let Some(q) = q {
+                    q.pops += (leases.len() + forgotten) as u64;
+                    q.pop_rate.add(now, (leases.len() + forgotten) as u64);
+                    if forgotten > 0 {
+                        q.count = q.count.saturating_sub(forgotten as u64);
+                        q.completes += forgotten as u64;
+                        self.dirty.insert(qid);
+                    }
+                }
+                for (id, l) in leases {
+                    self.grant(id, l);
+                }
+            }
+            Effect::Purged { qid, recs } => {
+                for rec in &recs {
+                    self.unlease(rec.id);
+                }
+                self.dirty.insert(qid);
+                if let Some(q) = self.queues.get_mut(&qid) {
+                    q.count = q.count.saturating_sub(recs.len() as u64);
+                    q.cursor = None;
+                }
+            }
+            Effect::Defined { qid, def } => {
+                if let Some(d) = &def {
+                    self.by_name.insert(d.name.clone(), qid);
+                }
+                let name = def.as_ref().map(|d| d.name.clone());
+                let q = self
+                    .queues
+                    .entry(qid)
+                    .or_insert_with(|| QState::new(qid, name.as_deref().unwrap_or(""), None, mra));
+                q.set_def(def);
+            }
+            Effect::Routing(category, queue) => match queue {
+                Some(q) => {
+                    self.routings.insert(category, q);
+                }
+                None => {
+                    self.routings.remove(&category);
+                }
+            },
+            Effect::FailedRemoved { qid } => {
+                self.dirty.insert(qid);
+                if let Some(q) = self.queues.get_mut(&qid) {
+                    q.failed = q.failed.saturating_sub(1);
+                }
+            }
+            Effect::Requeued { rec } => {
+                self.dirty.insert(rec.queue);
+                if let Some(q) = self.queues.get_mut(&rec.queue) {
+                    q.failed = q.failed.saturating_sub(1);
+                    q.count += 1;
+                    below_cursor(q, &rec);
+                }
+            }
+        }
+    }
+}

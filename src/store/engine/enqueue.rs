@@ -1,0 +1,159 @@
+//! The enqueue op: new jobs written to their queue, by category (through a routing, or to the
+//! default queue) or by queue name.
+//!
+//! # Invariants
+//! - New jobs are refused (507) once the store is within its reserve of full, so acks and
+//!   retries can still commit.
+//! - A job's `uniq` key is unique in its queue (409 otherwise).
+//! - A presque-style queue name not yet defined creates a pull queue on first use.
+
+use heed::{RoTxn, RwTxn};
+
+use super::{effect::Effect, error::db_err, Engine};
+use crate::{
+    http::url::WorkerUrl,
+    store::{
+        queue::{QueueDef, QueueMode},
+        record::{uniq_key, JobRecord},
+        Destination, NewJob, Reply, StoreError,
+    },
+};
+
+/// Per-job overhead beyond the record itself (keys, page headers), for the space check.
+const JOB_OVERHEAD: usize = 96;
+
+impl Engine {
+    /// Bytes in use by the store's pages.
+    fn used_bytes(&self, txn: &RoTxn) -> Result<usize, StoreError> {
+        let mut used = 0;
+        for db in [self.jobs, self.due, self.failed, self.uniq, self.meta] {
+            used += db.stat(txn).map_err(db_err)?.non_free_page_size();
+        }
+        Ok(used)
+    }
+
+    pub(super) fn enqueue(
+        &mut self,
+        txn: &mut RwTxn,
+        jobs: Vec<NewJob>,
+        now: u64,
+    ) -> Result<(Reply, Effect), StoreError> {
+        let estimate: usize = jobs
+            .iter()
+            .map(|j| {
+                2 * (j.payload.len()
+                    + j.content_type.len()
+                    + j.url.as_ref().map_or(0, String::len)
+                    + JOB_OVERHEAD)
+            })
+            .sum();
+        let used = self.used_bytes(txn)?;
+        if used + estimate > self.map_size.saturating_sub(self.reserve) {
+            return Err(StoreError::Full(format!(
+                "the store is full: {used} of {} bytes in use and the last {} are kept for acks and retries; \
+                 new jobs are refused until jobs finish (or raise queue.map_size)",
+                self.map_size, self.reserve
+            )));
+        }
+        let mut new_queues: Vec<(u32, String, QueueDef)> = Vec::new();
+        let mut recs = Vec::with_capacity(jobs.len());
+        let mut views = Vec::with_capacity(jobs.len());
+        for j in jobs {
+            j.check_times().map_err(StoreError::BadRequest)?;
+            let (name, category) = match j.dest {
+                Destination::Category(c) => {
+                    crate::store::queue::check_name("category", &c)
+                        .map_err(StoreError::BadRequest)?;
+                    let q = self
+                        .routings
+                        .get(&c)
+                        .cloned()
+                        .unwrap_or_else(|| self.default_queue.clone());
+                    (q, c)
+                }
+                Destination::Queue(q) => {
+                    crate::store::queue::check_name("queue name", &q)
+                        .map_err(StoreError::BadRequest)?;
+                    (q.clone(), q)
+                }
+            };
+            let qid = match self.qid(&name) {
+                Ok(q) => q,
+                Err(e) => match new_queues.iter().find(|(_, n, _)| *n == name) {
+                    Some((q, _, _)) => *q,
+                    None if category == name => {
+                        // presque creates a queue on first use; reprow makes it a pull queue.
+                        let mut def = QueueDef::named(&name);
+                        def.mode = QueueMode::Pull;
+                        let qid = self.define(txn, &def)?;
+                        new_queues.push((qid, name.clone(), def));
+                        qid
+                    }
+                    None => {
+                        return Err(StoreError::NotFound(format!("category {category:?}: {e}")))
+                    }
+                },
+            };
+            let def = match self.def_of(qid) {
+                Ok(d) => d.clone(),
+                Err(_) => new_queues
+                    .iter()
+                    .find(|(q, _, _)| *q == qid)
+                    .map(|x| x.2.clone())
+                    .ok_or_else(|| StoreError::NotFound(name.clone()))?,
+            };
+            if let Some(u) = &j.url {
+                let url =
+                    WorkerUrl::parse(u).map_err(|e| StoreError::BadRequest(format!("url: {e}")))?;
+                if !def.allows(&url) {
+                    return Err(StoreError::BadRequest(format!(
+                        "url {u:?}: host {:?} is not in queue {name:?}'s allowed_origins",
+                        url.host
+                    )));
+                }
+            } else if def.mode == QueueMode::Push && def.url.is_none() {
+                return Err(StoreError::BadRequest(format!(
+                    "url is required: queue {name:?} has no worker url"
+                )));
+            }
+            let id = self.next_id;
+            self.next_id += 1;
+            let rec = JobRecord {
+                id,
+                queue: qid,
+                category,
+                url: j.url,
+                content_type: j.content_type,
+                attempts: 0,
+                created_ms: now,
+                due_ms: j.run_at_ms.max(now),
+                // Bounded by `check_times`: no overflow.
+                timeout_ms: j.timeout.map(|t| t * 1000),
+                max_retries: j.max_retries,
+                retry_delay_ms: j.retry_delay.map(|t| t * 1000),
+                uniq: j.uniq,
+                payload: j.payload,
+            };
+            if let Some(u) = &rec.uniq {
+                if u.is_empty() || u.len() > 512 {
+                    return Err(StoreError::BadRequest("uniq must be 1 to 512 bytes".into()));
+                }
+                if self
+                    .uniq
+                    .get(txn, &uniq_key(qid, u))
+                    .map_err(db_err)?
+                    .is_some()
+                {
+                    return Err(StoreError::Conflict("job already exists".into()));
+                }
+            }
+            self.insert_job(txn, &rec)?;
+            views.push(self.view_with(&rec, false, Some(&def), &name));
+            recs.push(rec);
+        }
+        Ok((
+            Reply::Enqueued(views),
+            Effect::Enqueued { recs, new_queues },
+        ))
+    }
+}

@@ -1,0 +1,129 @@
+//! Memory from disk: definitions, routings, counts and id counters, read at open and again after
+//! a failed commit.
+//!
+//! # Invariants
+//! - After a failed commit memory is what is on disk again: leases the batch granted are
+//!   dropped, leases it ended are restored (the job is still on disk), and a lease survives a
+//!   reload only for a job still on disk in a queue still known.
+//! - Totals and rates, which are not on disk, carry over a reload.
+
+use std::collections::{BTreeMap, HashMap};
+
+use super::{
+    disk::counts_key,
+    error::{corrupt, db_err},
+    state::QState,
+    Engine,
+};
+use crate::store::{queue::QueueDef, StoreError};
+
+impl Engine {
+    /// (Re)reads definitions, routings, counts and id counters from disk.
+    pub(super) fn load(&mut self) -> Result<(), StoreError> {
+        let rtxn = self.env.read_txn().map_err(db_err)?;
+        let get_u64 = |k: &[u8]| -> Result<Option<u64>, StoreError> {
+            Ok(self
+                .meta
+                .get(&rtxn, k)
+                .map_err(db_err)?
+                .and_then(|v| v.try_into().ok().map(u64::from_le_bytes)))
+        };
+        self.next_id = get_u64(b"next_id")?.unwrap_or(1);
+        self.next_fid = get_u64(b"next_fid")?.unwrap_or(1);
+        self.next_qid = get_u64(b"next_qid")?.unwrap_or(1) as u32;
+        let mut queues = BTreeMap::new();
+        let mut by_name = HashMap::new();
+        for item in self.meta.prefix_iter(&rtxn, b"qid:").map_err(db_err)? {
+            let (k, v) = item.map_err(db_err)?;
+            let name = std::str::from_utf8(&k[4..]).map_err(corrupt)?;
+            let qid = u32::from_le_bytes(v.try_into().map_err(corrupt)?);
+            let def = match self
+                .meta
+                .get(&rtxn, format!("q:{name}").as_bytes())
+                .map_err(db_err)?
+            {
+                Some(j) => Some(serde_json::from_slice::<QueueDef>(j).map_err(corrupt)?),
+                None => None,
+            };
+            let mut q = QState::new(qid, name, def, self.max_retry_after);
+            if let Some(c) = self.meta.get(&rtxn, &counts_key(qid)).map_err(db_err)? {
+                if c.len() == 16 {
+                    q.count = u64::from_le_bytes(c[..8].try_into().map_err(corrupt)?);
+                    q.failed = u64::from_le_bytes(c[8..].try_into().map_err(corrupt)?);
+                }
+            }
+            by_name.insert(name.to_string(), qid);
+            queues.insert(qid, q);
+        }
+        let mut routings = BTreeMap::new();
+        for item in self.meta.prefix_iter(&rtxn, b"r:").map_err(db_err)? {
+            let (k, v) = item.map_err(db_err)?;
+            routings.insert(
+                String::from_utf8_lossy(&k[2..]).into_owned(),
+                String::from_utf8_lossy(v).into_owned(),
+            );
+        }
+        drop(rtxn);
+        // Leases survive a reload only for jobs still on disk and queues still known.
+        let rtxn = self.env.read_txn().map_err(db_err)?;
+        let mut keep = HashMap::new();
+        for (id, l) in self.leases.drain() {
+            if queues.contains_key(&l.qid)
+                && self
+                    .jobs
+                    .get(&rtxn, &id.to_be_bytes())
+                    .map_err(db_err)?
+                    .is_some()
+            {
+                keep.insert(id, l);
+            }
+        }
+        drop(rtxn);
+        for l in keep.values() {
+            if let Some(q) = queues.get_mut(&l.qid) {
+                q.leased += 1;
+            }
+        }
+        self.expiry = keep.iter().map(|(id, l)| (l.deadline_ms, *id)).collect();
+        self.leases = keep;
+        // Counters that are not on disk (totals, rates) carry over.
+        for (qid, q) in queues.iter_mut() {
+            if let Some(old) = self.queues.get(qid) {
+                q.pushes = old.pushes;
+                q.pops = old.pops;
+                q.successes = old.successes;
+                q.failures = old.failures;
+                q.permanent_failures = old.permanent_failures;
+                q.retries = old.retries;
+                q.failed_jobs = old.failed_jobs;
+                q.completes = old.completes;
+                q.elapsed_ms = old.elapsed_ms;
+            }
+        }
+        self.queues = queues;
+        self.by_name = by_name;
+        self.routings = routings;
+        Ok(())
+    }
+
+    /// After a failed commit: memory back to what is on disk.
+    pub(super) fn reload(&mut self) {
+        let granted = std::mem::take(&mut self.granted);
+        for id in &granted {
+            if let Some(l) = self.leases.remove(id) {
+                self.expiry.remove(&(l.deadline_ms, *id));
+            }
+        }
+        // A lease the failed batch ended (an ack, a settle) still holds: the job is on disk.
+        for (id, l) in std::mem::take(&mut self.released) {
+            if !granted.contains(&id) {
+                self.expiry.insert((l.deadline_ms, id));
+                self.leases.insert(id, l);
+            }
+        }
+        self.dirty.clear();
+        if let Err(e) = self.load() {
+            tracing::error!(error = %e, "Cannot reload the store state after a failed commit.");
+        }
+    }
+}

@@ -1,0 +1,283 @@
+//! The store thread: owns the LMDB environment, applies writes in group commits, schedules due
+//! jobs onto the cores and answers queries.
+//!
+//! # Databases
+//! - `jobs`: job id (u64 BE) → [`JobRecord`](super::record::JobRecord) bytes.
+//! - `due`: [`due_key`](super::record::due_key) (queue, due ms, id) → empty. Every job in a
+//!   queue has exactly one entry, leased or not, so after a crash every unacked job is found
+//!   again.
+//! - `failed`: [`failed_key`](super::record::failed_key) (queue, failure id) →
+//!   [`FailedRecord`](super::record::FailedRecord).
+//! - `uniq`: [`uniq_key`](super::record::uniq_key) (queue, key) → job id, presque's `?uniq=`.
+//! - `meta`: `q:<name>` → queue definition JSON, `qid:<name>` → queue id (kept when a queue is
+//!   deleted, so re-creating it finds its jobs), `r:<category>` → queue name, `c:<qid>` →
+//!   job and failed counts, `next_id`, `next_fid`, `next_qid`.
+//!
+//! # Invariants
+//! - Memory follows disk: an op changes memory only after its nested transaction committed into
+//!   the batch; if the batch's commit then fails, memory is rebuilt from disk
+//!   ([`Engine::reload`]) and every caller in the batch gets 503.
+//! - A job is leased at most once at a time (`leases`); a lease is memory only.
+//! - `QState::leased` equals the number of leases of that queue.
+//! - `QState::cursor`, when set, is a due key such that no unleased job of the queue that is due
+//!   now sorts before it; anything that could break that (an insert below it, an unlease, an
+//!   expiry) clears it.
+//!
+//! # Layout
+//! Each file adds one part of [`Engine`]:
+//! - `open`: [`Options`], the directory lock, opening the environment; `clock`: [`Clock`].
+//! - `load`: memory from disk, at open and after a failed commit.
+//! - `commit`: the group commit of a batch and its replies.
+//! - `apply`: one op (a nested transaction), dispatched to its family: `enqueue`, `settle`,
+//!   `admin`, and `schedule` for pulls; `effect`: the op's change to memory after it.
+//! - `disk`: row reads and writes of jobs, failures and definitions.
+//! - `state`: per-queue memory; `throttle`: the dispatch token bucket.
+//! - `lease`: leases, their tokens and expiry.
+//! - `schedule`: due jobs handed to the cores and to pull workers; when the loop wakes.
+//! - `query`: read-only queries; `present`: fireworq-shaped views of jobs and failures.
+//! - `completion`: pull workers' completion lines, written after the commit.
+//! - `error`: LMDB and lookup failures as [`StoreError`](super::StoreError)s.
+
+mod admin;
+mod apply;
+mod clock;
+mod commit;
+mod completion;
+mod disk;
+mod effect;
+mod enqueue;
+mod error;
+mod lease;
+mod load;
+mod open;
+mod present;
+mod query;
+mod schedule;
+mod settle;
+mod state;
+mod throttle;
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use heed::{types::Bytes as Raw, Database, Env, WithoutTls};
+
+pub use clock::Clock;
+pub use open::{Options, DEFAULT_MAX_RETRY_AFTER};
+
+use super::{Command, Dispatch, Op, OpenError, ReplyTx, Store};
+use completion::PullLog;
+use lease::Lease;
+use state::QState;
+
+type Db = Database<'static, Raw, Raw>;
+/// Most commands folded into one transaction; bounds a commit's size and its callers' wait.
+const MAX_BATCH: usize = 8192;
+
+/// Opens the store and starts its thread. Jobs to deliver are sent on `out`.
+///
+/// # Errors
+/// [`OpenError`] when the directory, the environment or a stored record cannot be used.
+pub fn start(
+    opts: Options,
+    out: async_channel::Sender<Dispatch>,
+) -> Result<(Store, std::thread::JoinHandle<()>), OpenError> {
+    let mut engine = Engine::open(opts, Some(out))?;
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let mut store = Store::from_sender(tx);
+    store.metrics = engine.metrics.clone();
+    store.ready.store(true, Ordering::Release);
+    store.alive.store(true, Ordering::Release);
+    let alive = store.alive.clone();
+    let handle = std::thread::Builder::new()
+        .name("reprow-store".into())
+        .spawn(move || supervise(&alive, move || engine.run(rx), store_died))
+        .map_err(|source| OpenError::Dir {
+            path: PathBuf::from("<store thread>"),
+            source,
+        })?;
+    Ok((store, handle))
+}
+
+/// Runs the store loop `run`; if it panics, `alive` is cleared (so `/healthz` fails) and
+/// `on_death` gets the panic's message. A store thread that is gone must never leave a process
+/// that looks healthy and answers 503 to everything.
+fn supervise(alive: &AtomicBool, run: impl FnOnce(), on_death: impl FnOnce(String)) {
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(run));
+    alive.store(false, Ordering::Release);
+    if let Err(p) = r {
+        let message = p
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        on_death(message);
+    }
+}
+
+/// The store thread panicked: nothing can be enqueued, acked or delivered any more, so the
+/// process ends with an error (exit status 70, EX_SOFTWARE) for its supervisor to restart it;
+/// every job not acked is on disk and runs again.
+fn store_died(message: String) {
+    tracing::error!(
+        panic = %message,
+        "The store thread died; reprow exits (status 70) so it can be restarted."
+    );
+    crate::telemetry::flush();
+    std::process::exit(70);
+}
+
+/// The store engine. Runs on its own thread ([`start`]); tests drive it directly.
+pub struct Engine {
+    env: Env<WithoutTls>,
+    jobs: Db,
+    due: Db,
+    failed: Db,
+    uniq: Db,
+    meta: Db,
+    /// Holds the directory lock for the engine's life.
+    _lock: nix::fcntl::Flock<std::fs::File>,
+    path: PathBuf,
+    map_size: usize,
+    reserve: usize,
+    clock: Clock,
+    fail_commit: Option<Arc<dyn Fn() -> bool + Send + Sync>>,
+    max_retry_after: Duration,
+    queues: BTreeMap<u32, QState>,
+    by_name: HashMap<String, u32>,
+    routings: BTreeMap<String, String>,
+    default_queue: String,
+    leases: HashMap<u64, Lease>,
+    expiry: BTreeSet<(u64, u64)>,
+    next_id: u64,
+    next_fid: u64,
+    next_qid: u32,
+    lease_seq: u64,
+    /// Leases granted by the batch being applied (dropped if its commit fails).
+    granted: Vec<u64>,
+    /// Leases ended by the batch being applied (restored if its commit fails).
+    released: Vec<(u64, Lease)>,
+    dirty: BTreeSet<u32>,
+    /// Inside [`Engine::apply_ops`]: lease changes are tracked for a rollback.
+    in_batch: bool,
+    out: Option<async_channel::Sender<Dispatch>>,
+    /// Dispatches made by the last [`Engine::feed`] when there is no channel (tests).
+    pub dispatched: Vec<Dispatch>,
+    /// Commit latency and batch size, shared with the [`Store`] handle for `/metrics`.
+    metrics: Arc<crate::stats::timings::StoreMetrics>,
+    /// The completion line of the op being applied (pull acks and failure reports).
+    op_log: Option<PullLog>,
+    /// Completion lines of the ops in this batch, written once it is committed.
+    batch_logs: Vec<PullLog>,
+}
+
+impl Engine {
+    /// The store thread's loop: wait for commands or the next timer, apply every waiting
+    /// command in one commit, answer, then hand out due jobs.
+    fn run(&mut self, rx: crossbeam_channel::Receiver<Command>) {
+        self.feed();
+        loop {
+            let first = match self.next_wake() {
+                Some(at) => match rx.recv_deadline(at) {
+                    Ok(c) => Some(c),
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => None,
+                    Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+                },
+                None => match rx.recv() {
+                    Ok(c) => Some(c),
+                    Err(_) => break,
+                },
+            };
+            let mut batch: Vec<Command> = first.into_iter().collect();
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(c) => batch.push(c),
+                    Err(_) => break,
+                }
+            }
+            self.expire_leases();
+            if !batch.is_empty() {
+                self.handle(batch);
+            }
+            self.feed();
+        }
+        tracing::info!("Store closed.");
+    }
+
+    /// Applies a batch of commands (one commit), answers them, then answers the queries.
+    pub fn handle(&mut self, batch: Vec<Command>) {
+        let mut writes = Vec::with_capacity(batch.len());
+        let mut queries = Vec::new();
+        for c in batch {
+            match c.op {
+                Op::Query(q) => queries.push((q, c.reply)),
+                op => writes.push((op, c.reply)),
+            }
+        }
+        if !writes.is_empty() {
+            let (ops, replies): (Vec<Op>, Vec<Option<ReplyTx>>) = writes.into_iter().unzip();
+            let results = self.apply_ops(ops);
+            for ((_, r), tx) in results.into_iter().zip(replies) {
+                if let Some(tx) = tx {
+                    let _ = tx.try_send(r);
+                }
+            }
+        }
+        for (q, tx) in queries {
+            let r = self.query(q);
+            if let Some(tx) = tx {
+                let _ = tx.try_send(r);
+            }
+        }
+    }
+
+    /// The data directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Jobs leased now (tests).
+    pub fn leased(&self) -> usize {
+        self.leases.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{due_after, MAX_TIME_MS};
+
+    #[test]
+    fn due_times_saturate_at_the_latest_time() {
+        assert_eq!(due_after(1_000, Duration::from_millis(500)), 1_500);
+        assert_eq!(due_after(1_000, Duration::MAX), MAX_TIME_MS);
+        assert_eq!(due_after(u64::MAX, Duration::ZERO), MAX_TIME_MS);
+        assert_eq!(
+            due_after(1_700_000_000_000, Duration::from_secs(1_000_000_000_000)),
+            MAX_TIME_MS
+        );
+    }
+
+    #[test]
+    fn a_store_loop_that_panics_is_reported_and_marked_dead() {
+        let alive = AtomicBool::new(true);
+        let mut died = None;
+        supervise(&alive, || panic!("boom at {}", 42), |m| died = Some(m));
+        assert!(!alive.load(Ordering::Acquire));
+        assert_eq!(died.as_deref(), Some("boom at 42"));
+
+        // A loop that ends (shutdown) is not a death.
+        let alive = AtomicBool::new(true);
+        let mut died = None;
+        supervise(&alive, || {}, |m| died = Some(m));
+        assert!(!alive.load(Ordering::Acquire));
+        assert_eq!(died, None);
+    }
+}

@@ -1,0 +1,199 @@
+//! Opening the store: how to open it ([`Options`]), the directory lock, the databases, and the
+//! config's queues and routings applied at start.
+//!
+//! # Invariants
+//! - One reprow per data directory: an exclusive `flock` is held for the engine's life.
+//! - Stale LMDB reader slots (of a process that died) are cleared before anything is read.
+//! - The config's queues, routings and the default queue go in one commit; a queue stopped by
+//!   `/control` stays stopped across a restart.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use heed::{types::Bytes as Raw, CommitOrAbort};
+
+use super::{clock::Clock, Db, Engine};
+use crate::store::{queue::QueueDef, Dispatch, Op, OpenError};
+
+/// How to open the store.
+#[derive(Clone)]
+pub struct Options {
+    /// Data directory (created if missing).
+    pub path: PathBuf,
+    /// LMDB map size, bytes: the most the store can hold.
+    pub map_size: usize,
+    /// Benchmark only: commits are not fsynced.
+    pub no_sync: bool,
+    /// Queues from the config file, created or updated at start.
+    pub queues: Vec<QueueDef>,
+    /// Routings from the config file.
+    pub routings: Vec<(String, String)>,
+    /// Queue for categories without a routing; created at start if missing.
+    pub default_queue: String,
+    /// Worker URL of the default queue when it is created.
+    pub default_url: Option<String>,
+    /// Time source.
+    pub clock: Clock,
+    /// Test hook: when it returns true the batch's commit is abandoned as if it failed.
+    pub fail_commit: Option<Arc<dyn Fn() -> bool + Send + Sync>>,
+    /// The longest delay a worker's `Retry-After` may ask for (`runner.max_retry_after`).
+    pub max_retry_after: Duration,
+}
+
+/// `runner.max_retry_after`'s default: 1 hour.
+pub const DEFAULT_MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// Takes an exclusive `flock` on `<dir>/reprow.lock`, held for the life of the returned file,
+/// so a second reprow on the same directory fails at start instead of corrupting the
+/// environment (LMDB forbids opening one environment twice in a process, and two writers
+/// would race on the lock-free parts of reprow's own state).
+fn lock_dir(dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, OpenError> {
+    let path = dir.join("reprow.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| OpenError::Dir {
+            path: path.clone(),
+            source,
+        })?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
+        OpenError::Dir {
+            path,
+            source: std::io::Error::other(format!(
+                "already in use by another reprow ({e}); stop it or choose another queue.path"
+            )),
+        }
+    })
+}
+
+impl Engine {
+    /// Opens the environment, clears stale reader slots, loads definitions and counts, and
+    /// applies the config's queues and routings.
+    ///
+    /// # Errors
+    /// [`OpenError`].
+    pub fn open(
+        opts: Options,
+        out: Option<async_channel::Sender<Dispatch>>,
+    ) -> Result<Engine, OpenError> {
+        let path = opts.path.clone();
+        std::fs::create_dir_all(&path).map_err(|source| OpenError::Dir {
+            path: path.clone(),
+            source,
+        })?;
+        let lock = lock_dir(&path)?;
+        let lmdb_err = |source| OpenError::Lmdb {
+            path: path.clone(),
+            source,
+        };
+        let env = crate::store::lmdb::open(&path, opts.map_size, opts.no_sync).map_err(lmdb_err)?;
+        let cleared = env.clear_stale_readers().map_err(lmdb_err)?;
+        if cleared > 0 {
+            tracing::info!(cleared, "Cleared stale LMDB reader slots.");
+        }
+        let wtxn = env.write_txn().map_err(lmdb_err)?;
+        let [jobs, due, failed, uniq, meta]: [Db; 5] = env
+            .create_databases_and_commit(wtxn, |dbo, wtxn| -> heed::Result<_> {
+                let mut db = |name| dbo.create_database::<Raw, Raw>(wtxn, Some(name));
+                Ok(CommitOrAbort::<_, ()>::Commit([
+                    db("jobs")?,
+                    db("due")?,
+                    db("failed")?,
+                    db("uniq")?,
+                    db("meta")?,
+                ]))
+            })
+            .map_err(lmdb_err)?
+            .unwrap_commit();
+        let map_size = env.info().map_size;
+        let mut engine = Engine {
+            env,
+            jobs,
+            due,
+            failed,
+            uniq,
+            meta,
+            _lock: lock,
+            path: path.clone(),
+            map_size,
+            reserve: (map_size / 10).max(256 * 1024),
+            clock: opts.clock.clone(),
+            fail_commit: opts.fail_commit.clone(),
+            max_retry_after: opts.max_retry_after,
+            metrics: Arc::default(),
+            op_log: None,
+            batch_logs: Vec::new(),
+            queues: BTreeMap::new(),
+            by_name: HashMap::new(),
+            routings: BTreeMap::new(),
+            default_queue: opts.default_queue.clone(),
+            leases: HashMap::new(),
+            expiry: BTreeSet::new(),
+            next_id: 1,
+            next_fid: 1,
+            next_qid: 1,
+            // Lease tokens start from the clock (x1000) so a token from before a restart is
+            // not handed out again after it: a stale ack stays stale.
+            lease_seq: opts.clock.now_ms().saturating_mul(1000),
+            granted: Vec::new(),
+            released: Vec::new(),
+            dirty: BTreeSet::new(),
+            in_batch: false,
+            out,
+            dispatched: Vec::new(),
+        };
+        engine.load().map_err(|e| OpenError::Corrupt {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        // The config's queues and routings, and the default queue, in one commit.
+        let mut ops: Vec<Op> = Vec::new();
+        let mut defs = opts.queues.clone();
+        let default_defined = defs.iter().any(|d| d.name == opts.default_queue)
+            || engine
+                .by_name
+                .get(&opts.default_queue)
+                .is_some_and(|q| engine.queues[q].def.is_some());
+        if !default_defined {
+            let mut d = QueueDef::named(&opts.default_queue);
+            d.url = opts.default_url.clone();
+            defs.push(d);
+        }
+        for mut d in defs {
+            // A restart keeps a queue stopped by `/control`.
+            if let Some(q) = engine
+                .by_name
+                .get(&d.name)
+                .and_then(|q| engine.queues[q].def.as_ref())
+            {
+                d.paused |= q.paused;
+            }
+            ops.push(Op::PutQueue(d));
+        }
+        for (category, queue) in &opts.routings {
+            ops.push(Op::PutRouting {
+                category: category.clone(),
+                queue: queue.clone(),
+            });
+        }
+        for (op, r) in engine.apply_ops(ops) {
+            if let Err(e) = r {
+                return Err(OpenError::Config(format!("{op}: {e}")));
+            }
+        }
+        tracing::info!(
+            path = %path.display(),
+            map_size,
+            queues = engine.by_name.len(),
+            jobs = engine.queues.values().map(|q| q.count).sum::<u64>(),
+            "Store opened."
+        );
+        Ok(engine)
+    }
+}

@@ -1,0 +1,205 @@
+//! In-memory state of each queue ([`QState`]): its definition and delivery target, counts,
+//! lease count, scan cursor, throttle and the totals and rates fireworq's stats show.
+//!
+//! # Invariants
+//! - `count` and `failed` are also on disk (`c:<qid>` in `meta`, written with each commit);
+//!   the totals and rates are memory only and carry over a reload.
+//! - `leased` equals the number of leases of the queue.
+//! - `cursor`, when set, is a due key such that no unleased job of the queue that is due now
+//!   sorts before it; [`below_cursor`] clears it when a job becomes runnable before it.
+//! - `def` is `None` for a deleted queue: its jobs stay on disk, as fireworq keeps them.
+
+use std::{sync::Arc, time::Duration};
+
+use super::{throttle::Bucket, Engine};
+use crate::{
+    http::url::WorkerUrl,
+    job::{retry::RetryPolicy, target::Target},
+    store::{
+        queue::QueueDef,
+        record::{due_key, JobRecord},
+        StoreError,
+    },
+};
+
+/// A counter with the count of the last whole second, for fireworq's `*_per_second`.
+#[derive(Debug, Default, Clone)]
+pub(super) struct Rate {
+    sec: u64,
+    cur: u64,
+    last: u64,
+}
+
+impl Rate {
+    pub(super) fn add(&mut self, now_ms: u64, n: u64) {
+        self.roll(now_ms);
+        self.cur += n;
+    }
+    fn roll(&mut self, now_ms: u64) {
+        let sec = now_ms / 1000;
+        if sec != self.sec {
+            self.last = if sec == self.sec + 1 { self.cur } else { 0 };
+            self.cur = 0;
+            self.sec = sec;
+        }
+    }
+    pub(super) fn per_second(&mut self, now_ms: u64) -> u64 {
+        self.roll(now_ms);
+        self.last
+    }
+}
+
+/// In-memory state of one queue.
+#[derive(Debug)]
+pub(super) struct QState {
+    pub(super) qid: u32,
+    pub(super) name: Arc<str>,
+    /// `None` when the definition was deleted (its jobs stay on disk, as fireworq keeps them).
+    pub(super) def: Option<QueueDef>,
+    pub(super) target: Option<Arc<Target>>,
+    /// Jobs in the queue (waiting, deferred and leased).
+    pub(super) count: u64,
+    /// Entries in the failed log.
+    pub(super) failed: u64,
+    pub(super) leased: u32,
+    pub(super) cursor: Option<[u8; 20]>,
+    /// Earliest future due time seen by the last scan that stopped on it.
+    pub(super) next_due: Option<u64>,
+    pub(super) bucket: Option<Bucket>,
+    /// `runner.max_retry_after`, for the queue's delivery target.
+    pub(super) max_retry_after: Duration,
+    pub(super) pushes: u64,
+    pub(super) pops: u64,
+    pub(super) successes: u64,
+    pub(super) failures: u64,
+    pub(super) permanent_failures: u64,
+    /// Failed attempts scheduled again.
+    pub(super) retries: u64,
+    /// Jobs that failed for good.
+    pub(super) failed_jobs: u64,
+    pub(super) completes: u64,
+    pub(super) elapsed_ms: u64,
+    pub(super) push_rate: Rate,
+    pub(super) pop_rate: Rate,
+}
+
+pub(super) fn policy_for(
+    def: &QueueDef,
+    rec: Option<&JobRecord>,
+    max_retry_after: Duration,
+) -> RetryPolicy {
+    let max_retries = rec.and_then(|r| r.max_retries).unwrap_or(def.max_retries);
+    let fixed = rec
+        .and_then(|r| r.retry_delay_ms.map(Duration::from_millis))
+        .or(def.retry_delay.map(Duration::from_secs));
+    RetryPolicy {
+        max_retries,
+        fixed,
+        base: Duration::from_secs(1),
+        cap: Duration::from_secs(300),
+        max_retry_after,
+    }
+}
+
+pub(super) fn make_target(
+    def: &QueueDef,
+    rec: Option<&JobRecord>,
+    max_retry_after: Duration,
+) -> Option<Arc<Target>> {
+    let url_text = rec
+        .and_then(|r| r.url.clone())
+        .or_else(|| def.url.clone())?;
+    let url = WorkerUrl::parse(&url_text).ok()?;
+    let timeout = rec
+        .and_then(|r| r.timeout_ms)
+        .map_or(Duration::from_secs(def.timeout), Duration::from_millis);
+    Some(Arc::new(Target {
+        url,
+        url_text,
+        timeout,
+        policy: policy_for(def, rec, max_retry_after),
+        outcome: def.outcome,
+    }))
+}
+
+impl QState {
+    pub(super) fn new(
+        qid: u32,
+        name: &str,
+        def: Option<QueueDef>,
+        max_retry_after: Duration,
+    ) -> QState {
+        let mut q = QState {
+            qid,
+            max_retry_after,
+            name: Arc::from(name),
+            def: None,
+            target: None,
+            count: 0,
+            failed: 0,
+            leased: 0,
+            cursor: None,
+            next_due: None,
+            bucket: None,
+            pushes: 0,
+            pops: 0,
+            successes: 0,
+            failures: 0,
+            permanent_failures: 0,
+            retries: 0,
+            failed_jobs: 0,
+            completes: 0,
+            elapsed_ms: 0,
+            push_rate: Rate::default(),
+            pop_rate: Rate::default(),
+        };
+        q.set_def(def);
+        q
+    }
+
+    pub(super) fn set_def(&mut self, def: Option<QueueDef>) {
+        let throttle_changed = self
+            .def
+            .as_ref()
+            .map(|d| (d.max_dispatches_per_second, d.max_burst_size))
+            != def
+                .as_ref()
+                .map(|d| (d.max_dispatches_per_second, d.max_burst_size));
+        self.target = def
+            .as_ref()
+            .and_then(|d| make_target(d, None, self.max_retry_after));
+        if throttle_changed || self.bucket.is_none() {
+            self.bucket = def.as_ref().and_then(Bucket::new);
+        }
+        self.def = def;
+        self.cursor = None;
+        self.next_due = None;
+    }
+}
+
+/// A job that became runnable before the queue's cursor must be found by the next scan.
+pub(super) fn below_cursor(q: &mut QState, rec: &JobRecord) {
+    if let Some(c) = q.cursor {
+        if due_key(rec.queue, rec.due_ms, rec.id) <= c {
+            q.cursor = None;
+        }
+    }
+    q.next_due = Some(q.next_due.map_or(rec.due_ms, |d| d.min(rec.due_ms)));
+}
+
+impl Engine {
+    pub(super) fn qid(&self, name: &str) -> Result<u32, StoreError> {
+        self.by_name
+            .get(name)
+            .copied()
+            .filter(|q| self.queues[q].def.is_some())
+            .ok_or_else(|| StoreError::NotFound(format!("no queue named {name:?}")))
+    }
+
+    pub(super) fn def_of(&self, qid: u32) -> Result<&QueueDef, StoreError> {
+        self.queues
+            .get(&qid)
+            .and_then(|q| q.def.as_ref())
+            .ok_or_else(|| StoreError::NotFound("the queue was deleted".into()))
+    }
+}

@@ -8,11 +8,18 @@
 //!
 //! # Layout
 //! - [`response`]: the response type and its encoding.
-//! - [`routes`]: paths to handlers, JSON shapes.
+//! - [`router`]: method and path to handler, the token check; the one list of routes.
+//! - `fireworq`, `presque`, `monitor`: the handlers of each API, JSON shapes.
+//! - `params`: query, path and body readers they share; `reply`: asking the store.
 
 pub mod conns;
+mod fireworq;
+mod monitor;
+mod params;
+mod presque;
+mod reply;
 pub mod response;
-pub mod routes;
+pub mod router;
 
 use std::{
     net::SocketAddr,
@@ -301,7 +308,7 @@ where
                 Ok(Progress::Request(req)) => {
                     request_deadline = None;
                     let keep_alive = req.keep_alive && !ctx.shutdown.is_triggered();
-                    let resp = routes::handle(ctx, req).await;
+                    let resp = router::handle(ctx, req).await;
                     resp.encode(keep_alive, &mut out);
                     if !keep_alive {
                         close = true;

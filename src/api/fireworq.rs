@@ -1,0 +1,429 @@
+//! fireworq's API: jobs pushed to a category (`POST /job/{category}[/batch]`), queues and their
+//! job lists and failed entries (`/queues`, `/queue/{name}/...`), routings from categories to
+//! queues (`/routings`, `/routing/{category}`) and `/version`.
+//!
+//! The request fields and answer shapes follow fireworq's, so its clients work unchanged;
+//! reprow's additions are named where they are made. Deletes answer with what they deleted,
+//! as fireworq does, so each reads it first.
+
+use base64::Engine as _;
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::{json, value::RawValue, Value};
+
+use super::{
+    params::{check_json_type, first_byte, from_json, json_body, parse_id, Params},
+    reply::{ask, call, kind, Res},
+    response::Response,
+    Ctx,
+};
+use crate::{
+    http::request::Request,
+    store::{queue::QueueDef, Destination, JobList, JobView, NewJob, Op, Query, MAX_DELAY_SECS},
+};
+
+/// fireworq's job body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FireworqJob<'a> {
+    #[serde(default)]
+    url: Option<String>,
+    #[serde(default, borrow)]
+    payload: Option<&'a RawValue>,
+    /// Seconds from now.
+    #[serde(default)]
+    run_after: Option<u64>,
+    #[serde(default)]
+    timeout: Option<u64>,
+    #[serde(default)]
+    max_retries: Option<u32>,
+    #[serde(default)]
+    retry_delay: Option<u64>,
+}
+
+/// `POST /job/{category}` (one job) and `POST /job/{category}/batch` (a list).
+pub(super) async fn enqueue(ctx: &Ctx, req: &Request, category: &str, batch: bool) -> Res {
+    check_json_type(req)?;
+    let body: Vec<FireworqJob> = if batch {
+        #[derive(Deserialize)]
+        struct Wrapped<'a> {
+            #[serde(borrow)]
+            jobs: Vec<&'a RawValue>,
+        }
+        // A list of jobs, or `{"jobs": [...]}` like presque's batch.
+        let (raw, prefix): (Vec<&RawValue>, &str) = match first_byte(&req.body) {
+            Some(b'{') => (from_json::<Wrapped>(&req.body)?.jobs, "jobs"),
+            _ => (from_json(&req.body)?, ""),
+        };
+        raw.iter()
+            .enumerate()
+            .map(|(i, j)| fireworq_job(j.get().as_bytes(), &format!("{prefix}[{i}]")))
+            .collect::<Result<_, _>>()?
+    } else {
+        vec![fireworq_job(&req.body, "")?]
+    };
+    if body.is_empty() {
+        return Err(Response::error(422, "no jobs given"));
+    }
+    if body.len() > ctx.config.max_batch_jobs {
+        return Err(Response::error(
+            413,
+            &format!("more than {} jobs in one batch", ctx.config.max_batch_jobs),
+        ));
+    }
+    let now_ms = crate::store::Clock::System.now_ms();
+    let mut jobs = Vec::with_capacity(body.len());
+    let mut run_after = Vec::with_capacity(body.len());
+    for j in body {
+        let payload = j
+            .payload
+            .map_or(Bytes::new(), |p| Bytes::copy_from_slice(p.get().as_bytes()));
+        if payload.len() > ctx.config.max_payload_bytes {
+            return Err(Response::error(
+                413,
+                &format!("payload larger than {} bytes", ctx.config.max_payload_bytes),
+            ));
+        }
+        if j.run_after.is_some_and(|s| s > MAX_DELAY_SECS) {
+            return Err(Response::error(
+                422,
+                &format!("run_after must be at most {MAX_DELAY_SECS} seconds (365 days)"),
+            ));
+        }
+        run_after.push(j.run_after.unwrap_or(0));
+        let job = NewJob {
+            dest: Destination::Category(category.to_string()),
+            url: j.url.filter(|u| !u.is_empty()),
+            payload,
+            content_type: "application/json".into(),
+            run_at_ms: j
+                .run_after
+                .map_or(0, |s| now_ms.saturating_add(s.saturating_mul(1000))),
+            timeout: j.timeout,
+            max_retries: j.max_retries,
+            retry_delay: j.retry_delay,
+            uniq: None,
+        };
+        job.check_times().map_err(|e| Response::error(422, &e))?;
+        jobs.push(job);
+    }
+    let views = ask(ctx, Op::Enqueue(jobs), kind::enqueued).await?;
+    let out: Vec<Value> = views
+        .iter()
+        .zip(run_after)
+        .map(|(v, ra)| enqueued_json(v, ra))
+        .collect();
+    if batch {
+        Ok(Response::json(200, &json!({ "jobs": out })))
+    } else {
+        Ok(Response::json(200, &out[0]))
+    }
+}
+
+/// One fireworq job: a JSON object (serde would read an array's items as the fields in order).
+/// `at` names the job in a batch for the error message.
+fn fireworq_job<'a>(body: &'a [u8], at: &str) -> Result<FireworqJob<'a>, Response> {
+    let named = |r: Response| {
+        if at.is_empty() {
+            r
+        } else {
+            Response::error(r.status, &format!("{at}: {}", error_text(&r)))
+        }
+    };
+    // Syntax first (400), then the shape (422).
+    from_json::<serde::de::IgnoredAny>(body).map_err(named)?;
+    if first_byte(body) != Some(b'{') {
+        return Err(named(Response::error(422, "a job must be a JSON object")));
+    }
+    from_json(body).map_err(named)
+}
+
+/// The message of an error response made by [`Response::error`].
+fn error_text(r: &Response) -> String {
+    serde_json::from_slice::<Value>(&r.body)
+        .ok()
+        .and_then(|v| v["error"].as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// fireworq's answer to `POST /job/{category}`.
+fn enqueued_json(v: &JobView, run_after: u64) -> Value {
+    json!({
+        "id": v.id,
+        "queue_name": v.queue_name,
+        "category": v.category,
+        "url": v.url,
+        "payload": v.payload,
+        "run_after": run_after,
+        "timeout": v.timeout,
+        "retry_delay": v.retry_delay,
+        "max_retries": v.max_retries,
+    })
+}
+
+/// `GET /queues`: every queue's definition.
+pub(super) async fn queues(ctx: &Ctx) -> Res {
+    let defs = ask(ctx, Op::Query(Query::Queues), kind::queues).await?;
+    Ok(Response::json(200, &defs))
+}
+
+/// `GET /queues/stats`: every queue's stats, by name.
+pub(super) async fn queues_stats(ctx: &Ctx) -> Res {
+    let s = ask(ctx, Op::Query(Query::Stats(None)), kind::stats).await?;
+    Ok(Response::json(
+        200,
+        &s.into_iter()
+            .map(|(k, v)| (k, serde_json::to_value(v).unwrap_or(Value::Null)))
+            .collect::<serde_json::Map<String, Value>>(),
+    ))
+}
+
+/// `GET /queue/{name}`.
+pub(super) async fn queue_get(ctx: &Ctx, name: &str) -> Res {
+    let def = ask(
+        ctx,
+        Op::Query(Query::Queue(name.to_string())),
+        kind::queue_one,
+    )
+    .await?;
+    Ok(Response::json(200, &def))
+}
+
+/// `PUT /queue/{name}`: creates or replaces the queue; the path names it, whatever the body
+/// says.
+pub(super) async fn queue_put(ctx: &Ctx, req: &Request, name: &str) -> Res {
+    let mut def: QueueDef = json_body(req)?;
+    def.name = name.to_string();
+    def.validate().map_err(|e| Response::error(422, &e))?;
+    let def = ask(ctx, Op::PutQueue(def), kind::queue_one).await?;
+    Ok(Response::json(200, &def))
+}
+
+/// `DELETE /queue/{name}`: answers with the definition deleted.
+pub(super) async fn queue_delete(ctx: &Ctx, name: &str) -> Res {
+    let def = ask(
+        ctx,
+        Op::Query(Query::Queue(name.to_string())),
+        kind::queue_one,
+    )
+    .await?;
+    call(ctx, Op::DeleteQueue(name.to_string())).await?;
+    Ok(Response::json(200, &def))
+}
+
+/// `GET /queue/{name}/{grabbed|waiting|deferred}?limit=&cursor=&order=`: a page of jobs. The
+/// cursor is the store's, base64url without padding.
+pub(super) async fn queue_jobs(ctx: &Ctx, name: &str, list: &str, q: &Params) -> Res {
+    let list = match list {
+        "grabbed" => JobList::Grabbed,
+        "waiting" => JobList::Waiting,
+        _ => JobList::Deferred,
+    };
+    let cursor = match q.get("cursor") {
+        Some(c) if !c.is_empty() => Some(
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(c)
+                .map_err(|_| Response::error(400, "cursor is not valid"))?,
+        ),
+        _ => None,
+    };
+    let op = Query::Jobs {
+        queue: name.to_string(),
+        list,
+        limit: q.num("limit", 100, 1, 1000)? as usize,
+        cursor,
+        desc: q.order()?,
+    };
+    let (jobs, next) = ask(ctx, Op::Query(op), kind::jobs).await?;
+    Ok(Response::json(
+        200,
+        &json!({
+            "jobs": with_last_error(ctx, &jobs),
+            "next_cursor": next.map(|c| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(c)),
+        }),
+    ))
+}
+
+/// `GET /queue/{name}/stats`.
+pub(super) async fn queue_stats(ctx: &Ctx, name: &str) -> Res {
+    let s = ask(
+        ctx,
+        Op::Query(Query::Stats(Some(name.to_string()))),
+        kind::stats_one,
+    )
+    .await?;
+    Ok(Response::json(200, &s))
+}
+
+/// `GET /queue/{name}/job/{id}`.
+pub(super) async fn job_get(ctx: &Ctx, name: &str, id: &str) -> Res {
+    let id = parse_id(id)?;
+    let j = ask(ctx, job_query(name, id), kind::job).await?;
+    Ok(Response::json(
+        200,
+        &with_last_error(ctx, std::slice::from_ref(&j))[0],
+    ))
+}
+
+/// `DELETE /queue/{name}/job/{id}`: answers with the job deleted (without reprow's
+/// `last_error`).
+pub(super) async fn job_delete(ctx: &Ctx, name: &str, id: &str) -> Res {
+    let id = parse_id(id)?;
+    let job = ask(ctx, job_query(name, id), kind::job).await?;
+    call(
+        ctx,
+        Op::DeleteJob {
+            queue: name.to_string(),
+            id,
+        },
+    )
+    .await?;
+    Ok(Response::json(200, &job))
+}
+
+fn job_query(queue: &str, id: u64) -> Op {
+    Op::Query(Query::Job {
+        queue: queue.to_string(),
+        id,
+    })
+}
+
+/// `GET /queue/{name}/failed?limit=&cursor=&order=`: a page of failed entries; the cursor is
+/// an entry id.
+pub(super) async fn failed_list(ctx: &Ctx, name: &str, q: &Params) -> Res {
+    let cursor = match q.get("cursor") {
+        Some(c) if !c.is_empty() => Some(parse_id(c)?),
+        _ => None,
+    };
+    let op = Query::Failed {
+        queue: name.to_string(),
+        limit: q.num("limit", 100, 1, 1000)? as usize,
+        cursor,
+        desc: q.order()?,
+    };
+    let (jobs, next) = ask(ctx, Op::Query(op), kind::failed_page).await?;
+    Ok(Response::json(
+        200,
+        &json!({ "failed_jobs": jobs, "next_cursor": next.map(|n| n.to_string()) }),
+    ))
+}
+
+/// `GET /queue/{name}/failed/{id}`.
+pub(super) async fn failed_get(ctx: &Ctx, name: &str, id: &str) -> Res {
+    let id = parse_id(id)?;
+    let f = ask(ctx, failed_query(name, id), kind::failed).await?;
+    Ok(Response::json(200, &f))
+}
+
+/// `DELETE /queue/{name}/failed/{id}`: answers with the entry deleted.
+pub(super) async fn failed_delete(ctx: &Ctx, name: &str, id: &str) -> Res {
+    let id = parse_id(id)?;
+    let f = ask(ctx, failed_query(name, id), kind::failed).await?;
+    call(
+        ctx,
+        Op::DeleteFailed {
+            queue: name.to_string(),
+            id,
+        },
+    )
+    .await?;
+    Ok(Response::json(200, &f))
+}
+
+fn failed_query(queue: &str, id: u64) -> Op {
+    Op::Query(Query::FailedEntry {
+        queue: queue.to_string(),
+        id,
+    })
+}
+
+/// `POST /queue/{name}/failed/{id}/retry` (reprow's): enqueues the failed job again and
+/// answers with the new job.
+pub(super) async fn failed_retry(ctx: &Ctx, name: &str, id: &str) -> Res {
+    let id = parse_id(id)?;
+    let op = Op::RetryFailed {
+        queue: name.to_string(),
+        id,
+    };
+    let job = ask(ctx, op, kind::enqueued_one).await?;
+    Ok(Response::json(200, &job))
+}
+
+/// `GET /routings`.
+pub(super) async fn routings(ctx: &Ctx) -> Res {
+    let r = ask(ctx, Op::Query(Query::Routings), kind::routings).await?;
+    Ok(Response::json(
+        200,
+        &r.iter().map(routing_json).collect::<Vec<_>>(),
+    ))
+}
+
+/// `GET /routing/{category}`.
+pub(super) async fn routing_get(ctx: &Ctx, category: &str) -> Res {
+    let op = Op::Query(Query::Routing(category.to_string()));
+    routing_answer(ask(ctx, op, kind::routing_one).await?)
+}
+
+/// `PUT /routing/{category}` with `{"queue_name": ...}`.
+pub(super) async fn routing_put(ctx: &Ctx, req: &Request, category: &str) -> Res {
+    #[derive(Deserialize)]
+    struct Body {
+        queue_name: String,
+    }
+    let b: Body = json_body(req)?;
+    let op = Op::PutRouting {
+        category: category.to_string(),
+        queue: b.queue_name,
+    };
+    routing_answer(ask(ctx, op, kind::routing_one).await?)
+}
+
+/// `DELETE /routing/{category}`: answers with the routing deleted.
+pub(super) async fn routing_delete(ctx: &Ctx, category: &str) -> Res {
+    let op = Op::DeleteRouting(category.to_string());
+    routing_answer(ask(ctx, op, kind::routing_one).await?)
+}
+
+fn routing_answer(routing: (String, String)) -> Res {
+    Ok(Response::json(200, &routing_json(&routing)))
+}
+
+fn routing_json((category, queue): &(String, String)) -> Value {
+    json!({ "job_category": category, "queue_name": queue })
+}
+
+/// `GET /version`.
+pub(super) fn version() -> Response {
+    Response::text(200, format!("reprow {}\n", crate::VERSION))
+}
+
+/// Jobs as JSON, each whose worker origin refuses connections now with reprow's
+/// `last_error` (why it waits: a refused connection costs no attempt, so `fail_count` stays 0).
+fn with_last_error(ctx: &Ctx, jobs: &[JobView]) -> Vec<Value> {
+    let down: Vec<_> = ctx
+        .stats
+        .reachability
+        .list()
+        .into_iter()
+        .filter(|w| !w.reachable)
+        .collect();
+    jobs.iter()
+        .map(|j| {
+            let mut v = serde_json::to_value(j).unwrap_or(Value::Null);
+            if down.is_empty() || j.url.is_empty() {
+                return v;
+            }
+            let Ok(url) = crate::http::url::WorkerUrl::parse(&j.url) else {
+                return v;
+            };
+            if let Some(w) = down.iter().find(|w| w.origin == url.authority) {
+                v["last_error"] = json!(format!(
+                    "worker unreachable since {}: {}",
+                    w.unreachable_since.as_deref().unwrap_or("?"),
+                    w.last_error
+                ));
+            }
+            v
+        })
+        .collect()
+}

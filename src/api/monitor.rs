@@ -1,0 +1,143 @@
+//! reprow's own monitoring routes: the probes `/healthz` and `/readyz`, the dashboard page,
+//! `/metrics` (Prometheus), `/inflight` and `/status` (presque's shape with reprow's
+//! additions).
+//!
+//! These are all a reprow without the durable queue (a FIFO, Q4M or SQS source) serves on
+//! `monitor_listen`, so each answers with or without a store.
+
+use serde_json::json;
+
+use super::{
+    params::Params,
+    reply::{ask, kind, Res},
+    response::Response,
+    router::not_allowed,
+    Ctx,
+};
+use crate::{
+    http::request::Request,
+    store::{Op, Query},
+};
+
+/// The dashboard: one page, served from the binary (no CDN), that polls the JSON API.
+const DASHBOARD: &str = include_str!("dashboard.html");
+
+/// `GET /` or `/dashboard`: the page. It is static; its requests to the API carry the token.
+pub(super) fn dashboard() -> Response {
+    let mut r = Response::text(200, DASHBOARD.to_string());
+    r.content_type = "text/html; charset=utf-8";
+    r.with("Cache-Control", "no-store".into())
+}
+
+/// `/healthz`, `/readyz`: 200 `{"status":"ok"}`, or 503 with the reason.
+pub(super) async fn health<F, Fut>(req: &Request, check: F) -> Response
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    if req.method != "GET" {
+        return not_allowed("GET");
+    }
+    match check().await {
+        Ok(()) => Response::json(200, &json!({ "status": "ok" })),
+        Err(reason) => Response::json(503, &json!({ "status": "unavailable", "reason": reason })),
+    }
+}
+
+/// Live: the process serves HTTP and, with the durable queue, its store thread runs.
+pub(super) fn alive(ctx: &Ctx) -> Result<(), String> {
+    match &ctx.store {
+        Some(s) if !s.is_alive() => Err("the store thread has stopped".into()),
+        _ => Ok(()),
+    }
+}
+
+/// Most time `/readyz` waits for the store to answer.
+const READY_STORE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Ready: the cores are running (not starting or draining) and the store answers a query.
+pub(super) async fn ready(ctx: &Ctx) -> Result<(), String> {
+    let phase = ctx.stats.phase.load(std::sync::atomic::Ordering::Relaxed);
+    if phase != crate::lifecycle::Phase::Running as u8 {
+        return Err(format!(
+            "phase is {}",
+            crate::lifecycle::Phase::name_of(phase)
+        ));
+    }
+    let Some(store) = &ctx.store else {
+        return Ok(());
+    };
+    // Any answer will do (not [`ask`]): the question is whether the store answers at all.
+    match monoio::time::timeout(READY_STORE_TIMEOUT, store.call(Op::Query(Query::Queues))).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(format!("store: {e}")),
+        Err(_) => Err("store: no answer within 1 s".into()),
+    }
+}
+
+/// `GET /metrics`: the Prometheus exposition.
+pub(super) async fn metrics(ctx: &Ctx) -> Res {
+    let queues = match &ctx.store {
+        None => ctx
+            .source_queue
+            .iter()
+            .map(|q| {
+                (
+                    q.clone(),
+                    crate::metrics::source_queue_stats(&ctx.stats.snapshot()),
+                )
+            })
+            .collect(),
+        Some(_) => ask(ctx, Op::Query(Query::Stats(None)), kind::stats).await?,
+    };
+    let phase = ctx.stats.phase.load(std::sync::atomic::Ordering::Relaxed);
+    let text = crate::metrics::render(&crate::metrics::Scrape {
+        stats: ctx.stats.snapshot(),
+        phase: crate::lifecycle::Phase::from_u8(phase),
+        queues: &queues,
+        metrics: &ctx.stats.metrics,
+        store: ctx.store.as_ref().map(|s| &*s.metrics),
+        rss_bytes: crate::metrics::rss_bytes(),
+        workers: &ctx.stats.reachability.list(),
+    });
+    let mut r = Response::text(200, text);
+    r.content_type = crate::metrics::exposition::CONTENT_TYPE;
+    Ok(r)
+}
+
+/// `GET /inflight?limit=`: the jobs being delivered now — the source's board without a
+/// store, the store's leases with one.
+pub(super) async fn inflight(ctx: &Ctx, q: &Params) -> Res {
+    let limit = q.num("limit", 100, 1, 1000)? as usize;
+    if ctx.store.is_none() {
+        return Ok(Response::json(
+            200,
+            &json!({ "jobs": ctx.stats.board.list(limit) }),
+        ));
+    }
+    let (jobs, _) = ask(ctx, Op::Query(Query::InFlight { limit }), kind::jobs).await?;
+    Ok(Response::json(200, &json!({ "jobs": jobs })))
+}
+
+/// `GET /status`: presque's list of queues, with reprow's additions (the lifecycle phase,
+/// the version, the process counters, the workers' reachability). Without a store the list is
+/// empty.
+pub(super) async fn status(ctx: &Ctx) -> Res {
+    let queues = match &ctx.store {
+        None => Vec::new(),
+        Some(_) => ask(ctx, Op::Query(Query::Stats(None)), kind::stats).await?,
+    };
+    Ok(Response::json(
+        200,
+        &json!({
+            "queues": queues.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            "size": queues.len(),
+            "phase": crate::lifecycle::Phase::name_of(
+                ctx.stats.phase.load(std::sync::atomic::Ordering::Relaxed),
+            ),
+            "version": crate::VERSION,
+            "counters": ctx.stats.snapshot(),
+            "workers": ctx.stats.reachability.list(),
+        }),
+    ))
+}

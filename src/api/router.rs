@@ -1,0 +1,203 @@
+//! Method and path to handler: the one list of the API's routes. fireworq's routes (`/job`,
+//! `/queue(s)`, `/routing(s)`, `/version`) are served by `super::fireworq`, presque's (`/q`,
+//! `/qb`, `/j`, `/status/{queue}`, `/control`) by `super::presque`, reprow's monitoring
+//! (`/healthz`, `/readyz`, the dashboard, `/metrics`, `/inflight`, `/status`) by
+//! `super::monitor`. They share one store; their JSON shapes follow the originals so
+//! existing clients work.
+//!
+//! Before a route is chosen: the probes and the dashboard answer without the token, every
+//! other request must carry it, and a reprow without the durable queue serves only the
+//! monitoring routes.
+//!
+//! Status codes: 400 bad syntax (JSON that does not parse, a bad query value), 422 JSON that
+//! parses but has the wrong shape or values, 404 unknown path/queue/job, 405 a known path with
+//! the wrong method (with `Allow`), 413 a payload over the limit, 415 a body type that is not
+//! JSON, 503 the store is stopping or a commit failed, 507 the store is full.
+
+use std::rc::Rc;
+
+use super::{
+    fireworq, monitor,
+    params::{percent_decode, Params},
+    presque,
+    reply::Res,
+    response::Response,
+    Ctx,
+};
+use crate::http::request::Request;
+
+/// Answers one request.
+pub async fn handle(ctx: &Rc<Ctx>, req: Request) -> Response {
+    // Probes answer without the token: they reveal nothing, and orchestrators' probes often
+    // cannot send one.
+    match req.path.as_str() {
+        "/healthz" => return monitor::health(&req, || async { monitor::alive(ctx) }).await,
+        "/readyz" => return monitor::health(&req, || monitor::ready(ctx)).await,
+        // The dashboard page is static; its requests to the API carry the token.
+        "/" | "/dashboard" if req.method == "GET" && ctx.store.is_some() => {
+            return monitor::dashboard()
+        }
+        _ => {}
+    }
+    if let Some(token) = &ctx.config.token {
+        let ok = req
+            .authorization
+            .as_deref()
+            .and_then(bearer_credentials)
+            .is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes()));
+        if !ok {
+            return Response::error(401, "missing or wrong bearer token")
+                .with("WWW-Authenticate", "Bearer".into());
+        }
+    }
+    if ctx.store.is_none() && !MONITORING.contains(&req.path.as_str()) {
+        return Response::error(
+            404,
+            "this reprow runs a FIFO, Q4M or SQS source: only /healthz, /readyz, /metrics, /status and /inflight are served",
+        );
+    }
+    match route(ctx, &req).await {
+        Ok(r) => r,
+        Err(r) => r,
+    }
+}
+
+/// What a reprow without the durable queue serves on `monitor_listen`.
+const MONITORING: [&str; 6] = [
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/status",
+    "/status/",
+    "/inflight",
+];
+
+/// The token of an `Authorization: Bearer <token>` value. The scheme is case-insensitive
+/// (RFC 9110 §11.1) and is followed by one or more spaces.
+fn bearer_credentials(value: &str) -> Option<&str> {
+    let (scheme, rest) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| rest.trim_start_matches(' ').trim())
+}
+
+/// Compares without stopping at the first difference, so the time taken does not tell how
+/// much of a guessed token was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// 405 for a known path, naming the methods it takes.
+pub(super) fn not_allowed(allow: &str) -> Response {
+    Response::error(405, "method not allowed").with("Allow", allow.into())
+}
+
+/// The routes. The path is split into percent-decoded segments and the query parsed before
+/// any route is chosen, so a bad encoding is a 400 whatever the path. Each path's arms for its
+/// methods come before its 405 arm.
+async fn route(ctx: &Rc<Ctx>, req: &Request) -> Res {
+    let segs: Vec<String> = req
+        .path
+        .split('/')
+        .skip(1)
+        .map(percent_decode)
+        .collect::<Result<_, _>>()?;
+    let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
+    let m = req.method.as_str();
+    let q = Params::parse(&req.query)?;
+    match (segs.as_slice(), m) {
+        // ---- monitoring (also without the durable queue) ----
+        (["metrics"], "GET") => monitor::metrics(ctx).await,
+        (["metrics"], _) => Err(not_allowed("GET")),
+        (["inflight"], "GET") => monitor::inflight(ctx, &q).await,
+        (["inflight"], _) => Err(not_allowed("GET")),
+        (["status", ""] | ["status"], "GET") => monitor::status(ctx).await,
+
+        // ---- fireworq ----
+        (["job", cat], "POST") => fireworq::enqueue(ctx, req, cat, false).await,
+        (["job", cat, "batch"], "POST") => fireworq::enqueue(ctx, req, cat, true).await,
+        (["job", _] | ["job", _, "batch"], _) => Err(not_allowed("POST")),
+        (["queues"], "GET") => fireworq::queues(ctx).await,
+        (["queues"], _) => Err(not_allowed("GET")),
+        (["queues", "stats"], "GET") => fireworq::queues_stats(ctx).await,
+        (["queues", "stats"], _) => Err(not_allowed("GET")),
+        (["queue", name], "GET") => fireworq::queue_get(ctx, name).await,
+        (["queue", name], "PUT") => fireworq::queue_put(ctx, req, name).await,
+        (["queue", name], "DELETE") => fireworq::queue_delete(ctx, name).await,
+        (["queue", _], _) => Err(not_allowed("GET, PUT, DELETE")),
+        (["queue", name, list @ ("grabbed" | "waiting" | "deferred")], "GET") => {
+            fireworq::queue_jobs(ctx, name, list, &q).await
+        }
+        (["queue", _, "grabbed" | "waiting" | "deferred"], _) => Err(not_allowed("GET")),
+        (["queue", name, "stats"], "GET") => fireworq::queue_stats(ctx, name).await,
+        (["queue", _, "stats"], _) => Err(not_allowed("GET")),
+        (["queue", name, "job", id], "GET") => fireworq::job_get(ctx, name, id).await,
+        (["queue", name, "job", id], "DELETE") => fireworq::job_delete(ctx, name, id).await,
+        (["queue", _, "job", _], _) => Err(not_allowed("GET, DELETE")),
+        (["queue", name, "failed"], "GET") => fireworq::failed_list(ctx, name, &q).await,
+        (["queue", _, "failed"], _) => Err(not_allowed("GET")),
+        (["queue", name, "failed", id], "GET") => fireworq::failed_get(ctx, name, id).await,
+        (["queue", name, "failed", id], "DELETE") => fireworq::failed_delete(ctx, name, id).await,
+        (["queue", _, "failed", _], _) => Err(not_allowed("GET, DELETE")),
+        (["queue", name, "failed", id, "retry"], "POST") => {
+            fireworq::failed_retry(ctx, name, id).await
+        }
+        (["queue", _, "failed", _, "retry"], _) => Err(not_allowed("POST")),
+        (["routings"], "GET") => fireworq::routings(ctx).await,
+        (["routings"], _) => Err(not_allowed("GET")),
+        (["routing", cat], "GET") => fireworq::routing_get(ctx, cat).await,
+        (["routing", cat], "PUT") => fireworq::routing_put(ctx, req, cat).await,
+        (["routing", cat], "DELETE") => fireworq::routing_delete(ctx, cat).await,
+        (["routing", _], _) => Err(not_allowed("GET, PUT, DELETE")),
+        (["version"], "GET") => Ok(fireworq::version()),
+        (["version"], _) => Err(not_allowed("GET")),
+
+        // ---- presque ----
+        (["q", queue], "POST") => presque::push(ctx, req, queue, &q).await,
+        (["q", queue], "GET") => presque::pull(ctx, queue, &q).await,
+        (["q", queue], "PUT") => presque::fail(ctx, req, queue, &q).await,
+        (["q", queue], "DELETE") => presque::purge(ctx, queue).await,
+        (["q", _], _) => Err(not_allowed("GET, POST, PUT, DELETE")),
+        (["q", queue, id], "DELETE") => presque::ack(ctx, req, queue, id).await,
+        (["q", _, _], _) => Err(not_allowed("DELETE")),
+        (["qb", queue], "GET") => presque::pull_batch(ctx, queue, &q).await,
+        (["qb", queue], "POST") => presque::push_batch(ctx, req, queue, &q).await,
+        (["qb", _], _) => Err(not_allowed("GET, POST")),
+        (["j", queue], "GET") => presque::counts(ctx, queue).await,
+        (["j", _], _) => Err(not_allowed("GET")),
+        (["status", queue], "GET") => presque::status(ctx, queue).await,
+        // `/status` and `/status/` too, and any deeper path under it (a 405, not a 404).
+        (["status", ..], _) => Err(not_allowed("GET")),
+        (["control", queue], "GET") => presque::control_get(ctx, queue).await,
+        (["control", queue], "POST") => presque::control_set(ctx, req, queue).await,
+        (["control", _], _) => Err(not_allowed("GET, POST")),
+        _ => Err(Response::error(
+            404,
+            &format!("no route for {} {}", req.method, req.path),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        for v in [
+            "Bearer t0k",
+            "bearer t0k",
+            "BEARER t0k",
+            "Bearer   t0k ",
+            " bEaReR t0k",
+        ] {
+            assert_eq!(bearer_credentials(v), Some("t0k"), "{v:?}");
+        }
+        for v in ["Basic t0k", "Bearert0k", "Bearer", "", "Bear t0k"] {
+            assert_ne!(bearer_credentials(v), Some("t0k"), "{v:?}");
+        }
+    }
+}

@@ -10,8 +10,7 @@ use serde_json::json;
 use super::{
     params::Params,
     reply::{ask, kind, Res},
-    response::Response,
-    router::not_allowed,
+    response::{not_allowed, Response},
     Ctx,
 };
 use crate::{

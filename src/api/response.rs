@@ -138,3 +138,9 @@ pub fn reason(status: u16) -> &'static str {
         _ => "Unknown",
     }
 }
+
+/// 405 for a known path, naming the methods it takes.
+pub fn not_allowed(allow: &str) -> Response {
+    Response::error(405, "method not allowed").with("Allow", allow.into())
+}
+

@@ -21,7 +21,7 @@ use super::{
     params::{percent_decode, Params},
     presque,
     reply::Res,
-    response::Response,
+    response::{not_allowed, Response},
     Ctx,
 };
 use crate::http::request::Request;
@@ -88,11 +88,6 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
         return false;
     }
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// 405 for a known path, naming the methods it takes.
-pub(super) fn not_allowed(allow: &str) -> Response {
-    Response::error(405, "method not allowed").with("Allow", allow.into())
 }
 
 /// The routes. The path is split into percent-decoded segments and the query parsed before

@@ -143,4 +143,3 @@ pub fn reason(status: u16) -> &'static str {
 pub fn not_allowed(allow: &str) -> Response {
     Response::error(405, "method not allowed").with("Allow", allow.into())
 }
-

@@ -19,14 +19,7 @@ pub mod framing;
 pub mod lmdb;
 pub mod q4m;
 pub mod spill;
-#[cfg(feature = "sqs")]
 pub mod sqs;
-/// Without the `sqs` feature only the config is built, so a config naming SQS is refused with
-/// a clear message instead of an unknown type.
-#[cfg(not(feature = "sqs"))]
-pub mod sqs {
-    pub mod config;
-}
 
 use std::{sync::Arc, time::Duration};
 

@@ -1,0 +1,101 @@
+//! The cores' reports and what each does to its message: done → deleted (batched by the report
+//! loop); retry → visibility changed to the delay, so SQS redelivers the same message and its
+//! receive count and the queue's redrive policy keep working; failed for good → `leave`
+//! (visible again at once) or `delete` (recorded in the failed file first); unfinished →
+//! visible again at once.
+
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::{batch::change_visibility_batch, failed::recorded, shared::Shared};
+use crate::{
+    bridge::Delivery,
+    config::SqsFailure,
+    job::{Failure, Job},
+    source::Settle,
+};
+
+/// What the cores report, in the order they report it.
+pub(super) enum Report {
+    Done(u64),
+    Retry(u64, Duration),
+    Failed(Job, Failure),
+    /// Refused before delivery (see `job_of`): failed, but never handed straight back, which
+    /// would have it received and refused again at once, without end.
+    Refused(Job, Failure),
+    Unfinished(u64),
+}
+
+/// The cores' handle: reports go to the source thread over a channel (sending never blocks).
+pub(super) struct SqsSettler {
+    pub(super) tx: mpsc::UnboundedSender<Report>,
+}
+
+impl Settle for SqsSettler {
+    fn done(&self, d: &Delivery, _elapsed_ms: u64) {
+        let _ = self.tx.send(Report::Done(d.job.id));
+    }
+    fn failed(&self, d: &Delivery, failure: &Failure, _permanent: bool, _elapsed_ms: u64) {
+        let _ = self.tx.send(Report::Failed(d.job.clone(), failure.clone()));
+    }
+    fn retry(&self, d: Delivery, delay: Duration, _: &Failure, _: u64) -> Option<Delivery> {
+        // SQS redelivers the same message after the delay (ChangeMessageVisibility).
+        let _ = self.tx.send(Report::Retry(d.job.id, delay));
+        None
+    }
+    fn unfinished(&self, d: Delivery) {
+        let _ = self.tx.send(Report::Unfinished(d.job.id));
+    }
+    fn close(&self) {}
+}
+
+pub(super) async fn settle(shared: &Shared, report: Report, deletes: &mut Vec<(u64, String)>) {
+    let take = |id: u64| {
+        shared
+            .held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id)
+    };
+    match report {
+        Report::Done(id) => {
+            if let Some(h) = take(id) {
+                deletes.push((id, h.receipt));
+            }
+        }
+        Report::Retry(id, delay) => {
+            if let Some(h) = take(id) {
+                let secs = delay.as_secs().min(43_200) as i32;
+                change_visibility_batch(shared, &[(id, h.receipt)], secs).await;
+            }
+        }
+        Report::Unfinished(id) => {
+            if let Some(h) = take(id) {
+                change_visibility_batch(shared, &[(id, h.receipt)], 0).await;
+            }
+        }
+        Report::Failed(job, failure) => {
+            let Some(h) = take(job.id) else {
+                return;
+            };
+            if shared.config.on_failure == SqsFailure::Delete && recorded(shared, &job, &failure) {
+                deletes.push((job.id, h.receipt));
+            } else {
+                // `leave`, or not recorded: visible again at once, towards the redrive policy.
+                change_visibility_batch(shared, &[(job.id, h.receipt)], 0).await;
+            }
+        }
+        Report::Refused(job, failure) => {
+            // Otherwise left as received: visible again when its visibility timeout ends (not
+            // at once, to be refused again without pause), so its receive count climbs to the
+            // redrive policy at that pace.
+            let Some(h) = take(job.id) else {
+                return;
+            };
+            if shared.config.on_failure == SqsFailure::Delete && recorded(shared, &job, &failure) {
+                deletes.push((job.id, h.receipt));
+            }
+        }
+    }
+}

@@ -332,10 +332,9 @@ impl Harness {
             queues,
             routings: vec![],
             default_queue: "default".into(),
-            default_url: None,
+            defaults: Default::default(),
             clock: Clock::Manual(self.clock.clone()),
             fail_commit: Some(Arc::new(move || fail.swap(false, Ordering::SeqCst))),
-            max_retry_after: Duration::from_secs(3600),
         };
         self.engine = Some(Engine::open(opts, None).unwrap());
     }

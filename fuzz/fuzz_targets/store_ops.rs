@@ -61,10 +61,9 @@ fn open(path: &PathBuf, clock: &Arc<AtomicU64>) -> Engine {
         queues,
         routings: vec![],
         default_queue: "pull".into(),
-        default_url: None,
+        defaults: Default::default(),
         clock: Clock::Manual(clock.clone()),
         fail_commit: None,
-        max_retry_after: Duration::from_secs(3600),
     };
     Engine::open(opts, None).expect("open the store")
 }

@@ -106,7 +106,7 @@ pub fn run(config: &Config, shutdown: Shutdown, stats: Arc<Stats>) -> Result<Sna
     let concurrency = if durable {
         None
     } else {
-        runner.map(|r| r.concurrency)
+        runner.map(|r| r.concurrency())
     };
     let (tx, rx) = job_channel(concurrency, target);
     let opened = sources::open(config, &tx, &stats)?;
@@ -236,7 +236,7 @@ pub fn run(config: &Config, shutdown: Shutdown, stats: Arc<Stats>) -> Result<Sna
     drop(api);
     stats.phase.store(Phase::Running as u8, Relaxed);
     if let Some(r) = runner.filter(|_| !durable) {
-        tracing::info!(threads, concurrency = r.concurrency, worker = %r.url, "reprow is running.");
+        tracing::info!(threads, concurrency = r.concurrency(), worker = %r.url, "reprow is running.");
     }
 
     let start_error = cores::join_cores(handles, &shutdown);

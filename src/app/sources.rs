@@ -36,7 +36,7 @@ pub fn open(config: &Config, tx: &JobSender, stats: &Arc<Stats>) -> Result<Opene
         }
         QueueConfig::Fifo(f) => Box::new(FifoSource::open(f, stats.clone())?),
         QueueConfig::Q4m(q) => {
-            let concurrency = runner.map_or(1, |r| r.concurrency);
+            let concurrency = runner.map_or(1, |r| r.concurrency());
             q4m_source(q, concurrency, config, stats.clone())?
         }
         QueueConfig::Sqs(q) => {
@@ -80,12 +80,20 @@ fn open_store(
             .map(|(c, q)| (c.clone(), q.clone()))
             .collect(),
         default_queue: config.default_queue.clone(),
-        default_url: runner.map(|r| r.url.clone()),
+        defaults: runner.map_or_else(Default::default, |r| crate::store::engine::Defaults {
+            url: Some(r.url.clone()),
+            timeout: r.timeout,
+            max_retries: r.max_retries,
+            retry_delay: r.default_retry_after,
+            retry: crate::store::engine::RetryBounds {
+                backoff_base: r.backoff_base,
+                backoff_max: r.backoff_max,
+                max_retry_after: r.max_retry_after,
+            },
+            concurrency: r.concurrency,
+        }),
         clock: crate::store::Clock::System,
         fail_commit: None,
-        max_retry_after: runner.map_or(crate::store::engine::DEFAULT_MAX_RETRY_AFTER, |r| {
-            r.max_retry_after
-        }),
     };
     Ok(crate::store::engine::start(opts, tx.deliveries())?)
 }
@@ -99,7 +107,7 @@ fn sqs_source(
 ) -> Result<Box<dyn Source>, RunError> {
     Ok(Box::new(crate::source::sqs::SqsSource::new(
         q,
-        runner.concurrency,
+        runner.concurrency(),
         runner.timeout,
         config.shutdown_timeout,
         stats,

@@ -259,9 +259,13 @@ impl Config {
         }
         match &self.queue {
             QueueConfig::Lmdb(_) => {}
-            QueueConfig::Q4m(q) => q.validate(r.concurrency).map_err(|(k, m)| invalid(k, m))?,
+            QueueConfig::Q4m(q) => q
+                .validate(r.concurrency())
+                .map_err(|(k, m)| invalid(k, m))?,
             QueueConfig::Sqs(q) => q.validate(r.timeout).map_err(|(k, m)| invalid(k, m))?,
-            QueueConfig::Fifo(f) => f.validate(r.concurrency).map_err(|(k, m)| invalid(k, m))?,
+            QueueConfig::Fifo(f) => f
+                .validate(r.concurrency())
+                .map_err(|(k, m)| invalid(k, m))?,
         }
         self.validate_common(text)
     }

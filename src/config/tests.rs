@@ -16,7 +16,7 @@ fn reprow_sample_loads_unchanged() {
     let text = "queue:\n  type: fifo\n  path: /tmp/queue\nrunner:\n  type: http_proxy\n  url: http://127.0.0.1:5000\n  timeout: 2s\n  concurrency: 3\n  default_retry_after: 5\nlog_level: info\n";
     let c = Config::from_yaml(text).unwrap();
     assert_eq!(c.runner().unwrap().timeout, Duration::from_secs(2));
-    assert_eq!(c.runner().unwrap().concurrency, 3);
+    assert_eq!(c.runner().unwrap().concurrency(), 3);
     assert_eq!(
         c.runner().unwrap().default_retry_after,
         Some(Duration::from_secs(5))
@@ -27,7 +27,7 @@ fn reprow_sample_loads_unchanged() {
 fn defaults() {
     let c = Config::from_yaml(MINIMAL).unwrap();
     let r = c.runner().unwrap();
-    assert_eq!(r.concurrency, 16);
+    assert_eq!(r.concurrency(), 16);
     assert_eq!(r.timeout, Duration::from_secs(30));
     assert_eq!(r.max_retries, 10);
     assert_eq!(c.shutdown_timeout, Duration::from_secs(30));
@@ -225,7 +225,7 @@ fn sqsd_environment() {
     match (cfg!(feature = "sqs"), full) {
         (true, Ok(Some(c))) => {
             let r = c.runner().unwrap();
-            assert_eq!((r.timeout, r.concurrency), (Duration::from_secs(90), 8));
+            assert_eq!((r.timeout, r.concurrency()), (Duration::from_secs(90), 8));
             assert_eq!(r.user_agent.as_deref(), Some("aws-sqsd/1.1"));
             assert_eq!(c.monitor_listen, Some("127.0.0.1:7070".parse().unwrap()));
             assert_eq!(c.log_level, "warn");

@@ -19,9 +19,11 @@ use crate::{
 pub struct RunnerConfig {
     /// Worker URL, `http://host[:port][/path]`.
     pub url: String,
-    /// Most requests in flight across all cores. Defaults to 16.
-    #[serde(default = "default_concurrency")]
-    pub concurrency: usize,
+    /// Most requests in flight across all cores. Defaults to 16. For the durable queue it caps
+    /// the pushed jobs in flight over all queues (each queue's `max_workers` still applies);
+    /// unset there, only `max_workers` bounds them. Read it through [`RunnerConfig::concurrency`].
+    #[serde(default)]
+    pub concurrency: Option<usize>,
     /// Per-request deadline (connect, send, whole response). Defaults to 30 seconds.
     #[serde(default = "default_timeout", deserialize_with = "duration")]
     pub timeout: Duration,
@@ -63,27 +65,33 @@ pub struct RunnerConfig {
     pub max_unreachable: Option<Duration>,
 }
 
-const fn default_concurrency() -> usize {
+/// `runner.concurrency` when unset (FIFO, SQS, Q4M).
+pub const fn default_concurrency() -> usize {
     16
 }
 
-const fn default_timeout() -> Duration {
+/// Also the durable queue's default (`store::engine::Defaults`).
+pub const fn default_timeout() -> Duration {
     Duration::from_secs(30)
 }
 
-const fn default_max_retries() -> u32 {
+/// Also the durable queue's default (`store::engine::Defaults`).
+pub const fn default_max_retries() -> u32 {
     10
 }
 
-const fn default_backoff_base() -> Duration {
+/// Also the durable queue's default (`store::engine::Defaults`).
+pub const fn default_backoff_base() -> Duration {
     Duration::from_secs(1)
 }
 
-const fn default_backoff_max() -> Duration {
+/// Also the durable queue's default (`store::engine::Defaults`).
+pub const fn default_backoff_max() -> Duration {
     Duration::from_secs(300)
 }
 
-const fn default_max_retry_after() -> Duration {
+/// Also the durable queue's default (`store::engine::Defaults`).
+pub const fn default_max_retry_after() -> Duration {
     Duration::from_secs(3600)
 }
 
@@ -108,6 +116,11 @@ pub const fn default_max_response_body_bytes() -> usize {
 }
 
 impl RunnerConfig {
+    /// `concurrency`, or its default.
+    pub fn concurrency(&self) -> usize {
+        self.concurrency.unwrap_or(default_concurrency())
+    }
+
     /// The retry policy this runner section describes.
     pub fn retry_policy(&self) -> RetryPolicy {
         RetryPolicy {
@@ -122,10 +135,11 @@ impl RunnerConfig {
     /// Refuses values that parse but cannot work: the key and what is allowed.
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
         WorkerUrl::parse(&self.url).map_err(|m| ("runner.url", m))?;
-        if self.concurrency == 0 {
+        let concurrency = self.concurrency();
+        if concurrency == 0 {
             return Err(("runner.concurrency", "must be at least 1".into()));
         }
-        if self.concurrency > 100_000 {
+        if concurrency > 100_000 {
             return Err(("runner.concurrency", "must be at most 100000".into()));
         }
         if self.timeout.is_zero() {

@@ -60,7 +60,7 @@ pub struct QueueDef {
     #[serde(default = "default_max_retries")]
     pub max_retries: u32,
     /// Fixed retry delay in seconds for jobs that set none. Unset: exponential backoff with
-    /// jitter from 1 s to 5 min.
+    /// jitter, from `runner.backoff_base` to `runner.backoff_max` (1 s and 5 min by default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_delay: Option<u64>,
     /// How long a pulled job stays leased before it is handed out again, seconds. Default 60.
@@ -82,11 +82,13 @@ const fn default_polling_interval() -> u64 {
 const fn default_max_workers() -> u32 {
     20
 }
+/// The runner's default, so one setting has one default.
 const fn default_timeout() -> u64 {
-    30
+    crate::dispatch::config::default_timeout().as_secs()
 }
+/// The runner's default, so one setting has one default.
 const fn default_max_retries() -> u32 {
-    10
+    crate::dispatch::config::default_max_retries()
 }
 const fn default_lease_timeout() -> u64 {
     60

@@ -57,7 +57,7 @@ pub(super) enum Effect {
 impl Engine {
     /// Memory changes after an op's nested commit.
     pub(super) fn effect(&mut self, fx: Effect, now: u64) {
-        let mra = self.max_retry_after;
+        let bounds = self.retry;
         match fx {
             Effect::None => {}
             Effect::Enqueued { recs, new_queues } => {
@@ -65,7 +65,7 @@ impl Engine {
                     self.by_name.insert(name.clone(), qid);
                     self.queues
                         .entry(qid)
-                        .or_insert_with(|| QState::new(qid, &name, None, mra))
+                        .or_insert_with(|| QState::new(qid, &name, None, bounds))
                         .set_def(Some(def));
                 }
                 for rec in recs {
@@ -153,10 +153,9 @@ impl Engine {
                     self.by_name.insert(d.name.clone(), qid);
                 }
                 let name = def.as_ref().map(|d| d.name.clone());
-                let q = self
-                    .queues
-                    .entry(qid)
-                    .or_insert_with(|| QState::new(qid, name.as_deref().unwrap_or(""), None, mra));
+                let q = self.queues.entry(qid).or_insert_with(|| {
+                    QState::new(qid, name.as_deref().unwrap_or(""), None, bounds)
+                });
                 q.set_def(def);
             }
             Effect::Routing(category, queue) => match queue {

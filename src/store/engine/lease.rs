@@ -29,6 +29,9 @@ impl Engine {
         if let Some(q) = self.queues.get_mut(&l.qid) {
             q.leased += 1;
         }
+        if !l.pull {
+            self.push_leased += 1;
+        }
         self.expiry.insert((l.deadline_ms, id));
         self.granted.push(id);
         self.leases.insert(id, l);
@@ -44,6 +47,9 @@ impl Engine {
         // a job runnable again (retry, release, expiry) reset it through `below_cursor`.
         if let Some(q) = self.queues.get_mut(&l.qid) {
             q.leased = q.leased.saturating_sub(1);
+        }
+        if !l.pull {
+            self.push_leased = self.push_leased.saturating_sub(1);
         }
         Some(l)
     }

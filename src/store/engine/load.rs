@@ -45,7 +45,7 @@ impl Engine {
                 Some(j) => Some(serde_json::from_slice::<QueueDef>(j).map_err(corrupt)?),
                 None => None,
             };
-            let mut q = QState::new(qid, name, def, self.max_retry_after);
+            let mut q = QState::new(qid, name, def, self.retry);
             if let Some(c) = self.meta.get(&rtxn, &counts_key(qid)).map_err(db_err)? {
                 if c.len() == 16 {
                     q.count = u64::from_le_bytes(c[..8].try_into().map_err(corrupt)?);

@@ -64,13 +64,13 @@ use std::{
         atomic::{AtomicBool, Ordering},
         Arc,
     },
-    time::Duration,
 };
 
 use heed::{types::Bytes as Raw, Database, Env, WithoutTls};
 
 pub use clock::Clock;
-pub use open::{Options, DEFAULT_MAX_RETRY_AFTER};
+pub use open::{Defaults, Options};
+pub use state::RetryBounds;
 
 use super::{Command, Dispatch, Op, OpenError, ReplyTx, Store};
 use completion::PullLog;
@@ -149,7 +149,13 @@ pub struct Engine {
     reserve: usize,
     clock: Clock,
     fail_commit: Option<Arc<dyn Fn() -> bool + Send + Sync>>,
-    max_retry_after: Duration,
+    /// The retry bounds `runner:` sets for every queue.
+    retry: RetryBounds,
+    /// Most pushed jobs leased at once over all queues (`runner.concurrency`; `usize::MAX`
+    /// when unset).
+    push_cap: usize,
+    /// Pushed (not pulled) jobs leased now.
+    push_leased: usize,
     queues: BTreeMap<u32, QState>,
     by_name: HashMap<String, u32>,
     routings: BTreeMap<String, String>,
@@ -253,6 +259,7 @@ impl Engine {
 mod tests {
     use super::*;
     use crate::store::{due_after, MAX_TIME_MS};
+    use std::time::Duration;
 
     #[test]
     fn due_times_saturate_at_the_latest_time() {

@@ -16,7 +16,7 @@ use std::{
 
 use heed::{types::Bytes as Raw, CommitOrAbort};
 
-use super::{clock::Clock, Db, Engine};
+use super::{clock::Clock, state::RetryBounds, Db, Engine};
 use crate::store::{queue::QueueDef, Dispatch, Op, OpenError};
 
 /// How to open the store.
@@ -34,18 +34,60 @@ pub struct Options {
     pub routings: Vec<(String, String)>,
     /// Queue for categories without a routing; created at start if missing.
     pub default_queue: String,
-    /// Worker URL of the default queue when it is created.
-    pub default_url: Option<String>,
+    /// What `runner:` sets: the default queue's worker and the retry bounds of every queue.
+    pub defaults: Defaults,
     /// Time source.
     pub clock: Clock,
     /// Test hook: when it returns true the batch's commit is abandoned as if it failed.
     pub fail_commit: Option<Arc<dyn Fn() -> bool + Send + Sync>>,
-    /// The longest delay a worker's `Retry-After` may ask for (`runner.max_retry_after`).
-    pub max_retry_after: Duration,
 }
 
-/// `runner.max_retry_after`'s default: 1 hour.
-pub const DEFAULT_MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+/// What `runner:` means to the durable queue. `url`, `timeout`, `max_retries` and
+/// `retry_delay` define the default queue when it is created (a queue defined under `queues:`
+/// or through the API has its own); the backoff bounds and `max_retry_after` apply to every
+/// queue; `concurrency` caps the pushed jobs in flight over all queues. The defaults are the
+/// runner's own ([`crate::dispatch::config`]), so a durable queue without `runner:` behaves as
+/// one with an empty `runner:`.
+#[derive(Debug, Clone)]
+pub struct Defaults {
+    /// The default queue's worker URL.
+    pub url: Option<String>,
+    /// The default queue's request timeout.
+    pub timeout: Duration,
+    /// The default queue's retries.
+    pub max_retries: u32,
+    /// The default queue's fixed retry delay; `None`: backoff.
+    pub retry_delay: Option<Duration>,
+    /// Retry bounds of every queue.
+    pub retry: RetryBounds,
+    /// Most pushed jobs in flight over all queues; `None`: only each queue's `max_workers`.
+    pub concurrency: Option<usize>,
+}
+
+impl Default for Defaults {
+    fn default() -> Defaults {
+        use crate::dispatch::config as runner;
+        Defaults {
+            url: None,
+            timeout: runner::default_timeout(),
+            max_retries: runner::default_max_retries(),
+            retry_delay: None,
+            retry: RetryBounds {
+                backoff_base: runner::default_backoff_base(),
+                backoff_max: runner::default_backoff_max(),
+                max_retry_after: runner::default_max_retry_after(),
+            },
+            concurrency: None,
+        }
+    }
+}
+
+impl Defaults {
+    /// The retry bounds every queue gets.
+    pub fn retry_bounds(&self) -> RetryBounds {
+        self.retry
+    }
+}
 
 /// Takes an exclusive `flock` on `<dir>/reprow.lock`, held for the life of the returned file,
 /// so a second reprow on the same directory fails at start instead of corrupting the
@@ -125,7 +167,9 @@ impl Engine {
             reserve: (map_size / 10).max(256 * 1024),
             clock: opts.clock.clone(),
             fail_commit: opts.fail_commit.clone(),
-            max_retry_after: opts.max_retry_after,
+            retry: opts.defaults.retry_bounds(),
+            push_cap: opts.defaults.concurrency.unwrap_or(usize::MAX),
+            push_leased: 0,
             metrics: Arc::default(),
             op_log: None,
             batch_logs: Vec::new(),
@@ -162,7 +206,14 @@ impl Engine {
                 .is_some_and(|q| engine.queues[q].def.is_some());
         if !default_defined {
             let mut d = QueueDef::named(&opts.default_queue);
-            d.url = opts.default_url.clone();
+            let defaults = &opts.defaults;
+            d.url = defaults.url.clone();
+            // Whole seconds, as a queue stores them; a sub-second runner.timeout rounds up.
+            d.timeout = defaults.timeout.as_secs() + u64::from(defaults.timeout.subsec_nanos() > 0);
+            d.max_retries = defaults.max_retries;
+            d.retry_delay = defaults
+                .retry_delay
+                .map(|t| t.as_secs() + u64::from(t.subsec_nanos() > 0));
             defs.push(d);
         }
         for mut d in defs {

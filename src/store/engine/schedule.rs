@@ -151,7 +151,8 @@ impl Engine {
     }
 
     /// Hands due jobs of push queues to the cores, within each queue's `max_workers` and
-    /// throttle. Reads only; leases are memory.
+    /// throttle and the cap on pushed jobs in flight over all queues (`runner.concurrency`).
+    /// Reads only; leases are memory.
     pub fn feed(&mut self) {
         let now = self.clock.now_ms();
         let env = self.env.clone();
@@ -171,7 +172,8 @@ impl Engine {
             if def.mode != QueueMode::Push || def.paused || q.count == 0 {
                 continue;
             }
-            let mut room = def.max_workers.saturating_sub(q.leased) as usize;
+            let mut room = (def.max_workers.saturating_sub(q.leased) as usize)
+                .min(self.push_cap.saturating_sub(self.push_leased));
             if room == 0 {
                 continue;
             }
@@ -221,7 +223,7 @@ impl Engine {
             || rec.max_retries.is_some()
             || rec.retry_delay_ms.is_some();
         let target = if overrides {
-            make_target(def, Some(&rec), self.max_retry_after)
+            make_target(def, Some(&rec), self.retry)
         } else {
             q.target.clone()
         };

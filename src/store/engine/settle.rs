@@ -106,7 +106,7 @@ impl Engine {
         let (qid, rec) = self.queue_job(txn, queue, id)?;
         self.check_pull_lease(qid, id, lease)?;
         let def = self.def_of(qid)?.clone();
-        let policy = policy_for(&def, Some(&rec), self.max_retry_after);
+        let policy = policy_for(&def, Some(&rec), self.retry);
         let attempts = rec.attempts + 1;
         let failure = crate::job::Failure {
             status: None,

@@ -66,8 +66,8 @@ pub(super) struct QState {
     /// Earliest future due time seen by the last scan that stopped on it.
     pub(super) next_due: Option<u64>,
     pub(super) bucket: Option<Bucket>,
-    /// `runner.max_retry_after`, for the queue's delivery target.
-    pub(super) max_retry_after: Duration,
+    /// The retry bounds `runner:` sets, for the queue's delivery target.
+    pub(super) retry: RetryBounds,
     pub(super) pushes: u64,
     pub(super) pops: u64,
     pub(super) successes: u64,
@@ -83,10 +83,22 @@ pub(super) struct QState {
     pub(super) pop_rate: Rate,
 }
 
+/// The retry bounds `runner:` sets for every durable queue: the backoff steps (queues and jobs
+/// set only a fixed delay or none) and the clamp of a worker's `Retry-After`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryBounds {
+    /// First backoff step (`runner.backoff_base`).
+    pub backoff_base: Duration,
+    /// Longest backoff step (`runner.backoff_max`).
+    pub backoff_max: Duration,
+    /// Clamp for a worker's `Retry-After` (`runner.max_retry_after`).
+    pub max_retry_after: Duration,
+}
+
 pub(super) fn policy_for(
     def: &QueueDef,
     rec: Option<&JobRecord>,
-    max_retry_after: Duration,
+    bounds: RetryBounds,
 ) -> RetryPolicy {
     let max_retries = rec.and_then(|r| r.max_retries).unwrap_or(def.max_retries);
     let fixed = rec
@@ -95,16 +107,16 @@ pub(super) fn policy_for(
     RetryPolicy {
         max_retries,
         fixed,
-        base: Duration::from_secs(1),
-        cap: Duration::from_secs(300),
-        max_retry_after,
+        base: bounds.backoff_base,
+        cap: bounds.backoff_max,
+        max_retry_after: bounds.max_retry_after,
     }
 }
 
 pub(super) fn make_target(
     def: &QueueDef,
     rec: Option<&JobRecord>,
-    max_retry_after: Duration,
+    bounds: RetryBounds,
 ) -> Option<Arc<Target>> {
     let url_text = rec
         .and_then(|r| r.url.clone())
@@ -117,21 +129,16 @@ pub(super) fn make_target(
         url,
         url_text,
         timeout,
-        policy: policy_for(def, rec, max_retry_after),
+        policy: policy_for(def, rec, bounds),
         outcome: def.outcome,
     }))
 }
 
 impl QState {
-    pub(super) fn new(
-        qid: u32,
-        name: &str,
-        def: Option<QueueDef>,
-        max_retry_after: Duration,
-    ) -> QState {
+    pub(super) fn new(qid: u32, name: &str, def: Option<QueueDef>, retry: RetryBounds) -> QState {
         let mut q = QState {
             qid,
-            max_retry_after,
+            retry,
             name: Arc::from(name),
             def: None,
             target: None,
@@ -165,9 +172,7 @@ impl QState {
             != def
                 .as_ref()
                 .map(|d| (d.max_dispatches_per_second, d.max_burst_size));
-        self.target = def
-            .as_ref()
-            .and_then(|d| make_target(d, None, self.max_retry_after));
+        self.target = def.as_ref().and_then(|d| make_target(d, None, self.retry));
         if throttle_changed || self.bucket.is_none() {
             self.bucket = def.as_ref().and_then(Bucket::new);
         }

@@ -7,20 +7,25 @@
 //! which is where backpressure happens.
 //!
 //! # Layout
-//! - [`store`]: the durable queue: an LMDB log, its group-commit writer and scheduler.
-//! - [`api`]: the HTTP API (fireworq and presque routes) served by every core.
-//! - [`bench`]: `reprow bench`, the load simulator.
-//! - [`client`]: the command-line client of that API (`reprow enqueue`, `jobs`, `retry`, `stats`).
-//! - [`config`]: the YAML config (reprow's `queue:` + `runner:` shape) and its validation.
-//! - [`job`]: the job type and how a worker's answer maps to an outcome.
-//! - [`source`]: where jobs come from (the FIFO), the `Source`/`Settle` traits.
-//! - [`dispatch`]: per-core dispatchers, retry policy, circuit breaker.
-//! - [`http`]: the sans-IO HTTP/1.1 codec and the per-core worker client.
-//! - [`runtime`]: thread start-up, the cross-thread bridge, shutdown and lifecycle.
-//! - [`stats`]: process-wide counters.
-//! - [`reachability`]: worker origins that refuse connections (one warning per origin).
-//! - [`metrics`]: histograms and the Prometheus exposition.
-//! - [`telemetry`]: logging set-up.
+//! In the order a job flows through them (source → bridge → dispatch → http → outcome →
+//! settle), then what serves and starts them:
+//! - [`source`]: where jobs come from: the durable store ([`source::lmdb`]), a FIFO, SQS, Q4M;
+//!   the `Source` and `Settle` traits; the failed and pending files.
+//! - [`store`]: the durable queue itself: an LMDB log, its group-commit writer, leases and
+//!   scheduler.
+//! - [`bridge`]: the channel from a source to the cores; a [`bridge::Delivery`] is a job and
+//!   its target.
+//! - [`dispatch`]: one dispatcher per core for every source: clients per worker URL, a breaker
+//!   per origin, retries; `runner:` and its defaults.
+//! - [`http`]: the sans-IO HTTP/1.1 codec, request parser and worker URL; the per-core client.
+//! - [`job`]: the job, how an answer becomes an outcome (`classify`), the retry policy, the
+//!   target.
+//! - [`stats`], [`metrics`], [`telemetry`]: counters and histograms, the Prometheus exposition,
+//!   logging and the completion line.
+//! - [`api`]: the HTTP API (monitoring, fireworq and presque routes) served by every core.
+//! - [`app`]: the one orchestrator: opens the source, starts the cores, shuts down in order.
+//! - [`config`], [`units`], [`lifecycle`]: the YAML config, durations and sizes, shutdown.
+//! - [`client`], [`bench`]: the command-line client and the load simulator.
 
 pub mod api;
 pub mod app;

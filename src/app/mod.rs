@@ -10,8 +10,8 @@
 //! reported and closes.
 //!
 //! # Layout
-//! - [`sources`]: `queue:` → a [`Source`] (features are looked at there only).
-//! - [`cores`]: core threads and their I/O driver.
+//! - [`sources`]: `queue:` → a [`Source`](crate::source::Source) (features are looked at there only).
+//! - `cores`: core threads and their I/O driver.
 
 mod cores;
 pub mod sources;

@@ -133,7 +133,7 @@ pub enum DriverChoice {
 /// The queue backend, tagged by `type`.
 ///
 /// Read by [`Config::from_yaml`] straight from the text once `type` is known (see
-/// [`SectionKinds`]), so an error inside the section keeps its line and column; serde's own
+/// `SectionKinds`), so an error inside the section keeps its line and column; serde's own
 /// tagged enums buffer the section first and lose them.
 #[derive(Debug, Clone)]
 pub enum QueueConfig {

@@ -1,6 +1,6 @@
 //! The sender of periodic tasks (`queue.cron`, Elastic Beanstalk's cron.yaml): at each
 //! occurrence of a task, its message is sent into the queue, to be received like any other.
-//! The file itself is parsed in [`crate::source::cron`].
+//! The file itself is parsed in `source::cron`.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 

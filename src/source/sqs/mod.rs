@@ -29,7 +29,7 @@
 //! - `failed`: the failed file, written before a message is deleted for good;
 //! - `batch`: DeleteMessageBatch and ChangeMessageVisibilityBatch;
 //! - `heartbeat`: visibility extension for held messages;
-//! - `cron`: the sender of periodic tasks (cron.yaml is parsed in [`crate::source::cron`]).
+//! - `cron`: the sender of periodic tasks (cron.yaml is parsed in `source::cron`).
 
 #[cfg(feature = "sqs")]
 mod batch;

@@ -16,7 +16,7 @@
 //! # Invariants
 //! - Memory follows disk: an op changes memory only after its nested transaction committed into
 //!   the batch; if the batch's commit then fails, memory is rebuilt from disk
-//!   ([`Engine::reload`]) and every caller in the batch gets 503.
+//!   (`Engine::reload`) and every caller in the batch gets 503 (507 when the store is full).
 //! - A job is leased at most once at a time (`leases`); a lease is memory only.
 //! - `QState::leased` equals the number of leases of that queue.
 //! - `QState::cursor`, when set, is a due key such that no unleased job of the queue that is due

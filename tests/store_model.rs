@@ -24,7 +24,7 @@ use reprow::{
         engine::Engine,
         queue::{QueueDef, QueueMode},
         Clock, Destination, JobList, JobView, NewJob, Op, Options, Query, Reply, Settlement,
-        StoreError,
+        StoreError, StoreErrorKind,
     },
 };
 
@@ -410,7 +410,7 @@ fn check_view(v: &JobView, j: &MJob, c: QCfg, what: &str) -> Result<(), TestCase
 }
 
 fn unavailable(r: &Result<Reply, StoreError>) -> bool {
-    matches!(r, Err(StoreError::Unavailable(_)))
+    matches!(r, Err(ref e) if e.kind() == StoreErrorKind::Unavailable)
 }
 
 fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
@@ -442,7 +442,7 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                     prop_assert!(unavailable(&r), "step {i}: {r:?}");
                 } else if conflict {
                     prop_assert!(
-                        matches!(r, Err(StoreError::Conflict(_))),
+                        matches!(r, Err(ref e) if e.kind() == StoreErrorKind::Conflict),
                         "step {i}: uniq not refused: {r:?}"
                     );
                 } else {
@@ -515,7 +515,7 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                             }
                         }
                     }
-                    Err(StoreError::NotFound(_)) => prop_assert!(
+                    Err(ref e) if e.kind() == StoreErrorKind::NotFound => prop_assert!(
                         want.is_empty(),
                         "step {i}: store found none, model {want:?}"
                     ),
@@ -560,10 +560,13 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                 if failing {
                     prop_assert!(unavailable(&r), "step {i}: {r:?}");
                 } else if !m.jobs.contains_key(&id) {
-                    prop_assert!(matches!(r, Err(StoreError::NotFound(_))), "step {i}: {r:?}");
+                    prop_assert!(
+                        matches!(r, Err(ref e) if e.kind() == StoreErrorKind::NotFound),
+                        "step {i}: {r:?}"
+                    );
                 } else if lease.is_some() && lease != m.jobs[&id].lease.map(|l| l.1) {
                     prop_assert!(
-                        matches!(r, Err(StoreError::Conflict(_))),
+                        matches!(r, Err(ref e) if e.kind() == StoreErrorKind::Conflict),
                         "step {i}: a stale lease token was not refused: {r:?}"
                     );
                 } else {
@@ -594,7 +597,10 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                 if failing {
                     prop_assert!(unavailable(&r), "step {i}: {r:?}");
                 } else if m.jobs.remove(&id).is_none() {
-                    prop_assert!(matches!(r, Err(StoreError::NotFound(_))), "step {i}: {r:?}");
+                    prop_assert!(
+                        matches!(r, Err(ref e) if e.kind() == StoreErrorKind::NotFound),
+                        "step {i}: {r:?}"
+                    );
                 } else {
                     prop_assert!(r.is_ok(), "step {i}: {r:?}");
                 }
@@ -715,7 +721,10 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                 if failing {
                     prop_assert!(unavailable(&r), "step {i}: {r:?}");
                 } else if !m.failed.contains_key(&fid) {
-                    prop_assert!(matches!(r, Err(StoreError::NotFound(_))), "step {i}: {r:?}");
+                    prop_assert!(
+                        matches!(r, Err(ref e) if e.kind() == StoreErrorKind::NotFound),
+                        "step {i}: {r:?}"
+                    );
                 } else {
                     let f = m.failed.remove(&fid).unwrap();
                     if retry {

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::store::StoreError;
+use crate::store::{StoreError, StoreErrorKind};
 
 /// One answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,14 +101,15 @@ impl Response {
     }
 }
 
+/// The API edge: a store refusal's kind decides the status, its message is the body.
 impl From<StoreError> for Response {
     fn from(e: StoreError) -> Response {
-        let status = match &e {
-            StoreError::BadRequest(_) => 400,
-            StoreError::NotFound(_) => 404,
-            StoreError::Conflict(_) => 409,
-            StoreError::Full(_) => 507,
-            StoreError::Unavailable(_) => 503,
+        let status = match e.kind() {
+            StoreErrorKind::BadRequest => 400,
+            StoreErrorKind::NotFound => 404,
+            StoreErrorKind::Conflict => 409,
+            StoreErrorKind::Full => 507,
+            StoreErrorKind::Unavailable => 503,
         };
         Response::error(status, &e.to_string())
     }

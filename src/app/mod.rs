@@ -51,9 +51,19 @@ pub enum RunError {
     /// The durable store could not open.
     #[error(transparent)]
     Store(#[from] crate::store::OpenError),
-    /// The durable queue runs without a FIFO runner config.
-    #[error("{0}")]
-    Config(String),
+    /// A FIFO, SQS or Q4M queue without `runner:` (config validation refuses it first; this
+    /// guards a config built in code).
+    #[error("queue type {queue} needs a runner (runner.url)")]
+    NoRunner {
+        /// The queue's type.
+        queue: &'static str,
+    },
+    /// The queue's type is not compiled in.
+    #[error("queue type {feature} needs reprow built with --features {feature}")]
+    NotBuilt {
+        /// The cargo feature, also the queue type.
+        feature: &'static str,
+    },
     /// A thread or event loop could not start.
     #[error("cannot start {what}: {source}")]
     Start {
@@ -98,7 +108,13 @@ pub fn run(config: &Config, shutdown: Shutdown, stats: Arc<Stats>) -> Result<Sna
     let runner = config.runner();
     let durable = matches!(config.queue, QueueConfig::Lmdb(_));
     if !durable && runner.is_none() {
-        return Err(RunError::Config("this queue type needs runner.url".into()));
+        let queue = match config.queue {
+            QueueConfig::Fifo(_) => "fifo",
+            QueueConfig::Sqs(_) => "sqs",
+            QueueConfig::Q4m(_) => "q4m",
+            QueueConfig::Lmdb(_) => "lmdb",
+        };
+        return Err(RunError::NoRunner { queue });
     }
     let target = runner.map(runner_target).transpose()?.map(Arc::new);
     // The store bounds what it hands out itself (leases, max_workers); every other source is

@@ -40,7 +40,7 @@ pub fn open(config: &Config, tx: &JobSender, stats: &Arc<Stats>) -> Result<Opene
             q4m_source(q, concurrency, config, stats.clone())?
         }
         QueueConfig::Sqs(q) => {
-            let r = runner.ok_or_else(|| RunError::Config("sqs needs runner.url".into()))?;
+            let r = runner.ok_or(RunError::NoRunner { queue: "sqs" })?;
             sqs_source(q, r, config, stats.clone())?
         }
     };
@@ -121,9 +121,7 @@ fn sqs_source(
     _: &Config,
     _: Arc<Stats>,
 ) -> Result<Box<dyn Source>, RunError> {
-    Err(RunError::Config(
-        "queue type sqs needs reprow built with --features sqs".into(),
-    ))
+    Err(RunError::NotBuilt { feature: "sqs" })
 }
 
 #[cfg(feature = "q4m")]
@@ -145,7 +143,5 @@ fn q4m_source(
     _: &Config,
     _: Arc<Stats>,
 ) -> Result<Box<dyn Source>, RunError> {
-    Err(RunError::Config(
-        "queue type q4m needs reprow built with --features q4m".into(),
-    ))
+    Err(RunError::NotBuilt { feature: "q4m" })
 }

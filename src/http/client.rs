@@ -21,15 +21,6 @@ use super::{
 };
 use crate::job::Job;
 
-/// Where an error came from, so the dispatcher can act on a classification, not a string.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorSource {
-    /// The worker misbehaved or is unreachable.
-    Worker,
-    /// reprow's own side failed (buffers, local sockets).
-    Internal,
-}
-
 /// A failed exchange with the worker. Every variant is retryable.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -56,21 +47,6 @@ impl ClientError {
     /// Whether the worker refused the connection (nothing listening).
     pub fn is_refused(&self) -> bool {
         matches!(self, ClientError::Connect { source, .. } if source.kind() == std::io::ErrorKind::ConnectionRefused)
-    }
-
-    /// Where the error came from.
-    pub fn source_kind(&self) -> ErrorSource {
-        match self {
-            ClientError::Io(e) if e.kind() == std::io::ErrorKind::OutOfMemory => {
-                ErrorSource::Internal
-            }
-            _ => ErrorSource::Worker,
-        }
-    }
-
-    /// Every client error leaves the job to be retried.
-    pub fn is_retryable(&self) -> bool {
-        true
     }
 }
 

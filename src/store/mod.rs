@@ -49,24 +49,88 @@ pub fn due_after(now_ms: u64, delay: Duration) -> u64 {
     now_ms.saturating_add(ms).min(MAX_TIME_MS)
 }
 
-/// Why a store operation was refused; each maps to one HTTP status in the API.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum StoreError {
+/// What kind of refusal a [`StoreError`] is. The API maps each kind to one HTTP status (in
+/// `api::response`); nothing else looks at the message to decide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreErrorKind {
     /// Bad input (400).
-    #[error("{0}")]
-    BadRequest(String),
+    BadRequest,
     /// No such queue, job, routing or failure (404).
-    #[error("{0}")]
-    NotFound(String),
+    NotFound,
     /// A `uniq` key already queued (409).
-    #[error("{0}")]
-    Conflict(String),
-    /// The map is nearly full: new jobs are refused so acks keep committing (507).
-    #[error("{0}")]
-    Full(String),
+    Conflict,
+    /// The map or the disk is nearly full: new jobs are refused so acks keep committing (507).
+    Full,
     /// The store is stopping or a commit failed (503).
-    #[error("{0}")]
-    Unavailable(String),
+    Unavailable,
+}
+
+/// Why a store operation was refused: a kind, what was being done (the message a client sees),
+/// and the underlying error when there is one. Cheap to clone (the source is shared), because
+/// every op of a batch whose commit failed gets the same error.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{context}{}", .source.as_ref().map(|s| format!(": {s}")).unwrap_or_default())]
+pub struct StoreError {
+    kind: StoreErrorKind,
+    context: String,
+    #[source]
+    source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+}
+
+impl PartialEq for StoreError {
+    /// Same kind and message; the sources are not compared.
+    fn eq(&self, other: &StoreError) -> bool {
+        self.kind == other.kind && self.to_string() == other.to_string()
+    }
+}
+
+impl Eq for StoreError {}
+
+impl StoreError {
+    /// A refusal of `kind`, described by `context`.
+    pub fn new(kind: StoreErrorKind, context: impl Into<String>) -> StoreError {
+        StoreError {
+            kind,
+            context: context.into(),
+            source: None,
+        }
+    }
+
+    /// The same refusal, caused by `source` (shown after the context).
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Arc::new(source));
+        self
+    }
+
+    /// Its kind.
+    pub fn kind(&self) -> StoreErrorKind {
+        self.kind
+    }
+
+    /// 400.
+    pub fn bad_request(context: impl Into<String>) -> StoreError {
+        StoreError::new(StoreErrorKind::BadRequest, context)
+    }
+
+    /// 404.
+    pub fn not_found(context: impl Into<String>) -> StoreError {
+        StoreError::new(StoreErrorKind::NotFound, context)
+    }
+
+    /// 409.
+    pub fn conflict(context: impl Into<String>) -> StoreError {
+        StoreError::new(StoreErrorKind::Conflict, context)
+    }
+
+    /// 507.
+    pub fn full(context: impl Into<String>) -> StoreError {
+        StoreError::new(StoreErrorKind::Full, context)
+    }
+
+    /// 503.
+    pub fn unavailable(context: impl Into<String>) -> StoreError {
+        StoreError::new(StoreErrorKind::Unavailable, context)
+    }
 }
 
 /// Why the store could not open.
@@ -96,9 +160,14 @@ pub enum OpenError {
         /// What was wrong.
         message: String,
     },
-    /// A queue or routing from the config file is invalid.
-    #[error("{0}")]
-    Config(String),
+    /// A queue or routing from the config file was refused by the store.
+    #[error("{what}: {source}")]
+    Config {
+        /// Which definition (`put queue mail`, ...).
+        what: String,
+        /// The store's refusal.
+        source: StoreError,
+    },
 }
 
 /// Where a new job goes.
@@ -512,10 +581,10 @@ impl Store {
                 op,
                 reply: Some(tx),
             })
-            .map_err(|_| StoreError::Unavailable("the store is shut down".into()))?;
+            .map_err(|_| StoreError::unavailable("the store is shut down"))?;
         rx.recv()
             .await
-            .map_err(|_| StoreError::Unavailable("the store stopped before answering".into()))?
+            .map_err(|_| StoreError::unavailable("the store stopped before answering"))?
     }
 
     /// Whether the store thread is running (false once it ended, a panic included).

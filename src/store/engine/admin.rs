@@ -70,7 +70,7 @@ impl Engine {
         txn: &mut RwTxn,
         def: QueueDef,
     ) -> Result<(Reply, Effect), StoreError> {
-        def.validate().map_err(StoreError::BadRequest)?;
+        def.validate().map_err(StoreError::bad_request)?;
         let existing = self
             .by_name
             .get(&def.name)
@@ -134,7 +134,7 @@ impl Engine {
         category: String,
         queue: String,
     ) -> Result<(Reply, Effect), StoreError> {
-        crate::store::queue::check_name("category", &category).map_err(StoreError::BadRequest)?;
+        crate::store::queue::check_name("category", &category).map_err(StoreError::bad_request)?;
         self.qid(&queue)?;
         self.meta
             .put(txn, format!("r:{category}").as_bytes(), queue.as_bytes())
@@ -151,10 +151,9 @@ impl Engine {
         txn: &mut RwTxn,
         category: String,
     ) -> Result<(Reply, Effect), StoreError> {
-        let queue =
-            self.routings.get(&category).cloned().ok_or_else(|| {
-                StoreError::NotFound(format!("no routing for category {category:?}"))
-            })?;
+        let queue = self.routings.get(&category).cloned().ok_or_else(|| {
+            StoreError::not_found(format!("no routing for category {category:?}"))
+        })?;
         self.meta
             .delete(txn, format!("r:{category}").as_bytes())
             .map_err(db_err)?;

@@ -59,7 +59,7 @@ impl Engine {
             Op::DeleteRouting(category) => self.delete_routing(&mut txn, category)?,
             Op::DeleteFailed { queue, id } => self.delete_failed(&mut txn, &queue, id)?,
             Op::RetryFailed { queue, id } => self.retry_failed(&mut txn, &queue, id, now)?,
-            Op::Query(_) => return Err(StoreError::BadRequest("query sent as a write".into())),
+            Op::Query(_) => return Err(StoreError::bad_request("query sent as a write")),
         };
         txn.commit().map_err(db_err)?;
         self.effect(fx, now);

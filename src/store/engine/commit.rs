@@ -44,7 +44,7 @@ impl Engine {
         let committed = self.write_counters(&mut wtxn).and_then(|()| {
             if self.fail_commit.as_ref().is_some_and(|f| f()) {
                 drop(wtxn);
-                return Err(StoreError::Unavailable("commit failed (injected)".into()));
+                return Err(StoreError::unavailable("commit failed (injected)"));
             }
             wtxn.commit().map_err(db_err)
         });

@@ -38,7 +38,7 @@ impl Engine {
                 q
             }
         };
-        let json = serde_json::to_vec(def).map_err(|e| StoreError::BadRequest(e.to_string()))?;
+        let json = serde_json::to_vec(def).map_err(|e| StoreError::bad_request(e.to_string()))?;
         self.meta
             .put(txn, format!("q:{}", def.name).as_bytes(), &json)
             .map_err(db_err)?;
@@ -81,7 +81,7 @@ impl Engine {
     pub(super) fn insert_job(&self, txn: &mut RwTxn, rec: &JobRecord) -> Result<(), StoreError> {
         let mut buf = Vec::new();
         rec.encode(&mut buf)
-            .map_err(|e| StoreError::BadRequest(e.to_string()))?;
+            .map_err(|e| StoreError::bad_request(e.to_string()))?;
         self.jobs
             .put(txn, &rec.id.to_be_bytes(), &buf)
             .map_err(db_err)?;
@@ -125,7 +125,7 @@ impl Engine {
         rec.due_ms = due_ms;
         let mut buf = Vec::new();
         rec.encode(&mut buf)
-            .map_err(|e| StoreError::BadRequest(e.to_string()))?;
+            .map_err(|e| StoreError::bad_request(e.to_string()))?;
         self.jobs
             .put(txn, &rec.id.to_be_bytes(), &buf)
             .map_err(db_err)?;
@@ -162,7 +162,7 @@ impl Engine {
         };
         let mut buf = Vec::new();
         f.encode(&mut buf)
-            .map_err(|e| StoreError::BadRequest(e.to_string()))?;
+            .map_err(|e| StoreError::bad_request(e.to_string()))?;
         self.failed
             .put(txn, &failed_key(f.job.queue, fid), &buf)
             .map_err(db_err)?;

@@ -49,7 +49,7 @@ impl Engine {
             .sum();
         let used = self.used_bytes(txn)?;
         if used + estimate > self.map_size.saturating_sub(self.reserve) {
-            return Err(StoreError::Full(format!(
+            return Err(StoreError::full(format!(
                 "the store is full: {used} of {} bytes in use and the last {} are kept for acks and retries; \
                  new jobs are refused until jobs finish (or raise queue.map_size)",
                 self.map_size, self.reserve
@@ -59,11 +59,11 @@ impl Engine {
         let mut recs = Vec::with_capacity(jobs.len());
         let mut views = Vec::with_capacity(jobs.len());
         for j in jobs {
-            j.check_times().map_err(StoreError::BadRequest)?;
+            j.check_times().map_err(StoreError::bad_request)?;
             let (name, category) = match j.dest {
                 Destination::Category(c) => {
                     crate::store::queue::check_name("category", &c)
-                        .map_err(StoreError::BadRequest)?;
+                        .map_err(StoreError::bad_request)?;
                     let q = self
                         .routings
                         .get(&c)
@@ -73,7 +73,7 @@ impl Engine {
                 }
                 Destination::Queue(q) => {
                     crate::store::queue::check_name("queue name", &q)
-                        .map_err(StoreError::BadRequest)?;
+                        .map_err(StoreError::bad_request)?;
                     (q.clone(), q)
                 }
             };
@@ -90,7 +90,7 @@ impl Engine {
                         qid
                     }
                     None => {
-                        return Err(StoreError::NotFound(format!("category {category:?}: {e}")))
+                        return Err(StoreError::not_found(format!("category {category:?}: {e}")))
                     }
                 },
             };
@@ -100,19 +100,19 @@ impl Engine {
                     .iter()
                     .find(|(q, _, _)| *q == qid)
                     .map(|x| x.2.clone())
-                    .ok_or_else(|| StoreError::NotFound(name.clone()))?,
+                    .ok_or_else(|| StoreError::not_found(name.clone()))?,
             };
             if let Some(u) = &j.url {
-                let url =
-                    WorkerUrl::parse(u).map_err(|e| StoreError::BadRequest(format!("url: {e}")))?;
+                let url = WorkerUrl::parse(u)
+                    .map_err(|e| StoreError::bad_request(format!("url: {e}")))?;
                 if !def.allows(&url) {
-                    return Err(StoreError::BadRequest(format!(
+                    return Err(StoreError::bad_request(format!(
                         "url {u:?}: host {:?} is not in queue {name:?}'s allowed_origins",
                         url.host
                     )));
                 }
             } else if def.mode == QueueMode::Push && def.url.is_none() {
-                return Err(StoreError::BadRequest(format!(
+                return Err(StoreError::bad_request(format!(
                     "url is required: queue {name:?} has no worker url"
                 )));
             }
@@ -136,7 +136,7 @@ impl Engine {
             };
             if let Some(u) = &rec.uniq {
                 if u.is_empty() || u.len() > 512 {
-                    return Err(StoreError::BadRequest("uniq must be 1 to 512 bytes".into()));
+                    return Err(StoreError::bad_request("uniq must be 1 to 512 bytes"));
                 }
                 if self
                     .uniq
@@ -144,7 +144,7 @@ impl Engine {
                     .map_err(db_err)?
                     .is_some()
                 {
-                    return Err(StoreError::Conflict("job already exists".into()));
+                    return Err(StoreError::conflict("job already exists"));
                 }
             }
             self.insert_job(txn, &rec)?;

@@ -87,10 +87,10 @@ impl Engine {
         match token {
             Some(t) => match self.leases.get(&id) {
                 Some(l) if l.token == t => Ok(()),
-                Some(_) => Err(StoreError::Conflict(format!(
+                Some(_) => Err(StoreError::conflict(format!(
                     "stale lease for job {id}: its lease expired and it was handed out again"
                 ))),
-                None => Err(StoreError::Conflict(format!(
+                None => Err(StoreError::conflict(format!(
                     "stale lease for job {id}: its lease expired"
                 ))),
             },
@@ -100,7 +100,7 @@ impl Engine {
                 .and_then(|q| q.def.as_ref())
                 .is_some_and(|d| d.require_lease_token) =>
             {
-                Err(StoreError::BadRequest(format!(
+                Err(StoreError::bad_request(format!(
                     "X-Reprow-Lease is required: the queue sets require_lease_token (job {id})"
                 )))
             }

@@ -235,7 +235,10 @@ impl Engine {
         }
         for (op, r) in engine.apply_ops(ops) {
             if let Err(e) = r {
-                return Err(OpenError::Config(format!("{op}: {e}")));
+                return Err(OpenError::Config {
+                    what: op.to_string(),
+                    source: e,
+                });
             }
         }
         tracing::info!(

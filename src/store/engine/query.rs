@@ -42,7 +42,7 @@ impl Engine {
         let q = self
             .queues
             .get_mut(&qid)
-            .ok_or_else(|| StoreError::NotFound("no queue".into()))?;
+            .ok_or_else(|| StoreError::not_found("no queue"))?;
         let workers = q.def.as_ref().map_or(0, |d| u64::from(d.max_workers));
         let grabbed = u64::from(q.leased);
         Ok(QueueStats {
@@ -146,7 +146,7 @@ impl Engine {
                 let cur: Option<[u8; 20]> = match cursor {
                     Some(c) => Some(
                         c.try_into()
-                            .map_err(|_| StoreError::BadRequest("cursor is not valid".into()))?,
+                            .map_err(|_| StoreError::bad_request("cursor is not valid"))?,
                     ),
                     None => None,
                 };
@@ -260,7 +260,7 @@ impl Engine {
             )),
             Query::Routing(c) => match self.routings.get(&c) {
                 Some(q) => Ok(Reply::Routings(vec![(c, q.clone())])),
-                None => Err(StoreError::NotFound(format!(
+                None => Err(StoreError::not_found(format!(
                     "no routing for category {c:?}"
                 ))),
             },

@@ -51,15 +51,15 @@ impl Engine {
             .copied()
             .filter(|q| self.queues[q].def.is_some());
         let Some(qid) = qid else {
-            return Err(StoreError::NotFound("no job".into()));
+            return Err(StoreError::not_found("no job"));
         };
         let def = self.def_of(qid)?.clone();
         if def.paused {
-            return Err(StoreError::NotFound("no job (the queue is stopped)".into()));
+            return Err(StoreError::not_found("no job (the queue is stopped)"));
         }
         let found = self.scan_due(txn, qid, None, now, count)?.0;
         if found.is_empty() {
-            return Err(StoreError::NotFound("no job".into()));
+            return Err(StoreError::not_found("no job"));
         }
         let mut out = Vec::with_capacity(found.len());
         let mut leases = Vec::new();

@@ -198,13 +198,13 @@ impl Engine {
             .get(name)
             .copied()
             .filter(|q| self.queues[q].def.is_some())
-            .ok_or_else(|| StoreError::NotFound(format!("no queue named {name:?}")))
+            .ok_or_else(|| StoreError::not_found(format!("no queue named {name:?}")))
     }
 
     pub(super) fn def_of(&self, qid: u32) -> Result<&QueueDef, StoreError> {
         self.queues
             .get(&qid)
             .and_then(|q| q.def.as_ref())
-            .ok_or_else(|| StoreError::NotFound("the queue was deleted".into()))
+            .ok_or_else(|| StoreError::not_found("the queue was deleted"))
     }
 }

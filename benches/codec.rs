@@ -4,7 +4,10 @@
 use bytes::BytesMut;
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use reprow::{
-    http::codec::{RequestEncoder, RequestMeta, ResponseDecoder},
+    http::{
+        encode::{RequestEncoder, RequestMeta},
+        response::ResponseDecoder,
+    },
     source::framing::LineFramer,
 };
 

@@ -10,7 +10,7 @@
 use chrono::{DateTime, Datelike as _, Timelike as _, Utc};
 use libfuzzer_sys::fuzz_target;
 use reprow::{
-    http::codec::{is_allowed_header_value, is_valid_request_path},
+    http::headers::{is_allowed_header_value, is_valid_request_path},
     source::cron::{scheduled_at_header, CronFile},
 };
 

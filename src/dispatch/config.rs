@@ -198,7 +198,7 @@ impl RunnerConfig {
         if self
             .user_agent
             .as_deref()
-            .is_some_and(|ua| ua.is_empty() || !crate::http::codec::is_allowed_header_value(ua))
+            .is_some_and(|ua| ua.is_empty() || !crate::http::headers::is_allowed_header_value(ua))
         {
             return Err((
                 "runner.user_agent",

@@ -16,8 +16,10 @@ use monoio::{
 };
 
 use super::{
-    codec::{RequestEncoder, RequestMeta, Response, ResponseDecoder, ResponseError},
+    encode::{RequestEncoder, RequestMeta},
+    error::ResponseError,
     iovec::RequestBufs,
+    response::{Response, ResponseDecoder},
 };
 use crate::job::Job;
 

@@ -4,7 +4,7 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use super::codec::{BodyDecoder, BodyFraming};
+use super::body::{BodyDecoder, BodyFraming};
 
 /// Most headers a request may carry.
 const MAX_HEADERS: usize = 64;
@@ -105,7 +105,7 @@ impl RequestParser {
     pub fn parse(&mut self, buf: &mut BytesMut) -> Result<Progress, RequestError> {
         if let State::Body(_, dec) = &mut self.state {
             let done = dec.decode(buf, false).map_err(|e| match e {
-                super::codec::ResponseError::BodyTooLarge(n) => RequestError::BodyTooLarge(n),
+                super::error::ResponseError::BodyTooLarge(n) => RequestError::BodyTooLarge(n),
                 e => RequestError::Malformed(e.to_string()),
             })?;
             if !done {
@@ -168,7 +168,7 @@ impl RequestParser {
                 .map_err(|_| RequestError::Malformed(format!("header {} is not UTF-8", h.name)))?
                 .trim();
             if h.name.eq_ignore_ascii_case("content-length") {
-                let n = super::codec::parse_content_length(value.as_bytes()).ok_or_else(|| {
+                let n = super::body::parse_content_length(value.as_bytes()).ok_or_else(|| {
                     RequestError::Malformed(
                         "invalid Content-Length (digits only, RFC 9110 §8.6)".into(),
                     )
@@ -213,7 +213,7 @@ impl RequestParser {
             BodyFraming::Length(content_length.unwrap_or(0))
         };
         let decoder = BodyDecoder::try_new(framing, self.max_body).map_err(|e| match e {
-            super::codec::ResponseError::BodyTooLarge(n) => RequestError::BodyTooLarge(n),
+            super::error::ResponseError::BodyTooLarge(n) => RequestError::BodyTooLarge(n),
             e => RequestError::Malformed(e.to_string()),
         })?;
         buf.advance(n);

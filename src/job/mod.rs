@@ -24,14 +24,14 @@ pub struct Job {
     pub payload: Bytes,
     /// `Content-Type` of the payload.
     pub content_type: Arc<str>,
-    /// Extra request headers, already validated (see `http::codec::is_allowed_header_name`).
+    /// Extra request headers, already validated (see `http::headers::is_allowed_header_name`).
     pub headers: Arc<[(String, String)]>,
     /// Deliveries so far; the next request carries `attempts + 1`.
     pub attempts: u32,
     /// When the source first saw the job.
     pub enqueued_at: SystemTime,
     /// Request target to POST to instead of the worker URL's path (Elastic Beanstalk's
-    /// `beanstalk.sqsd.path`), already checked with `http::codec::is_valid_request_path`.
+    /// `beanstalk.sqsd.path`), already checked with `http::headers::is_valid_request_path`.
     /// `None` for nearly every job.
     pub path: Option<Arc<str>>,
 }

@@ -17,7 +17,7 @@ use croner::{
 };
 use serde::Deserialize;
 
-use crate::http::codec::{is_allowed_header_value, is_valid_request_path};
+use crate::http::headers::{is_allowed_header_value, is_valid_request_path};
 
 /// Most tasks one `cron.yaml` may hold.
 pub const MAX_TASKS: usize = 100;

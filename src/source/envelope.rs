@@ -12,7 +12,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::http::codec::{is_allowed_header_name, is_allowed_header_value};
+use crate::http::headers::{is_allowed_header_name, is_allowed_header_value};
 
 /// Why a JSON line was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -70,7 +70,7 @@ impl FifoConfig {
         if self
             .name
             .as_deref()
-            .is_some_and(|n| !crate::http::codec::is_allowed_header_value(n) || n.is_empty())
+            .is_some_and(|n| !crate::http::headers::is_allowed_header_value(n) || n.is_empty())
         {
             return Err(("queue.name", "must be non-empty printable ASCII".into()));
         }

@@ -92,12 +92,12 @@ impl Q4mConfig {
         } else if self.failed_path.as_os_str().is_empty() {
             return Err(("queue.failed_path", "must not be empty".into()));
         }
-        if !crate::http::codec::is_allowed_header_value(self.queue_name())
+        if !crate::http::headers::is_allowed_header_value(self.queue_name())
             || self.queue_name().is_empty()
         {
             return Err(("queue.name", "must be non-empty printable ASCII".into()));
         }
-        if !crate::http::codec::is_allowed_header_value(&self.content_type)
+        if !crate::http::headers::is_allowed_header_value(&self.content_type)
             || self.content_type.is_empty()
         {
             return Err((

@@ -22,7 +22,7 @@ pub(super) fn job_of(
     receive_count: u32,
     m: aws_sdk_sqs::types::Message,
 ) -> (Job, Option<Failure>) {
-    use crate::http::codec::{
+    use crate::http::headers::{
         is_allowed_header_name, is_allowed_header_value, is_valid_request_path,
     };
     let system = |name| m.attributes.as_ref().and_then(|a| a.get(&name));
@@ -111,7 +111,7 @@ pub(super) fn job_of(
         let failure = Failure::transport(format!(
             "{} is not a request path (at most {} visible ASCII characters, the first a /)",
             cron::ATTR_PATH,
-            crate::http::codec::MAX_REQUEST_PATH
+            crate::http::headers::MAX_REQUEST_PATH
         ));
         return (job, Some(failure));
     }

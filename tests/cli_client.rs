@@ -169,9 +169,10 @@ fn failures_are_clear() {
         String::from_utf8_lossy(&o.stderr).contains("no jobs on stdin"),
         "{o:?}"
     );
+    let refused = RefusedPort::new();
     let o = reprow_cli(
         &["stats"],
-        &format!("http://127.0.0.1:{}", free_port()),
+        &format!("http://127.0.0.1:{}", refused.port()),
         None,
         None,
     );

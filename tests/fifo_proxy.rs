@@ -200,7 +200,8 @@ fn slow_worker_times_out_and_job_is_redelivered() {
 
 #[test]
 fn refused_connections_pause_until_the_worker_appears() {
-    let port = free_port();
+    let refused = RefusedPort::new();
+    let port = refused.port();
     let scene = Scene::new();
     let url = format!("http://127.0.0.1:{port}/");
     let reprow = Reprow::start(&scene.config(&url, "", "  concurrency: 2\n  max_retries: 1\n", ""));
@@ -213,6 +214,7 @@ fn refused_connections_pause_until_the_worker_appears() {
         "{}",
         reprow.log()
     );
+    refused.release();
     let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
     let worker = Worker::serve(listener, |_, _| Reply::ok(), None);
     let got = worker.wait_for(3);

@@ -522,9 +522,10 @@ fn start_refuses_what_cannot_work() {
     let db = QueueDb::fresh();
     let scene = Scene::new();
     let worker = Worker::start(|_, _| Reply::ok());
+    let refused = RefusedPort::new();
     let cases = [
         (
-            format!("  dsn: root@tcp(127.0.0.1:{})/x\n", free_port()),
+            format!("  dsn: root@tcp(127.0.0.1:{})/x\n", refused.port()),
             "cannot connect to",
         ),
         (
@@ -605,18 +606,24 @@ struct ProxyState {
 }
 
 impl Proxy {
+    /// Listens on a port of its own (port 0); an outage closes the listener and `restore`
+    /// binds the same port again, as a restarted server would.
     fn start(target: (String, u16)) -> Proxy {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let proxy = Proxy {
-            port: free_port(),
+            port: listener.local_addr().unwrap().port(),
             target,
             state: Default::default(),
         };
-        proxy.restore();
+        proxy.serve(listener);
         proxy
     }
 
     fn restore(&self) {
-        let listener = std::net::TcpListener::bind(("127.0.0.1", self.port)).unwrap();
+        self.serve(std::net::TcpListener::bind(("127.0.0.1", self.port)).unwrap());
+    }
+
+    fn serve(&self, listener: std::net::TcpListener) {
         listener.set_nonblocking(true).unwrap();
         self.state.lock().unwrap().listening = true;
         let (state, target) = (self.state.clone(), self.target.clone());

@@ -162,7 +162,8 @@ fn jobs_requeued_on_a_core_after_refused_connections_are_saved_at_shutdown() {
     // jobs sit in the ready queue, not in flight and not sleeping; every one must reach the
     // pending file.
     let scene = Scene::new();
-    let url = format!("http://127.0.0.1:{}/", free_port());
+    let refused = RefusedPort::new();
+    let url = format!("http://127.0.0.1:{}/", refused.port());
     let reprow = Reprow::start(&scene.config(&url, "", "  concurrency: 3\n", "threads: 1\n"));
     let jobs = ["q0", "q1", "q2"];
     write_lines(&scene.fifo(), &jobs);

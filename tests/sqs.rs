@@ -422,13 +422,13 @@ fn sqsd_environment_mode_end_to_end() {
         .unwrap();
     let worker = Worker::start(|_, _| Reply::ok());
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    // sqsd's own .env, read with -e; no config file.
+    // sqsd's own .env, read with -e; no config file. MONITORING_PORT=0: reprow binds a port
+    // of its own and logs it ("Monitoring listening.").
     let env_file = dir.path().join(".env");
     std::fs::write(
         &env_file,
         format!(
-            "INVOKER_URL={}\nQUEUE_URL={url}\nINVOKER_TIMEOUT=30s\nFETCHER_PARALLEL_COUNT=2\nINVOKER_PARALLEL_COUNT=2\nMONITORING_PORT={port}\nLOG_LEVEL=info\nSQS_ENDPOINT_URL={}\nAWS_REGION=us-east-1\n",
+            "INVOKER_URL={}\nQUEUE_URL={url}\nINVOKER_TIMEOUT=30s\nFETCHER_PARALLEL_COUNT=2\nINVOKER_PARALLEL_COUNT=2\nMONITORING_PORT=0\nLOG_LEVEL=info\nSQS_ENDPOINT_URL={}\nAWS_REGION=us-east-1\n",
             worker.url(),
             endpoint()
         ),
@@ -472,7 +472,7 @@ fn sqsd_environment_mode_end_to_end() {
     );
     sqs.wait_depth(&url, (0, 0));
     // The monitoring port serves reprow's stats.
-    let api = Api::new(format!("127.0.0.1:{port}").parse().unwrap());
+    let api = Api::new(reprow.monitor_addr());
     let status = api.wait_json("/status", |v| v["counters"]["succeeded"] == 1);
     assert_eq!(status["phase"], "running");
     assert_eq!(api.get("/healthz").status, 200);

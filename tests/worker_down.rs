@@ -33,7 +33,8 @@ fn metric_line(api: &Api, origin: &str) -> Option<String> {
 
 #[test]
 fn an_unreachable_worker_is_reported_once_and_its_recovery_too() {
-    let port = free_port();
+    let refused = RefusedPort::new();
+    let port = refused.port();
     let origin = format!("127.0.0.1:{port}");
     let (_dir, reprow, api) = start("");
     for i in 0..3 {
@@ -89,6 +90,7 @@ fn an_unreachable_worker_is_reported_once_and_its_recovery_too() {
     );
 
     // The worker comes up on that port: the jobs are done and the recovery is logged once.
+    refused.release();
     let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
     let worker = Worker::serve(listener, |_, _| Reply::ok(), None);
     let got = worker.wait_for(3);
@@ -112,7 +114,8 @@ fn an_unreachable_worker_is_reported_once_and_its_recovery_too() {
 
 #[test]
 fn a_job_whose_worker_stays_unreachable_fails_after_max_unreachable() {
-    let port = free_port();
+    let refused = RefusedPort::new();
+    let port = refused.port();
     let (_dir, _reprow, api) = start(&format!(
         "runner:\n  type: http_proxy\n  url: http://127.0.0.1:{port}/\n  max_unreachable: 2s\n"
     ));

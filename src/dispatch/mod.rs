@@ -206,8 +206,13 @@ impl CoreDispatcher {
             }
         };
         if pool.origin.breaker.is_open() {
-            // Its worker refuses connections: a source that can take the job back does;
-            // otherwise it waits here, on this core, until the probe finds the worker again.
+            // Its worker refuses connections: past max_unreachable the job fails; else a
+            // source that can take the job back does, and otherwise it waits here, on this
+            // core, until the probe finds the worker again.
+            if let Some(failure) = self.unreachable_too_long(&pool, None) {
+                self.fail(&d, failure, false, 0);
+                return;
+            }
             let Some(back) = self.settle.release(d, REFUSED_DELAY) else {
                 return;
             };
@@ -278,20 +283,16 @@ impl CoreDispatcher {
         Stats::inc(&self.stats.connect_errors);
         d.job.attempts -= 1;
         pool.origin.down.set(true);
-        let origin = pool.client.authority();
-        let down_for = self.stats.reachability.refused(origin, error);
+        let down_for = self
+            .stats
+            .reachability
+            .refused(pool.client.authority(), error);
         pool.origin
             .breaker
             .trip(pool.client.addrs().to_vec(), self.shutdown.clone());
-        if let Some(limit) = self.config.max_unreachable {
-            if down_for >= limit {
-                let failure = Failure::transport(format!(
-                    "worker {origin} unreachable for {}s (runner.max_unreachable): {error}",
-                    down_for.as_secs()
-                ));
-                self.fail(&d, failure, false, 0);
-                return;
-            }
+        if let Some(failure) = self.unreachable_too_long(pool, Some((down_for, error))) {
+            self.fail(&d, failure, false, 0);
+            return;
         }
         let delay = if self.shutdown.is_triggered() {
             Duration::ZERO
@@ -306,6 +307,38 @@ impl CoreDispatcher {
         } else if let Err(e) = self.ready_tx.try_send(d) {
             self.settle.unfinished(e.into_inner());
         }
+    }
+
+    /// The failure of a job whose worker origin has refused connections for longer than
+    /// `max_unreachable`, if it has; `refusal` is this attempt's (how long down, the error).
+    fn unreachable_too_long(
+        &self,
+        pool: &Pool,
+        refusal: Option<(Duration, &str)>,
+    ) -> Option<Failure> {
+        let limit = self.config.max_unreachable?;
+        let origin = pool.client.authority();
+        let (down_for, error) = match refusal {
+            Some((d, e)) => (d, e.to_string()),
+            None => {
+                let d = self.stats.reachability.down_for(origin)?;
+                let last = self
+                    .stats
+                    .reachability
+                    .list()
+                    .into_iter()
+                    .find(|o| o.origin == origin)
+                    .map(|o| o.last_error)
+                    .unwrap_or_default();
+                (d, last)
+            }
+        };
+        (down_for >= limit).then(|| {
+            Failure::transport(format!(
+                "worker {origin} unreachable for {}s (runner.max_unreachable): {error}",
+                down_for.as_secs()
+            ))
+        })
     }
 
     /// The job failed for good: counted, logged, and settled as failed.

@@ -81,6 +81,15 @@ impl Reachability {
     }
 
     /// A request to `origin` got an answer: logs the recovery if it was unreachable.
+    /// How long `origin` has been refusing, if it is down.
+    pub fn down_for(&self, origin: &str) -> Option<Duration> {
+        let map = self.origins.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(origin)
+            .and_then(|s| s.down)
+            .map(|(since, _)| since.elapsed())
+    }
+
+    /// `origin` answered: if it was down, it is up again (one info line).
     pub fn answered(&self, origin: &str) {
         let mut map = self.origins.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(state) = map.get_mut(origin) {

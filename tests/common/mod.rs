@@ -227,13 +227,40 @@ fn serve_conn(
     }
 }
 
-/// A port with nothing listening on it (bound, then released).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// A port on 127.0.0.1 where nothing listens, held for as long as the value lives: a TCP
+/// socket bound to it and never listening, so every connection is refused and no other
+/// process can take the port meanwhile (a bind-and-release would leave it free for anyone).
+pub struct RefusedPort {
+    _socket: socket2::Socket,
+    port: u16,
+}
+
+impl RefusedPort {
+    pub fn new() -> RefusedPort {
+        let socket = socket2::Socket::new(
+            socket2::Domain::IPV4,
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )
+        .unwrap();
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        socket.bind(&any.into()).unwrap();
+        let port = socket.local_addr().unwrap().as_socket().unwrap().port();
+        RefusedPort {
+            _socket: socket,
+            port,
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Lets the port go, for a test that serves on it next (a worker coming up where one was
+    /// refused); the window between this and the test's bind is the only one left.
+    pub fn release(self) -> u16 {
+        self.port
+    }
 }
 
 /// A temporary directory holding the FIFO, the config and reprow's output files.
@@ -413,11 +440,20 @@ pub fn write_lines(fifo: &Path, lines: &[&str]) {
 impl Reprow {
     /// The API's address, from the "API listening." log line (the config may ask for port 0).
     pub fn api_addr(&self) -> SocketAddr {
+        self.listening("API listening.")
+    }
+
+    /// The monitoring address, from the "Monitoring listening." log line.
+    pub fn monitor_addr(&self) -> SocketAddr {
+        self.listening("Monitoring listening.")
+    }
+
+    fn listening(&self, message: &str) -> SocketAddr {
         let deadline = Instant::now() + DEADLINE;
         loop {
             for line in self.log().lines() {
                 if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
-                    if v["message"] == "API listening." {
+                    if v["message"] == message {
                         return v["address"].as_str().unwrap().parse().unwrap();
                     }
                 }

@@ -76,25 +76,21 @@ pub(super) async fn ready(ctx: &Ctx) -> Result<(), String> {
 
 /// `GET /metrics`: the Prometheus exposition.
 pub(super) async fn metrics(ctx: &Ctx) -> Res {
+    let stats = ctx.stats.snapshot();
     let queues = match &ctx.store {
         None => ctx
             .source_queue
             .iter()
-            .map(|q| {
-                (
-                    q.clone(),
-                    crate::metrics::source_queue_stats(&ctx.stats.snapshot()),
-                )
-            })
+            .map(|q| (q.clone(), crate::metrics::source_queue_stats(&stats)))
             .collect(),
         Some(_) => ask(ctx, Op::Query(Query::Stats(None)), kind::stats).await?,
     };
     let phase = ctx.stats.phase.load(std::sync::atomic::Ordering::Relaxed);
     let text = crate::metrics::render(&crate::metrics::Scrape {
-        stats: ctx.stats.snapshot(),
+        stats,
         phase: crate::lifecycle::Phase::from_u8(phase),
         queues: &queues,
-        metrics: &ctx.stats.metrics,
+        histograms: &ctx.stats.histograms(),
         store: ctx.store.as_ref().map(|s| &*s.metrics),
         rss_bytes: crate::metrics::rss_bytes(),
         workers: &ctx.stats.reachability.list(),
@@ -104,14 +100,14 @@ pub(super) async fn metrics(ctx: &Ctx) -> Res {
     Ok(r)
 }
 
-/// `GET /inflight?limit=`: the jobs being delivered now — the source's board without a
-/// store, the store's leases with one.
+/// `GET /inflight?limit=`: the jobs being delivered now — the cores' boards without a store,
+/// the store's leases with one.
 pub(super) async fn inflight(ctx: &Ctx, q: &Params) -> Res {
     let limit = q.num("limit", 100, 1, 1000)? as usize;
     if ctx.store.is_none() {
         return Ok(Response::json(
             200,
-            &json!({ "jobs": ctx.stats.board.list(limit) }),
+            &json!({ "jobs": ctx.stats.running(limit) }),
         ));
     }
     let (jobs, _) = ask(ctx, Op::Query(Query::InFlight { limit }), kind::jobs).await?;

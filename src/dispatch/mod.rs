@@ -26,7 +26,7 @@ use std::{
     cell::RefCell,
     collections::HashMap,
     rc::Rc,
-    sync::{atomic::Ordering::Relaxed, Arc},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -36,7 +36,7 @@ use crate::{
     job::{classify, Failure, Outcome},
     lifecycle::Shutdown,
     source::Settle,
-    stats::Stats,
+    stats::{CoreStats, Stats},
     telemetry::completion::{self, Completion},
 };
 use pools::{ClientLimits, Pool, Pools};
@@ -47,11 +47,11 @@ const REFUSED_DELAY: Duration = Duration::from_secs(1);
 
 /// A delivery that failed in transport (timeout, malformed answer, broken connection) is
 /// counted and retried.
-pub fn transport_outcome(stats: &Stats, e: &ClientError) -> Outcome {
+pub fn transport_outcome(stats: &CoreStats, e: &ClientError) -> Outcome {
     match e {
-        ClientError::Timeout(_) => Stats::inc(&stats.timeouts),
-        ClientError::Malformed(_) => Stats::inc(&stats.malformed_responses),
-        ClientError::Connect { .. } => Stats::inc(&stats.connect_errors),
+        ClientError::Timeout(_) => stats.timeouts.inc(),
+        ClientError::Malformed(_) => stats.malformed_responses.inc(),
+        ClientError::Connect { .. } => stats.connect_errors.inc(),
         ClientError::Io(_) => {}
     }
     Outcome::Retry {
@@ -84,6 +84,8 @@ pub struct CoreDispatcher {
     settle: Arc<dyn Settle>,
     pools: Pools,
     stats: Arc<Stats>,
+    /// This core's counters, histograms and board: all a delivery writes.
+    core_stats: Arc<CoreStats>,
     shutdown: Shutdown,
     in_flight: RefCell<HashMap<u64, Delivery>>,
     sleeping: RefCell<HashMap<u64, Delivery>>,
@@ -106,6 +108,7 @@ impl CoreDispatcher {
             ready_tx,
             ready_rx,
             settle,
+            core_stats: stats.register_core(),
             stats,
             shutdown,
             in_flight: RefCell::new(HashMap::new()),
@@ -232,18 +235,18 @@ impl CoreDispatcher {
         }
         d.job.attempts += 1;
         self.in_flight.borrow_mut().insert(d.job.id, d.clone());
-        self.stats.board.start(&d.job);
-        Stats::inc(&self.stats.dispatched);
-        self.stats.in_flight.fetch_add(1, Relaxed);
+        self.core_stats.board.start(&d.job);
+        self.core_stats.dispatched.inc();
+        self.core_stats.in_flight.add(1);
         let started = Instant::now();
         let result = pool
             .client
             .send_within(&d.job, d.target.timeout, || {
-                Stats::inc(&self.stats.stale_connection_retries)
+                self.core_stats.stale_connection_retries.inc()
             })
             .await;
-        self.stats.in_flight.fetch_sub(1, Relaxed);
-        self.stats.board.end(d.job.id);
+        self.core_stats.in_flight.add(-1);
+        self.core_stats.board.end(d.job.id);
         if self.in_flight.borrow_mut().remove(&d.job.id).is_none() {
             // Shutdown's drain handed the job back already.
             return;
@@ -261,12 +264,12 @@ impl CoreDispatcher {
                 self.refused(d, &pool, &e.to_string());
                 return;
             }
-            Err(e) => transport_outcome(&self.stats, &e),
+            Err(e) => transport_outcome(&self.core_stats, &e),
         };
         if pool.origin.down.replace(false) {
             self.stats.reachability.answered(pool.client.authority());
         }
-        let metrics = self.stats.metrics.queue(&d.job.queue);
+        let metrics = self.core_stats.metrics.queue(&d.job.queue);
         metrics.worker_seconds.observe_duration(elapsed);
         if outcome == Outcome::Done {
             metrics
@@ -280,7 +283,7 @@ impl CoreDispatcher {
     /// origin's breaker opens; the job goes back to a source that can hold it, or waits on this
     /// core; past `max_unreachable` it fails.
     fn refused(self: &Rc<Self>, mut d: Delivery, pool: &Pool, error: &str) {
-        Stats::inc(&self.stats.connect_errors);
+        self.core_stats.connect_errors.inc();
         d.job.attempts -= 1;
         pool.origin.down.set(true);
         let down_for = self
@@ -343,7 +346,7 @@ impl CoreDispatcher {
 
     /// The job failed for good: counted, logged, and settled as failed.
     fn fail(&self, d: &Delivery, failure: Failure, permanent: bool, elapsed_ms: u64) {
-        Stats::inc(&self.stats.failed);
+        self.core_stats.failed.inc();
         let how = Completion::Failed {
             failure: &failure,
             permanent,
@@ -355,7 +358,7 @@ impl CoreDispatcher {
     fn settle_outcome(self: &Rc<Self>, d: Delivery, outcome: Outcome, elapsed_ms: u64) {
         match outcome {
             Outcome::Done => {
-                Stats::inc(&self.stats.succeeded);
+                self.core_stats.succeeded.inc();
                 completion::log(&d.job, &d.category, Completion::Done, elapsed_ms);
                 self.settle.done(&d, elapsed_ms);
             }
@@ -367,7 +370,7 @@ impl CoreDispatcher {
                     self.fail(&d, failure, false, elapsed_ms);
                     return;
                 }
-                Stats::inc(&self.stats.retried);
+                self.core_stats.retried.inc();
                 let delay = policy.delay(d.job.attempts, after);
                 let how = Completion::Retry {
                     delay,

@@ -13,7 +13,7 @@ use crate::{
     lifecycle::Phase,
     stats::{
         reachability::OriginView,
-        timings::{Metrics, StoreMetrics},
+        timings::{QueueSnapshot, StoreMetrics},
         Snapshot,
     },
     store::QueueStats,
@@ -27,8 +27,8 @@ pub struct Scrape<'a> {
     pub phase: Phase,
     /// The durable queue's per-queue figures, when it runs.
     pub queues: &'a [(String, QueueStats)],
-    /// Histograms per queue.
-    pub metrics: &'a Metrics,
+    /// Histograms per queue, summed over the cores ([`crate::stats::Stats::histograms`]).
+    pub histograms: &'a [(std::sync::Arc<str>, QueueSnapshot)],
     /// The store's histograms, when it runs.
     pub store: Option<&'a StoreMetrics>,
     /// Resident memory, when readable.
@@ -79,17 +79,17 @@ pub fn render(s: &Scrape<'_>) -> String {
         e.sample("reprow_worker_unreachable", &[("origin", &w.origin)], v);
     }
     queue_families(&mut e, s.queues);
-    let histos = s.metrics.queues();
+    let histos = s.histograms;
     e.family(
         "reprow_queue_worker_seconds",
         Kind::Histogram,
         "Worker request time per delivery attempt, by queue.",
     );
-    for (q, m) in &histos {
+    for (q, m) in histos {
         e.histogram(
             "reprow_queue_worker_seconds",
             &[("queue", q)],
-            &m.worker_seconds.snapshot(),
+            &m.worker_seconds,
         );
     }
     e.family(
@@ -97,11 +97,11 @@ pub fn render(s: &Scrape<'_>) -> String {
         Kind::Histogram,
         "Time from enqueue to the worker's success, retries included, by queue.",
     );
-    for (q, m) in &histos {
+    for (q, m) in histos {
         e.histogram(
             "reprow_queue_enqueue_to_done_seconds",
             &[("queue", q)],
-            &m.enqueue_to_done_seconds.snapshot(),
+            &m.enqueue_to_done_seconds,
         );
     }
     if let Some(store) = s.store {

@@ -111,17 +111,44 @@ impl Histogram {
     /// see an observation in `count` but not yet in its bucket; the `+Inf` bucket is taken
     /// as the largest of `count` and the bucket total so the series stays monotonic.
     pub fn snapshot(&self) -> HistogramSnapshot {
-        let mut cumulative = 0;
-        let mut buckets = Vec::with_capacity(self.bounds.len());
-        for (bound, n) in self.bounds.iter().zip(self.buckets.iter()) {
-            cumulative += n.load(Relaxed);
-            buckets.push((*bound as f64 * self.scale, cumulative));
+        Histogram::merged(&[self])
+    }
+
+    /// The sum of `parts` (one histogram per core, all with the same bounds and scale) as one
+    /// snapshot: buckets, sums and counts are added before scaling, so one part gives exactly
+    /// its own [`snapshot`](Histogram::snapshot).
+    ///
+    /// # Panics
+    /// When `parts` is empty.
+    pub fn merged(parts: &[&Histogram]) -> HistogramSnapshot {
+        let first = parts[0];
+        let mut raw = vec![0u64; first.buckets.len()];
+        let (mut sum, mut count) = (0u64, 0u64);
+        for h in parts {
+            debug_assert!(h.bounds == first.bounds && h.scale == first.scale);
+            let mut total = 0u64;
+            for (r, n) in raw.iter_mut().zip(h.buckets.iter()) {
+                let n = n.load(Relaxed);
+                *r += n;
+                total += n;
+            }
+            sum = sum.wrapping_add(h.sum.load(Relaxed));
+            count += h.count.load(Relaxed).max(total);
         }
-        cumulative += self.buckets[self.bounds.len()].load(Relaxed);
+        let mut cumulative = 0;
+        let buckets = first
+            .bounds
+            .iter()
+            .zip(&raw)
+            .map(|(bound, n)| {
+                cumulative += n;
+                (*bound as f64 * first.scale, cumulative)
+            })
+            .collect();
         HistogramSnapshot {
             buckets,
-            sum: self.sum.load(Relaxed) as f64 * self.scale,
-            count: self.count.load(Relaxed).max(cumulative),
+            sum: sum as f64 * first.scale,
+            count,
         }
     }
 }
@@ -149,5 +176,23 @@ mod tests {
         assert!((s.sum - 0.003).abs() < 1e-9);
         let first_hit = s.buckets.iter().find(|(_, n)| *n == 1).unwrap();
         assert!((first_hit.0 - 0.005).abs() < 1e-12);
+    }
+
+    #[test]
+    fn merged_adds_buckets_sums_and_counts() {
+        let (a, b) = (
+            Histogram::new(&[10, 20], 1.0),
+            Histogram::new(&[10, 20], 1.0),
+        );
+        for v in [0, 10, 21] {
+            a.observe(v);
+        }
+        for v in [15, 1000] {
+            b.observe(v);
+        }
+        let s = Histogram::merged(&[&a, &b]);
+        assert_eq!(s.buckets, vec![(10.0, 2), (20.0, 3)]);
+        assert_eq!((s.count, s.sum), (5, 1046.0));
+        assert_eq!(Histogram::merged(&[&a]), a.snapshot());
     }
 }

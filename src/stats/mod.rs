@@ -1,15 +1,26 @@
-//! Process-wide counters and gauges, shared by the source thread and the cores. Plain relaxed
-//! atomics: each is independent and only ever read for reporting.
+//! Process-wide counters and gauges. The source threads count in [`Stats`] (plain relaxed
+//! atomics: each is independent and only ever read for reporting); each core counts its
+//! deliveries in its own [`CoreStats`], registered here when the core starts, and readers
+//! ([`Stats::snapshot`], [`Stats::running`], [`Stats::histograms`]) add the cores up.
 
+pub mod cores;
 pub mod histogram;
 pub mod reachability;
 pub mod timings;
 
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::{
+    atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering::Relaxed},
+    Arc, RwLock,
+};
 
 use serde::Serialize;
 
-/// Counters (only grow) and gauges (go up and down).
+pub use cores::CoreStats;
+
+/// Counters (only grow) and gauges (go up and down). The cores count deliveries (dispatched,
+/// succeeded, retried, failed, in flight, transport errors) in their [`CoreStats`]; those
+/// fields here hold what other threads count (a source failing a job itself), and
+/// [`Stats::snapshot`] adds both.
 #[derive(Debug, Default)]
 pub struct Stats {
     /// Jobs read from the source.
@@ -58,17 +69,17 @@ pub struct Stats {
     pub breakers_open: AtomicI64,
     /// Lifecycle phase, see [`crate::lifecycle::Phase`].
     pub phase: AtomicU8,
-    /// The FIFO/Q4M/SQS jobs workers are running now.
-    pub board: Board,
-    /// Per-queue histograms.
-    pub metrics: timings::Metrics,
+    /// Which queues get a histogram series of their own, for every core.
+    series: Arc<timings::Series>,
+    /// Every core's figures, in start order; locked when a core starts and by readers.
+    cores: RwLock<Vec<Arc<CoreStats>>>,
     /// Worker origins that refuse connections.
     pub reachability: reachability::Reachability,
 }
 
-/// The jobs a worker is running now, for `/inflight` on the monitoring port (sqsd's
-/// CurrentWorkings). One lock per delivery start and end; the durable queue answers from its
-/// leases instead.
+/// The jobs one core's workers are running now, for `/inflight` on the monitoring port (sqsd's
+/// CurrentWorkings). One lock per delivery start and end, taken by that core and by readers
+/// only; the durable queue answers from its leases instead.
 #[derive(Debug, Default)]
 pub struct Board {
     jobs: std::sync::Mutex<std::collections::HashMap<u64, Running>>,
@@ -123,31 +134,23 @@ impl Board {
             .remove(&id);
     }
 
-    /// Running jobs, oldest first, at most `limit`.
-    pub fn list(&self, limit: usize) -> Vec<Working> {
-        let mut v: Vec<(std::time::SystemTime, Working)> = self
-            .jobs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .map(|(id, r)| {
-                let w = Working {
-                    id: *id,
-                    queue: r.queue.to_string(),
-                    attempt: r.attempt,
-                    started_at: humantime::format_rfc3339_millis(r.started).to_string(),
-                    message_id: r
-                        .headers
-                        .iter()
-                        .find(|(k, _)| k == "X-Reprow-Sqs-Message-Id")
-                        .map(|(_, v)| v.clone()),
-                };
-                (r.started, w)
-            })
-            .collect();
-        v.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.id.cmp(&b.1.id)));
-        v.truncate(limit);
-        v.into_iter().map(|(_, w)| w).collect()
+    /// Adds the running jobs to `out`, with their start times.
+    fn collect(&self, out: &mut Vec<(std::time::SystemTime, Working)>) {
+        let jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        out.extend(jobs.iter().map(|(id, r)| {
+            let w = Working {
+                id: *id,
+                queue: r.queue.to_string(),
+                attempt: r.attempt,
+                started_at: humantime::format_rfc3339_millis(r.started).to_string(),
+                message_id: r
+                    .headers
+                    .iter()
+                    .find(|(k, _)| k == "X-Reprow-Sqs-Message-Id")
+                    .map(|(_, v)| v.clone()),
+            };
+            (r.started, w)
+        }));
     }
 }
 
@@ -186,9 +189,33 @@ impl Stats {
         counter.fetch_add(1, Relaxed);
     }
 
-    /// Copies every value.
+    /// Registers a core's figures; the core counts its deliveries there.
+    pub fn register_core(&self) -> Arc<CoreStats> {
+        let core = Arc::new(CoreStats::new(self.series.clone()));
+        self.cores
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(core.clone());
+        core
+    }
+
+    fn cores(&self) -> Vec<Arc<CoreStats>> {
+        self.cores.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The jobs every core's workers are running now, oldest first, at most `limit`.
+    pub fn running(&self, limit: usize) -> Vec<Working> {
+        cores::running(&self.cores(), limit)
+    }
+
+    /// Every queue's histograms, summed over the cores, by name.
+    pub fn histograms(&self) -> Vec<(Arc<str>, timings::QueueSnapshot)> {
+        cores::histograms(&self.cores())
+    }
+
+    /// Copies every value, the cores' added up.
     pub fn snapshot(&self) -> Snapshot {
-        Snapshot {
+        let mut s = Snapshot {
             received: self.received.load(Relaxed),
             lines_oversize: self.lines_oversize.load(Relaxed),
             lines_invalid: self.lines_invalid.load(Relaxed),
@@ -211,6 +238,8 @@ impl Stats {
             in_flight: self.in_flight.load(Relaxed),
             held: self.held.load(Relaxed),
             breakers_open: self.breakers_open.load(Relaxed),
-        }
+        };
+        cores::add_counters(&mut s, &self.cores());
+        s
     }
 }

@@ -147,3 +147,38 @@ fn max_unreachable_is_refused_where_it_does_not_apply() {
         "{err}"
     );
 }
+
+/// The durable path has the breaker too (before the one pipeline only the FIFO, SQS and Q4M
+/// dispatchers had one, and `reprow_breakers_open` stayed 0 here): a refused worker opens its
+/// origin's breaker, jobs for it are handed back to the store without a connection attempt, and
+/// the breaker closes when the worker is back.
+#[test]
+fn a_refusing_worker_opens_its_breaker_on_the_durable_path() {
+    let refused = RefusedPort::new();
+    let port = refused.port();
+    let (_dir, _reprow, api) = start("");
+    let body = format!(r#"{{"url":"http://127.0.0.1:{port}/w","payload":{{"n":1}}}}"#);
+    assert_eq!(api.post("/job/down", &body).status, 200);
+    let breakers = |api: &Api| -> f64 {
+        api.get("/metrics")
+            .text()
+            .lines()
+            .find(|l| l.starts_with("reprow_breakers_open "))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(-1.0)
+    };
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while breakers(&api) < 1.0 {
+        assert!(std::time::Instant::now() < deadline, "the breaker never opened");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    refused.release();
+    let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let worker = Worker::serve(listener, |_, _| Reply::ok(), None);
+    worker.wait_for(1);
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while breakers(&api) != 0.0 {
+        assert!(std::time::Instant::now() < deadline, "the breaker never closed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -26,7 +26,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout};
 use super::{
     envelope::{self, Record},
     framing::{Frame, LineFramer},
-    spill::SpillFile,
+    spill::{record_line, SpillFile, Unwritten},
     Settle, Source, SourceError,
 };
 use crate::{
@@ -91,11 +91,13 @@ impl FifoSource {
             })
         };
         let settler = Arc::new(FifoSettler {
-            failed: Mutex::new(spill(&config.failed_path)?),
-            pending: Mutex::new(spill(&config.pending_path)?),
-            stats: stats.clone(),
-            capacity: Condvar::new(),
-            capacity_lock: Mutex::new(()),
+            failed: spill(&config.failed_path)?,
+            pending: spill(&config.pending_path)?,
+            slots: Arc::new(Slots {
+                stats: stats.clone(),
+                capacity: Condvar::new(),
+                capacity_lock: Mutex::new(()),
+            }),
         });
         // Ids start at the start time in microseconds: unique and increasing across restarts.
         let next_id = SystemTime::now()
@@ -155,8 +157,9 @@ impl FifoSource {
     fn refuse(&mut self, prefix: &[u8], message: String) {
         tracing::error!(queue = %self.queue, %message, "Refused a FIFO line.");
         let job = self.new_job(Bytes::copy_from_slice(prefix), Vec::new(), None);
+        // The line holds no slot; its record is synced with the others all the same.
         self.settler
-            .record_failed(&job, &Failure::transport(message));
+            .record_failed(&job, &Failure::transport(message), false);
     }
 
     /// Waits until fewer than `max_held_jobs` jobs are held, or shutdown.
@@ -165,15 +168,14 @@ impl FifoSource {
         if self.stats.held.load(Relaxed) < max {
             return; // the common case: no lock taken
         }
-        let mut guard = self
-            .settler
+        let slots = &self.settler.slots;
+        let mut guard = slots
             .capacity_lock
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         while self.stats.held.load(Relaxed) >= max && !shutdown.is_triggered() {
             // The timeout only guards against a missed notification; the wait is event-driven.
-            guard = self
-                .settler
+            guard = slots
                 .capacity
                 .wait_timeout(guard, Duration::from_millis(100))
                 .unwrap_or_else(|e| e.into_inner())
@@ -304,53 +306,70 @@ impl Source for FifoSource {
 }
 
 /// Settles FIFO jobs: nothing to acknowledge upstream, retries held in memory, failures and
-/// leftovers written to files.
+/// leftovers written to files. A job's slot is released only once its record is synced.
 struct FifoSettler {
-    failed: Mutex<SpillFile>,
-    pending: Mutex<SpillFile>,
+    failed: SpillFile,
+    pending: SpillFile,
+    slots: Arc<Slots>,
+}
+
+/// The count of held jobs and the wait for a free slot, released from the writer thread.
+struct Slots {
     stats: Arc<Stats>,
     capacity: Condvar,
     capacity_lock: Mutex<()>,
 }
 
-impl FifoSettler {
+impl Slots {
     fn release(&self) {
         self.stats.held.fetch_sub(1, Relaxed);
         self.capacity.notify_one();
     }
-
-    fn record_failed(&self, job: &Job, failure: &Failure) {
-        if let Ok(line) = serde_json::to_vec(&Record::of(job, Some(failure))) {
-            self.failed
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .append(line);
-        }
-    }
 }
 
 impl FifoSettler {
-    /// Writes a job that did not finish to the pending file, to be fed back in later.
-    fn save_pending(&self, job: &Job) {
-        if let Ok(line) = serde_json::to_vec(&Record::of(job, None)) {
-            self.pending
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .append(line);
-            Stats::inc(&self.stats.pending_saved);
-        }
-        self.release();
+    /// Records a job failed for good; `held` when it holds a slot, released once the record is
+    /// synced (or could not be: a FIFO has nowhere else to keep it, so the log has it).
+    fn record_failed(&self, job: &Job, failure: &Failure, held: bool) {
+        let line = record_line(&Record::of(job, Some(failure)));
+        let slots = self.slots.clone();
+        self.failed.append_then(line, move |written| {
+            if let Err(lost) = written {
+                lost_record("failed", &lost);
+            }
+            if held {
+                slots.release();
+            }
+        });
     }
+
+    /// Writes a job that did not finish to the pending file, to be fed back in later; its slot
+    /// is released once the record is synced.
+    fn save_pending(&self, job: &Job) {
+        let line = record_line(&Record::of(job, None));
+        let slots = self.slots.clone();
+        self.pending.append_then(line, move |written| {
+            match written {
+                Ok(()) => Stats::inc(&slots.stats.pending_saved),
+                Err(lost) => lost_record("pending", &lost),
+            }
+            slots.release();
+        });
+    }
+}
+
+/// Logs a record the file refused, with the record itself: the log is all that has it now.
+fn lost_record(file: &str, lost: &Unwritten) {
+    tracing::error!(file, error = %lost.error, record = %String::from_utf8_lossy(&lost.record), "Could not write a job record; it is only in the log now.");
 }
 
 impl Settle for FifoSettler {
     fn done(&self, _: &Delivery, _elapsed_ms: u64) {
-        self.release();
+        self.slots.release();
     }
 
     fn failed(&self, d: &Delivery, failure: &Failure, _permanent: bool, _elapsed_ms: u64) {
-        self.record_failed(&d.job, failure);
-        self.release();
+        self.record_failed(&d.job, failure, true);
     }
 
     fn retry(&self, d: Delivery, _: Duration, _: &Failure, _: u64) -> Option<Delivery> {
@@ -363,13 +382,8 @@ impl Settle for FifoSettler {
     }
 
     fn close(&self) {
-        self.failed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .close();
-        self.pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .close();
+        // Every record queued so far is written and synced before this returns.
+        self.failed.close();
+        self.pending.close();
     }
 }

@@ -82,13 +82,13 @@ impl Q4mConfig {
 
     /// Refuses values that parse but cannot work, given `runner.concurrency`.
     pub fn validate(&self, concurrency: usize) -> Result<(), (&'static str, String)> {
-        crate::source::q4m::dsn::Dsn::parse(&self.dsn).map_err(|m| ("queue.dsn", m))?;
-        crate::source::q4m::check_table_name(&self.table).map_err(|m| ("queue.table", m))?;
+        super::dsn::Dsn::parse(&self.dsn).map_err(|m| ("queue.dsn", m))?;
+        super::names::check_table_name(&self.table).map_err(|m| ("queue.table", m))?;
         if let Some(c) = &self.payload_column {
-            crate::source::q4m::check_identifier(c).map_err(|m| ("queue.payload_column", m))?;
+            super::names::check_identifier(c).map_err(|m| ("queue.payload_column", m))?;
         }
         if let Some(t) = &self.failed_table {
-            crate::source::q4m::check_table_name(t).map_err(|m| ("queue.failed_table", m))?;
+            super::names::check_table_name(t).map_err(|m| ("queue.failed_table", m))?;
         } else if self.failed_path.as_os_str().is_empty() {
             return Err(("queue.failed_path", "must not be empty".into()));
         }

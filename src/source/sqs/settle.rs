@@ -79,7 +79,9 @@ pub(super) async fn settle(shared: &Shared, report: Report, deletes: &mut Vec<(u
             let Some(h) = take(job.id) else {
                 return;
             };
-            if shared.config.on_failure == SqsFailure::Delete && recorded(shared, &job, &failure) {
+            if shared.config.on_failure == SqsFailure::Delete
+                && recorded(shared, &job, &failure).await
+            {
                 deletes.push((job.id, h.receipt));
             } else {
                 // `leave`, or not recorded: visible again at once, towards the redrive policy.
@@ -93,7 +95,9 @@ pub(super) async fn settle(shared: &Shared, report: Report, deletes: &mut Vec<(u
             let Some(h) = take(job.id) else {
                 return;
             };
-            if shared.config.on_failure == SqsFailure::Delete && recorded(shared, &job, &failure) {
+            if shared.config.on_failure == SqsFailure::Delete
+                && recorded(shared, &job, &failure).await
+            {
                 deletes.push((job.id, h.receipt));
             }
         }

@@ -10,7 +10,7 @@ use aws_sdk_sqs::Client;
 use tokio::sync::mpsc;
 
 use super::settle::Report;
-use crate::{config::SqsConfig, stats::Stats};
+use crate::{config::SqsConfig, source::spill::SpillFile, stats::Stats};
 
 /// A message reprow holds: received, not yet deleted or given back.
 pub(super) struct Held {
@@ -34,4 +34,6 @@ pub(super) struct Shared {
     pub(super) visibility: i32,
     /// The report channel, for messages refused before delivery.
     pub(super) reports: mpsc::UnboundedSender<Report>,
+    /// The failed file's writer, under `on_failure: delete` only.
+    pub(super) failed: Option<SpillFile>,
 }

@@ -113,6 +113,7 @@ impl SqsSource {
                 runner_timeout.as_secs_f64()
             )));
         }
+        let failed = super::failed::open(&config)?;
         tracing::info!(queue = %config.url, visibility_s = visibility, fetchers = config.fetchers, "Reading SQS queue.");
         let shared = Arc::new(Shared {
             client,
@@ -128,6 +129,7 @@ impl SqsSource {
             stats,
             visibility,
             reports: settler.tx.clone(),
+            failed,
             config,
         });
         let slots = Arc::new(Semaphore::new(slots));
@@ -221,6 +223,10 @@ impl SqsSource {
             .map(|(id, h)| (id, h.receipt))
             .collect();
         change_visibility_batch(&shared, &left, 0).await;
+        if let Some(failed) = &shared.failed {
+            // Every record was synced before its message was deleted; this stops the writer.
+            failed.close();
+        }
         Ok(())
     }
 }

@@ -73,6 +73,9 @@ impl JobSender {
     ///
     /// # Errors
     /// The job, when every core has stopped.
+    // The error hands the job back by value so the source keeps it; boxing it would allocate
+    // on exactly the path (every core gone, or a full channel) that must not lose the job.
+    #[allow(clippy::result_large_err)]
     pub fn send_blocking(&self, job: Job) -> Result<(), SendError<Job>> {
         let Some(target) = &self.target else {
             return Err(SendError(job));
@@ -86,6 +89,7 @@ impl JobSender {
     ///
     /// # Errors
     /// The job, when the channel is full or every core has stopped.
+    #[allow(clippy::result_large_err)] // as for `send_blocking`
     pub fn try_send(&self, job: Job) -> Result<(), TrySendError<Job>> {
         let Some(target) = &self.target else {
             return Err(TrySendError::Closed(job));

@@ -169,7 +169,10 @@ fn a_refusing_worker_opens_its_breaker_on_the_durable_path() {
     };
     let deadline = std::time::Instant::now() + DEADLINE;
     while breakers(&api) < 1.0 {
-        assert!(std::time::Instant::now() < deadline, "the breaker never opened");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the breaker never opened"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     refused.release();
@@ -178,7 +181,10 @@ fn a_refusing_worker_opens_its_breaker_on_the_durable_path() {
     worker.wait_for(1);
     let deadline = std::time::Instant::now() + DEADLINE;
     while breakers(&api) != 0.0 {
-        assert!(std::time::Instant::now() < deadline, "the breaker never closed");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the breaker never closed"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }

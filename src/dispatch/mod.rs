@@ -14,9 +14,9 @@
 //! what lets shutdown account for every job.
 //!
 //! # Layout
-//! - [`pools`]: clients per worker URL, breaker and reachability per origin.
-//! - [`breaker`]: the per-origin circuit breaker.
-//! - [`config`]: `runner:`.
+//! - [`pools`], clients per worker URL, breaker and reachability per origin.
+//! - [`breaker`], the per-origin circuit breaker.
+//! - [`config`], the `runner:` section and its defaults.
 
 pub mod breaker;
 pub mod config;

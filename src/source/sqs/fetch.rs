@@ -14,8 +14,7 @@ use tokio::sync::Semaphore;
 use super::{
     batch::change_visibility_batch,
     message::job_of,
-    settle::Report,
-    shared::{Held, Shared},
+    shared::{Held, Report, Shared},
 };
 use crate::{bridge::JobSender, lifecycle::Shutdown, stats::Stats};
 

@@ -8,24 +8,8 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::{batch::change_visibility_batch, failed::recorded, shared::Shared};
-use crate::{
-    bridge::Delivery,
-    config::SqsFailure,
-    job::{Failure, Job},
-    source::Settle,
-};
-
-/// What the cores report, in the order they report it.
-pub(super) enum Report {
-    Done(u64),
-    Retry(u64, Duration),
-    Failed(Job, Failure),
-    /// Refused before delivery (see `job_of`): failed, but never handed straight back, which
-    /// would have it received and refused again at once, without end.
-    Refused(Job, Failure),
-    Unfinished(u64),
-}
+use super::{batch::change_visibility_batch, failed::recorded, shared::Report, shared::Shared};
+use crate::{bridge::Delivery, config::SqsFailure, job::Failure, source::Settle};
 
 /// The cores' handle: reports go to the source thread over a channel (sending never blocks).
 pub(super) struct SqsSettler {

@@ -4,13 +4,29 @@
 use std::{
     collections::HashMap,
     sync::{atomic::AtomicU64, Arc, Mutex},
+    time::Duration,
 };
 
 use aws_sdk_sqs::Client;
 use tokio::sync::mpsc;
 
-use super::settle::Report;
-use crate::{config::SqsConfig, source::spill::SpillFile, stats::Stats};
+use crate::{
+    config::SqsConfig,
+    job::{Failure, Job},
+    source::spill::SpillFile,
+    stats::Stats,
+};
+
+/// What the cores report, in the order they report it.
+pub(super) enum Report {
+    Done(u64),
+    Retry(u64, Duration),
+    Failed(Job, Failure),
+    /// Refused before delivery (see `job_of`): failed, but never handed straight back, which
+    /// would have it received and refused again at once, without end.
+    Refused(Job, Failure),
+    Unfinished(u64),
+}
 
 /// A message reprow holds: received, not yet deleted or given back.
 pub(super) struct Held {

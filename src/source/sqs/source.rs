@@ -15,7 +15,8 @@ use super::client::{client, queue_visibility};
 use super::cron::cron_loop;
 use super::fetch::fetch_loop;
 use super::heartbeat::heartbeat_loop;
-use super::settle::{settle, Report, SqsSettler};
+use super::settle::{settle, SqsSettler};
+use super::shared::Report;
 use super::shared::Shared;
 use crate::source::{Settle, Source, SourceError};
 use crate::{

@@ -29,18 +29,42 @@ use crate::{
     lifecycle::Shutdown,
 };
 
-/// Why a source could not start or stopped.
+/// Which remote queue system a [`SourceError::Remote`] concerns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum System {
+    /// Amazon SQS or a server speaking its API.
+    Sqs,
+    /// A Q4M table on a MySQL-protocol server.
+    Q4m,
+}
+
+impl std::fmt::Display for System {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            System::Sqs => "SQS",
+            System::Q4m => "Q4M",
+        })
+    }
+}
+
+/// Why a source could not start or stopped: a kind (the variant), what was being done, and the
+/// underlying error as its `source` where there is one.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     /// The configured path exists and is not a FIFO.
     #[error("{0}: exists and is not a FIFO (remove it, or point queue.path elsewhere)")]
     NotAFifo(std::path::PathBuf),
-    /// The SQS queue could not be used.
-    #[error("SQS: {0}")]
-    Sqs(String),
-    /// The Q4M server, table or settings were refused at start.
-    #[error("Q4M: {0}")]
-    Q4m(String),
+    /// The remote queue, its server or its settings were refused.
+    #[error("{system}: {context}{}", .source.as_ref().map(|s| format!(": {s}")).unwrap_or_default())]
+    Remote {
+        /// SQS or Q4M.
+        system: System,
+        /// What was being done, or what is wrong.
+        context: String,
+        /// The client library's error.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
     /// An I/O error, with the path it concerns.
     #[error("{path}: {source}")]
     Io {
@@ -49,6 +73,40 @@ pub enum SourceError {
         /// The error.
         source: std::io::Error,
     },
+}
+
+impl SourceError {
+    /// An SQS refusal.
+    pub fn sqs(context: impl Into<String>) -> SourceError {
+        SourceError::Remote {
+            system: System::Sqs,
+            context: context.into(),
+            source: None,
+        }
+    }
+
+    /// A Q4M refusal.
+    pub fn q4m(context: impl Into<String>) -> SourceError {
+        SourceError::Remote {
+            system: System::Q4m,
+            context: context.into(),
+            source: None,
+        }
+    }
+
+    /// The same error, caused by `e` (shown after the context).
+    pub fn caused_by(self, e: impl std::error::Error + Send + Sync + 'static) -> SourceError {
+        match self {
+            SourceError::Remote {
+                system, context, ..
+            } => SourceError::Remote {
+                system,
+                context,
+                source: Some(Box::new(e)),
+            },
+            other => other,
+        }
+    }
 }
 
 /// A queue backend.

@@ -49,30 +49,30 @@ impl Q4mSource {
     /// and opens the failed file, so a wrong config fails at start with a clear message.
     ///
     /// # Errors
-    /// [`SourceError::Q4m`] or [`SourceError::Io`].
+    /// [`SourceError::Remote`] or [`SourceError::Io`].
     pub fn open(
         config: &Q4mConfig,
         concurrency: usize,
         grace: Duration,
         stats: Arc<Stats>,
     ) -> Result<Q4mSource, SourceError> {
-        let dsn = Dsn::parse(&config.dsn).map_err(SourceError::Q4m)?;
+        let dsn = Dsn::parse(&config.dsn).map_err(SourceError::q4m)?;
         // Names are spliced into SQL: checked here too, not only by config validation.
         for name in std::iter::once(&config.table).chain(&config.failed_table) {
-            check_table_name(name).map_err(SourceError::Q4m)?;
+            check_table_name(name).map_err(SourceError::q4m)?;
         }
         if !dsn.ignored_params.is_empty() {
             tracing::info!(params = ?dsn.ignored_params, "Ignoring DSN parameters reprow does not use.");
         }
         let opts = connect_options(config, &dsn);
         let mut conn = Conn::new(opts.clone())
-            .map_err(|e| SourceError::Q4m(format!("cannot connect to {dsn}: {e}")))?;
+            .map_err(|e| SourceError::q4m(format!("cannot connect to {dsn}")).caused_by(e))?;
         let table = quote_table(&config.table);
         let columns = column_names(&mut conn, &table)
-            .map_err(|e| SourceError::Q4m(format!("table {}: {e}", config.table)))?;
+            .map_err(|e| SourceError::q4m(format!("table {}", config.table)).caused_by(e))?;
         if let Some(c) = &config.payload_column {
             if !columns.iter().any(|n| n.eq_ignore_ascii_case(c)) {
-                return Err(SourceError::Q4m(format!(
+                return Err(SourceError::q4m(format!(
                     "table {} has no column {c:?} (queue.payload_column); it has {}",
                     config.table,
                     columns.join(", ")
@@ -82,12 +82,12 @@ impl Q4mSource {
         let insert_failed_sql = match &config.failed_table {
             Some(t) => {
                 let have = column_names(&mut conn, &quote_table(t))
-                    .map_err(|e| SourceError::Q4m(format!("failed_table {t}: {e}")))?;
+                    .map_err(|e| SourceError::q4m(format!("failed_table {t}")).caused_by(e))?;
                 if let Some(missing) = FAILED_TABLE_COLUMNS
                     .iter()
                     .find(|c| !have.iter().any(|h| h.eq_ignore_ascii_case(c)))
                 {
-                    return Err(SourceError::Q4m(format!(
+                    return Err(SourceError::q4m(format!(
                         "failed_table {t} has no column {missing:?}; it needs {}",
                         FAILED_TABLE_COLUMNS.join(", ")
                     )));

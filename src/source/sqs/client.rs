@@ -38,7 +38,7 @@ pub(super) async fn queue_visibility(client: &Client, url: &str) -> Result<i32, 
         .send()
         .await
         .map_err(|e| {
-            SourceError::Sqs(format!(
+            SourceError::sqs(format!(
                 "{url}: {}",
                 aws_sdk_sqs::error::DisplayErrorContext(e)
             ))

@@ -66,7 +66,7 @@ impl Source for SqsSource {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| SourceError::Sqs(format!("cannot start the SQS runtime: {e}")))?;
+            .map_err(|e| SourceError::sqs("cannot start the SQS runtime").caused_by(e))?;
         rt.block_on(self.run_async(out, shutdown))
     }
 }
@@ -96,7 +96,9 @@ impl SqsSource {
         let tasks = match &config.cron {
             Some(path) => {
                 crate::source::cron::CronFile::load(path)
-                    .map_err(|e| SourceError::Sqs(format!("queue.cron {}: {e}", path.display())))?
+                    .map_err(|e| {
+                        SourceError::sqs(format!("queue.cron {}", path.display())).caused_by(e)
+                    })?
                     .tasks
             }
             None => Vec::new(),
@@ -108,7 +110,7 @@ impl SqsSource {
         };
         // The load-time check cannot see a visibility timeout read from the queue.
         if !config.heartbeat && runner_timeout.as_secs_f64() >= f64::from(visibility) {
-            return Err(SourceError::Sqs(format!(
+            return Err(SourceError::sqs(format!(
                 "{}: the queue's visibility timeout ({visibility}s) is not longer than runner.timeout ({}s) and heartbeat is off, so a message could run twice: set queue.visibility_timeout above runner.timeout, or heartbeat: true",
                 config.url,
                 runner_timeout.as_secs_f64()

@@ -11,7 +11,7 @@ use std::{
     collections::BTreeMap,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
-        Arc,
+        Arc, Mutex,
     },
     time::{Duration, UNIX_EPOCH},
 };
@@ -23,8 +23,8 @@ use reprow::{
     store::{
         engine::Engine,
         queue::{QueueDef, QueueMode},
-        Clock, Destination, JobList, JobView, NewJob, Op, Options, Query, Reply, Settlement,
-        StoreError, StoreErrorKind,
+        Clock, Destination, Dispatch, JobList, JobView, NewJob, Op, Options, Query, Reply,
+        Settlement, StoreError, StoreErrorKind,
     },
 };
 
@@ -195,7 +195,7 @@ fn step() -> impl Strategy<Value = Step> {
         2 => (any::<usize>(), 0..3u8).prop_map(|(pick, token)| Step::Ack { pick, token }),
         2 => (any::<usize>(), 0..3u8).prop_map(|(pick, token)| Step::Nack { pick, token }),
         1 => any::<usize>().prop_map(|pick| Step::Delete { pick }),
-        3 => (any::<usize>(), 0..5u8, proptest::bool::weighted(0.1))
+        3 => (any::<usize>(), 0..6u8, proptest::bool::weighted(0.1))
             .prop_map(|(pick, how, stale)| Step::Settle { pick, how, stale }),
         1 => (0..3usize, any::<bool>()).prop_map(|(q, paused)| Step::Control { q, paused }),
         1 => (0..3usize).prop_map(|q| Step::Purge { q }),
@@ -307,6 +307,10 @@ struct Harness {
     clock: Arc<AtomicU64>,
     fail: Arc<AtomicBool>,
     engine: Option<Engine>,
+    /// The last delivery of each pushed job, as the dispatcher got it over the bridge; its
+    /// settles go through the store's real `Settle` (source::lmdb), whose ops `settled` holds.
+    delivered: BTreeMap<u64, Dispatch>,
+    settled: Arc<Mutex<Vec<Op>>>,
 }
 
 impl Harness {
@@ -315,6 +319,8 @@ impl Harness {
             dir: tempfile::tempdir().unwrap(),
             clock: Arc::new(AtomicU64::new(1_700_000_000_000)),
             fail: Arc::new(AtomicBool::new(false)),
+            delivered: BTreeMap::new(),
+            settled: Arc::default(),
             engine: None,
         };
         h.open();
@@ -629,14 +635,51 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                         true,
                     ),
                     3 => Settlement::Release(Duration::ZERO),
-                    _ => Settlement::Release(Duration::from_millis(1500)),
+                    4 => Settlement::Release(Duration::from_millis(1500)),
+                    // Retries ran out (not the worker's verdict).
+                    _ => Settlement::Fail(
+                        Failure {
+                            status: Some(503),
+                            message: "gone".into(),
+                        },
+                        false,
+                    ),
                 };
-                let r = h.one(Op::Settle {
-                    id,
-                    lease: token,
-                    how: how.clone(),
-                    elapsed_ms: 1,
-                });
+                // Through the pipeline's seam: the dispatcher calls the source's Settle with
+                // the delivery it got (here with the token the step picked), and the store's
+                // settler turns that into the op the store applies.
+                let mut d = h.delivered[&id].clone();
+                d.lease = token;
+                let captured = h.settled.clone();
+                let settle =
+                    reprow::source::lmdb::settler(move |op| captured.lock().unwrap().push(op));
+                match &how {
+                    Settlement::Done => settle.done(&d, 1),
+                    Settlement::Retry(delay, reason) => {
+                        assert!(settle.retry(d, *delay, reason, 1).is_none());
+                    }
+                    Settlement::Fail(failure, permanent) => {
+                        settle.failed(&d, failure, *permanent, 1)
+                    }
+                    Settlement::Release(delay) => assert!(settle.release(d, *delay).is_none()),
+                }
+                let ops: Vec<Op> = h.settled.lock().unwrap().drain(..).collect();
+                prop_assert_eq!(ops.len(), 1, "step {}: one op per settle", i);
+                let op = ops.into_iter().next().unwrap();
+                // A release is not an answer: no request time.
+                let elapsed = if matches!(how, Settlement::Release(_)) {
+                    0
+                } else {
+                    1
+                };
+                prop_assert!(
+                    matches!(&op, Op::Settle { id: got, lease, elapsed_ms, .. }
+                        if *got == id && *lease == token && *elapsed_ms == elapsed),
+                    "step {}: {:?}",
+                    i,
+                    op
+                );
+                let r = h.one(op);
                 if failing {
                     prop_assert!(r.is_err(), "step {i}: {r:?}");
                 } else {
@@ -660,9 +703,9 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                                 j.due = now + d.as_millis() as u64;
                             }
                         }
-                        Settlement::Fail(..) => {
+                        Settlement::Fail(f, permanent) => {
                             let attempts = m.jobs[&id].attempts + 1;
-                            m.fail(id, attempts, 400, "no", true);
+                            m.fail(id, attempts, f.status.unwrap(), &f.message, permanent);
                         }
                     }
                 }
@@ -802,6 +845,7 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
         let got_ids: Vec<u64> = got.iter().map(|d| d.job.id).collect();
         prop_assert_eq!(&got_ids, &want, "step {} dispatch", i);
         for d in got {
+            h.delivered.insert(d.job.id, d.clone());
             let j = m.jobs.get_mut(&d.job.id).unwrap();
             prop_assert_eq!(d.job.attempts, j.attempts);
             prop_assert_eq!(&d.job.payload, &j.payload, "step {} dispatched payload", i);

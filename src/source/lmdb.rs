@@ -26,11 +26,18 @@ impl LmdbSource {
     }
 }
 
+/// The store's settler: each settle becomes one store op handed to `send` (the store thread's
+/// channel in production; the store model test applies it to an engine directly).
+pub fn settler(send: impl Fn(Op) + Send + Sync + 'static) -> Arc<dyn Settle> {
+    Arc::new(LmdbSettle {
+        send: Box::new(send),
+    })
+}
+
 impl Source for LmdbSource {
     fn settler(&self) -> Arc<dyn Settle> {
-        Arc::new(LmdbSettle {
-            store: self.store.clone(),
-        })
+        let store = self.store.clone();
+        settler(move |op| store.send(op))
     }
 
     /// Nothing to read on this thread: the store thread sends the deliveries.
@@ -42,12 +49,12 @@ impl Source for LmdbSource {
 /// Settles a delivery as a store op, echoing its lease so a settle that arrives after the
 /// lease expired (and the job was handed out again) is ignored.
 struct LmdbSettle {
-    store: Store,
+    send: Box<dyn Fn(Op) + Send + Sync>,
 }
 
 impl LmdbSettle {
     fn settle(&self, d: &Delivery, how: Settlement, elapsed_ms: u64) {
-        self.store.send(Op::Settle {
+        (self.send)(Op::Settle {
             id: d.job.id,
             lease: d.lease,
             how,

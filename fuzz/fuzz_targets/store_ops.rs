@@ -24,7 +24,7 @@ use reprow::store::{
     engine::Engine,
     queue::{QueueDef, QueueMode},
     Clock, Destination, JobList, NewJob, Op, Options, Query, Reply, Settlement, StoreError,
-    MAX_TIME_MS,
+    StoreErrorKind, MAX_TIME_MS,
 };
 
 const QUEUES: [&str; 2] = ["pull", "push"];
@@ -73,7 +73,9 @@ fn any_u64(u: &mut Unstructured) -> u64 {
     match u.int_in_range(0..=5u8).unwrap_or(0) {
         0 => u.int_in_range(0..=10u64).unwrap_or(0),
         1 => u.int_in_range(0..=100_000u64).unwrap_or(0),
-        2 => MAX_TIME_MS.wrapping_add(u.int_in_range(0..=2u64).unwrap_or(0)).wrapping_sub(1),
+        2 => MAX_TIME_MS
+            .wrapping_add(u.int_in_range(0..=2u64).unwrap_or(0))
+            .wrapping_sub(1),
         3 => u64::MAX - u.int_in_range(0..=1000u64).unwrap_or(0),
         4 => 1_700_000_000_000 + u.int_in_range(0..=10_000_000u64).unwrap_or(0),
         _ => u.arbitrary().unwrap_or(0),
@@ -175,16 +177,25 @@ fn run(data: &[u8]) {
                     payload: Bytes::from_static(b"{}"),
                     content_type: "application/json".into(),
                     run_at_ms: any_u64(&mut u),
-                    timeout: u.arbitrary::<bool>().unwrap_or(false).then(|| any_u64(&mut u)),
+                    timeout: u
+                        .arbitrary::<bool>()
+                        .unwrap_or(false)
+                        .then(|| any_u64(&mut u)),
                     max_retries: u.arbitrary().unwrap_or(None),
-                    retry_delay: u.arbitrary::<bool>().unwrap_or(false).then(|| any_u64(&mut u)),
+                    retry_delay: u
+                        .arbitrary::<bool>()
+                        .unwrap_or(false)
+                        .then(|| any_u64(&mut u)),
                     uniq: None,
                 };
                 let bad = job.check_times().is_err();
                 let before = e.query(Query::Stats(None));
                 let r = one(&mut e, Op::Enqueue(vec![job]));
                 if bad {
-                    assert!(matches!(r, Err(ref e) if e.kind() == StoreErrorKind::BadRequest), "{r:?}");
+                    assert!(
+                        matches!(r, Err(ref e) if e.kind() == StoreErrorKind::BadRequest),
+                        "{r:?}"
+                    );
                     let after = e.query(Query::Stats(None));
                     assert_eq!(format!("{before:?}"), format!("{after:?}"));
                 } else if let Ok(Reply::Enqueued(v)) = r {
@@ -245,7 +256,10 @@ fn run(data: &[u8]) {
                 let r = one(&mut e, op);
                 if lease.is_some_and(|l| l != token) && held {
                     // Not this hand-out's token: refused, the job stays leased.
-                    assert!(matches!(r, Err(ref e) if e.kind() == StoreErrorKind::Conflict), "{r:?}");
+                    assert!(
+                        matches!(r, Err(ref e) if e.kind() == StoreErrorKind::Conflict),
+                        "{r:?}"
+                    );
                     assert!(list(&mut e, &q, JobList::Grabbed).contains(&id));
                 }
             }
@@ -298,7 +312,10 @@ fn run(data: &[u8]) {
                 d.url = (queue == "push").then(|| "http://127.0.0.1:9/work".to_string());
                 d.timeout = any_u64(&mut u);
                 d.lease_timeout = any_u64(&mut u);
-                d.retry_delay = u.arbitrary::<bool>().unwrap_or(false).then(|| any_u64(&mut u));
+                d.retry_delay = u
+                    .arbitrary::<bool>()
+                    .unwrap_or(false)
+                    .then(|| any_u64(&mut u));
                 d.polling_interval = any_u64(&mut u);
                 d.require_lease_token = u.arbitrary().unwrap_or(false);
                 let valid = d.validate().is_ok();

@@ -1,0 +1,151 @@
+//! The durable delivery core at shutdown, through the binary: an idle core lets reprow exit at
+//! once although `shutdown_timeout` is long, and a delivery in flight at SIGTERM is waited for
+//! and settled; the "Shutdown timeout" warning appears exactly when a shutdown leaves jobs in
+//! flight, on the FIFO path and the durable one. Written for mutants cargo-mutants missed in
+//! `src/dispatch/durable.rs` and `src/dispatch/mod.rs`.
+
+mod common;
+
+use std::{path::Path, time::Duration};
+
+use common::*;
+
+/// A durable config with a long grace (60 s) and a runner URL; API on port 0.
+fn config(dir: &Path, worker_url: &str) -> std::path::PathBuf {
+    config_with_grace(dir, worker_url, "60s")
+}
+
+fn config_with_grace(dir: &Path, worker_url: &str, grace: &str) -> std::path::PathBuf {
+    let path = dir.join("reprow.yaml");
+    let text = format!(
+        "queue:\n  type: lmdb\n  path: {}\n  map_size: 64MiB\napi:\n  listen: 127.0.0.1:0\nrunner:\n  type: http_proxy\n  url: {worker_url}\nshutdown_timeout: {grace}\n",
+        dir.join("data").display()
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn an_idle_durable_core_does_not_wait_out_the_shutdown_timeout() {
+    let worker = Worker::start(|_, _| Reply::ok());
+    let dir = tempfile::tempdir().unwrap();
+    let reprow = Reprow::start(&config(dir.path(), &worker.url()));
+    let api = Api::new(reprow.api_addr());
+    assert_eq!(api.post("/job/idle", r#"{"payload":{"n":1}}"#).status, 200);
+    worker.wait_for(1);
+    api.wait_json("/queue/default/stats", |v| v["total_successes"] == 1);
+    // Nothing is in flight: the exit must not wait for the 60 s grace. `stop` gives up (and
+    // fails the test) after DEADLINE, 20 s.
+    let (status, stats) = reprow.stop();
+    assert!(status.success());
+    assert_eq!(stats["succeeded"], 1, "{stats}");
+    assert!(!reprow_log(&dir).contains("Shutdown timeout"), "{}", reprow_log(&dir));
+}
+
+fn reprow_log(dir: &tempfile::TempDir) -> String {
+    std::fs::read_to_string(dir.path().join("reprow.log")).unwrap_or_default()
+}
+
+#[test]
+fn a_durable_delivery_in_flight_at_sigterm_is_finished_and_counted() {
+    // The worker answers after 1.5 s; SIGTERM lands while the request is in flight. The grace
+    // (60 s) is far longer, so the answer must be waited for and the job settled as done.
+    let worker =
+        Worker::start(|_, _| Reply::After(Duration::from_millis(1500), Box::new(Reply::ok())));
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &worker.url());
+    let reprow = Reprow::start(&cfg);
+    let api = Api::new(reprow.api_addr());
+    assert_eq!(api.post("/job/slow", r#"{"payload":{"n":1}}"#).status, 200);
+    worker.wait_for(1);
+    let (status, stats) = reprow.stop();
+    assert!(status.success());
+    assert_eq!(stats["succeeded"], 1, "the in-flight delivery was cut off: {stats}");
+
+    // Settled for good: a restart finds nothing to deliver again.
+    let reprow = Reprow::start(&cfg);
+    let api = Api::new(reprow.api_addr());
+    let s = api.get("/queue/default/stats").json();
+    assert_eq!(s["outstanding_jobs"], 0, "{s}");
+    assert_eq!(worker.received().len(), 1);
+}
+
+/// A durable reprow whose one delivery is still in flight when a 300 ms grace ends.
+fn durable_stuck_at_shutdown() -> (Worker, tempfile::TempDir, Reprow) {
+    let worker = Worker::start(|_, _| Reply::After(Duration::from_secs(5), Box::new(Reply::ok())));
+    let dir = tempfile::tempdir().unwrap();
+    let reprow = Reprow::start(&config_with_grace(dir.path(), &worker.url(), "300ms"));
+    let api = Api::new(reprow.api_addr());
+    assert_eq!(api.post("/job/stuck", r#"{"payload":{"n":1}}"#).status, 200);
+    worker.wait_for(1);
+    reprow.signal(nix::sys::signal::Signal::SIGTERM);
+    (worker, dir, reprow)
+}
+
+#[test]
+fn a_durable_shutdown_that_cuts_a_delivery_short_says_so() {
+    let (_worker, dir, mut reprow) = durable_stuck_at_shutdown();
+    let warning = "Shutdown timeout: jobs still in flight will run again at the next start.";
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while !reprow_log(&dir).contains(warning) {
+        assert!(std::time::Instant::now() < deadline, "no warning; log:\n{}", reprow_log(&dir));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // A second signal ends it at once (see the ignored test below for why it is needed).
+    reprow.signal(nix::sys::signal::Signal::SIGINT);
+    let _ = reprow.wait();
+}
+
+/// BUG (not fixed here, found by the mutation audit): in durable mode, when `shutdown_timeout`
+/// ends with a delivery still in flight, reprow logs the warning and then never exits (no
+/// "Stopped." line; it hangs until a second signal), even after the worker answers. Likely
+/// cause: the delivery task spawned by `DurableCore::run` (src/dispatch/durable.rs) keeps its
+/// `Rc<DurableCore>`, and with it a `Store` sender, alive when the core's event loop ends, so
+/// `store_thread.join()` in `run_durable` (src/runtime/mod.rs) waits forever.
+#[test]
+#[ignore = "fails: a durable reprow with a delivery in flight past shutdown_timeout never exits"]
+fn a_durable_shutdown_with_a_delivery_in_flight_past_the_grace_still_exits() {
+    let (_worker, dir, mut reprow) = durable_stuck_at_shutdown();
+    let status = reprow.wait();
+    assert!(status.success(), "{}", reprow_log(&dir));
+    assert_eq!(reprow.final_stats()["succeeded"], 0);
+}
+
+#[test]
+fn a_clean_fifo_shutdown_does_not_warn_of_jobs_in_flight() {
+    let worker = Worker::start(|_, _| Reply::ok());
+    let scene = Scene::new();
+    let reprow = Reprow::start(&scene.config(&worker.url(), "", "", ""));
+    write_lines(&scene.fifo(), &["a", "b"]);
+    worker.wait_for(2);
+    // Both answers taken in (bounded wait), so nothing is in flight at SIGTERM.
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while reprow.log().matches("Job done.").count() < 2 {
+        assert!(std::time::Instant::now() < deadline, "{}", reprow.log());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let log_path = reprow.stderr_path().to_path_buf();
+    let (status, stats) = reprow.stop();
+    assert!(status.success());
+    assert_eq!(stats["succeeded"], 2, "{stats}");
+    let log = std::fs::read_to_string(log_path).unwrap();
+    assert!(!log.contains("Shutdown timeout"), "{log}");
+}
+
+#[test]
+fn a_fifo_shutdown_that_cuts_deliveries_short_says_so() {
+    let worker = Worker::start(|_, _| Reply::After(Duration::from_secs(5), Box::new(Reply::ok())));
+    let scene = Scene::new();
+    let cfg = scene.config(&worker.url(), "", "", "shutdown_timeout: 300ms\n");
+    let reprow = Reprow::start(&cfg);
+    write_lines(&scene.fifo(), &["slow"]);
+    worker.wait_for(1);
+    let log_path = reprow.stderr_path().to_path_buf();
+    let (status, _) = reprow.stop();
+    assert!(status.success());
+    let log = std::fs::read_to_string(log_path).unwrap();
+    assert!(
+        log.contains("Shutdown timeout: saving jobs still in flight"),
+        "{log}"
+    );
+}

@@ -149,3 +149,59 @@ fn a_fifo_shutdown_that_cuts_deliveries_short_says_so() {
         "{log}"
     );
 }
+
+/// The monitoring API of a FIFO reprow (`monitor_listen`), from its "Monitoring listening." line.
+fn monitoring(reprow: &Reprow) -> Api {
+    let deadline = std::time::Instant::now() + DEADLINE;
+    loop {
+        let found = reprow.log().lines().find_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).ok()?;
+            (v["message"] == "Monitoring listening.")
+                .then(|| v["address"].as_str().unwrap().parse().unwrap())
+        });
+        if let Some(addr) = found {
+            return Api::new(addr);
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", reprow.log());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The value of the sample `name{labels}` in a Prometheus exposition.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+#[test]
+fn only_jobs_done_count_in_the_fifo_enqueue_to_done_histogram() {
+    // "bad" is answered 400 (a permanent failure), the two others 200: all three are timed as
+    // attempts, only the two done go into enqueue_to_done (counting the failure instead would
+    // give 1).
+    let worker = Worker::start(|r, _| {
+        if r.body_str() == "bad" {
+            Reply::status(400)
+        } else {
+            Reply::ok()
+        }
+    });
+    let scene = Scene::new();
+    let cfg = scene.config(&worker.url(), "", "", "monitor_listen: 127.0.0.1:0\n");
+    let reprow = Reprow::start(&cfg);
+    let api = monitoring(&reprow);
+    write_lines(&scene.fifo(), &["bad", "good", "good2"]);
+    api.wait_json("/status", |v| {
+        v["counters"]["succeeded"] == 2 && v["counters"]["failed"] == 1
+    });
+    let text = api.get("/metrics").text();
+    assert_eq!(
+        sample(&text, r#"reprow_queue_worker_seconds_count{queue="queue"}"#),
+        Some(3.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, r#"reprow_queue_enqueue_to_done_seconds_count{queue="queue"}"#),
+        Some(2.0),
+        "{text}"
+    );
+}

@@ -205,3 +205,84 @@ fn only_jobs_done_count_in_the_fifo_enqueue_to_done_histogram() {
         "{text}"
     );
 }
+
+/// A keep-alive HTTP worker that answers every request 200 and counts the connections it
+/// accepted.
+fn counting_worker() -> (std::net::SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            std::thread::spawn(move || {
+                let mut w = stream.try_clone().unwrap();
+                let mut r = BufReader::new(stream);
+                loop {
+                    let mut len = 0usize;
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    loop {
+                        let mut h = String::new();
+                        if r.read_line(&mut h).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let h = h.trim_end();
+                        if h.is_empty() {
+                            break;
+                        }
+                        if let Some((k, v)) = h.split_once(':') {
+                            if k.eq_ignore_ascii_case("content-length") {
+                                len = v.trim().parse().unwrap();
+                            }
+                        }
+                    }
+                    let mut body = vec![0; len];
+                    if r.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    let reply = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                    if w.write_all(reply).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[test]
+fn a_durable_core_keeps_a_connection_pool_per_worker_url() {
+    // Two job URLs on one worker, used A, B, A, B one job at a time on one core: each URL's
+    // pool is kept (up to 64), so the worker sees two connections, one per URL, not one per
+    // job.
+    let (addr, accepted) = counting_worker();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("reprow.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "queue:\n  type: lmdb\n  path: {}\n  map_size: 64MiB\napi:\n  listen: 127.0.0.1:0\nrunner:\n  type: http_proxy\n  url: http://{addr}/default\n  pool_idle_timeout: 60s\nthreads: 1\nshutdown_timeout: 5s\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let reprow = Reprow::start(&path);
+    let api = Api::new(reprow.api_addr());
+    for (i, p) in ["a", "b", "a", "b"].iter().enumerate() {
+        let body = format!(r#"{{"url":"http://{addr}/{p}","payload":{{"n":{i}}}}}"#);
+        assert_eq!(api.post("/job/pools", &body).status, 200);
+        api.wait_json("/queue/default/stats", |v| v["total_successes"] == i + 1);
+    }
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "one connection per worker URL"
+    );
+}

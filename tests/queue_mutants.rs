@@ -3,7 +3,7 @@
 //! reverse, names matched without case. Written for mutants cargo-mutants missed in
 //! `src/store/queue.rs` with `--lib --test store_model`.
 
-use reprow::{config::WorkerUrl, store::queue::QueueDef};
+use reprow::{http::url::WorkerUrl, store::queue::QueueDef};
 
 fn url(u: &str) -> WorkerUrl {
     WorkerUrl::parse(u).unwrap()
@@ -44,11 +44,18 @@ fn host_names_may_hold_letters_digits_dots_and_dashes_only() {
 #[test]
 fn a_zero_prefix_matches_every_address_of_its_family() {
     let d = with_origins(&["10.0.0.0/0"]);
-    for u in ["http://10.0.0.1/", "http://192.168.7.9/", "http://255.255.255.255/"] {
+    for u in [
+        "http://10.0.0.1/",
+        "http://192.168.7.9/",
+        "http://255.255.255.255/",
+    ] {
         assert!(d.allows(&url(u)), "{u}");
     }
     assert!(!d.allows(&url("http://[::1]/")), "v4 block, v6 host");
-    assert!(!d.allows(&url("http://localhost/")), "a name is never in a block");
+    assert!(
+        !d.allows(&url("http://localhost/")),
+        "a name is never in a block"
+    );
 
     let d = with_origins(&["::/0"]);
     assert!(d.allows(&url("http://[::1]/")));

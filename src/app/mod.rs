@@ -268,6 +268,7 @@ pub fn run(config: &Config, shutdown: Shutdown, stats: Arc<Stats>) -> Result<Sna
     settle.close();
     drop(settle);
     if let Some((store, store_thread)) = opened.store {
+        store.close();
         drop(store);
         let _ = store_thread.join();
     }

@@ -448,6 +448,8 @@ pub struct Store {
     pub alive: Arc<std::sync::atomic::AtomicBool>,
     /// The store thread's histograms.
     pub metrics: Arc<crate::stats::timings::StoreMetrics>,
+    /// Set by [`Store::close`]: the thread ends after the commands already sent.
+    closing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Store {
@@ -477,6 +479,23 @@ impl Store {
     pub fn send(&self, op: Op) {
         let _ = self.tx.send(Command { op, reply: None });
     }
+
+    /// Ends the store thread once it has applied every command sent before this call, even if
+    /// handles are still alive (a delivery task still running past the shutdown grace holds
+    /// one, and waiting for it to drop would keep reprow from exiting). What such a task sends
+    /// later is not applied: its lease was in memory only, so the job runs again at the next
+    /// start.
+    pub fn close(&self) {
+        self.closing
+            .store(true, std::sync::atomic::Ordering::Release);
+        // A cheap command wakes the thread if it is waiting with nothing scheduled.
+        self.send(Op::Query(Query::Queues));
+    }
+
+    /// Whether [`Store::close`] was called.
+    pub(crate) fn closing(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        self.closing.clone()
+    }
 }
 
 impl Store {
@@ -487,6 +506,7 @@ impl Store {
             ready: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             alive: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             metrics: Arc::default(),
+            closing: Arc::default(),
         }
     }
 }

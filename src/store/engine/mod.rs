@@ -96,9 +96,10 @@ pub fn start(
     store.ready.store(true, Ordering::Release);
     store.alive.store(true, Ordering::Release);
     let alive = store.alive.clone();
+    let closing = store.closing();
     let handle = std::thread::Builder::new()
         .name("reprow-store".into())
-        .spawn(move || supervise(&alive, move || engine.run(rx), store_died))
+        .spawn(move || supervise(&alive, move || engine.run(rx, &closing), store_died))
         .map_err(|source| OpenError::Dir {
             path: PathBuf::from("<store thread>"),
             source,
@@ -187,7 +188,7 @@ pub struct Engine {
 impl Engine {
     /// The store thread's loop: wait for commands or the next timer, apply every waiting
     /// command in one commit, answer, then hand out due jobs.
-    fn run(&mut self, rx: crossbeam_channel::Receiver<Command>) {
+    fn run(&mut self, rx: crossbeam_channel::Receiver<Command>, closing: &AtomicBool) {
         self.feed();
         loop {
             let first = match self.next_wake() {
@@ -211,6 +212,11 @@ impl Engine {
             self.expire_leases();
             if !batch.is_empty() {
                 self.handle(batch);
+            }
+            // Closing: end once everything sent before the close is applied (a batch holds at
+            // most MAX_BATCH commands, so more may be waiting).
+            if closing.load(Ordering::Acquire) && rx.is_empty() {
+                break;
             }
             self.feed();
         }

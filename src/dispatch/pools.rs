@@ -57,6 +57,11 @@ pub struct Pool {
 
 /// The clients and origins of one core.
 pub struct Pools {
+    /// The pool of the last target asked for, by the target's address: every job of a FIFO,
+    /// SQS or Q4M source, and every job of a durable queue without per-job overrides, shares
+    /// one `Arc<Target>`, so this skips hashing the URL on nearly every delivery. Holding the
+    /// `Arc` keeps the address from being reused by another target.
+    last: RefCell<Option<(Arc<Target>, Pool)>>,
     limits: ClientLimits,
     stats: Arc<Stats>,
     clients: RefCell<HashMap<String, Pool>>,
@@ -68,6 +73,7 @@ impl Pools {
     /// No clients yet; they are made on a URL's first job.
     pub fn new(limits: ClientLimits, stats: Arc<Stats>) -> Pools {
         Pools {
+            last: RefCell::new(None),
             limits,
             stats,
             clients: RefCell::default(),
@@ -80,7 +86,18 @@ impl Pools {
     ///
     /// # Errors
     /// The host does not resolve.
-    pub fn get(&self, target: &Target) -> Result<Pool, String> {
+    pub fn get(&self, target: &Arc<Target>) -> Result<Pool, String> {
+        if let Some((t, p)) = &*self.last.borrow() {
+            if Arc::ptr_eq(t, target) {
+                return Ok(p.clone());
+            }
+        }
+        let pool = self.lookup(target)?;
+        *self.last.borrow_mut() = Some((target.clone(), pool.clone()));
+        Ok(pool)
+    }
+
+    fn lookup(&self, target: &Target) -> Result<Pool, String> {
         if let Some(p) = self.clients.borrow().get(&target.url_text) {
             return Ok(p.clone());
         }

@@ -323,18 +323,7 @@ impl CoreDispatcher {
         let origin = pool.client.authority();
         let (down_for, error) = match refusal {
             Some((d, e)) => (d, e.to_string()),
-            None => {
-                let d = self.stats.reachability.down_for(origin)?;
-                let last = self
-                    .stats
-                    .reachability
-                    .list()
-                    .into_iter()
-                    .find(|o| o.origin == origin)
-                    .map(|o| o.last_error)
-                    .unwrap_or_default();
-                (d, last)
-            }
+            None => self.stats.reachability.down_for(origin)?,
         };
         (down_for >= limit).then(|| {
             Failure::transport(format!(

@@ -81,12 +81,12 @@ impl Reachability {
     }
 
     /// A request to `origin` got an answer: logs the recovery if it was unreachable.
-    /// How long `origin` has been refusing, if it is down.
-    pub fn down_for(&self, origin: &str) -> Option<Duration> {
+    /// How long `origin` has been refusing, and its last error, if it is down.
+    pub fn down_for(&self, origin: &str) -> Option<(Duration, String)> {
         let map = self.origins.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(origin)
-            .and_then(|s| s.down)
-            .map(|(since, _)| since.elapsed())
+        let state = map.get(origin)?;
+        let (since, _) = state.down?;
+        Some((since.elapsed(), state.last_error.clone()))
     }
 
     /// `origin` answered: if it was down, it is up again (one info line).

@@ -235,8 +235,64 @@ struct MFailed {
     permanent: bool,
 }
 
+/// What a queue's stats count since the store opened.
+#[derive(Debug, Clone, Default)]
+struct MTotals {
+    pushes: u64,
+    pops: u64,
+    successes: u64,
+    failures: u64,
+    permanent_failures: u64,
+    retries: u64,
+    failed_jobs: u64,
+    completes: u64,
+    elapsed: u64,
+    /// Jobs pushed and popped in each whole second (ms / 1000).
+    push_secs: BTreeMap<u64, u64>,
+    pop_secs: BTreeMap<u64, u64>,
+}
+
+impl MTotals {
+    fn pushed(&mut self, now: u64, n: u64) {
+        self.pushes += n;
+        *self.push_secs.entry(now / 1000).or_default() += n;
+    }
+    fn popped(&mut self, now: u64, n: u64) {
+        self.pops += n;
+        *self.pop_secs.entry(now / 1000).or_default() += n;
+    }
+    fn succeeded(&mut self, elapsed: u64) {
+        self.successes += 1;
+        self.completes += 1;
+        self.elapsed += elapsed;
+    }
+    fn retried(&mut self) {
+        self.failures += 1;
+        self.retries += 1;
+    }
+    fn failed(&mut self, permanent: bool) {
+        self.failed_jobs += 1;
+        self.completes += 1;
+        if permanent {
+            self.permanent_failures += 1;
+        } else {
+            self.failures += 1;
+        }
+    }
+    /// fireworq's `*_per_second`: the count of the last whole second before now's.
+    fn per_second(secs: &BTreeMap<u64, u64>, now: u64) -> u64 {
+        (now / 1000)
+            .checked_sub(1)
+            .and_then(|s| secs.get(&s))
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
 struct Model {
     jobs: BTreeMap<u64, MJob>,
+    /// Each queue's totals since the last (re)start.
+    totals: BTreeMap<String, MTotals>,
     /// The failed log by failure id.
     failed: BTreeMap<u64, MFailed>,
     next_fid: u64,
@@ -247,10 +303,15 @@ impl Model {
     fn new() -> Model {
         Model {
             jobs: BTreeMap::new(),
+            totals: BTreeMap::new(),
             failed: BTreeMap::new(),
             next_fid: 1,
             cfg: ALL.iter().map(|q| (*q, CONFIG)).collect(),
         }
+    }
+
+    fn t(&mut self, queue: &str) -> &mut MTotals {
+        self.totals.entry(queue.to_string()).or_default()
     }
 
     fn cfg(&self, queue: &str) -> QCfg {
@@ -456,6 +517,7 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                         return Err(TestCaseError::fail(format!("step {i}: {r:?}")));
                     };
                     prop_assert_eq!(views.len(), jobs.len());
+                    m.t(queue).pushed(now, jobs.len() as u64);
                     for (v, s) in views.iter().zip(&jobs) {
                         let fresh = MJob {
                             queue: queue.into(),
@@ -494,6 +556,10 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                     Ok(Reply::Pulled(got)) => {
                         let ids: Vec<u64> = got.iter().map(|(v, _)| v.id).collect();
                         prop_assert_eq!(&ids, &want, "step {}", i);
+                        m.t(queue).popped(now, ids.len() as u64);
+                        if forget {
+                            m.t(queue).completes += ids.len() as u64;
+                        }
                         for (v, p) in got {
                             let j = &m.jobs[&v.id];
                             prop_assert_eq!(&p, &j.payload, "step {} pulled payload", i);
@@ -583,13 +649,17 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                         let attempts = j.attempts + 1;
                         if attempts > j.max_retries.unwrap_or(c.max_retries) {
                             m.fail(id, attempts, 0, "x", false);
+                            m.t(&queue).failed(false);
                         } else {
                             j.attempts = attempts;
                             j.due = now + j.retry_delay.unwrap_or(c.retry_delay_s) * 1000;
                             j.lease = None;
+                            m.t(&queue).retried();
                         }
                     } else {
                         m.jobs.remove(&id);
+                        // A pull worker's ack carries no request time.
+                        m.t(&queue).succeeded(0);
                     }
                 }
             }
@@ -687,6 +757,7 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                     match how {
                         Settlement::Done => {
                             m.jobs.remove(&id);
+                            m.t(PUSH).succeeded(elapsed);
                         }
                         // A settle for an old lease changes nothing but a Done.
                         _ if stale => {}
@@ -695,6 +766,7 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                             j.attempts += 1;
                             j.due = now + RETRY_MS;
                             j.lease = None;
+                            m.t(PUSH).retried();
                         }
                         Settlement::Release(d) => {
                             let j = m.jobs.get_mut(&id).unwrap();
@@ -706,6 +778,7 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                         Settlement::Fail(f, permanent) => {
                             let attempts = m.jobs[&id].attempts + 1;
                             m.fail(id, attempts, f.status.unwrap(), &f.message, permanent);
+                            m.t(PUSH).failed(permanent);
                         }
                     }
                 }
@@ -810,6 +883,7 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                 // An injected failure applies to ops, not to re-opening.
                 h.fail.store(false, Ordering::SeqCst);
                 h.open();
+                m.totals.clear();
                 for j in m.jobs.values_mut() {
                     j.lease = None;
                 }
@@ -844,6 +918,7 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
         let got: Vec<_> = h.e().dispatched.drain(..).collect();
         let got_ids: Vec<u64> = got.iter().map(|d| d.job.id).collect();
         prop_assert_eq!(&got_ids, &want, "step {} dispatch", i);
+        m.t(PUSH).popped(now, got_ids.len() as u64);
         for d in got {
             h.delivered.insert(d.job.id, d.clone());
             let j = m.jobs.get_mut(&d.job.id).unwrap();
@@ -924,6 +999,57 @@ fn check(h: &mut Harness, m: &Model, i: usize) -> Result<(), TestCaseError> {
         );
         prop_assert_eq!(s.failed, failed.len() as u64, "step {} {} failed", i, queue);
         prop_assert_eq!(s.paused, c.paused, "step {} {} paused", i, queue);
+        let t = m.totals.get(queue).cloned().unwrap_or_default();
+        let totals = [
+            ("pushes", s.total_pushes, t.pushes),
+            ("pops", s.total_pops, t.pops),
+            ("successes", s.total_successes, t.successes),
+            ("failures", s.total_failures, t.failures),
+            (
+                "permanent failures",
+                s.total_permanent_failures,
+                t.permanent_failures,
+            ),
+            ("retries", s.total_retries, t.retries),
+            ("failed jobs", s.total_failed_jobs, t.failed_jobs),
+            ("completes", s.total_completes, t.completes),
+            ("elapsed", s.total_elapsed, t.elapsed),
+            (
+                "pushes/s",
+                s.pushes_per_second,
+                MTotals::per_second(&t.push_secs, now),
+            ),
+            (
+                "pops/s",
+                s.pops_per_second,
+                MTotals::per_second(&t.pop_secs, now),
+            ),
+        ];
+        for (what, got, want) in totals {
+            prop_assert_eq!(got, want, "step {} {} {}", i, queue, what);
+        }
+        let grabbed = mine.iter().filter(|j| j.lease.is_some()).count() as u64;
+        prop_assert_eq!(
+            s.total_workers,
+            u64::from(c.workers),
+            "step {} {} workers",
+            i,
+            queue
+        );
+        prop_assert_eq!(
+            s.idle_workers,
+            u64::from(c.workers).saturating_sub(grabbed),
+            "step {} {} idle workers",
+            i,
+            queue
+        );
+        prop_assert_eq!(
+            s.waiting,
+            m.runnable(queue, now).len() as u64,
+            "step {} {} waiting",
+            i,
+            queue
+        );
         for (list, want) in [
             (JobList::Waiting, m.runnable(queue, now)),
             (JobList::Deferred, m.deferred(queue, now)),
@@ -983,4 +1109,45 @@ proptest! {
     fn store_agrees_with_the_model(steps in proptest::collection::vec(step(), 1..80)) {
         run(steps)?;
     }
+}
+
+fn stats(h: &mut Harness, queue: &str) -> reprow::store::QueueStats {
+    match h.e().query(Query::Stats(Some(queue.to_string()))) {
+        Ok(Reply::Stats(mut s)) => s.remove(0).1,
+        r => panic!("stats: {r:?}"),
+    }
+}
+
+/// Totals and rates live in memory only. A failed commit rebuilds memory from disk: the
+/// totals and rates from before the batch must come back, and the batch itself must count
+/// for nothing (its jobs were never accepted).
+#[test]
+fn a_failed_commit_keeps_the_rates_and_counts_nothing_of_its_batch() {
+    let mut h = Harness::new();
+    // Whole seconds, so "the last whole second" is unambiguous.
+    h.clock.store(1_700_000_000_000, Ordering::SeqCst);
+    let spec = Spec {
+        payload: b"{}".to_vec(),
+        uniq: None,
+        max_retries: None,
+        retry_delay: None,
+        timeout: None,
+    };
+    let now = h.now();
+    let r = h.one(Op::Enqueue(vec![
+        new_job("pa", now, &spec),
+        new_job("pa", now, &spec),
+    ]));
+    assert!(matches!(r, Ok(Reply::Enqueued(_))), "{r:?}");
+    h.clock.fetch_add(1_000, Ordering::SeqCst);
+    assert_eq!(stats(&mut h, "pa").pushes_per_second, 2);
+
+    h.fail.store(true, Ordering::SeqCst);
+    let now = h.now();
+    let r = h.one(Op::Enqueue(vec![new_job("pa", now, &spec)]));
+    assert!(unavailable(&r), "{r:?}");
+    let s = stats(&mut h, "pa");
+    assert_eq!(s.total_pushes, 2, "the refused batch was counted");
+    assert_eq!(s.pushes_per_second, 2, "the rate was lost by the reload");
+    assert_eq!(s.outstanding_jobs, 2);
 }

@@ -72,8 +72,8 @@ impl Engine {
                     self.dirty.insert(rec.queue);
                     if let Some(q) = self.queues.get_mut(&rec.queue) {
                         q.count += 1;
-                        q.pushes += 1;
-                        q.push_rate.add(now, 1);
+                        q.totals.pushes += 1;
+                        q.totals.push_rate.add(now, 1);
                         below_cursor(q, &rec);
                     }
                 }
@@ -84,17 +84,17 @@ impl Engine {
                 if let Some(q) = self.queues.get_mut(&rec.queue) {
                     q.count = q.count.saturating_sub(1);
                     if let Some(elapsed) = done {
-                        q.successes += 1;
-                        q.completes += 1;
-                        q.elapsed_ms = q.elapsed_ms.saturating_add(elapsed);
+                        q.totals.successes += 1;
+                        q.totals.completes += 1;
+                        q.totals.elapsed_ms = q.totals.elapsed_ms.saturating_add(elapsed);
                     }
                 }
             }
             Effect::Retried { rec } => {
                 self.unlease(rec.id);
                 if let Some(q) = self.queues.get_mut(&rec.queue) {
-                    q.failures += 1;
-                    q.retries += 1;
+                    q.totals.failures += 1;
+                    q.totals.retries += 1;
                     below_cursor(q, &rec);
                 }
             }
@@ -110,12 +110,12 @@ impl Engine {
                 if let Some(q) = self.queues.get_mut(&rec.queue) {
                     q.count = q.count.saturating_sub(1);
                     q.failed += 1;
-                    q.failed_jobs += 1;
-                    q.completes += 1;
+                    q.totals.failed_jobs += 1;
+                    q.totals.completes += 1;
                     if permanent {
-                        q.permanent_failures += 1;
+                        q.totals.permanent_failures += 1;
                     } else {
-                        q.failures += 1;
+                        q.totals.failures += 1;
                     }
                 }
             }
@@ -126,11 +126,13 @@ impl Engine {
             } => {
                 let q = self.queues.get_mut(&qid);
                 if let Some(q) = q {
-                    q.pops += (leases.len() + forgotten) as u64;
-                    q.pop_rate.add(now, (leases.len() + forgotten) as u64);
+                    q.totals.pops += (leases.len() + forgotten) as u64;
+                    q.totals
+                        .pop_rate
+                        .add(now, (leases.len() + forgotten) as u64);
                     if forgotten > 0 {
                         q.count = q.count.saturating_sub(forgotten as u64);
-                        q.completes += forgotten as u64;
+                        q.totals.completes += forgotten as u64;
                         self.dirty.insert(qid);
                     }
                 }

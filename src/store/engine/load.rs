@@ -5,7 +5,8 @@
 //! - After a failed commit memory is what is on disk again: leases the batch granted are
 //!   dropped, leases it ended are restored (the job is still on disk), and a lease survives a
 //!   reload only for a job still on disk in a queue still known.
-//! - Totals and rates, which are not on disk, carry over a reload.
+//! - Totals and rates are not on disk: a reload starts them at zero and
+//!   [`Engine::apply_ops`] puts back those from before the failed batch.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -86,20 +87,6 @@ impl Engine {
         }
         self.expiry = keep.iter().map(|(id, l)| (l.deadline_ms, *id)).collect();
         self.leases = keep;
-        // Counters that are not on disk (totals, rates) carry over.
-        for (qid, q) in queues.iter_mut() {
-            if let Some(old) = self.queues.get(qid) {
-                q.pushes = old.pushes;
-                q.pops = old.pops;
-                q.successes = old.successes;
-                q.failures = old.failures;
-                q.permanent_failures = old.permanent_failures;
-                q.retries = old.retries;
-                q.failed_jobs = old.failed_jobs;
-                q.completes = old.completes;
-                q.elapsed_ms = old.elapsed_ms;
-            }
-        }
         self.queues = queues;
         self.by_name = by_name;
         self.routings = routings;

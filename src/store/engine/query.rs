@@ -46,15 +46,15 @@ impl Engine {
         let workers = q.def.as_ref().map_or(0, |d| u64::from(d.max_workers));
         let grabbed = u64::from(q.leased);
         Ok(QueueStats {
-            total_pushes: q.pushes,
-            total_pops: q.pops,
-            total_successes: q.successes,
-            total_failures: q.failures,
-            total_permanent_failures: q.permanent_failures,
-            total_completes: q.completes,
-            total_elapsed: q.elapsed_ms,
-            pushes_per_second: q.push_rate.per_second(now),
-            pops_per_second: q.pop_rate.per_second(now),
+            total_pushes: q.totals.pushes,
+            total_pops: q.totals.pops,
+            total_successes: q.totals.successes,
+            total_failures: q.totals.failures,
+            total_permanent_failures: q.totals.permanent_failures,
+            total_completes: q.totals.completes,
+            total_elapsed: q.totals.elapsed_ms,
+            pushes_per_second: q.totals.push_rate.per_second(now),
+            pops_per_second: q.totals.pop_rate.per_second(now),
             outstanding_jobs: q.count,
             total_workers: workers,
             idle_workers: workers.saturating_sub(grabbed),
@@ -64,8 +64,8 @@ impl Engine {
             grabbed,
             failed: q.failed,
             paused: q.def.as_ref().is_some_and(|d| d.paused),
-            total_retries: q.retries,
-            total_failed_jobs: q.failed_jobs,
+            total_retries: q.totals.retries,
+            total_failed_jobs: q.totals.failed_jobs,
         })
     }
 

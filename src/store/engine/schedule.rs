@@ -235,8 +235,8 @@ impl Engine {
         if let Some(b) = &mut q.bucket {
             b.tokens -= 1.0;
         }
-        q.pops += 1;
-        q.pop_rate.add(now, 1);
+        q.totals.pops += 1;
+        q.totals.pop_rate.add(now, 1);
         self.lease_seq += 1;
         let token = self.lease_seq;
         let deadline_ms = due_after(

@@ -68,6 +68,16 @@ pub(super) struct QState {
     pub(super) bucket: Option<Bucket>,
     /// The retry bounds `runner:` sets, for the queue's delivery target.
     pub(super) retry: RetryBounds,
+    /// What fireworq's stats count; memory only.
+    pub(super) totals: Totals,
+}
+
+/// A queue's totals and rates since the store opened (fireworq's `total_*` and
+/// `*_per_second`). Memory only: they start at zero when the store opens, carry over a reload,
+/// and a batch whose commit failed counts for nothing ([`Engine::apply_ops`] puts back the
+/// totals from before it).
+#[derive(Debug, Default, Clone)]
+pub(super) struct Totals {
     pub(super) pushes: u64,
     pub(super) pops: u64,
     pub(super) successes: u64,
@@ -148,17 +158,7 @@ impl QState {
             cursor: None,
             next_due: None,
             bucket: None,
-            pushes: 0,
-            pops: 0,
-            successes: 0,
-            failures: 0,
-            permanent_failures: 0,
-            retries: 0,
-            failed_jobs: 0,
-            completes: 0,
-            elapsed_ms: 0,
-            push_rate: Rate::default(),
-            pop_rate: Rate::default(),
+            totals: Totals::default(),
         };
         q.set_def(def);
         q

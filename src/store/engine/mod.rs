@@ -59,7 +59,7 @@ mod throttle;
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
-    path::{Path, PathBuf},
+    path::PathBuf,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
@@ -145,7 +145,6 @@ pub struct Engine {
     meta: Db,
     /// Holds the directory lock for the engine's life.
     _lock: nix::fcntl::Flock<std::fs::File>,
-    path: PathBuf,
     map_size: usize,
     reserve: usize,
     clock: Clock,
@@ -249,16 +248,6 @@ impl Engine {
             }
         }
     }
-
-    /// The data directory.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Jobs leased now (tests).
-    pub fn leased(&self) -> usize {
-        self.leases.len()
-    }
 }
 
 #[cfg(test)]
@@ -275,6 +264,33 @@ mod tests {
         assert_eq!(
             due_after(1_700_000_000_000, Duration::from_secs(1_000_000_000_000)),
             MAX_TIME_MS
+        );
+    }
+
+    /// A dead store thread ends the process with status 70 (EX_SOFTWARE) for a supervisor to
+    /// restart it. The call exits, so it runs in a child: this test binary again, running only
+    /// this test with the variable set.
+    #[test]
+    fn a_dead_store_ends_the_process_with_status_70() {
+        const CHILD: &str = "REPROW_TEST_STORE_DIED_CHILD";
+        if std::env::var_os(CHILD).is_some() {
+            store_died("boom".into());
+            return;
+        }
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "store::engine::tests::a_dead_store_ends_the_process_with_status_70",
+                "--test-threads=1",
+            ])
+            .env(CHILD, "1")
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(70),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
         );
     }
 

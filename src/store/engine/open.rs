@@ -162,7 +162,6 @@ impl Engine {
             uniq,
             meta,
             _lock: lock,
-            path: path.clone(),
             map_size,
             reserve: (map_size / 10).max(256 * 1024),
             clock: opts.clock.clone(),

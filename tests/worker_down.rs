@@ -188,3 +188,46 @@ fn a_refusing_worker_opens_its_breaker_on_the_durable_path() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// On the FIFO path a refused job waits in memory on its core (no store to take it back), so
+/// the attempt the refusal did not cost must be given back there: the worker that comes up
+/// sees attempt 1, and a `max_retries: 1` job answered 500 then still gets its one retry.
+#[test]
+fn a_refused_fifo_job_keeps_its_attempts() {
+    let refused = RefusedPort::new();
+    let port = refused.port();
+    let scene = Scene::new();
+    let cfg = scene.config(
+        &format!("http://127.0.0.1:{port}/work"),
+        "",
+        "  max_retries: 1\n",
+        "",
+    );
+    let reprow = Reprow::start(&cfg);
+    write_lines(&scene.fifo(), &["{\"n\":1}"]);
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while count(&reprow.log(), "Worker unreachable") == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never refused: {}",
+            reprow.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    refused.release();
+    let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let worker = Worker::serve(
+        listener,
+        |_, i| {
+            if i == 0 {
+                Reply::status(500)
+            } else {
+                Reply::ok()
+            }
+        },
+        None,
+    );
+    let got = worker.wait_for(2);
+    let attempts: Vec<u32> = got.iter().map(|r| r.attempt()).collect();
+    assert_eq!(attempts, [1, 2], "refusals counted as attempts");
+}

@@ -1,13 +1,17 @@
 //! The store thread as the cores and the API drive it, through a real LMDB file with fsync on:
 //! commands that wait while a commit runs share the next one (the group commit README
-//! describes), and everything sent before [`Store::close`] is applied. Written for mutants
+//! describes), and everything sent before [`Store::close`] is applied; a store near full
+//! refuses new jobs while it still has its reserve for acks; the default queue made from
+//! `runner:` at open. Written for mutants
 //! cargo-mutants missed in `src/store/engine/` with `--lib --test store_model`.
+
+use std::time::Duration;
 
 use bytes::Bytes;
 use reprow::store::{
-    engine::{self, Engine},
+    engine::{self, Defaults, Engine},
     queue::{QueueDef, QueueMode},
-    Destination, NewJob, Op, Options, Query, Reply,
+    Destination, NewJob, Op, Options, Query, Reply, StoreError, StoreErrorKind,
 };
 
 fn options(dir: &std::path::Path) -> Options {
@@ -69,4 +73,136 @@ fn commands_waiting_behind_a_commit_share_the_next_one() {
         Ok(Reply::Stats(s)) => assert_eq!(s[0].1.outstanding_jobs, JOBS as u64),
         r => panic!("{r:?}"),
     }
+}
+
+fn sized(payload: usize, content_type: usize, url: usize) -> NewJob {
+    let mut j = job(0);
+    j.payload = Bytes::from(vec![b'x'; payload]);
+    j.content_type = "a".repeat(content_type);
+    j.url = (url > 0).then(|| format!("http://127.0.0.1:9/{}", "u".repeat(url)));
+    j
+}
+
+fn enqueue(e: &mut Engine, j: NewJob) -> Result<Reply, StoreError> {
+    e.apply_ops(vec![Op::Enqueue(vec![j])]).remove(0).1
+}
+
+fn is_full(r: &Result<Reply, StoreError>) -> bool {
+    matches!(r, Err(e) if e.kind() == StoreErrorKind::Full)
+}
+
+/// A 1 MiB store keeps its last 256 KiB (the reserve's floor; a tenth of the map above
+/// 2.5 MiB) for acks and retries, and estimates a new job at twice its payload, content type
+/// and URL (a record and its page overhead): about 768 KiB of estimates fit in an empty store,
+/// less what its pages already use.
+#[test]
+fn a_store_near_full_refuses_new_jobs_but_keeps_its_reserve() {
+    const K: usize = 1024;
+    let open = |dir: &std::path::Path| {
+        let mut o = options(dir);
+        o.map_size = 1 << 20;
+        o.no_sync = true;
+        Engine::open(o, None).unwrap()
+    };
+    // One job estimated at ~600 KiB fits an empty store; one at ~800 KiB does not, whichever
+    // of payload, content type or URL makes it that big.
+    let dir = tempfile::tempdir().unwrap();
+    let mut e = open(dir.path());
+    let r = enqueue(&mut e, sized(300 * K, 16, 0));
+    assert!(
+        matches!(r, Ok(Reply::Enqueued(_))),
+        "300 KiB refused: {r:?}"
+    );
+    for (what, j) in [
+        ("payload", sized(400 * K, 16, 0)),
+        ("content type", sized(0, 400 * K, 0)),
+        ("url", sized(0, 16, 400 * K)),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut e = open(dir.path());
+        let r = enqueue(&mut e, j);
+        assert!(is_full(&r), "a 400 KiB {what} was not refused: {r:?}");
+    }
+    // Above 2.5 MiB the reserve is a tenth of the map: ~410 KiB of 4 MiB, so a job estimated
+    // at ~3.63 MiB is refused there (with a 256 KiB reserve it would fit).
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = options(dir.path());
+    o.map_size = 4 << 20;
+    o.no_sync = true;
+    let mut e = Engine::open(o, None).unwrap();
+    let r = enqueue(&mut e, sized(1_860 * K, 16, 0));
+    assert!(is_full(&r), "a tenth of a 4 MiB map is not kept: {r:?}");
+    let r = enqueue(&mut e, sized(1_700 * K, 16, 0));
+    assert!(matches!(r, Ok(Reply::Enqueued(_))), "{r:?}");
+    drop(e);
+    // What the store holds counts: two 200 KiB jobs fit, a third does not.
+    let dir = tempfile::tempdir().unwrap();
+    let mut e = open(dir.path());
+    for n in 0..2 {
+        let r = enqueue(&mut e, sized(200 * K, 16, 0));
+        assert!(matches!(r, Ok(Reply::Enqueued(_))), "job {n}: {r:?}");
+    }
+    let r = enqueue(&mut e, sized(200 * K, 16, 0));
+    assert!(is_full(&r), "the third 200 KiB job was not refused: {r:?}");
+    // The reserve is there for what ends jobs: a full store still deletes them.
+    let r = e.apply_ops(vec![Op::Purge("q".into())]).remove(0).1;
+    assert!(r.is_ok(), "{r:?}");
+    let r = enqueue(&mut e, sized(200 * K, 16, 0));
+    assert!(
+        matches!(r, Ok(Reply::Enqueued(_))),
+        "after the purge: {r:?}"
+    );
+}
+
+fn default_queue(e: &mut Engine) -> QueueDef {
+    match e.query(Query::Queue("default".into())) {
+        Ok(Reply::Queues(mut q)) => q.remove(0),
+        r => panic!("{r:?}"),
+    }
+}
+
+/// The default queue is made from `runner:` when the store first opens (whole seconds, a
+/// fraction rounded up); once it exists, a restart leaves it as the API last set it.
+#[test]
+fn the_default_queue_comes_from_the_runner_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = |timeout_ms: u64, delay_ms: Option<u64>| {
+        let mut o = options(dir.path());
+        o.no_sync = true;
+        o.defaults = Defaults {
+            url: Some("http://127.0.0.1:9/w".into()),
+            timeout: Duration::from_millis(timeout_ms),
+            max_retries: 4,
+            retry_delay: delay_ms.map(Duration::from_millis),
+            ..Defaults::default()
+        };
+        Engine::open(o, None).unwrap()
+    };
+    let mut e = open(2_500, Some(1_200));
+    let d = default_queue(&mut e);
+    assert_eq!((d.timeout, d.retry_delay, d.max_retries), (3, Some(2), 4));
+    assert_eq!(d.url.as_deref(), Some("http://127.0.0.1:9/w"));
+    drop(e);
+
+    // Whole seconds stay as they are.
+    let dir2 = tempfile::tempdir().unwrap();
+    let mut o = options(dir2.path());
+    o.no_sync = true;
+    o.defaults.timeout = Duration::from_secs(3);
+    o.defaults.retry_delay = Some(Duration::from_secs(2));
+    let mut e2 = Engine::open(o, None).unwrap();
+    let d = default_queue(&mut e2);
+    assert_eq!((d.timeout, d.retry_delay), (3, Some(2)));
+
+    // Changed through the API, then a restart with other runner values: the API's stay.
+    let mut e = open(2_500, Some(1_200));
+    let mut d = default_queue(&mut e);
+    d.max_retries = 9;
+    d.timeout = 7;
+    let r = e.apply_ops(vec![Op::PutQueue(d)]).remove(0).1;
+    assert!(r.is_ok(), "{r:?}");
+    drop(e);
+    let mut e = open(1_000, None);
+    let d = default_queue(&mut e);
+    assert_eq!((d.timeout, d.max_retries, d.retry_delay), (7, 9, Some(2)));
 }

@@ -2,14 +2,20 @@
 //! commands that wait while a commit runs share the next one (the group commit README
 //! describes), and everything sent before [`Store::close`] is applied; a store near full
 //! refuses new jobs while it still has its reserve for acks; the default queue made from
-//! `runner:` at open. Written for mutants
+//! `runner:` at open; when the store loop must wake with nothing to do. Written for mutants
 //! cargo-mutants missed in `src/store/engine/` with `--lib --test store_model`.
 
-use std::time::Duration;
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use bytes::Bytes;
 use reprow::store::{
-    engine::{self, Defaults, Engine},
+    engine::{self, Clock, Defaults, Engine},
     queue::{QueueDef, QueueMode},
     Destination, NewJob, Op, Options, Query, Reply, StoreError, StoreErrorKind,
 };
@@ -205,4 +211,206 @@ fn the_default_queue_comes_from_the_runner_once() {
     let mut e = open(1_000, None);
     let d = default_queue(&mut e);
     assert_eq!((d.timeout, d.max_retries, d.retry_delay), (7, 9, Some(2)));
+}
+
+/// A store on a hand-set clock with a push queue `p` (one worker, 1 s timeout: a lease lasts
+/// 6 s with the grace) and a pull queue `q`.
+fn scheduled(dir: &std::path::Path, throttle: Option<(f64, u32)>) -> (Engine, Arc<AtomicU64>) {
+    let clock = Arc::new(AtomicU64::new(1_700_000_000_000));
+    let mut p = QueueDef::named("p");
+    p.mode = QueueMode::Push;
+    p.url = Some("http://127.0.0.1:9/w".into());
+    p.max_workers = 1;
+    p.timeout = 1;
+    if let Some((rate, burst)) = throttle {
+        p.max_dispatches_per_second = Some(rate);
+        p.max_burst_size = Some(burst);
+    }
+    let mut o = options(dir);
+    o.no_sync = true;
+    o.queues.push(p);
+    o.clock = Clock::Manual(clock.clone());
+    (Engine::open(o, None).unwrap(), clock)
+}
+
+fn enqueue_at(e: &mut Engine, queue: &str, run_at_ms: u64) {
+    let mut j = job(0);
+    j.dest = Destination::Queue(queue.into());
+    j.run_at_ms = run_at_ms;
+    let r = enqueue(e, j);
+    assert!(matches!(r, Ok(Reply::Enqueued(_))), "{r:?}");
+}
+
+/// A pull worker takes one job of `q` (enqueued due now), leased for `lease_s` seconds.
+fn pull_one(e: &mut Engine, lease_s: u64) {
+    let mut q = QueueDef::named("q");
+    q.mode = QueueMode::Pull;
+    q.lease_timeout = lease_s;
+    let r = e.apply_ops(vec![Op::PutQueue(q)]).remove(0).1;
+    assert!(r.is_ok(), "{r:?}");
+    enqueue_at(e, "q", 0);
+    let r = e
+        .apply_ops(vec![Op::Pull {
+            queue: "q".into(),
+            count: 1,
+            forget: false,
+        }])
+        .remove(0)
+        .1;
+    assert!(
+        matches!(r, Ok(Reply::Pulled(ref p)) if p.len() == 1),
+        "{r:?}"
+    );
+}
+
+const MS: fn(u64) -> Option<Duration> = |ms| Some(Duration::from_millis(ms));
+
+#[test]
+fn the_store_loop_wakes_for_due_push_jobs_and_expiring_leases_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut e, clock) = scheduled(dir.path(), None);
+    let now = clock.load(Ordering::SeqCst);
+    e.feed();
+    assert_eq!(e.next_wake(), None, "nothing scheduled");
+
+    // A deferred pull job: pull workers ask for it, the loop has nothing to do.
+    enqueue_at(&mut e, "q", now + 700);
+    e.feed();
+    assert_eq!(e.next_wake(), None, "woke for a pull queue");
+
+    // A deferred push job: wake when it is due.
+    enqueue_at(&mut e, "p", now + 1_500);
+    e.feed();
+    assert_eq!(e.next_wake(), MS(1_500));
+    clock.fetch_add(400, Ordering::SeqCst);
+    assert_eq!(e.next_wake(), MS(1_100), "measured from now");
+    // A pull worker's lease (30 s) expires later than the push job is due: the earlier wins.
+    pull_one(&mut e, 30);
+    assert_eq!(e.next_wake(), MS(1_100));
+
+    // Due: handed out, leased until timeout + grace; the only worker is busy, so a second
+    // deferred job does not wake the loop before the lease expires.
+    clock.fetch_add(1_100, Ordering::SeqCst);
+    e.feed();
+    assert_eq!(e.dispatched.drain(..).count(), 1);
+    let now = clock.load(Ordering::SeqCst);
+    enqueue_at(&mut e, "p", now + 2_000);
+    e.feed();
+    assert_eq!(
+        e.next_wake(),
+        MS(6_000),
+        "the lease's expiry, not the busy queue's job"
+    );
+
+    // Paused, the queue's jobs do not wake it either; the lease still does.
+    let r = e
+        .apply_ops(vec![Op::Control {
+            queue: "p".into(),
+            paused: true,
+        }])
+        .remove(0)
+        .1;
+    assert!(r.is_ok(), "{r:?}");
+    e.expire_leases();
+    e.feed();
+    assert_eq!(e.next_wake(), MS(6_000));
+    clock.fetch_add(6_000, Ordering::SeqCst);
+    e.expire_leases();
+    assert_eq!(
+        e.next_wake(),
+        MS(22_900),
+        "a paused queue woke the loop (only the pull lease should)"
+    );
+
+    // Running again (the loop feeds after every command): both jobs are due, the one worker
+    // takes one. A job due in two hours wakes the loop after an hour at most.
+    let r = e
+        .apply_ops(vec![Op::Control {
+            queue: "p".into(),
+            paused: false,
+        }])
+        .remove(0)
+        .1;
+    assert!(r.is_ok(), "{r:?}");
+    e.feed();
+    assert_eq!(e.dispatched.drain(..).count(), 1);
+    assert_eq!(e.next_wake(), MS(6_000));
+    let dir = tempfile::tempdir().unwrap();
+    let (mut e, clock) = scheduled(dir.path(), None);
+    let now = clock.load(Ordering::SeqCst);
+    enqueue_at(&mut e, "p", now + 7_200_000);
+    e.feed();
+    assert_eq!(e.next_wake(), Some(Duration::from_secs(3_600)));
+}
+
+#[test]
+fn a_throttled_queue_wakes_the_loop_when_its_next_token_is_there() {
+    let dir = tempfile::tempdir().unwrap();
+    // 10 a second, a burst of one: a token every 100 ms.
+    let (mut e, clock) = scheduled(dir.path(), Some((10.0, 1)));
+    let now = clock.load(Ordering::SeqCst);
+    // A token is there: a deferred job wakes the loop when due, not for the bucket.
+    enqueue_at(&mut e, "p", now + 1_500);
+    e.feed();
+    assert_eq!(e.next_wake(), MS(1_500));
+    // A pull lease expiring in 30 s: the bucket's wait below is earlier and wins.
+    pull_one(&mut e, 30);
+    clock.fetch_add(1_500, Ordering::SeqCst);
+    enqueue_at(&mut e, "p", now);
+    e.feed();
+    let first = e.dispatched.drain(..).collect::<Vec<_>>();
+    assert_eq!(first.len(), 1);
+    // Settle it so the worker is free: what holds the second job back is the bucket.
+    let r = e
+        .apply_ops(vec![Op::Settle {
+            id: first[0].job.id,
+            lease: first[0].lease,
+            how: reprow::store::Settlement::Done,
+            elapsed_ms: 1,
+        }])
+        .remove(0)
+        .1;
+    assert!(r.is_ok(), "{r:?}");
+    e.feed();
+    assert_eq!(e.dispatched.len(), 0, "the bucket was empty");
+    let wait = e.next_wake().expect("no wake for the throttled job");
+    assert!(
+        wait > Duration::from_millis(50) && wait <= Duration::from_millis(100),
+        "{wait:?}"
+    );
+    std::thread::sleep(wait);
+    e.feed();
+    let second: Vec<_> = e.dispatched.drain(..).collect();
+    assert_eq!(second.len(), 1, "the token came back");
+    // Nothing waits now (the job is leased): only the leases' expiry wakes the loop.
+    assert_eq!(e.next_wake(), MS(6_000));
+    // An empty bucket with no job waiting is no reason to wake.
+    let done = Op::Settle {
+        id: second[0].job.id,
+        lease: second[0].lease,
+        how: reprow::store::Settlement::Done,
+        elapsed_ms: 1,
+    };
+    let r = e.apply_ops(vec![done]).remove(0).1;
+    assert!(r.is_ok(), "{r:?}");
+    e.feed();
+    let pull_lease = e.next_wake().expect("the pull lease");
+    assert!(pull_lease > Duration::from_secs(20), "{pull_lease:?}");
+    // Nor is a job waiting in a paused queue.
+    let now = clock.load(Ordering::SeqCst);
+    enqueue_at(&mut e, "p", now);
+    let r = e
+        .apply_ops(vec![Op::Control {
+            queue: "p".into(),
+            paused: true,
+        }])
+        .remove(0)
+        .1;
+    assert!(r.is_ok(), "{r:?}");
+    e.feed();
+    assert_eq!(
+        e.next_wake(),
+        Some(pull_lease),
+        "a paused queue's bucket woke the loop"
+    );
 }

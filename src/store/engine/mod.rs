@@ -191,7 +191,7 @@ impl Engine {
         self.feed();
         loop {
             let first = match self.next_wake() {
-                Some(at) => match rx.recv_deadline(at) {
+                Some(wait) => match rx.recv_timeout(wait) {
                     Ok(c) => Some(c),
                     Err(crossbeam_channel::RecvTimeoutError::Timeout) => None,
                     Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,

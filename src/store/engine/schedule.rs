@@ -12,7 +12,7 @@
 use std::{
     ops::Bound,
     sync::Arc,
-    time::{Duration, Instant, UNIX_EPOCH},
+    time::{Duration, UNIX_EPOCH},
 };
 
 use heed::{RoTxn, RwTxn};
@@ -33,6 +33,8 @@ type DueScan = (Vec<([u8; 20], u64)>, Option<u64>);
 /// Extra time a push lease outlives the request timeout before the job is handed out again,
 /// so a worker answering at the deadline is settled rather than duplicated.
 const LEASE_GRACE_MS: u64 = 5_000;
+/// The longest the store loop sleeps with nothing to do before it looks again.
+const MAX_SLEEP: Duration = Duration::from_secs(3_600);
 
 impl Engine {
     /// A pull worker's `GET /q` (`Op::Pull`): up to `count` due jobs of the queue, each leased
@@ -283,9 +285,12 @@ impl Engine {
         }
     }
 
-    /// When the loop must wake with no command: a deferred job due, a lease to expire, a
-    /// throttle refilled.
-    pub(super) fn next_wake(&self) -> Option<Instant> {
+    /// How long the store loop may sleep with no command before it must look again: until a
+    /// deferred job of a push queue with a free worker is due, a lease expires, or a throttled
+    /// queue with jobs waiting has a token again. `None`: nothing is scheduled, so it waits for
+    /// a command. At most an hour, so a far due time is never turned into an `Instant` that
+    /// cannot hold it (the loop looks again then).
+    pub fn next_wake(&self) -> Option<Duration> {
         let now = self.clock.now_ms();
         let mut at: Option<u64> = self.expiry.first().map(|(d, _)| *d);
         let mut soon: Option<Duration> = None;
@@ -304,14 +309,11 @@ impl Engine {
                 }
             }
         }
-        // At most an hour ahead: the loop looks again then, so a far due time is never turned
-        // into an `Instant` it cannot hold.
-        let from_ms = at
-            .map(|a| Instant::now() + Duration::from_millis(a.saturating_sub(now).min(3_600_000)));
-        let from_soon = soon.map(|s| Instant::now() + s);
-        match (from_ms, from_soon) {
+        let due = at.map(|a| Duration::from_millis(a.saturating_sub(now)));
+        let wait = match (due, soon) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
-        }
+        };
+        wait.map(|w| w.min(MAX_SLEEP))
     }
 }

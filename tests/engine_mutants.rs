@@ -414,3 +414,166 @@ fn a_throttled_queue_wakes_the_loop_when_its_next_token_is_there() {
         "a paused queue's bucket woke the loop"
     );
 }
+
+fn page(
+    e: &mut Engine,
+    list: reprow::store::JobList,
+    limit: usize,
+    cursor: Option<Vec<u8>>,
+    desc: bool,
+) -> (Vec<u64>, Option<Vec<u8>>) {
+    match e.query(Query::Jobs {
+        queue: "q".into(),
+        list,
+        limit,
+        cursor,
+        desc,
+    }) {
+        Ok(Reply::Jobs(v, next)) => (v.iter().map(|j| j.id).collect(), next),
+        r => panic!("{r:?}"),
+    }
+}
+
+fn failed_page(
+    e: &mut Engine,
+    limit: usize,
+    cursor: Option<u64>,
+    desc: bool,
+) -> (Vec<u64>, Option<u64>) {
+    match e.query(Query::Failed {
+        queue: "q".into(),
+        limit,
+        cursor,
+        desc,
+    }) {
+        Ok(Reply::FailedPage(v, next)) => (v.iter().map(|f| f.id).collect(), next),
+        r => panic!("{r:?}"),
+    }
+}
+
+/// Every list (waiting, deferred, grabbed, failed) read in pages of two, oldest or newest
+/// first, gives the whole list once, in order; a page size is between 1 and 1000; the
+/// in-flight board lists the oldest leases first.
+#[test]
+fn every_list_pages_through_once_in_order() {
+    use reprow::store::JobList;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut e, clock) = scheduled(dir.path(), None);
+    let mut q = QueueDef::named("q");
+    q.mode = QueueMode::Pull;
+    q.max_retries = 0;
+    q.lease_timeout = 60;
+    let r = e.apply_ops(vec![Op::PutQueue(q)]).remove(0).1;
+    assert!(r.is_ok(), "{r:?}");
+    let now = clock.load(Ordering::SeqCst);
+    for _ in 0..12 {
+        enqueue_at(&mut e, "q", now);
+    }
+    for n in (1..=5).rev() {
+        enqueue_at(&mut e, "q", now + n * 10_000);
+    }
+    let pull = |e: &mut Engine| -> u64 {
+        match e
+            .apply_ops(vec![Op::Pull {
+                queue: "q".into(),
+                count: 1,
+                forget: false,
+            }])
+            .remove(0)
+            .1
+        {
+            Ok(Reply::Pulled(p)) => p[0].0.id,
+            r => panic!("{r:?}"),
+        }
+    };
+    // Five fail for good (no retries), three stay leased, each a millisecond after the last.
+    for _ in 0..5 {
+        let id = pull(&mut e);
+        let r = e
+            .apply_ops(vec![Op::Nack {
+                queue: "q".into(),
+                id,
+                message: "no".into(),
+                lease: None,
+            }])
+            .remove(0)
+            .1;
+        assert!(r.is_ok(), "{r:?}");
+    }
+    let mut leased = Vec::new();
+    for _ in 0..3 {
+        clock.fetch_add(1, Ordering::SeqCst);
+        leased.push(pull(&mut e));
+    }
+
+    for list in [JobList::Waiting, JobList::Deferred, JobList::Grabbed] {
+        let (all, next) = page(&mut e, list, 1000, None, false);
+        assert_eq!(next, None);
+        let want = match list {
+            JobList::Waiting => (9..=12).collect::<Vec<u64>>(),
+            // Deferred in due order: enqueued latest-due first.
+            JobList::Deferred => (13..=17).rev().collect(),
+            _ => leased.clone(),
+        };
+        assert_eq!(all, want, "{list:?}");
+        for desc in [false, true] {
+            let mut got = Vec::new();
+            let mut cursor = None;
+            for _ in 0..10 {
+                let (ids, next) = page(&mut e, list, 2, cursor, desc);
+                assert!(ids.len() <= 2, "{list:?} page of {}", ids.len());
+                got.extend(ids);
+                match next {
+                    Some(c) => cursor = Some(c),
+                    None => break,
+                }
+            }
+            let mut want = all.clone();
+            if desc {
+                want.reverse();
+            }
+            assert_eq!(got, want, "{list:?} desc={desc}");
+        }
+        let (one, _) = page(&mut e, list, 0, None, false);
+        assert_eq!(one.len(), 1, "{list:?}: a page size of 0 means 1");
+    }
+
+    let (all, next) = failed_page(&mut e, 1000, None, false);
+    assert_eq!((all.len(), next), (5, None));
+    assert!(all.windows(2).all(|w| w[0] < w[1]), "{all:?}");
+    for desc in [false, true] {
+        let mut got = Vec::new();
+        let mut cursor = None;
+        for _ in 0..10 {
+            let (ids, next) = failed_page(&mut e, 2, cursor, desc);
+            assert!(ids.len() <= 2);
+            got.extend(ids);
+            match next {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        let mut want = all.clone();
+        if desc {
+            want.reverse();
+        }
+        assert_eq!(got, want, "failed desc={desc}");
+    }
+    assert_eq!(failed_page(&mut e, 0, None, false).0.len(), 1);
+
+    // The in-flight board: oldest lease first, at most `limit`.
+    match e.query(Query::InFlight { limit: 2 }) {
+        Ok(Reply::Jobs(v, _)) => {
+            assert_eq!(v.iter().map(|j| j.id).collect::<Vec<_>>(), leased[..2])
+        }
+        r => panic!("{r:?}"),
+    }
+
+    // Over 1000 asked: 1000 given.
+    for _ in 0..1_001 {
+        enqueue_at(&mut e, "q", 0);
+    }
+    let (big, next) = page(&mut e, JobList::Waiting, 5_000, None, false);
+    assert_eq!(big.len(), 1_000);
+    assert!(next.is_some());
+}

@@ -577,3 +577,29 @@ fn every_list_pages_through_once_in_order() {
     assert_eq!(big.len(), 1_000);
     assert!(next.is_some());
 }
+
+/// A config whose queue or routing the store refuses fails the open, naming which one (the
+/// config key a user looks for) and why.
+#[test]
+fn a_refused_config_entry_is_named_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = options(dir.path());
+    o.routings = vec![("mail".into(), "nowhere".into())];
+    let e = Engine::open(o, None)
+        .err()
+        .expect("a routing to no queue was accepted");
+    let text = e.to_string();
+    assert!(
+        text.starts_with("routings.mail: ") && text.contains("nowhere"),
+        "{text}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = options(dir.path());
+    let mut bad = QueueDef::named("bad");
+    bad.mode = QueueMode::Push;
+    bad.url = Some("not a url".into());
+    o.queues.push(bad);
+    let text = Engine::open(o, None).err().expect("accepted").to_string();
+    assert!(text.starts_with("queues.bad: "), "{text}");
+}

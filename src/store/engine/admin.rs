@@ -200,9 +200,9 @@ impl Engine {
             .map_err(db_err)?
             .is_some()
         {
-            // The id was reused by a RetryFailed before: give the job a new one.
-            rec.id = self.next_id;
-            self.next_id += 1;
+            // Its id is taken (ids are never handed out twice, so only a store written by
+            // something else gets here): give the job a new one rather than overwrite.
+            rec.id = self.new_id();
         }
         rec.attempts = 0;
         rec.due_ms = now;

@@ -21,6 +21,14 @@ use crate::store::{
 };
 
 impl Engine {
+    /// A job id no stored job has (the counter is written with the batch's commit; an op that
+    /// fails inside a committed batch leaves its ids unused).
+    pub(super) fn new_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
     /// Writes a definition, giving the queue an id if it has none yet.
     pub(super) fn define(&mut self, txn: &mut RwTxn, def: &QueueDef) -> Result<u32, StoreError> {
         let qid = match self.stored_qid(txn, &def.name)? {

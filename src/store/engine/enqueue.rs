@@ -116,8 +116,7 @@ impl Engine {
                     "url is required: queue {name:?} has no worker url"
                 )));
             }
-            let id = self.next_id;
-            self.next_id += 1;
+            let id = self.new_id();
             let rec = JobRecord {
                 id,
                 queue: qid,

@@ -332,105 +332,60 @@ fn every_2xx_enqueue_answer_comes_after_a_sync_of_the_data_file() {
         dir.path(),
         "driver: epoll\nthreads: 1\nqueues:\n  pl:\n    mode: pull\nroutings:\n  k: pl\n",
     );
-    let trace = dir.path().join("strace.txt");
-    let log = dir.path().join("reprow.log");
-    let child = std::process::Command::new("strace")
-        .args([
-            "-f",
-            "-y",
-            "-tt",
-            "-s",
-            "24",
-            "-e",
-            "trace=fdatasync,fsync,msync,write,writev,sendto,sendmsg",
-            "-o",
-        ])
-        .arg(&trace)
-        .arg(env!("CARGO_BIN_EXE_reprow"))
-        .arg("-c")
-        .arg(&cfg)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("strace is needed (Debian: apt-get install strace)");
-    let mut tracer = Reprow::adopt(child, log);
-    let api = Api::new(tracer.api_addr());
     let n = 12;
-    for i in 0..n {
-        let reply = if i % 2 == 0 {
-            api.post("/job/k", &format!(r#"{{"payload":{{"i":{i}}}}}"#))
-        } else {
-            api.post("/q/pl", &format!(r#"{{"i":{i}}}"#))
-        };
-        assert!(
-            (200..300).contains(&reply.status),
-            "{}: {}",
-            reply.status,
-            reply.text()
-        );
-    }
-    // SIGTERM to reprow itself (strace's child); strace exits with it and flushes the trace.
-    let strace_pid = tracer.child.id();
-    let children =
-        std::fs::read_to_string(format!("/proc/{strace_pid}/task/{strace_pid}/children")).unwrap();
-    let reprow_pid: i32 = children.split_whitespace().next().unwrap().parse().unwrap();
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(reprow_pid), Signal::SIGTERM).unwrap();
-    assert!(tracer.wait().success(), "{}", tracer.log());
-    let text = std::fs::read_to_string(&trace).unwrap();
+    let text = common::strace::traced(
+        dir.path(),
+        &cfg,
+        "fdatasync,fsync,msync,write,writev,sendto,sendmsg",
+        |tracer| {
+            let api = Api::new(tracer.api_addr());
+            for i in 0..n {
+                let reply = if i % 2 == 0 {
+                    api.post("/job/k", &format!(r#"{{"payload":{{"i":{i}}}}}"#))
+                } else {
+                    api.post("/q/pl", &format!(r#"{{"i":{i}}}"#))
+                };
+                assert!(
+                    (200..300).contains(&reply.status),
+                    "{}: {}",
+                    reply.status,
+                    reply.text()
+                );
+            }
+        },
+    );
 
     // Walk the trace in order: a sync counts when it has returned 0; an answer counts when
     // its write starts.
-    let mut unfinished: HashMap<String, bool> = HashMap::new();
+    let mut events: Vec<(usize, bool, &str)> = Vec::new();
+    let calls = common::strace::calls(&text);
+    for c in &calls {
+        let is_sync = c.name == "msync"
+            || (matches!(c.name.as_str(), "fdatasync" | "fsync") && c.line.contains("data.mdb>"));
+        if is_sync && c.ok {
+            events.push((c.end, false, &c.line));
+        }
+        let is_write = matches!(c.name.as_str(), "write" | "writev" | "sendto" | "sendmsg");
+        if is_write && c.line.contains("\"HTTP/1.1 2") {
+            events.push((c.start, true, &c.line));
+        }
+    }
+    events.sort_by_key(|e| e.0);
     let mut synced_since_answer = false;
-    let mut answers = 0;
-    let mut syncs = 0;
-    for line in text.lines() {
-        // "PID  TIME CALL": strace pads the PID column, so split on runs of spaces.
-        let Some((pid, rest)) = line.trim_start().split_once(' ') else {
-            continue;
-        };
-        let Some((_time, call)) = rest.trim_start().split_once(' ') else {
-            continue;
-        };
-        let is_sync = |c: &str| {
-            c.starts_with("msync(")
-                || ((c.starts_with("fdatasync(") || c.starts_with("fsync("))
-                    && c.contains("data.mdb>"))
-        };
-        let returned_ok = |c: &str| c.trim_end().ends_with("= 0");
-        if let Some(rest) = call.strip_prefix("<... ") {
-            let name = rest.split(' ').next().unwrap_or("");
-            if matches!(name, "fdatasync" | "fsync" | "msync")
-                && unfinished.remove(pid).unwrap_or(false)
-                && returned_ok(call)
-            {
-                synced_since_answer = true;
-                syncs += 1;
-            }
+    let (mut answers, mut syncs) = (0, 0);
+    for (_, is_answer, line) in events {
+        if !is_answer {
+            synced_since_answer = true;
+            syncs += 1;
             continue;
         }
-        if is_sync(call) {
-            if call.ends_with("<unfinished ...>") {
-                unfinished.insert(pid.to_string(), true);
-            } else if returned_ok(call) {
-                synced_since_answer = true;
-                syncs += 1;
-            }
-            continue;
-        }
-        let is_write = ["write(", "writev(", "sendto(", "sendmsg("]
-            .iter()
-            .any(|w| call.starts_with(w));
-        if is_write && call.contains("\"HTTP/1.1 2") {
-            assert!(
-                synced_since_answer,
-                "answer {answers} (2xx) was written with no sync of data.mdb since the previous \
-                 answer: {line}\ntrace:\n{text}"
-            );
-            synced_since_answer = false;
-            answers += 1;
-        }
+        assert!(
+            synced_since_answer,
+            "answer {answers} (2xx) was written with no sync of data.mdb since the previous \
+             answer: {line}\ntrace:\n{text}"
+        );
+        synced_since_answer = false;
+        answers += 1;
     }
     assert_eq!(
         answers, n,

@@ -13,107 +13,11 @@
 
 mod common;
 
-use std::{collections::HashMap, path::Path, process::Stdio};
-
+use common::strace::{calls, traced};
 use common::*;
-use nix::sys::signal::Signal;
 
-/// One call of a trace taken with `strace -f -y -tt`.
-struct Call {
-    /// `write`, `fdatasync`, ...
-    name: String,
-    /// The call with its arguments (fds shown with their paths) and result.
-    line: String,
-    /// It returned 0 or more (not an error).
-    ok: bool,
-}
-
-/// The calls of the trace in the order they started, each with its result; a call split into
-/// `<unfinished ...>` and `<... resumed>` counts where it returned (what matters for a sync).
-fn calls(text: &str) -> Vec<Call> {
-    let mut started: HashMap<String, String> = HashMap::new();
-    let mut out = Vec::new();
-    for line in text.lines() {
-        // "PID  TIME CALL": strace pads the PID column, so split on runs of spaces.
-        let Some((pid, rest)) = line.trim_start().split_once(' ') else {
-            continue;
-        };
-        let Some((_time, call)) = rest.trim_start().split_once(' ') else {
-            continue;
-        };
-        let full = if let Some(resumed) = call.strip_prefix("<... ") {
-            let Some(start) = started.remove(pid) else {
-                continue;
-            };
-            let tail = resumed.split_once("resumed>").map_or("", |(_, t)| t);
-            format!("{start}{tail}")
-        } else if let Some(start) = call.strip_suffix("<unfinished ...>") {
-            started.insert(pid.to_string(), start.to_string());
-            continue;
-        } else {
-            call.to_string()
-        };
-        let name = full.split('(').next().unwrap_or("").to_string();
-        let ok = full.trim_end().ends_with("= 0")
-            || full
-                .rsplit_once("= ")
-                .is_some_and(|(_, r)| r.trim().parse::<i64>().is_ok_and(|n| n >= 0));
-        out.push(Call {
-            name,
-            line: full,
-            ok,
-        });
-    }
-    out
-}
-
-/// Starts reprow under strace with the config, runs `drive`, stops reprow with SIGTERM and
-/// returns the trace.
-fn traced(scene: &Scene, cfg: &Path, drive: impl FnOnce()) -> String {
-    let trace = scene.path("strace.txt");
-    let log = scene.path("reprow.log");
-    let child = std::process::Command::new("strace")
-        .args([
-            "-f",
-            "-y",
-            "-tt",
-            "-s",
-            "24",
-            "-e",
-            "trace=fdatasync,fsync,write,writev,sendto,sendmsg,openat",
-            "-o",
-        ])
-        .arg(&trace)
-        .arg(env!("CARGO_BIN_EXE_reprow"))
-        .arg("-c")
-        .arg(cfg)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("strace is needed (Debian: apt-get install strace)");
-    let mut tracer = Reprow::adopt(child, log);
-    drive();
-    // SIGTERM to reprow itself (strace's child); strace exits with it and flushes the trace.
-    let strace_pid = tracer.child.id();
-    let deadline = std::time::Instant::now() + DEADLINE;
-    let reprow_pid: i32 = loop {
-        let children =
-            std::fs::read_to_string(format!("/proc/{strace_pid}/task/{strace_pid}/children"))
-                .unwrap();
-        if let Some(pid) = children.split_whitespace().next() {
-            break pid.parse().unwrap();
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "strace started no reprow"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    };
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(reprow_pid), Signal::SIGTERM).unwrap();
-    assert!(tracer.wait().success(), "{}", tracer.log());
-    std::fs::read_to_string(&trace).unwrap()
-}
+/// What the FIFO tests trace: syncs, writes to files and sockets, and opens (for the paths).
+const TRACE: &str = "fdatasync,fsync,write,writev,sendto,sendmsg,openat";
 
 /// A job failed for good is forgotten only once its record is synced: with `max_held_jobs: 1`
 /// the FIFO reads the next job only after the slot of the previous one is released, so the
@@ -132,7 +36,7 @@ fn fifo_failed_record_is_synced_before_its_slot_is_released() {
     );
     let n = 6;
     let lines: Vec<String> = (0..n).map(|i| format!("job{i}")).collect();
-    let trace = traced(&scene, &cfg, || {
+    let trace = traced(scene.dir.path(), &cfg, TRACE, |_| {
         let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
         write_lines(&scene.fifo(), &refs);
         worker.wait_for(n);
@@ -194,7 +98,7 @@ fn fifo_pending_records_are_synced_before_exit() {
     );
     let n = 5;
     let lines: Vec<String> = (0..n).map(|i| format!("job{i}")).collect();
-    let trace = traced(&scene, &cfg, || {
+    let trace = traced(scene.dir.path(), &cfg, TRACE, |_| {
         let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
         write_lines(&scene.fifo(), &refs);
         worker.wait_for(1);

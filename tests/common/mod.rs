@@ -2,6 +2,8 @@
 //! writer, and a handle on a `reprow` child process.
 #![allow(dead_code)]
 
+pub mod strace;
+
 use std::{
     io::{BufRead, BufReader, Read, Write},
     net::{SocketAddr, TcpListener, TcpStream},

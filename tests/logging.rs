@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 /// The completion lines (target `reprow::job`) in a log.
 fn completions(log: &str) -> Vec<Value> {
@@ -238,6 +238,15 @@ fn a_pull_workers_ack_and_failure_are_logged_too() {
     assert_eq!(done["queue"], "pulled");
     let retry = lines.iter().find(|v| v["action"] == "retry").unwrap();
     assert_eq!(retry["message"], "could not");
+    // A retry is not a failure for good: info, with its delay (failures for good are warnings).
+    assert_eq!(
+        (&done["level"], &retry["level"]),
+        (&json!("INFO"), &json!("INFO"))
+    );
+    assert!(
+        retry["retry_delay"].as_u64().is_some_and(|d| d > 0),
+        "{retry}"
+    );
     assert!(!log.contains("secret"), "{log}");
     assert!(reprow.stop().0.success());
 }

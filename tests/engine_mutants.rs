@@ -119,6 +119,13 @@ fn a_store_near_full_refuses_new_jobs_but_keeps_its_reserve() {
         matches!(r, Ok(Reply::Enqueued(_))),
         "300 KiB refused: {r:?}"
     );
+    let dir = tempfile::tempdir().unwrap();
+    let mut e = open(dir.path());
+    let r = enqueue(&mut e, sized(300 * K, 16, 5 * K));
+    assert!(
+        matches!(r, Ok(Reply::Enqueued(_))),
+        "300 KiB and a 5 KiB URL refused: {r:?}"
+    );
     for (what, j) in [
         ("payload", sized(400 * K, 16, 0)),
         ("content type", sized(0, 400 * K, 0)),
@@ -602,4 +609,70 @@ fn a_refused_config_entry_is_named_at_open() {
     o.queues.push(bad);
     let text = Engine::open(o, None).err().expect("accepted").to_string();
     assert!(text.starts_with("queues.bad: "), "{text}");
+}
+
+fn count(e: &mut Engine, queue: &str) -> Option<u64> {
+    match e.query(Query::Stats(Some(queue.into()))) {
+        Ok(Reply::Stats(s)) => Some(s[0].1.outstanding_jobs),
+        _ => None,
+    }
+}
+
+/// presque's way: a queue named by an enqueue that does not exist yet is made (a pull queue),
+/// several in one request each their own; a fireworq category with no routing goes to the
+/// default queue, and when that was deleted the job is refused, nothing made.
+#[test]
+fn new_queues_are_made_on_first_use_but_categories_need_a_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = options(dir.path());
+    o.no_sync = true;
+    let mut e = Engine::open(o, None).unwrap();
+    let to = |q: &str| {
+        let mut j = job(0);
+        j.dest = Destination::Queue(q.into());
+        j
+    };
+    let r = e
+        .apply_ops(vec![Op::Enqueue(vec![to("n1"), to("n2"), to("n1")])])
+        .remove(0)
+        .1;
+    assert!(
+        matches!(r, Ok(Reply::Enqueued(ref v)) if v.len() == 3),
+        "{r:?}"
+    );
+    assert_eq!(
+        (count(&mut e, "n1"), count(&mut e, "n2")),
+        (Some(2), Some(1))
+    );
+    match e.query(Query::Queue("n2".into())) {
+        Ok(Reply::Queues(q)) => assert_eq!(q[0].mode, QueueMode::Pull),
+        r => panic!("{r:?}"),
+    }
+
+    let mut by_category = job(0);
+    by_category.dest = Destination::Category("mail".into());
+    by_category.url = Some("http://127.0.0.1:9/w".into());
+    let r = enqueue(&mut e, by_category.clone());
+    assert!(r.is_ok(), "{r:?}");
+    assert_eq!(count(&mut e, "default"), Some(1));
+    let r = e
+        .apply_ops(vec![Op::DeleteQueue("default".into())])
+        .remove(0)
+        .1;
+    assert!(r.is_ok(), "{r:?}");
+    let r = enqueue(&mut e, by_category);
+    assert!(
+        matches!(r, Err(ref err) if err.kind() == StoreErrorKind::NotFound),
+        "{r:?}"
+    );
+    assert_eq!(
+        count(&mut e, "default"),
+        None,
+        "the default queue was made again"
+    );
+    assert_eq!(
+        count(&mut e, "mail"),
+        None,
+        "a queue was made for a category"
+    );
 }

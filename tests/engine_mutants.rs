@@ -676,3 +676,30 @@ fn new_queues_are_made_on_first_use_but_categories_need_a_queue() {
         "a queue was made for a category"
     );
 }
+
+/// A job's own worker URL must be on its queue's `allowed_origins` (else 400, nothing stored).
+#[test]
+fn a_job_url_outside_the_allowed_origins_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = options(dir.path());
+    o.no_sync = true;
+    let mut q = QueueDef::named("q");
+    q.mode = QueueMode::Pull;
+    q.allowed_origins = vec!["10.0.0.0/8".into()];
+    o.queues = vec![q];
+    let mut e = Engine::open(o, None).unwrap();
+    let with_url = |u: &str| {
+        let mut j = job(0);
+        j.url = Some(u.into());
+        j
+    };
+    let r = enqueue(&mut e, with_url("http://127.0.0.1:9/w"));
+    assert!(
+        matches!(r, Err(ref err) if err.kind() == StoreErrorKind::BadRequest
+            && err.to_string().contains("allowed_origins")),
+        "{r:?}"
+    );
+    let r = enqueue(&mut e, with_url("http://10.1.2.3:9/w"));
+    assert!(r.is_ok(), "{r:?}");
+    assert_eq!(count(&mut e, "q"), Some(1));
+}

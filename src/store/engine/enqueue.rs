@@ -77,30 +77,22 @@ impl Engine {
                     (q.clone(), q)
                 }
             };
-            let qid = match self.qid(&name) {
-                Ok(q) => q,
+            let (qid, def) = match self.qid(&name) {
+                Ok(q) => (q, self.def_of(q)?.clone()),
                 Err(e) => match new_queues.iter().find(|(_, n, _)| *n == name) {
-                    Some((q, _, _)) => *q,
+                    Some((q, _, d)) => (*q, d.clone()),
                     None if category == name => {
                         // presque creates a queue on first use; reprow makes it a pull queue.
                         let mut def = QueueDef::named(&name);
                         def.mode = QueueMode::Pull;
                         let qid = self.define(txn, &def)?;
-                        new_queues.push((qid, name.clone(), def));
-                        qid
+                        new_queues.push((qid, name.clone(), def.clone()));
+                        (qid, def)
                     }
                     None => {
                         return Err(StoreError::not_found(format!("category {category:?}: {e}")))
                     }
                 },
-            };
-            let def = match self.def_of(qid) {
-                Ok(d) => d.clone(),
-                Err(_) => new_queues
-                    .iter()
-                    .find(|(q, _, _)| *q == qid)
-                    .map(|x| x.2.clone())
-                    .ok_or_else(|| StoreError::not_found(name.clone()))?,
             };
             if let Some(u) = &j.url {
                 let url = WorkerUrl::parse(u)

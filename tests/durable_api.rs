@@ -440,6 +440,13 @@ fn presque_rest_queue() {
     let dup = api.post("/q/pq?uniq=k1", r#"{"u":2}"#);
     assert_eq!(dup.status, 409);
     assert_eq!(dup.json()["error"], "job already exists");
+    // A key is 1 to 507 bytes (LMDB's key limit less the queue id): longer is a 400 that says
+    // so, not a 503 from LMDB.
+    let long = api.post(&format!("/q/pu?uniq={}", "k".repeat(508)), "{}");
+    assert_eq!(long.status, 400, "{}", long.text());
+    assert!(long.text().contains("507"), "{}", long.text());
+    let longest = format!("/q/pu?uniq={}", "k".repeat(507));
+    assert_eq!(api.post(&longest, "{}").status, 201);
     let later = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()

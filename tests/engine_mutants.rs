@@ -703,3 +703,149 @@ fn a_job_url_outside_the_allowed_origins_is_refused() {
     assert!(r.is_ok(), "{r:?}");
     assert_eq!(count(&mut e, "q"), Some(1));
 }
+
+/// `runner.concurrency` caps the pushed jobs leased over all queues; pull workers' leases do
+/// not count against it, and a settled push lease frees its place.
+#[test]
+fn the_concurrency_cap_counts_pushed_jobs_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(AtomicU64::new(1_700_000_000_000));
+    let push = |name: &str| {
+        let mut p = QueueDef::named(name);
+        p.mode = QueueMode::Push;
+        p.url = Some("http://127.0.0.1:9/w".into());
+        p.max_workers = 5;
+        p
+    };
+    let mut o = options(dir.path());
+    o.no_sync = true;
+    o.queues.extend([push("p1"), push("p2")]);
+    o.clock = Clock::Manual(clock.clone());
+    o.defaults.concurrency = Some(2);
+    let mut e = Engine::open(o, None).unwrap();
+    // A pull worker holds a job: no place of the cap is taken.
+    pull_one(&mut e, 30);
+    for q in ["p1", "p2", "p1", "p2"] {
+        enqueue_at(&mut e, q, 0);
+    }
+    e.feed();
+    let first: Vec<_> = e.dispatched.drain(..).collect();
+    assert_eq!(first.len(), 2, "two places, the pull lease taking none");
+    e.feed();
+    assert_eq!(e.dispatched.len(), 0, "the cap was passed");
+    let r = e
+        .apply_ops(vec![Op::Settle {
+            id: first[0].job.id,
+            lease: first[0].lease,
+            how: reprow::store::Settlement::Done,
+            elapsed_ms: 1,
+        }])
+        .remove(0)
+        .1;
+    assert!(r.is_ok(), "{r:?}");
+    // The pull worker's ack frees nothing of the cap either.
+    let pulled = match e.query(Query::Jobs {
+        queue: "q".into(),
+        list: reprow::store::JobList::Grabbed,
+        limit: 10,
+        cursor: None,
+        desc: false,
+    }) {
+        Ok(Reply::Jobs(v, _)) => v[0].id,
+        r => panic!("{r:?}"),
+    };
+    let r = e
+        .apply_ops(vec![Op::Ack {
+            queue: "q".into(),
+            id: pulled,
+            lease: None,
+        }])
+        .remove(0)
+        .1;
+    assert!(r.is_ok(), "{r:?}");
+    e.feed();
+    assert_eq!(
+        e.dispatched.drain(..).count(),
+        1,
+        "one place freed, one job"
+    );
+}
+
+/// A queue with `require_lease_token` refuses an ack or failure report without the token
+/// (400); with the current token it is taken.
+#[test]
+fn require_lease_token_refuses_tokenless_acks() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = options(dir.path());
+    o.no_sync = true;
+    o.queues[0].require_lease_token = true;
+    let mut e = Engine::open(o, None).unwrap();
+    enqueue_at(&mut e, "q", 0);
+    let (id, token) = match e
+        .apply_ops(vec![Op::Pull {
+            queue: "q".into(),
+            count: 1,
+            forget: false,
+        }])
+        .remove(0)
+        .1
+    {
+        Ok(Reply::Pulled(p)) => (p[0].0.id, p[0].0.lease),
+        r => panic!("{r:?}"),
+    };
+    for op in [
+        Op::Ack {
+            queue: "q".into(),
+            id,
+            lease: None,
+        },
+        Op::Nack {
+            queue: "q".into(),
+            id,
+            message: "x".into(),
+            lease: None,
+        },
+    ] {
+        let r = e.apply_ops(vec![op]).remove(0).1;
+        assert!(
+            matches!(r, Err(ref err) if err.kind() == StoreErrorKind::BadRequest),
+            "{r:?}"
+        );
+    }
+    let r = e
+        .apply_ops(vec![Op::Ack {
+            queue: "q".into(),
+            id,
+            lease: token,
+        }])
+        .remove(0)
+        .1;
+    assert!(r.is_ok(), "{r:?}");
+}
+
+/// A `uniq` key is 1 to 507 bytes (LMDB's 511-byte key less the queue id). A 512-byte key
+/// was let through once and failed in LMDB with 503 "store error".
+#[test]
+fn uniq_keys_are_1_to_512_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = options(dir.path());
+    o.no_sync = true;
+    let mut e = Engine::open(o, None).unwrap();
+    let keyed = |k: String| {
+        let mut j = job(0);
+        j.uniq = Some(k);
+        j
+    };
+    for bad in [String::new(), "k".repeat(508)] {
+        let r = enqueue(&mut e, keyed(bad.clone()));
+        assert!(
+            matches!(r, Err(ref err) if err.kind() == StoreErrorKind::BadRequest),
+            "{} bytes: {r:?}",
+            bad.len()
+        );
+    }
+    for good in ["k".to_string(), "k".repeat(507)] {
+        let r = enqueue(&mut e, keyed(good.clone()));
+        assert!(r.is_ok(), "{} bytes: {r:?}", good.len());
+    }
+}

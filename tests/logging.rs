@@ -216,6 +216,8 @@ fn a_pull_workers_ack_and_failure_are_logged_too() {
     }
     let first = api.get("/q/pulled");
     let id = first.header("X-Reprow-Job-Id").unwrap().to_string();
+    // The line's `elapsed` is how long the job was leased.
+    std::thread::sleep(Duration::from_millis(150));
     assert_eq!(api.delete(&format!("/q/pulled/{id}")).status, 204);
     let second = api.get("/q/pulled");
     let id2 = second.header("X-Reprow-Job-Id").unwrap().to_string();
@@ -236,6 +238,7 @@ fn a_pull_workers_ack_and_failure_are_logged_too() {
         (id, Some(true))
     );
     assert_eq!(done["queue"], "pulled");
+    assert!(done["elapsed"].as_u64().is_some_and(|e| e >= 150), "{done}");
     let retry = lines.iter().find(|v| v["action"] == "retry").unwrap();
     assert_eq!(retry["message"], "could not");
     // A retry is not a failure for good: info, with its delay (failures for good are warnings).

@@ -270,6 +270,10 @@ pub fn failed_key(queue: u32, failure_id: u64) -> [u8; 12] {
     k
 }
 
+/// The longest `uniq` key, bytes: LMDB keys are at most 511 bytes, and the `uniq` database's
+/// key is the queue id (4 bytes) and the key.
+pub const MAX_UNIQ_BYTES: usize = 511 - 4;
+
 /// Key of the uniqueness index: queue, then the caller's key.
 pub fn uniq_key(queue: u32, uniq: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(4 + uniq.len());

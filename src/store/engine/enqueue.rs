@@ -14,7 +14,7 @@ use crate::{
     http::url::WorkerUrl,
     store::{
         queue::{QueueDef, QueueMode},
-        record::{uniq_key, JobRecord},
+        record::{uniq_key, JobRecord, MAX_UNIQ_BYTES},
         Destination, NewJob, Reply, StoreError,
     },
 };
@@ -126,8 +126,10 @@ impl Engine {
                 payload: j.payload,
             };
             if let Some(u) = &rec.uniq {
-                if u.is_empty() || u.len() > 512 {
-                    return Err(StoreError::bad_request("uniq must be 1 to 512 bytes"));
+                if u.is_empty() || u.len() > MAX_UNIQ_BYTES {
+                    return Err(StoreError::bad_request(format!(
+                        "uniq must be 1 to {MAX_UNIQ_BYTES} bytes"
+                    )));
                 }
                 if self
                     .uniq

@@ -851,3 +851,42 @@ fn uniq_keys_are_1_to_512_bytes() {
         assert!(r.is_ok(), "{} bytes: {r:?}", good.len());
     }
 }
+
+/// Redefining a throttled queue keeps its bucket when the throttle is unchanged (a spent
+/// bucket stays spent), and starts a new, full one when the rate or burst changes.
+#[test]
+fn a_redefinition_keeps_the_bucket_unless_the_throttle_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    // One a second, a burst of one.
+    let (mut e, _clock) = scheduled(dir.path(), Some((1.0, 1)));
+    for _ in 0..3 {
+        enqueue_at(&mut e, "p", 0);
+    }
+    e.feed();
+    let first: Vec<_> = e.dispatched.drain(..).collect();
+    assert_eq!(first.len(), 1);
+    let r = e
+        .apply_ops(vec![Op::Settle {
+            id: first[0].job.id,
+            lease: first[0].lease,
+            how: reprow::store::Settlement::Done,
+            elapsed_ms: 1,
+        }])
+        .remove(0)
+        .1;
+    assert!(r.is_ok(), "{r:?}");
+    let redefine = |e: &mut Engine, workers: u32, burst: u32| {
+        let mut p = match e.query(Query::Queue("p".into())) {
+            Ok(Reply::Queues(mut q)) => q.remove(0),
+            r => panic!("{r:?}"),
+        };
+        p.max_workers = workers;
+        p.max_burst_size = Some(burst);
+        let r = e.apply_ops(vec![Op::PutQueue(p)]).remove(0).1;
+        assert!(r.is_ok(), "{r:?}");
+        e.feed();
+        e.dispatched.drain(..).count()
+    };
+    assert_eq!(redefine(&mut e, 2, 1), 0, "the spent bucket was refilled");
+    assert_eq!(redefine(&mut e, 2, 3), 2, "a new burst did not apply");
+}

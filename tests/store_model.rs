@@ -564,6 +564,9 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                             let j = &m.jobs[&v.id];
                             prop_assert_eq!(&p, &j.payload, "step {} pulled payload", i);
                             check_view(&v, j, c, "pulled")?;
+                            // fireworq's words: a job handed out and held is "grabbed".
+                            let status = if forget { "claimed" } else { "grabbed" };
+                            prop_assert_eq!(v.status, status, "step {} pulled status", i);
                             if forget {
                                 prop_assert_eq!(v.lease, None, "step {} forgotten job leased", i);
                                 m.jobs.remove(&v.id);
@@ -1067,6 +1070,12 @@ fn check(h: &mut Harness, m: &Model, i: usize) -> Result<(), TestCaseError> {
             prop_assert_eq!(ids, want, "step {} {} {:?} order", i, queue, list);
             for v in &views {
                 check_view(v, &m.jobs[&v.id], c, &format!("step {i} {list:?}"))?;
+                let status = if list == JobList::Grabbed {
+                    "grabbed"
+                } else {
+                    "claimed"
+                };
+                prop_assert_eq!(v.status, status, "step {} {:?} status", i, list);
             }
         }
         let Ok(Reply::FailedPage(page, _)) = h.e().query(Query::Failed {

@@ -890,3 +890,41 @@ fn a_redefinition_keeps_the_bucket_unless_the_throttle_changed() {
     assert_eq!(redefine(&mut e, 2, 1), 0, "the spent bucket was refilled");
     assert_eq!(redefine(&mut e, 2, 3), 2, "a new burst did not apply");
 }
+
+/// Every hand-out has its own lease token: a push job handed out again after its lease
+/// expired gets a new one, and a settle carrying the old one changes nothing but a success.
+#[test]
+fn a_settle_from_an_expired_push_lease_is_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut e, clock) = scheduled(dir.path(), None);
+    enqueue_at(&mut e, "p", 0);
+    e.feed();
+    let old = e.dispatched.drain(..).next().expect("handed out");
+    // Past the 1 s timeout and the 5 s grace: the lease ends, the job goes out again.
+    clock.fetch_add(6_000, Ordering::SeqCst);
+    e.expire_leases();
+    e.feed();
+    let new = e.dispatched.drain(..).next().expect("handed out again");
+    assert_eq!(new.job.id, old.job.id);
+    assert_ne!(new.lease, old.lease, "the same token twice");
+    let r = e
+        .apply_ops(vec![Op::Settle {
+            id: old.job.id,
+            lease: old.lease,
+            how: reprow::store::Settlement::Retry(
+                Duration::from_secs(60),
+                reprow::job::Failure::transport("late"),
+            ),
+            elapsed_ms: 1,
+        }])
+        .remove(0)
+        .1;
+    assert!(r.is_ok(), "{r:?}");
+    match e.query(Query::Stats(Some("p".into()))) {
+        Ok(Reply::Stats(s)) => {
+            let s = &s[0].1;
+            assert_eq!((s.grabbed, s.deferred, s.total_retries), (1, 0, 0), "{s:?}");
+        }
+        r => panic!("{r:?}"),
+    }
+}

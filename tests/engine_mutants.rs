@@ -900,6 +900,9 @@ fn a_settle_from_an_expired_push_lease_is_ignored() {
     enqueue_at(&mut e, "p", 0);
     e.feed();
     let old = e.dispatched.drain(..).next().expect("handed out");
+    // The worker's X-Reprow-Enqueued-At: when the job was accepted.
+    let accepted = std::time::UNIX_EPOCH + Duration::from_millis(clock.load(Ordering::SeqCst));
+    assert_eq!(old.job.enqueued_at, accepted);
     // Past the 1 s timeout and the 5 s grace: the lease ends, the job goes out again.
     clock.fetch_add(6_000, Ordering::SeqCst);
     e.expire_leases();

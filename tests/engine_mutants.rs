@@ -89,8 +89,37 @@ fn sized(payload: usize, content_type: usize, url: usize) -> NewJob {
     j
 }
 
+/// Applies one op in a batch of its own.
+fn apply(e: &mut Engine, op: Op) -> Result<Reply, StoreError> {
+    e.apply_ops(vec![op]).remove(0).1
+}
+
+/// `/control`: stops or starts a queue.
+fn pause(e: &mut Engine, queue: &str, paused: bool) {
+    let op = Op::Control {
+        queue: queue.into(),
+        paused,
+    };
+    let r = apply(e, op);
+    assert!(r.is_ok(), "{r:?}");
+}
+
+/// A pushed job's worker answered 2xx.
+fn done(e: &mut Engine, d: &reprow::store::Dispatch) {
+    let r = apply(
+        e,
+        Op::Settle {
+            id: d.job.id,
+            lease: d.lease,
+            how: reprow::store::Settlement::Done,
+            elapsed_ms: 1,
+        },
+    );
+    assert!(r.is_ok(), "{r:?}");
+}
+
 fn enqueue(e: &mut Engine, j: NewJob) -> Result<Reply, StoreError> {
-    e.apply_ops(vec![Op::Enqueue(vec![j])]).remove(0).1
+    apply(e, Op::Enqueue(vec![j]))
 }
 
 fn is_full(r: &Result<Reply, StoreError>) -> bool {
@@ -158,7 +187,7 @@ fn a_store_near_full_refuses_new_jobs_but_keeps_its_reserve() {
     let r = enqueue(&mut e, sized(200 * K, 16, 0));
     assert!(is_full(&r), "the third 200 KiB job was not refused: {r:?}");
     // The reserve is there for what ends jobs: a full store still deletes them.
-    let r = e.apply_ops(vec![Op::Purge("q".into())]).remove(0).1;
+    let r = apply(&mut e, Op::Purge("q".into()));
     assert!(r.is_ok(), "{r:?}");
     let r = enqueue(&mut e, sized(200 * K, 16, 0));
     assert!(
@@ -212,7 +241,7 @@ fn the_default_queue_comes_from_the_runner_once() {
     let mut d = default_queue(&mut e);
     d.max_retries = 9;
     d.timeout = 7;
-    let r = e.apply_ops(vec![Op::PutQueue(d)]).remove(0).1;
+    let r = apply(&mut e, Op::PutQueue(d));
     assert!(r.is_ok(), "{r:?}");
     drop(e);
     let mut e = open(1_000, None);
@@ -253,17 +282,17 @@ fn pull_one(e: &mut Engine, lease_s: u64) {
     let mut q = QueueDef::named("q");
     q.mode = QueueMode::Pull;
     q.lease_timeout = lease_s;
-    let r = e.apply_ops(vec![Op::PutQueue(q)]).remove(0).1;
+    let r = apply(e, Op::PutQueue(q));
     assert!(r.is_ok(), "{r:?}");
     enqueue_at(e, "q", 0);
-    let r = e
-        .apply_ops(vec![Op::Pull {
+    let r = apply(
+        e,
+        Op::Pull {
             queue: "q".into(),
             count: 1,
             forget: false,
-        }])
-        .remove(0)
-        .1;
+        },
+    );
     assert!(
         matches!(r, Ok(Reply::Pulled(ref p)) if p.len() == 1),
         "{r:?}"
@@ -310,14 +339,7 @@ fn the_store_loop_wakes_for_due_push_jobs_and_expiring_leases_only() {
     );
 
     // Paused, the queue's jobs do not wake it either; the lease still does.
-    let r = e
-        .apply_ops(vec![Op::Control {
-            queue: "p".into(),
-            paused: true,
-        }])
-        .remove(0)
-        .1;
-    assert!(r.is_ok(), "{r:?}");
+    pause(&mut e, "p", true);
     e.expire_leases();
     e.feed();
     assert_eq!(e.next_wake(), MS(6_000));
@@ -331,14 +353,7 @@ fn the_store_loop_wakes_for_due_push_jobs_and_expiring_leases_only() {
 
     // Running again (the loop feeds after every command): both jobs are due, the one worker
     // takes one. A job due in two hours wakes the loop after an hour at most.
-    let r = e
-        .apply_ops(vec![Op::Control {
-            queue: "p".into(),
-            paused: false,
-        }])
-        .remove(0)
-        .1;
-    assert!(r.is_ok(), "{r:?}");
+    pause(&mut e, "p", false);
     e.feed();
     assert_eq!(e.dispatched.drain(..).count(), 1);
     assert_eq!(e.next_wake(), MS(6_000));
@@ -368,16 +383,7 @@ fn a_throttled_queue_wakes_the_loop_when_its_next_token_is_there() {
     let first = e.dispatched.drain(..).collect::<Vec<_>>();
     assert_eq!(first.len(), 1);
     // Settle it so the worker is free: what holds the second job back is the bucket.
-    let r = e
-        .apply_ops(vec![Op::Settle {
-            id: first[0].job.id,
-            lease: first[0].lease,
-            how: reprow::store::Settlement::Done,
-            elapsed_ms: 1,
-        }])
-        .remove(0)
-        .1;
-    assert!(r.is_ok(), "{r:?}");
+    done(&mut e, &first[0]);
     e.feed();
     assert_eq!(e.dispatched.len(), 0, "the bucket was empty");
     let wait = e.next_wake().expect("no wake for the throttled job");
@@ -398,7 +404,7 @@ fn a_throttled_queue_wakes_the_loop_when_its_next_token_is_there() {
         how: reprow::store::Settlement::Done,
         elapsed_ms: 1,
     };
-    let r = e.apply_ops(vec![done]).remove(0).1;
+    let r = apply(&mut e, done);
     assert!(r.is_ok(), "{r:?}");
     e.feed();
     let pull_lease = e.next_wake().expect("the pull lease");
@@ -406,14 +412,7 @@ fn a_throttled_queue_wakes_the_loop_when_its_next_token_is_there() {
     // Nor is a job waiting in a paused queue.
     let now = clock.load(Ordering::SeqCst);
     enqueue_at(&mut e, "p", now);
-    let r = e
-        .apply_ops(vec![Op::Control {
-            queue: "p".into(),
-            paused: true,
-        }])
-        .remove(0)
-        .1;
-    assert!(r.is_ok(), "{r:?}");
+    pause(&mut e, "p", true);
     e.feed();
     assert_eq!(
         e.next_wake(),
@@ -458,6 +457,23 @@ fn failed_page(
     }
 }
 
+/// The ids of every page `page` gives (pages of two), each resuming at the cursor the last
+/// one ended with, until one ends without a cursor.
+fn pages_of_two<C>(mut page: impl FnMut(Option<C>) -> (Vec<u64>, Option<C>)) -> Vec<u64> {
+    let mut got = Vec::new();
+    let mut cursor = None;
+    for _ in 0..10 {
+        let (ids, next) = page(cursor);
+        assert!(ids.len() <= 2, "a page of {}", ids.len());
+        got.extend(ids);
+        match next {
+            Some(c) => cursor = Some(c),
+            None => return got,
+        }
+    }
+    panic!("more than 10 pages: {got:?}");
+}
+
 /// Every list (waiting, deferred, grabbed, failed) read in pages of two, oldest or newest
 /// first, gives the whole list once, in order; a page size is between 1 and 1000; the
 /// in-flight board lists the oldest leases first.
@@ -470,7 +486,7 @@ fn every_list_pages_through_once_in_order() {
     q.mode = QueueMode::Pull;
     q.max_retries = 0;
     q.lease_timeout = 60;
-    let r = e.apply_ops(vec![Op::PutQueue(q)]).remove(0).1;
+    let r = apply(&mut e, Op::PutQueue(q));
     assert!(r.is_ok(), "{r:?}");
     let now = clock.load(Ordering::SeqCst);
     for _ in 0..12 {
@@ -480,15 +496,14 @@ fn every_list_pages_through_once_in_order() {
         enqueue_at(&mut e, "q", now + n * 10_000);
     }
     let pull = |e: &mut Engine| -> u64 {
-        match e
-            .apply_ops(vec![Op::Pull {
+        match apply(
+            e,
+            Op::Pull {
                 queue: "q".into(),
                 count: 1,
                 forget: false,
-            }])
-            .remove(0)
-            .1
-        {
+            },
+        ) {
             Ok(Reply::Pulled(p)) => p[0].0.id,
             r => panic!("{r:?}"),
         }
@@ -496,15 +511,15 @@ fn every_list_pages_through_once_in_order() {
     // Five fail for good (no retries), three stay leased, each a millisecond after the last.
     for _ in 0..5 {
         let id = pull(&mut e);
-        let r = e
-            .apply_ops(vec![Op::Nack {
+        let r = apply(
+            &mut e,
+            Op::Nack {
                 queue: "q".into(),
                 id,
                 message: "no".into(),
                 lease: None,
-            }])
-            .remove(0)
-            .1;
+            },
+        );
         assert!(r.is_ok(), "{r:?}");
     }
     let mut leased = Vec::new();
@@ -524,17 +539,7 @@ fn every_list_pages_through_once_in_order() {
         };
         assert_eq!(all, want, "{list:?}");
         for desc in [false, true] {
-            let mut got = Vec::new();
-            let mut cursor = None;
-            for _ in 0..10 {
-                let (ids, next) = page(&mut e, list, 2, cursor, desc);
-                assert!(ids.len() <= 2, "{list:?} page of {}", ids.len());
-                got.extend(ids);
-                match next {
-                    Some(c) => cursor = Some(c),
-                    None => break,
-                }
-            }
+            let got = pages_of_two(|cursor| page(&mut e, list, 2, cursor, desc));
             let mut want = all.clone();
             if desc {
                 want.reverse();
@@ -549,17 +554,7 @@ fn every_list_pages_through_once_in_order() {
     assert_eq!((all.len(), next), (5, None));
     assert!(all.windows(2).all(|w| w[0] < w[1]), "{all:?}");
     for desc in [false, true] {
-        let mut got = Vec::new();
-        let mut cursor = None;
-        for _ in 0..10 {
-            let (ids, next) = failed_page(&mut e, 2, cursor, desc);
-            assert!(ids.len() <= 2);
-            got.extend(ids);
-            match next {
-                Some(c) => cursor = Some(c),
-                None => break,
-            }
-        }
+        let got = pages_of_two(|cursor| failed_page(&mut e, 2, cursor, desc));
         let mut want = all.clone();
         if desc {
             want.reverse();
@@ -632,10 +627,7 @@ fn new_queues_are_made_on_first_use_but_categories_need_a_queue() {
         j.dest = Destination::Queue(q.into());
         j
     };
-    let r = e
-        .apply_ops(vec![Op::Enqueue(vec![to("n1"), to("n2"), to("n1")])])
-        .remove(0)
-        .1;
+    let r = apply(&mut e, Op::Enqueue(vec![to("n1"), to("n2"), to("n1")]));
     assert!(
         matches!(r, Ok(Reply::Enqueued(ref v)) if v.len() == 3),
         "{r:?}"
@@ -655,10 +647,7 @@ fn new_queues_are_made_on_first_use_but_categories_need_a_queue() {
     let r = enqueue(&mut e, by_category.clone());
     assert!(r.is_ok(), "{r:?}");
     assert_eq!(count(&mut e, "default"), Some(1));
-    let r = e
-        .apply_ops(vec![Op::DeleteQueue("default".into())])
-        .remove(0)
-        .1;
+    let r = apply(&mut e, Op::DeleteQueue("default".into()));
     assert!(r.is_ok(), "{r:?}");
     let r = enqueue(&mut e, by_category);
     assert!(
@@ -733,16 +722,7 @@ fn the_concurrency_cap_counts_pushed_jobs_only() {
     assert_eq!(first.len(), 2, "two places, the pull lease taking none");
     e.feed();
     assert_eq!(e.dispatched.len(), 0, "the cap was passed");
-    let r = e
-        .apply_ops(vec![Op::Settle {
-            id: first[0].job.id,
-            lease: first[0].lease,
-            how: reprow::store::Settlement::Done,
-            elapsed_ms: 1,
-        }])
-        .remove(0)
-        .1;
-    assert!(r.is_ok(), "{r:?}");
+    done(&mut e, &first[0]);
     e.feed();
     assert_eq!(
         e.dispatched.drain(..).count(),
@@ -760,14 +740,14 @@ fn the_concurrency_cap_counts_pushed_jobs_only() {
         Ok(Reply::Jobs(v, _)) => v[0].id,
         r => panic!("{r:?}"),
     };
-    let r = e
-        .apply_ops(vec![Op::Ack {
+    let r = apply(
+        &mut e,
+        Op::Ack {
             queue: "q".into(),
             id: pulled,
             lease: None,
-        }])
-        .remove(0)
-        .1;
+        },
+    );
     assert!(r.is_ok(), "{r:?}");
     e.feed();
     assert_eq!(e.dispatched.len(), 0, "a pull ack freed a place of the cap");
@@ -783,15 +763,14 @@ fn require_lease_token_refuses_tokenless_acks() {
     o.queues[0].require_lease_token = true;
     let mut e = Engine::open(o, None).unwrap();
     enqueue_at(&mut e, "q", 0);
-    let (id, token) = match e
-        .apply_ops(vec![Op::Pull {
+    let (id, token) = match apply(
+        &mut e,
+        Op::Pull {
             queue: "q".into(),
             count: 1,
             forget: false,
-        }])
-        .remove(0)
-        .1
-    {
+        },
+    ) {
         Ok(Reply::Pulled(p)) => (p[0].0.id, p[0].0.lease),
         r => panic!("{r:?}"),
     };
@@ -808,20 +787,20 @@ fn require_lease_token_refuses_tokenless_acks() {
             lease: None,
         },
     ] {
-        let r = e.apply_ops(vec![op]).remove(0).1;
+        let r = apply(&mut e, op);
         assert!(
             matches!(r, Err(ref err) if err.kind() == StoreErrorKind::BadRequest),
             "{r:?}"
         );
     }
-    let r = e
-        .apply_ops(vec![Op::Ack {
+    let r = apply(
+        &mut e,
+        Op::Ack {
             queue: "q".into(),
             id,
             lease: token,
-        }])
-        .remove(0)
-        .1;
+        },
+    );
     assert!(r.is_ok(), "{r:?}");
 }
 
@@ -865,16 +844,7 @@ fn a_redefinition_keeps_the_bucket_unless_the_throttle_changed() {
     e.feed();
     let first: Vec<_> = e.dispatched.drain(..).collect();
     assert_eq!(first.len(), 1);
-    let r = e
-        .apply_ops(vec![Op::Settle {
-            id: first[0].job.id,
-            lease: first[0].lease,
-            how: reprow::store::Settlement::Done,
-            elapsed_ms: 1,
-        }])
-        .remove(0)
-        .1;
-    assert!(r.is_ok(), "{r:?}");
+    done(&mut e, &first[0]);
     let redefine = |e: &mut Engine, workers: u32, burst: u32| {
         let mut p = match e.query(Query::Queue("p".into())) {
             Ok(Reply::Queues(mut q)) => q.remove(0),
@@ -882,7 +852,7 @@ fn a_redefinition_keeps_the_bucket_unless_the_throttle_changed() {
         };
         p.max_workers = workers;
         p.max_burst_size = Some(burst);
-        let r = e.apply_ops(vec![Op::PutQueue(p)]).remove(0).1;
+        let r = apply(e, Op::PutQueue(p));
         assert!(r.is_ok(), "{r:?}");
         e.feed();
         e.dispatched.drain(..).count()
@@ -910,8 +880,9 @@ fn a_settle_from_an_expired_push_lease_is_ignored() {
     let new = e.dispatched.drain(..).next().expect("handed out again");
     assert_eq!(new.job.id, old.job.id);
     assert_ne!(new.lease, old.lease, "the same token twice");
-    let r = e
-        .apply_ops(vec![Op::Settle {
+    let r = apply(
+        &mut e,
+        Op::Settle {
             id: old.job.id,
             lease: old.lease,
             how: reprow::store::Settlement::Retry(
@@ -919,9 +890,8 @@ fn a_settle_from_an_expired_push_lease_is_ignored() {
                 reprow::job::Failure::transport("late"),
             ),
             elapsed_ms: 1,
-        }])
-        .remove(0)
-        .1;
+        },
+    );
     assert!(r.is_ok(), "{r:?}");
     match e.query(Query::Stats(Some("p".into()))) {
         Ok(Reply::Stats(s)) => {

@@ -222,6 +222,38 @@ fn only_jobs_done_count_in_the_fifo_enqueue_to_done_histogram() {
     );
 }
 
+/// Requests in flight are a gauge: up while a request waits for its answer, back to zero once
+/// every job is answered.
+#[test]
+fn the_in_flight_gauge_returns_to_zero() {
+    let worker = Worker::start(|_, _| Reply::ok());
+    let scene = Scene::new();
+    let cfg = scene.config(&worker.url(), "", "", "monitor_listen: 127.0.0.1:0\n");
+    let reprow = Reprow::start(&cfg);
+    let api = monitoring(&reprow);
+    write_lines(&scene.fifo(), &["a", "b", "c"]);
+    api.wait_json("/status", |v| v["counters"]["succeeded"] == 3);
+    let text = api.get("/metrics").text();
+    assert_eq!(sample(&text, "reprow_in_flight"), Some(0.0), "{text}");
+}
+
+/// A durable queue's worker host that does not resolve (the FIFO's is checked at start, a
+/// queue's when a job is handed out) is a failed attempt like any transport error: retried within its
+/// `max_retries`, then failed for good with every attempt counted.
+#[test]
+fn an_unresolvable_worker_host_costs_attempts() {
+    let (_dir, _reprow, api) = start_durable(
+        "queues:\n  far:\n    url: http://reprow-test.invalid:9/w\n    max_retries: 1\n    retry_delay: 0\nroutings:\n  nowhere: far\n",
+    );
+    assert_eq!(api.post("/job/nowhere", r#"{"payload":{}}"#).status, 200);
+    let failed = api.wait_json("/queue/far/failed", |v| {
+        v["failed_jobs"].as_array().is_some_and(|f| f.len() == 1)
+    });
+    let entry = &failed["failed_jobs"][0];
+    assert_eq!(entry["fail_count"], 2, "{entry}");
+    assert!(entry.to_string().contains("cannot resolve"), "{entry}");
+}
+
 /// A keep-alive HTTP worker that answers every request 200 and counts the connections it
 /// accepted.
 fn counting_worker() -> (

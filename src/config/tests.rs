@@ -30,6 +30,16 @@ fn defaults() {
     assert_eq!(r.concurrency(), 16);
     assert_eq!(r.timeout, Duration::from_secs(30));
     assert_eq!(r.max_retries, 10);
+    // Each default README's sample config shows.
+    assert_eq!(r.default_retry_after, None);
+    assert_eq!(r.backoff_base, Duration::from_secs(1));
+    assert_eq!(r.backoff_max, Duration::from_secs(300));
+    assert_eq!(r.max_retry_after, Duration::from_secs(3600));
+    assert_eq!(r.pool_idle_timeout, Duration::from_millis(1500));
+    assert_eq!(r.max_response_head_bytes, 65_536);
+    assert_eq!(r.max_response_body_bytes, 1_048_576);
+    assert_eq!(r.user_agent, None);
+    assert_eq!(r.max_unreachable, None);
     assert_eq!(c.shutdown_timeout, Duration::from_secs(30));
     let QueueConfig::Fifo(f) = &c.queue else {
         panic!("expected a FIFO queue")

@@ -219,3 +219,54 @@ impl RunnerConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runner(extra: &str) -> RunnerConfig {
+        serde_yaml_ng::from_str(&format!("url: http://127.0.0.1:5000/\n{extra}")).unwrap()
+    }
+
+    /// Each limit at its bound is taken and one step past it is refused, naming the key.
+    #[test]
+    fn every_bound_is_inclusive_and_named() {
+        let cases: &[(&str, Option<&str>)] = &[
+            ("concurrency: 100000", None),
+            ("concurrency: 100001", Some("runner.concurrency")),
+            ("backoff_base: 2s\nbackoff_max: 2s", None),
+            (
+                "backoff_base: 2s\nbackoff_max: 1999ms",
+                Some("runner.backoff_max"),
+            ),
+            ("timeout: 86400s", None),
+            ("timeout: 86401s", Some("runner.timeout")),
+            ("backoff_max: 2592000s", None),
+            ("backoff_max: 2592001s", Some("runner.backoff_max")),
+            ("max_retry_after: 2592000s", None),
+            ("max_retry_after: 2592001s", Some("runner.max_retry_after")),
+            ("default_retry_after: 2592000s", None),
+            (
+                "default_retry_after: 2592001s",
+                Some("runner.default_retry_after"),
+            ),
+            ("max_unreachable: 31536000s", None),
+            ("max_unreachable: 31536001s", Some("runner.max_unreachable")),
+            ("max_unreachable: 0s", Some("runner.max_unreachable")),
+            ("max_response_head_bytes: 256", None),
+            (
+                "max_response_head_bytes: 255",
+                Some("runner.max_response_head_bytes"),
+            ),
+            ("user_agent: my-agent/1.0", None),
+            ("user_agent: ''", Some("runner.user_agent")),
+            ("user_agent: \"bad\\u0001\"", Some("runner.user_agent")),
+            ("pool_idle_timeout: 0s", Some("runner.pool_idle_timeout")),
+            ("pool_idle_timeout: 1ms", None),
+        ];
+        for (yaml, refused) in cases {
+            let got = runner(yaml).validate().err().map(|(key, _)| key);
+            assert_eq!(got, *refused, "{yaml}");
+        }
+    }
+}

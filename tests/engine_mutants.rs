@@ -81,6 +81,28 @@ fn commands_waiting_behind_a_commit_share_the_next_one() {
     }
 }
 
+/// An idle store thread waits for the next command; only a close ends it.
+#[test]
+fn an_idle_store_thread_waits_for_commands_until_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, _rx) = async_channel::unbounded();
+    let (store, thread) = engine::start(options(dir.path()), out).unwrap();
+    store.send(Op::Enqueue(vec![job(0)]));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while store.metrics.commit_ops.snapshot().count == 0 {
+        assert!(std::time::Instant::now() < deadline, "never committed");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Nothing waiting now: the thread must still be there for the next command.
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(store.is_alive(), "the store thread ended while idle");
+    store.send(Op::Enqueue(vec![job(1)]));
+    store.close();
+    thread.join().unwrap();
+    let mut engine = Engine::open(options(dir.path()), None).unwrap();
+    assert_eq!(count(&mut engine, "q"), Some(2));
+}
+
 fn sized(payload: usize, content_type: usize, url: usize) -> NewJob {
     let mut j = job(0);
     j.payload = Bytes::from(vec![b'x'; payload]);

@@ -923,3 +923,34 @@ fn a_settle_from_an_expired_push_lease_is_ignored() {
         r => panic!("{r:?}"),
     }
 }
+
+/// One job is found in its own queue only (`GET /queue/{name}/job/{id}`).
+#[test]
+fn a_job_is_found_in_its_own_queue_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut e, _clock) = scheduled(dir.path(), None);
+    enqueue_at(&mut e, "q", 0);
+    let id = match e.query(Query::Jobs {
+        queue: "q".into(),
+        list: reprow::store::JobList::Waiting,
+        limit: 1,
+        cursor: None,
+        desc: false,
+    }) {
+        Ok(Reply::Jobs(v, _)) => v[0].id,
+        r => panic!("{r:?}"),
+    };
+    let r = e.query(Query::Job {
+        queue: "q".into(),
+        id,
+    });
+    assert!(matches!(r, Ok(Reply::Job(ref j)) if j.id == id), "{r:?}");
+    let r = e.query(Query::Job {
+        queue: "p".into(),
+        id,
+    });
+    assert!(
+        matches!(r, Err(ref err) if err.kind() == StoreErrorKind::NotFound),
+        "{r:?}"
+    );
+}

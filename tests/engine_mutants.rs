@@ -829,7 +829,7 @@ fn require_lease_token_refuses_tokenless_acks() {
 /// A `uniq` key is 1 to 507 bytes (LMDB's 511-byte key less the queue id). A 512-byte key
 /// was let through once and failed in LMDB with 503 "store error".
 #[test]
-fn uniq_keys_are_1_to_512_bytes() {
+fn uniq_keys_are_1_to_507_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let mut o = options(dir.path());
     o.no_sync = true;
@@ -952,5 +952,43 @@ fn a_job_is_found_in_its_own_queue_only() {
     assert!(
         matches!(r, Err(ref err) if err.kind() == StoreErrorKind::NotFound),
         "{r:?}"
+    );
+}
+
+/// A throttle's bucket is memory only: a failed commit rebuilds memory from disk but must not
+/// refill it (that would grant a new burst).
+#[test]
+fn a_failed_commit_does_not_refill_a_throttle() {
+    let dir = tempfile::tempdir().unwrap();
+    let fail = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut p = QueueDef::named("p");
+    p.mode = QueueMode::Push;
+    p.url = Some("http://127.0.0.1:9/w".into());
+    p.max_workers = 5;
+    // One a minute, a burst of one: no token comes back during the test.
+    p.max_dispatches_per_second = Some(1.0 / 60.0);
+    p.max_burst_size = Some(1);
+    let mut o = options(dir.path());
+    o.no_sync = true;
+    o.queues.push(p);
+    let f = fail.clone();
+    o.fail_commit = Some(Arc::new(move || f.swap(false, Ordering::SeqCst)));
+    let mut e = Engine::open(o, None).unwrap();
+    for _ in 0..2 {
+        enqueue_at(&mut e, "p", 0);
+    }
+    e.feed();
+    assert_eq!(e.dispatched.drain(..).count(), 1, "the burst");
+    fail.store(true, Ordering::SeqCst);
+    let r = apply(&mut e, Op::Enqueue(vec![job(9)]));
+    assert!(
+        matches!(r, Err(ref err) if err.kind() == StoreErrorKind::Unavailable),
+        "{r:?}"
+    );
+    e.feed();
+    assert_eq!(
+        e.dispatched.len(),
+        0,
+        "the failed commit refilled the bucket"
     );
 }

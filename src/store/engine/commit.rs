@@ -8,14 +8,14 @@
 //! - Id counters and the per-queue counts changed by the batch are written in the same
 //!   transaction, just before the commit.
 //! - Pull completion lines of the batch are written only after the commit succeeded.
-//! - A batch that did not commit leaves the queues' totals (memory only) as they were before it.
+//! - A batch that did not commit leaves the queues' totals (memory only) as they were before it
+//!   ([`Engine::reload`]).
 
 use heed::RwTxn;
 
 use super::{
     disk::counts_key,
     error::{db_err, not_committed},
-    state::Totals,
     Engine,
 };
 use crate::store::{Op, Reply, StoreError};
@@ -33,14 +33,9 @@ impl Engine {
         };
         self.granted.clear();
         self.released.clear();
+        self.totals_before.clear();
         self.batch_logs.clear();
         self.in_batch = true;
-        // Totals are memory only: a batch that does not commit must not count (see below).
-        let totals_before: Vec<(u32, Totals)> = self
-            .queues
-            .iter()
-            .map(|(qid, q)| (*qid, q.totals.clone()))
-            .collect();
         let mut results = Vec::with_capacity(ops.len());
         for op in ops {
             let l = label(&op);
@@ -73,11 +68,6 @@ impl Engine {
             Err(e) => {
                 tracing::error!(error = %e, "Store commit failed; the batch is refused.");
                 self.reload();
-                for (qid, totals) in totals_before {
-                    if let Some(q) = self.queues.get_mut(&qid) {
-                        q.totals = totals;
-                    }
-                }
                 let e = not_committed(&e);
                 results
                     .into_iter()

@@ -5,6 +5,7 @@
 //! - Memory follows disk: nothing here runs for an op whose disk work failed.
 //! - A queue whose counts change is marked dirty, so the batch's commit writes its counts.
 //! - A job made runnable again goes through [`below_cursor`], so the next scan finds it.
+//! - A queue's totals are noted before the batch first changes them (undone if it fails).
 
 use super::{lease::Lease, state::below_cursor, state::QState, Engine};
 use crate::store::{queue::QueueDef, record::JobRecord};
@@ -69,6 +70,7 @@ impl Engine {
                         .set_def(Some(def));
                 }
                 for rec in recs {
+                    self.note_totals(rec.queue);
                     self.dirty.insert(rec.queue);
                     if let Some(q) = self.queues.get_mut(&rec.queue) {
                         q.count += 1;
@@ -80,6 +82,9 @@ impl Engine {
             }
             Effect::Removed { rec, done } => {
                 self.unlease(rec.id);
+                if done.is_some() {
+                    self.note_totals(rec.queue);
+                }
                 self.dirty.insert(rec.queue);
                 if let Some(q) = self.queues.get_mut(&rec.queue) {
                     q.count = q.count.saturating_sub(1);
@@ -92,6 +97,7 @@ impl Engine {
             }
             Effect::Retried { rec } => {
                 self.unlease(rec.id);
+                self.note_totals(rec.queue);
                 if let Some(q) = self.queues.get_mut(&rec.queue) {
                     q.totals.failures += 1;
                     q.totals.retries += 1;
@@ -106,6 +112,7 @@ impl Engine {
             }
             Effect::Failed { rec, permanent } => {
                 self.unlease(rec.id);
+                self.note_totals(rec.queue);
                 self.dirty.insert(rec.queue);
                 if let Some(q) = self.queues.get_mut(&rec.queue) {
                     q.count = q.count.saturating_sub(1);
@@ -124,6 +131,7 @@ impl Engine {
                 leases,
                 forgotten,
             } => {
+                self.note_totals(qid);
                 let q = self.queues.get_mut(&qid);
                 if let Some(q) = q {
                     q.totals.pops += (leases.len() + forgotten) as u64;
@@ -181,6 +189,16 @@ impl Engine {
                     q.count += 1;
                     below_cursor(q, &rec);
                 }
+            }
+        }
+    }
+
+    /// Keeps queue `qid`'s totals as they were before the batch first changed them, so a
+    /// failed commit can put them back ([`Engine::reload`]).
+    fn note_totals(&mut self, qid: u32) {
+        if self.in_batch && !self.totals_before.iter().any(|(q, _)| *q == qid) {
+            if let Some(q) = self.queues.get(&qid) {
+                self.totals_before.push((qid, q.totals.clone()));
             }
         }
     }

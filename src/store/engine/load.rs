@@ -5,8 +5,8 @@
 //! - After a failed commit memory is what is on disk again: leases the batch granted are
 //!   dropped, leases it ended are restored (the job is still on disk), and a lease survives a
 //!   reload only for a job still on disk in a queue still known.
-//! - Totals and rates are not on disk: a reload starts them at zero and
-//!   [`Engine::apply_ops`] puts back those from before the failed batch.
+//! - What is memory only carries over a reload: the totals and rates, as they were before the
+//!   failed batch, and each throttle's bucket while its rate and burst are unchanged.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -87,6 +87,21 @@ impl Engine {
         }
         self.expiry = keep.iter().map(|(id, l)| (l.deadline_ms, *id)).collect();
         self.leases = keep;
+        // Memory-only state carries over: the totals (a failed batch's changes to them are
+        // undone by `reload`), and a throttle's bucket while its rate and burst are the same
+        // (a failed commit must not grant a new burst).
+        for (qid, q) in queues.iter_mut() {
+            if let Some(old) = self.queues.get_mut(qid) {
+                q.totals = std::mem::take(&mut old.totals);
+                let throttle = |d: &Option<QueueDef>| {
+                    d.as_ref()
+                        .map(|d| (d.max_dispatches_per_second, d.max_burst_size))
+                };
+                if throttle(&q.def) == throttle(&old.def) && old.bucket.is_some() {
+                    q.bucket = old.bucket.take();
+                }
+            }
+        }
         self.queues = queues;
         self.by_name = by_name;
         self.routings = routings;
@@ -111,6 +126,12 @@ impl Engine {
         self.dirty.clear();
         if let Err(e) = self.load() {
             tracing::error!(error = %e, "Cannot reload the store state after a failed commit.");
+        }
+        // The failed batch counts for nothing in the totals.
+        for (qid, totals) in std::mem::take(&mut self.totals_before) {
+            if let Some(q) = self.queues.get_mut(&qid) {
+                q.totals = totals;
+            }
         }
     }
 }

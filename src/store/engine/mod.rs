@@ -170,6 +170,9 @@ pub struct Engine {
     granted: Vec<u64>,
     /// Leases ended by the batch being applied (restored if its commit fails).
     released: Vec<(u64, Lease)>,
+    /// Each queue's totals before the batch being applied first changed them (put back if its
+    /// commit fails).
+    totals_before: Vec<(u32, state::Totals)>,
     dirty: BTreeSet<u32>,
     /// Inside [`Engine::apply_ops`]: lease changes are tracked for a rollback.
     in_batch: bool,

@@ -186,6 +186,7 @@ impl Engine {
             lease_seq: opts.clock.now_ms().saturating_mul(1000),
             granted: Vec::new(),
             released: Vec::new(),
+            totals_before: Vec::new(),
             dirty: BTreeSet::new(),
             in_batch: false,
             out,

@@ -288,8 +288,8 @@ impl Engine {
     /// How long the store loop may sleep with no command before it must look again: until a
     /// deferred job of a push queue with a free worker is due, a lease expires, or a throttled
     /// queue with jobs waiting has a token again. `None`: nothing is scheduled, so it waits for
-    /// a command. At most an hour, so a far due time is never turned into an `Instant` that
-    /// cannot hold it (the loop looks again then).
+    /// a command. At most an hour (the loop looks again then), so the receive deadline made
+    /// from it cannot overflow, which would turn the wait into one with no timeout.
     pub fn next_wake(&self) -> Option<Duration> {
         let now = self.clock.now_ms();
         let mut at: Option<u64> = self.expiry.first().map(|(d, _)| *d);

@@ -3,7 +3,8 @@
 //!
 //! # Invariants
 //! - `count` and `failed` are also on disk (`c:<qid>` in `meta`, written with each commit);
-//!   the totals and rates are memory only and carry over a reload.
+//!   the totals and rates are memory only: they carry over a reload, minus what the failed
+//!   batch added.
 //! - `leased` equals the number of leases of the queue.
 //! - `cursor`, when set, is a due key such that no unleased job of the queue that is due now
 //!   sorts before it; [`below_cursor`] clears it when a job becomes runnable before it.

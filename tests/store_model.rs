@@ -967,6 +967,8 @@ fn jobs(h: &mut Harness, queue: &str, list: JobList) -> Result<Vec<JobView>, Tes
 
 fn check(h: &mut Harness, m: &Model, i: usize) -> Result<(), TestCaseError> {
     let now = h.now();
+    let leased = m.jobs.values().filter(|j| j.lease.is_some()).count();
+    prop_assert_eq!(h.e().leased(), leased, "step {} leases", i);
     for queue in ALL {
         let c = m.cfg(queue);
         let Ok(Reply::Stats(s)) = h.e().query(Query::Stats(Some(queue.to_string()))) else {

@@ -251,6 +251,12 @@ impl Engine {
             }
         }
     }
+
+    /// Jobs leased now, over all queues (the fuzz target and the store model hold it against
+    /// the grabbed lists).
+    pub fn leased(&self) -> usize {
+        self.leases.len()
+    }
 }
 
 #[cfg(test)]

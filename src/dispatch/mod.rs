@@ -266,7 +266,7 @@ impl CoreDispatcher {
             }
             Err(e) => transport_outcome(&self.core_stats, &e),
         };
-        if pool.origin.down.replace(false) {
+        if pool.origin.down.load(std::sync::atomic::Ordering::Acquire) {
             self.stats.reachability.answered(pool.client.authority());
         }
         let metrics = self.core_stats.metrics.queue(&d.job.queue);
@@ -285,7 +285,6 @@ impl CoreDispatcher {
     fn refused(self: &Rc<Self>, mut d: Delivery, pool: &Pool, error: &str) {
         self.core_stats.connect_errors.inc();
         d.job.attempts -= 1;
-        pool.origin.down.set(true);
         let down_for = self
             .stats
             .reachability

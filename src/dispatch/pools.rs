@@ -1,13 +1,13 @@
 //! A core's connections to its workers: one keep-alive client per worker URL, and per worker
-//! origin (`host:port`) one circuit breaker and whether the origin was last seen refusing.
-//! Core-local (`Rc`/`RefCell`): no locks.
+//! origin (`host:port`) one circuit breaker and the process-wide flag of whether the origin
+//! refuses. Core-local (`Rc`/`RefCell`): no locks.
 
 use std::{
-    cell::{Cell, RefCell},
+    cell::RefCell,
     collections::{HashMap, VecDeque},
     net::ToSocketAddrs,
     rc::Rc,
-    sync::Arc,
+    sync::{atomic::AtomicBool, Arc},
     time::Duration,
 };
 
@@ -42,8 +42,9 @@ pub struct ClientLimits {
 pub struct Origin {
     /// Open while the origin refuses connections; a probe closes it.
     pub breaker: Rc<Breaker>,
-    /// This core saw the origin refuse and has had no answer since.
-    pub down: Cell<bool>,
+    /// Set while the origin is down, process-wide (shared with the other cores' clients for
+    /// it: see [`crate::stats::reachability`]).
+    pub down: Arc<AtomicBool>,
 }
 
 /// A client for one worker URL, and its origin.
@@ -124,7 +125,7 @@ impl Pools {
             .or_insert_with(|| {
                 Rc::new(Origin {
                     breaker: Breaker::new(self.stats.clone()),
-                    down: Cell::new(false),
+                    down: self.stats.reachability.flag(&url.authority),
                 })
             })
             .clone();

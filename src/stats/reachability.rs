@@ -3,12 +3,18 @@
 //! `/metrics`, and the list for `/status`, the dashboard and `reprow stats`.
 //!
 //! The lock is taken only on a refused connection (at most about once a second per job, since
-//! a refused job waits before it is tried again) and on the first success after one; a core
-//! remembers which origins it found down, so the success path costs a check of an empty set.
+//! a refused job waits before it is tried again) and on the first success after one. Each
+//! origin has a flag, set while it is down, that every core's client for it shares
+//! ([`Reachability::flag`]): the success path costs one atomic load, and whichever core gets
+//! the first answer reports the recovery (a flag per core missed it when the refusal was seen
+//! on one core and the answers came on another).
 
 use std::{
-    collections::BTreeMap,
-    sync::Mutex,
+    collections::{BTreeMap, HashMap},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
     time::{Duration, Instant, SystemTime},
 };
 
@@ -30,6 +36,10 @@ struct State {
 #[derive(Debug, Default)]
 pub struct Reachability {
     origins: Mutex<BTreeMap<String, State>>,
+    /// Per origin a client was made for: set while it is down. Never forgotten (one per
+    /// origin), so a core's copy stays the one `refused` and `answered` set. Locked after
+    /// `origins` when both are held.
+    flags: Mutex<HashMap<String, Arc<AtomicBool>>>,
 }
 
 /// One origin, as `/status` lists it.
@@ -49,6 +59,13 @@ pub struct OriginView {
 }
 
 impl Reachability {
+    /// The flag of `origin`, set while it is down, for a core's client to check after each
+    /// answer (then [`Reachability::answered`]).
+    pub fn flag(&self, origin: &str) -> Arc<AtomicBool> {
+        let mut flags = self.flags.lock().unwrap_or_else(|e| e.into_inner());
+        flags.entry(origin.to_string()).or_default().clone()
+    }
+
     /// A connection to `origin` was refused; returns how long the origin has been unreachable.
     /// The first refusal after it was reachable logs a warning.
     pub fn refused(&self, origin: &str, error: &str) -> Duration {
@@ -67,6 +84,7 @@ impl Reachability {
             None => {
                 state.down = Some((now, SystemTime::now()));
                 state.changed = now;
+                self.flag(origin).store(true, Ordering::Release);
                 tracing::warn!(
                     origin,
                     error,
@@ -95,6 +113,7 @@ impl Reachability {
         if let Some(state) = map.get_mut(origin) {
             if let Some((since, _)) = state.down.take() {
                 state.changed = Instant::now();
+                self.flag(origin).store(false, Ordering::Release);
                 tracing::info!(
                     origin,
                     unreachable_for_ms = since.elapsed().as_millis() as u64,
@@ -159,5 +178,23 @@ mod tests {
         assert!(v[0].unreachable_since.is_none());
         // Down again: the clock starts anew.
         assert_eq!(r.refused("127.0.0.1:1", "x"), Duration::ZERO);
+    }
+
+    /// Two cores' clients for one origin share its flag: a refusal seen by one is visible to
+    /// the other, which reports the recovery when it gets the answer.
+    #[test]
+    fn every_core_sees_an_origin_down_and_any_reports_it_up() {
+        let r = Reachability::default();
+        let (core_a, core_b) = (r.flag("127.0.0.1:1"), r.flag("127.0.0.1:1"));
+        let other = r.flag("127.0.0.1:2");
+        r.refused("127.0.0.1:1", "refused");
+        assert!(core_a.load(Ordering::Acquire) && core_b.load(Ordering::Acquire));
+        assert!(!other.load(Ordering::Acquire));
+        r.answered("127.0.0.1:1");
+        assert!(!core_a.load(Ordering::Acquire));
+        assert!(r.list()[0].reachable);
+        // A flag asked for after the refusal is the same one.
+        r.refused("127.0.0.1:1", "refused");
+        assert!(r.flag("127.0.0.1:1").load(Ordering::Acquire) && core_b.load(Ordering::Acquire));
     }
 }

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 use super::{
     disk::counts_key,
     error::{corrupt, db_err},
-    state::QState,
+    state::{throttle_of, QState},
     Engine,
 };
 use crate::store::{queue::QueueDef, StoreError};
@@ -93,11 +93,9 @@ impl Engine {
         for (qid, q) in queues.iter_mut() {
             if let Some(old) = self.queues.get_mut(qid) {
                 q.totals = std::mem::take(&mut old.totals);
-                let throttle = |d: &Option<QueueDef>| {
-                    d.as_ref()
-                        .map(|d| (d.max_dispatches_per_second, d.max_burst_size))
-                };
-                if throttle(&q.def) == throttle(&old.def) && old.bucket.is_some() {
+                if throttle_of(q.def.as_ref()) == throttle_of(old.def.as_ref())
+                    && old.bucket.is_some()
+                {
                     q.bucket = old.bucket.take();
                 }
             }

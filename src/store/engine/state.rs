@@ -166,13 +166,7 @@ impl QState {
     }
 
     pub(super) fn set_def(&mut self, def: Option<QueueDef>) {
-        let throttle_changed = self
-            .def
-            .as_ref()
-            .map(|d| (d.max_dispatches_per_second, d.max_burst_size))
-            != def
-                .as_ref()
-                .map(|d| (d.max_dispatches_per_second, d.max_burst_size));
+        let throttle_changed = throttle_of(self.def.as_ref()) != throttle_of(def.as_ref());
         self.target = def.as_ref().and_then(|d| make_target(d, None, self.retry));
         if throttle_changed || self.bucket.is_none() {
             self.bucket = def.as_ref().and_then(Bucket::new);
@@ -181,6 +175,12 @@ impl QState {
         self.cursor = None;
         self.next_due = None;
     }
+}
+
+/// What a queue's token bucket is made from (rate and burst): a bucket is kept while this is
+/// the same.
+pub(super) fn throttle_of(def: Option<&QueueDef>) -> Option<(Option<f64>, Option<u32>)> {
+    def.map(|d| (d.max_dispatches_per_second, d.max_burst_size))
 }
 
 /// A job that became runnable before the queue's cursor must be found by the next scan.

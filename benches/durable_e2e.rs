@@ -65,7 +65,7 @@ impl Conn {
     }
     fn request(&mut self, method: &str, path: &str, body: &str) -> (u16, String) {
         let req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: b\r\nContent-Length: {}\r\n\r\n{body}",
+            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         );
         self.w.write_all(req.as_bytes()).unwrap();

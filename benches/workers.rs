@@ -611,7 +611,7 @@ fn feed_fifo(path: &Path, n: u64, ready: Duration) -> Result<std::thread::JoinHa
 fn reprow_counts(monitor: SocketAddr) -> Option<(u64, String)> {
     let mut s = TcpStream::connect_timeout(&monitor, Duration::from_secs(1)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    s.write_all(b"GET /status HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n")
+    s.write_all(b"GET /status HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         .ok()?;
     let mut text = String::new();
     s.read_to_string(&mut text).ok()?;

@@ -665,7 +665,7 @@ fn http_server_pipelining_limits_and_token() {
     assert_eq!(api.get("/queues").status, 200);
 
     // Three pipelined requests in one write: three answers, in order.
-    let auth = "Authorization: Bearer s3cret\r\n";
+    let auth = "Host: localhost\r\nAuthorization: Bearer s3cret\r\n";
     let req = format!(
         "POST /q/pipe HTTP/1.1\r\n{auth}Content-Length: 7\r\n\r\n{{\"n\":1}}GET /status/pipe HTTP/1.1\r\n{auth}\r\nGET /version HTTP/1.1\r\n{auth}Connection: close\r\n\r\n"
     );
@@ -699,7 +699,7 @@ fn http_server_pipelining_limits_and_token() {
     assert_eq!(api.raw(big.as_bytes())[0].status, 431);
     assert_eq!(api.raw(b"\x16\x03\x01 not http\r\n\r\n")[0].status, 400);
     let mut slow = std::net::TcpStream::connect(api.addr).unwrap();
-    slow.write_all(b"GET /queues HTTP/1.1\r\nHost: x\r\n")
+    slow.write_all(b"GET /queues HTTP/1.1\r\nHost: localhost\r\n")
         .unwrap();
     slow.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let t = Instant::now();

@@ -62,7 +62,7 @@ fn request_line_inside_a_header_value_at_a_read_boundary_is_not_run() {
     let (_dir, _reprow, api) = durable("");
     assert_eq!(api.post("/q/victim", r#"{"keep":"me"}"#).status, 201);
     let tail = b"DELETE /q/victim HTTP/1.1\r\nX-B: b\r\n\r\n";
-    let mut head = b"GET /queues HTTP/1.1\r\nHost: t\r\nX-Pad: ".to_vec();
+    let mut head = b"GET /queues HTTP/1.1\r\nHost: localhost\r\nX-Pad: ".to_vec();
     head.resize(16 * 1024, b'a');
     // Both halves in one request: the tail starts exactly at byte 16,384.
     let whole: Vec<u8> = [head.as_slice(), tail].concat();
@@ -83,9 +83,9 @@ fn request_line_inside_a_header_value_at_a_read_boundary_is_not_run() {
 fn requests_split_at_every_byte_are_served() {
     let (_dir, _reprow, api) = durable("");
     let requests: [&[u8]; 3] = [
-        b"POST /q/split HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 13\r\n\r\n{\"n\":\"split\"}",
-        b"POST /q/split HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{\"n\":\r\n8\r\n\"chunk\"}\r\n0\r\n\r\n",
-        b"GET /status/split HTTP/1.1\r\nHost: t\r\n\r\n",
+        b"POST /q/split HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 13\r\n\r\n{\"n\":\"split\"}",
+        b"POST /q/split HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{\"n\":\r\n8\r\n\"chunk\"}\r\n0\r\n\r\n",
+        b"GET /status/split HTTP/1.1\r\nHost: localhost\r\n\r\n",
     ];
     let mut posted = 0;
     for req in requests {
@@ -127,7 +127,7 @@ fn requests_split_at_every_byte_are_served() {
 #[test]
 fn request_fed_byte_by_byte_then_keep_alive() {
     let (_dir, _reprow, api) = durable("");
-    let req = b"POST /q/bytes HTTP/1.1\r\nHost: t\r\nContent-Length: 9\r\n\r\n{\"b\":42}\n";
+    let req = b"POST /q/bytes HTTP/1.1\r\nHost: localhost\r\nContent-Length: 9\r\n\r\n{\"b\":42}\n";
     let pieces: Vec<&[u8]> = req.chunks(1).chain([&req[..], &req[..]]).collect();
     let replies = send_pieces(api.addr, &pieces, Duration::from_millis(1), 3);
     assert_eq!(
@@ -143,7 +143,7 @@ fn head_in_two_pieces_300ms_apart() {
     let (_dir, _reprow, api) = durable("");
     let replies = send_pieces(
         api.addr,
-        &[b"GET /queues HTT", b"P/1.1\r\nHost: t\r\n\r\n"],
+        &[b"GET /queues HTT", b"P/1.1\r\nHost: localhost\r\n\r\n"],
         Duration::from_millis(300),
         1,
     );
@@ -157,7 +157,7 @@ fn head_in_two_pieces_300ms_apart() {
 fn large_heads_up_to_the_limit() {
     let (_dir, _reprow, api) = durable("");
     for size in [16 * 1024, 16 * 1024 + 1, 40 * 1024, 63 * 1024] {
-        let mut head = b"GET /queues HTTP/1.1\r\nHost: t\r\nX-Big: ".to_vec();
+        let mut head = b"GET /queues HTTP/1.1\r\nHost: localhost\r\nX-Big: ".to_vec();
         head.resize(size - 4, b'x');
         head.extend_from_slice(b"\r\n\r\n");
         for piece in [head.len(), 1500, 4096] {
@@ -167,7 +167,7 @@ fn large_heads_up_to_the_limit() {
             assert_eq!(replies[0].status, 200, "{size} bytes in pieces of {piece}");
         }
     }
-    let mut head = b"GET /queues HTTP/1.1\r\nHost: t\r\nX-Big: ".to_vec();
+    let mut head = b"GET /queues HTTP/1.1\r\nHost: localhost\r\nX-Big: ".to_vec();
     head.resize(70 * 1024, b'x');
     head.extend_from_slice(b"\r\n\r\n");
     let replies = send_pieces(api.addr, &[&head], Duration::ZERO, 1);
@@ -184,7 +184,7 @@ fn thousand_pipelined_posts_in_one_write() {
         let body = format!("{{\"i\":{i}}}");
         all.extend_from_slice(
             format!(
-                "POST /q/pipe HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{body}",
+                "POST /q/pipe HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n{body}",
                 body.len()
             )
             .as_bytes(),
@@ -210,7 +210,8 @@ fn oversized_body_gets_a_readable_413() {
     let mut s = connect(api.addr);
     let body_len = 4 * 1024 * 1024;
     s.write_all(
-        format!("POST /q/big HTTP/1.1\r\nHost: t\r\nContent-Length: {body_len}\r\n\r\n").as_bytes(),
+        format!("POST /q/big HTTP/1.1\r\nHost: localhost\r\nContent-Length: {body_len}\r\n\r\n")
+            .as_bytes(),
     )
     .unwrap();
     let mut w = s.try_clone().unwrap();
@@ -277,7 +278,7 @@ fn client_that_never_reads_does_not_block_shutdown() {
         .unwrap();
     // Batches that each fit one 16 KiB read, a pause between them, until reprow stops reading
     // because its answers fill the socket buffers (bounded in time).
-    let batch = b"GET /status HTTP/1.1\r\nHost: t\r\n\r\n".repeat(100);
+    let batch = b"GET /status HTTP/1.1\r\nHost: localhost\r\n\r\n".repeat(100);
     let until = Instant::now() + Duration::from_secs(15);
     let mut stuck = false;
     while Instant::now() < until {
@@ -636,7 +637,7 @@ fn heads_over_a_small_mtu_shaped_link() {
             .map(|i| {
                 let body = format!("{{\"i\":{i}}}");
                 let req = format!(
-                    "POST /q/mtu HTTP/1.1\r\nHost: t\r\nX-Pad: {pad}\r\nContent-Length: {}\r\n\r\n{body}",
+                    "POST /q/mtu HTTP/1.1\r\nHost: localhost\r\nX-Pad: {pad}\r\nContent-Length: {}\r\n\r\n{body}",
                     body.len()
                 );
                 // 0: the connection was closed (after an answer to a corrupted request).

@@ -133,7 +133,7 @@ fn bodies_a_route_cannot_take_are_refused() {
         ("/qb/bin", &b"{\"jobs\":[\"\xff\"]}"[..]),
     ] {
         let mut req = format!(
-            "POST {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+            "POST {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
             body.len()
         )
         .into_bytes();
@@ -252,11 +252,11 @@ fn stale_pull_lease_token_is_refused() {
 fn lenient_framing_is_refused_at_once() {
     let (_d, _r, api) = start("");
     for req in [
-        &b"POST /q/f HTTP/1.1\r\nHost: t\r\nContent-Length: +2\r\n\r\n{}"[..],
-        b"POST /q/f HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n 2\r\n{}\r\n0\r\n\r\n",
-        b"POST /q/f HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n2\n{}\r\n0\r\n\r\n",
-        b"POST /q/f HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}",
-        b"POST /q/f HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+        &b"POST /q/f HTTP/1.1\r\nHost: localhost\r\nContent-Length: +2\r\n\r\n{}"[..],
+        b"POST /q/f HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n 2\r\n{}\r\n0\r\n\r\n",
+        b"POST /q/f HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n2\n{}\r\n0\r\n\r\n",
+        b"POST /q/f HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}",
+        b"POST /q/f HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
     ] {
         let r = api.raw(req);
         assert_eq!(r[0].status, 400, "{:?}: {}", String::from_utf8_lossy(req), r[0].text());
@@ -264,7 +264,7 @@ fn lenient_framing_is_refused_at_once() {
     assert_eq!(api.get("/j/f").status, 404, "nothing was enqueued");
     // The grammar's chunk extensions are fine.
     let r = api.raw(
-        b"POST /q/f HTTP/1.1\r\nHost: t\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n2 ;a=\"b\"\r\n{}\r\n0\r\n\r\n",
+        b"POST /q/f HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n2 ;a=\"b\"\r\n{}\r\n0\r\n\r\n",
     );
     assert_eq!(r[0].status, 201, "{}", r[0].text());
 }

@@ -43,7 +43,7 @@ struct FireworqJob<'a> {
 
 /// `POST /job/{category}` (one job) and `POST /job/{category}/batch` (a list).
 pub(super) async fn enqueue(ctx: &Ctx, req: &Request, category: &str, batch: bool) -> Res {
-    check_json_type(req)?;
+    check_json_type(ctx, req)?;
     let body: Vec<FireworqJob> = if batch {
         #[derive(Deserialize)]
         struct Wrapped<'a> {
@@ -192,7 +192,7 @@ pub(super) async fn queue_get(ctx: &Ctx, name: &str) -> Res {
 /// `PUT /queue/{name}`: creates or replaces the queue; the path names it, whatever the body
 /// says.
 pub(super) async fn queue_put(ctx: &Ctx, req: &Request, name: &str) -> Res {
-    let mut def: QueueDef = json_body(req)?;
+    let mut def: QueueDef = json_body(ctx, req)?;
     def.name = name.to_string();
     def.validate().map_err(|e| Response::error(422, &e))?;
     let def = ask(ctx, Op::PutQueue(def), kind::queue_one).await?;
@@ -370,7 +370,7 @@ pub(super) async fn routing_put(ctx: &Ctx, req: &Request, category: &str) -> Res
     struct Body {
         queue_name: String,
     }
-    let b: Body = json_body(req)?;
+    let b: Body = json_body(ctx, req)?;
     let op = Op::PutRouting {
         category: category.to_string(),
         queue: b.queue_name,

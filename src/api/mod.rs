@@ -14,6 +14,7 @@
 
 pub mod conns;
 mod fireworq;
+pub mod guard;
 mod monitor;
 mod params;
 mod presque;
@@ -84,6 +85,21 @@ pub struct ApiConfig {
     /// Most open connections; more are answered 503 and closed. Default 1024.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Host names the API answers to besides IP literals of loopback or of the address
+    /// reached, `localhost` and `*.localhost`: `name`, `.domain` (it and its subdomains), or
+    /// `*` (any: turns the DNS-rebinding check off). Default: none.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    /// Origins (`scheme://host[:port]`, or `*`) whose pages may call the API from a browser:
+    /// their requests pass and CORS preflights are granted. Default: none (the dashboard is
+    /// same-origin and needs no entry).
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    /// Read a body sent as `application/x-www-form-urlencoded` (curl's `-d` default, which
+    /// fireworq's own examples use) as JSON on the JSON routes. Default false: a browser page
+    /// can send such a body cross-site without a preflight, so it is answered 415.
+    #[serde(default)]
+    pub form_bodies_as_json: bool,
 }
 
 fn default_listen() -> SocketAddr {
@@ -151,6 +167,19 @@ impl ApiConfig {
             return Err((
                 "api.request_timeout",
                 "timeouts must be greater than zero".into(),
+            ));
+        }
+        for o in &self.allowed_origins {
+            guard::validate_origin(o).map_err(|e| ("api.allowed_origins", e))?;
+        }
+        if let Some(h) = self
+            .allowed_hosts
+            .iter()
+            .find(|h| h.is_empty() || h.contains(['/', ':', ' ']))
+        {
+            return Err((
+                "api.allowed_hosts",
+                format!("{h:?} is not a host name (name, .domain or *)"),
             ));
         }
         if self.token.as_deref().is_some_and(str::is_empty) {
@@ -254,7 +283,8 @@ pub async fn serve(listener: TcpListener, ctx: Rc<Ctx>) {
                     linger(&mut stream, &ctx).await;
                 }
             } else {
-                connection(&mut stream, &ctx).await;
+                let local = stream.local_addr().ok().map(|a| a.ip());
+                connection(&mut stream, &ctx, local).await;
             }
             ctx.connections.fetch_sub(1, Ordering::Relaxed);
         });
@@ -278,7 +308,7 @@ pub async fn serve_stream<S>(stream: &mut S, ctx: &Rc<Ctx>)
 where
     S: AsyncReadRent + AsyncWriteRent,
 {
-    connection(stream, ctx).await;
+    connection(stream, ctx, None).await;
 }
 
 /// Serves one connection: requests are answered in order; returns when it should close.
@@ -287,7 +317,7 @@ where
 /// opening (or of the first byte after its last answer) is answered 408, or closed when it
 /// sent nothing; an idle keep-alive connection is closed after `keep_alive_timeout`; every
 /// write must complete within `request_timeout`; `grace` after shutdown everything closes.
-async fn connection<S>(stream: &mut S, ctx: &Rc<Ctx>)
+async fn connection<S>(stream: &mut S, ctx: &Rc<Ctx>, local: Option<std::net::IpAddr>)
 where
     S: AsyncReadRent + AsyncWriteRent,
 {
@@ -308,14 +338,33 @@ where
                 Ok(Progress::Request(req)) => {
                     request_deadline = None;
                     let keep_alive = req.keep_alive && !ctx.shutdown.is_triggered();
-                    let resp = router::handle(ctx, req).await;
+                    let resp = router::handle(ctx, req, local).await;
                     resp.encode(keep_alive, &mut out);
                     if !keep_alive {
                         close = true;
                         break;
                     }
                 }
-                Ok(Progress::Continue) => out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n"),
+                Ok(Progress::Continue) => {
+                    // A request that will be refused gets its final answer now, not `100
+                    // Continue` (RFC 9110 §10.1.1), and the connection closes: its body,
+                    // if the client sends it anyway, is never read as a request.
+                    let refused = parser.pending_head().and_then(|head| {
+                        match guard::check(ctx, head, local) {
+                            guard::Verdict::Refuse(r) => Some(r),
+                            guard::Verdict::Pass { .. } => None,
+                        }
+                    });
+                    match refused {
+                        Some(r) => {
+                            r.encode(false, &mut out);
+                            close = true;
+                            error = true;
+                            break;
+                        }
+                        None => out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n"),
+                    }
+                }
                 Ok(Progress::Partial) => break,
                 Err(e) => {
                     Response::error(e.status(), &e.to_string()).encode(false, &mut out);

@@ -25,7 +25,10 @@ const DASHBOARD: &str = include_str!("dashboard.html");
 pub(super) fn dashboard() -> Response {
     let mut r = Response::text(200, DASHBOARD.to_string());
     r.content_type = "text/html; charset=utf-8";
+    // Another site may not frame the page (its buttons would be clicked through an overlay).
     r.with("Cache-Control", "no-store".into())
+        .with("X-Frame-Options", "DENY".into())
+        .with("Content-Security-Policy", "frame-ancestors 'none'".into())
 }
 
 /// `/healthz`, `/readyz`: 200 `{"status":"ok"}`, or 503 with the reason.

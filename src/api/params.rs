@@ -8,7 +8,7 @@
 use bytes::Bytes;
 use serde::Deserialize;
 
-use super::response::Response;
+use super::{response::Response, Ctx};
 use crate::http::request::Request;
 
 /// Query parameters.
@@ -111,10 +111,12 @@ pub(super) fn lease_token(req: &Request) -> Result<Option<u64>, Response> {
         .transpose()
 }
 
-/// Refuses bodies declared as something other than JSON. No type, and curl's default
-/// `application/x-www-form-urlencoded` (fireworq's own examples use `curl -d '{...}'`), are
-/// read as JSON.
-pub(super) fn check_json_type(req: &Request) -> Result<(), Response> {
+/// Refuses bodies declared as something other than JSON (`application/json`, `*/*+json`,
+/// `text/json`); a body without a type is read as JSON. Form and `text/plain` bodies are what
+/// a page on any site may send cross-site without a preflight, so they are refused unless
+/// `api.form_bodies_as_json` lets curl's `-d` default (`application/x-www-form-urlencoded`)
+/// through.
+pub(super) fn check_json_type(ctx: &Ctx, req: &Request) -> Result<(), Response> {
     let Some(ct) = &req.content_type else {
         return Ok(());
     };
@@ -124,17 +126,25 @@ pub(super) fn check_json_type(req: &Request) -> Result<(), Response> {
         .unwrap_or("")
         .trim()
         .to_ascii_lowercase();
+    let form = mime == "application/x-www-form-urlencoded";
     if mime.is_empty()
         || mime == "application/json"
         || mime.ends_with("+json")
-        || mime == "application/x-www-form-urlencoded"
         || mime == "text/json"
+        || (form && ctx.config.form_bodies_as_json)
     {
         Ok(())
+    } else if form {
+        Err(Response::error(
+            415,
+            "the body must be JSON, not application/x-www-form-urlencoded: send \
+             Content-Type: application/json (curl: --json, or -H 'Content-Type: application/json'), \
+             or set api.form_bodies_as_json",
+        ))
     } else {
         Err(Response::error(
             415,
-            &format!("the body must be JSON, not {mime}"),
+            &format!("the body must be JSON (Content-Type: application/json), not {mime:?}"),
         ))
     }
 }
@@ -173,14 +183,17 @@ fn json_error(e: serde_json::Error) -> Response {
 }
 
 /// The body as `T`, after [`check_json_type`].
-pub(super) fn json_body<T: serde::de::DeserializeOwned>(req: &Request) -> Result<T, Response> {
-    check_json_type(req)?;
+pub(super) fn json_body<T: serde::de::DeserializeOwned>(
+    ctx: &Ctx,
+    req: &Request,
+) -> Result<T, Response> {
+    check_json_type(ctx, req)?;
     from_json(&req.body)
 }
 
 /// A body that must be one JSON value, kept byte for byte.
-pub(super) fn raw_json_body(req: &Request) -> Result<Bytes, Response> {
-    check_json_type(req)?;
+pub(super) fn raw_json_body(ctx: &Ctx, req: &Request) -> Result<Bytes, Response> {
+    check_json_type(ctx, req)?;
     check_utf8(&req.body)?;
     serde_json::from_slice::<serde::de::IgnoredAny>(&req.body)
         .map_err(|e| Response::error(400, &format!("invalid JSON: {e}")))?;

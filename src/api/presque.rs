@@ -23,7 +23,7 @@ use crate::{
 
 /// `POST /q/{queue}?delayed=&uniq=`: the body, one JSON value, is the job's payload.
 pub(super) async fn push(ctx: &Ctx, req: &Request, queue: &str, q: &Params) -> Res {
-    let payload = raw_json_body(req)?;
+    let payload = raw_json_body(ctx, req)?;
     let job = presque_job(ctx, queue, payload, q)?;
     let j = ask(ctx, Op::Enqueue(vec![job]), kind::enqueued).await?;
     Ok(Response::json(
@@ -73,7 +73,7 @@ pub(super) async fn fail(ctx: &Ctx, req: &Request, queue: &str, q: &Params) -> R
                 #[serde(default)]
                 message: Option<String>,
             }
-            let b: Body = json_body(req)?;
+            let b: Body = json_body(ctx, req)?;
             let message = b
                 .message
                 .unwrap_or_else(|| "reported failed by the worker".into());
@@ -163,7 +163,7 @@ pub(super) async fn push_batch(ctx: &Ctx, req: &Request, queue: &str, q: &Params
         #[serde(borrow)]
         jobs: Vec<&'a RawValue>,
     }
-    check_json_type(req)?;
+    check_json_type(ctx, req)?;
     let b: Body = from_json(&req.body)?;
     if b.jobs.is_empty() {
         // As fireworq's batch route answers.
@@ -229,7 +229,7 @@ pub(super) async fn control_set(ctx: &Ctx, req: &Request, queue: &str) -> Res {
     struct Body {
         status: String,
     }
-    let b: Body = json_body(req)?;
+    let b: Body = json_body(ctx, req)?;
     let paused = match b.status.as_str() {
         "start" => false,
         "stop" => true,

@@ -5,19 +5,19 @@
 //! `super::monitor`. They share one store; their JSON shapes follow the originals so
 //! existing clients work.
 //!
-//! Before a route is chosen: the probes and the dashboard answer without the token, every
-//! other request must carry it, and a reprow without the durable queue serves only the
-//! monitoring routes.
+//! Before a route is chosen, `super::guard` checks the `Host`, where a browser says the
+//! request comes from, and the token (the probes and the dashboard page answer without it);
+//! a reprow without the durable queue serves only the monitoring routes.
 //!
 //! Status codes: 400 bad syntax (JSON that does not parse, a bad query value), 422 JSON that
 //! parses but has the wrong shape or values, 404 unknown path/queue/job, 405 a known path with
 //! the wrong method (with `Allow`), 413 a payload over the limit, 415 a body type that is not
 //! JSON, 503 the store is stopping or a commit failed, 507 the store is full.
 
-use std::rc::Rc;
+use std::{net::IpAddr, rc::Rc};
 
 use super::{
-    fireworq, monitor,
+    fireworq, guard, monitor,
     params::{percent_decode, Params},
     presque,
     reply::Res,
@@ -26,29 +26,29 @@ use super::{
 };
 use crate::http::request::Request;
 
-/// Answers one request.
-pub async fn handle(ctx: &Rc<Ctx>, req: Request) -> Response {
-    // Probes answer without the token: they reveal nothing, and orchestrators' probes often
-    // cannot send one.
+/// Answers one request that reached the address `local`.
+pub async fn handle(ctx: &Rc<Ctx>, req: Request, local: Option<IpAddr>) -> Response {
+    let cors = match guard::check(ctx, &req, local) {
+        guard::Verdict::Pass { cors } => cors,
+        guard::Verdict::Refuse(r) => return r,
+    };
+    let resp = answer(ctx, &req).await;
+    match cors {
+        Some(origin) => resp
+            .with("Access-Control-Allow-Origin", origin)
+            .with("Vary", "Origin".into()),
+        None => resp,
+    }
+}
+
+async fn answer(ctx: &Rc<Ctx>, req: &Request) -> Response {
     match req.path.as_str() {
-        "/healthz" => return monitor::health(&req, || async { monitor::alive(ctx) }).await,
-        "/readyz" => return monitor::health(&req, || monitor::ready(ctx)).await,
-        // The dashboard page is static; its requests to the API carry the token.
+        "/healthz" => return monitor::health(req, || async { monitor::alive(ctx) }).await,
+        "/readyz" => return monitor::health(req, || monitor::ready(ctx)).await,
         "/" | "/dashboard" if req.method == "GET" && ctx.store.is_some() => {
             return monitor::dashboard()
         }
         _ => {}
-    }
-    if let Some(token) = &ctx.config.token {
-        let ok = req
-            .authorization
-            .as_deref()
-            .and_then(bearer_credentials)
-            .is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes()));
-        if !ok {
-            return Response::error(401, "missing or wrong bearer token")
-                .with("WWW-Authenticate", "Bearer".into());
-        }
     }
     if ctx.store.is_none() && !MONITORING.contains(&req.path.as_str()) {
         return Response::error(
@@ -56,7 +56,7 @@ pub async fn handle(ctx: &Rc<Ctx>, req: Request) -> Response {
             "this reprow runs a FIFO, Q4M or SQS source: only /healthz, /readyz, /metrics, /status and /inflight are served",
         );
     }
-    match route(ctx, &req).await {
+    match route(ctx, req).await {
         Ok(r) => r,
         Err(r) => r,
     }
@@ -72,24 +72,6 @@ const MONITORING: [&str; 6] = [
     "/inflight",
 ];
 
-/// The token of an `Authorization: Bearer <token>` value. The scheme is case-insensitive
-/// (RFC 9110 §11.1) and is followed by one or more spaces.
-fn bearer_credentials(value: &str) -> Option<&str> {
-    let (scheme, rest) = value.trim().split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| rest.trim_start_matches(' ').trim())
-}
-
-/// Compares without stopping at the first difference, so the time taken does not tell how
-/// much of a guessed token was right.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 /// The routes. The path is split into percent-decoded segments and the query parsed before
 /// any route is chosen, so a bad encoding is a 400 whatever the path. Each path's arms for its
 /// methods come before its 405 arm.
@@ -100,6 +82,15 @@ async fn route(ctx: &Rc<Ctx>, req: &Request) -> Res {
         .skip(1)
         .map(percent_decode)
         .collect::<Result<_, _>>()?;
+    // `.` and `..` name no queue a client can reach: curl, browsers and the dashboard
+    // normalise them away before sending (RFC 3986 §5.2.4), and `%2E%2E` decodes to them.
+    if segs.iter().any(|s| s == "." || s == "..") {
+        return Err(Response::error(
+            400,
+            "a path segment may not be . or .. (clients remove dot segments, so such a \
+             queue or job could never be reached again)",
+        ));
+    }
     let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
     let m = req.method.as_str();
     let q = Params::parse(&req.query)?;
@@ -173,26 +164,5 @@ async fn route(ctx: &Rc<Ctx>, req: &Request) -> Res {
             404,
             &format!("no route for {} {}", req.method, req.path),
         )),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bearer_scheme_is_case_insensitive() {
-        for v in [
-            "Bearer t0k",
-            "bearer t0k",
-            "BEARER t0k",
-            "Bearer   t0k ",
-            " bEaReR t0k",
-        ] {
-            assert_eq!(bearer_credentials(v), Some("t0k"), "{v:?}");
-        }
-        for v in ["Basic t0k", "Bearert0k", "Bearer", "", "Bear t0k"] {
-            assert_ne!(bearer_credentials(v), Some("t0k"), "{v:?}");
-        }
     }
 }

@@ -24,6 +24,14 @@ pub struct Request {
     pub authorization: Option<String>,
     /// `X-Reprow-Lease`, if sent: a pull worker's lease token.
     pub lease: Option<String>,
+    /// `Host`: exactly one in HTTP/1.1 (checked here), at most one in HTTP/1.0.
+    pub host: Option<String>,
+    /// `Origin`, if sent (browsers send it on every cross-origin request but simple GETs).
+    pub origin: Option<String>,
+    /// `Sec-Fetch-Site`, if sent (`same-origin`, `same-site`, `cross-site`, `none`).
+    pub fetch_site: Option<String>,
+    /// `Sec-Fetch-Mode`, if sent (`navigate` for a page the user opens).
+    pub fetch_mode: Option<String>,
     /// Whether the connection stays open after the answer.
     pub keep_alive: bool,
     /// The body (empty when none).
@@ -61,6 +69,9 @@ impl RequestError {
 }
 
 /// What one call to [`RequestParser::parse`] came to.
+// The request is moved out at once by the caller; boxing it would cost an allocation per
+// request for nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, PartialEq, Eq)]
 pub enum Progress {
     /// A whole request.
@@ -70,6 +81,16 @@ pub enum Progress {
     /// Need more bytes.
     Partial,
 }
+
+/// Headers that must not appear twice: which of two values to believe is exactly what a proxy
+/// in front and reprow could disagree on.
+const SINGLE: [&str; 5] = [
+    "host",
+    "authorization",
+    "origin",
+    "sec-fetch-site",
+    "x-reprow-lease",
+];
 
 enum State {
     Head,
@@ -90,6 +111,15 @@ impl RequestParser {
             max_head,
             max_body,
             state: State::Head,
+        }
+    }
+
+    /// The head of the request whose body is being read: what `Expect: 100-continue` is
+    /// decided on before the body is asked for.
+    pub fn pending_head(&self) -> Option<&Request> {
+        match &self.state {
+            State::Body(req, _) => Some(req),
+            State::Head => None,
         }
     }
 
@@ -163,10 +193,23 @@ impl RequestParser {
         let mut content_type = None;
         let mut authorization = None;
         let mut lease = None;
+        let mut host = None;
+        let mut origin = None;
+        let mut fetch_site = None;
+        let mut fetch_mode = None;
+        let mut seen = [false; SINGLE.len()];
         for h in parsed.headers.iter() {
             let value = std::str::from_utf8(h.value)
                 .map_err(|_| RequestError::Malformed(format!("header {} is not UTF-8", h.name)))?
                 .trim();
+            if let Some(i) = SINGLE.iter().position(|n| h.name.eq_ignore_ascii_case(n)) {
+                if std::mem::replace(&mut seen[i], true) {
+                    return Err(RequestError::Malformed(format!(
+                        "more than one {} header",
+                        h.name
+                    )));
+                }
+            }
             if h.name.eq_ignore_ascii_case("content-length") {
                 let n = super::body::parse_content_length(value.as_bytes()).ok_or_else(|| {
                     RequestError::Malformed(
@@ -199,7 +242,27 @@ impl RequestParser {
                 authorization = Some(value.to_string());
             } else if h.name.eq_ignore_ascii_case("x-reprow-lease") {
                 lease = Some(value.to_string());
+            } else if h.name.eq_ignore_ascii_case("host") {
+                host = Some(value.to_string());
+            } else if h.name.eq_ignore_ascii_case("origin") {
+                origin = Some(value.to_string());
+            } else if h.name.eq_ignore_ascii_case("sec-fetch-site") {
+                fetch_site = Some(value.to_ascii_lowercase());
+            } else if h.name.eq_ignore_ascii_case("sec-fetch-mode") {
+                fetch_mode = Some(value.to_ascii_lowercase());
             }
+        }
+        if version == 1 && host.is_none() {
+            return Err(RequestError::Malformed(
+                "an HTTP/1.1 request must carry one Host header (RFC 9112 §3.2)".into(),
+            ));
+        }
+        if chunked && version == 0 {
+            // RFC 9112 §6.1: HTTP/1.0 has no Transfer-Encoding; a 1.0 peer (or a proxy in
+            // front) frames this body by closing, so the framing is faulty: never guess.
+            return Err(RequestError::Malformed(
+                "Transfer-Encoding in an HTTP/1.0 request (RFC 9112 §6.1)".into(),
+            ));
         }
         if chunked && content_length.is_some() {
             // RFC 9112 §6.1: a request smuggling vector; refuse rather than guess.
@@ -224,6 +287,10 @@ impl RequestParser {
             content_type,
             authorization,
             lease,
+            host,
+            origin,
+            fetch_site,
+            fetch_mode,
             keep_alive,
             body: Bytes::new(),
         };
@@ -259,7 +326,7 @@ mod tests {
     /// limit is malformed (the whole parse used to see that byte and answer 400).
     #[test]
     fn an_oversized_head_is_431_however_it_is_cut() {
-        let mut input = b"GET / HTTP/1.1\r\nX-Pad: ".to_vec();
+        let mut input = b"GET / HTTP/1.1\r\nHost: h\r\nX-Pad: ".to_vec();
         input.resize(1100, b'a');
         input.extend_from_slice(b"\r\n\x01bad\r\n\r\n");
         for cut in [0, 500, 1024, 1025, 1100, input.len()] {
@@ -280,9 +347,9 @@ mod tests {
     #[test]
     fn pipelined_requests_in_order() {
         let reqs = parse_all(
-            b"POST /job/a?x=1 HTTP/1.1\r\nContent-Length: 2\r\nContent-Type: application/json\r\n\r\n{}\
-GET /queues HTTP/1.1\r\n\r\n\
-POST /q/b HTTP/1.1\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+            b"POST /job/a?x=1 HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\nContent-Type: application/json\r\n\r\n{}\
+GET /queues HTTP/1.1\r\nHost: h\r\n\r\n\
+POST /q/b HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
         )
         .unwrap();
         assert_eq!(reqs.len(), 3);
@@ -298,7 +365,7 @@ POST /q/b HTTP/1.1\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n3\r
 
     #[test]
     fn byte_at_a_time_equals_whole() {
-        let input = b"POST /q/b HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\nhello";
+        let input = b"POST /q/b HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\nhello";
         let mut p = RequestParser::new(1024, 64);
         let mut buf = BytesMut::new();
         let mut got = None;
@@ -325,34 +392,35 @@ POST /q/b HTTP/1.1\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n3\r
     fn limits_and_bad_input() {
         let err = |i: &[u8]| parse_all(i).unwrap_err();
         assert_eq!(
-            err(b"GET / HTTP/1.1\r\nContent-Length: 65\r\n\r\n").status(),
+            err(b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 65\r\n\r\n").status(),
             413
         );
         assert_eq!(
-            err(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n41\r\n").status(),
+            err(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n41\r\n").status(),
             413
         );
-        let long = format!("GET /{} HTTP/1.1\r\n", "a".repeat(2000));
+        let long = format!("GET /{} HTTP/1.1\r\nHost: h\r\n", "a".repeat(2000));
         assert_eq!(err(long.as_bytes()).status(), 431);
         assert_eq!(
-            err(b"GET / HTTP/1.1\r\nContent-Length: x\r\n\r\n").status(),
+            err(b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: x\r\n\r\n").status(),
             400
         );
         assert_eq!(
-            err(b"GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n").status(),
-            400
-        );
-        assert_eq!(
-            err(b"GET / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n")
+            err(b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n")
                 .status(),
             400
         );
         assert_eq!(
-            err(b"GET / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n").status(),
+            err(b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n")
+                .status(),
+            400
+        );
+        assert_eq!(
+            err(b"GET / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n\r\n").status(),
             501
         );
-        assert_eq!(err(b"GET\x01 / HTTP/1.1\r\n\r\n").status(), 400);
-        assert_eq!(err(b"GET * HTTP/1.1\r\n\r\n").status(), 400);
+        assert_eq!(err(b"GET\x01 / HTTP/1.1\r\nHost: h\r\n\r\n").status(), 400);
+        assert_eq!(err(b"GET * HTTP/1.1\r\nHost: h\r\n\r\n").status(), 400);
     }
 
     #[test]
@@ -360,18 +428,18 @@ POST /q/b HTTP/1.1\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n3\r
         let err = |i: &[u8]| parse_all(i).unwrap_err().status();
         // Content-Length is 1*DIGIT: what a proxy in front may read otherwise is refused.
         for v in ["+2", "-2", "0x2", "2 2", "2,2", "2, 2", "", "1e1"] {
-            let req = format!("POST / HTTP/1.1\r\nContent-Length: {v}\r\n\r\nab");
+            let req = format!("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: {v}\r\n\r\nab");
             assert_eq!(err(req.as_bytes()), 400, "Content-Length: {v:?}");
         }
-        let ok = parse_all(b"POST / HTTP/1.1\r\nContent-Length:  2 \r\n\r\nab").unwrap();
+        let ok = parse_all(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length:  2 \r\n\r\nab").unwrap();
         assert_eq!(&ok[0].body[..], b"ab");
         // Duplicates that differ, and Content-Length with Transfer-Encoding (either order).
         assert_eq!(
-            err(b"POST / HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 02x\r\n\r\n"),
+            err(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\nContent-Length: 02x\r\n\r\n"),
             400
         );
         assert_eq!(
-            err(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 2\r\n\r\n"),
+            err(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nContent-Length: 2\r\n\r\n"),
             400
         );
         // Chunk sizes are hex digits only; a bare LF is refused at once (no wait for a CRLF).
@@ -383,13 +451,14 @@ POST /q/b HTTP/1.1\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n3\r
             b"2\n",
             b"2\r\nab\r\n0\n\r\n",
         ] {
-            let mut req = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+            let mut req =
+                b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
             req.extend_from_slice(body);
             assert_eq!(err(&req), 400, "{:?}", String::from_utf8_lossy(body));
         }
         // chunk-ext per the grammar is fine.
         let ok = parse_all(
-            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2 ;a=\"b\"\r\nab\r\n0\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n2 ;a=\"b\"\r\nab\r\n0\r\n\r\n",
         )
         .unwrap();
         assert_eq!(&ok[0].body[..], b"ab");
@@ -401,5 +470,66 @@ POST /q/b HTTP/1.1\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n3\r
         assert!(!r[0].keep_alive);
         let r = parse_all(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").unwrap();
         assert!(r[0].keep_alive);
+    }
+
+    /// RFC 9112 §3.2: an HTTP/1.1 request carries exactly one Host; HTTP/1.0 may omit it.
+    /// Headers whose duplicates a proxy in front could read differently are refused twice.
+    #[test]
+    fn host_and_single_headers() {
+        let err = |i: &[u8]| parse_all(i).unwrap_err();
+        let e = err(b"GET / HTTP/1.1\r\n\r\n");
+        assert_eq!(e.status(), 400);
+        assert!(e.to_string().contains("Host"), "{e}");
+        assert_eq!(
+            err(b"GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n").status(),
+            400
+        );
+        for name in [
+            "Authorization",
+            "origin",
+            "Sec-Fetch-Site",
+            "X-Reprow-Lease",
+        ] {
+            let req = format!("GET / HTTP/1.1\r\nHost: a\r\n{name}: x\r\n{name}: x\r\n\r\n");
+            let e = err(req.as_bytes());
+            assert_eq!(e.status(), 400, "{name}");
+            assert!(e.to_string().contains(name), "{e}");
+        }
+        let r = parse_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+        assert_eq!(r[0].host, None);
+        let r = parse_all(
+            b"POST / HTTP/1.1\r\nHost: 127.0.0.1:8\r\nOrigin: http://x\r\nSec-Fetch-Site: Cross-Site\r\nSec-Fetch-Mode: navigate\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(r[0].host.as_deref(), Some("127.0.0.1:8"));
+        assert_eq!(r[0].origin.as_deref(), Some("http://x"));
+        assert_eq!(r[0].fetch_site.as_deref(), Some("cross-site"));
+        assert_eq!(r[0].fetch_mode.as_deref(), Some("navigate"));
+    }
+
+    /// RFC 9112 §6.1: Transfer-Encoding in HTTP/1.0 is faulty framing; the pipelined request
+    /// after it must never run.
+    #[test]
+    fn http10_with_transfer_encoding_is_refused() {
+        let input = b"POST /q/a HTTP/1.0\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\nDELETE /q/victim HTTP/1.1\r\nHost: h\r\n\r\n";
+        let e = parse_all(input).unwrap_err();
+        assert_eq!(e.status(), 400);
+        assert!(e.to_string().contains("HTTP/1.0"), "{e}");
+    }
+
+    /// The head waiting on `100 Continue` is visible, so it can be refused before the body.
+    #[test]
+    fn pending_head_is_the_request_waiting_for_its_body() {
+        let mut p = RequestParser::new(1024, 64);
+        let mut buf = BytesMut::from(
+            &b"POST /q/b HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n"
+                [..],
+        );
+        assert!(p.pending_head().is_none());
+        assert_eq!(p.parse(&mut buf).unwrap(), Progress::Continue);
+        assert_eq!(p.pending_head().map(|r| r.path.as_str()), Some("/q/b"));
+        buf.extend_from_slice(b"hello");
+        assert!(matches!(p.parse(&mut buf).unwrap(), Progress::Request(_)));
+        assert!(p.pending_head().is_none());
     }
 }

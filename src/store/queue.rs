@@ -113,6 +113,12 @@ pub fn check_name(what: &str, name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > MAX_NAME_BYTES {
         return Err(format!("{what} must be 1 to {MAX_NAME_BYTES} bytes"));
     }
+    if name == "." || name == ".." {
+        // A dot segment: clients remove it from a URL's path, so no route could reach it.
+        return Err(format!(
+            "{what} may not be . or .. (clients remove dot segments from URLs)"
+        ));
+    }
     if !name
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))

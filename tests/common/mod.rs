@@ -596,7 +596,8 @@ impl Api {
         body: Option<&str>,
         headers: &[(&str, &str)],
     ) -> HttpReply {
-        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
+        let mut req =
+            format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
         if let Some(t) = &self.token {
             req.push_str(&format!("Authorization: Bearer {t}\r\n"));
         }
@@ -647,7 +648,7 @@ impl Api {
         let mut s = TcpStream::connect(self.addr).ok()?;
         s.set_read_timeout(Some(DEADLINE)).ok()?;
         let req = format!(
-            "POST {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+            "POST {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         );
         s.write_all(req.as_bytes()).ok()?;

@@ -92,6 +92,13 @@ pub fn parse_head(
             return Err(ResponseError::HeadTooLarge(max_head_bytes));
         }
         let status = resp.code.unwrap_or(0);
+        if !(100..=599).contains(&status) {
+            // RFC 9110 §15: a status is 100 to 599. Anything else is a malformed answer (so a
+            // retry), not a 4xx-like permanent failure or a 2xx-like success.
+            return Err(ResponseError::Head(format!(
+                "invalid status code {status:03} (RFC 9110 §15: 100 to 599)"
+            )));
+        }
         if status == 101 {
             return Err(ResponseError::UnexpectedStatus(status));
         }
@@ -194,6 +201,27 @@ mod tests {
             RetryAfter::parse(b"99999999999999999999999"),
             Some(RetryAfter::Delay(Duration::from_secs(u64::MAX)))
         );
+    }
+
+    #[test]
+    fn a_status_outside_100_to_599_is_malformed() {
+        for code in ["099", "000", "600", "999"] {
+            let input = format!("HTTP/1.1 {code} Odd\r\nContent-Length: 0\r\n\r\n");
+            match parse_head(input.as_bytes(), LIMIT) {
+                Err(ResponseError::Head(m)) => assert!(m.contains(code), "{m}"),
+                other => panic!("{code}: {other:?}"),
+            }
+        }
+        for code in ["100 Continue\r\n\r\nHTTP/1.1 200", "200", "599"] {
+            let input = format!("HTTP/1.1 {code} X\r\nContent-Length: 0\r\n\r\n");
+            assert!(
+                matches!(
+                    parse_head(input.as_bytes(), LIMIT),
+                    Ok(Status::Complete(..))
+                ),
+                "{code}"
+            );
+        }
     }
 
     #[test]

@@ -162,6 +162,7 @@ pub fn init(opts: &LogOptions) -> std::io::Result<LogHandle> {
     let make = QueueWriter {
         tx: tx.clone(),
         dropped,
+        escape: !json,
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&opts.level))
@@ -227,7 +228,7 @@ pub fn info_with_object(message: &str, key: &str, fields: &serde_json::Value) {
             }
             None => line.push_str(&format!(" {key}={fields}")),
         }
-        line
+        String::from_utf8_lossy(&escape_controls(line.as_bytes())).into_owned()
     };
     line.push('\n');
     // Called from a plain thread (never a core), so it may wait a little for room.
@@ -354,12 +355,44 @@ fn notice(out: &mut Vec<u8>, json: bool, message: &str) {
 struct QueueWriter {
     tx: Sender<Msg>,
     dropped: Arc<AtomicU64>,
+    /// Text lines: control characters in them are escaped (JSON escapes its own).
+    escape: bool,
 }
 
 struct EventBuffer {
     buf: Vec<u8>,
     tx: Sender<Msg>,
     dropped: Arc<AtomicU64>,
+    escape: bool,
+}
+
+/// A text log line with every control character but its final newline written as an escape
+/// (`\n`, `\r`, `\t`, `\u{1b}`, ...): a worker's answer or a job's payload quoted in a message
+/// must not start a line of its own that a reader would take for reprow's, nor move a
+/// terminal's cursor. C1 controls and the Unicode line and paragraph separators too.
+pub fn escape_controls(line: &[u8]) -> Vec<u8> {
+    let (body, end) = match line.strip_suffix(b"\n") {
+        Some(b) => (b, &b"\n"[..]),
+        None => (line, &b""[..]),
+    };
+    let text = String::from_utf8_lossy(body);
+    let bad = |c: char| c.is_control() || c == '\u{2028}' || c == '\u{2029}';
+    if !text.contains(bad) {
+        return line.to_vec();
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if bad(c) => out.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    let mut out = out.into_bytes();
+    out.extend_from_slice(end);
+    out
 }
 
 impl Write for EventBuffer {
@@ -377,7 +410,10 @@ impl Drop for EventBuffer {
         if self.buf.is_empty() {
             return;
         }
-        let line = std::mem::take(&mut self.buf);
+        let mut line = std::mem::take(&mut self.buf);
+        if self.escape {
+            line = escape_controls(&line);
+        }
         if let Err(TrySendError::Full(_)) = self.tx.try_send(Msg::Line(line)) {
             self.dropped.fetch_add(1, Relaxed);
         }
@@ -392,12 +428,29 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for QueueWriter {
             buf: Vec::with_capacity(256),
             tx: self.tx.clone(),
             dropped: self.dropped.clone(),
+            escape: self.escape,
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn control_characters_in_text_lines_are_escaped() {
+        use super::escape_controls as e;
+        assert_eq!(e(b"plain line\n"), b"plain line\n");
+        assert_eq!(
+            e(b"worker said: ok\r\n2026-01-01 ERROR forged\n"),
+            b"worker said: ok\\r\\n2026-01-01 ERROR forged\n"
+        );
+        assert_eq!(e(b"a\tb\x1b[2Jc"), b"a\\tb\\u{1b}[2Jc");
+        assert_eq!(
+            e("x\u{85}y\u{2028}z\n".as_bytes()),
+            b"x\\u{85}y\\u{2028}z\n"
+        );
+        assert_eq!(e("caf\u{e9}\n".as_bytes()), "caf\u{e9}\n".as_bytes());
+    }
+
     use super::*;
 
     #[test]
@@ -425,6 +478,7 @@ mod tests {
         let w = QueueWriter {
             tx,
             dropped: Arc::default(),
+            escape: true,
         };
         for line in ["one\n", "two\n", "three\n"] {
             let mut b = tracing_subscriber::fmt::MakeWriter::make_writer(&w);

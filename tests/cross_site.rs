@@ -431,3 +431,62 @@ fn dot_segments_are_refused() {
     // A dot inside a name is fine.
     assert_eq!(api.post("/q/a..b", r#"{"n":1}"#).status, 201);
 }
+
+/// The same attacks from real pages in headless Chromium (tests/support/cross_site_check.py):
+/// a page on another site sends simple cross-origin requests, and a rebound name reads the
+/// API as if same-origin. Nothing reaches the local service, nothing changes, nothing is read.
+#[test]
+#[ignore = "needs chromium and python3-websocket: run by .ci/run"]
+fn pages_in_chromium_cannot_drive_a_loopback_reprow() {
+    let target = Worker::start(|_, _| Reply::ok());
+    let (_d, reprow, api) = start_durable("");
+    assert_eq!(api.post("/q/secret", r#"{"pin":"8461"}"#).status, 201);
+    assert_eq!(api.post("/q/jobs", r#"{"n":1}"#).status, 201);
+    let python = std::env::var("REPROW_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/support/cross_site_check.py"
+    );
+    let out = std::process::Command::new(python)
+        .arg(script)
+        .arg(api.addr.port().to_string())
+        .arg(target.url())
+        .output()
+        .expect("run the Chromium driver");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let result: serde_json::Value = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("result "))
+        .and_then(|j| serde_json::from_str(j).ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "no result:\n{stdout}\n{}\nreprow log:\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                reprow.log()
+            )
+        });
+    // The page did send its four requests (else the test proves nothing).
+    assert_eq!(result["sent"].as_array().map(Vec::len), Some(4), "{result}");
+    let read = &result["rebound_read"];
+    assert_eq!(read["status"], 403, "{result}");
+    assert!(
+        !read["body"].as_str().unwrap_or("").contains("8461"),
+        "{result}"
+    );
+    assert!(
+        result["rebound_page"]
+            .as_str()
+            .is_some_and(|t| t.contains("api.allowed_hosts")),
+        "{result}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(target.received().is_empty(), "a local service was reached");
+    assert_eq!(api.get("/control/default").json()["status"], 1);
+    let jobs = api.get("/j/jobs").json();
+    assert_eq!(
+        (jobs["job_count"].as_u64(), jobs["job_grabbed"].as_u64()),
+        (Some(1), Some(0)),
+        "{jobs}"
+    );
+    assert_eq!(api.get("/queue/x").status, 404, "no queue made by the page");
+}

@@ -34,8 +34,8 @@ pub enum Verdict {
         /// `Access-Control-Allow-Origin` for an origin in `api.allowed_origins`.
         cors: Option<String>,
     },
-    /// Answer this instead.
-    Refuse(Response),
+    /// Answer this instead of serving the request: a refusal, or a granted CORS preflight.
+    Answer(Response),
 }
 
 /// Checks `Host`, `Origin`/`Sec-Fetch-Site` and the token, in that order, and answers CORS
@@ -44,7 +44,7 @@ pub fn check(ctx: &Ctx, req: &Request, local: Option<IpAddr>) -> Verdict {
     let cfg = &ctx.config;
     if let Some(host) = &req.host {
         if !host_allowed(host, local, &cfg.allowed_hosts) {
-            return Verdict::Refuse(Response::error(
+            return Verdict::Answer(Response::error(
                 403,
                 &format!(
                     "Host {host:?} is not a name of this server: add it to api.allowed_hosts \
@@ -62,7 +62,7 @@ pub fn check(ctx: &Ctx, req: &Request, local: Option<IpAddr>) -> Verdict {
     if !probe && explicit.is_none() {
         if let Some(origin) = &req.origin {
             if !same_origin(origin, req.host.as_deref()) {
-                return Verdict::Refuse(Response::error(
+                return Verdict::Answer(Response::error(
                     403,
                     &format!(
                         "cross-origin request from {origin} refused: add the origin to \
@@ -73,7 +73,7 @@ pub fn check(ctx: &Ctx, req: &Request, local: Option<IpAddr>) -> Verdict {
         }
         let foreign = matches!(req.fetch_site.as_deref(), Some("cross-site" | "same-site"));
         if foreign && !user_opens_dashboard(req) {
-            return Verdict::Refuse(Response::error(
+            return Verdict::Answer(Response::error(
                 403,
                 "cross-site request refused (Sec-Fetch-Site): add the page's origin to \
                  api.allowed_origins to allow it",
@@ -82,7 +82,7 @@ pub fn check(ctx: &Ctx, req: &Request, local: Option<IpAddr>) -> Verdict {
     }
     if req.method == "OPTIONS" && req.origin.is_some() {
         // A preflight: granted only to a listed origin (same-origin pages never send one).
-        return Verdict::Refuse(match cors {
+        return Verdict::Answer(match cors {
             Some(o) => Response::empty(204)
                 .with("Access-Control-Allow-Origin", o)
                 .with("Access-Control-Allow-Methods", CORS_METHODS.into())
@@ -105,7 +105,7 @@ pub fn check(ctx: &Ctx, req: &Request, local: Option<IpAddr>) -> Verdict {
             .and_then(bearer_credentials)
             .is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes()));
         if !ok {
-            return Verdict::Refuse(
+            return Verdict::Answer(
                 Response::error(401, "missing or wrong bearer token")
                     .with("WWW-Authenticate", "Bearer".into()),
             );

@@ -351,7 +351,7 @@ where
                     // if the client sends it anyway, is never read as a request.
                     let refused = parser.pending_head().and_then(|head| {
                         match guard::check(ctx, head, local) {
-                            guard::Verdict::Refuse(r) => Some(r),
+                            guard::Verdict::Answer(r) => Some(r),
                             guard::Verdict::Pass { .. } => None,
                         }
                     });

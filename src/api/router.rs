@@ -30,7 +30,7 @@ use crate::http::request::Request;
 pub async fn handle(ctx: &Rc<Ctx>, req: Request, local: Option<IpAddr>) -> Response {
     let cors = match guard::check(ctx, &req, local) {
         guard::Verdict::Pass { cors } => cors,
-        guard::Verdict::Refuse(r) => return r,
+        guard::Verdict::Answer(r) => return r,
     };
     let resp = answer(ctx, &req).await;
     match cors {

@@ -490,3 +490,27 @@ fn pages_in_chromium_cannot_drive_a_loopback_reprow() {
     );
     assert_eq!(api.get("/queue/x").status, 404, "no queue made by the page");
 }
+
+/// With a token, the probes and the dashboard page still answer without it (they reveal
+/// nothing, and orchestrators' probes often cannot send one); every other route needs it.
+#[test]
+fn probes_and_the_page_need_no_token_the_rest_does() {
+    let (_d, _r, api) = start_durable("api:\n  listen: 127.0.0.1:0\n  token: s3cret\n");
+    for path in ["/healthz", "/readyz", "/", "/dashboard"] {
+        let r = send(&api, "GET", path, &["Host: localhost"], "");
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+    }
+    for path in ["/queues", "/status", "/metrics", "/q/x"] {
+        let r = send(&api, "GET", path, &["Host: localhost"], "");
+        assert_eq!(r.status, 401, "{path}: {}", r.text());
+        assert_eq!(r.header("www-authenticate"), Some("Bearer"));
+    }
+    let r = send(
+        &api,
+        "GET",
+        "/queues",
+        &["Host: localhost", "Authorization: bearer s3cret"],
+        "",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+}

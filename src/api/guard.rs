@@ -225,6 +225,8 @@ mod tests {
         assert!(constant_time_eq(b"abc", b"abc"));
         assert!(!constant_time_eq(b"abc", b"abd"));
         assert!(!constant_time_eq(b"abc", b"abcd"));
+        // Differences must not cancel out (an XOR accumulator would take "ba" for "ab").
+        assert!(!constant_time_eq(b"ab", b"ba"));
     }
 
     #[test]

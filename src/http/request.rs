@@ -532,4 +532,53 @@ POST /q/b HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nConnection: close
         assert!(matches!(p.parse(&mut buf).unwrap(), Progress::Request(_)));
         assert!(p.pending_head().is_none());
     }
+
+    /// A head of exactly the limit is taken, one byte more is 431, however it is cut and
+    /// whether or not a body follows in the same read.
+    #[test]
+    fn a_head_of_exactly_the_limit_is_taken() {
+        let head_of = |len: usize| {
+            let mut h = b"POST /q/a HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\nX-Pad: ".to_vec();
+            h.resize(len - 4, b'a');
+            h.extend_from_slice(b"\r\n\r\n");
+            h
+        };
+        for (len, ok) in [(1024, true), (1025, false)] {
+            let mut input = head_of(len);
+            input.extend_from_slice(b"{}");
+            for cut in [0, 1, 500, len - 1, len, len + 1, input.len()] {
+                let mut p = RequestParser::new(1024, 64);
+                let mut buf = BytesMut::from(&input[..cut]);
+                let mut got = p.parse(&mut buf);
+                if got == Ok(Progress::Partial) {
+                    buf.extend_from_slice(&input[cut..]);
+                    got = p.parse(&mut buf);
+                }
+                match got {
+                    Ok(Progress::Request(r)) => assert!(ok && &r.body[..] == b"{}", "{len} {cut}"),
+                    Err(e) => assert!(!ok && e.status() == 431, "{len} {cut}: {e}"),
+                    other => panic!("{len} cut {cut}: {other:?}"),
+                }
+            }
+        }
+    }
+
+    /// `100 Continue` only when the client asked for it and its body has not come yet.
+    #[test]
+    fn continue_only_when_asked_and_waiting() {
+        let head = b"POST /q/b HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\n";
+        let mut p = RequestParser::new(1024, 64);
+        let mut buf = BytesMut::from(&head[..]);
+        assert_eq!(p.parse(&mut buf), Ok(Progress::Partial));
+        assert!(p.is_mid_body());
+        buf.extend_from_slice(b"{}");
+        assert!(matches!(p.parse(&mut buf), Ok(Progress::Request(_))));
+        assert!(!p.is_mid_body());
+        let asked =
+            b"POST /q/b HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n{}";
+        let mut p = RequestParser::new(1024, 64);
+        let mut buf = BytesMut::from(&asked[..]);
+        assert!(matches!(p.parse(&mut buf), Ok(Progress::Request(_))));
+        assert!(!p.is_mid_body());
+    }
 }

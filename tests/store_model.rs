@@ -23,8 +23,8 @@ use reprow::{
     store::{
         engine::Engine,
         queue::{QueueDef, QueueMode},
-        Clock, Destination, Dispatch, JobList, JobView, NewJob, Op, Options, Query, Reply,
-        Settlement, StoreError, StoreErrorKind,
+        Clock, Destination, Dispatch, JobList, JobView, NewJob, Op, Options, PayloadMode, Query,
+        Reply, Settlement, StoreError, StoreErrorKind,
     },
 };
 
@@ -449,7 +449,13 @@ fn rfc3339(ms: u64) -> String {
 
 /// A job's view agrees with the model's job.
 fn check_view(v: &JobView, j: &MJob, c: QCfg, what: &str) -> Result<(), TestCaseError> {
-    prop_assert_eq!(&v.payload.to_value(), &shown(&j.payload), "{} {} payload", what, v.id);
+    prop_assert_eq!(
+        &v.payload.to_value(),
+        &shown(&j.payload),
+        "{} {} payload",
+        what,
+        v.id
+    );
     prop_assert_eq!(v.fail_count, j.attempts, "{} {} fail_count", what, v.id);
     prop_assert_eq!(
         v.max_retries,

@@ -260,7 +260,10 @@ mod tests {
     fn the_mode_parameter_takes_three_values() {
         assert_eq!(PayloadMode::parse(None), Ok(PayloadMode::Preview));
         assert_eq!(PayloadMode::parse(Some("")), Ok(PayloadMode::Preview));
-        assert_eq!(PayloadMode::parse(Some("preview")), Ok(PayloadMode::Preview));
+        assert_eq!(
+            PayloadMode::parse(Some("preview")),
+            Ok(PayloadMode::Preview)
+        );
         assert_eq!(PayloadMode::parse(Some("full")), Ok(PayloadMode::Full));
         assert_eq!(PayloadMode::parse(Some("none")), Ok(PayloadMode::None));
         assert!(PayloadMode::parse(Some("FULL")).is_err());

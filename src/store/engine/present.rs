@@ -28,7 +28,12 @@ impl Engine {
     }
 
     /// The job with `payload` as its payload (a listing's preview of it).
-    pub(super) fn view_shown(&self, rec: &JobRecord, grabbed: bool, payload: PayloadView) -> JobView {
+    pub(super) fn view_shown(
+        &self,
+        rec: &JobRecord,
+        grabbed: bool,
+        payload: PayloadView,
+    ) -> JobView {
         let q = self.queues.get(&rec.queue);
         let name = q.map(|q| q.name.to_string()).unwrap_or_default();
         self.present(rec, grabbed, q.and_then(|q| q.def.as_ref()), &name, payload)

@@ -316,7 +316,11 @@ impl Engine {
             let k = failed_key(qid, fid);
             if let Some(v) = self.failed.get(rtxn, &k).map_err(db_err)? {
                 let f = failed_listed(&k, v, q.def.as_ref(), PayloadMode::Preview)?;
-                if !page.add((q.name.to_string(), f), |(n, f)| n.len() + failed_cost(f), ()) {
+                if !page.add(
+                    (q.name.to_string(), f),
+                    |(n, f)| n.len() + failed_cost(f),
+                    (),
+                ) {
                     break;
                 }
             }
@@ -346,7 +350,12 @@ fn failed_listed(
     mode: PayloadMode,
 ) -> Result<FailedView, StoreError> {
     let (f, payload) = FailedRecord::decode_head(v).map_err(corrupt)?;
-    Ok(Engine::failed_shown(&f, fid_of(k)?, def, mode.show(payload)))
+    Ok(Engine::failed_shown(
+        &f,
+        fid_of(k)?,
+        def,
+        mode.show(payload),
+    ))
 }
 
 /// What a job costs a page: the payload shown, its text fields and the rest's allowance.

@@ -59,7 +59,10 @@ fn start(dir: &Path) -> (Reprow, Api) {
     .unwrap();
     let r = Reprow::start(&cfg);
     let api = Api::new(r.api_addr());
-    eprintln!("RssAnon at start {}", mib(rss_anon(r.pid().as_raw())));
+    eprintln!(
+        "RssAnon at start {}",
+        mib(rss_anon(r.pid().as_raw()).unwrap())
+    );
     (r, api)
 }
 
@@ -86,20 +89,28 @@ fn fill(api: &Api) -> Vec<u64> {
     ids
 }
 
-fn rss_anon(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+/// reprow's `RssAnon`, or `None` once it has ended.
+fn rss_anon(pid: i32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let kib: u64 = status
         .lines()
         .find_map(|l| l.strip_prefix("RssAnon:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("RssAnon in /proc/PID/status");
-    kib * 1024
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())?;
+    Some(kib * 1024)
 }
 
-/// Runs `work` while sampling reprow's `RssAnon` every millisecond: (baseline, peak, result).
-fn peak_anon<T>(r: &Reprow, work: impl FnOnce() -> T) -> (u64, u64, T) {
+/// What [`peak_anon`] saw of reprow's anonymous memory.
+struct Anon {
+    base: u64,
+    peak: u64,
+    /// reprow ended while the work ran (killed for its memory, on the old code).
+    ended: bool,
+}
+
+/// Runs `work` while sampling reprow's `RssAnon` every millisecond.
+fn peak_anon<T>(r: &Reprow, work: impl FnOnce() -> T) -> (Anon, T) {
     let pid = r.pid().as_raw();
-    let base = rss_anon(pid);
+    let base = rss_anon(pid).expect("reprow runs");
     let stop = Arc::new(AtomicBool::new(false));
     let peak = Arc::new(AtomicU64::new(base));
     let sampler = {
@@ -107,7 +118,8 @@ fn peak_anon<T>(r: &Reprow, work: impl FnOnce() -> T) -> (u64, u64, T) {
         std::thread::spawn(move || {
             let deadline = Instant::now() + Duration::from_secs(300);
             while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-                peak.fetch_max(rss_anon(pid), Ordering::Relaxed);
+                let Some(now) = rss_anon(pid) else { break };
+                peak.fetch_max(now, Ordering::Relaxed);
                 std::thread::sleep(Duration::from_millis(1));
             }
         })
@@ -117,12 +129,19 @@ fn peak_anon<T>(r: &Reprow, work: impl FnOnce() -> T) -> (u64, u64, T) {
     std::thread::sleep(Duration::from_millis(50));
     stop.store(true, Ordering::Relaxed);
     sampler.join().unwrap();
-    peak.fetch_max(rss_anon(pid), Ordering::Relaxed);
-    (base, peak.load(Ordering::Relaxed), out)
+    let last = rss_anon(pid);
+    peak.fetch_max(last.unwrap_or(0), Ordering::Relaxed);
+    let anon = Anon {
+        base,
+        peak: peak.load(Ordering::Relaxed),
+        ended: last.is_none(),
+    };
+    (anon, out)
 }
 
-/// GETs every path at once, one connection each: the answers in the same order.
-fn concurrently(api: &Api, paths: &[&str]) -> Vec<HttpReply> {
+/// GETs every path at once, one connection each: the answers in the same order (`None` for
+/// a request that got no answer).
+fn concurrently(api: &Api, paths: &[&str]) -> Vec<Option<HttpReply>> {
     let threads: Vec<_> = paths
         .iter()
         .map(|p| {
@@ -130,23 +149,32 @@ fn concurrently(api: &Api, paths: &[&str]) -> Vec<HttpReply> {
             std::thread::spawn(move || api.get(&p))
         })
         .collect();
-    threads.into_iter().map(|t| t.join().unwrap()).collect()
+    threads.into_iter().map(|t| t.join().ok()).collect()
 }
 
 fn mib(b: u64) -> String {
     format!("{:.1} MiB", b as f64 / MIB as f64)
 }
 
-/// Checks the memory bound and says what was measured.
-fn assert_bounded(what: &str, base: u64, peak: u64) {
-    eprintln!("{what}: RssAnon {} before, peak {}", mib(base), mib(peak));
-    assert!(
-        peak < MAX_ANON,
-        "{what}: reprow's anonymous memory peaked at {} (from {}), over {}",
-        mib(peak),
-        mib(base),
-        mib(MAX_ANON)
+/// Checks the memory bound and says what was measured; the answers, each there.
+fn assert_bounded(what: &str, a: &Anon, answers: Vec<Option<HttpReply>>) -> Vec<HttpReply> {
+    eprintln!(
+        "{what}: RssAnon {} before, peak {}",
+        mib(a.base),
+        mib(a.peak)
     );
+    assert!(
+        !a.ended && a.peak < MAX_ANON,
+        "{what}: reprow's anonymous memory peaked at {} (from {}), over {}{}",
+        mib(a.peak),
+        mib(a.base),
+        mib(MAX_ANON),
+        if a.ended { ", and reprow ended" } else { "" }
+    );
+    answers
+        .into_iter()
+        .map(|a| a.unwrap_or_else(|| panic!("{what}: a request got no answer")))
+        .collect()
 }
 
 /// A listed job or failed entry shows job `n`'s payload as a preview with its length.
@@ -167,8 +195,8 @@ fn four_waiting_listings_of_400_jobs_of_1_mib_stay_under_100_mib() {
     let (r, api) = start(dir.path());
     let ids = fill(&api);
     let path = "/queue/big/waiting?limit=1000";
-    let (base, peak, answers) = peak_anon(&r, || concurrently(&api, &[path; 4]));
-    assert_bounded("4 x waiting?limit=1000", base, peak);
+    let (anon, answers) = peak_anon(&r, || concurrently(&api, &[path; 4]));
+    let answers = assert_bounded("4 x waiting?limit=1000", &anon, answers);
     for a in &answers {
         assert_eq!(a.status, 200);
         assert!(a.body.len() < 2 * MIB as usize, "{} bytes", a.body.len());
@@ -186,8 +214,8 @@ fn four_waiting_listings_of_400_jobs_of_1_mib_stay_under_100_mib() {
 
     // Whole payloads: the page ends at 4 MiB with a cursor, and the next page goes on.
     let full = "/queue/big/waiting?limit=1000&payload=full&order=asc";
-    let (base, peak, answers) = peak_anon(&r, || concurrently(&api, &[full; 4]));
-    assert_bounded("4 x waiting?limit=1000&payload=full", base, peak);
+    let (anon, answers) = peak_anon(&r, || concurrently(&api, &[full; 4]));
+    let answers = assert_bounded("4 x waiting?limit=1000&payload=full", &anon, answers);
     let page = answers[0].json();
     let jobs = page["jobs"].as_array().unwrap();
     assert_eq!(
@@ -237,10 +265,10 @@ fn four_waiting_listings_of_400_jobs_of_1_mib_stay_under_100_mib() {
     assert!(r.stop().0.success());
 }
 
-/// Pulls every job of `big`, `batch` at a time; their ids. Each batch holds at most 4 MiB of
-/// payloads.
-fn pull_all(api: &Api, batch: usize) -> Vec<u64> {
-    let mut ids = Vec::new();
+/// Pulls every job of `big`, `batch` at a time: their ids, and the most jobs and bytes one
+/// batch brought.
+fn pull_all(api: &Api, batch: usize) -> (Vec<u64>, usize, usize) {
+    let (mut ids, mut most, mut bytes) = (Vec::new(), 0, 0);
     for _ in 0..JOBS {
         if ids.len() == JOBS {
             break;
@@ -253,17 +281,12 @@ fn pull_all(api: &Api, batch: usize) -> Vec<u64> {
             .split(',')
             .map(|i| i.parse().unwrap())
             .collect();
-        assert!(
-            got.len() <= 4 && r.body.len() <= 4 * MIB as usize + 16,
-            "a batch of {} jobs, {} bytes",
-            got.len(),
-            r.body.len()
-        );
         assert_eq!(r.json().as_array().unwrap().len(), got.len());
+        (most, bytes) = (most.max(got.len()), bytes.max(r.body.len()));
         ids.extend(got);
     }
     assert_eq!(ids.len(), JOBS);
-    ids
+    (ids, most, bytes)
 }
 
 #[test]
@@ -272,9 +295,7 @@ fn grabbed_and_inflight_listings_of_400_jobs_of_1_mib_stay_under_100_mib() {
     let dir = tempfile::tempdir().unwrap();
     let (r, api) = start(dir.path());
     fill(&api);
-    // A worker asking for 1000 jobs of 1 MiB gets 4 MiB of them a batch.
-    let (base, peak, _) = peak_anon(&r, || pull_all(&api, 1000));
-    assert_bounded("pulling 400 x 1 MiB with batch_size=1000", base, peak);
+    pull_all(&api, 4);
 
     let paths = [
         "/queue/big/grabbed?limit=1000",
@@ -286,12 +307,9 @@ fn grabbed_and_inflight_listings_of_400_jobs_of_1_mib_stay_under_100_mib() {
         "/inflight?limit=1000",
         "/inflight?limit=1000",
     ];
-    let (base, peak, answers) = peak_anon(&r, || concurrently(&api, &paths));
-    assert_bounded(
-        "4 x grabbed?limit=1000 and 4 x inflight?limit=1000",
-        base,
-        peak,
-    );
+    let (anon, answers) = peak_anon(&r, || concurrently(&api, &paths));
+    let what = "4 x grabbed?limit=1000 and 4 x inflight?limit=1000";
+    let answers = assert_bounded(what, &anon, answers);
     for a in &answers {
         assert_eq!(a.status, 200);
         let v = a.json();
@@ -315,8 +333,13 @@ fn failed_listings_and_status_of_400_failures_of_1_mib_stay_under_100_mib() {
     let dir = tempfile::tempdir().unwrap();
     let (r, api) = start(dir.path());
     fill(&api);
-    // Pulled four at a time and reported failed: with max_retries 0, each goes to the log.
-    for id in pull_all(&api, 4) {
+    // A worker asking for 1000 jobs of 1 MiB gets 4 MiB of them a batch.
+    let (anon, (ids, most, bytes)) = peak_anon(&r, || pull_all(&api, 1000));
+    assert_bounded("pulling 400 x 1 MiB with batch_size=1000", &anon, vec![]);
+    assert_eq!(most, 4, "a batch holds 4 MiB of payloads");
+    assert!(bytes <= 4 * MIB as usize + 16, "a batch of {bytes} bytes");
+    // Reported failed: with max_retries 0, each goes to the log.
+    for id in ids {
         assert_eq!(api.put(&format!("/q/big?id={id}"), "").status, 204);
     }
     let failed = api.wait_json("/queue/big/stats", |v| v["failed"] == JOBS);
@@ -332,8 +355,8 @@ fn failed_listings_and_status_of_400_failures_of_1_mib_stay_under_100_mib() {
         "/status",
         "/status",
     ];
-    let (base, peak, answers) = peak_anon(&r, || concurrently(&api, &paths));
-    assert_bounded("4 x failed?limit=1000 and 4 x /status", base, peak);
+    let (anon, answers) = peak_anon(&r, || concurrently(&api, &paths));
+    let answers = assert_bounded("4 x failed?limit=1000 and 4 x /status", &anon, answers);
     for a in &answers[..4] {
         assert_eq!(a.status, 200);
         let v = a.json();
@@ -363,5 +386,45 @@ fn failed_listings_and_status_of_400_failures_of_1_mib_stay_under_100_mib() {
     ));
     assert_eq!(one.json()["payload_truncated"], false);
     assert_eq!(one.json()["payload"]["blob"].as_str().unwrap().len(), BLOB);
+    assert!(r.stop().0.success());
+}
+
+/// With more failing queues than `/status` shows, it gives the newest 50 entries of all of
+/// them, newest first, each with its queue; the dashboard polls `/status`, `/queues/stats` and
+/// `/inflight` (without payloads) and nothing per queue.
+#[test]
+fn status_has_the_newest_failed_entries_of_all_queues_and_the_dashboard_polls_a_fixed_few() {
+    let dir = tempfile::tempdir().unwrap();
+    let (r, api) = start(dir.path());
+    for i in 0..60 {
+        let q = format!("f{i:02}");
+        let def = api.put(&format!("/queue/{q}"), r#"{"mode":"pull","max_retries":0}"#);
+        assert_eq!(def.status, 200, "{}", def.text());
+        assert_eq!(
+            api.post(&format!("/q/{q}"), &format!("{{\"i\":{i}}}"))
+                .status,
+            201
+        );
+        let job = api.get(&format!("/q/{q}"));
+        let id = job.header("X-Reprow-Job-Id").unwrap().to_string();
+        assert_eq!(api.put(&format!("/q/{q}?id={id}"), "").status, 204);
+    }
+    let status = api.get("/status").json();
+    assert_eq!(status["failed_entries"], 60);
+    let newest = status["failed_jobs"].as_array().unwrap();
+    assert_eq!(newest.len(), 50);
+    for (n, f) in newest.iter().enumerate() {
+        let i = 59 - n;
+        assert_eq!(f["queue_name"], format!("f{i:02}"), "{f}");
+        assert_eq!(f["payload"], serde_json::json!({ "i": i }));
+        assert_eq!(f["payload_truncated"], false);
+    }
+    let page = api.get("/").text();
+    assert!(page.contains("api(\"GET\", \"/status\")"));
+    assert!(page.contains("/inflight?limit=200&payload=none"));
+    assert!(
+        !page.contains("/failed?"),
+        "the page must not fetch a failed list per queue"
+    );
     assert!(r.stop().0.success());
 }

@@ -443,3 +443,41 @@ fn walk<'t>(
         Box::new(db.range(rtxn, &range).map_err(db_err)?)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fill(limit: usize, costs: &[usize]) -> (Vec<usize>, Option<usize>, usize) {
+        let mut page = Page::new(limit);
+        let mut offered = 0;
+        for (i, c) in costs.iter().enumerate() {
+            offered += 1;
+            if !page.add(*c, |c| *c, i) {
+                break;
+            }
+        }
+        let (items, next) = page.end();
+        (items, next, offered)
+    }
+
+    #[test]
+    fn a_page_ends_at_its_limit_with_a_cursor_after_the_last_item() {
+        assert_eq!(fill(2, &[1, 1, 1]), (vec![1, 1], Some(1), 2));
+        // Fewer items than the limit: no cursor.
+        assert_eq!(fill(3, &[1, 1]), (vec![1, 1], None, 2));
+        assert_eq!(fill(1, &[5]), (vec![5], Some(0), 1));
+    }
+
+    #[test]
+    fn a_page_ends_before_the_item_that_would_pass_the_byte_cap() {
+        let m = LIST_MAX_BYTES;
+        // Exactly the cap fits; one byte more does not, and the cursor is the last item taken.
+        assert_eq!(fill(10, &[m - 1, 1, 1]), (vec![m - 1, 1], Some(1), 3));
+        assert_eq!(fill(10, &[m / 2, m / 2 + 1, 1]), (vec![m / 2], Some(0), 2));
+        // One item bigger than the cap is still taken, alone.
+        assert_eq!(fill(10, &[m + 1, 1]), (vec![m + 1], Some(0), 2));
+        assert_eq!(fill(10, &[m + 1]), (vec![m + 1], None, 1));
+        assert_eq!(fill(10, &[usize::MAX, usize::MAX]), (vec![usize::MAX], Some(0), 2));
+    }
+}

@@ -478,6 +478,9 @@ mod tests {
         // One item bigger than the cap is still taken, alone.
         assert_eq!(fill(10, &[m + 1, 1]), (vec![m + 1], Some(0), 2));
         assert_eq!(fill(10, &[m + 1]), (vec![m + 1], None, 1));
-        assert_eq!(fill(10, &[usize::MAX, usize::MAX]), (vec![usize::MAX], Some(0), 2));
+        assert_eq!(
+            fill(10, &[usize::MAX, usize::MAX]),
+            (vec![usize::MAX], Some(0), 2)
+        );
     }
 }

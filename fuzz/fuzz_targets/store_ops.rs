@@ -23,8 +23,8 @@ use libfuzzer_sys::{arbitrary::Unstructured, fuzz_target};
 use reprow::store::{
     engine::Engine,
     queue::{QueueDef, QueueMode},
-    Clock, Destination, JobList, NewJob, Op, Options, PayloadMode, Query, Reply, Settlement, StoreError,
-    StoreErrorKind, MAX_TIME_MS,
+    Clock, Destination, JobList, NewJob, Op, Options, PayloadMode, Query, Reply, Settlement,
+    StoreError, StoreErrorKind, MAX_TIME_MS,
 };
 
 const QUEUES: [&str; 2] = ["pull", "push"];

@@ -188,6 +188,25 @@ fn job_lists_show_previews_and_end_before_the_job_past_the_byte_cap() {
     let (page, next) = jobs(&mut e, JobList::Grabbed, 1000, next, PayloadMode::Preview);
     assert_eq!((ids(&page), next), (vec![c, d, small], None));
     assert!(page.iter().all(|j| j.status == "grabbed"));
+    let newest = |e: &mut Engine, cursor| {
+        let q = Query::Jobs {
+            queue: Q.into(),
+            list: JobList::Grabbed,
+            limit: 2,
+            cursor,
+            desc: true,
+            payload: PayloadMode::None,
+        };
+        match e.query(q) {
+            Ok(Reply::Jobs(j, next)) => (ids(&j), next),
+            r => panic!("{r:?}"),
+        }
+    };
+    let (first, next) = newest(&mut e, None);
+    assert_eq!(first, [small, d]);
+    let (second, next) = newest(&mut e, next);
+    assert_eq!(second, [c, b]);
+    assert_eq!(newest(&mut e, next).0, [a]);
 
     let inflight = |e: &mut Engine, payload| match e.query(Query::InFlight {
         limit: 1000,

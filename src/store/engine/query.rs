@@ -115,21 +115,19 @@ impl Engine {
                 let limit = limit.clamp(1, 1000);
                 let mut page = Page::new(limit);
                 if list == JobList::Grabbed {
-                    let mut ids: Vec<u64> = self
-                        .leases
-                        .iter()
-                        .filter(|(_, l)| l.qid == qid)
-                        .map(|(id, _)| *id)
-                        .collect();
-                    ids.sort_unstable();
-                    if desc {
-                        ids.reverse();
-                    }
+                    // The page's ids among the queue's leases, without sorting them all.
                     let after = cursor.and_then(|c| c.try_into().ok().map(u64::from_be_bytes));
-                    for id in ids
-                        .into_iter()
-                        .filter(|id| after.is_none_or(|a| if desc { *id < a } else { *id > a }))
-                    {
+                    let leased = self.leases.iter().filter(|(_, l)| l.qid == qid);
+                    let ids: Vec<u64> = if desc {
+                        let ids = leased
+                            .map(|(id, _)| std::cmp::Reverse(*id))
+                            .filter(|id| after.is_none_or(|a| id.0 < a));
+                        smallest(ids, limit).into_iter().map(|id| id.0).collect()
+                    } else {
+                        let ids = leased.map(|(id, _)| *id);
+                        smallest(ids.filter(|id| after.is_none_or(|a| *id > a)), limit)
+                    };
+                    for id in ids {
                         if let Some(v) = self.listed(&rtxn, id, true, payload)? {
                             if !page.add(v, job_cost, id.to_be_bytes().to_vec()) {
                                 break;
@@ -239,14 +237,10 @@ impl Engine {
                 }
             }
             Query::InFlight { limit, payload } => {
-                let mut leased: Vec<(u64, u64)> = self
-                    .leases
-                    .iter()
-                    .map(|(id, l)| (l.since_ms, *id))
-                    .collect();
-                leased.sort_unstable();
-                let mut page = Page::new(limit.clamp(1, 1000));
-                for (_, id) in leased {
+                let limit = limit.clamp(1, 1000);
+                let leased = self.leases.iter().map(|(id, l)| (l.since_ms, *id));
+                let mut page = Page::new(limit);
+                for (_, id) in smallest(leased, limit) {
                     if let Some(v) = self.listed(&rtxn, id, true, payload)? {
                         if !page.add(v, job_cost, ()) {
                             break;
@@ -358,6 +352,19 @@ fn failed_listed(
     ))
 }
 
+/// The `k` smallest items, ascending: O(n log k) time and O(k) memory, where sorting all n
+/// leases (pull workers may hold millions) for each poll of a page would take O(n).
+fn smallest<T: Ord>(items: impl Iterator<Item = T>, k: usize) -> Vec<T> {
+    let mut heap = std::collections::BinaryHeap::with_capacity(k.saturating_add(1));
+    for item in items {
+        heap.push(item);
+        if heap.len() > k {
+            heap.pop();
+        }
+    }
+    heap.into_sorted_vec()
+}
+
 /// What a job costs a page: the payload shown, its text fields and the rest's allowance.
 fn job_cost(v: &JobView) -> usize {
     v.payload.shown_len() + v.queue_name.len() + v.category.len() + v.url.len() + JOB_OVERHEAD_BYTES
@@ -459,6 +466,14 @@ mod tests {
         }
         let (items, next) = page.end();
         (items, next, offered)
+    }
+
+    #[test]
+    fn the_smallest_items_come_ascending() {
+        assert_eq!(smallest([5, 1, 4, 2, 3].into_iter(), 3), [1, 2, 3]);
+        assert_eq!(smallest([2, 1].into_iter(), 5), [1, 2]);
+        assert_eq!(smallest([2, 1].into_iter(), 0), Vec::<i32>::new());
+        assert_eq!(smallest((0..1000).rev(), 2), [0, 1]);
     }
 
     #[test]

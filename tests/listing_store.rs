@@ -15,6 +15,8 @@ use reprow::store::{
 const MIB: usize = 1 << 20;
 /// The queue's name, and its jobs' category: two bytes each in a job's cost.
 const Q: &str = "pq";
+/// The queue's worker URL, shown with each of its jobs (a pull queue does not use it).
+const URL: &str = "http://127.0.0.1:9/w";
 
 fn options(dir: &std::path::Path) -> Options {
     let queues = [Q, "a", "b", "c"]
@@ -23,6 +25,7 @@ fn options(dir: &std::path::Path) -> Options {
             let mut q = QueueDef::named(n);
             q.mode = QueueMode::Pull;
             q.max_retries = 0;
+            q.url = (*n == Q).then(|| URL.into());
             q
         })
         .collect();
@@ -130,12 +133,13 @@ fn failed(e: &mut Engine, payload: PayloadMode) -> (Vec<FailedView>, Option<u64>
 fn job_lists_show_previews_and_end_before_the_job_past_the_byte_cap() {
     let dir = tempfile::tempdir().unwrap();
     let mut e = Engine::open(options(dir.path()), None).unwrap();
-    // Two jobs that fill a page to the byte with their fields, then one of 1 byte more.
-    let fill = LIST_MAX_BYTES / 2 - JOB_OVERHEAD_BYTES - 2 * Q.len();
+    // Two jobs that fill a page to the byte with their fields (a, b), then two that pass it
+    // by one byte (c, d).
+    let fill = LIST_MAX_BYTES / 2 - JOB_OVERHEAD_BYTES - 2 * Q.len() - URL.len();
     let a = push(&mut e, Q, payload(fill, b'a'), 0);
     let b = push(&mut e, Q, payload(fill, b'b'), 0);
     let c = push(&mut e, Q, payload(fill + 1, b'c'), 0);
-    let d = push(&mut e, Q, payload(2 * MIB, b'd'), 0);
+    let d = push(&mut e, Q, payload(fill, b'd'), 0);
     let small = push(&mut e, Q, Bytes::from_static(b"{\"k\": [1, 2]}"), 0);
 
     let (page, next) = jobs(&mut e, JobList::Waiting, 1000, None, PayloadMode::Preview);
@@ -158,7 +162,8 @@ fn job_lists_show_previews_and_end_before_the_job_past_the_byte_cap() {
     assert!(page.iter().all(|j| !j.payload.truncated()));
     assert_eq!(page[1].payload.shown_len(), fill);
     let (page, next) = jobs(&mut e, JobList::Waiting, 1000, next, PayloadMode::Full);
-    assert_eq!(ids(&page), [c], "c and d pass 4 MiB");
+    assert_eq!(ids(&page), [c], "c and d pass 4 MiB by one byte");
+    assert_eq!(page[0].url, URL);
     let (page, next) = jobs(&mut e, JobList::Waiting, 1000, next, PayloadMode::Full);
     assert_eq!((ids(&page), next), (vec![d, small], None));
 
@@ -180,7 +185,7 @@ fn job_lists_show_previews_and_end_before_the_job_past_the_byte_cap() {
 
     // Grabbed jobs too; a batch pull stops before the payload that would pass 4 MiB.
     assert_eq!(pull(&mut e, Q, 1000), [a, b], "a and b are the cap's worth");
-    // The pull counts payloads only: c, d and small make 4 MiB less 246 bytes.
+    // The pull counts payloads only: c, d and small make less than 4 MiB.
     assert_eq!(pull(&mut e, Q, 1000), [c, d, small]);
     let (page, next) = jobs(&mut e, JobList::Grabbed, 1000, None, PayloadMode::Full);
     assert_eq!(ids(&page), [a, b]);
@@ -218,7 +223,7 @@ fn job_lists_show_previews_and_end_before_the_job_past_the_byte_cap() {
     assert_eq!(ids(&inflight(&mut e, PayloadMode::Full)), [a, b]);
     let all = inflight(&mut e, PayloadMode::Preview);
     assert_eq!(ids(&all), [a, b, c, d, small]);
-    assert_eq!(all[3].payload.len(), 2 * MIB);
+    assert_eq!(all[3].payload.len(), fill);
 
     // One job's whole payload.
     match e.query(Query::Job {
@@ -226,7 +231,7 @@ fn job_lists_show_previews_and_end_before_the_job_past_the_byte_cap() {
         id: d,
     }) {
         Ok(Reply::Job(j)) => {
-            assert_eq!(j.payload.shown_len(), 2 * MIB);
+            assert_eq!(j.payload.shown_len(), fill);
             assert!(!j.payload.truncated());
         }
         r => panic!("{r:?}"),

@@ -242,26 +242,28 @@ fn job_lists_show_previews_and_end_before_the_job_past_the_byte_cap() {
 fn the_failed_log_shows_previews_and_ends_at_the_byte_cap() {
     let dir = tempfile::tempdir().unwrap();
     let mut e = Engine::open(options(dir.path()), None).unwrap();
-    for n in 0..4u8 {
-        push(&mut e, Q, payload(MIB + 1, b'0' + n), 0);
+    for n in 0..5u8 {
+        push(&mut e, Q, payload(MIB, b'0' + n), 0);
     }
+    // A batch pull takes payloads up to 4 MiB to the byte.
     let mut pulled = pull(&mut e, Q, 10);
+    assert_eq!(pulled.len(), 4, "{pulled:?}");
     pulled.extend(pull(&mut e, Q, 10));
-    assert_eq!(pulled.len(), 4, "three, then one: {pulled:?}");
+    assert_eq!(pulled.len(), 5, "{pulled:?}");
     for id in &pulled {
         fail(&mut e, Q, *id);
     }
     let (page, next) = failed(&mut e, PayloadMode::Preview);
-    assert_eq!(page.len(), 4);
+    assert_eq!(page.len(), 5);
     assert_eq!(next, None);
     assert!(page.iter().all(|f| f.payload.truncated()));
-    assert_eq!(page[0].payload.len(), MIB + 1);
+    assert_eq!(page[0].payload.len(), MIB);
     assert_eq!(page[0].payload.shown_len(), PREVIEW_BYTES);
     assert_eq!(page[3].job_id, pulled[3]);
     let (full, next) = failed(&mut e, PayloadMode::Full);
     assert_eq!(full.len(), 3);
     assert_eq!(next, Some(full[2].id));
-    assert_eq!(full[0].payload.shown_len(), MIB + 1);
+    assert_eq!(full[0].payload.shown_len(), MIB);
     let (none, _) = failed(&mut e, PayloadMode::None);
     assert_eq!(none[0].payload.to_value(), serde_json::Value::Null);
 }

@@ -13,8 +13,8 @@ use reprow::store::{
 };
 
 const MIB: usize = 1 << 20;
-/// The queue's name, and its jobs' category: two bytes each in a job's cost.
-const Q: &str = "pq";
+/// The queue's name, and its jobs' category: three bytes each in a job's cost.
+const Q: &str = "big";
 /// The queue's worker URL, shown with each of its jobs (a pull queue does not use it).
 const URL: &str = "http://127.0.0.1:9/w";
 

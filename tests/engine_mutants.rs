@@ -17,7 +17,7 @@ use bytes::Bytes;
 use reprow::store::{
     engine::{self, Clock, Defaults, Engine},
     queue::{QueueDef, QueueMode},
-    Destination, NewJob, Op, Options, Query, Reply, StoreError, StoreErrorKind,
+    Destination, NewJob, Op, Options, PayloadMode, Query, Reply, StoreError, StoreErrorKind,
 };
 
 fn options(dir: &std::path::Path) -> Options {
@@ -456,6 +456,7 @@ fn page(
         limit,
         cursor,
         desc,
+        payload: PayloadMode::Full,
     }) {
         Ok(Reply::Jobs(v, next)) => (v.iter().map(|j| j.id).collect(), next),
         r => panic!("{r:?}"),
@@ -473,6 +474,7 @@ fn failed_page(
         limit,
         cursor,
         desc,
+        payload: PayloadMode::Full,
     }) {
         Ok(Reply::FailedPage(v, next)) => (v.iter().map(|f| f.id).collect(), next),
         r => panic!("{r:?}"),
@@ -586,7 +588,10 @@ fn every_list_pages_through_once_in_order() {
     assert_eq!(failed_page(&mut e, 0, None, false).0.len(), 1);
 
     // The in-flight board: oldest lease first, at most `limit`.
-    match e.query(Query::InFlight { limit: 2 }) {
+    match e.query(Query::InFlight {
+        limit: 2,
+        payload: PayloadMode::Full,
+    }) {
         Ok(Reply::Jobs(v, _)) => {
             assert_eq!(v.iter().map(|j| j.id).collect::<Vec<_>>(), leased[..2])
         }
@@ -758,6 +763,7 @@ fn the_concurrency_cap_counts_pushed_jobs_only() {
         limit: 10,
         cursor: None,
         desc: false,
+        payload: PayloadMode::Full,
     }) {
         Ok(Reply::Jobs(v, _)) => v[0].id,
         r => panic!("{r:?}"),
@@ -936,6 +942,7 @@ fn a_job_is_found_in_its_own_queue_only() {
         limit: 1,
         cursor: None,
         desc: false,
+        payload: PayloadMode::Full,
     }) {
         Ok(Reply::Jobs(v, _)) => v[0].id,
         r => panic!("{r:?}"),

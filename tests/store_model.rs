@@ -23,8 +23,8 @@ use reprow::{
     store::{
         engine::Engine,
         queue::{QueueDef, QueueMode},
-        Clock, Destination, Dispatch, JobList, JobView, NewJob, Op, Options, Query, Reply,
-        Settlement, StoreError, StoreErrorKind,
+        Clock, Destination, Dispatch, JobList, JobView, NewJob, Op, Options, PayloadMode, Query,
+        Reply, Settlement, StoreError, StoreErrorKind,
     },
 };
 
@@ -449,7 +449,13 @@ fn rfc3339(ms: u64) -> String {
 
 /// A job's view agrees with the model's job.
 fn check_view(v: &JobView, j: &MJob, c: QCfg, what: &str) -> Result<(), TestCaseError> {
-    prop_assert_eq!(&v.payload, &shown(&j.payload), "{} {} payload", what, v.id);
+    prop_assert_eq!(
+        &v.payload.to_value(),
+        &shown(&j.payload),
+        "{} {} payload",
+        what,
+        v.id
+    );
     prop_assert_eq!(v.fail_count, j.attempts, "{} {} fail_count", what, v.id);
     prop_assert_eq!(
         v.max_retries,
@@ -959,6 +965,7 @@ fn jobs(h: &mut Harness, queue: &str, list: JobList) -> Result<Vec<JobView>, Tes
         limit: 1000,
         cursor: None,
         desc: false,
+        payload: PayloadMode::Full,
     }) {
         Ok(Reply::Jobs(v, _)) => Ok(v),
         r => Err(TestCaseError::fail(format!("jobs: {r:?}"))),
@@ -1085,6 +1092,7 @@ fn check(h: &mut Harness, m: &Model, i: usize) -> Result<(), TestCaseError> {
             limit: 1000,
             cursor: None,
             desc: false,
+            payload: PayloadMode::Full,
         }) else {
             return Err(TestCaseError::fail("failed log"));
         };
@@ -1094,7 +1102,7 @@ fn check(h: &mut Harness, m: &Model, i: usize) -> Result<(), TestCaseError> {
         for (v, (_, f)) in page.iter().zip(&failed) {
             prop_assert_eq!(v.job_id, f.id, "step {} failed job id", i);
             prop_assert_eq!(
-                &v.payload,
+                &v.payload.to_value(),
                 &shown(&f.job.payload),
                 "step {} failed payload",
                 i

@@ -23,8 +23,8 @@ use libfuzzer_sys::{arbitrary::Unstructured, fuzz_target};
 use reprow::store::{
     engine::Engine,
     queue::{QueueDef, QueueMode},
-    Clock, Destination, JobList, NewJob, Op, Options, Query, Reply, Settlement, StoreError,
-    StoreErrorKind, MAX_TIME_MS,
+    Clock, Destination, JobList, NewJob, Op, Options, PayloadMode, Query, Reply, Settlement,
+    StoreError, StoreErrorKind, MAX_TIME_MS,
 };
 
 const QUEUES: [&str; 2] = ["pull", "push"];
@@ -98,6 +98,7 @@ fn list(e: &mut Engine, queue: &str, which: JobList) -> Vec<u64> {
         limit: 1000,
         cursor: None,
         desc: false,
+        payload: PayloadMode::Full,
     }) {
         Ok(Reply::Jobs(jobs, _)) => jobs
             .iter()
@@ -141,6 +142,7 @@ fn check_invariants(e: &mut Engine) {
             limit: 1000,
             cursor: None,
             desc: true,
+            payload: PayloadMode::Full,
         }) {
             for f in f {
                 check_time(&f.failed_at);
@@ -333,7 +335,10 @@ fn run(data: &[u8]) {
                 }) {
                     check_time(&j.next_try);
                 }
-                let _ = e.query(Query::InFlight { limit: 100 });
+                let _ = e.query(Query::InFlight {
+                    limit: 100,
+                    payload: PayloadMode::Full,
+                });
                 if u.arbitrary().unwrap_or(false) {
                     let _ = one(&mut e, Op::RetryFailed { queue, id: 1 });
                 }

@@ -8,7 +8,7 @@
 
 use base64::Engine as _;
 use bytes::Bytes;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, value::RawValue, Value};
 
 use super::{
@@ -19,7 +19,10 @@ use super::{
 };
 use crate::{
     http::request::Request,
-    store::{queue::QueueDef, Destination, JobList, JobView, NewJob, Op, Query, MAX_DELAY_SECS},
+    store::{
+        payload::ShownPayload, queue::QueueDef, Destination, JobList, JobView, NewJob, Op,
+        PayloadMode, Query, MAX_DELAY_SECS,
+    },
 };
 
 /// fireworq's job body.
@@ -108,7 +111,7 @@ pub(super) async fn enqueue(ctx: &Ctx, req: &Request, category: &str, batch: boo
         jobs.push(job);
     }
     let views = ask(ctx, Op::Enqueue(jobs), kind::enqueued).await?;
-    let out: Vec<Value> = views
+    let out: Vec<Enqueued> = views
         .iter()
         .zip(run_after)
         .map(|(v, ra)| enqueued_json(v, ra))
@@ -146,19 +149,32 @@ fn error_text(r: &Response) -> String {
         .unwrap_or_default()
 }
 
-/// fireworq's answer to `POST /job/{category}`.
-fn enqueued_json(v: &JobView, run_after: u64) -> Value {
-    json!({
-        "id": v.id,
-        "queue_name": v.queue_name,
-        "category": v.category,
-        "url": v.url,
-        "payload": v.payload,
-        "run_after": run_after,
-        "timeout": v.timeout,
-        "retry_delay": v.retry_delay,
-        "max_retries": v.max_retries,
-    })
+/// fireworq's answer to `POST /job/{category}`: the payload is written as stored.
+#[derive(Serialize)]
+struct Enqueued<'a> {
+    id: u64,
+    queue_name: &'a str,
+    category: &'a str,
+    url: &'a str,
+    payload: ShownPayload<'a>,
+    run_after: u64,
+    timeout: u64,
+    retry_delay: u64,
+    max_retries: u32,
+}
+
+fn enqueued_json(v: &JobView, run_after: u64) -> Enqueued<'_> {
+    Enqueued {
+        id: v.id,
+        queue_name: &v.queue_name,
+        category: &v.category,
+        url: &v.url,
+        payload: v.payload.value(),
+        run_after,
+        timeout: v.timeout,
+        retry_delay: v.retry_delay,
+        max_retries: v.max_retries,
+    }
 }
 
 /// `GET /queues`: every queue's definition.
@@ -211,7 +227,14 @@ pub(super) async fn queue_delete(ctx: &Ctx, name: &str) -> Res {
     Ok(Response::json(200, &def))
 }
 
-/// `GET /queue/{name}/{grabbed|waiting|deferred}?limit=&cursor=&order=`: a page of jobs. The
+/// `?payload=`: how much of each payload a listing shows (400 for another value).
+pub(super) fn payload_mode(q: &Params) -> Result<PayloadMode, Response> {
+    PayloadMode::parse(q.get("payload")).map_err(|e| Response::error(400, &e))
+}
+
+/// `GET /queue/{name}/{grabbed|waiting|deferred}?limit=&cursor=&order=&payload=`: a page of
+/// jobs, each payload cut to a preview unless `payload=full` (or left out with `none`); the page
+/// ends early, with a cursor, at [`LIST_MAX_BYTES`](crate::store::payload::LIST_MAX_BYTES). The
 /// cursor is the store's, base64url without padding.
 pub(super) async fn queue_jobs(ctx: &Ctx, name: &str, list: &str, q: &Params) -> Res {
     let list = match list {
@@ -233,14 +256,20 @@ pub(super) async fn queue_jobs(ctx: &Ctx, name: &str, list: &str, q: &Params) ->
         limit: q.num("limit", 100, 1, 1000)? as usize,
         cursor,
         desc: q.order()?,
+        payload: payload_mode(q)?,
     };
     let (jobs, next) = ask(ctx, Op::Query(op), kind::jobs).await?;
+    #[derive(Serialize)]
+    struct Page<'a> {
+        jobs: Vec<Listed<'a>>,
+        next_cursor: Option<String>,
+    }
     Ok(Response::json(
         200,
-        &json!({
-            "jobs": with_last_error(ctx, &jobs),
-            "next_cursor": next.map(|c| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(c)),
-        }),
+        &Page {
+            jobs: with_last_error(ctx, &jobs),
+            next_cursor: next.map(|c| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(c)),
+        },
     ))
 }
 
@@ -255,7 +284,7 @@ pub(super) async fn queue_stats(ctx: &Ctx, name: &str) -> Res {
     Ok(Response::json(200, &s))
 }
 
-/// `GET /queue/{name}/job/{id}`.
+/// `GET /queue/{name}/job/{id}`: the job with its whole payload (listings show previews).
 pub(super) async fn job_get(ctx: &Ctx, name: &str, id: &str) -> Res {
     let id = parse_id(id)?;
     let j = ask(ctx, job_query(name, id), kind::job).await?;
@@ -288,8 +317,8 @@ fn job_query(queue: &str, id: u64) -> Op {
     })
 }
 
-/// `GET /queue/{name}/failed?limit=&cursor=&order=`: a page of failed entries; the cursor is
-/// an entry id.
+/// `GET /queue/{name}/failed?limit=&cursor=&order=&payload=`: a page of failed entries,
+/// payloads and page bounded as in [`queue_jobs`]; the cursor is an entry id.
 pub(super) async fn failed_list(ctx: &Ctx, name: &str, q: &Params) -> Res {
     let cursor = match q.get("cursor") {
         Some(c) if !c.is_empty() => Some(parse_id(c)?),
@@ -300,6 +329,7 @@ pub(super) async fn failed_list(ctx: &Ctx, name: &str, q: &Params) -> Res {
         limit: q.num("limit", 100, 1, 1000)? as usize,
         cursor,
         desc: q.order()?,
+        payload: payload_mode(q)?,
     };
     let (jobs, next) = ask(ctx, Op::Query(op), kind::failed_page).await?;
     Ok(Response::json(
@@ -397,9 +427,19 @@ pub(super) fn version() -> Response {
     Response::text(200, format!("reprow {}\n", crate::VERSION))
 }
 
-/// Jobs as JSON, each whose worker origin refuses connections now with reprow's
+/// A job as a listing shows it: with reprow's `last_error` when its worker origin refuses
+/// connections now.
+#[derive(Serialize)]
+pub(super) struct Listed<'a> {
+    #[serde(flatten)]
+    job: &'a JobView,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_error: Option<String>,
+}
+
+/// Jobs as a listing shows them, each whose worker origin refuses connections now with reprow's
 /// `last_error` (why it waits: a refused connection costs no attempt, so `fail_count` stays 0).
-fn with_last_error(ctx: &Ctx, jobs: &[JobView]) -> Vec<Value> {
+pub(super) fn with_last_error<'a>(ctx: &Ctx, jobs: &'a [JobView]) -> Vec<Listed<'a>> {
     let down: Vec<_> = ctx
         .stats
         .reachability
@@ -408,22 +448,19 @@ fn with_last_error(ctx: &Ctx, jobs: &[JobView]) -> Vec<Value> {
         .filter(|w| !w.reachable)
         .collect();
     jobs.iter()
-        .map(|j| {
-            let mut v = serde_json::to_value(j).unwrap_or(Value::Null);
-            if down.is_empty() || j.url.is_empty() {
-                return v;
-            }
-            let Ok(url) = crate::http::url::WorkerUrl::parse(&j.url) else {
-                return v;
-            };
-            if let Some(w) = down.iter().find(|w| w.origin == url.authority) {
-                v["last_error"] = json!(format!(
-                    "worker unreachable since {}: {}",
-                    w.unreachable_since.as_deref().unwrap_or("?"),
-                    w.last_error
-                ));
-            }
-            v
+        .map(|job| {
+            let last_error = (!down.is_empty() && !job.url.is_empty())
+                .then(|| crate::http::url::WorkerUrl::parse(&job.url).ok())
+                .flatten()
+                .and_then(|url| down.iter().find(|w| w.origin == url.authority))
+                .map(|w| {
+                    format!(
+                        "worker unreachable since {}: {}",
+                        w.unreachable_since.as_deref().unwrap_or("?"),
+                        w.last_error
+                    )
+                });
+            Listed { job, last_error }
         })
         .collect()
 }

@@ -5,6 +5,7 @@
 //! These are all a reprow without the durable queue (a FIFO, Q4M or SQS source) serves on
 //! `monitor_listen`, so each answers with or without a store.
 
+use serde::Serialize;
 use serde_json::json;
 
 use super::{
@@ -15,7 +16,7 @@ use super::{
 };
 use crate::{
     http::request::Request,
-    store::{Op, Query},
+    store::{FailedView, JobView, Op, Query},
 };
 
 /// The dashboard: one page, served from the binary (no CDN), that polls the JSON API.
@@ -103,8 +104,8 @@ pub(super) async fn metrics(ctx: &Ctx) -> Res {
     Ok(r)
 }
 
-/// `GET /inflight?limit=`: the jobs being delivered now — the cores' boards without a store,
-/// the store's leases with one.
+/// `GET /inflight?limit=&payload=`: the jobs being delivered now — the cores' boards without a
+/// store, the store's leases with one (payloads and the answer bounded as in the job lists).
 pub(super) async fn inflight(ctx: &Ctx, q: &Params) -> Res {
     let limit = q.num("limit", 100, 1, 1000)? as usize;
     if ctx.store.is_none() {
@@ -113,18 +114,52 @@ pub(super) async fn inflight(ctx: &Ctx, q: &Params) -> Res {
             &json!({ "jobs": ctx.stats.running(limit) }),
         ));
     }
-    let (jobs, _) = ask(ctx, Op::Query(Query::InFlight { limit }), kind::jobs).await?;
-    Ok(Response::json(200, &json!({ "jobs": jobs })))
+    let payload = super::fireworq::payload_mode(q)?;
+    let op = Op::Query(Query::InFlight { limit, payload });
+    let (jobs, _) = ask(ctx, op, kind::jobs).await?;
+    #[derive(Serialize)]
+    struct Jobs<'a> {
+        jobs: &'a [JobView],
+    }
+    Ok(Response::json(200, &Jobs { jobs: &jobs }))
+}
+
+/// Most failed-log entries `/status` shows (`failed_jobs`).
+pub const STATUS_FAILED_JOBS: usize = 50;
+
+/// A failed-log entry with its queue's name.
+#[derive(Serialize)]
+struct QueueFailed<'a> {
+    queue_name: &'a str,
+    #[serde(flatten)]
+    entry: &'a FailedView,
 }
 
 /// `GET /status`: presque's list of queues, with reprow's additions (the lifecycle phase,
-/// the version, the process counters, the workers' reachability). Without a store the list is
-/// empty.
+/// the version, the process counters, the workers' reachability, and the newest
+/// [`STATUS_FAILED_JOBS`] failed-log entries of all queues with payload previews, so the
+/// dashboard's poll is the same few requests whatever the number of queues). Without a store
+/// the lists are empty.
 pub(super) async fn status(ctx: &Ctx) -> Res {
-    let queues = match &ctx.store {
-        None => Vec::new(),
-        Some(_) => ask(ctx, Op::Query(Query::Stats(None)), kind::stats).await?,
+    let (queues, failed) = match &ctx.store {
+        None => (Vec::new(), Vec::new()),
+        Some(_) => (
+            ask(ctx, Op::Query(Query::Stats(None)), kind::stats).await?,
+            ask(
+                ctx,
+                Op::Query(Query::RecentFailed(STATUS_FAILED_JOBS)),
+                kind::recent_failed,
+            )
+            .await?,
+        ),
     };
+    let failed_jobs: Vec<QueueFailed> = failed
+        .iter()
+        .map(|(q, f)| QueueFailed {
+            queue_name: q,
+            entry: f,
+        })
+        .collect();
     Ok(Response::json(
         200,
         &json!({
@@ -136,6 +171,8 @@ pub(super) async fn status(ctx: &Ctx) -> Res {
             "version": crate::VERSION,
             "counters": ctx.stats.snapshot(),
             "workers": ctx.stats.reachability.list(),
+            "failed_jobs": failed_jobs,
+            "failed_entries": queues.iter().map(|(_, s)| s.failed).sum::<u64>(),
         }),
     ))
 }

@@ -76,6 +76,8 @@ pub(super) mod kind {
         failed_page -> (Vec<FailedView>, Option<u64>) {
             Reply::FailedPage(f, next) => (f, next)
         }
+        /// `RecentFailed`: failed entries with their queues' names.
+        recent_failed -> Vec<(String, FailedView)> { Reply::RecentFailed(f) => f }
         /// `Queues`.
         queues -> Vec<QueueDef> { Reply::Queues(d) => d }
         /// `Queues`, its first definition.

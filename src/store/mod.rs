@@ -22,6 +22,7 @@ pub mod config;
 pub mod engine;
 mod error;
 pub mod lmdb;
+pub mod payload;
 pub mod queue;
 pub mod record;
 
@@ -33,6 +34,7 @@ use serde::Serialize;
 
 use crate::job::Failure;
 pub use engine::{Clock, Options};
+pub use payload::{PayloadMode, PayloadView};
 
 /// The latest time the store takes or shows: 9999-12-31T23:59:59.999Z, in ms since the epoch
 /// (RFC 3339 has four-digit years). Times stored by older versions beyond it are shown as it.
@@ -245,6 +247,8 @@ pub enum Query {
         cursor: Option<Vec<u8>>,
         /// Newest first.
         desc: bool,
+        /// How much of each payload.
+        payload: PayloadMode,
     },
     /// One job.
     Job {
@@ -263,6 +267,8 @@ pub enum Query {
         cursor: Option<u64>,
         /// Newest first.
         desc: bool,
+        /// How much of each payload.
+        payload: PayloadMode,
     },
     /// One failed-log entry.
     FailedEntry {
@@ -275,7 +281,11 @@ pub enum Query {
     InFlight {
         /// Most jobs returned.
         limit: usize,
+        /// How much of each payload.
+        payload: PayloadMode,
     },
+    /// The newest failed-log entries of every queue, newest first, payloads previewed.
+    RecentFailed(usize),
     /// Every routing.
     Routings,
     /// One routing.
@@ -307,8 +317,10 @@ pub struct JobView {
     pub max_retries: u32,
     /// Fixed retry delay, seconds (0 = backoff).
     pub retry_delay: u64,
-    /// The payload: JSON when it parses as JSON, else a string.
-    pub payload: serde_json::Value,
+    /// The payload (JSON when it is JSON, else a string; maybe cut), its length and whether
+    /// it was cut (reprow's `payload_bytes`, `payload_truncated`).
+    #[serde(flatten)]
+    pub payload: PayloadView,
     /// For a leased job: since when, RFC 3339 (reprow's addition).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub leased_at: Option<String>,
@@ -332,8 +344,9 @@ pub struct FailedView {
     pub category: String,
     /// Worker URL.
     pub url: String,
-    /// Payload.
-    pub payload: serde_json::Value,
+    /// Payload, as in [`JobView`].
+    #[serde(flatten)]
+    pub payload: PayloadView,
     /// `{status, code, message}`.
     pub result: FailedResult,
     /// Deliveries made.
@@ -419,6 +432,8 @@ pub enum Reply {
     Failed(Box<FailedView>),
     /// A page of failed entries and the next cursor.
     FailedPage(Vec<FailedView>, Option<u64>),
+    /// Failed entries with their queue's name.
+    RecentFailed(Vec<(String, FailedView)>),
     /// One or more queue definitions.
     Queues(Vec<queue::QueueDef>),
     /// Stats per queue name.

@@ -146,6 +146,17 @@ impl JobRecord {
     /// # Errors
     /// [`RecordError`] when the bytes are not a record this version wrote.
     pub fn decode(id: u64, bytes: &[u8]) -> Result<JobRecord, RecordError> {
+        let (mut rec, payload) = JobRecord::decode_head(id, bytes)?;
+        rec.payload = Bytes::copy_from_slice(payload);
+        Ok(rec)
+    }
+
+    /// Reads a record's fields without copying its payload: the record (its payload empty)
+    /// and the payload's bytes within `bytes`, for a caller that shows only part of it.
+    ///
+    /// # Errors
+    /// As [`JobRecord::decode`].
+    pub fn decode_head(id: u64, bytes: &[u8]) -> Result<(JobRecord, &[u8]), RecordError> {
         let mut r = Reader(bytes);
         let version = r.u8()?;
         if version != VERSION {
@@ -183,7 +194,7 @@ impl JobRecord {
         } else {
             None
         };
-        Ok(JobRecord {
+        let rec = JobRecord {
             id,
             queue,
             category,
@@ -196,8 +207,9 @@ impl JobRecord {
             max_retries,
             retry_delay_ms,
             uniq,
-            payload: Bytes::copy_from_slice(r.0),
-        })
+            payload: Bytes::new(),
+        };
+        Ok((rec, r.0))
     }
 }
 
@@ -321,11 +333,21 @@ impl FailedRecord {
     /// # Errors
     /// [`RecordError`] on bytes this version did not write.
     pub fn decode(bytes: &[u8]) -> Result<FailedRecord, RecordError> {
+        let (mut f, payload) = FailedRecord::decode_head(bytes)?;
+        f.job.payload = Bytes::copy_from_slice(payload);
+        Ok(f)
+    }
+
+    /// Reads an entry without copying the job's payload, as [`JobRecord::decode_head`].
+    ///
+    /// # Errors
+    /// As [`FailedRecord::decode`].
+    pub fn decode_head(bytes: &[u8]) -> Result<(FailedRecord, &[u8]), RecordError> {
         let mut r = Reader(bytes);
         let len = r.u32()? as usize;
         let job_bytes = r.take(len)?;
         let id = r.u64()?;
-        let job = JobRecord::decode(id, job_bytes)?;
+        let (job, payload) = JobRecord::decode_head(id, job_bytes)?;
         let failed_ms = r.u64()?;
         let mut c = [0; 2];
         c.copy_from_slice(r.take(2)?);
@@ -335,13 +357,14 @@ impl FailedRecord {
         };
         let status = r.str()?;
         let message = String::from_utf8_lossy(r.0).into_owned();
-        Ok(FailedRecord {
+        let f = FailedRecord {
             job,
             status,
             code,
             message,
             failed_ms,
-        })
+        };
+        Ok((f, payload))
     }
 }
 
@@ -388,7 +411,10 @@ mod tests {
             let mut out = Vec::new();
             rec.encode(&mut out).unwrap();
             prop_assert_eq!(out.len(), rec.encoded_len());
-            prop_assert_eq!(JobRecord::decode(rec.id, &out).unwrap(), rec);
+            prop_assert_eq!(JobRecord::decode(rec.id, &out).unwrap(), rec.clone());
+            let (head, payload) = JobRecord::decode_head(rec.id, &out).unwrap();
+            prop_assert_eq!(payload, &rec.payload[..]);
+            prop_assert_eq!(head, JobRecord { payload: Bytes::new(), ..rec });
         }
 
         #[test]
@@ -396,7 +422,11 @@ mod tests {
             let f = FailedRecord { job: rec, status: "failure".into(), code, message: msg, failed_ms: 7 };
             let mut out = Vec::new();
             f.encode(&mut out).unwrap();
-            prop_assert_eq!(FailedRecord::decode(&out).unwrap(), f);
+            prop_assert_eq!(FailedRecord::decode(&out).unwrap(), f.clone());
+            let (head, payload) = FailedRecord::decode_head(&out).unwrap();
+            prop_assert_eq!(payload, &f.job.payload[..]);
+            prop_assert_eq!(head.job.payload.len(), 0);
+            prop_assert_eq!(head.message, f.message);
         }
 
         #[test]

@@ -1,5 +1,6 @@
 //! Fireworq-shaped presentation: a job or a failure as the API shows it ([`JobView`],
-//! [`FailedView`]), with times as RFC 3339 and the payload as JSON.
+//! [`FailedView`]), with times as RFC 3339 and the payload whole or as a listing shows it
+//! ([`PayloadView`]).
 //!
 //! A job's own settings (url, timeout, retries) win over its queue's; a stored time past year
 //! 9999 is shown as its end rather than failing.
@@ -10,7 +11,7 @@ use super::Engine;
 use crate::store::{
     queue::QueueDef,
     record::{FailedRecord, JobRecord},
-    FailedResult, FailedView, JobView, MAX_TIME_MS,
+    FailedResult, FailedView, JobView, PayloadView, MAX_TIME_MS,
 };
 
 /// A stored time as RFC 3339. Never fails: a time past year 9999 (stored by an older version)
@@ -20,25 +21,43 @@ fn rfc3339(ms: u64) -> String {
         .to_string()
 }
 
-/// The payload as a JSON value when it is JSON, else as a string (fireworq shows JSON).
-fn payload_value(p: &[u8]) -> serde_json::Value {
-    serde_json::from_slice(p)
-        .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(p).into_owned()))
-}
-
 impl Engine {
+    /// The job with its whole payload.
     pub(super) fn view(&self, rec: &JobRecord, grabbed: bool) -> JobView {
-        let q = self.queues.get(&rec.queue);
-        let name = q.map(|q| q.name.to_string()).unwrap_or_default();
-        self.view_with(rec, grabbed, q.and_then(|q| q.def.as_ref()), &name)
+        self.view_shown(rec, grabbed, PayloadView::whole(rec.payload.clone()))
     }
 
+    /// The job with `payload` as its payload (a listing's preview of it).
+    pub(super) fn view_shown(
+        &self,
+        rec: &JobRecord,
+        grabbed: bool,
+        payload: PayloadView,
+    ) -> JobView {
+        let q = self.queues.get(&rec.queue);
+        let name = q.map(|q| q.name.to_string()).unwrap_or_default();
+        self.present(rec, grabbed, q.and_then(|q| q.def.as_ref()), &name, payload)
+    }
+
+    /// The job of queue `name` (definition `def`) with its whole payload (shared, not copied).
     pub(super) fn view_with(
         &self,
         rec: &JobRecord,
         grabbed: bool,
         def: Option<&QueueDef>,
         name: &str,
+    ) -> JobView {
+        let payload = PayloadView::whole(rec.payload.clone());
+        self.present(rec, grabbed, def, name, payload)
+    }
+
+    fn present(
+        &self,
+        rec: &JobRecord,
+        grabbed: bool,
+        def: Option<&QueueDef>,
+        name: &str,
+        payload: PayloadView,
     ) -> JobView {
         let lease = if grabbed {
             self.leases.get(&rec.id)
@@ -68,14 +87,25 @@ impl Engine {
                 || def.and_then(|d| d.retry_delay).unwrap_or(0),
                 |d| d / 1000,
             ),
-            payload: payload_value(&rec.payload),
+            payload,
             leased_at: lease.map(|l| rfc3339(l.since_ms)),
             pulled: lease.map(|l| l.pull),
             lease: None,
         }
     }
 
+    /// The entry with its whole payload.
     pub(super) fn failed_view(f: &FailedRecord, fid: u64, def: Option<&QueueDef>) -> FailedView {
+        Self::failed_shown(f, fid, def, PayloadView::whole(f.job.payload.clone()))
+    }
+
+    /// The entry with `payload` as its payload.
+    pub(super) fn failed_shown(
+        f: &FailedRecord,
+        fid: u64,
+        def: Option<&QueueDef>,
+        payload: PayloadView,
+    ) -> FailedView {
         FailedView {
             id: fid,
             job_id: f.job.id,
@@ -86,7 +116,7 @@ impl Engine {
                 .clone()
                 .or_else(|| def.and_then(|d| d.url.clone()))
                 .unwrap_or_default(),
-            payload: payload_value(&f.job.payload),
+            payload,
             result: FailedResult {
                 status: f.status.clone(),
                 code: f.code.unwrap_or(0),

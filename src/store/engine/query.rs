@@ -14,8 +14,10 @@ use super::{
     Db, Engine,
 };
 use crate::store::{
-    record::{due_key, failed_key, parse_due_key, FailedRecord},
-    JobList, Query, QueueStats, Reply, StoreError,
+    payload::{PayloadMode, JOB_OVERHEAD_BYTES, LIST_MAX_BYTES},
+    queue::QueueDef,
+    record::{due_key, failed_key, parse_due_key, FailedRecord, JobRecord},
+    FailedView, JobList, JobView, Query, QueueStats, Reply, StoreError,
 };
 
 /// A forward or reverse walk over raw key/value pairs.
@@ -107,33 +109,32 @@ impl Engine {
                 limit,
                 cursor,
                 desc,
+                payload,
             } => {
                 let qid = self.qid(&queue)?;
                 let limit = limit.clamp(1, 1000);
+                let mut page = Page::new(limit);
                 if list == JobList::Grabbed {
-                    let mut ids: Vec<u64> = self
-                        .leases
-                        .iter()
-                        .filter(|(_, l)| l.qid == qid)
-                        .map(|(id, _)| *id)
-                        .collect();
-                    ids.sort_unstable();
-                    if desc {
-                        ids.reverse();
-                    }
+                    // The page's ids among the queue's leases, without sorting them all.
                     let after = cursor.and_then(|c| c.try_into().ok().map(u64::from_be_bytes));
-                    let ids: Vec<u64> = ids
-                        .into_iter()
-                        .filter(|id| after.is_none_or(|a| if desc { *id < a } else { *id > a }))
-                        .take(limit)
-                        .collect();
-                    let mut out = Vec::with_capacity(ids.len());
-                    for id in &ids {
-                        if let Some(rec) = self.read_job(&rtxn, *id)? {
-                            out.push(self.view(&rec, true));
+                    let leased = self.leases.iter().filter(|(_, l)| l.qid == qid);
+                    let ids: Vec<u64> = if desc {
+                        let ids = leased
+                            .map(|(id, _)| std::cmp::Reverse(*id))
+                            .filter(|id| after.is_none_or(|a| id.0 < a));
+                        smallest(ids, limit).into_iter().map(|id| id.0).collect()
+                    } else {
+                        let ids = leased.map(|(id, _)| *id);
+                        smallest(ids.filter(|id| after.is_none_or(|a| *id > a)), limit)
+                    };
+                    for id in ids {
+                        if let Some(v) = self.listed(&rtxn, id, true, payload)? {
+                            if !page.add(v, job_cost, id.to_be_bytes().to_vec()) {
+                                break;
+                            }
                         }
                     }
-                    let next = (ids.len() == limit).then(|| ids[limit - 1].to_be_bytes().to_vec());
+                    let (out, next) = page.end();
                     return Ok(Reply::Jobs(out, next));
                 }
                 let (lo, hi) = match list {
@@ -158,25 +159,21 @@ impl Engine {
                     cur.as_ref().map(|c| &c[..]),
                     desc,
                 )?;
-                let mut out = Vec::new();
-                let mut last = None;
                 for kv in iter {
                     let (k, _) = kv.map_err(db_err)?;
                     let Some((_, _, id)) = parse_due_key(k) else {
                         continue;
                     };
-                    last = Some(k.to_vec());
                     if self.leases.contains_key(&id) {
                         continue;
                     }
-                    if let Some(rec) = self.read_job(&rtxn, id)? {
-                        out.push(self.view(&rec, false));
-                    }
-                    if out.len() >= limit {
-                        break;
+                    if let Some(v) = self.listed(&rtxn, id, false, payload)? {
+                        if !page.add(v, job_cost, k.to_vec()) {
+                            break;
+                        }
                     }
                 }
-                let next = if out.len() >= limit { last } else { None };
+                let (out, next) = page.end();
                 Ok(Reply::Jobs(out, next))
             }
             Query::Job { queue, id } => {
@@ -194,9 +191,10 @@ impl Engine {
                 limit,
                 cursor,
                 desc,
+                payload,
             } => {
                 let qid = self.qid(&queue)?;
-                let limit = limit.clamp(1, 1000);
+                let mut page = Page::new(limit.clamp(1, 1000));
                 let (lo, hi) = (failed_key(qid, 0), failed_key(qid, u64::MAX));
                 let c = cursor.map(|c| failed_key(qid, c));
                 let iter = walk(
@@ -208,14 +206,15 @@ impl Engine {
                     desc,
                 )?;
                 let def = self.def_of(qid)?.clone();
-                let mut out = Vec::new();
-                for kv in iter.take(limit) {
+                for kv in iter {
                     let (k, v) = kv.map_err(db_err)?;
-                    let fid = u64::from_be_bytes(k[4..12].try_into().map_err(corrupt)?);
-                    let f = FailedRecord::decode(v).map_err(corrupt)?;
-                    out.push(Self::failed_view(&f, fid, Some(&def)));
+                    let f = failed_listed(k, v, Some(&def), payload)?;
+                    let fid = f.id;
+                    if !page.add(f, failed_cost, fid) {
+                        break;
+                    }
                 }
-                let next = (out.len() == limit).then(|| out[limit - 1].id);
+                let (out, next) = page.end();
                 Ok(Reply::FailedPage(out, next))
             }
             Query::FailedEntry { queue, id } => {
@@ -237,21 +236,20 @@ impl Engine {
                     None => Err(no_failed(id)),
                 }
             }
-            Query::InFlight { limit } => {
-                let mut leased: Vec<(u64, u64)> = self
-                    .leases
-                    .iter()
-                    .map(|(id, l)| (l.since_ms, *id))
-                    .collect();
-                leased.sort_unstable();
-                let mut out = Vec::with_capacity(leased.len().min(limit));
-                for (_, id) in leased.into_iter().take(limit) {
-                    if let Some(rec) = self.read_job(&rtxn, id)? {
-                        out.push(self.view(&rec, true));
+            Query::InFlight { limit, payload } => {
+                let limit = limit.clamp(1, 1000);
+                let leased = self.leases.iter().map(|(id, l)| (l.since_ms, *id));
+                let mut page = Page::new(limit);
+                for (_, id) in smallest(leased, limit) {
+                    if let Some(v) = self.listed(&rtxn, id, true, payload)? {
+                        if !page.add(v, job_cost, ()) {
+                            break;
+                        }
                     }
                 }
-                Ok(Reply::Jobs(out, None))
+                Ok(Reply::Jobs(page.end().0, None))
             }
+            Query::RecentFailed(limit) => self.recent_failed(&rtxn, limit.clamp(1, 100)),
             Query::Routings => Ok(Reply::Routings(
                 self.routings
                     .iter()
@@ -265,6 +263,165 @@ impl Engine {
                 ))),
             },
         }
+    }
+}
+
+impl Engine {
+    /// A job of a listing: its record read without copying its payload, which is shown as
+    /// `mode` says; `None` when the record is gone.
+    fn listed(
+        &self,
+        rtxn: &RoTxn,
+        id: u64,
+        grabbed: bool,
+        mode: PayloadMode,
+    ) -> Result<Option<JobView>, StoreError> {
+        let Some(bytes) = self.jobs.get(rtxn, &id.to_be_bytes()).map_err(db_err)? else {
+            return Ok(None);
+        };
+        let (rec, payload) = JobRecord::decode_head(id, bytes).map_err(corrupt)?;
+        Ok(Some(self.view_shown(&rec, grabbed, mode.show(payload))))
+    }
+
+    /// The newest `limit` failed-log entries over every queue, newest first: a merge of the
+    /// queues' logs from their newest ends (failure ids increase store-wide), so it reads one
+    /// key per queue with failed entries and one per entry shown, whatever the logs hold.
+    fn recent_failed(&self, rtxn: &RoTxn, limit: usize) -> Result<Reply, StoreError> {
+        let newest_below = |qid: u32, below: u64| -> Result<Option<u64>, StoreError> {
+            let (lo, hi) = (failed_key(qid, 0), failed_key(qid, below));
+            let range = (Bound::Included(&lo[..]), Bound::Excluded(&hi[..]));
+            match self.failed.rev_range(rtxn, &range).map_err(db_err)?.next() {
+                Some(kv) => {
+                    let (k, _) = kv.map_err(db_err)?;
+                    Ok(Some(fid_of(k)?))
+                }
+                None => Ok(None),
+            }
+        };
+        let mut heads = std::collections::BinaryHeap::new();
+        for q in self.queues.values().filter(|q| q.failed > 0) {
+            if let Some(fid) = newest_below(q.qid, u64::MAX)? {
+                heads.push((fid, q.qid));
+            }
+        }
+        let mut page = Page::new(limit);
+        while let Some((fid, qid)) = heads.pop() {
+            let q = &self.queues[&qid];
+            let k = failed_key(qid, fid);
+            if let Some(v) = self.failed.get(rtxn, &k).map_err(db_err)? {
+                let f = failed_listed(&k, v, q.def.as_ref(), PayloadMode::Preview)?;
+                if !page.add(
+                    (q.name.to_string(), f),
+                    |(n, f)| n.len() + failed_cost(f),
+                    (),
+                ) {
+                    break;
+                }
+            }
+            if let Some(older) = newest_below(qid, fid)? {
+                heads.push((older, qid));
+            }
+        }
+        Ok(Reply::RecentFailed(page.end().0))
+    }
+}
+
+/// The failure id of a failed-log key.
+fn fid_of(k: &[u8]) -> Result<u64, StoreError> {
+    Ok(u64::from_be_bytes(
+        k.get(4..12)
+            .ok_or_else(|| corrupt("short failed-log key"))?
+            .try_into()
+            .map_err(corrupt)?,
+    ))
+}
+
+/// A failed-log entry of a listing, its payload shown as `mode` says (not copied whole).
+fn failed_listed(
+    k: &[u8],
+    v: &[u8],
+    def: Option<&QueueDef>,
+    mode: PayloadMode,
+) -> Result<FailedView, StoreError> {
+    let (f, payload) = FailedRecord::decode_head(v).map_err(corrupt)?;
+    Ok(Engine::failed_shown(
+        &f,
+        fid_of(k)?,
+        def,
+        mode.show(payload),
+    ))
+}
+
+/// The `k` smallest items, ascending: O(n log k) time and O(k) memory, where sorting all n
+/// leases (pull workers may hold millions) for each poll of a page would take O(n).
+fn smallest<T: Ord>(items: impl Iterator<Item = T>, k: usize) -> Vec<T> {
+    let mut heap = std::collections::BinaryHeap::with_capacity(k.saturating_add(1));
+    for item in items {
+        heap.push(item);
+        if heap.len() > k {
+            heap.pop();
+        }
+    }
+    heap.into_sorted_vec()
+}
+
+/// What a job costs a page: the payload shown, its text fields and the rest's allowance.
+fn job_cost(v: &JobView) -> usize {
+    v.payload.shown_len() + v.queue_name.len() + v.category.len() + v.url.len() + JOB_OVERHEAD_BYTES
+}
+
+/// What a failed entry costs a page, as [`job_cost`] with its message.
+fn failed_cost(f: &FailedView) -> usize {
+    f.payload.shown_len()
+        + f.category.len()
+        + f.url.len()
+        + f.result.message.len()
+        + f.result.status.len()
+        + JOB_OVERHEAD_BYTES
+}
+
+/// A listing page being filled: at most `limit` items and [`LIST_MAX_BYTES`] (at least one
+/// item, however big), and the cursor of the last item taken when the page ends full.
+struct Page<T, C> {
+    items: Vec<T>,
+    limit: usize,
+    bytes: usize,
+    last: Option<C>,
+    next: Option<C>,
+}
+
+impl<T, C> Page<T, C> {
+    fn new(limit: usize) -> Self {
+        Page {
+            items: Vec::new(),
+            limit,
+            bytes: 0,
+            last: None,
+            next: None,
+        }
+    }
+
+    /// Takes `item` (at position `at`) if it fits; false when the page is full (`item` not
+    /// taken if it did not fit, or the page reached its limit with it): stop there.
+    fn add(&mut self, item: T, cost: impl Fn(&T) -> usize, at: C) -> bool {
+        let c = cost(&item);
+        if !self.items.is_empty() && self.bytes.saturating_add(c) > LIST_MAX_BYTES {
+            self.next = self.last.take();
+            return false;
+        }
+        self.bytes = self.bytes.saturating_add(c);
+        self.items.push(item);
+        self.last = Some(at);
+        if self.items.len() >= self.limit {
+            self.next = self.last.take();
+            return false;
+        }
+        true
+    }
+
+    /// The items and, when the page ended full, the cursor to resume after.
+    fn end(self) -> (Vec<T>, Option<C>) {
+        (self.items, self.next)
     }
 }
 
@@ -292,4 +449,53 @@ fn walk<'t>(
     } else {
         Box::new(db.range(rtxn, &range).map_err(db_err)?)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fill(limit: usize, costs: &[usize]) -> (Vec<usize>, Option<usize>, usize) {
+        let mut page = Page::new(limit);
+        let mut offered = 0;
+        for (i, c) in costs.iter().enumerate() {
+            offered += 1;
+            if !page.add(*c, |c| *c, i) {
+                break;
+            }
+        }
+        let (items, next) = page.end();
+        (items, next, offered)
+    }
+
+    #[test]
+    fn the_smallest_items_come_ascending() {
+        assert_eq!(smallest([5, 1, 4, 2, 3].into_iter(), 3), [1, 2, 3]);
+        assert_eq!(smallest([2, 1].into_iter(), 5), [1, 2]);
+        assert_eq!(smallest([2, 1].into_iter(), 0), Vec::<i32>::new());
+        assert_eq!(smallest((0..1000).rev(), 2), [0, 1]);
+    }
+
+    #[test]
+    fn a_page_ends_at_its_limit_with_a_cursor_after_the_last_item() {
+        assert_eq!(fill(2, &[1, 1, 1]), (vec![1, 1], Some(1), 2));
+        // Fewer items than the limit: no cursor.
+        assert_eq!(fill(3, &[1, 1]), (vec![1, 1], None, 2));
+        assert_eq!(fill(1, &[5]), (vec![5], Some(0), 1));
+    }
+
+    #[test]
+    fn a_page_ends_before_the_item_that_would_pass_the_byte_cap() {
+        let m = LIST_MAX_BYTES;
+        // Exactly the cap fits; one byte more does not, and the cursor is the last item taken.
+        assert_eq!(fill(10, &[m - 1, 1, 1]), (vec![m - 1, 1], Some(1), 3));
+        assert_eq!(fill(10, &[m / 2, m / 2 + 1, 1]), (vec![m / 2], Some(0), 2));
+        // One item bigger than the cap is still taken, alone.
+        assert_eq!(fill(10, &[m + 1, 1]), (vec![m + 1], Some(0), 2));
+        assert_eq!(fill(10, &[m + 1]), (vec![m + 1], None, 1));
+        assert_eq!(
+            fill(10, &[usize::MAX, usize::MAX]),
+            (vec![usize::MAX], Some(0), 2)
+        );
+    }
 }

@@ -37,8 +37,9 @@ const LEASE_GRACE_MS: u64 = 5_000;
 const MAX_SLEEP: Duration = Duration::from_secs(3_600);
 
 impl Engine {
-    /// A pull worker's `GET /q` (`Op::Pull`): up to `count` due jobs of the queue, each leased
-    /// for the queue's `lease_timeout`, or removed at once with `forget`.
+    /// A pull worker's `GET /q` (`Op::Pull`): up to `count` due jobs of the queue, and no more
+    /// payload bytes than a listing holds, each leased for the queue's `lease_timeout`, or
+    /// removed at once with `forget`.
     pub(super) fn pull(
         &mut self,
         txn: &mut RwTxn,
@@ -66,10 +67,17 @@ impl Engine {
         let mut out = Vec::with_capacity(found.len());
         let mut leases = Vec::new();
         let mut forgotten = 0;
+        let mut bytes = 0usize;
         for (_, id) in found {
             let Some(rec) = self.read_job(txn, id)? else {
                 continue;
             };
+            // A batch ends before the payloads it holds would pass the listing cap (it has at
+            // least one job); the rest stay due for the next pull.
+            bytes = bytes.saturating_add(rec.payload.len());
+            if !out.is_empty() && bytes > crate::store::payload::LIST_MAX_BYTES {
+                break;
+            }
             if forget {
                 self.remove_job(txn, &rec)?;
                 forgotten += 1;

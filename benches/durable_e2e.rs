@@ -10,6 +10,13 @@
 //! Run: `cargo bench --bench durable_e2e`. `REPROW_BENCH_DEPTHS` (default
 //! `1000,1000000,10000000`), `REPROW_BENCH_JOBS` (default 20000), `REPROW_BENCH_BATCH`
 //! (default 100), `REPROW_BENCH_PRODUCERS` (default 16), `REPROW_BENCH_DIR` (default a temp dir).
+//!
+//! Idle queues (issue 21: the cost of a job must not grow with queues that have nothing to do):
+//! `REPROW_BENCH_IDLE_QUEUES=20000` measures instead the rate with no other queue, then with
+//! that many idle push queues defined (`PUT /queue/idle-<n>`), then after deleting them, side
+//! by side in one process, and prints each rate's ratio to the first. The store's
+//! `max_queues` is set to fit them (`REPROW_BENCH_MAX_QUEUES`, default the count plus 100; `0`
+//! leaves the key out, for a build that does not know it).
 
 mod support;
 
@@ -160,7 +167,8 @@ struct Bench {
     pid: u32,
 }
 
-fn measure(b: &Bench, jobs: u64, batch: u64, producers: u64, label: &str) {
+/// Jobs/s of one run (first send to last ack committed).
+fn measure(b: &Bench, jobs: u64, batch: u64, producers: u64, label: &str) -> f64 {
     let (api, log, epoch, pid) = (b.api, &b.log, b.epoch, b.pid);
     log.lock().unwrap().clear();
     let start = Instant::now();
@@ -211,13 +219,78 @@ fn measure(b: &Bench, jobs: u64, batch: u64, producers: u64, label: &str) {
     let mut lat = log.lock().unwrap().clone();
     lat.sort_unstable();
     let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)] as f64 / 1e6;
+    let rate = jobs as f64 / elapsed.as_secs_f64();
     println!(
         "  {label:<22} {:>9.0} jobs/s   p50 {:>7.2} ms   p99 {:>7.2} ms   RSS anon {:>6} KiB  file {:>8} KiB",
-        jobs as f64 / elapsed.as_secs_f64(),
+        rate,
         pct(0.50),
         pct(0.99),
         peak.0,
         peak.1
+    );
+    rate
+}
+
+/// Defines (`create`) or deletes `n` idle push queues `idle-<i>` from 4 connections; returns
+/// the seconds it took.
+fn idle_queues(api: SocketAddr, worker: SocketAddr, n: u64, create: bool) -> f64 {
+    let t = Instant::now();
+    let next = Arc::new(AtomicU64::new(0));
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let next = next.clone();
+            std::thread::spawn(move || {
+                let mut c = Conn::new(api);
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    if i >= n {
+                        return;
+                    }
+                    let path = format!("/queue/idle-{i}");
+                    let (s, b) = if create {
+                        let body = format!(r#"{{"url":"http://{worker}/work"}}"#);
+                        c.request("PUT", &path, &body)
+                    } else {
+                        c.request("DELETE", &path, "")
+                    };
+                    assert!(s == 200 || s == 204, "{path}: {s} {b}");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    t.elapsed().as_secs_f64()
+}
+
+/// The rate with no other queue, with `n` idle queues, and after they were deleted.
+fn idle_comparison(b: &Bench, worker: SocketAddr, n: u64, jobs: u64, batch: u64, producers: u64) {
+    println!("idle queues: {n}");
+    let runs = |label: &str| {
+        let one = measure(b, jobs, 1, producers, &format!("{label}, 1/request"));
+        let many = measure(
+            b,
+            jobs * 5,
+            batch,
+            producers.min(4),
+            &format!("{label}, batches of {batch}"),
+        );
+        (one, many)
+    };
+    let base = runs("no idle queue");
+    let secs = idle_queues(b.api, worker, n, true);
+    println!("  defined {n} idle queues in {secs:.1}s");
+    let idle = runs(&format!("{n} idle"));
+    let secs = idle_queues(b.api, worker, n, false);
+    println!("  deleted {n} idle queues in {secs:.1}s");
+    let gone = runs(&format!("{n} deleted"));
+    println!(
+        "  ratio to no idle queue: with {n} idle {:.2} (1/request) {:.2} (batches); after deleting them {:.2} {:.2}",
+        idle.0 / base.0,
+        idle.1 / base.1,
+        gone.0 / base.0,
+        gone.1 / base.1
     );
 }
 
@@ -232,6 +305,15 @@ fn main() {
     let jobs: u64 = env("REPROW_BENCH_JOBS", "20000").parse().unwrap();
     let batch: u64 = env("REPROW_BENCH_BATCH", "100").parse().unwrap();
     let producers: u64 = env("REPROW_BENCH_PRODUCERS", "16").parse().unwrap();
+    let idle: u64 = env("REPROW_BENCH_IDLE_QUEUES", "0").parse().unwrap();
+    let max_queues: u64 = env("REPROW_BENCH_MAX_QUEUES", &(idle + 100).to_string())
+        .parse()
+        .unwrap();
+    let max_queues = if idle > 0 && max_queues > 0 {
+        format!("  max_queues: {max_queues}\n")
+    } else {
+        String::new()
+    };
     let tmp = tempfile::tempdir().unwrap();
     let dir = std::env::var("REPROW_BENCH_DIR")
         .map(std::path::PathBuf::from)
@@ -243,7 +325,7 @@ fn main() {
     std::fs::write(
         &cfg,
         format!(
-            "queue:\n  type: lmdb\n  path: {}\n  map_size: 16GiB\napi:\n  listen: 127.0.0.1:0\nlog_level: warn\nqueues:\n  bench:\n    url: http://{waddr}/work\n    max_workers: 64\n  backlog:\n    url: http://{waddr}/work\n    paused: true\nroutings:\n  bench: bench\n  backlog: backlog\n",
+            "queue:\n  type: lmdb\n  path: {}\n  map_size: 16GiB\n{max_queues}api:\n  listen: 127.0.0.1:0\nlog_level: warn\nqueues:\n  bench:\n    url: http://{waddr}/work\n    max_workers: 64\n  backlog:\n    url: http://{waddr}/work\n    paused: true\nroutings:\n  bench: bench\n  backlog: backlog\n",
             dir.join("data").display()
         ),
     )
@@ -275,7 +357,16 @@ fn main() {
         "durable path: {jobs} jobs per run, {producers} producer connections, batches of {batch}, {} CPUs",
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
-    for depth in depths {
+    if idle > 0 {
+        let b = Bench {
+            api,
+            log: log.clone(),
+            epoch,
+            pid: child.id(),
+        };
+        idle_comparison(&b, waddr, idle, jobs, batch, producers);
+    }
+    for depth in depths.into_iter().filter(|_| idle == 0) {
         fill(api, depth);
         println!("backlog depth {depth} waiting jobs:");
         let b = Bench {

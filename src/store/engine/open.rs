@@ -38,6 +38,8 @@ pub struct Options {
     pub defaults: Defaults,
     /// Time source.
     pub clock: Clock,
+    /// Most queues with a definition (`queue.max_queues`): creating one more is refused.
+    pub max_queues: usize,
     /// Test hook: when it returns true the batch's commit is abandoned as if it failed.
     pub fail_commit: Option<Arc<dyn Fn() -> bool + Send + Sync>>,
 }
@@ -174,6 +176,11 @@ impl Engine {
             batch_logs: Vec::new(),
             queues: BTreeMap::new(),
             by_name: HashMap::new(),
+            defined: 0,
+            max_queues: opts.max_queues,
+            wakes: BTreeSet::new(),
+            throttled: BTreeSet::new(),
+            visits: std::cell::Cell::new(0),
             routings: BTreeMap::new(),
             default_queue: opts.default_queue.clone(),
             leases: HashMap::new(),
@@ -244,7 +251,7 @@ impl Engine {
         tracing::info!(
             path = %path.display(),
             map_size,
-            queues = engine.by_name.len(),
+            queues = engine.defined,
             jobs = engine.queues.values().map(|q| q.count).sum::<u64>(),
             "Store opened."
         );

@@ -1,0 +1,240 @@
+//! Issue 21: the cost of a job must not grow with queues that have nothing to do, the number of
+//! queues is capped (`queue.max_queues`), and a deleted queue leaves nothing behind. The rate
+//! itself is compared in `benches/durable_e2e.rs` (`REPROW_BENCH_IDLE_QUEUES`); tests never
+//! time things, so here the scheduler's work is counted instead.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use common::{durable_config, Api, Reprow};
+use reprow::store::{
+    engine::Engine, queue::QueueDef, Destination, NewJob, Op, Options, Reply, Settlement,
+};
+
+const IDLE: usize = 20_000;
+
+fn options(dir: &Path, max_queues: usize) -> Options {
+    let mut p = QueueDef::named("p");
+    p.url = Some("http://127.0.0.1:9/work".into());
+    p.max_workers = 4;
+    Options {
+        path: dir.join("data"),
+        map_size: 256 << 20,
+        no_sync: true,
+        queues: vec![p],
+        routings: vec![],
+        default_queue: "default".into(),
+        defaults: Default::default(),
+        clock: Default::default(),
+        max_queues,
+        fail_commit: None,
+    }
+}
+
+fn job(queue: &str) -> NewJob {
+    NewJob {
+        dest: Destination::Queue(queue.into()),
+        url: None,
+        payload: Bytes::from_static(b"{}"),
+        content_type: "application/json".into(),
+        run_at_ms: 0,
+        timeout: None,
+        max_retries: None,
+        retry_delay: None,
+        uniq: None,
+    }
+}
+
+/// Defines `n` idle push queues `idle-<i>`, each with a worker, in a few commits.
+fn define_idle(e: &mut Engine, n: usize) {
+    let defs: Vec<Op> = (0..n)
+        .map(|i| {
+            let mut d = QueueDef::named(&format!("idle-{i}"));
+            d.url = Some("http://127.0.0.1:9/work".into());
+            Op::PutQueue(d)
+        })
+        .collect();
+    let mut defs = defs.into_iter().peekable();
+    while defs.peek().is_some() {
+        let batch: Vec<Op> = defs.by_ref().take(2_000).collect();
+        for (what, r) in e.apply_ops(batch) {
+            assert!(r.is_ok(), "{what}: {r:?}");
+        }
+    }
+}
+
+/// Enqueues one job into `p`, hands it out, settles it done: what a producer and a worker
+/// cost the store. Returns the queues the scheduler looked at for it.
+fn one_job(e: &mut Engine) -> u64 {
+    let before = e.queues_visited();
+    for (_, r) in e.apply_ops(vec![Op::Enqueue(vec![job("p")])]) {
+        assert!(matches!(r, Ok(Reply::Enqueued(_))), "{r:?}");
+    }
+    e.feed();
+    let d = e.dispatched.pop().expect("the job was handed out");
+    assert!(e.dispatched.is_empty());
+    e.next_wake();
+    let done = Op::Settle {
+        id: d.job.id,
+        lease: d.lease,
+        how: Settlement::Done,
+        elapsed_ms: 1,
+    };
+    for (_, r) in e.apply_ops(vec![done]) {
+        assert!(r.is_ok(), "{r:?}");
+    }
+    e.feed();
+    e.next_wake();
+    e.queues_visited() - before
+}
+
+#[test]
+fn idle_queues_are_not_walked_by_the_scheduler() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut e = Engine::open(options(dir.path(), IDLE + 10), None).unwrap();
+    e.feed();
+    let alone = one_job(&mut e);
+    define_idle(&mut e, IDLE);
+    // The definitions are looked at once, if at all.
+    e.feed();
+    let mut crowded = 0;
+    for _ in 0..10 {
+        crowded = crowded.max(one_job(&mut e));
+    }
+    assert!(
+        crowded <= alone.max(2),
+        "a job made the scheduler look at {crowded} queues with {IDLE} idle ones, {alone} with none"
+    );
+    assert_eq!(e.next_wake(), None, "idle queues woke the store loop");
+
+    // Deleted, they cost nothing either.
+    let deletes: Vec<Op> = (0..IDLE)
+        .map(|i| Op::DeleteQueue(format!("idle-{i}")))
+        .collect();
+    for (what, r) in e.apply_ops(deletes) {
+        assert!(r.is_ok(), "{what}: {r:?}");
+    }
+    e.feed();
+    assert!(one_job(&mut e) <= alone.max(2));
+}
+
+/// A durable config in `dir` with `queue.max_queues: max` and `extra`.
+fn capped_config(dir: &Path, max: usize, extra: &str) -> PathBuf {
+    let cfg = durable_config(dir, extra);
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let text = text.replacen(
+        "  map_size: 64MiB\n",
+        &format!("  map_size: 64MiB\n  max_queues: {max}\n"),
+        1,
+    );
+    std::fs::write(&cfg, text).unwrap();
+    cfg
+}
+
+fn refused_by_the_cap(r: &common::HttpReply) {
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert!(r.text().contains("queue.max_queues"), "{}", r.text());
+}
+
+#[test]
+fn max_queues_caps_every_way_a_queue_is_made() {
+    let dir = tempfile::tempdir().unwrap();
+    // The default queue and `a` from the config: one more fits.
+    let cfg = capped_config(dir.path(), 3, "queues:\n  a:\n    mode: pull\n");
+    let r = Reprow::start(&cfg);
+    let api = Api::new(r.api_addr());
+    let put = api.put("/queue/b", r#"{"mode":"pull"}"#);
+    assert_eq!(put.status, 200, "{}", put.text());
+    // fireworq's PUT /queue, presque's first push, and its batch push are refused.
+    refused_by_the_cap(&api.put("/queue/c", r#"{"mode":"pull"}"#));
+    refused_by_the_cap(&api.post("/q/c", r#"{"n":1}"#));
+    refused_by_the_cap(&api.post("/qb/c", r#"{"jobs":[{"n":1}]}"#));
+    assert_eq!(api.get("/queue/c").status, 404);
+    // A queue that exists is still changed and used.
+    assert_eq!(
+        api.put("/queue/b", r#"{"mode":"pull","max_workers":3}"#)
+            .status,
+        200
+    );
+    assert_eq!(api.post("/q/b", r#"{"n":1}"#).status, 201);
+    // A deleted queue makes room.
+    assert!(matches!(api.delete("/queue/b").status, 200 | 204));
+    let made = api.post("/q/c", r#"{"n":1}"#);
+    assert_eq!(made.status, 201, "{}", made.text());
+    refused_by_the_cap(&api.post("/q/d", r#"{"n":1}"#));
+    drop(r);
+
+    // A config that defines more queues than the cap is refused at load, naming the key.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = capped_config(
+        dir.path(),
+        2,
+        "queues:\n  a:\n    mode: pull\n  b:\n    mode: pull\n",
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_reprow"))
+        .args(["check", "-c", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("queue.max_queues"), "{text}");
+}
+
+/// The `queues` count of the last "Store opened." log line.
+fn queues_opened(r: &Reprow) -> u64 {
+    r.log()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["message"] == "Store opened.")
+        .last()
+        .and_then(|v| v["queues"].as_u64())
+        .expect("a Store opened. line")
+}
+
+#[test]
+fn a_deleted_queue_leaves_nothing_behind_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = durable_config(dir.path(), "");
+    let r = Reprow::start(&cfg);
+    let api = Api::new(r.api_addr());
+    let put = api.put("/queue/gone", r#"{"mode":"pull","max_retries":0}"#);
+    assert_eq!(put.status, 200, "{}", put.text());
+    assert_eq!(api.post("/q/gone?uniq=u1", r#"{"n":1}"#).status, 201);
+    assert_eq!(api.post("/q/gone?uniq=u2", r#"{"n":2}"#).status, 201);
+    // The first one fails for good: the queue has a failed log.
+    let got = api.get("/q/gone");
+    assert_eq!(got.status, 200);
+    let id = got.header("X-Reprow-Job-Id").unwrap().to_string();
+    assert_eq!(api.put(&format!("/q/gone?id={id}"), "").status, 204);
+    let failed = api.get("/queue/gone/failed").json();
+    assert_eq!(
+        failed["failed_jobs"].as_array().unwrap().len(),
+        1,
+        "{failed}"
+    );
+    assert!(matches!(api.delete("/queue/gone").status, 200 | 204));
+    r.stop();
+
+    let r = Reprow::start(&cfg);
+    let api = Api::new(r.api_addr());
+    // Only the default queue is loaded.
+    assert_eq!(queues_opened(&r), 1, "{}", r.log());
+    assert_eq!(api.get("/queue/gone").status, 404);
+    // Made again, it starts empty: no jobs, no failed log, no uniq keys.
+    let put = api.put("/queue/gone", r#"{"mode":"pull"}"#);
+    assert_eq!(put.status, 200, "{}", put.text());
+    let stats = api.get("/queue/gone/stats").json();
+    assert_eq!(stats["outstanding_jobs"], 0, "{stats}");
+    assert_eq!(stats["failed"], 0, "{stats}");
+    let failed = api.get("/queue/gone/failed").json();
+    assert_eq!(
+        failed["failed_jobs"].as_array().unwrap().len(),
+        0,
+        "{failed}"
+    );
+    assert_eq!(api.post("/q/gone?uniq=u2", r#"{"n":3}"#).status, 201);
+    assert_eq!(api.get("/q/gone").json(), serde_json::json!({"n":3}));
+}

@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use common::{durable_config, Api, Reprow};
 use reprow::store::{
-    engine::Engine, queue::QueueDef, Destination, NewJob, Op, Options, Reply, Settlement,
+    engine::Engine, queue::QueueDef, Destination, NewJob, Op, Options, Query, Reply, Settlement,
+    StoreError, StoreErrorKind,
 };
 
 const IDLE: usize = 20_000;
@@ -118,6 +119,112 @@ fn idle_queues_are_not_walked_by_the_scheduler() {
     }
     e.feed();
     assert!(one_job(&mut e) <= alone.max(2));
+}
+
+fn apply(e: &mut Engine, op: Op) -> Result<Reply, reprow::store::StoreError> {
+    e.apply_ops(vec![op]).pop().unwrap().1
+}
+
+fn outstanding(e: &mut Engine, queue: &str) -> Option<u64> {
+    match e.query(Query::Stats(Some(queue.into()))) {
+        Ok(Reply::Stats(s)) => Some(s[0].1.outstanding_jobs),
+        _ => None,
+    }
+}
+
+#[test]
+fn the_cap_counts_the_queues_one_op_makes_and_frees_with_a_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    // `p` and the default queue: one more fits.
+    let mut e = Engine::open(options(dir.path(), 3), None).unwrap();
+    let limit = |r: Result<Reply, StoreError>| {
+        assert!(
+            matches!(&r, Err(err) if err.kind() == StoreErrorKind::Limit
+                && err.to_string().contains("queue.max_queues")),
+            "{r:?}"
+        );
+    };
+    // Two new queues in one batch of jobs: the second does not fit, so neither is made.
+    limit(apply(&mut e, Op::Enqueue(vec![job("n1"), job("n2")])));
+    assert_eq!(outstanding(&mut e, "n1"), None);
+    let r = apply(&mut e, Op::Enqueue(vec![job("n1"), job("n1")]));
+    assert!(r.is_ok(), "{r:?}");
+    assert_eq!(outstanding(&mut e, "n1"), Some(2));
+    limit(apply(&mut e, Op::PutQueue(QueueDef::named("n2"))));
+    limit(apply(&mut e, Op::Enqueue(vec![job("n2")])));
+    // Changing a queue that exists is no new queue.
+    let mut p = QueueDef::named("p");
+    p.url = Some("http://127.0.0.1:9/other".into());
+    assert!(apply(&mut e, Op::PutQueue(p)).is_ok());
+    assert!(apply(&mut e, Op::DeleteQueue("n1".into())).is_ok());
+    assert!(apply(&mut e, Op::PutQueue(QueueDef::named("n2"))).is_ok());
+    limit(apply(&mut e, Op::PutQueue(QueueDef::named("n3"))));
+    // Reopened, the count is what is on disk.
+    drop(e);
+    let mut e = Engine::open(options(dir.path(), 3), None).unwrap();
+    limit(apply(&mut e, Op::PutQueue(QueueDef::named("n3"))));
+    assert!(apply(&mut e, Op::DeleteQueue("n2".into())).is_ok());
+    assert!(apply(&mut e, Op::PutQueue(QueueDef::named("n3"))).is_ok());
+}
+
+#[test]
+fn a_deleted_queue_ends_its_leases_and_keeps_no_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut e = Engine::open(options(dir.path(), 100), None).unwrap();
+    let mut jobs: Vec<NewJob> = (0..3).map(|_| job("p")).collect();
+    jobs[0].uniq = Some("k".into());
+    assert!(apply(&mut e, Op::Enqueue(jobs)).is_ok());
+    let other = apply(&mut e, Op::Enqueue(vec![job("other")]));
+    assert!(other.is_ok(), "{other:?}");
+    e.feed();
+    let handed: Vec<_> = e.dispatched.drain(..).collect();
+    assert_eq!(handed.len(), 3);
+    let pulled = apply(
+        &mut e,
+        Op::Pull {
+            queue: "other".into(),
+            count: 1,
+            forget: false,
+        },
+    );
+    assert!(pulled.is_ok(), "{pulled:?}");
+    assert_eq!(e.leased(), 4);
+    assert!(apply(&mut e, Op::DeleteQueue("p".into())).is_ok());
+    // Its leases ended; the other queue's stays.
+    assert_eq!(e.leased(), 1);
+    assert_eq!(outstanding(&mut e, "p"), None);
+    assert_eq!(outstanding(&mut e, "other"), Some(1));
+    // A worker's answer for one of its jobs finds nothing.
+    let d = &handed[0];
+    let settle = Op::Settle {
+        id: d.job.id,
+        lease: d.lease,
+        how: Settlement::Retry(
+            std::time::Duration::ZERO,
+            reprow::job::Failure {
+                status: Some(500),
+                message: "x".into(),
+            },
+        ),
+        elapsed_ms: 1,
+    };
+    assert!(apply(&mut e, settle).is_ok());
+    e.feed();
+    assert!(e.dispatched.is_empty());
+    // Only the other queue's pull lease wakes the loop.
+    let wake = e.next_wake().unwrap();
+    assert!(wake > std::time::Duration::from_secs(50), "{wake:?}");
+    // Made again, it is empty, and its uniq key is free.
+    let mut p = QueueDef::named("p");
+    p.url = Some("http://127.0.0.1:9/work".into());
+    assert!(apply(&mut e, Op::PutQueue(p)).is_ok());
+    assert_eq!(outstanding(&mut e, "p"), Some(0));
+    let mut again = job("p");
+    again.uniq = Some("k".into());
+    let r = apply(&mut e, Op::Enqueue(vec![again]));
+    assert!(r.is_ok(), "{r:?}");
+    e.feed();
+    assert_eq!(e.dispatched.len(), 1);
 }
 
 /// A durable config in `dir` with `queue.max_queues: max` and `extra`.

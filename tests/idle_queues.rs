@@ -345,3 +345,64 @@ fn a_deleted_queue_leaves_nothing_behind_after_a_restart() {
     assert_eq!(api.post("/q/gone?uniq=u2", r#"{"n":3}"#).status, 201);
     assert_eq!(api.get("/q/gone").json(), serde_json::json!({"n":3}));
 }
+
+/// A store written before the `counters` database (id counters and counts in `meta`) opens
+/// with its counts and ids, and they move out of `meta`.
+#[test]
+fn counters_kept_in_meta_by_an_older_version_move_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut e = Engine::open(options(dir.path(), 100), None).unwrap();
+    let first = match apply(&mut e, Op::Enqueue(vec![job("old"), job("old")])) {
+        Ok(Reply::Enqueued(v)) => v[1].id,
+        r => panic!("{r:?}"),
+    };
+    drop(e);
+    // Put the counters back where an older version kept them.
+    with_meta_and_counters(dir.path(), |wtxn, meta, counters| {
+        let all: Vec<(Vec<u8>, Vec<u8>)> = counters
+            .iter(wtxn)
+            .unwrap()
+            .map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())).unwrap())
+            .collect();
+        assert!(all.iter().any(|(k, _)| k == b"next_id"));
+        for (k, v) in &all {
+            meta.put(wtxn, k, v).unwrap();
+        }
+        counters.clear(wtxn).unwrap();
+    });
+
+    let mut e = Engine::open(options(dir.path(), 100), None).unwrap();
+    assert_eq!(outstanding(&mut e, "old"), Some(2));
+    match apply(&mut e, Op::Enqueue(vec![job("old")])) {
+        Ok(Reply::Enqueued(v)) => assert!(v[0].id > first, "an id was handed out twice"),
+        r => panic!("{r:?}"),
+    }
+    drop(e);
+    with_meta_and_counters(dir.path(), |wtxn, meta, _| {
+        assert!(meta.get(wtxn, b"next_id").unwrap().is_none());
+        assert_eq!(meta.prefix_iter(wtxn, b"c:").unwrap().count(), 0);
+    });
+}
+
+type Raw<'e> = heed::Database<'e, heed::types::Bytes, heed::types::Bytes>;
+
+/// Runs `f` on the store's `meta` and `counters` databases in one committed write transaction.
+fn with_meta_and_counters(dir: &Path, f: impl FnOnce(&mut heed::RwTxn, Raw, Raw)) {
+    let env = reprow::store::lmdb::open(&dir.join("data"), 256 << 20, true).unwrap();
+    let wtxn = env.write_txn().unwrap();
+    let [meta, counters] = env
+        .create_databases_and_commit(wtxn, |dbo, wtxn| -> heed::Result<_> {
+            let mut db = |name| {
+                dbo.create_database::<heed::types::Bytes, heed::types::Bytes>(wtxn, Some(name))
+            };
+            Ok(heed::CommitOrAbort::<_, ()>::Commit([
+                db("meta")?,
+                db("counters")?,
+            ]))
+        })
+        .unwrap()
+        .unwrap_commit();
+    let mut wtxn = env.write_txn().unwrap();
+    f(&mut wtxn, meta, counters);
+    wtxn.commit().unwrap();
+}

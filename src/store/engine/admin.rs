@@ -129,7 +129,9 @@ impl Engine {
         for key in [format!("q:{name}"), format!("qid:{name}")] {
             self.meta.delete(txn, key.as_bytes()).map_err(db_err)?;
         }
-        self.meta.delete(txn, &counts_key(qid)).map_err(db_err)?;
+        self.counters
+            .delete(txn, &counts_key(qid))
+            .map_err(db_err)?;
         Ok((Reply::Unit, Effect::Dropped { qid }))
     }
 

@@ -27,7 +27,14 @@ impl Engine {
     /// Bytes in use by the store's pages.
     fn used_bytes(&self, txn: &RoTxn) -> Result<usize, StoreError> {
         let mut used = 0;
-        for db in [self.jobs, self.due, self.failed, self.uniq, self.meta] {
+        for db in [
+            self.jobs,
+            self.due,
+            self.failed,
+            self.uniq,
+            self.meta,
+            self.counters,
+        ] {
             used += db.stat(txn).map_err(db_err)?.non_free_page_size();
         }
         Ok(used)

@@ -25,7 +25,7 @@ impl Engine {
         let rtxn = self.env.read_txn().map_err(db_err)?;
         let get_u64 = |k: &[u8]| -> Result<Option<u64>, StoreError> {
             Ok(self
-                .meta
+                .counters
                 .get(&rtxn, k)
                 .map_err(db_err)?
                 .and_then(|v| v.try_into().ok().map(u64::from_le_bytes)))
@@ -48,7 +48,7 @@ impl Engine {
                 None => None,
             };
             let mut q = QState::new(qid, name, def, self.retry);
-            if let Some(c) = self.meta.get(&rtxn, &counts_key(qid)).map_err(db_err)? {
+            if let Some(c) = self.counters.get(&rtxn, &counts_key(qid)).map_err(db_err)? {
                 if c.len() == 16 {
                     q.count = u64::from_le_bytes(c[..8].try_into().map_err(corrupt)?);
                     q.failed = u64::from_le_bytes(c[8..].try_into().map_err(corrupt)?);

@@ -10,8 +10,11 @@
 //!   [`FailedRecord`](super::record::FailedRecord).
 //! - `uniq`: [`uniq_key`](super::record::uniq_key) (queue, key) → job id, presque's `?uniq=`.
 //! - `meta`: `q:<name>` → queue definition JSON, `qid:<name>` → queue id, `r:<category>` →
-//!   queue name, `c:<qid>` → job and failed counts, `next_id`, `next_fid`, `next_qid`.
-//!   Deleting a queue deletes its keys here and its rows everywhere else.
+//!   queue name: written by admin ops only.
+//! - `counters`: `c:<qid>` → job and failed counts, `next_id`, `next_fid`, `next_qid`: written
+//!   by every commit, so they live apart from the definitions (a commit rewrites a few pages
+//!   whatever the number of queues). Older stores kept them in `meta`; they move at open.
+//! - Deleting a queue deletes its keys in `meta` and `counters` and its rows everywhere else.
 //!
 //! # Invariants
 //! - Memory follows disk: an op changes memory only after its nested transaction committed into
@@ -143,6 +146,7 @@ pub struct Engine {
     failed: Db,
     uniq: Db,
     meta: Db,
+    counters: Db,
     /// Holds the directory lock for the engine's life.
     _lock: nix::fcntl::Flock<std::fs::File>,
     map_size: usize,

@@ -116,6 +116,30 @@ fn lock_dir(dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, OpenError> {
     })
 }
 
+/// A store written before the `counters` database kept its id counters and per-queue counts
+/// in `meta`: they move to `counters` (once: only while `counters` is empty), so a commit does
+/// not rewrite pages of the database that holds every queue's definition.
+fn move_counters(wtxn: &mut heed::RwTxn, meta: Db, counters: Db) -> heed::Result<()> {
+    if !counters.is_empty(wtxn)? {
+        return Ok(());
+    }
+    let mut moved: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    for k in [&b"next_id"[..], b"next_fid", b"next_qid"] {
+        if let Some(v) = meta.get(wtxn, k)? {
+            moved.push((k.to_vec(), v.to_vec()));
+        }
+    }
+    for kv in meta.prefix_iter(wtxn, b"c:")? {
+        let (k, v) = kv?;
+        moved.push((k.to_vec(), v.to_vec()));
+    }
+    for (k, v) in moved {
+        counters.put(wtxn, &k, &v)?;
+        meta.delete(wtxn, &k)?;
+    }
+    Ok(())
+}
+
 impl Engine {
     /// Opens the environment, clears stale reader slots, loads definitions and counts, and
     /// applies the config's queues and routings.
@@ -142,7 +166,7 @@ impl Engine {
             tracing::info!(cleared, "Cleared stale LMDB reader slots.");
         }
         let wtxn = env.write_txn().map_err(lmdb_err)?;
-        let [jobs, due, failed, uniq, meta]: [Db; 5] = env
+        let [jobs, due, failed, uniq, meta, counters]: [Db; 6] = env
             .create_databases_and_commit(wtxn, |dbo, wtxn| -> heed::Result<_> {
                 let mut db = |name| dbo.create_database::<Raw, Raw>(wtxn, Some(name));
                 Ok(CommitOrAbort::<_, ()>::Commit([
@@ -151,10 +175,14 @@ impl Engine {
                     db("failed")?,
                     db("uniq")?,
                     db("meta")?,
+                    db("counters")?,
                 ]))
             })
             .map_err(lmdb_err)?
             .unwrap_commit();
+        let mut wtxn = env.write_txn().map_err(lmdb_err)?;
+        move_counters(&mut wtxn, meta, counters).map_err(lmdb_err)?;
+        wtxn.commit().map_err(lmdb_err)?;
         let map_size = env.info().map_size;
         let mut engine = Engine {
             env,
@@ -163,6 +191,7 @@ impl Engine {
             failed,
             uniq,
             meta,
+            counters,
             _lock: lock,
             map_size,
             reserve: (map_size / 10).max(256 * 1024),

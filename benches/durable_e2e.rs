@@ -16,7 +16,10 @@
 //! that many idle push queues defined (`PUT /queue/idle-<n>`), then after deleting them, side
 //! by side in one process, and prints each rate's ratio to the first. The store's
 //! `max_queues` is set to fit them (`REPROW_BENCH_MAX_QUEUES`, default the count plus 100; `0`
-//! leaves the key out, for a build that does not know it).
+//! leaves the key out, for a build that does not know it). The same comparison is then made on
+//! the store engine alone, in this process (no fsync, no HTTP): its CPU per job, which the
+//! shared machine's fsync and scheduling noise does not blur (`REPROW_BENCH_IDLE_E2E=0`: only
+//! that one).
 
 mod support;
 
@@ -264,6 +267,94 @@ fn idle_queues(api: SocketAddr, worker: SocketAddr, n: u64, create: bool) -> f64
     t.elapsed().as_secs_f64()
 }
 
+/// The store engine alone (no fsync, no HTTP, no worker): jobs/s of enqueue, hand out and
+/// settle, one job per commit, with no other queue, with `n` idle push queues, and after
+/// deleting them.
+fn engine_comparison(n: u64, jobs: u64) {
+    use reprow::store::{
+        engine::Engine, queue::QueueDef, Destination, NewJob, Op, Options, Settlement,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let def = |name: &str| {
+        let mut d = QueueDef::named(name);
+        d.url = Some("http://127.0.0.1:9/work".into());
+        d
+    };
+    let mut e = Engine::open(
+        Options {
+            path: dir.path().join("data"),
+            map_size: 1 << 30,
+            no_sync: true,
+            queues: vec![def("p")],
+            routings: vec![],
+            default_queue: "default".into(),
+            defaults: Default::default(),
+            clock: Default::default(),
+            max_queues: n as usize + 10,
+            fail_commit: None,
+        },
+        None,
+    )
+    .unwrap();
+    let apply = |e: &mut Engine, ops: Vec<Op>| {
+        for (what, r) in e.apply_ops(ops) {
+            assert!(r.is_ok(), "{what}: {r:?}");
+        }
+    };
+    let rate = |e: &mut Engine| {
+        let t = Instant::now();
+        for _ in 0..jobs {
+            let job = NewJob {
+                dest: Destination::Queue("p".into()),
+                url: None,
+                payload: bytes::Bytes::from_static(b"{}"),
+                content_type: "application/json".into(),
+                run_at_ms: 0,
+                timeout: None,
+                max_retries: None,
+                retry_delay: None,
+                uniq: None,
+            };
+            apply(e, vec![Op::Enqueue(vec![job])]);
+            e.feed();
+            let d = e.dispatched.pop().unwrap();
+            e.next_wake();
+            let done = Op::Settle {
+                id: d.job.id,
+                lease: d.lease,
+                how: Settlement::Done,
+                elapsed_ms: 1,
+            };
+            apply(e, vec![done]);
+            e.feed();
+            e.next_wake();
+        }
+        jobs as f64 / t.elapsed().as_secs_f64()
+    };
+    e.feed();
+    rate(&mut e);
+    let base = rate(&mut e);
+    let names: Vec<String> = (0..n).map(|i| format!("idle-{i}")).collect();
+    for chunk in names.chunks(2_000) {
+        apply(&mut e, chunk.iter().map(|q| Op::PutQueue(def(q))).collect());
+    }
+    e.feed();
+    let idle = rate(&mut e);
+    for chunk in names.chunks(2_000) {
+        apply(
+            &mut e,
+            chunk.iter().map(|q| Op::DeleteQueue(q.clone())).collect(),
+        );
+    }
+    e.feed();
+    let gone = rate(&mut e);
+    println!(
+        "store engine alone (no fsync): {base:.0} jobs/s with no idle queue, {idle:.0} with {n} idle ({:.2}), {gone:.0} after deleting them ({:.2})",
+        idle / base,
+        gone / base
+    );
+}
+
 /// The rate with no other queue, with `n` idle queues, and after they were deleted.
 fn idle_comparison(b: &Bench, worker: SocketAddr, n: u64, jobs: u64, batch: u64, producers: u64) {
     println!("idle queues: {n}");
@@ -309,6 +400,10 @@ fn main() {
     let max_queues: u64 = env("REPROW_BENCH_MAX_QUEUES", &(idle + 100).to_string())
         .parse()
         .unwrap();
+    if idle > 0 && env("REPROW_BENCH_IDLE_E2E", "1") == "0" {
+        engine_comparison(idle, jobs);
+        return;
+    }
     let max_queues = if idle > 0 && max_queues > 0 {
         format!("  max_queues: {max_queues}\n")
     } else {
@@ -389,4 +484,7 @@ fn main() {
         nix::sys::signal::Signal::SIGTERM,
     );
     let _ = child.wait();
+    if idle > 0 {
+        engine_comparison(idle, jobs);
+    }
 }

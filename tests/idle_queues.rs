@@ -295,8 +295,7 @@ fn queues_opened(r: &Reprow) -> u64 {
     r.log()
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["message"] == "Store opened.")
-        .last()
+        .rfind(|v| v["message"] == "Store opened.")
         .and_then(|v| v["queues"].as_u64())
         .expect("a Store opened. line")
 }

@@ -98,8 +98,11 @@ fn idle_queues_are_not_walked_by_the_scheduler() {
     e.feed();
     let alone = one_job(&mut e);
     define_idle(&mut e, IDLE);
-    // The definitions are looked at once, if at all.
+    // Empty, the new queues are not even looked at once.
+    assert_eq!(e.next_wake(), None, "new idle queues woke the store loop");
+    let before = e.queues_visited();
     e.feed();
+    assert!(e.queues_visited() - before <= 1, "new idle queues were fed");
     let mut crowded = 0;
     for _ in 0..10 {
         crowded = crowded.max(one_job(&mut e));
@@ -225,6 +228,40 @@ fn a_deleted_queue_ends_its_leases_and_keeps_no_rows() {
     assert!(r.is_ok(), "{r:?}");
     e.feed();
     assert_eq!(e.dispatched.len(), 1);
+}
+
+/// A queue stopped or deleted with a job due later does not wake the store loop for it.
+#[test]
+fn a_stopped_or_deleted_queue_is_not_scheduled() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut e = Engine::open(options(dir.path(), 100), None).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let mut later = job("p");
+    later.run_at_ms = now + 600_000;
+    assert!(apply(&mut e, Op::Enqueue(vec![later.clone()])).is_ok());
+    e.feed();
+    let wake = e.next_wake().expect("the deferred job wakes the loop");
+    assert!(wake > std::time::Duration::from_secs(500), "{wake:?}");
+    let stop = Op::Control {
+        queue: "p".into(),
+        paused: true,
+    };
+    assert!(apply(&mut e, stop).is_ok());
+    e.feed();
+    assert_eq!(e.next_wake(), None, "a stopped queue woke the loop");
+    let start = Op::Control {
+        queue: "p".into(),
+        paused: false,
+    };
+    assert!(apply(&mut e, start).is_ok());
+    e.feed();
+    assert!(e.next_wake().is_some());
+    assert!(apply(&mut e, Op::DeleteQueue("p".into())).is_ok());
+    e.feed();
+    assert_eq!(e.next_wake(), None, "a deleted queue woke the loop");
 }
 
 /// A durable config in `dir` with `queue.max_queues: max` and `extra`.

@@ -97,6 +97,7 @@ fn idle_queues_are_not_walked_by_the_scheduler() {
     let mut e = Engine::open(options(dir.path(), IDLE + 10), None).unwrap();
     e.feed();
     let alone = one_job(&mut e);
+    assert!(alone >= 1, "the count of queues looked at counts nothing");
     define_idle(&mut e, IDLE);
     // Empty, the new queues are not even looked at once.
     assert_eq!(e.next_wake(), None, "new idle queues woke the store loop");
@@ -112,6 +113,17 @@ fn idle_queues_are_not_walked_by_the_scheduler() {
         "a job made the scheduler look at {crowded} queues with {IDLE} idle ones, {alone} with none"
     );
     assert_eq!(e.next_wake(), None, "idle queues woke the store loop");
+    // Nor after a restart.
+    drop(e);
+    let mut e = Engine::open(options(dir.path(), IDLE + 10), None).unwrap();
+    assert_eq!(e.next_wake(), None, "idle queues woke the reopened store");
+    let before = e.queues_visited();
+    e.feed();
+    assert!(
+        e.queues_visited() - before <= 1,
+        "idle queues were fed at open"
+    );
+    assert!(one_job(&mut e) <= alone.max(2));
 
     // Deleted, they cost nothing either.
     let deletes: Vec<Op> = (0..IDLE)

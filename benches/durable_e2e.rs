@@ -10,6 +10,16 @@
 //! Run: `cargo bench --bench durable_e2e`. `REPROW_BENCH_DEPTHS` (default
 //! `1000,1000000,10000000`), `REPROW_BENCH_JOBS` (default 20000), `REPROW_BENCH_BATCH`
 //! (default 100), `REPROW_BENCH_PRODUCERS` (default 16), `REPROW_BENCH_DIR` (default a temp dir).
+//!
+//! Idle queues (issue 21: the cost of a job must not grow with queues that have nothing to do):
+//! `REPROW_BENCH_IDLE_QUEUES=20000` measures instead the rate with no other queue, then with
+//! that many idle push queues defined (`PUT /queue/idle-<n>`), then after deleting them, side
+//! by side in one process, and prints each rate's ratio to the first. The store's
+//! `max_queues` is set to fit them (`REPROW_BENCH_MAX_QUEUES`, default the count plus 100; `0`
+//! leaves the key out, for a build that does not know it). The same comparison is then made on
+//! the store engine alone, in this process (no fsync, no HTTP): its CPU per job, which the
+//! shared machine's fsync and scheduling noise does not blur (`REPROW_BENCH_IDLE_E2E=0`: only
+//! that one).
 
 mod support;
 
@@ -160,7 +170,8 @@ struct Bench {
     pid: u32,
 }
 
-fn measure(b: &Bench, jobs: u64, batch: u64, producers: u64, label: &str) {
+/// Jobs/s of one run (first send to last ack committed).
+fn measure(b: &Bench, jobs: u64, batch: u64, producers: u64, label: &str) -> f64 {
     let (api, log, epoch, pid) = (b.api, &b.log, b.epoch, b.pid);
     log.lock().unwrap().clear();
     let start = Instant::now();
@@ -211,13 +222,201 @@ fn measure(b: &Bench, jobs: u64, batch: u64, producers: u64, label: &str) {
     let mut lat = log.lock().unwrap().clone();
     lat.sort_unstable();
     let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)] as f64 / 1e6;
+    let rate = jobs as f64 / elapsed.as_secs_f64();
     println!(
         "  {label:<22} {:>9.0} jobs/s   p50 {:>7.2} ms   p99 {:>7.2} ms   RSS anon {:>6} KiB  file {:>8} KiB",
-        jobs as f64 / elapsed.as_secs_f64(),
+        rate,
         pct(0.50),
         pct(0.99),
         peak.0,
         peak.1
+    );
+    rate
+}
+
+/// Defines (`create`) or deletes `n` idle push queues `idle-<i>` from 4 connections; returns
+/// the seconds it took.
+fn idle_queues(api: SocketAddr, worker: SocketAddr, n: u64, create: bool) -> f64 {
+    let t = Instant::now();
+    let next = Arc::new(AtomicU64::new(0));
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let next = next.clone();
+            std::thread::spawn(move || {
+                let mut c = Conn::new(api);
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    if i >= n {
+                        return;
+                    }
+                    let path = format!("/queue/idle-{i}");
+                    let (s, b) = if create {
+                        let body = format!(r#"{{"url":"http://{worker}/work"}}"#);
+                        c.request("PUT", &path, &body)
+                    } else {
+                        c.request("DELETE", &path, "")
+                    };
+                    assert!(s == 200 || s == 204, "{path}: {s} {b}");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    t.elapsed().as_secs_f64()
+}
+
+/// The CPU time this thread used (user and system, page writes included): unlike wall time, it
+/// does not count waiting for a core the other builds hold.
+#[allow(unsafe_code)]
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; the call only writes it.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// The store engine alone (no fsync, no HTTP, no worker): jobs per second of the thread's CPU
+/// time for enqueue, hand out and settle, one job per commit, with no other queue, with `n` idle push queues, and after
+/// deleting them.
+fn engine_comparison(n: u64, jobs: u64) {
+    use reprow::store::{
+        engine::Engine, queue::QueueDef, Destination, NewJob, Op, Options, Settlement,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let def = |name: &str| {
+        let mut d = QueueDef::named(name);
+        d.url = Some("http://127.0.0.1:9/work".into());
+        d
+    };
+    let mut e = Engine::open(
+        Options {
+            path: dir.path().join("data"),
+            map_size: 1 << 30,
+            no_sync: true,
+            queues: vec![def("p")],
+            routings: vec![],
+            default_queue: "default".into(),
+            defaults: Default::default(),
+            clock: Default::default(),
+            max_queues: n as usize + 10,
+            fail_commit: None,
+        },
+        None,
+    )
+    .unwrap();
+    let apply = |e: &mut Engine, ops: Vec<Op>| {
+        for (what, r) in e.apply_ops(ops) {
+            assert!(r.is_ok(), "{what}: {r:?}");
+        }
+    };
+    // Bytes this process wrote so far (LMDB's page writes): what a commit costs, exactly.
+    let written = || {
+        std::fs::read_to_string("/proc/self/io")
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("wchar: ")
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+            })
+            .unwrap_or(0)
+    };
+    let rate = |e: &mut Engine| {
+        let t = thread_cpu();
+        let w = written();
+        for _ in 0..jobs {
+            let job = NewJob {
+                dest: Destination::Queue("p".into()),
+                url: None,
+                payload: bytes::Bytes::from_static(b"{}"),
+                content_type: "application/json".into(),
+                run_at_ms: 0,
+                timeout: None,
+                max_retries: None,
+                retry_delay: None,
+                uniq: None,
+            };
+            apply(e, vec![Op::Enqueue(vec![job])]);
+            e.feed();
+            let d = e.dispatched.pop().unwrap();
+            e.next_wake();
+            let done = Op::Settle {
+                id: d.job.id,
+                lease: d.lease,
+                how: Settlement::Done,
+                elapsed_ms: 1,
+            };
+            apply(e, vec![done]);
+            e.feed();
+            e.next_wake();
+        }
+        (
+            jobs as f64 / (thread_cpu() - t).as_secs_f64(),
+            (written() - w) / jobs,
+        )
+    };
+    e.feed();
+    rate(&mut e);
+    let base = rate(&mut e);
+    let names: Vec<String> = (0..n).map(|i| format!("idle-{i}")).collect();
+    for chunk in names.chunks(2_000) {
+        apply(&mut e, chunk.iter().map(|q| Op::PutQueue(def(q))).collect());
+    }
+    e.feed();
+    let idle = rate(&mut e);
+    for chunk in names.chunks(2_000) {
+        apply(
+            &mut e,
+            chunk.iter().map(|q| Op::DeleteQueue(q.clone())).collect(),
+        );
+    }
+    e.feed();
+    let gone = rate(&mut e);
+    println!(
+        "store engine alone (no fsync), jobs per CPU second of the store and bytes written per job: \
+         {:.0} and {} with no idle queue; {:.0} and {} with {n} idle ({:.2}); {:.0} and {} after deleting them ({:.2})",
+        base.0,
+        base.1,
+        idle.0,
+        idle.1,
+        idle.0 / base.0,
+        gone.0,
+        gone.1,
+        gone.0 / base.0
+    );
+}
+
+/// The rate with no other queue, with `n` idle queues, and after they were deleted.
+fn idle_comparison(b: &Bench, worker: SocketAddr, n: u64, jobs: u64, batch: u64, producers: u64) {
+    println!("idle queues: {n}");
+    let runs = |label: &str| {
+        let one = measure(b, jobs, 1, producers, &format!("{label}, 1/request"));
+        let many = measure(
+            b,
+            jobs * 5,
+            batch,
+            producers.min(4),
+            &format!("{label}, batches of {batch}"),
+        );
+        (one, many)
+    };
+    let base = runs("no idle queue");
+    let secs = idle_queues(b.api, worker, n, true);
+    println!("  defined {n} idle queues in {secs:.1}s");
+    let idle = runs(&format!("{n} idle"));
+    let secs = idle_queues(b.api, worker, n, false);
+    println!("  deleted {n} idle queues in {secs:.1}s");
+    let gone = runs(&format!("{n} deleted"));
+    println!(
+        "  ratio to no idle queue: with {n} idle {:.2} (1/request) {:.2} (batches); after deleting them {:.2} {:.2}",
+        idle.0 / base.0,
+        idle.1 / base.1,
+        gone.0 / base.0,
+        gone.1 / base.1
     );
 }
 
@@ -232,6 +431,19 @@ fn main() {
     let jobs: u64 = env("REPROW_BENCH_JOBS", "20000").parse().unwrap();
     let batch: u64 = env("REPROW_BENCH_BATCH", "100").parse().unwrap();
     let producers: u64 = env("REPROW_BENCH_PRODUCERS", "16").parse().unwrap();
+    let idle: u64 = env("REPROW_BENCH_IDLE_QUEUES", "0").parse().unwrap();
+    let max_queues: u64 = env("REPROW_BENCH_MAX_QUEUES", &(idle + 100).to_string())
+        .parse()
+        .unwrap();
+    if idle > 0 && env("REPROW_BENCH_IDLE_E2E", "1") == "0" {
+        engine_comparison(idle, jobs);
+        return;
+    }
+    let max_queues = if idle > 0 && max_queues > 0 {
+        format!("  max_queues: {max_queues}\n")
+    } else {
+        String::new()
+    };
     let tmp = tempfile::tempdir().unwrap();
     let dir = std::env::var("REPROW_BENCH_DIR")
         .map(std::path::PathBuf::from)
@@ -243,7 +455,7 @@ fn main() {
     std::fs::write(
         &cfg,
         format!(
-            "queue:\n  type: lmdb\n  path: {}\n  map_size: 16GiB\napi:\n  listen: 127.0.0.1:0\nlog_level: warn\nqueues:\n  bench:\n    url: http://{waddr}/work\n    max_workers: 64\n  backlog:\n    url: http://{waddr}/work\n    paused: true\nroutings:\n  bench: bench\n  backlog: backlog\n",
+            "queue:\n  type: lmdb\n  path: {}\n  map_size: 16GiB\n{max_queues}api:\n  listen: 127.0.0.1:0\nlog_level: warn\nqueues:\n  bench:\n    url: http://{waddr}/work\n    max_workers: 64\n  backlog:\n    url: http://{waddr}/work\n    paused: true\nroutings:\n  bench: bench\n  backlog: backlog\n",
             dir.join("data").display()
         ),
     )
@@ -275,7 +487,16 @@ fn main() {
         "durable path: {jobs} jobs per run, {producers} producer connections, batches of {batch}, {} CPUs",
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
-    for depth in depths {
+    if idle > 0 {
+        let b = Bench {
+            api,
+            log: log.clone(),
+            epoch,
+            pid: child.id(),
+        };
+        idle_comparison(&b, waddr, idle, jobs, batch, producers);
+    }
+    for depth in depths.into_iter().filter(|_| idle == 0) {
         fill(api, depth);
         println!("backlog depth {depth} waiting jobs:");
         let b = Bench {
@@ -298,4 +519,7 @@ fn main() {
         nix::sys::signal::Signal::SIGTERM,
     );
     let _ = child.wait();
+    if idle > 0 {
+        engine_comparison(idle, jobs);
+    }
 }

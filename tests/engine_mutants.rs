@@ -33,6 +33,7 @@ fn options(dir: &std::path::Path) -> Options {
         default_queue: "default".into(),
         defaults: Default::default(),
         clock: Default::default(),
+        max_queues: reprow::store::config::DEFAULT_MAX_QUEUES,
         fail_commit: None,
     }
 }

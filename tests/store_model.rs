@@ -401,6 +401,7 @@ impl Harness {
             default_queue: "default".into(),
             defaults: Default::default(),
             clock: Clock::Manual(self.clock.clone()),
+            max_queues: reprow::store::config::DEFAULT_MAX_QUEUES,
             fail_commit: Some(Arc::new(move || fail.swap(false, Ordering::SeqCst))),
         };
         self.engine = Some(Engine::open(opts, None).unwrap());

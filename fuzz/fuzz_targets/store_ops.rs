@@ -63,6 +63,7 @@ fn open(path: &PathBuf, clock: &Arc<AtomicU64>) -> Engine {
         default_queue: "pull".into(),
         defaults: Default::default(),
         clock: Clock::Manual(clock.clone()),
+        max_queues: reprow::store::config::DEFAULT_MAX_QUEUES,
         fail_commit: None,
     };
     Engine::open(opts, None).expect("open the store")

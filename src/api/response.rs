@@ -109,6 +109,7 @@ impl From<StoreError> for Response {
             StoreErrorKind::NotFound => 404,
             StoreErrorKind::Conflict => 409,
             StoreErrorKind::Full => 507,
+            StoreErrorKind::Limit => 422,
             StoreErrorKind::Unavailable => 503,
         };
         Response::error(status, &e.to_string())

@@ -93,6 +93,7 @@ fn open_store(
             concurrency: r.concurrency,
         }),
         clock: crate::store::Clock::System,
+        max_queues: lmdb.max_queues,
         fail_commit: None,
     };
     Ok(crate::store::engine::start(opts, tx.deliveries())?)

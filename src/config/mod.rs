@@ -277,6 +277,21 @@ impl Config {
         if l.map_size < (1 << 20) {
             return Err(("queue.map_size".into(), "must be at least 1MiB".into()));
         }
+        let max = crate::store::config::MAX_MAX_QUEUES;
+        if l.max_queues == 0 || l.max_queues > max {
+            return Err(("queue.max_queues".into(), format!("must be 1 to {max}")));
+        }
+        let wanted =
+            self.queues.len() + usize::from(!self.queues.contains_key(&self.default_queue));
+        if wanted > l.max_queues {
+            return Err((
+                "queue.max_queues".into(),
+                format!(
+                    "is {}, but the config defines {wanted} queues (with the default queue)",
+                    l.max_queues
+                ),
+            ));
+        }
         self.api.validate().map_err(|(k, m)| (k.to_string(), m))?;
         crate::store::queue::check_name("default_queue", &self.default_queue)
             .map_err(|m| ("default_queue".to_string(), m))?;

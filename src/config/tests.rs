@@ -185,6 +185,36 @@ fn durable_defaults_and_sizes() {
 }
 
 #[test]
+fn max_queues_is_checked_at_load() {
+    let c = Config::from_yaml("{}").unwrap();
+    let QueueConfig::Lmdb(l) = &c.queue else {
+        panic!("the default queue is the durable one")
+    };
+    assert_eq!(l.max_queues, 10_000);
+    let one = Config::from_yaml("queue:\n  type: lmdb\n  max_queues: 1\n").unwrap();
+    let QueueConfig::Lmdb(l) = &one.queue else {
+        panic!("lmdb")
+    };
+    assert_eq!(l.max_queues, 1);
+    assert!(Config::from_yaml("queue:\n  type: lmdb\n  max_queues: 1000000\n").is_ok());
+    for bad in ["0", "1000001"] {
+        let e = err(&format!("queue:\n  type: lmdb\n  max_queues: {bad}\n"));
+        assert!(
+            e.contains("queue.max_queues") && e.contains("1 to 1000000"),
+            "{e}"
+        );
+    }
+    // The config's queues and the default queue must fit.
+    let e = err("queue:\n  type: lmdb\n  max_queues: 2\nqueues:\n  a: {}\n  b: {}\n");
+    assert!(
+        e.contains("queue.max_queues") && e.contains("3 queues"),
+        "{e}"
+    );
+    let fits = "queue:\n  type: lmdb\n  max_queues: 2\nqueues:\n  a: {}\n  default: {}\n";
+    assert!(Config::from_yaml(fits).is_ok());
+}
+
+#[test]
 fn durations() {
     assert_eq!(
         parse_duration("1500ms").unwrap(),

@@ -22,7 +22,17 @@ pub struct LmdbConfig {
     /// whose enqueue was acknowledged. Defaults to false; reprow logs a warning when set.
     #[serde(default)]
     pub unsafe_no_sync_benchmark_only: bool,
+    /// Most queues the store holds (defined in the config, through the API, or made by a
+    /// first enqueue); creating one more is refused with 422 naming this key. Defaults to
+    /// [`DEFAULT_MAX_QUEUES`]; 1 to [`MAX_MAX_QUEUES`].
+    #[serde(default = "default_max_queues")]
+    pub max_queues: usize,
 }
+
+/// The default `queue.max_queues`.
+pub const DEFAULT_MAX_QUEUES: usize = 10_000;
+/// The largest `queue.max_queues` accepted.
+pub const MAX_MAX_QUEUES: usize = 1_000_000;
 
 impl Default for LmdbConfig {
     fn default() -> Self {
@@ -30,6 +40,7 @@ impl Default for LmdbConfig {
             path: default_data_path(),
             map_size: default_map_size(),
             unsafe_no_sync_benchmark_only: false,
+            max_queues: DEFAULT_MAX_QUEUES,
         }
     }
 }
@@ -39,4 +50,7 @@ fn default_data_path() -> PathBuf {
 }
 const fn default_map_size() -> usize {
     4 << 30
+}
+const fn default_max_queues() -> usize {
+    DEFAULT_MAX_QUEUES
 }

@@ -15,6 +15,9 @@ pub enum StoreErrorKind {
     Conflict,
     /// The map or the disk is nearly full: new jobs are refused so acks keep committing (507).
     Full,
+    /// A configured limit would be passed, such as `queue.max_queues` (422); the message
+    /// names the setting.
+    Limit,
     /// The store is stopping or a commit failed (503).
     Unavailable,
 }
@@ -79,6 +82,11 @@ impl StoreError {
     /// 507.
     pub fn full(context: impl Into<String>) -> StoreError {
         StoreError::new(StoreErrorKind::Full, context)
+    }
+
+    /// 422.
+    pub fn limit(context: impl Into<String>) -> StoreError {
+        StoreError::new(StoreErrorKind::Limit, context)
     }
 
     /// 503.

@@ -3,8 +3,10 @@
 //!
 //! # Invariants
 //! - Putting a definition equal to the stored one writes nothing and restarts nothing.
-//! - Deleting a queue deletes its definition only: its id (`qid:<name>`) and jobs stay, so
-//!   re-creating it finds them.
+//! - Deleting a queue deletes everything it holds: its definition, id and counts, its jobs (with
+//!   their `uniq` keys) and its failed log; a restart does not find it, re-creating it starts
+//!   empty, and its routings stay (refused until a queue of that name is defined again).
+//! - A queue is defined only while there is room for it (`queue.max_queues`).
 //! - A retried failure keeps its job id unless a job already holds it, and drops its `uniq` key
 //!   if another job holds that.
 
@@ -13,6 +15,7 @@ use std::ops::Bound;
 use heed::RwTxn;
 
 use super::{
+    disk::counts_key,
     effect::Effect,
     error::{corrupt, db_err, no_failed},
     Engine,
@@ -43,7 +46,13 @@ impl Engine {
         queue: &str,
     ) -> Result<(Reply, Effect), StoreError> {
         let qid = self.qid(queue)?;
-        let mut recs = Vec::new();
+        let ids = self.remove_all_jobs(txn, qid)?;
+        Ok((Reply::Unit, Effect::Purged { qid, ids }))
+    }
+
+    /// Removes every job of queue `qid` (its rows in `jobs`, `due` and `uniq`); returns their
+    /// ids.
+    fn remove_all_jobs(&self, txn: &mut RwTxn, qid: u32) -> Result<Vec<u64>, StoreError> {
         let (lo, hi) = (due_key(qid, 0, 0), due_key(qid, u64::MAX, u64::MAX));
         let keys: Vec<u64> = self
             .due
@@ -55,13 +64,14 @@ impl Engine {
                     .map(|(_, _, id)| id)
             })
             .collect();
+        let mut ids = Vec::with_capacity(keys.len());
         for id in keys {
             if let Some(rec) = self.read_job(txn, id)? {
                 self.remove_job(txn, &rec)?;
-                recs.push(rec);
+                ids.push(id);
             }
         }
-        Ok((Reply::Unit, Effect::Purged { qid, recs }))
+        Ok(ids)
     }
 
     /// Creates or replaces a queue definition.
@@ -71,6 +81,7 @@ impl Engine {
         def: QueueDef,
     ) -> Result<(Reply, Effect), StoreError> {
         def.validate().map_err(StoreError::bad_request)?;
+        self.room_for_queue(&def.name, 0)?;
         let existing = self
             .by_name
             .get(&def.name)
@@ -82,25 +93,46 @@ impl Engine {
             let qid = self.define(txn, &def)?;
             Ok((
                 Reply::Queues(vec![def.clone()]),
-                Effect::Defined {
-                    qid,
-                    def: Some(def),
-                },
+                Effect::Defined { qid, def },
             ))
         }
     }
 
-    /// Deletes a queue's definition (its id and jobs stay).
+    /// Deletes a queue and everything it holds (see the module's invariants).
     pub(super) fn delete_queue(
         &mut self,
         txn: &mut RwTxn,
         name: &str,
     ) -> Result<(Reply, Effect), StoreError> {
         let qid = self.qid(name)?;
-        self.meta
-            .delete(txn, format!("q:{name}").as_bytes())
+        self.remove_all_jobs(txn, qid)?;
+        let failed = (failed_key(qid, 0), failed_key(qid, u64::MAX));
+        self.failed
+            .delete_range(
+                txn,
+                &(
+                    Bound::Included(&failed.0[..]),
+                    Bound::Included(&failed.1[..]),
+                ),
+            )
             .map_err(db_err)?;
-        Ok((Reply::Unit, Effect::Defined { qid, def: None }))
+        // Every key of the uniqueness index starts with the queue id (each job's key went with
+        // it; this catches any left by an older version).
+        let lo = qid.to_be_bytes();
+        let next = qid.checked_add(1).map(u32::to_be_bytes);
+        let hi = next
+            .as_ref()
+            .map_or(Bound::Unbounded, |n| Bound::Excluded(&n[..]));
+        self.uniq
+            .delete_range(txn, &(Bound::Included(&lo[..]), hi))
+            .map_err(db_err)?;
+        for key in [format!("q:{name}"), format!("qid:{name}")] {
+            self.meta.delete(txn, key.as_bytes()).map_err(db_err)?;
+        }
+        self.counters
+            .delete(txn, &counts_key(qid))
+            .map_err(db_err)?;
+        Ok((Reply::Unit, Effect::Dropped { qid }))
     }
 
     /// Stops or restarts a queue (`/control`); a restart keeps it stopped.
@@ -119,10 +151,7 @@ impl Engine {
             self.define(txn, &def)?;
             Ok((
                 Reply::Queues(vec![def.clone()]),
-                Effect::Defined {
-                    qid,
-                    def: Some(def),
-                },
+                Effect::Defined { qid, def },
             ))
         }
     }

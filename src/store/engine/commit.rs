@@ -78,13 +78,13 @@ impl Engine {
     }
 
     fn write_counters(&mut self, wtxn: &mut RwTxn) -> Result<(), StoreError> {
-        self.meta
+        self.counters
             .put(wtxn, b"next_id", &self.next_id.to_le_bytes())
             .map_err(db_err)?;
-        self.meta
+        self.counters
             .put(wtxn, b"next_fid", &self.next_fid.to_le_bytes())
             .map_err(db_err)?;
-        self.meta
+        self.counters
             .put(wtxn, b"next_qid", &u64::from(self.next_qid).to_le_bytes())
             .map_err(db_err)?;
         for qid in std::mem::take(&mut self.dirty) {
@@ -92,7 +92,9 @@ impl Engine {
                 let mut v = [0u8; 16];
                 v[..8].copy_from_slice(&q.count.to_le_bytes());
                 v[8..].copy_from_slice(&q.failed.to_le_bytes());
-                self.meta.put(wtxn, &counts_key(qid), &v).map_err(db_err)?;
+                self.counters
+                    .put(wtxn, &counts_key(qid), &v)
+                    .map_err(db_err)?;
             }
         }
         Ok(())

@@ -7,7 +7,11 @@
 //! - A job made runnable again goes through [`below_cursor`], so the next scan finds it.
 //! - A queue's totals are noted before the batch first changes them (undone if it fails).
 
-use super::{lease::Lease, state::below_cursor, state::QState, Engine};
+use super::{
+    lease::Lease,
+    state::{below_cursor, disarm, QState},
+    Engine,
+};
 use crate::store::{queue::QueueDef, record::JobRecord};
 
 /// A change to memory that an op's nested transaction made true on disk.
@@ -40,11 +44,16 @@ pub(super) enum Effect {
     },
     Purged {
         qid: u32,
-        recs: Vec<JobRecord>,
+        ids: Vec<u64>,
     },
+    /// A queue defined or redefined.
     Defined {
         qid: u32,
-        def: Option<QueueDef>,
+        def: QueueDef,
+    },
+    /// A queue deleted with everything it held.
+    Dropped {
+        qid: u32,
     },
     Routing(String, Option<String>),
     FailedRemoved {
@@ -58,16 +67,12 @@ pub(super) enum Effect {
 impl Engine {
     /// Memory changes after an op's nested commit.
     pub(super) fn effect(&mut self, fx: Effect, now: u64) {
-        let bounds = self.retry;
         match fx {
             Effect::None => {}
             Effect::Enqueued { recs, new_queues } => {
                 for (qid, name, def) in new_queues {
                     self.by_name.insert(name.clone(), qid);
-                    self.queues
-                        .entry(qid)
-                        .or_insert_with(|| QState::new(qid, &name, None, bounds))
-                        .set_def(Some(def));
+                    self.set_def(qid, &name, Some(def));
                 }
                 for rec in recs {
                     self.note_totals(rec.queue);
@@ -76,7 +81,7 @@ impl Engine {
                         q.count += 1;
                         q.totals.pushes += 1;
                         q.totals.push_rate.add(now, 1);
-                        below_cursor(q, &rec);
+                        below_cursor(&mut self.wakes, q, &rec);
                     }
                 }
             }
@@ -101,13 +106,13 @@ impl Engine {
                 if let Some(q) = self.queues.get_mut(&rec.queue) {
                     q.totals.failures += 1;
                     q.totals.retries += 1;
-                    below_cursor(q, &rec);
+                    below_cursor(&mut self.wakes, q, &rec);
                 }
             }
             Effect::Released { id, rec } => {
                 self.unlease(id);
                 if let Some(q) = rec.and_then(|r| self.queues.get_mut(&r.queue).map(|q| (q, r))) {
-                    below_cursor(q.0, &q.1);
+                    below_cursor(&mut self.wakes, q.0, &q.1);
                 }
             }
             Effect::Failed { rec, permanent } => {
@@ -148,25 +153,41 @@ impl Engine {
                     self.grant(id, l);
                 }
             }
-            Effect::Purged { qid, recs } => {
-                for rec in &recs {
-                    self.unlease(rec.id);
+            Effect::Purged { qid, ids } => {
+                for id in &ids {
+                    self.unlease(*id);
                 }
                 self.dirty.insert(qid);
                 if let Some(q) = self.queues.get_mut(&qid) {
-                    q.count = q.count.saturating_sub(recs.len() as u64);
+                    q.count = q.count.saturating_sub(ids.len() as u64);
                     q.cursor = None;
                 }
             }
             Effect::Defined { qid, def } => {
-                if let Some(d) = &def {
-                    self.by_name.insert(d.name.clone(), qid);
+                self.by_name.insert(def.name.clone(), qid);
+                let name = def.name.clone();
+                self.set_def(qid, &name, Some(def));
+            }
+            Effect::Dropped { qid } => {
+                // Leases of its jobs end: their settles find no job and are ignored.
+                let leased: Vec<u64> = self
+                    .leases
+                    .iter()
+                    .filter(|(_, l)| l.qid == qid)
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in leased {
+                    self.unlease(id);
                 }
-                let name = def.as_ref().map(|d| d.name.clone());
-                let q = self.queues.entry(qid).or_insert_with(|| {
-                    QState::new(qid, name.as_deref().unwrap_or(""), None, bounds)
-                });
-                q.set_def(def);
+                self.throttled.remove(&qid);
+                self.dirty.remove(&qid);
+                if let Some(mut q) = self.queues.remove(&qid) {
+                    disarm(&mut self.wakes, &mut q);
+                    self.by_name.remove(&*q.name);
+                    if q.def.is_some() {
+                        self.defined = self.defined.saturating_sub(1);
+                    }
+                }
             }
             Effect::Routing(category, queue) => match queue {
                 Some(q) => {
@@ -187,10 +208,27 @@ impl Engine {
                 if let Some(q) = self.queues.get_mut(&rec.queue) {
                     q.failed = q.failed.saturating_sub(1);
                     q.count += 1;
-                    below_cursor(q, &rec);
+                    below_cursor(&mut self.wakes, q, &rec);
                 }
             }
         }
+    }
+
+    /// Gives queue `qid` (made if new) its definition, and schedules it.
+    fn set_def(&mut self, qid: u32, name: &str, def: Option<QueueDef>) {
+        let bounds = self.retry;
+        let q = self
+            .queues
+            .entry(qid)
+            .or_insert_with(|| QState::new(qid, name, None, bounds));
+        let was = q.def.is_some();
+        q.set_def(def);
+        match (was, q.def.is_some()) {
+            (false, true) => self.defined += 1,
+            (true, false) => self.defined = self.defined.saturating_sub(1),
+            _ => {}
+        }
+        self.restart_feed(qid);
     }
 
     /// Keeps queue `qid`'s totals as they were before the batch first changed them, so a

@@ -5,7 +5,8 @@
 //! - New jobs are refused (507) once the store is within its reserve of full, so acks and
 //!   retries can still commit.
 //! - A job's `uniq` key is unique in its queue (409 otherwise).
-//! - A presque-style queue name not yet defined creates a pull queue on first use.
+//! - A presque-style queue name not yet defined creates a pull queue on first use, if there is
+//!   room for it (`queue.max_queues`).
 
 use heed::{RoTxn, RwTxn};
 
@@ -26,7 +27,14 @@ impl Engine {
     /// Bytes in use by the store's pages.
     fn used_bytes(&self, txn: &RoTxn) -> Result<usize, StoreError> {
         let mut used = 0;
-        for db in [self.jobs, self.due, self.failed, self.uniq, self.meta] {
+        for db in [
+            self.jobs,
+            self.due,
+            self.failed,
+            self.uniq,
+            self.meta,
+            self.counters,
+        ] {
             used += db.stat(txn).map_err(db_err)?.non_free_page_size();
         }
         Ok(used)
@@ -83,6 +91,7 @@ impl Engine {
                     Some((q, _, d)) => (*q, d.clone()),
                     None if category == name => {
                         // presque creates a queue on first use; reprow makes it a pull queue.
+                        self.room_for_queue(&name, new_queues.len())?;
                         let mut def = QueueDef::named(&name);
                         def.mode = QueueMode::Pull;
                         let qid = self.define(txn, &def)?;

@@ -10,7 +10,7 @@
 //! - Lease tokens only grow (they start from the clock), so a token from before a restart is
 //!   never handed out again: a stale ack stays stale.
 
-use super::Engine;
+use super::{state::arm, Engine};
 use crate::store::StoreError;
 
 /// A lease: a job handed out and not yet settled.
@@ -44,9 +44,11 @@ impl Engine {
         }
         self.expiry.remove(&(l.deadline_ms, id));
         // The cursor stays: a job that left the queue is not runnable, and callers that make
-        // a job runnable again (retry, release, expiry) reset it through `below_cursor`.
+        // a job runnable again (retry, release, expiry) reset it through `below_cursor`. A
+        // worker is free: the scheduler looks at the queue again.
         if let Some(q) = self.queues.get_mut(&l.qid) {
             q.leased = q.leased.saturating_sub(1);
+            arm(&mut self.wakes, q, 0);
         }
         if !l.pull {
             self.push_leased = self.push_leased.saturating_sub(1);

@@ -5,6 +5,7 @@
 //! - After a failed commit memory is what is on disk again: leases the batch granted are
 //!   dropped, leases it ended are restored (the job is still on disk), and a lease survives a
 //!   reload only for a job still on disk in a queue still known.
+//! - After a load every queue the scheduler feeds and that holds jobs is scheduled at once.
 //! - What is memory only carries over a reload: the totals and rates, as they were before the
 //!   failed batch, and each throttle's bucket while its rate and burst are unchanged.
 
@@ -13,7 +14,7 @@ use std::collections::{BTreeMap, HashMap};
 use super::{
     disk::counts_key,
     error::{corrupt, db_err},
-    state::{throttle_of, QState},
+    state::{arm, throttle_of, QState},
     Engine,
 };
 use crate::store::{queue::QueueDef, StoreError};
@@ -24,7 +25,7 @@ impl Engine {
         let rtxn = self.env.read_txn().map_err(db_err)?;
         let get_u64 = |k: &[u8]| -> Result<Option<u64>, StoreError> {
             Ok(self
-                .meta
+                .counters
                 .get(&rtxn, k)
                 .map_err(db_err)?
                 .and_then(|v| v.try_into().ok().map(u64::from_le_bytes)))
@@ -47,7 +48,7 @@ impl Engine {
                 None => None,
             };
             let mut q = QState::new(qid, name, def, self.retry);
-            if let Some(c) = self.meta.get(&rtxn, &counts_key(qid)).map_err(db_err)? {
+            if let Some(c) = self.counters.get(&rtxn, &counts_key(qid)).map_err(db_err)? {
                 if c.len() == 16 {
                     q.count = u64::from_le_bytes(c[..8].try_into().map_err(corrupt)?);
                     q.failed = u64::from_le_bytes(c[8..].try_into().map_err(corrupt)?);
@@ -103,6 +104,16 @@ impl Engine {
         self.queues = queues;
         self.by_name = by_name;
         self.routings = routings;
+        self.defined = self.queues.values().filter(|q| q.def.is_some()).count();
+        // Every queue with jobs is looked at by the next feed, which schedules it from there.
+        self.wakes.clear();
+        self.throttled.clear();
+        for q in self.queues.values_mut() {
+            q.wake = None;
+            if q.count > 0 {
+                arm(&mut self.wakes, q, 0);
+            }
+        }
         Ok(())
     }
 

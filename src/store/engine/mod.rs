@@ -9,9 +9,12 @@
 //! - `failed`: [`failed_key`](super::record::failed_key) (queue, failure id) →
 //!   [`FailedRecord`](super::record::FailedRecord).
 //! - `uniq`: [`uniq_key`](super::record::uniq_key) (queue, key) → job id, presque's `?uniq=`.
-//! - `meta`: `q:<name>` → queue definition JSON, `qid:<name>` → queue id (kept when a queue is
-//!   deleted, so re-creating it finds its jobs), `r:<category>` → queue name, `c:<qid>` →
-//!   job and failed counts, `next_id`, `next_fid`, `next_qid`.
+//! - `meta`: `q:<name>` → queue definition JSON, `qid:<name>` → queue id, `r:<category>` →
+//!   queue name: written by admin ops only.
+//! - `counters`: `c:<qid>` → job and failed counts, `next_id`, `next_fid`, `next_qid`: written
+//!   by every commit, so they live apart from the definitions (a commit rewrites a few pages
+//!   whatever the number of queues). Older stores kept them in `meta`; they move at open.
+//! - Deleting a queue deletes its keys in `meta` and `counters` and its rows everywhere else.
 //!
 //! # Invariants
 //! - Memory follows disk: an op changes memory only after its nested transaction committed into
@@ -143,6 +146,7 @@ pub struct Engine {
     failed: Db,
     uniq: Db,
     meta: Db,
+    counters: Db,
     /// Holds the directory lock for the engine's life.
     _lock: nix::fcntl::Flock<std::fs::File>,
     map_size: usize,
@@ -158,6 +162,18 @@ pub struct Engine {
     push_leased: usize,
     queues: BTreeMap<u32, QState>,
     by_name: HashMap<String, u32>,
+    /// Queues with a definition (what `max_queues` caps).
+    defined: usize,
+    /// Most queues with a definition (`queue.max_queues`).
+    max_queues: usize,
+    /// When the scheduler must look at a queue: (ms, queue id), one entry per queue at most
+    /// (`QState::wake`). A queue with nothing to hand out has none, so the scheduler's work
+    /// follows the queues that have work, never the number of queues.
+    wakes: BTreeSet<(u64, u32)>,
+    /// Queues with due jobs waiting for their throttle's next token.
+    throttled: BTreeSet<u32>,
+    /// Queues the scheduler looked at ([`Engine::queues_visited`]).
+    visits: std::cell::Cell<u64>,
     routings: BTreeMap<String, String>,
     default_queue: String,
     leases: HashMap<u64, Lease>,
@@ -256,6 +272,13 @@ impl Engine {
     /// the grabbed lists).
     pub fn leased(&self) -> usize {
         self.leases.len()
+    }
+
+    /// How many times [`Engine::feed`] and [`Engine::next_wake`] looked at a queue since the
+    /// store opened: tests hold it against the queues that had work, whatever the number of
+    /// idle queues.
+    pub fn queues_visited(&self) -> u64 {
+        self.visits.get()
     }
 }
 

@@ -38,6 +38,8 @@ pub struct Options {
     pub defaults: Defaults,
     /// Time source.
     pub clock: Clock,
+    /// Most queues with a definition (`queue.max_queues`): creating one more is refused.
+    pub max_queues: usize,
     /// Test hook: when it returns true the batch's commit is abandoned as if it failed.
     pub fail_commit: Option<Arc<dyn Fn() -> bool + Send + Sync>>,
 }
@@ -114,6 +116,30 @@ fn lock_dir(dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, OpenError> {
     })
 }
 
+/// A store written before the `counters` database kept its id counters and per-queue counts
+/// in `meta`: they move to `counters` (once: only while `counters` is empty), so a commit does
+/// not rewrite pages of the database that holds every queue's definition.
+fn move_counters(wtxn: &mut heed::RwTxn, meta: Db, counters: Db) -> heed::Result<()> {
+    if !counters.is_empty(wtxn)? {
+        return Ok(());
+    }
+    let mut moved: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    for k in [&b"next_id"[..], b"next_fid", b"next_qid"] {
+        if let Some(v) = meta.get(wtxn, k)? {
+            moved.push((k.to_vec(), v.to_vec()));
+        }
+    }
+    for kv in meta.prefix_iter(wtxn, b"c:")? {
+        let (k, v) = kv?;
+        moved.push((k.to_vec(), v.to_vec()));
+    }
+    for (k, v) in moved {
+        counters.put(wtxn, &k, &v)?;
+        meta.delete(wtxn, &k)?;
+    }
+    Ok(())
+}
+
 impl Engine {
     /// Opens the environment, clears stale reader slots, loads definitions and counts, and
     /// applies the config's queues and routings.
@@ -140,7 +166,7 @@ impl Engine {
             tracing::info!(cleared, "Cleared stale LMDB reader slots.");
         }
         let wtxn = env.write_txn().map_err(lmdb_err)?;
-        let [jobs, due, failed, uniq, meta]: [Db; 5] = env
+        let [jobs, due, failed, uniq, meta, counters]: [Db; 6] = env
             .create_databases_and_commit(wtxn, |dbo, wtxn| -> heed::Result<_> {
                 let mut db = |name| dbo.create_database::<Raw, Raw>(wtxn, Some(name));
                 Ok(CommitOrAbort::<_, ()>::Commit([
@@ -149,10 +175,14 @@ impl Engine {
                     db("failed")?,
                     db("uniq")?,
                     db("meta")?,
+                    db("counters")?,
                 ]))
             })
             .map_err(lmdb_err)?
             .unwrap_commit();
+        let mut wtxn = env.write_txn().map_err(lmdb_err)?;
+        move_counters(&mut wtxn, meta, counters).map_err(lmdb_err)?;
+        wtxn.commit().map_err(lmdb_err)?;
         let map_size = env.info().map_size;
         let mut engine = Engine {
             env,
@@ -161,6 +191,7 @@ impl Engine {
             failed,
             uniq,
             meta,
+            counters,
             _lock: lock,
             map_size,
             reserve: (map_size / 10).max(256 * 1024),
@@ -174,6 +205,11 @@ impl Engine {
             batch_logs: Vec::new(),
             queues: BTreeMap::new(),
             by_name: HashMap::new(),
+            defined: 0,
+            max_queues: opts.max_queues,
+            wakes: BTreeSet::new(),
+            throttled: BTreeSet::new(),
+            visits: std::cell::Cell::new(0),
             routings: BTreeMap::new(),
             default_queue: opts.default_queue.clone(),
             leases: HashMap::new(),
@@ -244,7 +280,7 @@ impl Engine {
         tracing::info!(
             path = %path.display(),
             map_size,
-            queues = engine.by_name.len(),
+            queues = engine.defined,
             jobs = engine.queues.values().map(|q| q.count).sum::<u64>(),
             "Store opened."
         );

@@ -5,8 +5,13 @@
 //!
 //! # Invariants
 //! - A scan skips leased jobs, so a job is handed out at most once at a time.
-//! - A push queue's scan resumes from its `cursor` (see [`super::state::QState`]) and records the
-//!   first future due time it met, so the loop sleeps until then instead of polling.
+//! - A push queue's scan resumes from its `cursor` (see [`super::state::QState`]) and schedules
+//!   the queue at the first future due time it met, so the loop sleeps until then instead of
+//!   polling.
+//! - Only scheduled queues are looked at (`Engine::wakes`, and `Engine::throttled` for queues
+//!   waiting for a throttle token): every op that may give a fed queue something to hand out
+//!   schedules it (a job made runnable at its due time, a lease ending, a definition change, a
+//!   reload), so a queue with nothing to do costs no feed and no wake-up.
 //! - Feeding only reads disk: a dispatch is a lease, and leases are memory.
 
 use std::{
@@ -17,12 +22,18 @@ use std::{
 
 use heed::{RoTxn, RwTxn};
 
-use super::{effect::Effect, error::db_err, lease::Lease, state::make_target, Engine};
+use super::{
+    effect::Effect,
+    error::db_err,
+    lease::Lease,
+    state::{arm, disarm, make_target},
+    Engine,
+};
 use crate::{
     job::Job,
     store::{
         due_after,
-        queue::{QueueDef, QueueMode},
+        queue::QueueDef,
         record::{due_key, parse_due_key, JobRecord},
         Dispatch, Reply, StoreError,
     },
@@ -162,49 +173,98 @@ impl Engine {
 
     /// Hands due jobs of push queues to the cores, within each queue's `max_workers` and
     /// throttle and the cap on pushed jobs in flight over all queues (`runner.concurrency`).
-    /// Reads only; leases are memory.
+    /// Looks only at the queues scheduled by now (`wakes`) and those waiting for a throttle
+    /// token: an idle queue costs nothing here. Reads only; leases are memory.
     pub fn feed(&mut self) {
         let now = self.clock.now_ms();
+        // With every push slot taken nothing can be handed out: a lease ending (a command or
+        // an expiry, both followed by a feed) makes room.
+        if self.push_leased >= self.push_cap {
+            self.granted.clear();
+            return;
+        }
+        let mut qids: Vec<u32> = std::mem::take(&mut self.throttled).into_iter().collect();
+        while let Some(&(at, qid)) = self.wakes.first() {
+            if at > now {
+                break;
+            }
+            self.wakes.pop_first();
+            if let Some(q) = self.queues.get_mut(&qid) {
+                q.wake = None;
+            }
+            qids.push(qid);
+        }
+        // In queue order, as a walk over every queue would go.
+        qids.sort_unstable();
+        qids.dedup();
+        if qids.is_empty() {
+            self.granted.clear();
+            return;
+        }
         let env = self.env.clone();
         let rtxn = match env.read_txn() {
             Ok(t) => t,
             Err(e) => {
                 tracing::error!(error = %e, "Store read failed.");
+                self.retry_later(&qids);
                 return;
             }
         };
-        let qids: Vec<u32> = self.queues.keys().copied().collect();
-        for qid in qids {
-            let q = self.queues.get_mut(&qid).unwrap_or_else(|| unreachable!());
-            // Set again below only if this scan stops at a future job.
-            q.next_due = None;
-            let Some(def) = q.def.clone() else { continue };
-            if def.mode != QueueMode::Push || def.paused || q.count == 0 {
+        for (i, &qid) in qids.iter().enumerate() {
+            self.visits.set(self.visits.get() + 1);
+            let Some(q) = self.queues.get_mut(&qid) else {
                 continue;
+            };
+            let Some(def) = q.def.as_ref().filter(|_| q.fed() && q.count > 0) else {
+                continue;
+            };
+            let global = self.push_cap.saturating_sub(self.push_leased);
+            if global == 0 {
+                // Looked at again once a push slot is free.
+                self.retry_later(&qids[i..]);
+                break;
             }
-            let mut room = (def.max_workers.saturating_sub(q.leased) as usize)
-                .min(self.push_cap.saturating_sub(self.push_leased));
+            // No free worker: a lease of the queue ending schedules it again.
+            let mut room = (def.max_workers.saturating_sub(q.leased) as usize).min(global);
             if room == 0 {
                 continue;
             }
-            let q = self.queues.get_mut(&qid).unwrap_or_else(|| unreachable!());
+            let mut by_tokens = false;
             if let Some(b) = &mut q.bucket {
                 b.refill();
-                room = room.min(b.tokens.floor() as usize);
+                let tokens = b.tokens.floor() as usize;
+                if tokens <= room {
+                    room = tokens;
+                    by_tokens = true;
+                }
                 if room == 0 {
+                    self.throttled.insert(qid);
                     continue;
                 }
             }
+            let def = def.clone();
             let cursor = q.cursor;
             let (found, future) = match self.scan_due(&rtxn, qid, cursor, now, room) {
                 Ok(x) => x,
                 Err(e) => {
                     tracing::error!(error = %e, "Store read failed.");
+                    self.retry_later(&qids[i..]);
                     return;
                 }
             };
             let q = self.queues.get_mut(&qid).unwrap_or_else(|| unreachable!());
-            q.next_due = if found.len() < room { future } else { None };
+            if found.len() < room {
+                // Nothing more due now: look again when the first future job is due (an op
+                // that makes a job runnable schedules it sooner).
+                if let Some(at) = future {
+                    arm(&mut self.wakes, q, at);
+                }
+            } else if by_tokens {
+                self.throttled.insert(qid);
+            } else if room == global {
+                // More may be due, but the push slots are all taken.
+                arm(&mut self.wakes, q, 0);
+            }
             if let Some((k, _)) = found.last() {
                 q.cursor = Some(*k);
             }
@@ -218,6 +278,16 @@ impl Engine {
                     }
                 };
                 self.dispatch(rec, &def, now);
+            }
+        }
+        self.granted.clear();
+    }
+
+    /// Queues a feed could not look at: looked at by the next one.
+    fn retry_later(&mut self, qids: &[u32]) {
+        for qid in qids {
+            if let Some(q) = self.queues.get_mut(qid) {
+                arm(&mut self.wakes, q, 0);
             }
         }
         self.granted.clear();
@@ -285,8 +355,12 @@ impl Engine {
         match &self.out {
             Some(tx) => {
                 if tx.try_send(d).is_err() {
-                    // The cores are gone (shutdown): the job stays in the log for the next run.
+                    // The cores are gone (shutdown): the job stays in the log for the next run,
+                    // and the queue is not looked at again until an op asks for it.
                     self.unlease(rec.id);
+                    if let Some(q) = self.queues.get_mut(&rec.queue) {
+                        disarm(&mut self.wakes, q);
+                    }
                 }
             }
             None => self.dispatched.push(d),
@@ -302,18 +376,23 @@ impl Engine {
         let now = self.clock.now_ms();
         let mut at: Option<u64> = self.expiry.first().map(|(d, _)| *d);
         let mut soon: Option<Duration> = None;
-        for q in self.queues.values() {
-            let Some(def) = &q.def else { continue };
-            if def.mode != QueueMode::Push || def.paused || q.leased >= def.max_workers {
-                continue;
+        // With every push slot taken, only a lease ending (a command or an expiry) frees one.
+        if self.push_leased < self.push_cap {
+            if let Some(&(w, _)) = self.wakes.first() {
+                at = Some(at.map_or(w, |a| a.min(w)));
             }
-            if let Some(d) = q.next_due {
-                at = Some(at.map_or(d, |a| a.min(d)));
-            }
-            if let Some(b) = &q.bucket {
-                if q.count > q.leased as u64 && b.tokens < 1.0 {
-                    let w = b.wait().max(Duration::from_millis(1));
-                    soon = Some(soon.map_or(w, |s| s.min(w)));
+            for qid in &self.throttled {
+                self.visits.set(self.visits.get() + 1);
+                let Some(q) = self.queues.get(qid) else {
+                    continue;
+                };
+                let free = q.def.as_ref().is_some_and(|d| q.leased < d.max_workers);
+                if let Some(b) = q.bucket.as_ref().filter(|_| free && q.fed()) {
+                    // Only while jobs wait for a token.
+                    if q.count > u64::from(q.leased) && b.tokens < 1.0 {
+                        let w = b.wait().max(Duration::from_millis(1));
+                        soon = Some(soon.map_or(w, |s| s.min(w)));
+                    }
                 }
             }
         }

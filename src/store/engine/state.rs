@@ -8,16 +8,19 @@
 //! - `leased` equals the number of leases of the queue.
 //! - `cursor`, when set, is a due key such that no unleased job of the queue that is due now
 //!   sorts before it; [`below_cursor`] clears it when a job becomes runnable before it.
-//! - `def` is `None` for a deleted queue: its jobs stay on disk, as fireworq keeps them.
+//! - `wake`, when set, is the queue's one entry in `Engine::wakes` ([`arm`], [`disarm`]); only
+//!   a defined, running push queue has one.
+//! - `def` is `None` only for a queue deleted by a version that kept a deleted queue's jobs
+//!   (loaded so re-creating it finds them); a queue deleted now leaves nothing.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
 use super::{throttle::Bucket, Engine};
 use crate::{
     http::url::WorkerUrl,
     job::{retry::RetryPolicy, target::Target},
     store::{
-        queue::QueueDef,
+        queue::{QueueDef, QueueMode},
         record::{due_key, JobRecord},
         StoreError,
     },
@@ -55,7 +58,7 @@ impl Rate {
 pub(super) struct QState {
     pub(super) qid: u32,
     pub(super) name: Arc<str>,
-    /// `None` when the definition was deleted (its jobs stay on disk, as fireworq keeps them).
+    /// `None` for a queue deleted by an older version, which kept its jobs (see the module).
     pub(super) def: Option<QueueDef>,
     pub(super) target: Option<Arc<Target>>,
     /// Jobs in the queue (waiting, deferred and leased).
@@ -64,8 +67,9 @@ pub(super) struct QState {
     pub(super) failed: u64,
     pub(super) leased: u32,
     pub(super) cursor: Option<[u8; 20]>,
-    /// Earliest future due time seen by the last scan that stopped on it.
-    pub(super) next_due: Option<u64>,
+    /// When the scheduler must look at the queue next (ms; 0: at once), mirrored in
+    /// `Engine::wakes`. `None`: nothing to hand out until an op says otherwise.
+    pub(super) wake: Option<u64>,
     pub(super) bucket: Option<Bucket>,
     /// The retry bounds `runner:` sets, for the queue's delivery target.
     pub(super) retry: RetryBounds,
@@ -157,7 +161,7 @@ impl QState {
             failed: 0,
             leased: 0,
             cursor: None,
-            next_due: None,
+            wake: None,
             bucket: None,
             totals: Totals::default(),
         };
@@ -173,7 +177,33 @@ impl QState {
         }
         self.def = def;
         self.cursor = None;
-        self.next_due = None;
+    }
+
+    /// A defined push queue whose dispatch is not stopped: the scheduler hands out its jobs.
+    pub(super) fn fed(&self) -> bool {
+        self.def
+            .as_ref()
+            .is_some_and(|d| d.mode == QueueMode::Push && !d.paused)
+    }
+}
+
+/// Has the scheduler look at queue `q` at `at` (ms; 0: at once), or earlier if it already
+/// would. Only a queue the scheduler feeds ([`QState::fed`]) with a free worker is scheduled:
+/// a busy queue is scheduled again when one of its leases ends.
+pub(super) fn arm(wakes: &mut BTreeSet<(u64, u32)>, q: &mut QState, at: u64) {
+    let busy = q.def.as_ref().is_some_and(|d| q.leased >= d.max_workers);
+    if !q.fed() || busy || q.wake.is_some_and(|w| w <= at) {
+        return;
+    }
+    disarm(wakes, q);
+    q.wake = Some(at);
+    wakes.insert((at, q.qid));
+}
+
+/// The scheduler need not look at queue `q` until an op schedules it again.
+pub(super) fn disarm(wakes: &mut BTreeSet<(u64, u32)>, q: &mut QState) {
+    if let Some(w) = q.wake.take() {
+        wakes.remove(&(w, q.qid));
     }
 }
 
@@ -183,17 +213,44 @@ pub(super) fn throttle_of(def: Option<&QueueDef>) -> Option<(Option<f64>, Option
     def.map(|d| (d.max_dispatches_per_second, d.max_burst_size))
 }
 
-/// A job that became runnable before the queue's cursor must be found by the next scan.
-pub(super) fn below_cursor(q: &mut QState, rec: &JobRecord) {
+/// A job that became runnable before the queue's cursor must be found by the next scan, and
+/// the scheduler must look at the queue when it is due.
+pub(super) fn below_cursor(wakes: &mut BTreeSet<(u64, u32)>, q: &mut QState, rec: &JobRecord) {
     if let Some(c) = q.cursor {
         if due_key(rec.queue, rec.due_ms, rec.id) <= c {
             q.cursor = None;
         }
     }
-    q.next_due = Some(q.next_due.map_or(rec.due_ms, |d| d.min(rec.due_ms)));
+    arm(wakes, q, rec.due_ms);
 }
 
 impl Engine {
+    /// After a definition change: a queue the scheduler feeds is looked at at once if it holds
+    /// jobs, any other is not scheduled.
+    pub(super) fn restart_feed(&mut self, qid: u32) {
+        self.throttled.remove(&qid);
+        if let Some(q) = self.queues.get_mut(&qid) {
+            disarm(&mut self.wakes, q);
+            if q.count > 0 {
+                arm(&mut self.wakes, q, 0);
+            }
+        }
+    }
+
+    /// A queue named `name` may be defined: it is already, or there is room for it and for
+    /// the `pending` queues this op defines before it (`queue.max_queues`).
+    pub(super) fn room_for_queue(&self, name: &str, pending: usize) -> Result<(), StoreError> {
+        if self.qid(name).is_ok() || self.defined + pending < self.max_queues {
+            return Ok(());
+        }
+        Err(StoreError::limit(format!(
+            "queue {name:?} cannot be created: the store holds {} queues and queue.max_queues \
+             is {}; delete a queue or raise queue.max_queues",
+            self.defined + pending,
+            self.max_queues
+        )))
+    }
+
     pub(super) fn qid(&self, name: &str) -> Result<u32, StoreError> {
         self.by_name
             .get(name)

@@ -39,6 +39,7 @@ fn options(dir: &std::path::Path) -> Options {
         defaults: Default::default(),
         clock: Default::default(),
         fail_commit: None,
+        max_queues: 10_000,
     }
 }
 

@@ -121,3 +121,51 @@ fn an_empty_cursor_is_the_first_page() {
     assert_eq!(r.json()["failed_jobs"], serde_json::json!([]));
     assert_eq!(api.get("/queue/default/failed?cursor=x").status, 400);
 }
+
+/// The JSON routes read a body as JSON under a JSON type or none; any other type is 415
+/// naming the type (the browser-sendable ones are the point: tests/cross_site.rs).
+#[test]
+fn json_routes_take_json_types_only() {
+    let (_d, _r, api) = start();
+    let with_type = |ct: &str| {
+        let headers: Vec<(&str, &str)> = if ct == "-" {
+            vec![]
+        } else {
+            vec![("Content-Type", ct)]
+        };
+        api.call_with("POST", "/q/types", Some(r#"{"n":1}"#), &headers)
+    };
+    for ct in [
+        "-",
+        "",
+        "application/json",
+        "Application/JSON; charset=utf-8",
+        "application/vnd.api+json",
+        "text/json",
+    ] {
+        let r = with_type(ct);
+        assert_eq!(r.status, 201, "{ct:?}: {}", r.text());
+    }
+    for ct in [
+        "text/plain",
+        "multipart/form-data; boundary=x",
+        "application/x-www-form-urlencoded",
+        "application/xml",
+        "text/jsonx",
+    ] {
+        let r = with_type(ct);
+        assert_eq!(r.status, 415, "{ct:?}: {}", r.text());
+        assert!(error_of(&r).contains("application/json"), "{}", r.text());
+    }
+    // A body of the wrong shape as a whole names no path.
+    let r = api.put("/routing/x", r#""just a string""#);
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert!(error_of(&r).starts_with("invalid type"), "{}", r.text());
+    let r = api.put("/routing/x", r#"{"queue_name":7}"#);
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert!(
+        error_of(&r).starts_with("queue_name: invalid type"),
+        "{}",
+        r.text()
+    );
+}

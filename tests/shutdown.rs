@@ -196,3 +196,135 @@ fn jobs_requeued_on_a_core_after_refused_connections_are_saved_at_shutdown() {
     assert_eq!(stats["succeeded"], 0);
     assert_eq!(stats["held"], 0, "every job is accounted for");
 }
+
+#[test]
+fn a_retry_due_while_the_only_slot_is_busy_is_saved_at_shutdown() {
+    // "retry" fails once and comes due (backoff at most 100 ms) while "slow" holds the only
+    // slot, so it waits in the core's ready queue: neither in flight nor sleeping. The slot's
+    // task sees the shutdown when "slow" ends and takes nothing more; the core's drain must
+    // hand "retry" back.
+    let worker = Worker::start(|r, _| match r.body_str().as_str() {
+        "retry" => Reply::status(503),
+        _ => Reply::After(Duration::from_secs(2), Box::new(Reply::ok())),
+    });
+    let scene = Scene::new();
+    let reprow =
+        Reprow::start(&scene.config(&worker.url(), "", "  concurrency: 1\n", "threads: 1\n"));
+    write_lines(&scene.fifo(), &["retry", "slow"]);
+    worker.wait_for(2);
+    std::thread::sleep(Duration::from_millis(300));
+    let (status, stats) = reprow.stop();
+    assert!(status.success());
+    let saved: Vec<String> = scene
+        .records("pending.jsonl")
+        .iter()
+        .map(|r| r["payload"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(saved, ["retry"], "stats {stats}");
+    assert_eq!(
+        stats["succeeded"], 1,
+        "\"slow\" finished within the grace period"
+    );
+    assert_eq!(stats["held"], 0, "every job is accounted for");
+}
+
+#[test]
+fn an_unwritable_pending_file_logs_every_record_and_exits_non_zero() {
+    // The jobs held at SIGTERM cannot reach the pending file (a directory took its name after
+    // start): each must be in an error line of the log, the only place it still exists, and
+    // the exit status must say that something needs a person.
+    let worker = Worker::start(|_, _| Reply::After(Duration::from_secs(5), Box::new(Reply::ok())));
+    let scene = Scene::new();
+    let cfg = scene.config(
+        &worker.url(),
+        "",
+        "  concurrency: 1\n",
+        "threads: 1\nshutdown_timeout: 200ms\n",
+    );
+    let reprow = Reprow::start(&cfg);
+    let jobs = ["lost0", "lost1", "lost2"];
+    write_lines(&scene.fifo(), &jobs);
+    worker.wait_for(1);
+    std::fs::create_dir(scene.path("pending.jsonl")).unwrap();
+    let log_path = reprow.stderr_path().to_path_buf();
+    let (status, stats) = reprow.stop();
+    let log = std::fs::read_to_string(log_path).unwrap();
+    assert_eq!(status.code(), Some(1), "log:\n{log}");
+    assert_eq!(stats["records_unwritten"], 3, "{stats}");
+    let logged: HashSet<String> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["level"] == "ERROR" && v["file"] == "pending")
+        .filter_map(|v| {
+            let record: serde_json::Value = serde_json::from_str(v["record"].as_str()?).ok()?;
+            Some(record["payload"].as_str()?.to_string())
+        })
+        .collect();
+    for job in jobs {
+        assert!(logged.contains(job), "{job} is nowhere; log:\n{log}");
+    }
+}
+
+#[test]
+fn a_writer_that_keeps_writing_does_not_hold_shutdown() {
+    use std::{
+        io::Write as _,
+        sync::{
+            atomic::{AtomicBool, Ordering::Relaxed},
+            Arc,
+        },
+    };
+    // Three writers keep the pipe (grown to 1 MiB, so that they stay ahead of reprow's reads
+    // on a busy machine) full while reprow saves what it holds at SIGTERM: reading at shutdown
+    // stops after 16 MiB, so reprow exits while they still write.
+    let worker = Worker::start(|_, _| Reply::After(Duration::from_secs(5), Box::new(Reply::ok())));
+    let scene = Scene::new();
+    let cfg = scene.config(
+        &worker.url(),
+        "  max_held_jobs: 1\n",
+        "  concurrency: 1\n",
+        "threads: 1\nshutdown_timeout: 200ms\n",
+    );
+    let mut reprow = Reprow::start(&cfg);
+    let stop = Arc::new(AtomicBool::new(false));
+    let grow = open_writer(&scene.fifo());
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&grow);
+    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETPIPE_SZ(1 << 20)).unwrap();
+    let writers: Vec<_> = (0..3)
+        .map(|w| {
+            let (fifo, stop) = (scene.fifo(), stop.clone());
+            std::thread::spawn(move || {
+                let mut f = open_writer(&fifo);
+                let line = format!("w{w}:{}\n", "x".repeat(996));
+                let chunk = line.repeat(64);
+                let deadline = std::time::Instant::now() + DEADLINE + DEADLINE;
+                while !stop.load(Relaxed) && std::time::Instant::now() < deadline {
+                    if f.write_all(chunk.as_bytes()).is_err() {
+                        break; // reprow has exited
+                    }
+                }
+            })
+        })
+        .collect();
+    worker.wait_for(1);
+    std::thread::sleep(Duration::from_millis(200));
+    reprow.signal(Signal::SIGTERM);
+    let status = reprow.wait();
+    stop.store(true, Relaxed);
+    drop(grow);
+    for w in writers {
+        w.join().unwrap();
+    }
+    assert!(status.success(), "log:\n{}", reprow.log());
+    let saved = scene.records("pending.jsonl").len();
+    // 16 MiB of 1000-byte lines, and what was held before.
+    assert!(
+        saved > 0 && saved <= 16 * 1024 * 1024 / 1000 + 200,
+        "{saved}"
+    );
+    assert!(
+        reprow.log().contains("a writer keeps writing"),
+        "log:\n{}",
+        reprow.log()
+    );
+}

@@ -200,3 +200,36 @@ fn a_removed_directory_fails_readyz_until_it_is_back() {
     let (status, _) = reprow.stop();
     assert!(status.success());
 }
+
+#[test]
+fn a_fifo_replaced_just_before_sigterm_is_read_out_and_reprow_exits() {
+    use std::io::Write as _;
+    // The old FIFO's last writer writes and closes just before the signal: at shutdown the old
+    // pipe holds a line and then reports EOF; reprow saves the line and stops reading it.
+    let worker = Worker::start(|_, _| Reply::ok());
+    let scene = Scene::new();
+    let mut reprow = Reprow::start(&scene.config(&worker.url(), "", "", ""));
+    let mut early = open_writer(&scene.fifo());
+    early.write_all(b"one\n").unwrap();
+    worker.wait_for(1);
+    let fresh = scene.path("queue.new");
+    nix::unistd::mkfifo(&fresh, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    std::fs::rename(&fresh, scene.fifo()).unwrap();
+    write_lines(&scene.fifo(), &["two"]); // reprow reads the new FIFO: the old one is retired
+    worker.wait_for(2);
+    early.write_all(b"three\n").unwrap();
+    drop(early);
+    reprow.signal(nix::sys::signal::Signal::SIGTERM);
+    let status = reprow.wait();
+    assert!(status.success(), "log:\n{}", reprow.log());
+    let delivered = bodies(&worker);
+    let saved: Vec<String> = scene
+        .records("pending.jsonl")
+        .iter()
+        .map(|r| r["payload"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        delivered.iter().chain(&saved).any(|b| b == "three"),
+        "delivered {delivered:?}, saved {saved:?}"
+    );
+}

@@ -317,11 +317,10 @@ fn a_writer_that_keeps_writing_does_not_hold_shutdown() {
     }
     assert!(status.success(), "log:\n{}", reprow.log());
     let saved = scene.records("pending.jsonl").len();
-    // 16 MiB of 1000-byte lines, and what was held before.
-    assert!(
-        saved > 0 && saved <= 16 * 1024 * 1024 / 1000 + 200,
-        "{saved}"
-    );
+    // 16 MiB of 1000-byte lines (the bound is reached, see the warning below), and what was
+    // held before.
+    let bound = 16 * 1024 * 1024 / 1000;
+    assert!(saved >= bound - 1 && saved <= bound + 200, "{saved}");
     assert!(
         reprow.log().contains("a writer keeps writing"),
         "log:\n{}",

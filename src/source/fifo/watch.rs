@@ -153,7 +153,11 @@ impl PathWatch {
                     break;
                 }
                 for e in events {
-                    if e.mask.contains(AddWatchFlags::IN_IGNORED) {
+                    // The directory went (or moved away from the path): watch the one at the
+                    // path again at the next check.
+                    if e.mask
+                        .intersects(AddWatchFlags::IN_IGNORED | AddWatchFlags::IN_MOVE_SELF)
+                    {
                         self.watching = false;
                     }
                     changed |= e.name.is_none() || e.name.as_deref() == name;

@@ -93,3 +93,32 @@ fn reading_goes_on_as_failed_jobs_are_recorded_with_max_held_jobs_one() {
     assert_eq!(failed, lines);
     assert_eq!(stats["held"], 0);
 }
+
+#[test]
+fn a_fifo_already_at_the_path_is_read_as_it_is_and_again_after_a_restart() {
+    use std::os::unix::fs::PermissionsExt;
+    // The common restart: the FIFO is there from the previous run (or made by the operator,
+    // with the mode they chose, which reprow leaves alone).
+    let worker = Worker::start(|_, _| Reply::ok());
+    let scene = Scene::new();
+    nix::unistd::mkfifo(
+        &scene.fifo(),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
+    let cfg = scene.config(&worker.url(), "", "", "");
+    for (run, line) in ["first", "second"].into_iter().enumerate() {
+        let reprow = Reprow::start(&cfg);
+        write_lines(&scene.fifo(), &[line]);
+        worker.wait_for(run + 1);
+        let (status, _) = reprow.stop();
+        assert!(status.success());
+    }
+    let bodies: Vec<String> = worker.received().iter().map(Received::body_str).collect();
+    assert_eq!(bodies, ["first", "second"]);
+    let mode = std::fs::metadata(scene.fifo())
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+}

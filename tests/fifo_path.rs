@@ -233,3 +233,47 @@ fn a_fifo_replaced_just_before_sigterm_is_read_out_and_reprow_exits() {
         "delivered {delivered:?}, saved {saved:?}"
     );
 }
+
+#[test]
+fn lines_left_in_a_replaced_fifo_at_sigterm_are_saved() {
+    use std::io::Write as _;
+    // The only slot is busy and max_held_jobs is 1, so reprow stops reading once it holds a
+    // line from the new FIFO: a line then written to the old one stays in that pipe until
+    // SIGTERM, when it must be read out (up to the EOF its last writer's close leaves) and
+    // saved like the rest.
+    let worker = Worker::start(|_, _| Reply::After(Duration::from_secs(10), Box::new(Reply::ok())));
+    let scene = Scene::new();
+    let mut reprow = Reprow::start(&scene.config(
+        &worker.url(),
+        "  max_held_jobs: 1\n",
+        "  concurrency: 1\n",
+        "threads: 1\nshutdown_timeout: 200ms\n",
+    ));
+    let mut early = open_writer(&scene.fifo());
+    early.write_all(b"one\n").unwrap();
+    worker.wait_for(1);
+    let fresh = scene.path("queue.new");
+    nix::unistd::mkfifo(&fresh, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    std::fs::rename(&fresh, scene.fifo()).unwrap();
+    // Opens once reprow has opened the new FIFO, which it does as it retires the old one.
+    write_lines(&scene.fifo(), &["two"]);
+    std::thread::sleep(Duration::from_millis(300));
+    // The old FIFO's last writer closes too: at shutdown its pipe holds a line, then EOF.
+    early.write_all(b"three\nfour").unwrap();
+    drop(early);
+    reprow.signal(nix::sys::signal::Signal::SIGTERM);
+    let status = reprow.wait();
+    assert!(status.success(), "log:\n{}", reprow.log());
+    let saved: Vec<String> = scene
+        .records("pending.jsonl")
+        .iter()
+        .map(|r| r["payload"].as_str().unwrap().to_string())
+        .collect();
+    // "four" has no newline: it is saved as the unterminated line it is.
+    for line in ["one", "two", "three", "four"] {
+        assert!(
+            saved.iter().any(|s| s == line),
+            "{line} not saved: {saved:?}"
+        );
+    }
+}

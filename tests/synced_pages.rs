@@ -10,6 +10,9 @@ use std::sync::{Arc, Mutex};
 
 use common::{pages::*, *};
 
+/// A request's index and the failed file's unsynced pages when it came.
+type Seen = (usize, Option<u64>);
+
 fn skip(dir: &std::path::Path) -> bool {
     if cachestat_works(dir) {
         return false;
@@ -27,7 +30,7 @@ fn a_failed_fifo_record_is_synced_before_the_next_job_is_read() {
         return;
     }
     let failed = scene.path("failed.jsonl");
-    let seen: Arc<Mutex<Vec<(usize, Option<u64>)>>> = Arc::default();
+    let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
     let worker = {
         let (failed, seen) = (failed.clone(), seen.clone());
         Worker::start(move |_, i| {

@@ -277,3 +277,50 @@ fn lines_left_in_a_replaced_fifo_at_sigterm_are_saved() {
         );
     }
 }
+
+#[test]
+fn the_fifos_directory_is_watched_by_inotify() {
+    use std::os::unix::fs::MetadataExt;
+    // inotify makes reprow notice a change of the path at once; the stat every second would
+    // find it too, later (and a later re-creation leaves a longer window for `echo > queue`
+    // to make a regular file). The kernel lists each inotify watch in the descriptor's
+    // fdinfo: its inode (hex) and its mask.
+    let worker = Worker::start(|_, _| Reply::ok());
+    let scene = Scene::new();
+    let reprow = Reprow::start(&scene.config(&worker.url(), "", "", ""));
+    write_lines(&scene.fifo(), &["first"]);
+    worker.wait_for(1);
+    let dir_ino = std::fs::metadata(scene.dir.path()).unwrap().ino();
+    let pid = reprow.child.id();
+    let mut watches = Vec::new();
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+    {
+        let link = std::fs::read_link(fd.path()).unwrap_or_default();
+        if link.to_string_lossy() != "anon_inode:inotify" {
+            continue;
+        }
+        let name = fd.file_name().to_string_lossy().into_owned();
+        let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{name}")).unwrap();
+        for line in info.lines().filter(|l| l.starts_with("inotify ")) {
+            let field = |key: &str| {
+                line.split(' ')
+                    .find_map(|f| f.strip_prefix(key))
+                    .map(|v| u64::from_str_radix(v, 16).unwrap())
+                    .unwrap()
+            };
+            watches.push((field("ino:"), field("mask:")));
+        }
+    }
+    // IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO
+    let wanted = 0x100 | 0x200 | 0x40 | 0x80;
+    assert!(
+        watches
+            .iter()
+            .any(|&(ino, mask)| ino == dir_ino && mask & wanted == wanted),
+        "no inotify watch on the FIFO's directory (inode {dir_ino:x}) for its names: {watches:x?}"
+    );
+    let (status, _) = reprow.stop();
+    assert!(status.success());
+}

@@ -398,7 +398,9 @@ impl Source for FifoSource {
             }
             self.read_chunk(&mut framer)?;
             self.forward_frames(&mut framer, &out, &shutdown);
-            if !retired.is_empty() {
+            // Once shutdown has started, what is left in the old pipes is read by the bounded
+            // drain below.
+            if !retired.is_empty() && !shutdown.is_triggered() {
                 self.read_retired(&mut retired, &out, &shutdown);
             }
         }

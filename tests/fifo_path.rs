@@ -73,13 +73,15 @@ fn an_unlinked_fifo_is_made_again_and_writers_are_served() {
             "{line} not delivered: {got:?}"
         );
     }
-    assert!(
-        reprow.log().contains("The FIFO's path led elsewhere"),
-        "the change is logged:\n{}",
-        reprow.log()
-    );
+    let log_path = reprow.stderr_path().to_path_buf();
     let (status, stats) = reprow.stop();
     assert!(status.success());
+    // Read once reprow has exited: the log thread has flushed every line then.
+    let log = std::fs::read_to_string(log_path).unwrap();
+    assert!(
+        log.contains("The FIFO's path led elsewhere"),
+        "the change is logged:\n{log}"
+    );
     assert_eq!(stats["succeeded"], 3);
     assert_eq!(stats["held"], 0);
 }
@@ -147,11 +149,16 @@ fn a_regular_file_in_its_place_fails_readyz_and_is_left_alone() {
     let r = wait_ready(&api, 503, &reprow);
     assert!(r.text().contains("regular file"), "{}", r.text());
     assert_eq!(api.get("/healthz").status, 200, "alive all the same");
-    assert!(
-        reprow.log().contains("not ready"),
-        "an error line says so:\n{}",
-        reprow.log()
-    );
+    // An error line says so (written by the log thread, so perhaps a moment later).
+    let deadline = Instant::now() + DEADLINE;
+    while !reprow.log().contains("not ready") {
+        assert!(
+            Instant::now() < deadline,
+            "no error line:\n{}",
+            reprow.log()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     std::thread::sleep(Duration::from_millis(600));
     assert_eq!(
         std::fs::read_to_string(scene.fifo()).unwrap(),
@@ -187,8 +194,10 @@ fn a_removed_directory_fails_readyz_until_it_is_back() {
     let api = Api::new(reprow.monitor_addr());
     write_lines(&fifo, &["first"]);
     worker.wait_for(1);
-    std::fs::remove_file(&fifo).unwrap();
-    std::fs::remove_dir(&dir).unwrap();
+    // `rm -r` in one step: moved away first, so reprow cannot make the FIFO again in between.
+    let gone = scene.path("spool.gone");
+    std::fs::rename(&dir, &gone).unwrap();
+    std::fs::remove_dir_all(&gone).unwrap();
     let r = wait_ready(&api, 503, &reprow);
     assert!(r.text().contains("cannot be made again"), "{}", r.text());
     std::fs::create_dir(&dir).unwrap();

@@ -452,6 +452,15 @@ fn run(config: &Config) -> ExitCode {
         Ok(summary) => {
             let stats = serde_json::to_value(summary).unwrap_or_default();
             reprow::telemetry::info_with_object("Stopped.", "stats", &stats);
+            if summary.records_unwritten > 0 {
+                // Those jobs exist only in the log now: whoever runs reprow must hear of it.
+                let e = format!(
+                    "{} job records could not be written to the failed or pending file; each \
+                     is in an error line of the log (\"Could not write a job record\")",
+                    summary.records_unwritten
+                );
+                return fatal(config, "Job records were lost to the log.", &e);
+            }
             ExitCode::SUCCESS
         }
         Err(e) => fatal(config, "reprow stopped with an error.", &e),

@@ -58,7 +58,8 @@ pub(super) fn alive(ctx: &Ctx) -> Result<(), String> {
 /// Most time `/readyz` waits for the store to answer.
 const READY_STORE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Ready: the cores are running (not starting or draining) and the store answers a query.
+/// Ready: the cores are running (not starting or draining), the source reports no fault (a
+/// FIFO's path replaced) and the store answers a query.
 pub(super) async fn ready(ctx: &Ctx) -> Result<(), String> {
     let phase = ctx.stats.phase.load(std::sync::atomic::Ordering::Relaxed);
     if phase != crate::lifecycle::Phase::Running as u8 {
@@ -66,6 +67,9 @@ pub(super) async fn ready(ctx: &Ctx) -> Result<(), String> {
             "phase is {}",
             crate::lifecycle::Phase::name_of(phase)
         ));
+    }
+    if let Some(reason) = ctx.stats.source_fault() {
+        return Err(reason);
     }
     let Some(store) = &ctx.store else {
         return Ok(());

@@ -126,7 +126,7 @@ pub fn render(s: &Scrape<'_>) -> String {
 }
 
 fn process_counters(e: &mut Encoder, st: &Snapshot) {
-    let counters: [(&str, &str, u64); 11] = [
+    let counters: [(&str, &str, u64); 12] = [
         (
             "reprow_received_total",
             "Jobs read from the FIFO or Q4M source.",
@@ -171,6 +171,11 @@ fn process_counters(e: &mut Encoder, st: &Snapshot) {
             "reprow_pending_saved_total",
             "FIFO jobs written to the pending file at shutdown.",
             st.pending_saved,
+        ),
+        (
+            "reprow_records_unwritten_total",
+            "Job records the failed or pending file could not take; each is in the error log.",
+            st.records_unwritten,
         ),
         (
             "reprow_sqs_empty_receives_total",

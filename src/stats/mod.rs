@@ -41,6 +41,9 @@ pub struct Stats {
     pub failed: AtomicU64,
     /// Jobs written to the pending file at shutdown.
     pub pending_saved: AtomicU64,
+    /// Job records the failed or pending file could not take (each is in the error log, and
+    /// only there); the run then ends with a non-zero exit status.
+    pub records_unwritten: AtomicU64,
     /// Worker responses refused as malformed (garbage, truncated, oversized).
     pub malformed_responses: AtomicU64,
     /// Requests that hit their timeout.
@@ -75,6 +78,9 @@ pub struct Stats {
     cores: RwLock<Vec<Arc<CoreStats>>>,
     /// Worker origins that refuse connections.
     pub reachability: reachability::Reachability,
+    /// Why the source cannot take jobs as configured right now (a FIFO whose path was
+    /// replaced by something else); `/readyz` answers 503 with it while set.
+    source_fault: std::sync::Mutex<Option<String>>,
 }
 
 /// The jobs one core's workers are running now, for `/inflight` on the monitoring port (sqsd's
@@ -167,6 +173,7 @@ pub struct Snapshot {
     pub retried: u64,
     pub failed: u64,
     pub pending_saved: u64,
+    pub records_unwritten: u64,
     pub malformed_responses: u64,
     pub timeouts: u64,
     pub connect_errors: u64,
@@ -213,6 +220,19 @@ impl Stats {
         cores::histograms(&self.cores())
     }
 
+    /// Sets (or, with `None`, clears) why the source cannot take jobs as configured.
+    pub fn set_source_fault(&self, reason: Option<String>) {
+        *self.source_fault.lock().unwrap_or_else(|e| e.into_inner()) = reason;
+    }
+
+    /// Why the source cannot take jobs as configured right now, if it cannot.
+    pub fn source_fault(&self) -> Option<String> {
+        self.source_fault
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// Copies every value, the cores' added up.
     pub fn snapshot(&self) -> Snapshot {
         let mut s = Snapshot {
@@ -225,6 +245,7 @@ impl Stats {
             retried: self.retried.load(Relaxed),
             failed: self.failed.load(Relaxed),
             pending_saved: self.pending_saved.load(Relaxed),
+            records_unwritten: self.records_unwritten.load(Relaxed),
             malformed_responses: self.malformed_responses.load(Relaxed),
             timeouts: self.timeouts.load(Relaxed),
             connect_errors: self.connect_errors.load(Relaxed),

@@ -67,10 +67,12 @@ impl FifoConfig {
                 format!("must be at least runner.concurrency ({})", concurrency),
             ));
         }
+        // It goes into a header (`X-Reprow-Queue`), log lines and metric labels: no control
+        // character, not even the tab a header value would allow.
         if self
             .name
             .as_deref()
-            .is_some_and(|n| !crate::http::headers::is_allowed_header_value(n) || n.is_empty())
+            .is_some_and(|n| n.is_empty() || !n.bytes().all(|b| (b' '..=b'~').contains(&b)))
         {
             return Err(("queue.name", "must be non-empty printable ASCII".into()));
         }
@@ -87,4 +89,57 @@ pub enum LineFormat {
     Raw,
     /// `{"payload": ..., "headers": {...}, "content_type": "..."}`.
     Json,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fifo(extra: &str) -> FifoConfig {
+        serde_yaml_ng::from_str(&format!("path: /tmp/q\n{extra}")).unwrap()
+    }
+
+    #[test]
+    fn files_default_to_the_working_directory() {
+        let c = fifo("");
+        assert_eq!(c.pending_path, PathBuf::from("reprow-pending.jsonl"));
+        assert_eq!(c.failed_path, PathBuf::from("reprow-failed.jsonl"));
+        assert_eq!(c.max_held_jobs, 10_000);
+        assert_eq!(c.max_line_bytes, 1024 * 1024);
+        assert_eq!(c.queue_name(), "q");
+    }
+
+    #[test]
+    fn max_held_jobs_may_equal_the_concurrency_not_be_below() {
+        let c = fifo("max_held_jobs: 4\n");
+        assert_eq!(c.validate(4), Ok(()));
+        assert_eq!(c.validate(3), Ok(()));
+        assert_eq!(c.validate(5).unwrap_err().0, "queue.max_held_jobs");
+    }
+
+    #[test]
+    fn a_queue_name_with_control_characters_or_none_is_refused() {
+        for bad in ["\"\"", "\"a\\x01b\"", "\"a\\tb\"", "\"a\\nb\"", "\"\\x7f\""] {
+            let c = fifo(&format!("name: {bad}\n"));
+            assert_eq!(c.validate(1).unwrap_err().0, "queue.name", "{bad}");
+        }
+        for good in ["jobs", "\"a b~!\""] {
+            assert_eq!(
+                fifo(&format!("name: {good}\n")).validate(1),
+                Ok(()),
+                "{good}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_empty_path_or_max_line_bytes_zero_is_refused() {
+        let c: FifoConfig = serde_yaml_ng::from_str("path: \"\"\n").unwrap();
+        assert_eq!(c.validate(1).unwrap_err().0, "queue.path");
+        assert_eq!(
+            fifo("max_line_bytes: 0\n").validate(1).unwrap_err().0,
+            "queue.max_line_bytes"
+        );
+        assert_eq!(fifo("max_line_bytes: 1\n").validate(1), Ok(()));
+    }
 }

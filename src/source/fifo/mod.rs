@@ -7,13 +7,14 @@
 //! `PIPE_BUF` (4 KiB) from concurrent writers never interleave; that is the kernel's guarantee.
 
 pub mod config;
+mod watch;
 
 use std::{
     fs::File,
     io::{ErrorKind, Read as _},
     os::{
-        fd::AsFd,
-        unix::fs::{FileTypeExt, OpenOptionsExt, PermissionsExt},
+        fd::{AsFd, AsRawFd},
+        unix::fs::{FileTypeExt, OpenOptionsExt},
     },
     path::PathBuf,
     sync::{atomic::Ordering::Relaxed, Arc, Condvar, Mutex},
@@ -68,21 +69,12 @@ impl FifoSource {
             Ok(meta) if meta.file_type().is_fifo() => {}
             Ok(_) => return Err(SourceError::NotAFifo(path.clone())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o660))
-                    .map_err(|e| io(e.into()))?;
-                // mkfifo applies the umask; set the documented mode explicitly.
-                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
-                    .map_err(io)?;
+                watch::make_fifo(path).map_err(io)?;
                 tracing::info!(path = %path.display(), "Created FIFO.");
             }
             Err(e) => return Err(io(e)),
         }
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(path)
-            .map_err(io)?;
+        let file = watch::open_fifo(path).map_err(io)?;
         let queue: Arc<str> = config.queue_name().into();
         let spill = |p: &PathBuf| {
             SpillFile::open(p).map_err(|source| SourceError::Io {
@@ -198,26 +190,15 @@ impl FifoSource {
         }
     }
 
-    /// One non-blocking `read(2)` into the framer; 0 when nothing was there.
+    /// One non-blocking `read(2)` of the FIFO read now into the framer; 0 when nothing was
+    /// there.
     fn read_chunk(&mut self, framer: &mut LineFramer) -> Result<usize, SourceError> {
-        let buf = framer.buffer();
-        let start = buf.len();
-        // Zero-filling is cheap next to the syscall and keeps this free of unsafe code.
-        buf.resize(start + READ_CHUNK, 0);
-        let read = self.file.read(&mut buf[start..]);
-        let n = match read {
-            Ok(n) => n,
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => 0,
-            Err(source) => {
-                framer.buffer().truncate(start);
-                return Err(SourceError::Io {
-                    path: self.config.path.clone(),
-                    source,
-                });
-            }
-        };
-        framer.buffer().truncate(start + n);
-        Ok(n)
+        read_into(&self.file, framer)
+            .map(Option::unwrap_or_default)
+            .map_err(|source| SourceError::Io {
+                path: self.config.path.clone(),
+                source,
+            })
     }
 
     /// Turns every complete line in the framer into a job and forwards it.
@@ -244,18 +225,69 @@ impl FifoSource {
         }
     }
 
-    /// At shutdown: lines still in the pipe would vanish with the last open descriptor, so they
-    /// are read (without waiting for more) and saved as unfinished, as is a line without its
-    /// newline.
-    fn save_leftovers(&mut self, framer: &mut LineFramer, out: &JobSender, shutdown: &Shutdown) {
+    /// Reads each retired FIFO once; one whose last writer has closed it is dropped, and an
+    /// unterminated line it leaves is refused (recorded in the failed file): no newline can
+    /// come for it any more.
+    fn read_retired(&mut self, retired: &mut Vec<Retired>, out: &JobSender, shutdown: &Shutdown) {
+        retired.retain_mut(|r| {
+            let read = read_into(&r.file, &mut r.framer);
+            self.forward_frames(&mut r.framer, out, shutdown);
+            let ended = match read {
+                Ok(Some(0)) => None,
+                Ok(_) => return true,
+                Err(e) => Some(e),
+            };
+            if let Some(partial) = r.framer.take_partial() {
+                let message = "unterminated line in a FIFO whose path was replaced; its last writer closed it";
+                self.refuse(&partial, message.into());
+            }
+            match ended {
+                None => tracing::info!(path = %self.config.path.display(), "The last writer closed the FIFO read before its path was replaced."),
+                Some(error) => tracing::error!(path = %self.config.path.display(), %error, "Cannot read the FIFO read before its path was replaced; dropping it."),
+            }
+            false
+        });
+    }
+
+    /// At shutdown: lines still in the pipes would vanish with the last open descriptor, so
+    /// they are read (without waiting for more, and at most [`MAX_SHUTDOWN_DRAIN_BYTES`] in
+    /// all) and saved as unfinished, as is a line without its newline.
+    fn save_leftovers(
+        &mut self,
+        framer: &mut LineFramer,
+        retired: &mut [Retired],
+        out: &JobSender,
+        shutdown: &Shutdown,
+    ) {
         let mut drained = 0;
         while drained < MAX_SHUTDOWN_DRAIN_BYTES {
-            match self.read_chunk(framer) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => drained += n,
+            match read_into(&self.file, framer) {
+                Ok(Some(n)) if n > 0 => drained += n,
+                _ => break,
             }
             self.forward_frames(framer, out, shutdown);
         }
+        self.save_partial(framer);
+        for r in retired {
+            while drained < MAX_SHUTDOWN_DRAIN_BYTES {
+                match read_into(&r.file, &mut r.framer) {
+                    Ok(Some(n)) if n > 0 => drained += n,
+                    _ => break,
+                }
+                self.forward_frames(&mut r.framer, out, shutdown);
+            }
+            self.save_partial(&mut r.framer);
+        }
+        if drained >= MAX_SHUTDOWN_DRAIN_BYTES {
+            tracing::warn!(
+                bytes = drained,
+                "Stopped reading the FIFO at shutdown: a writer keeps writing."
+            );
+        }
+    }
+
+    /// Saves the framer's unterminated line, if any, as unfinished (at shutdown).
+    fn save_partial(&mut self, framer: &mut LineFramer) {
         if let Some(partial) = framer.take_partial() {
             tracing::warn!(
                 bytes = partial.len(),
@@ -269,7 +301,55 @@ impl FifoSource {
     }
 }
 
-/// Most bytes read from the pipe at shutdown; a writer that keeps writing cannot hold reprow.
+/// One non-blocking `read(2)` of `file` into `framer`: `Ok(None)` when nothing was there,
+/// `Ok(Some(0))` at EOF (only a retired FIFO, which reprow no longer holds open for writing,
+/// has one).
+fn read_into(mut file: &File, framer: &mut LineFramer) -> std::io::Result<Option<usize>> {
+    let buf = framer.buffer();
+    let start = buf.len();
+    // Zero-filling is cheap next to the syscall and keeps this free of unsafe code.
+    buf.resize(start + READ_CHUNK, 0);
+    let n = match file.read(&mut buf[start..]) {
+        Ok(n) => Some(n),
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => None,
+        Err(e) => {
+            framer.buffer().truncate(start);
+            return Err(e);
+        }
+    };
+    framer.buffer().truncate(start + n.unwrap_or(0));
+    Ok(n)
+}
+
+/// A FIFO read before its path led to another one: writers that opened it before may still
+/// write to it, so it is read (with its own framer: a line cut by the change is not glued to
+/// the other pipe's bytes) until its last writer closes it.
+struct Retired {
+    file: File,
+    framer: LineFramer,
+}
+
+impl Retired {
+    /// Keeps reading `old`, read-only: opened again through `/proc/self/fd`, so that once
+    /// reprow's own read-write descriptor is closed, the last writer's close is an EOF. Without
+    /// `/proc` the read-write descriptor is kept and the pipe read until shutdown.
+    fn new(old: File, framer: LineFramer) -> Retired {
+        let reopened = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(format!("/proc/self/fd/{}", old.as_raw_fd()));
+        let file = match reopened {
+            Ok(file) => file,
+            Err(error) => {
+                tracing::warn!(%error, "Cannot reopen the replaced FIFO read-only; it is read until shutdown.");
+                old
+            }
+        };
+        Retired { file, framer }
+    }
+}
+
+/// Most bytes read from the pipes at shutdown; a writer that keeps writing cannot hold reprow.
 const MAX_SHUTDOWN_DRAIN_BYTES: usize = 16 * 1024 * 1024;
 
 impl Source for FifoSource {
@@ -278,29 +358,53 @@ impl Source for FifoSource {
     }
 
     fn run(mut self: Box<Self>, out: JobSender, shutdown: Shutdown) -> Result<(), SourceError> {
+        let path = self.config.path.clone();
+        let io = |source| SourceError::Io {
+            path: path.clone(),
+            source,
+        };
         let mut framer = LineFramer::new(self.config.max_line_bytes);
+        let mut watch =
+            watch::PathWatch::new(&self.config.path, &self.file, self.stats.clone()).map_err(io)?;
+        let mut retired: Vec<Retired> = Vec::new();
         tracing::info!(path = %self.config.path.display(), queue = %self.queue, "Reading FIFO.");
         while !shutdown.is_triggered() {
-            let mut fds = [
-                PollFd::new(self.file.as_fd(), PollFlags::POLLIN),
-                PollFd::new(shutdown.poll_fd(), PollFlags::POLLIN),
-            ];
-            match nix::poll::poll(&mut fds, PollTimeout::NONE) {
+            let wait = watch.timeout().as_micros().div_ceil(1000);
+            let timeout = PollTimeout::from(u16::try_from(wait).unwrap_or(u16::MAX));
+            let mut fds = Vec::with_capacity(3 + retired.len());
+            fds.push(PollFd::new(shutdown.poll_fd(), PollFlags::POLLIN));
+            fds.push(PollFd::new(self.file.as_fd(), PollFlags::POLLIN));
+            fds.extend(watch.poll_fd().map(|fd| PollFd::new(fd, PollFlags::POLLIN)));
+            fds.extend(
+                retired
+                    .iter()
+                    .map(|r| PollFd::new(r.file.as_fd(), PollFlags::POLLIN)),
+            );
+            match nix::poll::poll(&mut fds, timeout) {
                 Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-                Err(e) => {
-                    return Err(SourceError::Io {
-                        path: self.config.path.clone(),
-                        source: e.into(),
-                    })
-                }
+                Err(e) => return Err(io(e.into())),
             }
-            if fds[1].any().unwrap_or(false) {
+            if fds[0].any().unwrap_or(false) {
                 break;
+            }
+            drop(fds);
+            if watch.is_due() {
+                if let Some(file) = watch.check() {
+                    let old = std::mem::replace(&mut self.file, file);
+                    let max = self.config.max_line_bytes;
+                    let old_framer = std::mem::replace(&mut framer, LineFramer::new(max));
+                    retired.push(Retired::new(old, old_framer));
+                }
             }
             self.read_chunk(&mut framer)?;
             self.forward_frames(&mut framer, &out, &shutdown);
+            // Once shutdown has started, what is left in the old pipes is read by the bounded
+            // drain below.
+            if !retired.is_empty() && !shutdown.is_triggered() {
+                self.read_retired(&mut retired, &out, &shutdown);
+            }
         }
-        self.save_leftovers(&mut framer, &out, &shutdown);
+        self.save_leftovers(&mut framer, &mut retired, &out, &shutdown);
         Ok(())
     }
 }
@@ -335,7 +439,7 @@ impl FifoSettler {
         let slots = self.slots.clone();
         self.failed.append_then(line, move |written| {
             if let Err(lost) = written {
-                lost_record("failed", &lost);
+                lost_record(&slots.stats, "failed", &lost);
             }
             if held {
                 slots.release();
@@ -351,7 +455,7 @@ impl FifoSettler {
         self.pending.append_then(line, move |written| {
             match written {
                 Ok(()) => Stats::inc(&slots.stats.pending_saved),
-                Err(lost) => lost_record("pending", &lost),
+                Err(lost) => lost_record(&slots.stats, "pending", &lost),
             }
             slots.release();
         });
@@ -359,7 +463,9 @@ impl FifoSettler {
 }
 
 /// Logs a record the file refused, with the record itself: the log is all that has it now.
-fn lost_record(file: &str, lost: &Unwritten) {
+/// Counted, so that the run ends with a non-zero exit status.
+fn lost_record(stats: &Stats, file: &str, lost: &Unwritten) {
+    Stats::inc(&stats.records_unwritten);
     tracing::error!(file, error = %lost.error, record = %String::from_utf8_lossy(&lost.record), "Could not write a job record; it is only in the log now.");
 }
 

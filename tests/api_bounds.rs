@@ -169,3 +169,19 @@ fn json_routes_take_json_types_only() {
         r.text()
     );
 }
+
+/// A presque batch pull is one JSON list with one item per job, in the order of its ids:
+/// a JSON payload as stored, a job without a payload (fireworq's `payload` is optional) as "".
+#[test]
+fn a_batch_pull_is_a_json_list_whatever_the_payloads() {
+    let (_d, _r, api) = start();
+    assert_eq!(api.post("/q/pq", r#"{"a": [1, 2]}"#).status, 201);
+    assert_eq!(api.put("/routing/c", r#"{"queue_name":"pq"}"#).status, 200);
+    let r = api.post("/job/c", "{}");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = api.get("/qb/pq?batch_size=10&order=asc");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let ids = r.header("x-reprow-job-ids").unwrap().to_string();
+    assert_eq!(ids.split(',').count(), 2, "{ids}");
+    assert_eq!(r.text(), r#"[{"a": [1, 2]},""]"#);
+}

@@ -20,8 +20,8 @@ use super::{
 use crate::{
     http::request::Request,
     store::{
-        payload::ShownPayload, queue::QueueDef, Destination, JobList, JobView, NewJob, Op,
-        PayloadMode, Query, MAX_DELAY_SECS,
+        payload::ShownPayload, queue::QueueDef, Destination, JobList, JobView, NewJob, Op, Query,
+        MAX_DELAY_SECS,
     },
 };
 
@@ -227,11 +227,6 @@ pub(super) async fn queue_delete(ctx: &Ctx, name: &str) -> Res {
     Ok(Response::json(200, &def))
 }
 
-/// `?payload=`: how much of each payload a listing shows (400 for another value).
-pub(super) fn payload_mode(q: &Params) -> Result<PayloadMode, Response> {
-    PayloadMode::parse(q.get("payload")).map_err(|e| Response::error(400, &e))
-}
-
 /// `GET /queue/{name}/{grabbed|waiting|deferred}?limit=&cursor=&order=&payload=`: a page of
 /// jobs, each payload cut to a preview unless `payload=full` (or left out with `none`); the page
 /// ends early, with a cursor, at [`LIST_MAX_BYTES`](crate::store::payload::LIST_MAX_BYTES). The
@@ -256,7 +251,7 @@ pub(super) async fn queue_jobs(ctx: &Ctx, name: &str, list: &str, q: &Params) ->
         limit: q.num("limit", 100, 1, 1000)? as usize,
         cursor,
         desc: q.order()?,
-        payload: payload_mode(q)?,
+        payload: q.payload_mode()?,
     };
     let (jobs, next) = ask(ctx, Op::Query(op), kind::jobs).await?;
     #[derive(Serialize)]
@@ -329,7 +324,7 @@ pub(super) async fn failed_list(ctx: &Ctx, name: &str, q: &Params) -> Res {
         limit: q.num("limit", 100, 1, 1000)? as usize,
         cursor,
         desc: q.order()?,
-        payload: payload_mode(q)?,
+        payload: q.payload_mode()?,
     };
     let (jobs, next) = ask(ctx, Op::Query(op), kind::failed_page).await?;
     Ok(Response::json(

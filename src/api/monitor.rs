@@ -118,7 +118,7 @@ pub(super) async fn inflight(ctx: &Ctx, q: &Params) -> Res {
             &json!({ "jobs": ctx.stats.running(limit) }),
         ));
     }
-    let payload = super::fireworq::payload_mode(q)?;
+    let payload = q.payload_mode()?;
     let op = Op::Query(Query::InFlight { limit, payload });
     let (jobs, _) = ask(ctx, op, kind::jobs).await?;
     #[derive(Serialize)]

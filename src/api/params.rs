@@ -52,6 +52,12 @@ impl Params {
         }
     }
     /// fireworq's `order`: `desc` (default) or `asc`.
+    /// `?payload=`: how much of each payload a listing shows (400 for another value).
+    pub(super) fn payload_mode(&self) -> Result<crate::store::payload::PayloadMode, Response> {
+        crate::store::payload::PayloadMode::parse(self.get("payload"))
+            .map_err(|e| Response::error(400, &e))
+    }
+
     pub(super) fn order(&self) -> Result<bool, Response> {
         match self.get("order") {
             None | Some("" | "desc") => Ok(true),

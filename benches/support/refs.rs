@@ -141,9 +141,10 @@ pub fn redis_lpush(port: u16, c: usize, n: u64) -> f64 {
     let text = String::from_utf8_lossy(&out.stdout);
     // `LPUSH: 64724.92 requests per second, p50=0.951 msec`, after progress lines ending in \r.
     text.split(['\r', '\n'])
+        .filter(|l| l.contains("requests per second"))
         .filter_map(|l| l.strip_prefix("LPUSH: "))
         .filter_map(|l| l.split_whitespace().next()?.parse().ok())
-        .last()
+        .next_back()
         .unwrap_or_else(|| panic!("no LPUSH rate in redis-benchmark's output: {text}"))
 }
 

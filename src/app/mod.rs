@@ -124,7 +124,11 @@ pub fn run(config: &Config, shutdown: Shutdown, stats: Arc<Stats>) -> Result<Sna
     } else {
         runner.map(|r| r.concurrency())
     };
-    let (tx, rx) = job_channel(concurrency, target);
+    let threads = match concurrency {
+        Some(c) => cores::thread_count(config).min(c),
+        None => cores::thread_count(config),
+    };
+    let (tx, bridge) = job_channel(threads, concurrency, target);
     let opened = sources::open(config, &tx, &stats)?;
     let settle = opened.source.settler();
     let api = serve_config(config, &opened, &shutdown, &stats)?;
@@ -166,10 +170,6 @@ pub fn run(config: &Config, shutdown: Shutdown, stats: Arc<Stats>) -> Result<Sna
             source,
         })?;
 
-    let threads = match concurrency {
-        Some(c) => cores::thread_count(config).min(c),
-        None => cores::thread_count(config),
-    };
     let mut handles = Vec::with_capacity(threads);
     for core in 0..threads {
         let api = match &api {
@@ -196,8 +196,12 @@ pub fn run(config: &Config, shutdown: Shutdown, stats: Arc<Stats>) -> Result<Sna
             max_unreachable,
             grace: config.shutdown_timeout,
         };
-        let (rx, settle, stats, shutdown) =
-            (rx.clone(), settle.clone(), stats.clone(), shutdown.clone());
+        let (rx, settle, stats, shutdown) = (
+            bridge.core(core),
+            settle.clone(),
+            stats.clone(),
+            shutdown.clone(),
+        );
         let driver = config.driver;
         let handle = thread::Builder::new()
             .name(format!("reprow-core-{core}"))
@@ -257,11 +261,9 @@ pub fn run(config: &Config, shutdown: Shutdown, stats: Arc<Stats>) -> Result<Sna
 
     let start_error = cores::join_cores(handles, &shutdown);
     stats.phase.store(Phase::Draining as u8, Relaxed);
-    // Jobs a source handed over that no core took: back to the source. Closing the channel
-    // first also frees a source blocked on a full channel (its send fails and it keeps the
-    // job).
-    rx.close();
-    while let Ok(d) = rx.try_recv() {
+    // Jobs a source handed over that no core took: back to the source. Closing the bridge
+    // also frees a source blocked on full cores (its send fails and it keeps the job).
+    for d in bridge.close() {
         settle.unfinished(d);
     }
     let source_result = source_thread.join().unwrap_or(Ok(()));

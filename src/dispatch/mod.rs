@@ -31,7 +31,7 @@ use std::{
 };
 
 use crate::{
-    bridge::{Delivery, JobReceiver},
+    bridge::{CoreInbox, Delivery},
     http::client::ClientError,
     job::{classify, Failure, Outcome},
     lifecycle::Shutdown,
@@ -78,9 +78,13 @@ pub struct DispatchConfig {
 /// Everything one core's dispatcher needs. Core-local: `Rc`/`RefCell`, no locks.
 pub struct CoreDispatcher {
     config: DispatchConfig,
-    shared: JobReceiver,
-    ready_tx: async_channel::Sender<Delivery>,
-    ready_rx: async_channel::Receiver<Delivery>,
+    /// This core's end of the bridge.
+    inbox: CoreInbox,
+    /// Jobs on this core waiting for a task, each marked `true` when it came from the inbox
+    /// (taking it makes room there): the inbox's batches, retries come due, jobs held while
+    /// their worker refused.
+    ready_tx: async_channel::Sender<(Delivery, bool)>,
+    ready_rx: async_channel::Receiver<(Delivery, bool)>,
     settle: Arc<dyn Settle>,
     pools: Pools,
     stats: Arc<Stats>,
@@ -95,7 +99,7 @@ impl CoreDispatcher {
     /// A dispatcher for one core.
     pub fn new(
         config: DispatchConfig,
-        shared: JobReceiver,
+        inbox: CoreInbox,
         settle: Arc<dyn Settle>,
         stats: Arc<Stats>,
         shutdown: Shutdown,
@@ -104,7 +108,7 @@ impl CoreDispatcher {
         Rc::new(CoreDispatcher {
             pools: Pools::new(config.limits.clone(), stats.clone()),
             config,
-            shared,
+            inbox,
             ready_tx,
             ready_rx,
             settle,
@@ -138,7 +142,12 @@ impl CoreDispatcher {
             }
         }
         drop(alive);
+        let pump = {
+            let this = self.clone();
+            monoio::spawn(async move { this.pump().await })
+        };
         self.shutdown.wait().await;
+        pump.await;
         let _ = monoio::time::timeout(self.config.grace, all_done.recv()).await;
         let left_in_flight = self.in_flight.borrow().len();
         if left_in_flight > 0 {
@@ -155,28 +164,55 @@ impl CoreDispatcher {
             .map(|(_, d)| d)
             .collect();
         leftovers.extend(self.sleeping.borrow_mut().drain().map(|(_, d)| d));
-        while let Ok(d) = self.ready_rx.try_recv() {
+        while let Ok((d, _)) = self.ready_rx.try_recv() {
             leftovers.push(d);
         }
+        // Jobs that reached the inbox after the pump stopped stay there: the orchestrator
+        // hands them back when it closes the bridge.
         for d in leftovers {
             self.settle.unfinished(d);
         }
     }
 
-    /// The next job: one already on this core (a retry come due, a job held while its worker
-    /// refused) first, else one from the bridge. `None` at shutdown.
+    /// Moves the inbox's jobs to the ready queue, a batch per wake-up, until shutdown. The
+    /// only task of the core that waits on the bridge: one cross-thread wake-up per batch.
+    async fn pump(&self) {
+        loop {
+            let moved = self.inbox.take_all(|d| {
+                if let Err(e) = self.ready_tx.try_send((d, true)) {
+                    // The ready channel is unbounded and open while `self` lives.
+                    self.settle.unfinished(e.into_inner().0);
+                }
+            });
+            if self.shutdown.is_triggered() {
+                return;
+            }
+            if moved > 0 {
+                continue;
+            }
+            monoio::select! {
+                _ = self.inbox.arrived() => {}
+                _ = self.shutdown.wait() => return,
+            }
+        }
+    }
+
+    /// The next job on this core, in the order it became ready. `None` at shutdown.
     async fn take(&self) -> Option<Delivery> {
         if self.shutdown.is_triggered() {
             return None;
         }
-        if let Ok(d) = self.ready_rx.try_recv() {
-            return Some(d);
+        let (d, fresh) = match self.ready_rx.try_recv() {
+            Ok(r) => r,
+            Err(_) => monoio::select! {
+                r = self.ready_rx.recv() => r.ok()?,
+                _ = self.shutdown.wait() => return None,
+            },
+        };
+        if fresh {
+            self.inbox.taken();
         }
-        monoio::select! {
-            d = self.ready_rx.recv() => d.ok(),
-            d = self.shared.recv() => d.ok(),
-            _ = self.shutdown.wait() => None,
-        }
+        Some(d)
     }
 
     async fn worker_loop(self: Rc<Self>) {
@@ -306,8 +342,8 @@ impl CoreDispatcher {
         };
         if self.shutdown.is_triggered() {
             self.settle.unfinished(d);
-        } else if let Err(e) = self.ready_tx.try_send(d) {
-            self.settle.unfinished(e.into_inner());
+        } else if let Err(e) = self.ready_tx.try_send((d, false)) {
+            self.settle.unfinished(e.into_inner().0);
         }
     }
 
@@ -389,8 +425,8 @@ impl CoreDispatcher {
             }
             let d = this.sleeping.borrow_mut().remove(&id);
             if let Some(d) = d {
-                if let Err(e) = this.ready_tx.try_send(d) {
-                    this.settle.unfinished(e.into_inner());
+                if let Err(e) = this.ready_tx.try_send((d, false)) {
+                    this.settle.unfinished(e.into_inner().0);
                 }
             }
         });

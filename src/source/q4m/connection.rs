@@ -176,8 +176,8 @@ impl Connection {
         loop {
             match self.out.try_send(job) {
                 Ok(()) => return true,
-                Err(async_channel::TrySendError::Closed(_)) => return false,
-                Err(async_channel::TrySendError::Full(j)) => job = j,
+                Err(crate::bridge::SendError::Closed(_)) => return false,
+                Err(crate::bridge::SendError::Full(j)) => job = j,
             }
             if self.shutdown.is_triggered() {
                 return false;
@@ -189,7 +189,7 @@ impl Connection {
                     return false;
                 }
             }
-            // Polling: async_channel offers no blocking send with a timeout. The pause is
+            // Polling: the bridge offers no blocking send with a timeout. The pause is
             // short next to a job, and only taken while the cores are saturated.
             sleep_unless_shutdown(&self.shutdown, pause);
             pause = (pause * 2).min(MAX_HAND_OVER_PAUSE);

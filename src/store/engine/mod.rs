@@ -90,7 +90,7 @@ const MAX_BATCH: usize = 8192;
 /// [`OpenError`] when the directory, the environment or a stored record cannot be used.
 pub fn start(
     opts: Options,
-    out: async_channel::Sender<Dispatch>,
+    out: crate::bridge::DeliverySender,
 ) -> Result<(Store, std::thread::JoinHandle<()>), OpenError> {
     let mut engine = Engine::open(opts, Some(out))?;
     let (tx, rx) = crossbeam_channel::unbounded();
@@ -192,7 +192,7 @@ pub struct Engine {
     dirty: BTreeSet<u32>,
     /// Inside [`Engine::apply_ops`]: lease changes are tracked for a rollback.
     in_batch: bool,
-    out: Option<async_channel::Sender<Dispatch>>,
+    out: Option<crate::bridge::DeliverySender>,
     /// Dispatches made by the last [`Engine::feed`] when there is no channel (tests).
     pub dispatched: Vec<Dispatch>,
     /// Commit latency and batch size, shared with the [`Store`] handle for `/metrics`.

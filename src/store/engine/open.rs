@@ -17,7 +17,7 @@ use std::{
 use heed::{types::Bytes as Raw, CommitOrAbort};
 
 use super::{clock::Clock, state::RetryBounds, Db, Engine};
-use crate::store::{queue::QueueDef, Dispatch, Op, OpenError};
+use crate::store::{queue::QueueDef, Op, OpenError};
 
 /// How to open the store.
 #[derive(Clone)]
@@ -148,7 +148,7 @@ impl Engine {
     /// [`OpenError`].
     pub fn open(
         opts: Options,
-        out: Option<async_channel::Sender<Dispatch>>,
+        out: Option<crate::bridge::DeliverySender>,
     ) -> Result<Engine, OpenError> {
         let path = opts.path.clone();
         std::fs::create_dir_all(&path).map_err(|source| OpenError::Dir {

@@ -23,6 +23,10 @@
 //! exactly one inbox; once the bridge is closed no send succeeds, and [`Bridge::close`] returns
 //! every job still in an inbox, so none is lost between a close and a send.
 
+// Every send error hands the job back by value so the source keeps it; boxing it would
+// allocate on exactly the path (every core gone, or full) that must not lose the job.
+#![allow(clippy::result_large_err)]
+
 use std::{
     collections::VecDeque,
     sync::{
@@ -234,9 +238,6 @@ impl JobSender {
     ///
     /// # Errors
     /// The job, when every core has stopped.
-    // The error hands the job back by value so the source keeps it; boxing it would allocate
-    // on exactly the path (every core gone, or a full bridge) that must not lose the job.
-    #[allow(clippy::result_large_err)]
     pub fn send_blocking(&self, job: Job) -> Result<(), SendError<Job>> {
         let d = self.delivery(job)?;
         self.shared.send_blocking(d).map_err(|e| e.map(|d| d.job))
@@ -246,7 +247,6 @@ impl JobSender {
     ///
     /// # Errors
     /// The job, when every core is full or has stopped.
-    #[allow(clippy::result_large_err)] // as for `send_blocking`
     pub fn try_send(&self, job: Job) -> Result<(), SendError<Job>> {
         let d = self.delivery(job)?;
         self.shared.try_send(d).map_err(|e| e.map(|d| d.job))
@@ -272,7 +272,6 @@ impl DeliverySender {
     ///
     /// # Errors
     /// The delivery, when the cores have stopped (or, with a capacity, are full).
-    #[allow(clippy::result_large_err)] // as for `JobSender::send_blocking`
     pub fn try_send(&self, d: Delivery) -> Result<(), SendError<Delivery>> {
         self.shared.try_send(d)
     }

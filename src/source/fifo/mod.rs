@@ -17,11 +17,12 @@ use std::{
         unix::fs::{FileTypeExt, OpenOptionsExt},
     },
     path::PathBuf,
-    sync::{atomic::Ordering::Relaxed, Arc, Condvar, Mutex},
+    sync::{atomic::Ordering::Relaxed, Arc},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use bytes::Bytes;
+use event_listener::Listener as _;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 
 use super::{
@@ -87,8 +88,7 @@ impl FifoSource {
             pending: spill(&config.pending_path)?,
             slots: Arc::new(Slots {
                 stats: stats.clone(),
-                capacity: Condvar::new(),
-                capacity_lock: Mutex::new(()),
+                freed: event_listener::Event::new(),
             }),
         });
         // Ids start at the start time in microseconds: unique and increasing across restarts.
@@ -160,18 +160,14 @@ impl FifoSource {
         if self.stats.held.load(Relaxed) < max {
             return; // the common case: no lock taken
         }
-        let slots = &self.settler.slots;
-        let mut guard = slots
-            .capacity_lock
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        while self.stats.held.load(Relaxed) >= max && !shutdown.is_triggered() {
-            // The timeout only guards against a missed notification; the wait is event-driven.
-            guard = slots
-                .capacity
-                .wait_timeout(guard, Duration::from_millis(100))
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+        let full = || self.stats.held.load(Relaxed) >= max && !shutdown.is_triggered();
+        while full() {
+            let listener = self.settler.slots.freed.listen();
+            if !full() {
+                return;
+            }
+            // The timeout lets a shutdown end the wait; a freed slot ends it at once.
+            listener.wait_timeout(Duration::from_millis(100));
         }
     }
 
@@ -420,14 +416,16 @@ struct FifoSettler {
 /// The count of held jobs and the wait for a free slot, released from the writer thread.
 struct Slots {
     stats: Arc<Stats>,
-    capacity: Condvar,
-    capacity_lock: Mutex<()>,
+    /// Wakes the reading thread waiting for a free slot. Not a `Condvar`: its `notify_one` is
+    /// a futex syscall on every call, and this runs once per job; an `Event` with nobody
+    /// listening costs an atomic load.
+    freed: event_listener::Event,
 }
 
 impl Slots {
     fn release(&self) {
         self.stats.held.fetch_sub(1, Relaxed);
-        self.capacity.notify_one();
+        self.freed.notify(1);
     }
 }
 

@@ -11,6 +11,8 @@
 //! - A batch that did not commit leaves the queues' totals (memory only) as they were before it
 //!   ([`Engine::reload`]).
 
+use std::borrow::Cow;
+
 use heed::RwTxn;
 
 use super::{
@@ -22,7 +24,10 @@ use crate::store::{Op, Reply, StoreError};
 
 impl Engine {
     /// Applies ops in one write transaction; returns each op's label and result.
-    pub fn apply_ops(&mut self, ops: Vec<Op>) -> Vec<(String, Result<Reply, StoreError>)> {
+    pub fn apply_ops(
+        &mut self,
+        ops: Vec<Op>,
+    ) -> Vec<(Cow<'static, str>, Result<Reply, StoreError>)> {
         let env = self.env.clone();
         let mut wtxn = match env.write_txn() {
             Ok(t) => t,
@@ -101,10 +106,24 @@ impl Engine {
     }
 }
 
-fn label(op: &Op) -> String {
-    match op {
-        Op::PutQueue(d) => format!("queues.{}", d.name),
-        Op::PutRouting { category, .. } => format!("routings.{category}"),
-        other => format!("{:?}", std::mem::discriminant(other)),
-    }
+/// What an op is, for a caller's error message. Only the ops that name something allocate:
+/// this runs for every op of every commit.
+fn label(op: &Op) -> Cow<'static, str> {
+    Cow::Borrowed(match op {
+        Op::PutQueue(d) => return Cow::Owned(format!("queues.{}", d.name)),
+        Op::PutRouting { category, .. } => return Cow::Owned(format!("routings.{category}")),
+        Op::Enqueue(_) => "enqueue",
+        Op::Settle { .. } => "settle",
+        Op::Pull { .. } => "pull",
+        Op::Ack { .. } => "ack",
+        Op::Nack { .. } => "nack",
+        Op::DeleteJob { .. } => "delete job",
+        Op::Purge(_) => "purge",
+        Op::DeleteQueue(_) => "delete queue",
+        Op::Control { .. } => "control",
+        Op::DeleteRouting(_) => "delete routing",
+        Op::DeleteFailed { .. } => "delete failed",
+        Op::RetryFailed { .. } => "retry failed",
+        Op::Query(_) => "query",
+    })
 }

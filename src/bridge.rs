@@ -261,6 +261,40 @@ impl JobSender {
     }
 }
 
+impl Shared {
+    /// Sends a batch without a capacity (the store's): spread over the cores in turn, each
+    /// core's share appended under one lock and with at most one wake-up. The deliveries not
+    /// sent (the bridge is closed) are returned.
+    fn send_all(&self, batch: Vec<Delivery>) -> Vec<Delivery> {
+        let n = self.inboxes.len();
+        let first = self.next.fetch_add(batch.len(), Ordering::Relaxed) % n;
+        let mut shares: Vec<Vec<Delivery>> = (0..n).map(|_| Vec::new()).collect();
+        for (k, d) in batch.into_iter().enumerate() {
+            shares[(first + k) % n].push(d);
+        }
+        let mut refused = Vec::new();
+        for (core, share) in shares.into_iter().enumerate() {
+            if share.is_empty() {
+                continue;
+            }
+            let inbox = &self.inboxes[core];
+            let mut jobs = self.lock(core);
+            if self.closed.load(Ordering::Acquire) {
+                refused.extend(share);
+                continue;
+            }
+            inbox.queued.fetch_add(share.len(), Ordering::AcqRel);
+            let was_empty = jobs.is_empty();
+            jobs.extend(share);
+            drop(jobs);
+            if was_empty {
+                inbox.arrived.notify(1);
+            }
+        }
+        refused
+    }
+}
+
 /// Sends whole deliveries (the store's leased jobs) to the cores.
 #[derive(Clone)]
 pub struct DeliverySender {
@@ -274,6 +308,13 @@ impl DeliverySender {
     /// The delivery, when the cores have stopped (or, with a capacity, are full).
     pub fn try_send(&self, d: Delivery) -> Result<(), SendError<Delivery>> {
         self.shared.try_send(d)
+    }
+
+    /// Hands a batch to the cores, each core's share at once (one wake-up per core, not per
+    /// job); returns the deliveries not sent because the cores have stopped. For a bridge
+    /// without a capacity (the store's); with one, the cores' bounds are not looked at.
+    pub fn send_all(&self, batch: Vec<Delivery>) -> Vec<Delivery> {
+        self.shared.send_all(batch)
     }
 }
 

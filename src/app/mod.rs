@@ -225,6 +225,10 @@ pub fn run(config: &Config, shutdown: Shutdown, stats: Arc<Stats>) -> Result<Sna
                                 }
                             }
                         });
+                        if durable {
+                            // The store answers this core's requests in batches.
+                            crate::store::reply::install();
+                        }
                         CoreDispatcher::new(dispatch, rx, settle, stats, shutdown)
                             .run()
                             .await;

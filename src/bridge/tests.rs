@@ -147,3 +147,26 @@ fn a_blocked_sender_is_woken_when_a_core_has_drained_half_and_by_a_close() {
     assert_eq!(left, [200, 201, 202]);
     assert_eq!(sender.join().unwrap(), Err(300));
 }
+
+#[test]
+fn a_batch_is_spread_over_the_cores_and_refused_once_closed() {
+    let (tx, bridge) = job_channel(2, None, None);
+    let out = tx.deliveries();
+    let batch =
+        |ids: std::ops::Range<u64>| ids.map(|id| Delivery::new(job(id), target())).collect();
+    assert!(out.send_all(batch(0..5)).is_empty());
+    assert_eq!(ids(&bridge.core(0)), [0, 2, 4]);
+    assert_eq!(ids(&bridge.core(1)), [1, 3]);
+    // The next batch starts where the last one stopped.
+    assert!(out.send_all(batch(5..7)).is_empty());
+    assert_eq!(ids(&bridge.core(1)), [5]);
+    assert_eq!(ids(&bridge.core(0)), [6]);
+    assert!(bridge.close().is_empty());
+    let refused: Vec<u64> = out
+        .send_all(batch(7..10))
+        .iter()
+        .map(|d| d.job.id)
+        .collect();
+    assert_eq!(refused.len(), 3);
+    assert!(refused.iter().all(|id| (7..10).contains(id)));
+}

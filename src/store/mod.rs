@@ -25,6 +25,7 @@ pub mod lmdb;
 pub mod payload;
 pub mod queue;
 pub mod record;
+pub mod reply;
 
 pub use error::{OpenError, StoreError, StoreErrorKind};
 use std::{sync::Arc, time::Duration};
@@ -442,8 +443,7 @@ pub enum Reply {
     Routings(Vec<(String, String)>),
 }
 
-/// The answer channel of one op.
-pub type ReplyTx = async_channel::Sender<Result<Reply, StoreError>>;
+pub use reply::ReplyTx;
 
 /// A message to the store thread.
 pub struct Command {
@@ -473,16 +473,14 @@ impl Store {
     /// # Errors
     /// [`StoreError`] from the op, or `Unavailable` when the store thread has stopped.
     pub async fn call(&self, op: Op) -> Result<Reply, StoreError> {
-        let (tx, rx) = async_channel::bounded(1);
+        let (tx, answer) = reply::reply_pair();
         self.tx
             .send(Command {
                 op,
                 reply: Some(tx),
             })
             .map_err(|_| StoreError::unavailable("the store is shut down"))?;
-        rx.recv()
-            .await
-            .map_err(|_| StoreError::unavailable("the store stopped before answering"))?
+        answer.await
     }
 
     /// Whether the store thread is running (false once it ended, a panic included).

@@ -195,6 +195,8 @@ pub struct Engine {
     out: Option<crate::bridge::DeliverySender>,
     /// Dispatches made by the last [`Engine::feed`] when there is no channel (tests).
     pub dispatched: Vec<Dispatch>,
+    /// Leased by the feed running now, sent to the cores in one batch when it ends.
+    outbox: Vec<Dispatch>,
     /// Commit latency and batch size, shared with the [`Store`] handle for `/metrics`.
     metrics: Arc<crate::stats::timings::StoreMetrics>,
     /// The completion line of the op being applied (pull acks and failure reports).
@@ -254,16 +256,19 @@ impl Engine {
         if !writes.is_empty() {
             let (ops, replies): (Vec<Op>, Vec<Option<ReplyTx>>) = writes.into_iter().unzip();
             let results = self.apply_ops(ops);
-            for ((_, r), tx) in results.into_iter().zip(replies) {
-                if let Some(tx) = tx {
-                    let _ = tx.try_send(r);
-                }
-            }
+            // One hand-over per core for the whole commit (see `store::reply`).
+            crate::store::reply::send_all(
+                results
+                    .into_iter()
+                    .zip(replies)
+                    .filter_map(|((_, r), tx)| Some((tx?, r)))
+                    .collect(),
+            );
         }
         for (q, tx) in queries {
             let r = self.query(q);
             if let Some(tx) = tx {
-                let _ = tx.try_send(r);
+                tx.send(r);
             }
         }
     }

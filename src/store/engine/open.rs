@@ -227,6 +227,7 @@ impl Engine {
             in_batch: false,
             out,
             dispatched: Vec::new(),
+            outbox: Vec::new(),
         };
         engine.load().map_err(|e| OpenError::Corrupt {
             path: path.clone(),

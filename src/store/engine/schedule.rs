@@ -176,6 +176,32 @@ impl Engine {
     /// Looks only at the queues scheduled by now (`wakes`) and those waiting for a throttle
     /// token: an idle queue costs nothing here. Reads only; leases are memory.
     pub fn feed(&mut self) {
+        self.feed_queues();
+        self.flush_dispatches();
+    }
+
+    /// Sends what the feed leased to the cores in one batch; a job the cores can no longer
+    /// take (shutdown) stays in the log for the next run, and its queue is not looked at again
+    /// until an op asks for it.
+    fn flush_dispatches(&mut self) {
+        if self.outbox.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.outbox);
+        let Some(tx) = &self.out else {
+            self.dispatched.extend(batch);
+            return;
+        };
+        for d in tx.send_all(batch) {
+            if let Some(lease) = self.unlease(d.job.id) {
+                if let Some(q) = self.queues.get_mut(&lease.qid) {
+                    disarm(&mut self.wakes, q);
+                }
+            }
+        }
+    }
+
+    fn feed_queues(&mut self) {
         let now = self.clock.now_ms();
         // With every push slot taken nothing can be handed out: a lease ending (a command or
         // an expiry, both followed by a feed) makes room.
@@ -352,19 +378,7 @@ impl Engine {
             due_ms: rec.due_ms,
             category: Arc::from(rec.category.as_str()),
         };
-        match &self.out {
-            Some(tx) => {
-                if tx.try_send(d).is_err() {
-                    // The cores are gone (shutdown): the job stays in the log for the next run,
-                    // and the queue is not looked at again until an op asks for it.
-                    self.unlease(rec.id);
-                    if let Some(q) = self.queues.get_mut(&rec.queue) {
-                        disarm(&mut self.wakes, q);
-                    }
-                }
-            }
-            None => self.dispatched.push(d),
-        }
+        self.outbox.push(d);
     }
 
     /// How long the store loop may sleep with no command before it must look again: until a

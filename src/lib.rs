@@ -3,8 +3,8 @@
 //!
 //! It runs thread-per-core: every core thread owns a monoio event loop (io_uring, or epoll where
 //! io_uring is refused), its share of the in-flight requests and its own keep-alive pool, with no
-//! locks between cores. Sources run on threads of their own and hand jobs over a bounded channel,
-//! which is where backpressure happens.
+//! locks between cores. Sources run on threads of their own and hand jobs to the cores' inboxes
+//! (the bridge), a batch per wake-up; a full set of inboxes is where backpressure happens.
 //!
 //! # Layout
 //! In the order a job flows through them (source → bridge → dispatch → http → outcome →
@@ -13,7 +13,7 @@
 //!   the `Source` and `Settle` traits; the failed and pending files.
 //! - [`store`]: the durable queue itself: an LMDB log, its group-commit writer, leases and
 //!   scheduler.
-//! - [`bridge`]: the channel from a source to the cores; a [`bridge::Delivery`] is a job and
+//! - [`bridge`]: an inbox per core, fed by the sources; a [`bridge::Delivery`] is a job and
 //!   its target.
 //! - [`dispatch`]: one dispatcher per core for every source: clients per worker URL, a breaker
 //!   per origin, retries; `runner:` and its defaults.

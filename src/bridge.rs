@@ -133,9 +133,9 @@ impl Shared {
     /// Puts `d` in the first inbox with room, starting from the next one in turn.
     fn try_send(&self, d: Delivery) -> Result<(), SendError<Delivery>> {
         let n = self.inboxes.len();
-        let first = self.next.fetch_add(1, Ordering::Relaxed) % n;
+        let first = self.next.fetch_add(1, Ordering::Relaxed);
         for k in 0..n {
-            let core = (first + k) % n;
+            let core = first.wrapping_add(k) % n;
             let inbox = &self.inboxes[core];
             let room = inbox
                 .queued
@@ -267,10 +267,10 @@ impl Shared {
     /// sent (the bridge is closed) are returned.
     fn send_all(&self, batch: Vec<Delivery>) -> Vec<Delivery> {
         let n = self.inboxes.len();
-        let first = self.next.fetch_add(batch.len(), Ordering::Relaxed) % n;
+        let first = self.next.fetch_add(batch.len(), Ordering::Relaxed);
         let mut shares: Vec<Vec<Delivery>> = (0..n).map(|_| Vec::new()).collect();
         for (k, d) in batch.into_iter().enumerate() {
-            shares[(first + k) % n].push(d);
+            shares[first.wrapping_add(k) % n].push(d);
         }
         let mut refused = Vec::new();
         for (core, share) in shares.into_iter().enumerate() {

@@ -170,3 +170,36 @@ fn a_batch_is_spread_over_the_cores_and_refused_once_closed() {
     assert_eq!(refused.len(), 3);
     assert!(refused.iter().all(|id| (7..10).contains(id)));
 }
+
+/// The async send (the SQS source's) waits for room like the blocking one, on any executor.
+#[test]
+fn an_async_sender_waits_for_room_and_gets_its_job_back_at_close() {
+    let (tx, bridge) = job_channel(1, Some(1), Some(target()));
+    let core = bridge.core(0);
+    let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+        .enable_timer()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        for id in 0..MIN_CORE_CAPACITY as u64 {
+            tx.send(job(id)).await.unwrap();
+        }
+        assert_eq!(ids(&core).len(), MIN_CORE_CAPACITY);
+        let taker = {
+            let core = core.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(50));
+                for _ in 0..MIN_CORE_CAPACITY / 2 {
+                    core.taken();
+                }
+            })
+        };
+        // Full: this waits until the other thread has made room.
+        tx.send(job(100)).await.unwrap();
+        taker.join().unwrap();
+        assert_eq!(ids(&core), [100]);
+    });
+    bridge.close();
+    let back = rt.block_on(tx.send(job(101)));
+    assert!(matches!(back, Err(SendError::Closed(j)) if j.id == 101));
+}

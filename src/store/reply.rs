@@ -58,7 +58,7 @@ impl ReplyTx {
 /// Sends every answer of a batch: those bound for one core's mailbox under one lock and with at
 /// most one wake-up of that core, however many they are.
 pub fn send_all(answers: Vec<(ReplyTx, Answer)>) {
-    let mut groups: Vec<(Arc<Mailbox>, Vec<(u64, Answer)>)> = Vec::new();
+    let mut groups: Vec<(Arc<Mailbox>, Batch)> = Vec::new();
     for (tx, answer) in answers {
         match tx {
             ReplyTx::Channel(tx) => {
@@ -82,10 +82,13 @@ pub fn send_all(answers: Vec<(ReplyTx, Answer)>) {
     }
 }
 
+/// Answers for one core's tasks, by the id of each task's op.
+type Batch = Vec<(u64, Answer)>;
+
 /// Answers on their way to one core.
 #[derive(Default)]
 struct Mailbox {
-    answers: Mutex<Vec<(u64, Answer)>>,
+    answers: Mutex<Batch>,
     /// Wakes the core's pump when `answers` gets its first answer.
     arrived: Event,
 }
@@ -99,7 +102,7 @@ pub struct MailboxSlot {
 
 impl Mailbox {
     /// Appends answers; wakes the core's pump if it may be waiting (the list was empty).
-    fn deliver(&self, batch: Vec<(u64, Answer)>) {
+    fn deliver(&self, batch: Batch) {
         let mut answers = self.answers.lock().unwrap_or_else(|e| e.into_inner());
         let was_empty = answers.is_empty();
         answers.extend(batch);

@@ -203,3 +203,37 @@ fn an_async_sender_waits_for_room_and_gets_its_job_back_at_close() {
     let back = rt.block_on(tx.send(job(101)));
     assert!(matches!(back, Err(SendError::Closed(j)) if j.id == 101));
 }
+
+/// The pump sleeps while its inbox is empty (no busy loop) and wakes when a job arrives.
+#[test]
+fn a_core_waits_for_arrivals_only_while_its_inbox_is_empty() {
+    let (tx, bridge) = job_channel(1, None, Some(target()));
+    let core = bridge.core(0);
+    let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+        .enable_timer()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let idle = monoio::time::timeout(Duration::from_millis(50), core.arrived()).await;
+        assert!(idle.is_err(), "arrived() returned with an empty inbox");
+        // A job already there: no waiting.
+        tx.try_send(job(1)).unwrap();
+        monoio::time::timeout(Duration::from_millis(500), core.arrived())
+            .await
+            .expect("waited with a job in the inbox");
+        assert_eq!(ids(&core), [1]);
+        // A job sent by another thread while waiting wakes the wait.
+        let sender = {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(50));
+                tx.try_send(job(2)).unwrap();
+            })
+        };
+        monoio::time::timeout(Duration::from_secs(10), core.arrived())
+            .await
+            .expect("a send from another thread did not wake the core");
+        sender.join().unwrap();
+        assert_eq!(ids(&core), [2]);
+    });
+}

@@ -209,14 +209,6 @@ pub struct JobSender {
     target: Option<Arc<Target>>,
 }
 
-impl std::fmt::Debug for JobSender {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JobSender")
-            .field("cores", &self.shared.inboxes.len())
-            .finish()
-    }
-}
-
 impl JobSender {
     fn delivery(&self, job: Job) -> Result<Delivery, SendError<Job>> {
         match &self.target {

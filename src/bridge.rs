@@ -341,11 +341,14 @@ impl CoreInbox {
     }
 
     /// A task of this core has taken one job that came from the inbox: room for another. A
-    /// waiting sender is woken once the core's count falls to half its cap.
+    /// waiting sender is woken once the core's count falls to half its cap (not at every
+    /// job: a sender woken per job would cost the wake-up per job the inboxes exist to save).
     pub fn taken(&self) {
         let inbox = self.inbox();
         let before = inbox.queued.fetch_sub(1, Ordering::AcqRel);
-        if before == inbox.cap / 2 + 1 || before == 1 {
+        // Every count between is passed one step at a time, so the fall to half is seen; a
+        // sender that starts waiting after it finds the room on its second look.
+        if before == inbox.cap / 2 + 1 {
             self.shared.room.notify(usize::MAX);
         }
     }

@@ -79,6 +79,13 @@ fn each_core_holds_twice_its_share_and_at_least_the_minimum() {
         tx.try_send(job(id)).unwrap();
     }
     assert!(matches!(tx.try_send(job(128)), Err(SendError::Full(_))));
+    // An odd concurrency: the first core takes the remainder (33 and 32, caps 66 and 64).
+    let (odd, _keep) = job_channel(2, Some(65), Some(target()));
+    let mut sent = 0;
+    while odd.try_send(job(sent)).is_ok() {
+        sent += 1;
+    }
+    assert_eq!(sent, 130);
     // Taking jobs out of the inbox is not enough: a core's tasks must start them.
     assert_eq!(ids(&bridge.core(0)).len(), 64);
     assert!(matches!(tx.try_send(job(129)), Err(SendError::Full(_))));

@@ -271,6 +271,13 @@ mod tests {
             .unwrap()
     }
 
+    /// The answer, or a failed test after 10 s (a lost answer must not hang the suite).
+    async fn within(answer: AnswerFuture) -> Answer {
+        monoio::time::timeout(std::time::Duration::from_secs(10), answer)
+            .await
+            .expect("no answer within 10 s")
+    }
+
     /// An answer that carries `k` (as a routing's category).
     fn n(k: u64) -> Answer {
         Ok(Reply::Routings(vec![(k.to_string(), String::new())]))
@@ -302,7 +309,7 @@ mod tests {
                 send_all(batch.collect());
             });
             for (k, f) in futures.into_iter().enumerate() {
-                assert_eq!(value(f.await), k as u64);
+                assert_eq!(value(within(f).await), k as u64);
             }
         });
     }
@@ -313,7 +320,7 @@ mod tests {
             install();
             let (tx, answer) = reply_pair();
             std::thread::spawn(move || drop(tx));
-            let e = answer.await.unwrap_err();
+            let e = within(answer).await.unwrap_err();
             assert!(e.to_string().contains("stopped before answering"), "{e}");
         });
     }
@@ -331,7 +338,7 @@ mod tests {
             tx.send(n(1));
             let (tx, answer) = reply_pair();
             tx.send(n(2));
-            assert_eq!(value(answer.await), 2);
+            assert_eq!(value(within(answer).await), 2);
         });
     }
 

@@ -44,6 +44,17 @@ fn job(id: u64) -> Job {
     }
 }
 
+/// The thread's result, or a failed test after 10 s (a sender never woken must not hang the
+/// suite).
+fn joined<T>(t: std::thread::JoinHandle<T>) -> T {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !t.is_finished() {
+        assert!(std::time::Instant::now() < deadline, "the sender was never woken");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    t.join().unwrap()
+}
+
 fn ids(inbox: &CoreInbox) -> Vec<u64> {
     let mut v = Vec::new();
     inbox.take_all(|d| v.push(d.job.id));
@@ -142,7 +153,7 @@ fn a_blocked_sender_is_woken_when_a_core_has_drained_half_and_by_a_close() {
     for _ in 1..MIN_CORE_CAPACITY / 2 {
         core.taken();
     }
-    assert_eq!(sender.join().unwrap(), Ok(()));
+    assert_eq!(joined(sender), Ok(()));
     assert_eq!(ids(&core), [100]);
 
     // Full again (4 not started, 1 taken out but not started): a close frees the sender,
@@ -157,7 +168,7 @@ fn a_blocked_sender_is_woken_when_a_core_has_drained_half_and_by_a_close() {
     assert!(!sender.is_finished(), "sent into a full core");
     let left: Vec<u64> = bridge.close().iter().map(|d| d.job.id).collect();
     assert_eq!(left, [200, 201, 202]);
-    assert_eq!(sender.join().unwrap(), Err(300));
+    assert_eq!(joined(sender), Err(300));
 }
 
 #[test]

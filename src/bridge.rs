@@ -322,12 +322,10 @@ impl CoreInbox {
         &self.shared.inboxes[self.core]
     }
 
-    /// Moves every job waiting in this core's inbox to `into`, in order; how many.
-    pub fn take_all(&self, mut into: impl FnMut(Delivery)) -> usize {
+    /// Moves every job waiting in this core's inbox to `into`, in order.
+    pub fn take_all(&self, into: impl FnMut(Delivery)) {
         let batch = std::mem::take(&mut *self.shared.lock(self.core));
-        let n = batch.len();
-        batch.into_iter().for_each(&mut into);
-        n
+        batch.into_iter().for_each(into);
     }
 
     /// Waits until this core's inbox may hold jobs (a send after the last [`Self::take_all`]

@@ -178,7 +178,7 @@ impl CoreDispatcher {
     /// only task of the core that waits on the bridge: one cross-thread wake-up per batch.
     async fn pump(&self) {
         loop {
-            let moved = self.inbox.take_all(|d| {
+            self.inbox.take_all(|d| {
                 if let Err(e) = self.ready_tx.try_send((d, true)) {
                     // The ready channel is unbounded and open while `self` lives.
                     self.settle.unfinished(e.into_inner().0);
@@ -187,9 +187,8 @@ impl CoreDispatcher {
             if self.shutdown.is_triggered() {
                 return;
             }
-            if moved > 0 {
-                continue;
-            }
+            // `arrived` looks at the inbox again after it starts listening: a job sent since
+            // the `take_all` above ends the wait at once.
             monoio::select! {
                 _ = self.inbox.arrived() => {}
                 _ = self.shutdown.wait() => return,

@@ -49,7 +49,10 @@ fn job(id: u64) -> Job {
 fn joined<T>(t: std::thread::JoinHandle<T>) -> T {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while !t.is_finished() {
-        assert!(std::time::Instant::now() < deadline, "the sender was never woken");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sender was never woken"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     t.join().unwrap()
@@ -149,7 +152,10 @@ fn a_blocked_sender_is_woken_when_a_core_has_drained_half_and_by_a_close() {
     // woken once per half inbox, not once per job.
     core.taken();
     std::thread::sleep(Duration::from_millis(50));
-    assert!(!sender.is_finished(), "woken before the core drained to half");
+    assert!(
+        !sender.is_finished(),
+        "woken before the core drained to half"
+    );
     for _ in 1..MIN_CORE_CAPACITY / 2 {
         core.taken();
     }

@@ -1,0 +1,136 @@
+//! The API server's connections, on real sockets: the connection cap admits exactly
+//! `max_connections` and closes an idle connection only past it, an idle keep-alive connection
+//! lives for `keep_alive_timeout` (not `request_timeout`), `Connection: close` is honoured at
+//! once, and `REPROW_TOKEN` is the token when the file sets none. (Written for the mutants of
+//! `src/api/mod.rs` that no test noticed.)
+
+mod common;
+
+use std::{
+    io::{BufReader, Read, Write},
+    net::{SocketAddr, TcpStream},
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use common::*;
+
+fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_nodelay(true).unwrap();
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    s
+}
+
+/// One keep-alive `GET` on `s`; its answer, or `None` if the connection was closed.
+fn get_on(s: &TcpStream, path: &str) -> Option<HttpReply> {
+    let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    (&*s).write_all(req.as_bytes()).ok()?;
+    read_reply(&mut BufReader::new(s))
+}
+
+/// With `max_connections: 2`, a second connection is served while the first idles: the cap
+/// is not reached, so the idle one is not closed to make room, and the second is not refused.
+#[test]
+fn the_cap_admits_exactly_max_connections_and_closes_no_idle_one_below_it() {
+    let (_dir, _reprow, api) = start_durable(
+        "threads: 1\napi:\n  listen: 127.0.0.1:0\n  max_connections: 2\n  keep_alive_timeout: 60s\n",
+    );
+    let idle = connect(api.addr);
+    assert_eq!(get_on(&idle, "/healthz").map(|r| r.status), Some(200));
+    // Give the first connection time to wait for its next request (idle, evictable).
+    std::thread::sleep(Duration::from_millis(200));
+    let second = connect(api.addr);
+    // Mid-request, so that it is not idle itself.
+    (&second)
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    (&second).write_all(b"\r\n").unwrap();
+    let answer = read_reply(&mut BufReader::new(&second)).expect("an answer");
+    assert_eq!(answer.status, 200, "the second of 2 allowed connections");
+    assert_eq!(
+        get_on(&idle, "/healthz").map(|r| r.status),
+        Some(200),
+        "the idle connection was closed although the cap was not exceeded"
+    );
+}
+
+/// An idle keep-alive connection stays open past `request_timeout`: only
+/// `keep_alive_timeout` closes it.
+#[test]
+fn an_idle_keep_alive_connection_outlives_the_request_timeout() {
+    let (_dir, _reprow, api) = start_durable(
+        "api:\n  listen: 127.0.0.1:0\n  request_timeout: 1s\n  keep_alive_timeout: 60s\n",
+    );
+    let s = connect(api.addr);
+    assert_eq!(get_on(&s, "/healthz").map(|r| r.status), Some(200));
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(
+        get_on(&s, "/healthz").map(|r| r.status),
+        Some(200),
+        "closed after request_timeout while idle"
+    );
+}
+
+/// A request with `Connection: close` is answered with `Connection: close`, and the
+/// connection ends right after the answer (not at the keep-alive timeout).
+#[test]
+fn connection_close_is_honoured_at_once() {
+    let (_dir, _reprow, api) = start_durable(
+        "api:\n  listen: 127.0.0.1:0\n  keep_alive_timeout: 60s\n",
+    );
+    let mut s = connect(api.addr);
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut r = BufReader::new(&s);
+    let answer = read_reply(&mut r).expect("an answer");
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.header("Connection"), Some("close"));
+    let mut rest = Vec::new();
+    let n = r
+        .read_to_end(&mut rest)
+        .expect("the connection is closed, not left open until the keep-alive timeout");
+    assert_eq!(n, 0);
+}
+
+/// `REPROW_TOKEN` is the token when the config file sets none; the file's token wins over it;
+/// an empty `REPROW_TOKEN` means no token.
+#[test]
+fn reprow_token_from_the_environment() {
+    let run = |file_token: &str, env_token: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = durable_config(
+            dir.path(),
+            &format!("api:\n  listen: 127.0.0.1:0\n{file_token}"),
+        );
+        let log = dir.path().join("reprow.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_reprow"))
+            .arg("-c")
+            .arg(&cfg)
+            .env("REPROW_TOKEN", env_token)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let reprow = Reprow::adopt(child, log);
+        let mut api = Api::new(reprow.api_addr());
+        let without = api.get("/queues").status;
+        let mut with = |t: &str| {
+            api.token = Some(t.into());
+            api.get("/queues").status
+        };
+        let answers = (without, with("from-env"), with("from-file"));
+        drop(reprow);
+        answers
+    };
+    assert_eq!(run("", "from-env"), (401, 200, 401), "the environment's token");
+    assert_eq!(
+        run("  token: from-file\n", "from-env"),
+        (401, 401, 200),
+        "the file's token wins"
+    );
+    assert_eq!(run("", ""), (200, 200, 200), "an empty REPROW_TOKEN is no token");
+}

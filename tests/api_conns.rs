@@ -134,3 +134,49 @@ fn reprow_token_from_the_environment() {
     );
     assert_eq!(run("", ""), (200, 200, 200), "an empty REPROW_TOKEN is no token");
 }
+
+/// With `max_connections: 2` and both connections in the middle of a request (none idle to
+/// close), a third is answered 503 and closed.
+#[test]
+fn a_connection_past_the_cap_is_refused_when_none_is_idle() {
+    let (_dir, _reprow, api) = start_durable(
+        "threads: 1\napi:\n  listen: 127.0.0.1:0\n  max_connections: 2\n  request_timeout: 60s\n",
+    );
+    let held: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let s = connect(api.addr);
+            (&s).write_all(b"GET /healthz HTTP/1.1\r\n").unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let third = connect(api.addr);
+    let answer = read_reply(&mut BufReader::new(&third)).expect("an answer");
+    assert_eq!(answer.status, 503);
+    // The two held ones are still served.
+    for s in &held {
+        (&*s).write_all(b"Host: localhost\r\n\r\n").unwrap();
+        let r = read_reply(&mut BufReader::new(s)).expect("an answer");
+        assert_eq!(r.status, 200);
+    }
+}
+
+/// A port another process keeps listening on fails the start after the short retry, instead
+/// of reprow waiting for it forever.
+#[test]
+fn a_port_held_by_a_live_listener_fails_the_start() {
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = held.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = durable_config(dir.path(), &format!("api:\n  listen: {addr}\n"));
+    let mut reprow = Reprow::start(&cfg);
+    // `wait` fails the test if reprow is still running after DEADLINE (20 s).
+    let status = reprow.wait();
+    assert!(!status.success());
+    let log = reprow.log();
+    assert!(
+        log.contains("cannot start API listener") && log.contains("in use"),
+        "{log}"
+    );
+    drop(held);
+}

@@ -29,31 +29,38 @@ fn get_on(s: &TcpStream, path: &str) -> Option<HttpReply> {
     read_reply(&mut BufReader::new(s))
 }
 
-/// With `max_connections: 2`, a second connection is served while the first idles: the cap
-/// is not reached, so the idle one is not closed to make room, and the second is not refused.
+/// With `max_connections: 3`, a third connection is served while two others idle: the cap is
+/// not exceeded, so neither idle one is closed to make room, and the third is not refused.
 #[test]
 fn the_cap_admits_exactly_max_connections_and_closes_no_idle_one_below_it() {
     let (_dir, _reprow, api) = start_durable(
-        "threads: 1\napi:\n  listen: 127.0.0.1:0\n  max_connections: 2\n  keep_alive_timeout: 60s\n",
+        "threads: 1\napi:\n  listen: 127.0.0.1:0\n  max_connections: 3\n  keep_alive_timeout: 60s\n",
     );
-    let idle = connect(api.addr);
-    assert_eq!(get_on(&idle, "/healthz").map(|r| r.status), Some(200));
-    // Give the first connection time to wait for its next request (idle, evictable).
-    std::thread::sleep(Duration::from_millis(200));
-    let second = connect(api.addr);
+    let idle: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let s = connect(api.addr);
+            assert_eq!(get_on(&s, "/healthz").map(|r| r.status), Some(200));
+            // Time to wait for its next request (idle, evictable) before the next one opens.
+            std::thread::sleep(Duration::from_millis(200));
+            s
+        })
+        .collect();
+    let third = connect(api.addr);
     // Mid-request, so that it is not idle itself.
-    (&second)
+    (&third)
         .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n")
         .unwrap();
     std::thread::sleep(Duration::from_millis(200));
-    (&second).write_all(b"\r\n").unwrap();
-    let answer = read_reply(&mut BufReader::new(&second)).expect("an answer");
-    assert_eq!(answer.status, 200, "the second of 2 allowed connections");
-    assert_eq!(
-        get_on(&idle, "/healthz").map(|r| r.status),
-        Some(200),
-        "the idle connection was closed although the cap was not exceeded"
-    );
+    (&third).write_all(b"\r\n").unwrap();
+    let answer = read_reply(&mut BufReader::new(&third)).expect("an answer");
+    assert_eq!(answer.status, 200, "the third of 3 allowed connections");
+    for (i, s) in idle.iter().enumerate() {
+        assert_eq!(
+            get_on(s, "/healthz").map(|r| r.status),
+            Some(200),
+            "idle connection {i} was closed although the cap was not exceeded"
+        );
+    }
 }
 
 /// An idle keep-alive connection stays open past `request_timeout`: only
@@ -179,4 +186,35 @@ fn a_port_held_by_a_live_listener_fails_the_start() {
         "{log}"
     );
     drop(held);
+}
+
+/// A client that sends a whole 14 MiB body before reading (as curl does) reads the early 413:
+/// reprow reads and drops up to 16 MiB after its answer instead of resetting the connection,
+/// and 14 MiB is more than the kernel's socket buffers hold on their own.
+#[test]
+fn a_14_mib_body_sent_whole_still_reads_its_early_413() {
+    let (_dir, _reprow, api) = start_durable(
+        "api:\n  listen: 127.0.0.1:0\n  max_body_bytes: 4096\n  max_payload_bytes: 4096\n",
+    );
+    let s = connect(api.addr);
+    let body_len = 14 * 1024 * 1024;
+    (&s).write_all(
+        format!("POST /q/big HTTP/1.1\r\nHost: localhost\r\nContent-Length: {body_len}\r\n\r\n")
+            .as_bytes(),
+    )
+    .unwrap();
+    let mut w = s.try_clone().unwrap();
+    let sender = std::thread::spawn(move || {
+        let chunk = vec![b'x'; 64 * 1024];
+        let mut sent = 0;
+        while sent < body_len {
+            w.write_all(&chunk)?;
+            sent += chunk.len();
+        }
+        Ok::<_, std::io::Error>(sent)
+    });
+    let sent = sender.join().unwrap();
+    assert!(sent.is_ok(), "sending the body failed: {sent:?}");
+    let reply = read_reply(&mut BufReader::new(&s)).expect("an answer, not a reset");
+    assert_eq!(reply.status, 413);
 }

@@ -218,3 +218,21 @@ fn a_14_mib_body_sent_whole_still_reads_its_early_413() {
     let reply = read_reply(&mut BufReader::new(&s)).expect("an answer, not a reset");
     assert_eq!(reply.status, 413);
 }
+
+/// A pipelined request whose second half comes later than its first half, which arrived with
+/// the previous request in one write, gets `request_timeout` to complete (here 10 s, the
+/// default) from then: it is answered, not refused 408 at once.
+#[test]
+fn the_rest_of_a_pipelined_request_may_come_later() {
+    let (_dir, _reprow, api) = start_durable("api:\n  listen: 127.0.0.1:0\n");
+    let s = connect(api.addr);
+    (&s).write_all(
+        b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\nGET /healthz HTTP/1.1\r\nHost: local",
+    )
+    .unwrap();
+    let mut r = BufReader::new(&s);
+    assert_eq!(read_reply(&mut r).map(|a| a.status), Some(200));
+    std::thread::sleep(Duration::from_millis(300));
+    (&s).write_all(b"host\r\n\r\n").unwrap();
+    assert_eq!(read_reply(&mut r).map(|a| a.status), Some(200));
+}

@@ -84,9 +84,8 @@ fn an_idle_keep_alive_connection_outlives_the_request_timeout() {
 /// connection ends right after the answer (not at the keep-alive timeout).
 #[test]
 fn connection_close_is_honoured_at_once() {
-    let (_dir, _reprow, api) = start_durable(
-        "api:\n  listen: 127.0.0.1:0\n  keep_alive_timeout: 60s\n",
-    );
+    let (_dir, _reprow, api) =
+        start_durable("api:\n  listen: 127.0.0.1:0\n  keep_alive_timeout: 60s\n");
     let mut s = connect(api.addr);
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
@@ -133,13 +132,21 @@ fn reprow_token_from_the_environment() {
         drop(reprow);
         answers
     };
-    assert_eq!(run("", "from-env"), (401, 200, 401), "the environment's token");
+    assert_eq!(
+        run("", "from-env"),
+        (401, 200, 401),
+        "the environment's token"
+    );
     assert_eq!(
         run("  token: from-file\n", "from-env"),
         (401, 401, 200),
         "the file's token wins"
     );
-    assert_eq!(run("", ""), (200, 200, 200), "an empty REPROW_TOKEN is no token");
+    assert_eq!(
+        run("", ""),
+        (200, 200, 200),
+        "an empty REPROW_TOKEN is no token"
+    );
 }
 
 /// With `max_connections: 2` and both connections in the middle of a request (none idle to
@@ -235,4 +242,37 @@ fn the_rest_of_a_pipelined_request_may_come_later() {
     std::thread::sleep(Duration::from_millis(300));
     (&s).write_all(b"host\r\n\r\n").unwrap();
     assert_eq!(read_reply(&mut r).map(|a| a.status), Some(200));
+}
+
+/// A client that goes on sending after its early 413 is cut off once reprow has read and
+/// dropped 16 MiB (plus what the socket buffers hold), not read from for as long as it sends.
+#[test]
+fn a_client_sending_on_after_its_413_is_cut_off() {
+    let (_dir, _reprow, api) = start_durable(
+        "api:\n  listen: 127.0.0.1:0\n  max_body_bytes: 4096\n  max_payload_bytes: 4096\n",
+    );
+    let mut s = connect(api.addr);
+    let body_len: usize = 1 << 30;
+    s.write_all(
+        format!("POST /q/big HTTP/1.1\r\nHost: localhost\r\nContent-Length: {body_len}\r\n\r\n")
+            .as_bytes(),
+    )
+    .unwrap();
+    s.set_write_timeout(Some(DEADLINE)).unwrap();
+    let chunk = vec![b'x'; 64 * 1024];
+    let mut sent = 0;
+    let cut = loop {
+        if let Err(e) = s.write_all(&chunk) {
+            break e;
+        }
+        sent += chunk.len();
+        assert!(sent < 128 << 20, "128 MiB sent and still read");
+    };
+    assert!(
+        matches!(
+            cut.kind(),
+            std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+        ),
+        "{cut} after {sent} bytes"
+    );
 }

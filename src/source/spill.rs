@@ -284,6 +284,44 @@ mod tests {
         assert!(SpillFile::open(Path::new("/nonexistent-dir/failed.jsonl")).is_err());
     }
 
+    /// A directory reprow may not write into is refused at open, not at the first record.
+    /// Made immutable (`chattr +i`, which `access(2)` honours even for root), or read-only
+    /// by its mode for a user without the right to set that flag.
+    #[test]
+    fn a_directory_that_cannot_be_written_fails_at_open() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let locked = dir.path().join("locked");
+        std::fs::create_dir(&locked).unwrap();
+        std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o555)).unwrap();
+        let immutable = std::process::Command::new("chattr")
+            .arg("+i")
+            .arg(&locked)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        let writable = nix::unistd::access(&locked, nix::unistd::AccessFlags::W_OK).is_ok();
+        let opened = SpillFile::open(&locked.join("failed.jsonl"));
+        if immutable {
+            let _ = std::process::Command::new("chattr")
+                .arg("-i")
+                .arg(&locked)
+                .status();
+        }
+        if writable {
+            eprintln!("skipped: this user can write any directory here");
+            return;
+        }
+        let e = opened.expect_err("an unwritable directory must fail at open");
+        assert!(
+            matches!(
+                e.raw_os_error(),
+                Some(libc::EACCES | libc::EPERM | libc::EROFS)
+            ),
+            "{e}"
+        );
+    }
+
     #[test]
     fn a_record_that_cannot_be_written_comes_back() {
         let dir = tempfile::tempdir().unwrap();

@@ -269,6 +269,31 @@ mod tests {
         assert_eq!(back.record, b"late");
     }
 
+    /// Dropping the file (a source that ends without `close`) still writes, syncs and
+    /// answers every record queued before it returns.
+    #[test]
+    fn dropping_the_file_writes_what_was_queued() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pending.jsonl");
+        let spill = SpillFile::open(&path).unwrap();
+        let answered = Arc::new(AtomicUsize::new(0));
+        for i in 0..20_000 {
+            let answered = answered.clone();
+            spill.append_then(format!("{{\"i\":{i}}}").into_bytes(), move |w| {
+                w.unwrap();
+                answered.fetch_add(1, SeqCst);
+            });
+        }
+        drop(spill);
+        assert_eq!(
+            answered.load(SeqCst),
+            20_000,
+            "every record answered by the drop"
+        );
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 20_000);
+    }
+
     #[test]
     fn an_existing_file_is_appended_to() {
         let dir = tempfile::tempdir().unwrap();

@@ -276,3 +276,50 @@ fn a_client_sending_on_after_its_413_is_cut_off() {
         "{cut} after {sent} bytes"
     );
 }
+
+/// At the cap, the connection idle for longest is the one closed to make room; one idle
+/// since later stays open.
+#[test]
+fn at_the_cap_the_connection_idle_longest_makes_room() {
+    let (_dir, _reprow, api) = start_durable(
+        "threads: 1\napi:\n  listen: 127.0.0.1:0\n  max_connections: 2\n  keep_alive_timeout: 60s\n",
+    );
+    let idle: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let s = connect(api.addr);
+            assert_eq!(get_on(&s, "/healthz").map(|r| r.status), Some(200));
+            std::thread::sleep(Duration::from_millis(200));
+            s
+        })
+        .collect();
+    let third = connect(api.addr);
+    assert_eq!(get_on(&third, "/healthz").map(|r| r.status), Some(200));
+    assert_eq!(
+        get_on(&idle[0], "/healthz").map(|r| r.status),
+        None,
+        "the oldest idle connection was closed"
+    );
+    assert_eq!(
+        get_on(&idle[1], "/healthz").map(|r| r.status),
+        Some(200),
+        "the newer idle connection stays"
+    );
+}
+
+/// A request in the middle of its body when SIGTERM comes is still read and answered (with
+/// `Connection: close`) within `shutdown_timeout`, and then reprow exits cleanly.
+#[test]
+fn a_request_under_way_at_shutdown_is_answered() {
+    let (_dir, mut reprow, api) = start_durable("api:\n  listen: 127.0.0.1:0\n");
+    let s = connect(api.addr);
+    (&s).write_all(b"POST /q/late HTTP/1.1\r\nHost: localhost\r\nContent-Length: 7\r\n\r\n{\"a\"")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    reprow.signal(nix::sys::signal::Signal::SIGTERM);
+    std::thread::sleep(Duration::from_millis(300));
+    (&s).write_all(b":1}").unwrap();
+    let answer = read_reply(&mut BufReader::new(&s)).expect("an answer before the exit");
+    assert_eq!(answer.status, 201, "{}", answer.text());
+    assert_eq!(answer.header("Connection"), Some("close"));
+    assert!(reprow.wait().success());
+}

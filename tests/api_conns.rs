@@ -323,3 +323,24 @@ fn a_request_under_way_at_shutdown_is_answered() {
     assert_eq!(answer.header("Connection"), Some("close"));
     assert!(reprow.wait().success());
 }
+
+/// A client that uploads its body in bursts with pauses, and reads only once it has sent it
+/// all, still reads its early 413: reprow keeps reading (for up to 2 s) through a pause
+/// instead of closing at the first moment nothing is there, which would make the client's
+/// next burst draw a reset that destroys the answer.
+#[test]
+fn a_body_sent_in_bursts_after_an_early_413_still_reads_it() {
+    let (_dir, _reprow, api) = start_durable(
+        "api:\n  listen: 127.0.0.1:0\n  max_body_bytes: 4096\n  max_payload_bytes: 4096\n",
+    );
+    let mut s = connect(api.addr);
+    let burst = vec![b'x'; 16 * 1024];
+    s.write_all(b"POST /q/big HTTP/1.1\r\nHost: localhost\r\nContent-Length: 49152\r\n\r\n")
+        .unwrap();
+    for _ in 0..3 {
+        s.write_all(&burst).expect("reprow still reads the body");
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    let reply = read_reply(&mut BufReader::new(&s)).expect("an answer, not a reset");
+    assert_eq!(reply.status, 413);
+}

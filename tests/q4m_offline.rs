@@ -60,3 +60,10 @@ fn a_dsn_prints_without_its_password() {
     let v6 = Dsn::parse("tcp([::1]:3307)/jobs").unwrap();
     assert_eq!(v6.to_string(), "tcp([::1]:3307)/jobs");
 }
+
+/// An empty `unix()` is refused for what it lacks, not as an unknown protocol.
+#[test]
+fn an_empty_unix_socket_path_is_named() {
+    let e = Dsn::parse("unix()/jobs").unwrap_err();
+    assert!(e.contains("socket path"), "{e}");
+}

@@ -67,3 +67,11 @@ fn an_empty_unix_socket_path_is_named() {
     let e = Dsn::parse("unix()/jobs").unwrap_err();
     assert!(e.contains("socket path"), "{e}");
 }
+
+/// The DSN's `timeout` parameter is taken up to 60 s and refused past it.
+#[test]
+fn the_connect_timeout_is_taken_up_to_60_s() {
+    let d = Dsn::parse("tcp(db:3306)/jobs?timeout=60s").unwrap();
+    assert_eq!(d.connect_timeout, Some(Duration::from_secs(60)));
+    assert!(Dsn::parse("tcp(db:3306)/jobs?timeout=61s").is_err());
+}

@@ -477,3 +477,69 @@ async fn linger<S: AsyncReadRent + AsyncWriteRent>(stream: &mut S, ctx: &Ctx) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(yaml: &str) -> ApiConfig {
+        serde_yaml_ng::from_str(yaml).unwrap()
+    }
+
+    /// The defaults README's config reference promises.
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let c = ApiConfig::default();
+        assert_eq!(c.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(c.token, None);
+        assert_eq!(c.max_header_bytes, 65_536);
+        assert_eq!(c.max_body_bytes, 8_388_608);
+        assert_eq!(c.max_payload_bytes, 1_048_576);
+        assert_eq!(c.max_batch_jobs, 10_000);
+        assert_eq!(c.request_timeout, Duration::from_secs(10));
+        assert_eq!(c.keep_alive_timeout, Duration::from_secs(60));
+        assert_eq!(c.max_connections, 1024);
+        assert!(c.validate().is_ok());
+    }
+
+    /// Each limit is taken at its bound and refused one step past it, naming its key.
+    #[test]
+    fn every_limit_is_refused_one_step_past_its_bound() {
+        let key = |yaml: &str| with(yaml).validate().err().map(|(k, _)| k);
+        for ok in [
+            "max_header_bytes: 1024",
+            "max_body_bytes: 1024\nmax_payload_bytes: 1024",
+            "max_payload_bytes: 1",
+            "max_payload_bytes: 8388608",
+            "max_batch_jobs: 1",
+            "max_connections: 1",
+            "request_timeout: 1ms\nkeep_alive_timeout: 1ms",
+            "allowed_hosts: [example.com, .example.org, '*']",
+            "token: t",
+        ] {
+            assert_eq!(key(ok), None, "{ok}");
+        }
+        for (bad, named) in [
+            ("max_header_bytes: 1023", "api.max_header_bytes"),
+            ("max_body_bytes: 1023", "api.max_body_bytes"),
+            ("max_payload_bytes: 0", "api.max_payload_bytes"),
+            ("max_payload_bytes: 8388609", "api.max_payload_bytes"),
+            (
+                "max_body_bytes: 2048\nmax_payload_bytes: 2049",
+                "api.max_payload_bytes",
+            ),
+            ("max_batch_jobs: 0", "api.max_batch_jobs"),
+            ("max_connections: 0", "api.max_connections"),
+            ("request_timeout: 0s", "api.request_timeout"),
+            ("keep_alive_timeout: 0s", "api.request_timeout"),
+            ("allowed_origins: ['a.example']", "api.allowed_origins"),
+            ("allowed_hosts: ['']", "api.allowed_hosts"),
+            ("allowed_hosts: ['a/b']", "api.allowed_hosts"),
+            ("allowed_hosts: ['a:80']", "api.allowed_hosts"),
+            ("allowed_hosts: ['a b']", "api.allowed_hosts"),
+            ("token: ''", "api.token"),
+        ] {
+            assert_eq!(key(bad), Some(named), "{bad}");
+        }
+    }
+}

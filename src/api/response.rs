@@ -145,3 +145,101 @@ pub fn reason(status: u16) -> &'static str {
 pub fn not_allowed(allow: &str) -> Response {
     Response::error(405, "method not allowed").with("Allow", allow.into())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreError;
+
+    fn encoded(r: &Response, keep_alive: bool) -> String {
+        let mut out = Vec::new();
+        r.encode(keep_alive, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    /// Every status the API answers with has its RFC 9110 reason phrase on the status line.
+    #[test]
+    fn status_lines_carry_the_rfc_9110_reason_phrases() {
+        for (status, phrase) in [
+            (100, "Continue"),
+            (200, "OK"),
+            (201, "Created"),
+            (204, "No Content"),
+            (400, "Bad Request"),
+            (401, "Unauthorized"),
+            (404, "Not Found"),
+            (405, "Method Not Allowed"),
+            (408, "Request Timeout"),
+            (409, "Conflict"),
+            (413, "Content Too Large"),
+            (415, "Unsupported Media Type"),
+            (422, "Unprocessable Content"),
+            (431, "Request Header Fields Too Large"),
+            (500, "Internal Server Error"),
+            (501, "Not Implemented"),
+            (503, "Service Unavailable"),
+            (507, "Insufficient Storage"),
+            (299, "Unknown"),
+        ] {
+            let head = encoded(&Response::error(status, "x"), true);
+            assert!(
+                head.starts_with(&format!("HTTP/1.1 {status} {phrase}\r\nServer: reprow/")),
+                "{head:?}"
+            );
+        }
+    }
+
+    /// 204 and 304 carry neither a body nor its headers (RFC 9110 §8.6, §15.3.5); every other
+    /// answer has `Content-Type` and `Content-Length`; `Connection: close` only when closing.
+    #[test]
+    fn bodies_and_their_headers_only_where_allowed() {
+        for status in [204, 304] {
+            let mut r = Response::text(status, "never sent".into()).with("X-A", "1".into());
+            r.content_type = "text/plain";
+            assert_eq!(
+                encoded(&r, true),
+                format!(
+                    "HTTP/1.1 {status} {}\r\nServer: reprow/{}\r\nX-A: 1\r\n\r\n",
+                    reason(status),
+                    crate::VERSION
+                )
+            );
+        }
+        let r = Response::text(200, "hello".into()).with("X-A", "1".into());
+        assert_eq!(
+            encoded(&r, false),
+            format!(
+                "HTTP/1.1 200 OK\r\nServer: reprow/{}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 5\r\nX-A: 1\r\nConnection: close\r\n\r\nhello",
+                crate::VERSION
+            )
+        );
+        let e = encoded(&Response::empty(201), true);
+        assert!(
+            e.contains("Content-Length: 0\r\n") && !e.contains("Connection"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn bodies_are_json_and_store_refusals_map_to_their_statuses() {
+        let j = Response::json(201, &serde_json::json!({"a": 1}));
+        assert_eq!((j.status, j.content_type), (201, "application/json"));
+        assert_eq!(j.body, br#"{"a":1}"#);
+        let e = Response::error(400, "bad \"x\"");
+        assert_eq!(e.body, br#"{"error":"bad \"x\""}"#);
+        let n = not_allowed("GET, PUT");
+        assert_eq!(n.status, 405);
+        assert_eq!(n.headers, vec![("Allow", "GET, PUT".to_string())]);
+        for (kind, status) in [
+            (StoreErrorKind::BadRequest, 400),
+            (StoreErrorKind::NotFound, 404),
+            (StoreErrorKind::Conflict, 409),
+            (StoreErrorKind::Full, 507),
+            (StoreErrorKind::Limit, 422),
+            (StoreErrorKind::Unavailable, 503),
+        ] {
+            let r = Response::from(StoreError::new(kind, "why"));
+            assert_eq!(r, Response::error(status, "why"));
+        }
+    }
+}

@@ -152,3 +152,26 @@ pub trait Settle: Send + Sync + 'static {
     /// Everything settled: flush files. Called once, after the cores have stopped.
     fn close(&self);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A remote source's refusal names its system, what was being done, and the cause.
+    #[test]
+    fn remote_errors_name_their_system_and_cause() {
+        assert_eq!(SourceError::sqs("queue x").to_string(), "SQS: queue x");
+        assert_eq!(SourceError::q4m("table t").to_string(), "Q4M: table t");
+        let caused =
+            SourceError::q4m("cannot connect to db").caused_by(std::io::Error::other("refused"));
+        assert_eq!(caused.to_string(), "Q4M: cannot connect to db: refused");
+        assert!(std::error::Error::source(&caused).is_some());
+        // Only a remote error takes a cause.
+        let io = SourceError::Io {
+            path: "f".into(),
+            source: std::io::Error::other("full"),
+        }
+        .caused_by(std::io::Error::other("ignored"));
+        assert_eq!(io.to_string(), "f: full");
+    }
+}

@@ -269,6 +269,31 @@ mod tests {
         assert_eq!(back.record, b"late");
     }
 
+    /// Dropping the file (a source that ends without `close`) still writes, syncs and
+    /// answers every record queued before it returns.
+    #[test]
+    fn dropping_the_file_writes_what_was_queued() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pending.jsonl");
+        let spill = SpillFile::open(&path).unwrap();
+        let answered = Arc::new(AtomicUsize::new(0));
+        for i in 0..20_000 {
+            let answered = answered.clone();
+            spill.append_then(format!("{{\"i\":{i}}}").into_bytes(), move |w| {
+                w.unwrap();
+                answered.fetch_add(1, SeqCst);
+            });
+        }
+        drop(spill);
+        assert_eq!(
+            answered.load(SeqCst),
+            20_000,
+            "every record answered by the drop"
+        );
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 20_000);
+    }
+
     #[test]
     fn an_existing_file_is_appended_to() {
         let dir = tempfile::tempdir().unwrap();
@@ -282,6 +307,44 @@ mod tests {
     #[test]
     fn a_bad_path_fails_at_open() {
         assert!(SpillFile::open(Path::new("/nonexistent-dir/failed.jsonl")).is_err());
+    }
+
+    /// A directory reprow may not write into is refused at open, not at the first record.
+    /// Made immutable (`chattr +i`, which `access(2)` honours even for root), or read-only
+    /// by its mode for a user without the right to set that flag.
+    #[test]
+    fn a_directory_that_cannot_be_written_fails_at_open() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let locked = dir.path().join("locked");
+        std::fs::create_dir(&locked).unwrap();
+        std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o555)).unwrap();
+        let immutable = std::process::Command::new("chattr")
+            .arg("+i")
+            .arg(&locked)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        let writable = nix::unistd::access(&locked, nix::unistd::AccessFlags::W_OK).is_ok();
+        let opened = SpillFile::open(&locked.join("failed.jsonl"));
+        if immutable {
+            let _ = std::process::Command::new("chattr")
+                .arg("-i")
+                .arg(&locked)
+                .status();
+        }
+        if writable {
+            eprintln!("skipped: this user can write any directory here");
+            return;
+        }
+        let e = opened.expect_err("an unwritable directory must fail at open");
+        assert!(
+            matches!(
+                e.raw_os_error(),
+                Some(libc::EACCES | libc::EPERM | libc::EROFS)
+            ),
+            "{e}"
+        );
     }
 
     #[test]

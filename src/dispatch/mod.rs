@@ -9,9 +9,13 @@
 //! store, which bounds what it hands out by leases and per-queue `max_workers`, and must never
 //! leave a leased job waiting) every delivery gets a task as it arrives.
 //!
-//! Invariant: a job taken from a channel is, at every moment, in exactly one of: a task's hands
+//! The core's pump task moves each batch that arrives in the core's inbox to its `ready`
+//! queue; worker tasks take jobs from there, so only the pump is woken from another thread.
+//!
+//! Invariant: a job taken from the inbox is, at every moment, in exactly one of: a task's hands
 //! (`in_flight`), `sleeping` (waiting for a retry), the core's `ready` queue, or settled. That is
-//! what lets shutdown account for every job.
+//! what lets shutdown account for every job; what is still in the inbox at shutdown the
+//! orchestrator hands back when it closes the bridge.
 //!
 //! # Layout
 //! - [`pools`], clients per worker URL, breaker and reachability per origin.

@@ -108,7 +108,7 @@ pub fn render(s: &Scrape<'_>) -> String {
         e.family(
             "reprow_store_commit_seconds",
             Kind::Histogram,
-            "Duration of one store commit, fsync included.",
+            "Duration of one store commit's durable point: the synced write-ahead log append (or LMDB commit).",
         );
         e.histogram(
             "reprow_store_commit_seconds",
@@ -121,6 +121,16 @@ pub fn render(s: &Scrape<'_>) -> String {
             "Operations per store commit (group-commit batch size).",
         );
         e.histogram("reprow_store_commit_ops", &[], &store.commit_ops.snapshot());
+        e.family(
+            "reprow_store_checkpoint_seconds",
+            Kind::Histogram,
+            "Duration of one store checkpoint: the LMDB commit of the write-ahead log's changes.",
+        );
+        e.histogram(
+            "reprow_store_checkpoint_seconds",
+            &[],
+            &store.checkpoint_seconds.snapshot(),
+        );
     }
     e.finish()
 }

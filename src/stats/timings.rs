@@ -148,10 +148,13 @@ pub struct QueueSnapshot {
 /// The store thread's histograms.
 #[derive(Debug)]
 pub struct StoreMetrics {
-    /// Time of one write transaction's commit (the fsync included).
+    /// Time from a batch's last op to its durable point: the synced append to the
+    /// write-ahead log, or the LMDB commit when the batch went straight to LMDB.
     pub commit_seconds: Histogram,
     /// Operations (enqueues, settlements, …) in one commit: the group-commit batch size.
     pub commit_ops: Histogram,
+    /// Time of one checkpoint: the LMDB commit of what the log held (its two flushes).
+    pub checkpoint_seconds: Histogram,
 }
 
 impl Default for StoreMetrics {
@@ -159,6 +162,7 @@ impl Default for StoreMetrics {
         StoreMetrics {
             commit_seconds: Histogram::latency(),
             commit_ops: Histogram::new(BATCH_BOUNDS, 1.0),
+            checkpoint_seconds: Histogram::latency(),
         }
     }
 }

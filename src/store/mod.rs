@@ -1,10 +1,11 @@
 //! The durable queue: an LMDB environment owned by one store thread.
 //!
 //! Every write (enqueue, ack, retry, fail, delete, definition change) is sent to the store
-//! thread as an [`Op`]; the thread takes every op waiting at that moment, applies them all in one
-//! write transaction and commits once (one fsync), and only then answers the callers. That is
-//! the group commit: a producer's 2xx means its job is on disk, and the cost of the fsync is
-//! shared by everyone who arrived while the previous one ran.
+//! thread as an [`Op`]; the thread takes every op waiting at that moment, applies them all in
+//! its write transaction, appends their changes to the write-ahead log ([`wal`]) and syncs it
+//! once, and only then answers the callers. That is the group commit: a producer's 2xx means
+//! its job is on disk, and the cost of the fsync is shared by everyone who arrived while the
+//! previous one ran. The transaction is committed to LMDB now and then (a checkpoint).
 //!
 //! The same thread is the scheduler: it walks each queue's due index (ordered by due time, then
 //! arrival), leases due jobs up to the queue's `max_workers` and throttle, and hands them to the
@@ -16,6 +17,7 @@
 //! - [`record`]: key and record encodings (sans-IO).
 //! - [`queue`]: queue definitions and the worker-URL allow-list.
 //! - [`engine`]: the store thread: transactions, scheduler, leases, queries.
+//! - [`wal`]: the write-ahead log that makes each batch durable with one flush.
 //! - [`lmdb`]: opening the environment (the only `unsafe`).
 
 pub mod config;
@@ -26,6 +28,7 @@ pub mod payload;
 pub mod queue;
 pub mod record;
 pub mod reply;
+pub mod wal;
 
 pub use error::{OpenError, StoreError, StoreErrorKind};
 use std::{sync::Arc, time::Duration};

@@ -23,6 +23,7 @@ use super::{
 use crate::store::{
     queue::QueueDef,
     record::{due_key, failed_key, parse_due_key, uniq_key, FailedRecord},
+    wal::record::Table,
     Reply, StoreError,
 };
 
@@ -107,15 +108,12 @@ impl Engine {
         let qid = self.qid(name)?;
         self.remove_all_jobs(txn, qid)?;
         let failed = (failed_key(qid, 0), failed_key(qid, u64::MAX));
-        self.failed
-            .delete_range(
-                txn,
-                &(
-                    Bound::Included(&failed.0[..]),
-                    Bound::Included(&failed.1[..]),
-                ),
-            )
-            .map_err(db_err)?;
+        self.row_delete_range(
+            txn,
+            Table::Failed,
+            Bound::Included(&failed.0[..]),
+            Bound::Included(&failed.1[..]),
+        )?;
         // Every key of the uniqueness index starts with the queue id (each job's key went with
         // it; this catches any left by an older version).
         let lo = qid.to_be_bytes();
@@ -123,15 +121,11 @@ impl Engine {
         let hi = next
             .as_ref()
             .map_or(Bound::Unbounded, |n| Bound::Excluded(&n[..]));
-        self.uniq
-            .delete_range(txn, &(Bound::Included(&lo[..]), hi))
-            .map_err(db_err)?;
+        self.row_delete_range(txn, Table::Uniq, Bound::Included(&lo[..]), hi)?;
         for key in [format!("q:{name}"), format!("qid:{name}")] {
-            self.meta.delete(txn, key.as_bytes()).map_err(db_err)?;
+            self.row_delete(txn, Table::Meta, key.as_bytes())?;
         }
-        self.counters
-            .delete(txn, &counts_key(qid))
-            .map_err(db_err)?;
+        self.row_delete(txn, Table::Counters, &counts_key(qid))?;
         Ok((Reply::Unit, Effect::Dropped { qid }))
     }
 
@@ -165,9 +159,12 @@ impl Engine {
     ) -> Result<(Reply, Effect), StoreError> {
         crate::store::queue::check_name("category", &category).map_err(StoreError::bad_request)?;
         self.qid(&queue)?;
-        self.meta
-            .put(txn, format!("r:{category}").as_bytes(), queue.as_bytes())
-            .map_err(db_err)?;
+        self.row_put(
+            txn,
+            Table::Meta,
+            format!("r:{category}").as_bytes(),
+            queue.as_bytes(),
+        )?;
         Ok((
             Reply::Routings(vec![(category.clone(), queue.clone())]),
             Effect::Routing(category, Some(queue)),
@@ -183,9 +180,7 @@ impl Engine {
         let queue = self.routings.get(&category).cloned().ok_or_else(|| {
             StoreError::not_found(format!("no routing for category {category:?}"))
         })?;
-        self.meta
-            .delete(txn, format!("r:{category}").as_bytes())
-            .map_err(db_err)?;
+        self.row_delete(txn, Table::Meta, format!("r:{category}").as_bytes())?;
         Ok((
             Reply::Routings(vec![(category.clone(), queue)]),
             Effect::Routing(category, None),
@@ -201,7 +196,7 @@ impl Engine {
     ) -> Result<(Reply, Effect), StoreError> {
         let qid = self.qid(queue)?;
         let k = failed_key(qid, id);
-        if !self.failed.delete(txn, &k).map_err(db_err)? {
+        if !self.row_delete(txn, Table::Failed, &k)? {
             return Err(no_failed(id));
         }
         Ok((Reply::Unit, Effect::FailedRemoved { qid }))
@@ -221,7 +216,7 @@ impl Engine {
             Some(b) => FailedRecord::decode(b).map_err(corrupt)?,
             None => return Err(no_failed(id)),
         };
-        self.failed.delete(txn, &k).map_err(db_err)?;
+        self.row_delete(txn, Table::Failed, &k)?;
         let mut rec = f.job;
         if self
             .jobs

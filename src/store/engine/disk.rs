@@ -8,19 +8,76 @@
 //! - These only touch disk (and hand out ids); memory follows in the op's effect, after the
 //!   nested commit.
 
+use std::ops::Bound;
+
 use heed::{RoTxn, RwTxn};
 
 use super::{
     error::{corrupt, db_err, no_job},
-    Engine,
+    Db, Engine,
 };
 use crate::store::{
     queue::QueueDef,
     record::{due_key, failed_key, uniq_key, FailedRecord, JobRecord},
+    wal::record::Table,
     StoreError,
 };
 
 impl Engine {
+    /// The database a logged change is for.
+    pub(super) fn db(&self, t: Table) -> Db {
+        match t {
+            Table::Jobs => self.jobs,
+            Table::Due => self.due,
+            Table::Failed => self.failed,
+            Table::Uniq => self.uniq,
+            Table::Meta => self.meta,
+            Table::Counters => self.counters,
+        }
+    }
+
+    /// Writes a row and records the change for the write-ahead log (`store::wal`): every
+    /// write of an op goes through here or the two below, so the log holds all of them.
+    pub(super) fn row_put(
+        &self,
+        txn: &mut RwTxn,
+        t: Table,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<(), StoreError> {
+        self.db(t).put(txn, key, value).map_err(db_err)?;
+        self.redo.borrow_mut().put(t, key, value);
+        Ok(())
+    }
+
+    /// Deletes a row (whether it was there), recording the change.
+    pub(super) fn row_delete(
+        &self,
+        txn: &mut RwTxn,
+        t: Table,
+        key: &[u8],
+    ) -> Result<bool, StoreError> {
+        let found = self.db(t).delete(txn, key).map_err(db_err)?;
+        self.redo.borrow_mut().delete(t, key);
+        Ok(found)
+    }
+
+    /// Deletes the rows between two bounds, recording the change.
+    pub(super) fn row_delete_range(
+        &self,
+        txn: &mut RwTxn,
+        t: Table,
+        lo: Bound<&[u8]>,
+        hi: Bound<&[u8]>,
+    ) -> Result<usize, StoreError> {
+        let n = self
+            .db(t)
+            .delete_range(txn, &(lo, hi))
+            .map_err(db_err)?;
+        self.redo.borrow_mut().delete_range(t, lo, hi);
+        Ok(n)
+    }
+
     /// A job id no stored job has (the counter is written with the batch's commit; an op that
     /// fails inside a committed batch leaves its ids unused).
     pub(super) fn new_id(&mut self) -> u64 {
@@ -36,20 +93,17 @@ impl Engine {
             None => {
                 let q = self.next_qid;
                 self.next_qid += 1;
-                self.meta
-                    .put(
-                        txn,
-                        format!("qid:{}", def.name).as_bytes(),
-                        &q.to_le_bytes(),
-                    )
-                    .map_err(db_err)?;
+                self.row_put(
+                    txn,
+                    Table::Meta,
+                    format!("qid:{}", def.name).as_bytes(),
+                    &q.to_le_bytes(),
+                )?;
                 q
             }
         };
         let json = serde_json::to_vec(def).map_err(|e| StoreError::bad_request(e.to_string()))?;
-        self.meta
-            .put(txn, format!("q:{}", def.name).as_bytes(), &json)
-            .map_err(db_err)?;
+        self.row_put(txn, Table::Meta, format!("q:{}", def.name).as_bytes(), &json)?;
         Ok(qid)
     }
 
@@ -90,31 +144,24 @@ impl Engine {
         let mut buf = Vec::new();
         rec.encode(&mut buf)
             .map_err(|e| StoreError::bad_request(e.to_string()))?;
-        self.jobs
-            .put(txn, &rec.id.to_be_bytes(), &buf)
-            .map_err(db_err)?;
-        self.due
-            .put(txn, &due_key(rec.queue, rec.due_ms, rec.id), &[])
-            .map_err(db_err)?;
+        self.row_put(txn, Table::Jobs, &rec.id.to_be_bytes(), &buf)?;
+        self.row_put(txn, Table::Due, &due_key(rec.queue, rec.due_ms, rec.id), &[])?;
         if let Some(u) = &rec.uniq {
-            self.uniq
-                .put(txn, &uniq_key(rec.queue, u), &rec.id.to_be_bytes())
-                .map_err(db_err)?;
+            self.row_put(
+                txn,
+                Table::Uniq,
+                &uniq_key(rec.queue, u),
+                &rec.id.to_be_bytes(),
+            )?;
         }
         Ok(())
     }
 
     pub(super) fn remove_job(&self, txn: &mut RwTxn, rec: &JobRecord) -> Result<(), StoreError> {
-        self.jobs
-            .delete(txn, &rec.id.to_be_bytes())
-            .map_err(db_err)?;
-        self.due
-            .delete(txn, &due_key(rec.queue, rec.due_ms, rec.id))
-            .map_err(db_err)?;
+        self.row_delete(txn, Table::Jobs, &rec.id.to_be_bytes())?;
+        self.row_delete(txn, Table::Due, &due_key(rec.queue, rec.due_ms, rec.id))?;
         if let Some(u) = &rec.uniq {
-            self.uniq
-                .delete(txn, &uniq_key(rec.queue, u))
-                .map_err(db_err)?;
+            self.row_delete(txn, Table::Uniq, &uniq_key(rec.queue, u))?;
         }
         Ok(())
     }
@@ -126,20 +173,14 @@ impl Engine {
         attempts: u32,
         due_ms: u64,
     ) -> Result<JobRecord, StoreError> {
-        self.due
-            .delete(txn, &due_key(rec.queue, rec.due_ms, rec.id))
-            .map_err(db_err)?;
+        self.row_delete(txn, Table::Due, &due_key(rec.queue, rec.due_ms, rec.id))?;
         rec.attempts = attempts;
         rec.due_ms = due_ms;
         let mut buf = Vec::new();
         rec.encode(&mut buf)
             .map_err(|e| StoreError::bad_request(e.to_string()))?;
-        self.jobs
-            .put(txn, &rec.id.to_be_bytes(), &buf)
-            .map_err(db_err)?;
-        self.due
-            .put(txn, &due_key(rec.queue, due_ms, rec.id), &[])
-            .map_err(db_err)?;
+        self.row_put(txn, Table::Jobs, &rec.id.to_be_bytes(), &buf)?;
+        self.row_put(txn, Table::Due, &due_key(rec.queue, due_ms, rec.id), &[])?;
         Ok(rec)
     }
 
@@ -171,9 +212,7 @@ impl Engine {
         let mut buf = Vec::new();
         f.encode(&mut buf)
             .map_err(|e| StoreError::bad_request(e.to_string()))?;
-        self.failed
-            .put(txn, &failed_key(f.job.queue, fid), &buf)
-            .map_err(db_err)?;
+        self.row_put(txn, Table::Failed, &failed_key(f.job.queue, fid), &buf)?;
         Ok(fid)
     }
 }

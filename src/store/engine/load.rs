@@ -11,6 +11,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use heed::RoTxn;
+
 use super::{
     disk::counts_key,
     error::{corrupt, db_err},
@@ -20,13 +22,14 @@ use super::{
 use crate::store::{queue::QueueDef, StoreError};
 
 impl Engine {
-    /// (Re)reads definitions, routings, counts and id counters from disk.
-    pub(super) fn load(&mut self) -> Result<(), StoreError> {
-        let rtxn = self.env.read_txn().map_err(db_err)?;
+    /// (Re)reads definitions, routings, counts and id counters from `rtxn`: a read
+    /// transaction, or the store thread's open write transaction (which holds what the
+    /// write-ahead log holds beyond the last checkpoint).
+    pub(super) fn load(&mut self, rtxn: &RoTxn) -> Result<(), StoreError> {
         let get_u64 = |k: &[u8]| -> Result<Option<u64>, StoreError> {
             Ok(self
                 .counters
-                .get(&rtxn, k)
+                .get(rtxn, k)
                 .map_err(db_err)?
                 .and_then(|v| v.try_into().ok().map(u64::from_le_bytes)))
         };
@@ -35,20 +38,20 @@ impl Engine {
         self.next_qid = get_u64(b"next_qid")?.unwrap_or(1) as u32;
         let mut queues = BTreeMap::new();
         let mut by_name = HashMap::new();
-        for item in self.meta.prefix_iter(&rtxn, b"qid:").map_err(db_err)? {
+        for item in self.meta.prefix_iter(rtxn, b"qid:").map_err(db_err)? {
             let (k, v) = item.map_err(db_err)?;
             let name = std::str::from_utf8(&k[4..]).map_err(corrupt)?;
             let qid = u32::from_le_bytes(v.try_into().map_err(corrupt)?);
             let def = match self
                 .meta
-                .get(&rtxn, format!("q:{name}").as_bytes())
+                .get(rtxn, format!("q:{name}").as_bytes())
                 .map_err(db_err)?
             {
                 Some(j) => Some(serde_json::from_slice::<QueueDef>(j).map_err(corrupt)?),
                 None => None,
             };
             let mut q = QState::new(qid, name, def, self.retry);
-            if let Some(c) = self.counters.get(&rtxn, &counts_key(qid)).map_err(db_err)? {
+            if let Some(c) = self.counters.get(rtxn, &counts_key(qid)).map_err(db_err)? {
                 if c.len() == 16 {
                     q.count = u64::from_le_bytes(c[..8].try_into().map_err(corrupt)?);
                     q.failed = u64::from_le_bytes(c[8..].try_into().map_err(corrupt)?);
@@ -58,29 +61,26 @@ impl Engine {
             queues.insert(qid, q);
         }
         let mut routings = BTreeMap::new();
-        for item in self.meta.prefix_iter(&rtxn, b"r:").map_err(db_err)? {
+        for item in self.meta.prefix_iter(rtxn, b"r:").map_err(db_err)? {
             let (k, v) = item.map_err(db_err)?;
             routings.insert(
                 String::from_utf8_lossy(&k[2..]).into_owned(),
                 String::from_utf8_lossy(v).into_owned(),
             );
         }
-        drop(rtxn);
         // Leases survive a reload only for jobs still on disk and queues still known.
-        let rtxn = self.env.read_txn().map_err(db_err)?;
         let mut keep = HashMap::new();
         for (id, l) in self.leases.drain() {
             if queues.contains_key(&l.qid)
                 && self
                     .jobs
-                    .get(&rtxn, &id.to_be_bytes())
+                    .get(rtxn, &id.to_be_bytes())
                     .map_err(db_err)?
                     .is_some()
             {
                 keep.insert(id, l);
             }
         }
-        drop(rtxn);
         for l in keep.values() {
             if let Some(q) = queues.get_mut(&l.qid) {
                 q.leased += 1;
@@ -117,8 +117,9 @@ impl Engine {
         Ok(())
     }
 
-    /// After a failed commit: memory back to what is on disk.
-    pub(super) fn reload(&mut self) {
+    /// After a failed commit: memory back to what is on disk, as `view` shows it (`None`: it
+    /// could not be read; only the leases are put back, and the error is logged).
+    pub(super) fn reload(&mut self, view: Option<&RoTxn>) {
         let granted = std::mem::take(&mut self.granted);
         for id in &granted {
             if let Some(l) = self.leases.remove(id) {
@@ -133,8 +134,12 @@ impl Engine {
             }
         }
         self.dirty.clear();
-        if let Err(e) = self.load() {
-            tracing::error!(error = %e, "Cannot reload the store state after a failed commit.");
+        match view.map(|v| self.load(v)) {
+            Some(Ok(())) => {}
+            Some(Err(e)) => {
+                tracing::error!(error = %e, "Cannot reload the store state after a failed commit.");
+            }
+            None => tracing::error!("Cannot read the store to rebuild its state."),
         }
         // The failed batch counts for nothing in the totals.
         for (qid, totals) in std::mem::take(&mut self.totals_before) {

@@ -30,7 +30,8 @@
 //! Each file adds one part of [`Engine`]:
 //! - `open`: [`Options`], the directory lock, opening the environment; `clock`: [`Clock`].
 //! - `load`: memory from disk, at open and after a failed commit.
-//! - `commit`: the group commit of a batch and its replies.
+//! - `commit`: the group commit of a batch and its replies; `durable`: the store thread's
+//!   open transaction, its write-ahead log frames and checkpoints.
 //! - `apply`: one op (a nested transaction), dispatched to its family: `enqueue`, `settle`,
 //!   `admin`, and `schedule` for pulls; `effect`: the op's change to memory after it.
 //! - `disk`: row reads and writes of jobs, failures and definitions.
@@ -47,6 +48,7 @@ mod clock;
 mod commit;
 mod completion;
 mod disk;
+mod durable;
 mod effect;
 mod enqueue;
 mod error;
@@ -63,6 +65,7 @@ mod throttle;
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     path::PathBuf,
+    time::Instant,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
@@ -75,7 +78,7 @@ pub use clock::Clock;
 pub use open::{Defaults, Options};
 pub use state::RetryBounds;
 
-use super::{Command, Dispatch, Op, OpenError, ReplyTx, Store};
+use super::{Command, Dispatch, OpenError, Store};
 use completion::PullLog;
 use lease::Lease;
 use state::QState;
@@ -203,15 +206,27 @@ pub struct Engine {
     op_log: Option<PullLog>,
     /// Completion lines of the ops in this batch, written once it is committed.
     batch_logs: Vec<PullLog>,
+    /// The row changes of the batch being applied, for the write-ahead log (a `RefCell`: the
+    /// row writers take `&self`).
+    redo: std::cell::RefCell<crate::store::wal::record::Redo>,
+    /// The write-ahead log.
+    wal: crate::store::wal::Wal,
 }
 
 impl Engine {
     /// The store thread's loop: wait for commands or the next timer, apply every waiting
-    /// command in one commit, answer, then hand out due jobs.
+    /// command in the open transaction and make them durable (`durable`), answer, then hand
+    /// out due jobs; checkpoint when the log asks for it, and once more at the end.
     fn run(&mut self, rx: crossbeam_channel::Receiver<Command>, closing: &AtomicBool) {
-        self.feed();
+        let env = self.env.clone();
+        let mut open = durable::Open::begin(&env);
+        self.feed_in(open.view());
         loop {
-            let first = match self.next_wake() {
+            let wait = match (self.next_wake(), self.wal.checkpoint_in(Instant::now())) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let first = match wait {
                 Some(wait) => match rx.recv_timeout(wait) {
                     Ok(c) => Some(c),
                     Err(crossbeam_channel::RecvTimeoutError::Timeout) => None,
@@ -231,46 +246,23 @@ impl Engine {
             }
             self.expire_leases();
             if !batch.is_empty() {
-                self.handle(batch);
+                self.handle_open(&mut open, batch);
+            }
+            if self.wal.checkpoint_due(Instant::now()) {
+                self.checkpoint_now(&mut open);
             }
             // Closing: end once everything sent before the close is applied (a batch holds at
             // most MAX_BATCH commands, so more may be waiting).
             if closing.load(Ordering::Acquire) && rx.is_empty() {
                 break;
             }
-            self.feed();
+            self.feed_in(open.view());
+        }
+        // The next start then has nothing to replay.
+        if self.wal.dirty() {
+            self.checkpoint_now(&mut open);
         }
         tracing::info!("Store closed.");
-    }
-
-    /// Applies a batch of commands (one commit), answers them, then answers the queries.
-    pub fn handle(&mut self, batch: Vec<Command>) {
-        let mut writes = Vec::with_capacity(batch.len());
-        let mut queries = Vec::new();
-        for c in batch {
-            match c.op {
-                Op::Query(q) => queries.push((q, c.reply)),
-                op => writes.push((op, c.reply)),
-            }
-        }
-        if !writes.is_empty() {
-            let (ops, replies): (Vec<Op>, Vec<Option<ReplyTx>>) = writes.into_iter().unzip();
-            let results = self.apply_ops(ops);
-            // One hand-over per core for the whole commit (see `store::reply`).
-            crate::store::reply::send_all(
-                results
-                    .into_iter()
-                    .zip(replies)
-                    .filter_map(|((_, r), tx)| Some((tx?, r)))
-                    .collect(),
-            );
-        }
-        for (q, tx) in queries {
-            let r = self.query(q);
-            if let Some(tx) = tx {
-                tx.send(r);
-            }
-        }
     }
 
     /// Jobs leased now, over all queues (the fuzz target and the store model hold it against

@@ -16,7 +16,8 @@ use std::{
 
 use heed::{types::Bytes as Raw, CommitOrAbort};
 
-use super::{clock::Clock, state::RetryBounds, Db, Engine};
+use super::{clock::Clock, durable::EPOCH_KEY, state::RetryBounds, Db, Engine};
+use crate::store::wal::Wal;
 use crate::store::{queue::QueueDef, Op, OpenError};
 
 /// How to open the store.
@@ -184,6 +185,18 @@ impl Engine {
         move_counters(&mut wtxn, meta, counters).map_err(lmdb_err)?;
         wtxn.commit().map_err(lmdb_err)?;
         let map_size = env.info().map_size;
+        let stored = {
+            let rtxn = env.read_txn().map_err(lmdb_err)?;
+            counters
+                .get(&rtxn, EPOCH_KEY)
+                .map_err(lmdb_err)?
+                .and_then(|v| v.try_into().ok().map(u64::from_le_bytes))
+                .unwrap_or(0)
+        };
+        let (wal, frames) = Wal::open(&path, stored + 1).map_err(|source| OpenError::Dir {
+            path: path.join(crate::store::wal::FILE),
+            source,
+        })?;
         let mut engine = Engine {
             env,
             jobs,
@@ -228,11 +241,18 @@ impl Engine {
             out,
             dispatched: Vec::new(),
             outbox: Vec::new(),
+            redo: std::cell::RefCell::default(),
+            wal,
         };
-        engine.load().map_err(|e| OpenError::Corrupt {
+        let corrupt = |e: crate::store::StoreError| OpenError::Corrupt {
             path: path.clone(),
             message: e.to_string(),
-        })?;
+        };
+        engine.recover(&frames).map_err(corrupt)?;
+        let env = engine.env.clone();
+        let rtxn = env.read_txn().map_err(lmdb_err)?;
+        engine.load(&rtxn).map_err(corrupt)?;
+        drop(rtxn);
         // The config's queues and routings, and the default queue, in one commit.
         let mut ops: Vec<Op> = Vec::new();
         let mut defs = opts.queues.clone();

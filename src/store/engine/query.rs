@@ -75,6 +75,12 @@ impl Engine {
     pub fn query(&mut self, q: Query) -> Result<Reply, StoreError> {
         let env = self.env.clone();
         let rtxn = env.read_txn().map_err(db_err)?;
+        self.query_in(&rtxn, q)
+    }
+
+    /// Answers a read-only query from `rtxn` (on the store thread, its open write
+    /// transaction: a query sees every write answered before it).
+    pub(super) fn query_in(&mut self, rtxn: &RoTxn, q: Query) -> Result<Reply, StoreError> {
         let now = self.clock.now_ms();
         match q {
             Query::Queues => Ok(Reply::Queues(
@@ -99,7 +105,7 @@ impl Engine {
                 };
                 let mut out = Vec::with_capacity(qids.len());
                 for (qid, name) in qids {
-                    out.push((name, self.stats_of(qid, &rtxn, now)?));
+                    out.push((name, self.stats_of(qid, rtxn, now)?));
                 }
                 Ok(Reply::Stats(out))
             }
@@ -128,7 +134,7 @@ impl Engine {
                         smallest(ids.filter(|id| after.is_none_or(|a| *id > a)), limit)
                     };
                     for id in ids {
-                        if let Some(v) = self.listed(&rtxn, id, true, payload)? {
+                        if let Some(v) = self.listed(rtxn, id, true, payload)? {
                             if !page.add(v, job_cost, id.to_be_bytes().to_vec()) {
                                 break;
                             }
@@ -153,7 +159,7 @@ impl Engine {
                 };
                 let iter = walk(
                     self.due,
-                    &rtxn,
+                    rtxn,
                     &lo,
                     &hi,
                     cur.as_ref().map(|c| &c[..]),
@@ -167,7 +173,7 @@ impl Engine {
                     if self.leases.contains_key(&id) {
                         continue;
                     }
-                    if let Some(v) = self.listed(&rtxn, id, false, payload)? {
+                    if let Some(v) = self.listed(rtxn, id, false, payload)? {
                         if !page.add(v, job_cost, k.to_vec()) {
                             break;
                         }
@@ -179,7 +185,7 @@ impl Engine {
             Query::Job { queue, id } => {
                 let qid = self.qid(&queue)?;
                 let rec = self
-                    .read_job(&rtxn, id)?
+                    .read_job(rtxn, id)?
                     .filter(|r| r.queue == qid)
                     .ok_or_else(|| no_job(id))?;
                 Ok(Reply::Job(Box::new(
@@ -199,7 +205,7 @@ impl Engine {
                 let c = cursor.map(|c| failed_key(qid, c));
                 let iter = walk(
                     self.failed,
-                    &rtxn,
+                    rtxn,
                     &lo,
                     &hi,
                     c.as_ref().map(|c| &c[..]),
@@ -222,7 +228,7 @@ impl Engine {
                 let def = self.def_of(qid)?.clone();
                 match self
                     .failed
-                    .get(&rtxn, &failed_key(qid, id))
+                    .get(rtxn, &failed_key(qid, id))
                     .map_err(db_err)?
                 {
                     Some(v) => {
@@ -241,7 +247,7 @@ impl Engine {
                 let leased = self.leases.iter().map(|(id, l)| (l.since_ms, *id));
                 let mut page = Page::new(limit);
                 for (_, id) in smallest(leased, limit) {
-                    if let Some(v) = self.listed(&rtxn, id, true, payload)? {
+                    if let Some(v) = self.listed(rtxn, id, true, payload)? {
                         if !page.add(v, job_cost, ()) {
                             break;
                         }
@@ -249,7 +255,7 @@ impl Engine {
                 }
                 Ok(Reply::Jobs(page.end().0, None))
             }
-            Query::RecentFailed(limit) => self.recent_failed(&rtxn, limit.clamp(1, 100)),
+            Query::RecentFailed(limit) => self.recent_failed(rtxn, limit.clamp(1, 100)),
             Query::Routings => Ok(Reply::Routings(
                 self.routings
                     .iter()

@@ -176,7 +176,18 @@ impl Engine {
     /// Looks only at the queues scheduled by now (`wakes`) and those waiting for a throttle
     /// token: an idle queue costs nothing here. Reads only; leases are memory.
     pub fn feed(&mut self) {
-        self.feed_queues();
+        let env = self.env.clone();
+        let rtxn = env.read_txn();
+        match &rtxn {
+            Ok(rtxn) => self.feed_in(rtxn),
+            Err(e) => tracing::error!(error = %e, "Store read failed."),
+        }
+    }
+
+    /// [`Engine::feed`] reading from `rtxn` (the store thread's open write transaction, which
+    /// holds the jobs the write-ahead log made durable since the last checkpoint).
+    pub(super) fn feed_in(&mut self, rtxn: &RoTxn) {
+        self.feed_queues(rtxn);
         self.flush_dispatches();
     }
 
@@ -201,7 +212,7 @@ impl Engine {
         }
     }
 
-    fn feed_queues(&mut self) {
+    fn feed_queues(&mut self, rtxn: &RoTxn) {
         let now = self.clock.now_ms();
         // With every push slot taken nothing can be handed out: a lease ending (a command or
         // an expiry, both followed by a feed) makes room.
@@ -227,15 +238,6 @@ impl Engine {
             self.granted.clear();
             return;
         }
-        let env = self.env.clone();
-        let rtxn = match env.read_txn() {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::error!(error = %e, "Store read failed.");
-                self.retry_later(&qids);
-                return;
-            }
-        };
         for (i, &qid) in qids.iter().enumerate() {
             self.visits.set(self.visits.get() + 1);
             let Some(q) = self.queues.get_mut(&qid) else {
@@ -270,7 +272,7 @@ impl Engine {
             }
             let def = def.clone();
             let cursor = q.cursor;
-            let (found, future) = match self.scan_due(&rtxn, qid, cursor, now, room) {
+            let (found, future) = match self.scan_due(rtxn, qid, cursor, now, room) {
                 Ok(x) => x,
                 Err(e) => {
                     tracing::error!(error = %e, "Store read failed.");
@@ -295,7 +297,7 @@ impl Engine {
                 q.cursor = Some(*k);
             }
             for (_, id) in found {
-                let rec = match self.read_job(&rtxn, id) {
+                let rec = match self.read_job(rtxn, id) {
                     Ok(Some(r)) => r,
                     Ok(None) => continue,
                     Err(e) => {

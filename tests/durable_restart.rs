@@ -311,10 +311,11 @@ fn kill_9_twenty_times_under_load_loses_no_acknowledged_job() {
     r.stop();
 }
 
-/// A 2xx to a producer only after the commit holding its job is synced: reprow runs under
-/// `strace`, which records its `fdatasync`/`fsync`/`msync` calls and its socket writes in one
-/// ordered trace, and every enqueue answered 2xx must have a completed sync of the data file
-/// after the previous answer and before its own. The enqueues are sent one after another and
+/// A 2xx to a producer only after the write-ahead log frame holding its job is synced: reprow
+/// runs under `strace`, which records its `fdatasync`/`fsync`/`msync` calls and its socket
+/// writes in one ordered trace, and every enqueue answered 2xx must have a completed sync of
+/// `reprow.wal` after the previous answer and before its own (a checkpoint's sync of
+/// `data.mdb` does not count: it may hold only older jobs). The enqueues are sent one after another and
 /// each waits for its answer, so no commit can serve two of them.
 ///
 /// Why the kill -9 test cannot show this: SIGKILL ends the process, not the machine. Pages an
@@ -326,7 +327,7 @@ fn kill_9_twenty_times_under_load_loses_no_acknowledged_job() {
 /// io_uring operations, which strace does not see.
 #[test]
 #[ignore = "needs strace: run by .ci/run"]
-fn every_2xx_enqueue_answer_comes_after_a_sync_of_the_data_file() {
+fn every_2xx_enqueue_answer_comes_after_a_sync_of_the_log() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = durable_config(
         dir.path(),
@@ -360,8 +361,8 @@ fn every_2xx_enqueue_answer_comes_after_a_sync_of_the_data_file() {
     let mut events: Vec<(usize, bool, &str)> = Vec::new();
     let calls = common::strace::calls(&text);
     for c in &calls {
-        let is_sync = c.name == "msync"
-            || (matches!(c.name.as_str(), "fdatasync" | "fsync") && c.line.contains("data.mdb>"));
+        let is_sync =
+            matches!(c.name.as_str(), "fdatasync" | "fsync") && c.line.contains("reprow.wal>");
         if is_sync && c.ok {
             events.push((c.end, false, &c.line));
         }
@@ -381,7 +382,7 @@ fn every_2xx_enqueue_answer_comes_after_a_sync_of_the_data_file() {
         }
         assert!(
             synced_since_answer,
-            "answer {answers} (2xx) was written with no sync of data.mdb since the previous \
+            "answer {answers} (2xx) was written with no sync of reprow.wal since the previous \
              answer: {line}\ntrace:\n{text}"
         );
         synced_since_answer = false;

@@ -131,8 +131,18 @@ impl Engine {
     }
 
     fn write_counters(&mut self, wtxn: &mut RwTxn) -> Result<(), StoreError> {
-        self.row_put(wtxn, Table::Counters, b"next_id", &self.next_id.to_le_bytes())?;
-        self.row_put(wtxn, Table::Counters, b"next_fid", &self.next_fid.to_le_bytes())?;
+        self.row_put(
+            wtxn,
+            Table::Counters,
+            b"next_id",
+            &self.next_id.to_le_bytes(),
+        )?;
+        self.row_put(
+            wtxn,
+            Table::Counters,
+            b"next_fid",
+            &self.next_fid.to_le_bytes(),
+        )?;
         let qid = u64::from(self.next_qid).to_le_bytes();
         self.row_put(wtxn, Table::Counters, b"next_qid", &qid)?;
         for qid in std::mem::take(&mut self.dirty) {

@@ -70,10 +70,7 @@ impl Engine {
         lo: Bound<&[u8]>,
         hi: Bound<&[u8]>,
     ) -> Result<usize, StoreError> {
-        let n = self
-            .db(t)
-            .delete_range(txn, &(lo, hi))
-            .map_err(db_err)?;
+        let n = self.db(t).delete_range(txn, &(lo, hi)).map_err(db_err)?;
         self.redo.borrow_mut().delete_range(t, lo, hi);
         Ok(n)
     }
@@ -103,7 +100,12 @@ impl Engine {
             }
         };
         let json = serde_json::to_vec(def).map_err(|e| StoreError::bad_request(e.to_string()))?;
-        self.row_put(txn, Table::Meta, format!("q:{}", def.name).as_bytes(), &json)?;
+        self.row_put(
+            txn,
+            Table::Meta,
+            format!("q:{}", def.name).as_bytes(),
+            &json,
+        )?;
         Ok(qid)
     }
 
@@ -145,7 +147,12 @@ impl Engine {
         rec.encode(&mut buf)
             .map_err(|e| StoreError::bad_request(e.to_string()))?;
         self.row_put(txn, Table::Jobs, &rec.id.to_be_bytes(), &buf)?;
-        self.row_put(txn, Table::Due, &due_key(rec.queue, rec.due_ms, rec.id), &[])?;
+        self.row_put(
+            txn,
+            Table::Due,
+            &due_key(rec.queue, rec.due_ms, rec.id),
+            &[],
+        )?;
         if let Some(u) = &rec.uniq {
             self.row_put(
                 txn,

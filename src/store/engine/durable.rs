@@ -222,3 +222,7 @@ impl Engine {
         self.wal.require_checkpoint();
     }
 }
+
+#[cfg(test)]
+#[path = "durable_tests.rs"]
+mod tests;

@@ -65,11 +65,11 @@ mod throttle;
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     path::PathBuf,
-    time::Instant,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
     },
+    time::Instant,
 };
 
 use heed::{types::Bytes as Raw, Database, Env, WithoutTls};

@@ -157,14 +157,7 @@ impl Engine {
                     ),
                     None => None,
                 };
-                let iter = walk(
-                    self.due,
-                    rtxn,
-                    &lo,
-                    &hi,
-                    cur.as_ref().map(|c| &c[..]),
-                    desc,
-                )?;
+                let iter = walk(self.due, rtxn, &lo, &hi, cur.as_ref().map(|c| &c[..]), desc)?;
                 for kv in iter {
                     let (k, _) = kv.map_err(db_err)?;
                     let Some((_, _, id)) = parse_due_key(k) else {

@@ -241,7 +241,10 @@ mod tests {
         let big = vec![1u8; usize::try_from(CAPACITY / 2).unwrap() - 1];
         w.append(&big).unwrap();
         assert!(w.checkpoint_due(now), "half full");
-        assert!(!w.fits(usize::try_from(CAPACITY / 2).unwrap() - 1), "no room");
+        assert!(
+            !w.fits(usize::try_from(CAPACITY / 2).unwrap() - 1),
+            "no room"
+        );
         w.restart(2);
         assert!(!w.checkpoint_due(Instant::now() + Duration::from_secs(3600)));
         assert!(w.fits(1000));

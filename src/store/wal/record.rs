@@ -346,7 +346,10 @@ mod tests {
         let good = log.len();
         frame(&mut log, 6, b"older epoch");
         let mut s = scan(&log, 7);
-        assert_eq!(s.by_ref().collect::<Vec<_>>(), vec![&b"first"[..], b"", b"third"]);
+        assert_eq!(
+            s.by_ref().collect::<Vec<_>>(),
+            vec![&b"first"[..], b"", b"third"]
+        );
         assert_eq!(s.end, good);
         // Another epoch finds nothing.
         assert_eq!(scan(&log, 8).count(), 0);

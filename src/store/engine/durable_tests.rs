@@ -1,0 +1,184 @@
+//! The store thread's durable points, driven as `Engine::run` drives them, on a real LMDB
+//! file and a real log: a batch answered is found again after a crash (the open transaction
+//! abandoned, no checkpoint), and a failed durable point leaves nothing of its batch.
+
+use std::sync::{
+    atomic::{AtomicBool, Ordering},
+    Arc,
+};
+
+use bytes::Bytes;
+
+use super::Open;
+use crate::store::{
+    engine::{Engine, Options},
+    queue::{QueueDef, QueueMode},
+    Command, Destination, NewJob, Op, Query, Reply, ReplyTx, StoreError,
+};
+
+fn options(dir: &std::path::Path, fail: Option<Arc<AtomicBool>>) -> Options {
+    let mut q = QueueDef::named("q");
+    q.mode = QueueMode::Pull;
+    Options {
+        path: dir.join("data"),
+        map_size: 64 << 20,
+        no_sync: false,
+        queues: vec![q],
+        routings: vec![],
+        default_queue: "default".into(),
+        defaults: Default::default(),
+        clock: Default::default(),
+        max_queues: crate::store::config::DEFAULT_MAX_QUEUES,
+        fail_commit: fail.map(|f| Arc::new(move || f.load(Ordering::SeqCst)) as _),
+    }
+}
+
+fn enqueue(payload: &str) -> (Command, async_channel::Receiver<Result<Reply, StoreError>>) {
+    let (tx, rx) = async_channel::bounded(1);
+    let job = NewJob {
+        dest: Destination::Queue("q".into()),
+        url: None,
+        payload: Bytes::from(payload.to_string()),
+        content_type: "application/json".into(),
+        run_at_ms: 0,
+        timeout: None,
+        max_retries: None,
+        retry_delay: None,
+        uniq: None,
+    };
+    let c = Command {
+        op: Op::Enqueue(vec![job]),
+        reply: Some(ReplyTx::Channel(tx)),
+    };
+    (c, rx)
+}
+
+/// Jobs in queue `q` as the engine's memory counts them.
+fn count(e: &mut Engine) -> u64 {
+    match e.query(Query::Stats(Some("q".into()))) {
+        Ok(Reply::Stats(s)) => s[0].1.outstanding_jobs,
+        r => panic!("{r:?}"),
+    }
+}
+
+/// Jobs in queue `q` as LMDB's last commit holds them.
+fn committed(e: &Engine) -> u64 {
+    let rtxn = e.env.read_txn().unwrap();
+    e.jobs.len(&rtxn).unwrap()
+}
+
+#[test]
+fn batches_answered_from_the_log_survive_a_crash_before_any_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut e = Engine::open(options(dir.path(), None), None).unwrap();
+    let env = e.env.clone();
+    let mut open = Open::begin(&env);
+    let mut answers = Vec::new();
+    for batch in 0..3 {
+        let (cmds, rxs): (Vec<_>, Vec<_>) = (0..4)
+            .map(|i| enqueue(&format!("{{\"b\":{batch},\"i\":{i}}}")))
+            .unzip();
+        e.handle_open(&mut open, cmds);
+        answers.extend(rxs);
+    }
+    for rx in &answers {
+        assert!(
+            matches!(rx.try_recv(), Ok(Ok(_))),
+            "every enqueue answered ok"
+        );
+    }
+    // Answered from the log alone: LMDB has not committed a single job.
+    assert_eq!(committed(&e), 0);
+    assert!(e.wal.dirty());
+    // The open transaction shows them.
+    match e.query_in(open.view(), Query::Stats(Some("q".into()))) {
+        Ok(Reply::Stats(s)) => assert_eq!(s[0].1.outstanding_jobs, 12),
+        r => panic!("{r:?}"),
+    }
+
+    // The crash: the transaction is abandoned, nothing is checkpointed.
+    drop(open);
+    drop(e);
+    drop(env);
+    let mut e = Engine::open(options(dir.path(), None), None).unwrap();
+    assert_eq!(count(&mut e), 12);
+    assert_eq!(committed(&e), 12, "the replay was committed at open");
+    assert!(!e.wal.dirty(), "the log starts empty after the replay");
+    // A second start replays nothing twice.
+    drop(e);
+    let mut e = Engine::open(options(dir.path(), None), None).unwrap();
+    assert_eq!(count(&mut e), 12);
+}
+
+#[test]
+fn a_failed_durable_point_refuses_its_batch_and_keeps_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let fail = Arc::new(AtomicBool::new(false));
+    let mut e = Engine::open(options(dir.path(), Some(fail.clone())), None).unwrap();
+    let env = e.env.clone();
+    let mut open = Open::begin(&env);
+
+    let (a, ra) = enqueue("\"a\"");
+    e.handle_open(&mut open, vec![a]);
+    assert!(matches!(ra.try_recv(), Ok(Ok(_))));
+
+    fail.store(true, Ordering::SeqCst);
+    let (b, rb) = enqueue("\"b\"");
+    e.handle_open(&mut open, vec![b]);
+    assert!(
+        matches!(rb.try_recv(), Ok(Err(_))),
+        "the failed batch is refused"
+    );
+    assert_eq!(count(&mut e), 1, "memory holds a, not b");
+    match e.query_in(open.view(), Query::Stats(Some("q".into()))) {
+        Ok(Reply::Stats(s)) => assert_eq!(s[0].1.outstanding_jobs, 1),
+        r => panic!("{r:?}"),
+    }
+    fail.store(false, Ordering::SeqCst);
+
+    // The next durable point is a checkpoint: c and a reach LMDB together.
+    let (c, rc) = enqueue("\"c\"");
+    e.handle_open(&mut open, vec![c]);
+    assert!(matches!(rc.try_recv(), Ok(Ok(_))));
+    assert_eq!(committed(&e), 2, "a and c committed by the checkpoint");
+    assert!(!e.wal.dirty());
+
+    drop(open);
+    drop(e);
+    drop(env);
+    let mut e = Engine::open(options(dir.path(), None), None).unwrap();
+    assert_eq!(count(&mut e), 2);
+    let rtxn = e.env.read_txn().unwrap();
+    let payloads: Vec<Vec<u8>> = e
+        .jobs
+        .iter(&rtxn)
+        .unwrap()
+        .map(|kv| kv.unwrap().1.to_vec())
+        .collect();
+    let has = |p: &[u8]| payloads.iter().any(|r| r.windows(p.len()).any(|w| w == p));
+    assert!(has(b"\"a\"") && has(b"\"c\"") && !has(b"\"b\""));
+}
+
+#[test]
+fn a_checkpoint_commits_the_log_and_starts_it_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut e = Engine::open(options(dir.path(), None), None).unwrap();
+    let env = e.env.clone();
+    let mut open = Open::begin(&env);
+    let (a, _ra) = enqueue("1");
+    e.handle_open(&mut open, vec![a]);
+    let epoch = e.wal.epoch();
+    e.checkpoint_now(&mut open);
+    assert_eq!(committed(&e), 1);
+    assert_eq!(e.wal.epoch(), epoch + 1);
+    assert!(!e.wal.dirty());
+    // After the checkpoint the log goes on from its start; a crash now replays only that.
+    let (b, _rb) = enqueue("2");
+    e.handle_open(&mut open, vec![b]);
+    assert_eq!(committed(&e), 1);
+    drop(open);
+    drop(e);
+    drop(env);
+    let mut e = Engine::open(options(dir.path(), None), None).unwrap();
+    assert_eq!(count(&mut e), 2);
+}

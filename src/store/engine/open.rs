@@ -193,10 +193,11 @@ impl Engine {
                 .and_then(|v| v.try_into().ok().map(u64::from_le_bytes))
                 .unwrap_or(0)
         };
-        let (wal, frames) = Wal::open(&path, stored + 1).map_err(|source| OpenError::Dir {
-            path: path.join(crate::store::wal::FILE),
-            source,
-        })?;
+        let (wal, frames) =
+            Wal::open(&path, stored + 1, !opts.no_sync).map_err(|source| OpenError::Dir {
+                path: path.join(crate::store::wal::FILE),
+                source,
+            })?;
         let mut engine = Engine {
             env,
             jobs,

@@ -54,6 +54,9 @@ pub struct Wal {
     due: Option<Instant>,
     /// An append failed: the next durable point must be a checkpoint.
     broken: bool,
+    /// `false` only with the benchmark-only `unsafe_no_sync_benchmark_only`: frames are
+    /// written but not synced.
+    sync: bool,
     frame: Vec<u8>,
 }
 
@@ -63,7 +66,7 @@ impl Wal {
     ///
     /// # Errors
     /// The file cannot be opened or read.
-    pub fn open(dir: &Path, epoch: u64) -> io::Result<(Wal, Vec<Vec<u8>>)> {
+    pub fn open(dir: &Path, epoch: u64, sync: bool) -> io::Result<(Wal, Vec<Vec<u8>>)> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -83,6 +86,7 @@ impl Wal {
             ready: len.min(CAPACITY) / CHUNK * CHUNK,
             due: None,
             broken: false,
+            sync,
             frame: Vec::new(),
         };
         Ok((wal, bodies))
@@ -153,7 +157,9 @@ impl Wal {
             self.ready = to;
         }
         self.file.write_all_at(&self.frame, self.pos)?;
-        self.file.sync_data()?;
+        if self.sync {
+            self.file.sync_data()?;
+        }
         self.pos = end;
         self.due
             .get_or_insert_with(|| Instant::now() + std::time::Duration::from_secs(1));
@@ -195,7 +201,7 @@ mod tests {
     #[test]
     fn frames_written_are_found_again_by_their_epoch_only() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut w, old) = Wal::open(dir.path(), 3).unwrap();
+        let (mut w, old) = Wal::open(dir.path(), 3, true).unwrap();
         assert!(old.is_empty());
         assert!(!w.dirty());
         w.append(b"one").unwrap();
@@ -205,16 +211,16 @@ mod tests {
         assert_eq!(w.frames().unwrap(), vec![b"one".to_vec(), b"two".to_vec()]);
         drop(w);
 
-        let (mut w, found) = Wal::open(dir.path(), 3).unwrap();
+        let (mut w, found) = Wal::open(dir.path(), 3, true).unwrap();
         assert_eq!(found, vec![b"one".to_vec(), b"two".to_vec()]);
-        assert_eq!(Wal::open(dir.path(), 4).unwrap().1.len(), 0);
+        assert_eq!(Wal::open(dir.path(), 4, true).unwrap().1.len(), 0);
 
         // After a checkpoint the old frames are never read as new ones, even where the new
         // epoch's frames are shorter.
         w.restart(4);
         w.append(b"x").unwrap();
         drop(w);
-        let (_, found) = Wal::open(dir.path(), 4).unwrap();
+        let (_, found) = Wal::open(dir.path(), 4, true).unwrap();
         assert_eq!(found, vec![b"x".to_vec()]);
     }
 
@@ -222,7 +228,7 @@ mod tests {
     fn the_log_asks_for_a_checkpoint_when_half_full_old_or_broken() {
         use std::time::Duration;
         let dir = tempfile::tempdir().unwrap();
-        let (mut w, _) = Wal::open(dir.path(), 1).unwrap();
+        let (mut w, _) = Wal::open(dir.path(), 1, true).unwrap();
         let now = Instant::now();
         assert!(!w.checkpoint_due(now + Duration::from_secs(3600)));
         assert_eq!(w.checkpoint_in(now), None);

@@ -456,6 +456,20 @@ fn metrics_follow_the_jobs_and_parse_as_prometheus() {
     );
     let s = "reprow_store_commit_seconds";
     assert!(value(&m, s, &format!("{s}_count"), &[]) >= 1.0);
+    // The write-ahead log is checkpointed about a second after its first frame, idle or not.
+    let k = "reprow_store_checkpoint_seconds";
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = parse(&api.get("/metrics").text());
+        if value(&now, k, &format!("{k}_count"), &[]) >= 1.0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint in 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     assert_eq!(
         value(&m, "reprow_succeeded", "reprow_succeeded_total", &[]),
         3.0

@@ -128,14 +128,15 @@ impl Engine {
         let redo = std::mem::take(&mut *self.redo.borrow_mut());
         let r = if self.commit_fails() {
             Err(StoreError::unavailable("commit failed (injected)"))
-        } else if self.wal.fits(redo.body().len()) {
+        } else if self.wal.fits(redo.size()) {
             self.wal
                 .append(redo.body())
                 .map_err(|e| StoreError::unavailable(format!("write-ahead log: {e}")))
         } else {
             self.checkpoint(open)
         };
-        // The buffer keeps its capacity for the next batch.
+        // The buffer keeps its capacity (at most about `MAX_FRAME`: past it the buffer
+        // gives its memory back, see `Redo::with_limit`) for the next batch.
         let mut redo = redo;
         redo.clear();
         *self.redo.borrow_mut() = redo;

@@ -242,7 +242,9 @@ impl Engine {
             out,
             dispatched: Vec::new(),
             outbox: Vec::new(),
-            redo: std::cell::RefCell::default(),
+            redo: std::cell::RefCell::new(crate::store::wal::record::Redo::with_limit(
+                crate::store::wal::MAX_FRAME,
+            )),
             wal,
         };
         let corrupt = |e: crate::store::StoreError| OpenError::Corrupt {

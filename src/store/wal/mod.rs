@@ -4,7 +4,7 @@
 //! and rewrites every B-tree page the batch touched. The store thread instead keeps one LMDB
 //! write transaction open across many batches, appends each batch's row changes to this log
 //! as one frame ([`record`]) and answers the batch's callers once that append is synced: one
-//! flush of a few hundred sequential bytes. Every so often (the log is half full, a second has
+//! flush of a few hundred sequential bytes. Every so often (the frames take 4 MiB, a second has
 //! passed, the store closes) the open transaction is committed the usual way, with the log's
 //! epoch in it: a *checkpoint*. Then the log starts again from its first byte under the next
 //! epoch.
@@ -20,7 +20,7 @@
 //!   frame lands on them, so syncing a frame is a data flush only: the file's size and blocks
 //!   do not change under a frame.
 //! - Once an append failed, nothing more is appended under that epoch: the next durable point
-//!   is a checkpoint (see `Engine::settle_batch`), so a frame whose write failed half-way is
+//!   is a checkpoint (see `engine::durable`), so a frame whose write failed half-way is
 //!   never followed by acknowledged ones.
 
 pub mod record;
@@ -36,7 +36,13 @@ use std::{
 /// The log's file in the data directory.
 pub const FILE: &str = "reprow.wal";
 /// The most bytes the log takes before a checkpoint must empty it.
-pub const CAPACITY: u64 = 32 << 20;
+pub const CAPACITY: u64 = 8 << 20;
+/// A checkpoint is due once the frames take this much: the open transaction then holds about
+/// as much in dirty pages (process memory), so it is kept small.
+pub const CHECKPOINT_BYTES: u64 = 4 << 20;
+/// The largest batch (its changes' bytes) that goes through the log; a larger one is
+/// committed to LMDB at once, where two flushes are a small part of writing it.
+pub const MAX_FRAME: usize = 1 << 20;
 /// The log is zero-filled this far ahead of the next frame, so most syncs do not grow it.
 const CHUNK: u64 = 1 << 20;
 
@@ -97,17 +103,16 @@ impl Wal {
         self.epoch
     }
 
-    /// Whether a body of `len` bytes fits after the frames already written.
+    /// Whether a body of `len` bytes goes through the log (not broken, at most
+    /// [`MAX_FRAME`], and room left).
     pub fn fits(&self, len: usize) -> bool {
-        !self.broken
-            && self.pos + (record::HEADER + len) as u64 <= CAPACITY
-            && (len as u64) < CAPACITY / 2
+        !self.broken && len <= MAX_FRAME && self.pos + (record::HEADER + len) as u64 <= CAPACITY
     }
 
-    /// Whether a checkpoint is due: the log is half full, or its first frame is a second old
-    /// (or a failed checkpoint's wait is over).
+    /// Whether a checkpoint is due: the frames take [`CHECKPOINT_BYTES`], or the first is a
+    /// second old (or a failed checkpoint's wait is over).
     pub fn checkpoint_due(&self, now: Instant) -> bool {
-        self.pos >= CAPACITY / 2 || self.due.is_some_and(|t| now >= t)
+        self.pos >= CHECKPOINT_BYTES || self.due.is_some_and(|t| now >= t)
     }
 
     /// How long until [`Wal::checkpoint_due`] turns true by itself (`None`: never, with no
@@ -142,6 +147,9 @@ impl Wal {
         let r = self.write_frame();
         if r.is_err() {
             self.broken = true;
+        }
+        if self.frame.capacity() > 2 * MAX_FRAME {
+            self.frame = Vec::new();
         }
         r
     }
@@ -225,7 +233,7 @@ mod tests {
     }
 
     #[test]
-    fn the_log_asks_for_a_checkpoint_when_half_full_old_or_broken() {
+    fn the_log_asks_for_a_checkpoint_when_full_old_or_broken() {
         use std::time::Duration;
         let dir = tempfile::tempdir().unwrap();
         let (mut w, _) = Wal::open(dir.path(), 1, true).unwrap();
@@ -242,14 +250,30 @@ mod tests {
         assert!(w.checkpoint_in(after).unwrap() <= Duration::from_millis(1000));
 
         assert!(w.fits(1000));
-        assert!(!w.fits(usize::try_from(CAPACITY / 2).unwrap()));
-        assert!(w.fits(usize::try_from(CAPACITY / 2).unwrap() - 1));
-        let big = vec![1u8; usize::try_from(CAPACITY / 2).unwrap() - 1];
-        w.append(&big).unwrap();
-        assert!(w.checkpoint_due(now), "half full");
+        assert!(w.fits(MAX_FRAME));
         assert!(
-            !w.fits(usize::try_from(CAPACITY / 2).unwrap() - 1),
-            "no room"
+            !w.fits(MAX_FRAME + 1),
+            "a larger batch goes to LMDB at once"
+        );
+        // Frames up to the checkpoint size: due then, not before.
+        let big = vec![1u8; MAX_FRAME];
+        while w.pos + (record::HEADER + MAX_FRAME) as u64 <= CHECKPOINT_BYTES {
+            assert!(!w.checkpoint_due(now), "at {}", w.pos);
+            w.append(&big).unwrap();
+        }
+        assert!(!w.checkpoint_due(now), "at {}", w.pos);
+        w.append(&big).unwrap();
+        assert!(w.checkpoint_due(now), "the frames take CHECKPOINT_BYTES");
+        // No frame past the file's capacity.
+        while w.fits(MAX_FRAME) {
+            w.append(&big).unwrap();
+        }
+        assert!(w.pos + (record::HEADER + MAX_FRAME) as u64 > CAPACITY);
+        assert!(w.pos <= CAPACITY);
+        assert_eq!(
+            w.ready(),
+            CAPACITY,
+            "zero-filled to its capacity, no further"
         );
         w.restart(2);
         assert!(!w.checkpoint_due(Instant::now() + Duration::from_secs(3600)));

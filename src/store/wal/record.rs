@@ -71,27 +71,60 @@ const DELETE_RANGE: u8 = 3;
 #[derive(Debug, Default)]
 pub struct Redo {
     buf: Vec<u8>,
+    /// Past this many bytes the batch cannot go through the log: recording stops and the
+    /// buffer is dropped (0: no limit).
+    limit: usize,
+    /// The limit was passed: [`Redo::size`] is `usize::MAX` until [`Redo::clear`].
+    over: bool,
 }
 
 impl Redo {
+    /// A buffer that stops recording past `limit` bytes: a batch that large is committed to
+    /// LMDB at once, and copying its payloads here would only cost memory.
+    pub fn with_limit(limit: usize) -> Redo {
+        Redo {
+            limit,
+            ..Redo::default()
+        }
+    }
+
+    fn check(&mut self) {
+        if self.limit > 0 && self.buf.len() > self.limit {
+            self.over = true;
+            self.buf = Vec::new();
+        }
+    }
+
     /// Records a row written.
     pub fn put(&mut self, t: Table, key: &[u8], value: &[u8]) {
+        if self.over {
+            return;
+        }
         self.buf.extend_from_slice(&[PUT, t as u8]);
         bytes(&mut self.buf, key);
         bytes(&mut self.buf, value);
+        self.check();
     }
 
     /// Records a row deleted.
     pub fn delete(&mut self, t: Table, key: &[u8]) {
+        if self.over {
+            return;
+        }
         self.buf.extend_from_slice(&[DELETE, t as u8]);
         bytes(&mut self.buf, key);
+        self.check();
     }
 
     /// Records a range of rows deleted.
     pub fn delete_range(&mut self, t: Table, lo: Bound<&[u8]>, hi: Bound<&[u8]>) {
+        if self.over {
+            return;
+        }
         self.buf.extend_from_slice(&[DELETE_RANGE, t as u8]);
         bound(&mut self.buf, lo);
         bound(&mut self.buf, hi);
+        self.check();
     }
 
     /// Where the changes end now: an op that fails is cut back to the mark taken before it.
@@ -100,8 +133,18 @@ impl Redo {
     }
 
     /// Drops the changes made since `mark` (an op whose nested transaction was abandoned).
+    /// Past the limit nothing is kept anyway.
     pub fn cut(&mut self, mark: usize) {
         self.buf.truncate(mark);
+    }
+
+    /// The encoded changes' bytes; `usize::MAX` once past the limit.
+    pub fn size(&self) -> usize {
+        if self.over {
+            usize::MAX
+        } else {
+            self.buf.len()
+        }
     }
 
     /// Whether no change was recorded.
@@ -114,9 +157,15 @@ impl Redo {
         &self.buf
     }
 
-    /// Forgets every change (the buffer keeps its capacity).
+    /// Bytes the buffer holds without growing.
+    pub fn capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+
+    /// Forgets every change (the buffer keeps its capacity) and starts recording again.
     pub fn clear(&mut self) {
         self.buf.clear();
+        self.over = false;
     }
 }
 
@@ -289,6 +338,34 @@ mod tests {
                 Change::Put(Table::Counters, b"", b""),
             ]
         );
+    }
+
+    #[test]
+    fn past_its_limit_a_buffer_records_nothing_and_says_so() {
+        let mut r = Redo::with_limit(64);
+        r.put(Table::Jobs, b"k", &[1u8; 40]);
+        assert_eq!(r.size(), r.body().len());
+        assert!(r.size() <= 64);
+        let m = r.mark();
+        r.put(Table::Jobs, b"k2", &[1u8; 40]);
+        assert_eq!(r.size(), usize::MAX);
+        assert_eq!(r.capacity(), 0, "the buffer is given back");
+        r.delete(Table::Due, b"x");
+        r.delete_range(Table::Due, Bound::Unbounded, Bound::Unbounded);
+        r.cut(m);
+        assert_eq!(r.size(), usize::MAX, "a cut does not undo the overflow");
+        r.clear();
+        assert_eq!(r.size(), 0);
+        r.delete(Table::Due, b"x");
+        assert_eq!(changes(r.body()).count(), 1);
+        // Exactly at the limit is still recorded.
+        let mut r = Redo::with_limit(2 + 4 + 1 + 4 + 3);
+        r.put(Table::Meta, b"a", b"abc");
+        assert_eq!(r.size(), 14);
+        // No limit: anything.
+        let mut r = Redo::default();
+        r.put(Table::Jobs, b"k", &[0u8; 100_000]);
+        assert!(r.size() > 100_000 && r.size() < usize::MAX);
     }
 
     #[test]

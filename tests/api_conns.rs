@@ -176,22 +176,57 @@ fn a_connection_past_the_cap_is_refused_when_none_is_idle() {
 }
 
 /// A port another process keeps listening on fails the start after the short retry, instead
-/// of reprow waiting for it forever.
+/// of reprow waiting for it forever; the error names the address and the setting, and nothing
+/// was created on disk (the listener is bound before the store opens).
 #[test]
 fn a_port_held_by_a_live_listener_fails_the_start() {
     let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = held.local_addr().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let cfg = durable_config(dir.path(), &format!("api:\n  listen: {addr}\n"));
+    let data = dir.path().join("data");
+    assert!(!data.exists());
     let mut reprow = Reprow::start(&cfg);
     // `wait` fails the test if reprow is still running after DEADLINE (20 s).
     let status = reprow.wait();
     assert!(!status.success());
     let log = reprow.log();
     assert!(
-        log.contains("cannot start API listener") && log.contains("in use"),
+        log.contains(&format!("cannot listen on {addr} (api.listen)")) && log.contains("in use"),
         "{log}"
     );
+    assert!(
+        !data.exists(),
+        "the data directory was made before the bind failed"
+    );
+    drop(held);
+}
+
+/// The same for a FIFO's `monitor_listen`: named, and no FIFO made.
+#[test]
+fn a_taken_monitor_listen_is_named_and_makes_no_fifo() {
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = held.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("jobs");
+    let cfg = dir.path().join("reprow.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "queue:\n  type: fifo\n  path: {}\nrunner:\n  type: http_proxy\n  url: http://127.0.0.1:9/\nmonitor_listen: {addr}\n",
+            fifo.display()
+        ),
+    )
+    .unwrap();
+    let mut reprow = Reprow::start(&cfg);
+    let status = reprow.wait();
+    assert!(!status.success());
+    let log = reprow.log();
+    assert!(
+        log.contains(&format!("cannot listen on {addr} (monitor_listen)")),
+        "{log}"
+    );
+    assert!(!fifo.exists(), "the FIFO was made before the bind failed");
     drop(held);
 }
 

@@ -64,6 +64,16 @@ pub enum RunError {
         /// The cargo feature, also the queue type.
         feature: &'static str,
     },
+    /// A listening address is taken (after retrying for `api::BIND_RETRY`) or refused.
+    #[error("cannot listen on {addr} ({setting}): {source}; set {setting} to a free address")]
+    Listen {
+        /// The setting that names the address.
+        setting: &'static str,
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
     /// A thread or event loop could not start.
     #[error("cannot start {what}: {source}")]
     Start {
@@ -129,9 +139,12 @@ pub fn run(config: &Config, shutdown: Shutdown, stats: Arc<Stats>) -> Result<Sna
         None => cores::thread_count(config),
     };
     let (tx, bridge) = job_channel(threads, concurrency, target);
+    // Before the source opens: a taken address fails the start before anything is created
+    // on disk (the data directory, a FIFO).
+    let listener = bind(config, durable)?;
     let opened = sources::open(config, &tx, &stats)?;
     let settle = opened.source.settler();
-    let api = serve_config(config, &opened, &shutdown, &stats)?;
+    let api = serve_config(config, &opened, listener, &shutdown, &stats)?;
     let limits = ClientLimits {
         idle_timeout: runner.map_or_else(crate::dispatch::config::default_pool_idle_timeout, |r| {
             r.pool_idle_timeout
@@ -295,17 +308,16 @@ pub fn run(config: &Config, shutdown: Shutdown, stats: Arc<Stats>) -> Result<Sna
 fn serve_config(
     config: &Config,
     opened: &sources::Opened,
+    listener: Option<std::net::TcpListener>,
     shutdown: &Shutdown,
     stats: &Arc<Stats>,
 ) -> Result<Option<(std::net::TcpListener, MonitorCtx, bool)>, RunError> {
-    let Some((store, _)) = &opened.store else {
-        return Ok(monitoring(config, shutdown, stats)?.map(|(l, c)| (l, c, false)));
+    let Some(listener) = listener else {
+        return Ok(None);
     };
-    let listener =
-        crate::api::bind_listener(config.api.listen).map_err(|source| RunError::Start {
-            what: "API listener",
-            source,
-        })?;
+    let Some((store, _)) = &opened.store else {
+        return Ok(Some((listener, monitoring(config, shutdown, stats), false)));
+    };
     let ctx = MonitorCtx {
         store: Some(store.clone()),
         api: Arc::new(config.api.with_env_token()),
@@ -347,31 +359,36 @@ impl MonitorCtx {
 }
 
 /// Binds `monitor_listen` for a FIFO or Q4M source, when set.
-fn monitoring(
-    config: &Config,
-    shutdown: &Shutdown,
-    stats: &Arc<Stats>,
-) -> Result<Option<(std::net::TcpListener, MonitorCtx)>, RunError> {
-    let Some(addr) = config.monitor_listen else {
-        return Ok(None);
+fn monitoring(config: &Config, shutdown: &Shutdown, stats: &Arc<Stats>) -> MonitorCtx {
+    MonitorCtx {
+        store: None,
+        api: Arc::new(config.api.with_env_token()),
+        connections: Arc::default(),
+        shutdown: shutdown.clone(),
+        grace: config.shutdown_timeout,
+        stats: stats.clone(),
+        queue: config.source_queue_name(),
+    }
+}
+
+/// Binds the address the cores serve: the durable queue's `api.listen`, or `monitor_listen`
+/// for the other sources (none when it is not set).
+fn bind(config: &Config, durable: bool) -> Result<Option<std::net::TcpListener>, RunError> {
+    let (setting, addr) = if durable {
+        ("api.listen", config.api.listen)
+    } else {
+        match config.monitor_listen {
+            Some(a) => ("monitor_listen", a),
+            None => return Ok(None),
+        }
     };
-    let listener = crate::api::bind_listener(addr).map_err(|source| RunError::Start {
-        what: "monitoring listener",
-        source,
-    })?;
-    let api = config.api.with_env_token();
-    Ok(Some((
-        listener,
-        MonitorCtx {
-            store: None,
-            api: Arc::new(api),
-            connections: Arc::default(),
-            shutdown: shutdown.clone(),
-            grace: config.shutdown_timeout,
-            stats: stats.clone(),
-            queue: config.source_queue_name(),
-        },
-    )))
+    crate::api::bind_listener(addr)
+        .map(Some)
+        .map_err(|source| RunError::Listen {
+            setting,
+            addr,
+            source,
+        })
 }
 
 /// Installs SIGINT/SIGTERM handling: the first signal starts a graceful shutdown, a second one

@@ -87,9 +87,10 @@ impl Wal {
             file,
             epoch,
             pos: 0,
-            // Only whole chunks count: a file cut short (a crash while growing it) is
-            // zero-filled again before use.
-            ready: len.min(CAPACITY) / CHUNK * CHUNK,
+            // Zero-filled again as the frames reach it, whatever an earlier run left (a file
+            // cut short by a crash while growing it included): one write of at most
+            // `CAPACITY` after each start, and no size to trust.
+            ready: 0,
             due: None,
             broken: false,
             sync,

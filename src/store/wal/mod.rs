@@ -4,7 +4,7 @@
 //! and rewrites every B-tree page the batch touched. The store thread instead keeps one LMDB
 //! write transaction open across many batches, appends each batch's row changes to this log
 //! as one frame ([`record`]) and answers the batch's callers once that append is synced: one
-//! flush of a few hundred sequential bytes. Every so often (the frames take 4 MiB, a second has
+//! flush of a few hundred sequential bytes. Every so often (the frames take 1 MiB, a second has
 //! passed, the store closes) the open transaction is committed the usual way, with the log's
 //! epoch in it: a *checkpoint*. Then the log starts again from its first byte under the next
 //! epoch.
@@ -37,9 +37,10 @@ use std::{
 pub const FILE: &str = "reprow.wal";
 /// The most bytes the log takes before a checkpoint must empty it.
 pub const CAPACITY: u64 = 8 << 20;
-/// A checkpoint is due once the frames take this much: the open transaction then holds about
-/// as much in dirty pages (process memory), so it is kept small.
-pub const CHECKPOINT_BYTES: u64 = 4 << 20;
+/// A checkpoint is due once the frames take this much. The open transaction holds its dirty
+/// pages in process memory until then, and LMDB keeps the most it ever freed for reuse, so
+/// this bounds reprow's memory under load (at 4 MiB a full-load run held 20 MiB more).
+pub const CHECKPOINT_BYTES: u64 = 1 << 20;
 /// The largest batch (its changes' bytes) that goes through the log; a larger one is
 /// committed to LMDB at once, where two flushes are a small part of writing it.
 pub const MAX_FRAME: usize = 1 << 20;

@@ -128,3 +128,8 @@ pub fn parse_byte_size(text: &str) -> Result<usize, String> {
         .and_then(|b| usize::try_from(b).ok())
         .ok_or_else(|| format!("size {text:?} is too large"))
 }
+
+/// Serializes a flag as the number 1 or 0, for readers that take only numbers.
+pub fn bool_as_int<S: serde::Serializer>(b: &bool, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u8(u8::from(*b))
+}

@@ -67,9 +67,9 @@ fn def_for(name: &str, c: QCfg) -> QueueDef {
     };
     d.url = push.then(|| "http://127.0.0.1:9/work".to_string());
     d.max_workers = c.workers;
-    d.timeout = TIMEOUT_S;
+    d.timeout = Some(TIMEOUT_S);
     d.lease_timeout = c.lease_s;
-    d.max_retries = c.max_retries;
+    d.max_retries = Some(c.max_retries);
     d.retry_delay = Some(c.retry_delay_s);
     d.paused = c.paused;
     d

@@ -163,7 +163,7 @@ impl Engine {
         category: String,
         queue: String,
     ) -> Result<(Reply, Effect), StoreError> {
-        crate::store::queue::check_name("category", &category).map_err(StoreError::bad_request)?;
+        crate::store::queue::check_category(&category).map_err(StoreError::bad_request)?;
         self.qid(&queue)?;
         self.meta
             .put(txn, format!("r:{category}").as_bytes(), queue.as_bytes())

@@ -54,10 +54,11 @@ pub struct Options {
 pub struct Defaults {
     /// The default queue's worker URL.
     pub url: Option<String>,
-    /// The default queue's request timeout.
-    pub timeout: Duration,
-    /// The default queue's retries.
-    pub max_retries: u32,
+    /// The default queue's request timeout; `None` (no `runner:`): the queue sets none, so
+    /// fireworq's jobs get fireworq's (no timeout) and others 30 s.
+    pub timeout: Option<Duration>,
+    /// The default queue's retries; `None` (no `runner:`): as `timeout`.
+    pub max_retries: Option<u32>,
     /// The default queue's fixed retry delay; `None`: backoff.
     pub retry_delay: Option<Duration>,
     /// Retry bounds of every queue.
@@ -71,8 +72,8 @@ impl Default for Defaults {
         use crate::dispatch::config as runner;
         Defaults {
             url: None,
-            timeout: runner::default_timeout(),
-            max_retries: runner::default_max_retries(),
+            timeout: None,
+            max_retries: None,
             retry_delay: None,
             retry: RetryBounds {
                 backoff_base: runner::default_backoff_base(),
@@ -246,7 +247,9 @@ impl Engine {
             let defaults = &opts.defaults;
             d.url = defaults.url.clone();
             // Whole seconds, as a queue stores them; a sub-second runner.timeout rounds up.
-            d.timeout = defaults.timeout.as_secs() + u64::from(defaults.timeout.subsec_nanos() > 0);
+            d.timeout = defaults
+                .timeout
+                .map(|t| t.as_secs() + u64::from(t.subsec_nanos() > 0));
             d.max_retries = defaults.max_retries;
             d.retry_delay = defaults
                 .retry_delay

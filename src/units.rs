@@ -1,7 +1,8 @@
 //! Durations and sizes as people write them in a config file or on the command line: `2s`,
 //! `1m30s`, `500ms` or a bare number of seconds; `512MiB`, `4GB` or a number of bytes. A leaf:
 //! each component's config reads its values through these, and the refusals are made while
-//! a value is read so they carry its line and column.
+//! a value is read so they carry its line and column. Also a flag written as a number for
+//! readers that take only numbers.
 
 use std::{fmt, str::FromStr, time::Duration};
 

@@ -48,8 +48,9 @@ pub struct Options {
 /// `retry_delay` define the default queue when it is created (a queue defined under `queues:`
 /// or through the API has its own); the backoff bounds and `max_retry_after` apply to every
 /// queue; `concurrency` caps the pushed jobs in flight over all queues. The defaults are the
-/// runner's own ([`crate::dispatch::config`]), so a durable queue without `runner:` behaves as
-/// one with an empty `runner:`.
+/// runner's own ([`crate::dispatch::config`]), except `timeout` and `max_retries`: without
+/// `runner:` the default queue sets neither, so fireworq's jobs on it get fireworq's defaults
+/// (no timeout, no retries) and other jobs the runner's (30 s, 10).
 #[derive(Debug, Clone)]
 pub struct Defaults {
     /// The default queue's worker URL.

@@ -183,6 +183,18 @@ mod tests {
                 })
             );
         }
+        // Only an object naming `status` as written is read (a scan, not a parse, for the
+        // usual body): a list that would parse into the fields, or a key spelt with an escape,
+        // is left to the HTTP status.
+        for body in [
+            &br#"["success","status"]"#[..],
+            br#"{"st\u0061tus":"success"}"#,
+        ] {
+            assert_eq!(
+                classify_auto(500, None, body),
+                classify_status(500, None, body)
+            );
+        }
         // No status word: the HTTP status decides, as without a body.
         for body in [
             &br#"{"status":"ok"}"#[..],

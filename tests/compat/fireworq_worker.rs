@@ -324,8 +324,15 @@ fn reprow_settings_still_apply() {
 
     // outcome: fireworq is fireworq's own reading: a status it does not know, a body that is
     // not JSON, are failures ("should fail for illegal response" / "broken response").
-    for body in [r#"{"status":"ok"}"#, r#""not an object""#] {
+    // One after the other, so the failed log's order is known.
+    for (n, body) in [r#"{"status":"ok"}"#, r#""not an object""#]
+        .iter()
+        .enumerate()
+    {
         api.post("/job/p", &format!(r#"{{"url":"{url}","payload":{body}}}"#));
+        poll_json(&api, "/queue/pinned/stats", WAIT, |v| {
+            v["total_completes"] == n + 1
+        });
     }
     let v = poll_json(&api, "/queue/pinned/stats", WAIT, |v| {
         v["total_permanent_failures"] == 2
@@ -335,12 +342,74 @@ fn reprow_settings_still_apply() {
         v["total_permanent_failures"] == 2,
         &v,
     );
+    // reprow's `?order=asc` on the failed log: oldest failure first (fireworq's orders are
+    // newest first).
+    let v = poll_json(&api, "/queue/pinned/failed?order=asc", WAIT, |_| true);
+    c.check(
+        "?order=asc lists the oldest failure first",
+        v["failed_jobs"][0]["payload"] == serde_json::json!({"status": "ok"})
+            && v["failed_jobs"][1]["payload"] == "not an object",
+        &v,
+    );
 
     let g = r#"{"status":"failure","n":2}"#;
     api.post("/job/r", &format!(r#"{{"url":"{url}","payload":{g}}}"#));
     c.check(
         "a queue's max_retries applies to jobs that set none",
         deliveries(&worker, g, 3, WAIT) == 3,
+        "",
+    );
+    c.finish();
+}
+
+/// Jobs without a `url` of their own go to their queue's worker, with the same defaults as
+/// jobs that name one: fireworq's when the job and the queue set nothing, the job's own
+/// fields when it sets them, the queue's when it sets them (reprow's opt-in).
+#[test]
+fn jobs_on_a_queues_worker_keep_their_own_fields() {
+    let worker = echo_worker();
+    let url = worker.url();
+    let (_d, _r, api) = start_durable("");
+    let mut c = Checks::new("reprow settings: jobs on a queue's worker");
+    api.put("/queue/plain", &format!(r#"{{"url":"{url}"}}"#));
+    api.put("/routing/plain", r#"{"queue_name":"plain"}"#);
+    api.put(
+        "/queue/set",
+        &format!(r#"{{"url":"{url}","timeout":5,"max_retries":0,"retry_delay":0}}"#),
+    );
+    api.put("/routing/set", r#"{"queue_name":"set"}"#);
+
+    let a = r#"{"status":"failure","n":"a"}"#;
+    api.post("/job/plain", &format!(r#"{{"payload":{a}}}"#));
+    c.check(
+        "fireworq's defaults: one delivery",
+        deliveries(&worker, a, 1, WAIT) == 1,
+        "",
+    );
+    let b = r#"{"status":"failure","n":"b"}"#;
+    api.post(
+        "/job/plain",
+        &format!(r#"{{"payload":{b},"max_retries":2}}"#),
+    );
+    c.check(
+        "the job's max_retries: three deliveries",
+        deliveries(&worker, b, 3, WAIT) == 3,
+        "",
+    );
+    // The queue sets a timeout and a retry policy of 0 retries: the job's own max_retries
+    // still wins.
+    let d = r#"{"status":"failure","n":"d"}"#;
+    api.post("/job/set", &format!(r#"{{"payload":{d},"max_retries":2}}"#));
+    c.check(
+        "the job's max_retries over the queue's",
+        deliveries(&worker, d, 3, WAIT) == 3,
+        "",
+    );
+    let e = r#"{"status":"failure","n":"e"}"#;
+    api.post("/job/set", &format!(r#"{{"payload":{e}}}"#));
+    c.check(
+        "the queue's max_retries 0",
+        deliveries(&worker, e, 1, WAIT) == 1,
         "",
     );
     c.finish();

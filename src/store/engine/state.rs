@@ -191,9 +191,9 @@ impl QState {
         let throttle_changed = throttle_of(self.def.as_ref()) != throttle_of(def.as_ref());
         self.target = def.as_ref().and_then(|d| make_target(d, None, self.retry));
         self.fireworq_fields = def.as_ref().map_or((None, None, None), |d| {
-            let (t, r, delay) = d.fireworq_job_fields(None, None, None);
-            // Bounded by `MAX_TIMEOUT_SECS` / `MAX_RETRY_DELAY_SECS`: no overflow.
-            (t.map(|t| t * 1000), r, delay.map(|d| d * 1000))
+            // For a job that sets nothing these are 0 or unset, and 0 s is 0 ms: the record's
+            // `timeout_ms` / `retry_delay_ms` hold the same values.
+            d.fireworq_job_fields(None, None, None)
         });
         self.fireworq_target = self.target.as_ref().map(|t| {
             let (timeout, max_retries, retry_delay) = self.fireworq_fields;

@@ -1,7 +1,8 @@
 //! Durations and sizes as people write them in a config file or on the command line: `2s`,
 //! `1m30s`, `500ms` or a bare number of seconds; `512MiB`, `4GB` or a number of bytes. A leaf:
 //! each component's config reads its values through these, and the refusals are made while
-//! a value is read so they carry its line and column.
+//! a value is read so they carry its line and column. Also a flag written as a number for
+//! readers that take only numbers.
 
 use std::{fmt, str::FromStr, time::Duration};
 
@@ -127,4 +128,9 @@ pub fn parse_byte_size(text: &str) -> Result<usize, String> {
     n.checked_mul(mult)
         .and_then(|b| usize::try_from(b).ok())
         .ok_or_else(|| format!("size {text:?} is too large"))
+}
+
+/// Serializes a flag as the number 1 or 0, for readers that take only numbers.
+pub fn bool_as_int<S: serde::Serializer>(b: &bool, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u8(u8::from(*b))
 }

@@ -60,9 +60,9 @@ fn fireworq_enqueue_delivers_and_refuses_bad_jobs() {
         ),
         (r#"{"url":"ftp://127.0.0.1/","payload":1}"#, 400, "url"),
         (r#"{"payload":1"#, 400, "invalid JSON"),
-        (r#"{"payload":1,"colour":"red"}"#, 422, "colour"),
-        (r#"{"payload":1,"timeout":"soon"}"#, 422, "timeout"),
-        (r#"{"payload":1,"timeout":0}"#, 422, "timeout"),
+        // fireworq answers 400 to any job it cannot take; the message names the field.
+        (r#"{"payload":1,"timeout":"soon"}"#, 400, "timeout"),
+        (r#"{"payload":1,"timeout":86401}"#, 400, "timeout"),
     ];
     for (body, status, needle) in bad {
         let r = api.post("/job/foo", body);
@@ -73,6 +73,16 @@ fn fireworq_enqueue_delivers_and_refuses_bad_jobs() {
             r.text()
         );
     }
+    // Fields fireworq does not know are ignored, as Go's decoder does; `timeout: 0` is
+    // fireworq's "no timeout".
+    for body in [
+        r#"{"payload":1,"colour":"red"}"#,
+        r#"{"payload":1,"timeout":0}"#,
+    ] {
+        let r = api.post("/job/foo", body);
+        assert_eq!(r.status, 200, "{body}: {}", r.text());
+    }
+    worker.wait_for(3);
     let big = format!(r#"{{"payload":"{}"}}"#, "x".repeat(3000));
     assert_eq!(api.post("/job/foo", &big).status, 413);
     let huge = format!(r#"{{"payload":"{}"}}"#, "x".repeat(5000));
@@ -87,7 +97,8 @@ fn fireworq_enqueue_delivers_and_refuses_bad_jobs() {
     let r = api.get("/job/foo");
     assert_eq!(r.status, 405);
     assert_eq!(r.header("Allow"), Some("POST"));
-    assert_eq!(api.post("/job/bad%20name", r#"{"payload":1}"#).status, 400);
+    // A category takes any characters fireworq's `{category:.+}` takes, not control ones.
+    assert_eq!(api.post("/job/bad%0Aname", r#"{"payload":1}"#).status, 400);
     assert_eq!(api.get("/nowhere").status, 404);
 
     // Batch: one request, one commit, every job delivered.
@@ -99,7 +110,7 @@ fn fireworq_enqueue_delivers_and_refuses_bad_jobs() {
     assert_eq!(r.json()["jobs"].as_array().unwrap().len(), 3);
     let r = api.post("/job/foo/batch", r#"{"jobs":[{"payload":{"b":4}}]}"#);
     assert_eq!(r.status, 200, "{}", r.text());
-    worker.wait_for(5);
+    worker.wait_for(7);
     // A batch with one bad job stores none of them.
     let r = api.post(
         "/job/foo/batch",
@@ -111,11 +122,12 @@ fn fireworq_enqueue_delivers_and_refuses_bad_jobs() {
     let r = api.post("/job/foo/batch", &format!("[{five}]"));
     assert_eq!(r.status, 413, "max_batch_jobs is 4: {}", r.text());
     assert_eq!(api.post("/job/foo/batch", r#"{"nope":1}"#).status, 422);
-    // 1 + 1 (per-job URL) + 4 (batches), all in the default queue.
-    let stats = api.wait_json("/queue/default/stats", |s| s["total_successes"] == 6);
-    assert_eq!(stats["total_pushes"], 6);
+    // 1 + 1 (per-job URL) + 2 (unknown field, timeout 0) + 4 (batches), all in the
+    // default queue.
+    let stats = api.wait_json("/queue/default/stats", |s| s["total_successes"] == 8);
+    assert_eq!(stats["total_pushes"], 8);
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(worker.received().len(), 5, "the refused batch must not run");
+    assert_eq!(worker.received().len(), 7, "the refused batch must not run");
     assert!(api.get("/version").text().starts_with("reprow "));
 }
 
@@ -162,18 +174,19 @@ fn queues_and_routings() {
         200
     );
 
+    // fireworq's routes answer 400 to a definition they cannot take, as fireworq does.
     for (body, status) in [
-        (r#"{"max_workers":0}"#, 422),
-        (r#"{"max_workers":"many"}"#, 422),
-        (r#"{"max_burst_size":3}"#, 422),
-        (r#"{"url":"gopher://x"}"#, 422),
-        (r#"{"wat":1}"#, 422),
+        (r#"{"max_workers":0}"#, 400),
+        (r#"{"max_workers":"many"}"#, 400),
+        (r#"{"max_burst_size":3}"#, 400),
+        (r#"{"url":"gopher://x"}"#, 400),
+        (r#"{"wat":1}"#, 400),
         ("{", 400),
     ] {
         assert_eq!(api.put("/queue/q2", body).status, status, "{body}");
     }
     assert_eq!(api.get("/queue/q2").status, 404);
-    assert_eq!(api.put("/queue/bad%20name", "{}").status, 422);
+    assert_eq!(api.put("/queue/bad%20name", "{}").status, 400);
     assert_eq!(api.call("PATCH", "/queue/q1", Some("{}")).status, 405);
 
     // The default queue has no URL here: a job without one is refused with a clear 400.
@@ -197,7 +210,7 @@ fn queues_and_routings() {
             .status,
         404
     );
-    assert_eq!(api.put("/routing/cat2", r#"{"queue":"q1"}"#).status, 422);
+    assert_eq!(api.put("/routing/cat2", r#"{"queue":"q1"}"#).status, 400);
     assert_eq!(api.get("/routing/cat2").status, 404);
     assert_eq!(api.delete("/routing/cat1").status, 200);
     assert_eq!(api.get("/routing/cat1").status, 404);
@@ -264,13 +277,22 @@ fn job_lists_pages_and_single_jobs() {
         assert!(seen.len() <= 4);
     }
     assert_eq!(seen, made[1..].to_vec());
-    for bad in ["limit=0", "limit=x", "order=sideways", "cursor=%%%"] {
-        assert_eq!(
-            api.get(&format!("/queue/lists/waiting?{bad}")).status,
-            400,
-            "{bad}"
-        );
-    }
+    assert_eq!(api.get("/queue/lists/waiting?cursor=%%%").status, 400);
+    // fireworq's reading of the other parameters: a limit that is not a number is the
+    // default, 0 an empty page, an order it does not know newest first.
+    assert_eq!(
+        ids(&api.get("/queue/lists/waiting?limit=x").json()).len(),
+        3
+    );
+    let empty = api.get("/queue/lists/waiting?limit=0").json();
+    assert_eq!(
+        (ids(&empty).len(), &empty["next_cursor"]),
+        (0, &Value::Null)
+    );
+    assert_eq!(
+        ids(&api.get("/queue/lists/waiting?order=sideways").json()),
+        ids(&api.get("/queue/lists/waiting").json())
+    );
     assert_eq!(api.get("/queue/nope/waiting").status, 404);
 
     let one = api.get(&format!("/queue/lists/job/{}", made[2])).json();
@@ -308,7 +330,8 @@ fn job_lists_pages_and_single_jobs() {
 
 #[test]
 fn failures_retries_and_the_failed_log() {
-    // 400 is permanent; 500 is retried; fireworq mode reads the body.
+    // 400 is permanent; 500 is retried; fireworq mode reads the body. The default queue
+    // comes from `runner:`, so its 10 retries with backoff apply to fireworq's jobs too.
     let calls = Arc::new(AtomicUsize::new(0));
     let c = calls.clone();
     let worker = Worker::start(move |req, _| {
@@ -362,7 +385,8 @@ fn failures_retries_and_the_failed_log() {
             s["total_permanent_failures"].clone(),
             s["outstanding_jobs"].clone()
         ),
-        (json!(2), json!(1), json!(0))
+        // Both failed for good (the 500 out of retries), as fireworq's `Complete` counts.
+        (json!(2), json!(2), json!(0))
     );
 
     let fid = entries[1]["id"].as_u64().unwrap();
@@ -386,7 +410,7 @@ fn failures_retries_and_the_failed_log() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(api.get(&format!("/queue/default/failed/{fid}")).status, 404);
     api.wait_json("/queue/default/stats", |s| {
-        s["total_permanent_failures"] == 2
+        s["total_permanent_failures"] == 3
     });
     assert_eq!(calls.load(Ordering::SeqCst), before + 1);
     assert_eq!(
@@ -584,7 +608,7 @@ fn push_timeout_redelivers_delayed_jobs_wait_and_max_workers_holds() {
     // Per-job timeout of 1 s: the first delivery times out and the job runs again.
     api.post(
         "/job/main",
-        r#"{"payload":"slow","timeout":1,"retry_delay":0}"#,
+        r#"{"payload":"slow","timeout":1,"max_retries":1,"retry_delay":0}"#,
     );
     // Delayed by run_after: woken by the store's timer.
     let t0 = Instant::now();

@@ -67,7 +67,7 @@ fn ready_delayed_leased_and_failed_jobs_survive_restarts_and_kill_9() {
                 held["deferred"].clone(),
                 held["paused"].clone()
             ),
-            (json!(2), json!(1), json!(true)),
+            (json!(2), json!(1), json!(1)), // paused: 1 (a number, for Fireworqonsole)
             "{held}"
         );
         let failed = api.get("/queue/default/failed").json();

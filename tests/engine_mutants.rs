@@ -238,8 +238,8 @@ fn the_default_queue_comes_from_the_runner_once() {
         o.no_sync = true;
         o.defaults = Defaults {
             url: Some("http://127.0.0.1:9/w".into()),
-            timeout: Duration::from_millis(timeout_ms),
-            max_retries: 4,
+            timeout: Some(Duration::from_millis(timeout_ms)),
+            max_retries: Some(4),
             retry_delay: delay_ms.map(Duration::from_millis),
             ..Defaults::default()
         };
@@ -247,7 +247,10 @@ fn the_default_queue_comes_from_the_runner_once() {
     };
     let mut e = open(2_500, Some(1_200));
     let d = default_queue(&mut e);
-    assert_eq!((d.timeout, d.retry_delay, d.max_retries), (3, Some(2), 4));
+    assert_eq!(
+        (d.timeout, d.retry_delay, d.max_retries),
+        (Some(3), Some(2), Some(4))
+    );
     assert_eq!(d.url.as_deref(), Some("http://127.0.0.1:9/w"));
     drop(e);
 
@@ -255,23 +258,39 @@ fn the_default_queue_comes_from_the_runner_once() {
     let dir2 = tempfile::tempdir().unwrap();
     let mut o = options(dir2.path());
     o.no_sync = true;
-    o.defaults.timeout = Duration::from_secs(3);
+    o.defaults.timeout = Some(Duration::from_secs(3));
     o.defaults.retry_delay = Some(Duration::from_secs(2));
     let mut e2 = Engine::open(o, None).unwrap();
     let d = default_queue(&mut e2);
-    assert_eq!((d.timeout, d.retry_delay), (3, Some(2)));
+    assert_eq!((d.timeout, d.retry_delay), (Some(3), Some(2)));
 
     // Changed through the API, then a restart with other runner values: the API's stay.
     let mut e = open(2_500, Some(1_200));
     let mut d = default_queue(&mut e);
-    d.max_retries = 9;
-    d.timeout = 7;
+    d.max_retries = Some(9);
+    d.timeout = Some(7);
     let r = apply(&mut e, Op::PutQueue(d));
     assert!(r.is_ok(), "{r:?}");
     drop(e);
     let mut e = open(1_000, None);
     let d = default_queue(&mut e);
-    assert_eq!((d.timeout, d.max_retries, d.retry_delay), (7, 9, Some(2)));
+    assert_eq!(
+        (d.timeout, d.max_retries, d.retry_delay),
+        (Some(7), Some(9), Some(2))
+    );
+
+    // Without `runner:` the default queue sets none of them: fireworq's jobs get fireworq's
+    // defaults, other jobs reprow's (30 s, 10 retries, backoff).
+    let dir3 = tempfile::tempdir().unwrap();
+    let mut o = options(dir3.path());
+    o.no_sync = true;
+    let mut e3 = Engine::open(o, None).unwrap();
+    let d = default_queue(&mut e3);
+    assert_eq!(
+        (d.timeout, d.max_retries, d.retry_delay),
+        (None, None, None)
+    );
+    assert_eq!((d.timeout_secs(), d.retries()), (30, 10));
 }
 
 /// A store on a hand-set clock with a push queue `p` (one worker, 1 s timeout: a lease lasts
@@ -282,7 +301,7 @@ fn scheduled(dir: &std::path::Path, throttle: Option<(f64, u32)>) -> (Engine, Ar
     p.mode = QueueMode::Push;
     p.url = Some("http://127.0.0.1:9/w".into());
     p.max_workers = 1;
-    p.timeout = 1;
+    p.timeout = Some(1);
     if let Some((rate, burst)) = throttle {
         p.max_dispatches_per_second = Some(rate);
         p.max_burst_size = Some(burst);
@@ -511,7 +530,7 @@ fn every_list_pages_through_once_in_order() {
     let (mut e, clock) = scheduled(dir.path(), None);
     let mut q = QueueDef::named("q");
     q.mode = QueueMode::Pull;
-    q.max_retries = 0;
+    q.max_retries = Some(0);
     q.lease_timeout = 60;
     let r = apply(&mut e, Op::PutQueue(q));
     assert!(r.is_ok(), "{r:?}");

@@ -24,7 +24,7 @@ fn options(dir: &std::path::Path) -> Options {
         .map(|n| {
             let mut q = QueueDef::named(n);
             q.mode = QueueMode::Pull;
-            q.max_retries = 0;
+            q.max_retries = Some(0);
             q.url = (*n == Q).then(|| URL.into());
             q
         })

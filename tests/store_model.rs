@@ -67,9 +67,9 @@ fn def_for(name: &str, c: QCfg) -> QueueDef {
     };
     d.url = push.then(|| "http://127.0.0.1:9/work".to_string());
     d.max_workers = c.workers;
-    d.timeout = TIMEOUT_S;
+    d.timeout = Some(TIMEOUT_S);
     d.lease_timeout = c.lease_s;
-    d.max_retries = c.max_retries;
+    d.max_retries = Some(c.max_retries);
     d.retry_delay = Some(c.retry_delay_s);
     d.paused = c.paused;
     d
@@ -270,14 +270,13 @@ impl MTotals {
         self.failures += 1;
         self.retries += 1;
     }
-    fn failed(&mut self, permanent: bool) {
+    /// As fireworq's `Complete`: a job that failed for good, by the worker's word or out of
+    /// retries, counts as a failure and as a permanent failure.
+    fn failed(&mut self) {
         self.failed_jobs += 1;
         self.completes += 1;
-        if permanent {
-            self.permanent_failures += 1;
-        } else {
-            self.failures += 1;
-        }
+        self.failures += 1;
+        self.permanent_failures += 1;
     }
     /// fireworq's `*_per_second`: the count of the last whole second before now's.
     fn per_second(secs: &BTreeMap<u64, u64>, now: u64) -> u64 {
@@ -659,7 +658,7 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                         let attempts = j.attempts + 1;
                         if attempts > j.max_retries.unwrap_or(c.max_retries) {
                             m.fail(id, attempts, 0, "x", false);
-                            m.t(&queue).failed(false);
+                            m.t(&queue).failed();
                         } else {
                             j.attempts = attempts;
                             j.due = now + j.retry_delay.unwrap_or(c.retry_delay_s) * 1000;
@@ -788,7 +787,7 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                         Settlement::Fail(f, permanent) => {
                             let attempts = m.jobs[&id].attempts + 1;
                             m.fail(id, attempts, f.status.unwrap(), &f.message, permanent);
-                            m.t(PUSH).failed(permanent);
+                            m.t(PUSH).failed();
                         }
                     }
                 }

@@ -19,15 +19,12 @@ use super::{
 };
 use crate::{
     http::request::Request,
-    store::{
-        payload::ShownPayload, queue::QueueDef, Destination, JobList, JobView, NewJob, Op, Query,
-        MAX_DELAY_SECS,
-    },
+    store::{queue::QueueDef, Destination, JobList, JobView, NewJob, Op, Query, MAX_DELAY_SECS},
 };
 
-/// fireworq's job body.
+/// fireworq's job body. Fields it does not know are ignored, as Go's decoder does
+/// (Fireworqonsole's "New Job" form sends `category`).
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct FireworqJob<'a> {
     #[serde(default)]
     url: Option<String>,
@@ -77,10 +74,10 @@ pub(super) async fn enqueue(ctx: &Ctx, req: &Request, category: &str, batch: boo
     let now_ms = crate::store::Clock::System.now_ms();
     let mut jobs = Vec::with_capacity(body.len());
     let mut run_after = Vec::with_capacity(body.len());
+    // The answer echoes each payload as it was sent, as fireworq's does.
+    let sent: Vec<Option<&RawValue>> = body.iter().map(|j| j.payload).collect();
     for j in body {
-        let payload = j
-            .payload
-            .map_or(Bytes::new(), |p| Bytes::copy_from_slice(p.get().as_bytes()));
+        let payload = worker_body(j.payload)?;
         if payload.len() > ctx.config.max_payload_bytes {
             return Err(Response::error(
                 413,
@@ -89,7 +86,7 @@ pub(super) async fn enqueue(ctx: &Ctx, req: &Request, category: &str, batch: boo
         }
         if j.run_after.is_some_and(|s| s > MAX_DELAY_SECS) {
             return Err(Response::error(
-                422,
+                400,
                 &format!("run_after must be at most {MAX_DELAY_SECS} seconds (365 days)"),
             ));
         }
@@ -107,14 +104,15 @@ pub(super) async fn enqueue(ctx: &Ctx, req: &Request, category: &str, batch: boo
             retry_delay: j.retry_delay,
             uniq: None,
         };
-        job.check_times().map_err(|e| Response::error(422, &e))?;
+        job.check_times().map_err(|e| Response::error(400, &e))?;
         jobs.push(job);
     }
     let views = ask(ctx, Op::Enqueue(jobs), kind::enqueued).await?;
     let out: Vec<Enqueued> = views
         .iter()
         .zip(run_after)
-        .map(|(v, ra)| enqueued_json(v, ra))
+        .zip(sent)
+        .map(|((v, ra), p)| enqueued_json(v, ra, p))
         .collect();
     if batch {
         Ok(Response::json(200, &json!({ "jobs": out })))
@@ -123,22 +121,57 @@ pub(super) async fn enqueue(ctx: &Ctx, req: &Request, category: &str, batch: boo
     }
 }
 
+/// What the worker is sent for a job's `payload`, as fireworq's `DecodePayload` does: a JSON
+/// string as its raw text (the escapes decoded), `null` or none as an empty body, any other
+/// JSON value as written.
+fn worker_body(payload: Option<&RawValue>) -> Result<Bytes, Response> {
+    let Some(p) = payload.map(RawValue::get) else {
+        return Ok(Bytes::new());
+    };
+    if p.starts_with('"') {
+        let text: String =
+            serde_json::from_str(p).map_err(|e| Response::error(400, &format!("payload: {e}")))?;
+        return Ok(Bytes::from(text));
+    }
+    if p == "null" {
+        return Ok(Bytes::new());
+    }
+    Ok(Bytes::copy_from_slice(p.as_bytes()))
+}
+
 /// One fireworq job: a JSON object (serde would read an array's items as the fields in order).
-/// `at` names the job in a batch for the error message.
+/// `at` names the job in a batch for the error message. Every refusal is 400, as fireworq's
+/// (its message names the field).
 fn fireworq_job<'a>(body: &'a [u8], at: &str) -> Result<FireworqJob<'a>, Response> {
     let named = |r: Response| {
-        if at.is_empty() {
-            r
+        let text = error_text(&r);
+        let text = if at.is_empty() {
+            text
         } else {
-            Response::error(r.status, &format!("{at}: {}", error_text(&r)))
-        }
+            format!("{at}: {text}")
+        };
+        Response::error(as_fireworq_status(r.status), &text)
     };
-    // Syntax first (400), then the shape (422).
     from_json::<serde::de::IgnoredAny>(body).map_err(named)?;
     if first_byte(body) != Some(b'{') {
-        return Err(named(Response::error(422, "a job must be a JSON object")));
+        return Err(named(Response::error(400, "a job must be a JSON object")));
     }
     from_json(body).map_err(named)
+}
+
+/// fireworq answers a request it cannot take with 400 whatever is wrong with it; reprow's
+/// 422 (JSON of the wrong shape) becomes 400 on fireworq's routes, other statuses stay.
+fn as_fireworq_status(status: u16) -> u16 {
+    if status == 422 {
+        400
+    } else {
+        status
+    }
+}
+
+/// [`json_body`] with fireworq's 400 for a body of the wrong shape.
+fn fireworq_body<T: serde::de::DeserializeOwned>(ctx: &Ctx, req: &Request) -> Result<T, Response> {
+    json_body(ctx, req).map_err(|r| Response::error(as_fireworq_status(r.status), &error_text(&r)))
 }
 
 /// The message of an error response made by [`Response::error`].
@@ -149,27 +182,27 @@ fn error_text(r: &Response) -> String {
         .unwrap_or_default()
 }
 
-/// fireworq's answer to `POST /job/{category}`: the payload is written as stored.
+/// fireworq's answer to `POST /job/{category}`: the payload as it was sent.
 #[derive(Serialize)]
 struct Enqueued<'a> {
     id: u64,
     queue_name: &'a str,
     category: &'a str,
     url: &'a str,
-    payload: ShownPayload<'a>,
+    payload: Option<&'a RawValue>,
     run_after: u64,
     timeout: u64,
     retry_delay: u64,
     max_retries: u32,
 }
 
-fn enqueued_json(v: &JobView, run_after: u64) -> Enqueued<'_> {
+fn enqueued_json<'a>(v: &'a JobView, run_after: u64, sent: Option<&'a RawValue>) -> Enqueued<'a> {
     Enqueued {
         id: v.id,
         queue_name: &v.queue_name,
         category: &v.category,
         url: &v.url,
-        payload: v.payload.value(),
+        payload: sent,
         run_after,
         timeout: v.timeout,
         retry_delay: v.retry_delay,
@@ -208,9 +241,9 @@ pub(super) async fn queue_get(ctx: &Ctx, name: &str) -> Res {
 /// `PUT /queue/{name}`: creates or replaces the queue; the path names it, whatever the body
 /// says.
 pub(super) async fn queue_put(ctx: &Ctx, req: &Request, name: &str) -> Res {
-    let mut def: QueueDef = json_body(ctx, req)?;
+    let mut def: QueueDef = fireworq_body(ctx, req)?;
     def.name = name.to_string();
-    def.validate().map_err(|e| Response::error(422, &e))?;
+    def.validate().map_err(|e| Response::error(400, &e))?;
     let def = ask(ctx, Op::PutQueue(def), kind::queue_one).await?;
     Ok(Response::json(200, &def))
 }
@@ -245,15 +278,20 @@ pub(super) async fn queue_jobs(ctx: &Ctx, name: &str, list: &str, q: &Params) ->
         ),
         _ => None,
     };
+    let limit = q.fireworq_limit();
     let op = Query::Jobs {
         queue: name.to_string(),
         list,
-        limit: q.num("limit", 100, 1, 1000)? as usize,
+        limit: limit.max(1),
         cursor,
-        desc: q.order()?,
+        desc: q.newest_first(),
         payload: q.payload_mode()?,
     };
-    let (jobs, next) = ask(ctx, Op::Query(op), kind::jobs).await?;
+    let (mut jobs, mut next) = ask(ctx, Op::Query(op), kind::jobs).await?;
+    if limit == 0 {
+        // Asked (for the 404 of an unknown queue), then emptied: `limit=0` is an empty page.
+        (jobs, next) = (Vec::new(), None);
+    }
     #[derive(Serialize)]
     struct Page<'a> {
         jobs: Vec<Listed<'a>>,
@@ -313,20 +351,27 @@ fn job_query(queue: &str, id: u64) -> Op {
 }
 
 /// `GET /queue/{name}/failed?limit=&cursor=&order=&payload=`: a page of failed entries,
-/// payloads and page bounded as in [`queue_jobs`]; the cursor is an entry id.
+/// payloads and page bounded as in [`queue_jobs`]; the cursor is an entry id. Newest failure
+/// first: fireworq's `order=failed` (its default) and also its `order=created` (newest job
+/// first), which would need a second index to sort exactly; reprow's `order=asc` is oldest
+/// failure first.
 pub(super) async fn failed_list(ctx: &Ctx, name: &str, q: &Params) -> Res {
     let cursor = match q.get("cursor") {
         Some(c) if !c.is_empty() => Some(parse_id(c)?),
         _ => None,
     };
+    let limit = q.fireworq_limit();
     let op = Query::Failed {
         queue: name.to_string(),
-        limit: q.num("limit", 100, 1, 1000)? as usize,
+        limit: limit.max(1),
         cursor,
-        desc: q.order()?,
+        desc: q.newest_first(),
         payload: q.payload_mode()?,
     };
-    let (jobs, next) = ask(ctx, Op::Query(op), kind::failed_page).await?;
+    let (mut jobs, mut next) = ask(ctx, Op::Query(op), kind::failed_page).await?;
+    if limit == 0 {
+        (jobs, next) = (Vec::new(), None);
+    }
     Ok(Response::json(
         200,
         &json!({ "failed_jobs": jobs, "next_cursor": next.map(|n| n.to_string()) }),
@@ -395,7 +440,7 @@ pub(super) async fn routing_put(ctx: &Ctx, req: &Request, category: &str) -> Res
     struct Body {
         queue_name: String,
     }
-    let b: Body = json_body(ctx, req)?;
+    let b: Body = fireworq_body(ctx, req)?;
     let op = Op::PutRouting {
         category: category.to_string(),
         queue: b.queue_name,

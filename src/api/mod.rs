@@ -14,6 +14,7 @@
 
 pub mod conns;
 mod fireworq;
+mod fireworq_node;
 pub mod guard;
 mod monitor;
 mod params;

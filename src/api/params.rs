@@ -11,6 +11,9 @@ use serde::Deserialize;
 use super::{response::Response, Ctx};
 use crate::http::request::Request;
 
+/// The most jobs one page of a fireworq listing holds.
+pub(super) const MAX_LIST_LIMIT: usize = 1000;
+
 /// Query parameters.
 pub(super) struct Params(Vec<(String, String)>);
 
@@ -51,21 +54,26 @@ impl Params {
             )),
         }
     }
-    /// fireworq's `order`: `desc` (default) or `asc`.
     /// `?payload=`: how much of each payload a listing shows (400 for another value).
     pub(super) fn payload_mode(&self) -> Result<crate::store::payload::PayloadMode, Response> {
         crate::store::payload::PayloadMode::parse(self.get("payload"))
             .map_err(|e| Response::error(400, &e))
     }
 
-    pub(super) fn order(&self) -> Result<bool, Response> {
-        match self.get("order") {
-            None | Some("" | "desc") => Ok(true),
-            Some("asc") => Ok(false),
-            Some(v) => Err(Response::error(
-                400,
-                &format!("order must be asc or desc, not {v:?}"),
-            )),
+    /// fireworq's `order`, whether newest first: `asc` is oldest first; `desc` (the default)
+    /// and any other value newest first, as fireworq reads it (its failed log's `failed` and
+    /// `created` among them).
+    pub(super) fn newest_first(&self) -> bool {
+        self.get("order") != Some("asc")
+    }
+
+    /// fireworq's `limit` of a listing: a value that is not a whole number is the default
+    /// (100), as fireworq ignores it; 0 or less is an empty page; more than
+    /// [`MAX_LIST_LIMIT`] is that many (a page is bounded, and `next_cursor` goes on).
+    pub(super) fn fireworq_limit(&self) -> usize {
+        match self.get("limit").map(str::parse::<i64>) {
+            Some(Ok(n)) => usize::try_from(n).map_or(0, |n| n.min(MAX_LIST_LIMIT)),
+            _ => 100,
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Method and path to handler: the one list of the API's routes. fireworq's routes (`/job`,
-//! `/queue(s)`, `/routing(s)`, `/version`) are served by `super::fireworq`, presque's (`/q`,
+//! `/queue(s)`, `/routing(s)`, `/version`) are served by `super::fireworq` (and `/settings`,
+//! `/stats`, `/queue/{name}/node` by `super::fireworq_node`), presque's (`/q`,
 //! `/qb`, `/j`, `/status/{queue}`, `/control`) by `super::presque`, reprow's monitoring
 //! (`/healthz`, `/readyz`, the dashboard, `/metrics`, `/inflight`, `/status`) by
 //! `super::monitor`. They share one store; their JSON shapes follow the originals so
@@ -17,7 +18,7 @@
 use std::{net::IpAddr, rc::Rc};
 
 use super::{
-    fireworq, guard, monitor,
+    fireworq, fireworq_node, guard, monitor,
     params::{percent_decode, Params},
     presque,
     reply::Res,
@@ -103,9 +104,19 @@ async fn route(ctx: &Rc<Ctx>, req: &Request) -> Res {
         (["status", ""] | ["status"], "GET") => monitor::status(ctx).await,
 
         // ---- fireworq ----
-        (["job", cat], "POST") => fireworq::enqueue(ctx, req, cat, false).await,
-        (["job", cat, "batch"], "POST") => fireworq::enqueue(ctx, req, cat, true).await,
-        (["job", _] | ["job", _, "batch"], _) => Err(not_allowed("POST")),
+        // A category is the rest of the path, `/` included (fireworq's `{category:.+}`),
+        // except that a last segment `batch` is reprow's batch route.
+        (["job", cat @ .., "batch"], "POST") if !cat.is_empty() => {
+            fireworq::enqueue(ctx, req, &cat.join("/"), true).await
+        }
+        (["job", cat @ ..], "POST") if !cat.is_empty() => {
+            fireworq::enqueue(ctx, req, &cat.join("/"), false).await
+        }
+        (["job", _, ..], _) => Err(not_allowed("POST")),
+        (["settings"], "GET") => Ok(fireworq_node::settings(ctx)),
+        (["settings"], _) => Err(not_allowed("GET")),
+        (["stats"], "GET") => Ok(fireworq_node::process_stats(ctx)),
+        (["stats"], _) => Err(not_allowed("GET")),
         (["queues"], "GET") => fireworq::queues(ctx).await,
         (["queues"], _) => Err(not_allowed("GET")),
         (["queues", "stats"], "GET") => fireworq::queues_stats(ctx).await,
@@ -120,6 +131,8 @@ async fn route(ctx: &Rc<Ctx>, req: &Request) -> Res {
         (["queue", _, "grabbed" | "waiting" | "deferred"], _) => Err(not_allowed("GET")),
         (["queue", name, "stats"], "GET") => fireworq::queue_stats(ctx, name).await,
         (["queue", _, "stats"], _) => Err(not_allowed("GET")),
+        (["queue", name, "node"], "GET") => fireworq_node::node(ctx, name).await,
+        (["queue", _, "node"], _) => Err(not_allowed("GET")),
         (["queue", name, "job", id], "GET") => fireworq::job_get(ctx, name, id).await,
         (["queue", name, "job", id], "DELETE") => fireworq::job_delete(ctx, name, id).await,
         (["queue", _, "job", _], _) => Err(not_allowed("GET, DELETE")),
@@ -134,10 +147,15 @@ async fn route(ctx: &Rc<Ctx>, req: &Request) -> Res {
         (["queue", _, "failed", _, "retry"], _) => Err(not_allowed("POST")),
         (["routings"], "GET") => fireworq::routings(ctx).await,
         (["routings"], _) => Err(not_allowed("GET")),
-        (["routing", cat], "GET") => fireworq::routing_get(ctx, cat).await,
-        (["routing", cat], "PUT") => fireworq::routing_put(ctx, req, cat).await,
-        (["routing", cat], "DELETE") => fireworq::routing_delete(ctx, cat).await,
-        (["routing", _], _) => Err(not_allowed("GET, PUT, DELETE")),
+        (["routing", cat @ ..], m) if !cat.is_empty() => {
+            let cat = cat.join("/");
+            match m {
+                "GET" => fireworq::routing_get(ctx, &cat).await,
+                "PUT" => fireworq::routing_put(ctx, req, &cat).await,
+                "DELETE" => fireworq::routing_delete(ctx, &cat).await,
+                _ => Err(not_allowed("GET, PUT, DELETE")),
+            }
+        }
         (["version"], "GET") => Ok(fireworq::version()),
         (["version"], _) => Err(not_allowed("GET")),
 

@@ -82,8 +82,8 @@ fn open_store(
         default_queue: config.default_queue.clone(),
         defaults: runner.map_or_else(Default::default, |r| crate::store::engine::Defaults {
             url: Some(r.url.clone()),
-            timeout: r.timeout,
-            max_retries: r.max_retries,
+            timeout: Some(r.timeout),
+            max_retries: Some(r.max_retries),
             retry_delay: r.default_retry_after,
             retry: crate::store::engine::RetryBounds {
                 backoff_base: r.backoff_base,

@@ -342,12 +342,7 @@ pub fn stats(c: &Client) -> Result<String, ClientError> {
             s["pushes_per_second"].to_string(),
             s["pops_per_second"].to_string(),
             s["total_successes"].to_string(),
-            if s["paused"] == json!(true) {
-                "yes"
-            } else {
-                ""
-            }
-            .into(),
+            if s["paused"] == json!(1) { "yes" } else { "" }.into(),
         ]);
     }
     let n = &status["counters"];

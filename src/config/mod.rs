@@ -301,7 +301,7 @@ impl Config {
             d.validate().map_err(|m| (format!("queues.{name}"), m))?;
         }
         for (category, queue) in &self.routings {
-            crate::store::queue::check_name("category", category)
+            crate::store::queue::check_category(category)
                 .map_err(|m| (format!("routings.{category}"), m))?;
             if !self.queues.contains_key(queue) && *queue != self.default_queue {
                 return Err((

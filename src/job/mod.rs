@@ -76,6 +76,22 @@ impl Failure {
         }
     }
 
+    /// The last answer inside a failure made by [`Failure::exhausted`] (any other is
+    /// returned as it is). The durable queue's failed log keeps the worker's own message, as
+    /// fireworq's does: its `fail_count` already says how many attempts ran.
+    pub fn last_answer(&self) -> Failure {
+        let message = self
+            .message
+            .strip_prefix("retries exhausted after ")
+            .and_then(|rest| rest.split_once(" attempts: "))
+            .filter(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            .map_or(self.message.as_str(), |(_, m)| m);
+        Failure {
+            status: self.status,
+            message: message.to_string(),
+        }
+    }
+
     /// A failure from a transport error (no status).
     pub fn transport(message: impl Into<String>) -> Failure {
         Failure {
@@ -107,7 +123,8 @@ pub fn classify_status(status: u16, retry_after: Option<Duration>, body: &[u8]) 
 /// Longest worker message kept for logs and the failed file.
 const MAX_MESSAGE_BYTES: usize = 1024;
 
-fn message_from_body(body: &[u8]) -> String {
+/// The start of a worker's body as text, for logs and the failed log.
+pub(crate) fn message_from_body(body: &[u8]) -> String {
     let end = body.len().min(MAX_MESSAGE_BYTES);
     String::from_utf8_lossy(&body[..end]).into_owned()
 }
@@ -115,6 +132,18 @@ fn message_from_body(body: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_last_answer_comes_back_out_of_an_exhausted_failure() {
+        let last = Failure {
+            status: Some(200),
+            message: "boom: 3 attempts: x".into(),
+        };
+        assert_eq!(Failure::exhausted(3, &last).last_answer(), last);
+        assert_eq!(last.last_answer(), last);
+        let other = Failure::transport("retries exhausted after many attempts: x");
+        assert_eq!(other.last_answer(), other);
+    }
 
     #[test]
     fn status_classes() {

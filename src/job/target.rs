@@ -13,8 +13,13 @@ use crate::http::url::WorkerUrl;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OutcomeMode {
-    /// By HTTP status, per the worker contract (2xx done, 408/425/429/5xx retry, other 4xx fail).
+    /// A JSON body whose `status` is one of fireworq's (`success`, `failure`,
+    /// `permanent-failure`) or Dapr's (`SUCCESS`, `RETRY`, `DROP`) decides; any other answer
+    /// is read by its HTTP status. The durable queue's default, so fireworq's and Dapr's
+    /// workers run unchanged and every other worker keeps the worker contract.
     #[default]
+    Auto,
+    /// By HTTP status, per the worker contract (2xx done, 408/425/429/5xx retry, other 4xx fail).
     Status,
     /// By fireworq's JSON body `{"status": "success" | "failure" | "permanent-failure"}`; the HTTP
     /// status is ignored, as fireworq does.

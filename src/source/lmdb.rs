@@ -69,7 +69,12 @@ impl Settle for LmdbSettle {
     }
 
     fn failed(&self, d: &Delivery, failure: &Failure, permanent: bool, elapsed_ms: u64) {
-        self.settle(d, Settlement::Fail(failure.clone(), permanent), elapsed_ms);
+        // The failed log shows the worker's message (`fail_count` says how many attempts).
+        self.settle(
+            d,
+            Settlement::Fail(failure.last_answer(), permanent),
+            elapsed_ms,
+        );
     }
 
     fn retry(

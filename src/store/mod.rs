@@ -99,8 +99,10 @@ impl NewJob {
         if self.run_at_ms > MAX_TIME_MS {
             return Err("the job's time must not be later than 9999-12-31T23:59:59Z".into());
         }
-        if self.timeout.is_some_and(|t| t == 0 || t > MAX_TIMEOUT_SECS) {
-            return Err(format!("timeout must be 1 to {MAX_TIMEOUT_SECS} seconds"));
+        if self.timeout.is_some_and(|t| t > MAX_TIMEOUT_SECS) {
+            return Err(format!(
+                "timeout must be 0 (none) to {MAX_TIMEOUT_SECS} seconds"
+            ));
         }
         if self.retry_delay.is_some_and(|d| d > MAX_RETRY_DELAY_SECS) {
             return Err(format!(
@@ -381,9 +383,9 @@ pub struct QueueStats {
     pub total_pops: u64,
     /// Deliveries that succeeded.
     pub total_successes: u64,
-    /// Deliveries that failed and were retried or exhausted retries.
+    /// Deliveries that failed: each retried one and the last of a job that failed for good.
     pub total_failures: u64,
-    /// Deliveries that failed permanently.
+    /// Jobs that failed for good: the worker said so, or retries ran out (fireworq's count).
     pub total_permanent_failures: u64,
     /// Jobs that left the queue (done or failed).
     pub total_completes: u64,
@@ -409,7 +411,9 @@ pub struct QueueStats {
     pub grabbed: u64,
     /// Entries in the failed log.
     pub failed: u64,
-    /// Dispatch stopped by `/control`.
+    /// Dispatch stopped by `/control`; shown as 1 or 0, since Fireworqonsole decodes the
+    /// stats as `map[string]int64` and drops the whole answer over one boolean.
+    #[serde(serialize_with = "crate::units::bool_as_int")]
     pub paused: bool,
     /// Failed attempts scheduled again (for `/metrics`; not in fireworq's JSON).
     #[serde(skip_serializing)]
@@ -575,7 +579,7 @@ mod tests {
         assert!(ok(&|j| j.run_at_ms = MAX_TIME_MS + 1).is_err());
         assert_eq!(ok(&|j| j.timeout = Some(1)), Ok(()));
         assert_eq!(ok(&|j| j.timeout = Some(MAX_TIMEOUT_SECS)), Ok(()));
-        assert!(ok(&|j| j.timeout = Some(0)).is_err());
+        assert_eq!(ok(&|j| j.timeout = Some(0)), Ok(()));
         assert!(ok(&|j| j.timeout = Some(MAX_TIMEOUT_SECS + 1)).is_err());
         assert_eq!(ok(&|j| j.retry_delay = Some(0)), Ok(()));
         assert_eq!(ok(&|j| j.retry_delay = Some(MAX_RETRY_DELAY_SECS)), Ok(()));

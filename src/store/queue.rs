@@ -50,17 +50,23 @@ pub struct QueueDef {
     /// names (matched as written, never resolved). Default: loopback only.
     #[serde(default = "default_allowed_origins")]
     pub allowed_origins: Vec<String>,
-    /// How the worker's answer is read. Default `status`.
+    /// How the worker's answer is read. Default `auto`: a JSON body carrying fireworq's or
+    /// Dapr's `status` decides, else the HTTP status.
     #[serde(default)]
     pub outcome: OutcomeMode,
-    /// Request timeout in seconds for jobs that set none. Default 30.
-    #[serde(default = "default_timeout")]
-    pub timeout: u64,
-    /// Retries for jobs that set none. Default 10.
-    #[serde(default = "default_max_retries")]
-    pub max_retries: u32,
+    /// Request timeout in seconds for jobs that set none. Unset: 30 s, except for jobs pushed
+    /// through fireworq's `POST /job`, which then have none (fireworq's `timeout: 0`); see
+    /// [`QueueDef::fireworq_job_fields`]. Read it through [`QueueDef::timeout_secs`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<u64>,
+    /// Retries for jobs that set none. Unset: 10, except for jobs pushed through fireworq's
+    /// `POST /job`, which then get fireworq's 0. Read it through [`QueueDef::retries`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_retries: Option<u32>,
     /// Fixed retry delay in seconds for jobs that set none. Unset: exponential backoff with
-    /// jitter, from `runner.backoff_base` to `runner.backoff_max` (1 s and 5 min by default).
+    /// jitter, from `runner.backoff_base` to `runner.backoff_max` (1 s and 5 min by default);
+    /// for jobs pushed through fireworq's `POST /job` on a queue that sets neither this nor
+    /// `max_retries`, fireworq's 0.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_delay: Option<u64>,
     /// How long a pulled job stays leased before it is handed out again, seconds. Default 60.
@@ -83,13 +89,9 @@ const fn default_max_workers() -> u32 {
     20
 }
 /// The runner's default, so one setting has one default.
-const fn default_timeout() -> u64 {
-    crate::dispatch::config::default_timeout().as_secs()
-}
+const DEFAULT_TIMEOUT_SECS: u64 = crate::dispatch::config::default_timeout().as_secs();
 /// The runner's default, so one setting has one default.
-const fn default_max_retries() -> u32 {
-    crate::dispatch::config::default_max_retries()
-}
+const DEFAULT_MAX_RETRIES: u32 = crate::dispatch::config::default_max_retries();
 const fn default_lease_timeout() -> u64 {
     60
 }
@@ -130,6 +132,28 @@ pub fn check_name(what: &str, name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Longest job category, bytes.
+pub const MAX_CATEGORY_BYTES: usize = 255;
+
+/// Checks a job category: fireworq's route takes any characters (`/job/{category:.+}`), so
+/// `/`, `:`, `@`, spaces and non-ASCII letters are all allowed; only control characters are
+/// refused (a category is written into log lines), and `.`/`..`, which clients remove from a
+/// URL's path.
+pub fn check_category(category: &str) -> Result<(), String> {
+    if category.is_empty() || category.len() > MAX_CATEGORY_BYTES {
+        return Err(format!("category must be 1 to {MAX_CATEGORY_BYTES} bytes"));
+    }
+    if category == "." || category == ".." {
+        return Err("category may not be . or .. (clients remove dot segments from URLs)".into());
+    }
+    if category.chars().any(char::is_control) {
+        return Err(format!(
+            "category {category:?} may not contain control characters"
+        ));
+    }
+    Ok(())
+}
+
 impl QueueDef {
     /// A definition with every default, for `name`.
     pub fn named(name: &str) -> QueueDef {
@@ -160,7 +184,7 @@ impl QueueDef {
         for o in &self.allowed_origins {
             Origin::parse(o).map_err(|e| format!("allowed_origins: {e}"))?;
         }
-        if self.timeout == 0 || self.timeout > 86_400 {
+        if self.timeout.is_some_and(|t| t == 0 || t > 86_400) {
             return Err("timeout must be 1 to 86400 seconds".into());
         }
         if self.lease_timeout == 0 || self.lease_timeout > 86_400 {
@@ -178,6 +202,35 @@ impl QueueDef {
             ));
         }
         Ok(())
+    }
+
+    /// The request timeout of jobs that set none, seconds (30 when the queue sets none).
+    pub fn timeout_secs(&self) -> u64 {
+        self.timeout.unwrap_or(DEFAULT_TIMEOUT_SECS)
+    }
+
+    /// The retries of jobs that set none (10 when the queue sets none).
+    pub fn retries(&self) -> u32 {
+        self.max_retries.unwrap_or(DEFAULT_MAX_RETRIES)
+    }
+
+    /// The `(timeout, max_retries, retry_delay)` a job pushed through fireworq's `POST /job`
+    /// is stored with, from what it set itself. fireworq has no queue-level settings: a job
+    /// that leaves a field out gets 0 (for `timeout`: no timeout). A field the queue sets
+    /// explicitly is left to the queue instead (`None`, read when the job runs), so an
+    /// operator's `timeout`, or `max_retries`/`retry_delay` (together: the retry policy, with
+    /// reprow's backoff when only `max_retries` is set), still acts on fireworq's jobs.
+    pub fn fireworq_job_fields(
+        &self,
+        timeout: Option<u64>,
+        max_retries: Option<u32>,
+        retry_delay: Option<u64>,
+    ) -> (Option<u64>, Option<u32>, Option<u64>) {
+        let timeout = timeout.or(self.timeout.is_none().then_some(0));
+        if self.max_retries.is_some() || self.retry_delay.is_some() {
+            return (timeout, max_retries, retry_delay);
+        }
+        (timeout, max_retries.or(Some(0)), retry_delay.or(Some(0)))
     }
 
     /// Whether a per-job worker URL may be used with this queue.
@@ -300,11 +353,11 @@ mod tests {
         .is_err());
         assert!(ok(&|d| d.max_burst_size = Some(1)).is_err());
         for t in [1, 86_400] {
-            assert_eq!(ok(&|d| d.timeout = t), Ok(()));
+            assert_eq!(ok(&|d| d.timeout = Some(t)), Ok(()));
             assert_eq!(ok(&|d| d.lease_timeout = t), Ok(()));
         }
         for t in [0, 86_401] {
-            assert!(ok(&|d| d.timeout = t).is_err(), "timeout {t}");
+            assert!(ok(&|d| d.timeout = Some(t)).is_err(), "timeout {t}");
             assert!(ok(&|d| d.lease_timeout = t).is_err(), "lease_timeout {t}");
         }
         assert_eq!(ok(&|d| d.retry_delay = Some(30 * 86_400)), Ok(()));
@@ -339,14 +392,64 @@ mod tests {
         assert_eq!(d.name, "q");
         assert_eq!(d.polling_interval, 200);
         assert_eq!(d.max_workers, 20);
-        assert_eq!(d.timeout, 30);
-        assert_eq!(d.max_retries, 10);
+        assert_eq!((d.timeout, d.timeout_secs()), (None, 30));
+        assert_eq!((d.max_retries, d.retries()), (None, 10));
+        assert_eq!(d.outcome, OutcomeMode::Auto);
         assert_eq!(d.lease_timeout, 60);
         assert_eq!(d.retry_delay, None);
         assert_eq!(d.mode, QueueMode::Push);
         assert!(!d.paused && !d.require_lease_token);
         assert_eq!(d.allowed_origins, ["127.0.0.0/8", "::1", "localhost"]);
         assert_eq!(d.validate(), Ok(()));
+    }
+
+    #[test]
+    fn categories_take_what_fireworqs_route_takes() {
+        for c in [
+            "a",
+            "mail/welcome",
+            "user:42@example",
+            "café au lait",
+            "x".repeat(255).as_str(),
+        ] {
+            assert_eq!(check_category(c), Ok(()), "{c:?}");
+        }
+        for c in ["", ".", "..", "a\nb", "tab\there", "x".repeat(256).as_str()] {
+            assert!(check_category(c).is_err(), "{c:?}");
+        }
+    }
+
+    #[test]
+    fn fireworq_jobs_get_fireworqs_defaults_unless_the_queue_sets_its_own() {
+        let mut d = QueueDef::named("q");
+        // Nothing set anywhere: fireworq's 0, 0, 0.
+        assert_eq!(
+            d.fireworq_job_fields(None, None, None),
+            (Some(0), Some(0), Some(0))
+        );
+        // What the job sets is kept.
+        assert_eq!(
+            d.fireworq_job_fields(Some(5), Some(3), Some(7)),
+            (Some(5), Some(3), Some(7))
+        );
+        assert_eq!(
+            d.fireworq_job_fields(None, Some(3), None),
+            (Some(0), Some(3), Some(0))
+        );
+        // The queue's own timeout and retry policy are left to the queue.
+        d.timeout = Some(9);
+        assert_eq!(
+            d.fireworq_job_fields(None, None, None),
+            (None, Some(0), Some(0))
+        );
+        d.max_retries = Some(4);
+        assert_eq!(d.fireworq_job_fields(None, None, None), (None, None, None));
+        d.max_retries = None;
+        d.retry_delay = Some(2);
+        assert_eq!(
+            d.fireworq_job_fields(None, Some(1), None),
+            (None, Some(1), None)
+        );
     }
 
     fn url(u: &str) -> WorkerUrl {

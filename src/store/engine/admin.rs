@@ -157,7 +157,7 @@ impl Engine {
         category: String,
         queue: String,
     ) -> Result<(Reply, Effect), StoreError> {
-        crate::store::queue::check_name("category", &category).map_err(StoreError::bad_request)?;
+        crate::store::queue::check_category(&category).map_err(StoreError::bad_request)?;
         self.qid(&queue)?;
         self.row_put(
             txn,

@@ -33,9 +33,9 @@ pub(super) enum Effect {
         id: u64,
         rec: Option<JobRecord>,
     },
+    /// Counted alike whether the worker said so or retries ran out (fireworq's stats).
     Failed {
         rec: JobRecord,
-        permanent: bool,
     },
     Pulled {
         qid: u32,
@@ -115,7 +115,7 @@ impl Engine {
                     below_cursor(&mut self.wakes, q.0, &q.1);
                 }
             }
-            Effect::Failed { rec, permanent } => {
+            Effect::Failed { rec } => {
                 self.unlease(rec.id);
                 self.note_totals(rec.queue);
                 self.dirty.insert(rec.queue);
@@ -124,11 +124,11 @@ impl Engine {
                     q.failed += 1;
                     q.totals.failed_jobs += 1;
                     q.totals.completes += 1;
-                    if permanent {
-                        q.totals.permanent_failures += 1;
-                    } else {
-                        q.totals.failures += 1;
-                    }
+                    // As fireworq's `Complete`: the last failed attempt is a failure, and a
+                    // job that failed for good, by the worker's word or out of retries, a
+                    // permanent failure (mackerel-check-fireworq alerts on that count).
+                    q.totals.failures += 1;
+                    q.totals.permanent_failures += 1;
                 }
             }
             Effect::Pulled {

@@ -68,10 +68,10 @@ impl Engine {
         let mut views = Vec::with_capacity(jobs.len());
         for j in jobs {
             j.check_times().map_err(StoreError::bad_request)?;
+            let fireworq = matches!(j.dest, Destination::Category(_));
             let (name, category) = match j.dest {
                 Destination::Category(c) => {
-                    crate::store::queue::check_name("category", &c)
-                        .map_err(StoreError::bad_request)?;
+                    crate::store::queue::check_category(&c).map_err(StoreError::bad_request)?;
                     let q = self
                         .routings
                         .get(&c)
@@ -117,6 +117,13 @@ impl Engine {
                     "url is required: queue {name:?} has no worker url"
                 )));
             }
+            // fireworq's jobs (by category) get fireworq's defaults for what they leave out,
+            // unless the queue sets its own; presque's take the queue's.
+            let (timeout, max_retries, retry_delay) = if fireworq {
+                def.fireworq_job_fields(j.timeout, j.max_retries, j.retry_delay)
+            } else {
+                (j.timeout, j.max_retries, j.retry_delay)
+            };
             let id = self.new_id();
             let rec = JobRecord {
                 id,
@@ -128,9 +135,9 @@ impl Engine {
                 created_ms: now,
                 due_ms: j.run_at_ms.max(now),
                 // Bounded by `check_times`: no overflow.
-                timeout_ms: j.timeout.map(|t| t * 1000),
-                max_retries: j.max_retries,
-                retry_delay_ms: j.retry_delay.map(|t| t * 1000),
+                timeout_ms: timeout.map(|t| t * 1000),
+                max_retries,
+                retry_delay_ms: retry_delay.map(|t| t * 1000),
                 uniq: j.uniq,
                 payload: j.payload,
             };

@@ -49,16 +49,18 @@ pub struct Options {
 /// `retry_delay` define the default queue when it is created (a queue defined under `queues:`
 /// or through the API has its own); the backoff bounds and `max_retry_after` apply to every
 /// queue; `concurrency` caps the pushed jobs in flight over all queues. The defaults are the
-/// runner's own ([`crate::dispatch::config`]), so a durable queue without `runner:` behaves as
-/// one with an empty `runner:`.
+/// runner's own ([`crate::dispatch::config`]), except `timeout` and `max_retries`: without
+/// `runner:` the default queue sets neither, so fireworq's jobs on it get fireworq's defaults
+/// (no timeout, no retries) and other jobs the runner's (30 s, 10).
 #[derive(Debug, Clone)]
 pub struct Defaults {
     /// The default queue's worker URL.
     pub url: Option<String>,
-    /// The default queue's request timeout.
-    pub timeout: Duration,
-    /// The default queue's retries.
-    pub max_retries: u32,
+    /// The default queue's request timeout; `None` (no `runner:`): the queue sets none, so
+    /// fireworq's jobs get fireworq's (no timeout) and others 30 s.
+    pub timeout: Option<Duration>,
+    /// The default queue's retries; `None` (no `runner:`): as `timeout`.
+    pub max_retries: Option<u32>,
     /// The default queue's fixed retry delay; `None`: backoff.
     pub retry_delay: Option<Duration>,
     /// Retry bounds of every queue.
@@ -72,8 +74,8 @@ impl Default for Defaults {
         use crate::dispatch::config as runner;
         Defaults {
             url: None,
-            timeout: runner::default_timeout(),
-            max_retries: runner::default_max_retries(),
+            timeout: None,
+            max_retries: None,
             retry_delay: None,
             retry: RetryBounds {
                 backoff_base: runner::default_backoff_base(),
@@ -269,7 +271,9 @@ impl Engine {
             let defaults = &opts.defaults;
             d.url = defaults.url.clone();
             // Whole seconds, as a queue stores them; a sub-second runner.timeout rounds up.
-            d.timeout = defaults.timeout.as_secs() + u64::from(defaults.timeout.subsec_nanos() > 0);
+            d.timeout = defaults
+                .timeout
+                .map(|t| t.as_secs() + u64::from(t.subsec_nanos() > 0));
             d.max_retries = defaults.max_retries;
             d.retry_delay = defaults
                 .retry_delay

@@ -78,11 +78,11 @@ impl Engine {
             next_try: rfc3339(rec.due_ms),
             timeout: rec
                 .timeout_ms
-                .map_or_else(|| def.map_or(0, |d| d.timeout), |t| t / 1000),
+                .map_or_else(|| def.map_or(0, QueueDef::timeout_secs), |t| t / 1000),
             fail_count: rec.attempts,
             max_retries: rec
                 .max_retries
-                .unwrap_or_else(|| def.map_or(0, |d| d.max_retries)),
+                .unwrap_or_else(|| def.map_or(0, QueueDef::retries)),
             retry_delay: rec.retry_delay_ms.map_or_else(
                 || def.and_then(|d| d.retry_delay).unwrap_or(0),
                 |d| d / 1000,

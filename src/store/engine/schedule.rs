@@ -330,10 +330,14 @@ impl Engine {
             || rec.timeout_ms.is_some()
             || rec.max_retries.is_some()
             || rec.retry_delay_ms.is_some();
-        let target = if overrides {
-            make_target(def, Some(&rec), self.retry)
-        } else {
+        let fireworq_defaults = rec.url.is_none()
+            && (rec.timeout_ms, rec.max_retries, rec.retry_delay_ms) == q.fireworq_fields;
+        let target = if !overrides {
             q.target.clone()
+        } else if fireworq_defaults {
+            q.fireworq_target.clone()
+        } else {
+            make_target(def, Some(&rec), self.retry)
         };
         let Some(target) = target else {
             // Its queue lost its URL after the job was accepted: nothing to deliver to.

@@ -53,7 +53,7 @@ impl Engine {
             Settlement::Fail(failure, permanent) => {
                 let attempts = rec.attempts + 1;
                 self.fail_job(txn, rec.clone(), attempts, &failure, permanent, now)?;
-                Ok((Reply::Unit, Effect::Failed { rec, permanent }))
+                Ok((Reply::Unit, Effect::Failed { rec }))
             }
             Settlement::Release(delay) => {
                 if delay.is_zero() {
@@ -132,13 +132,7 @@ impl Engine {
             self.fail_job(txn, rec.clone(), attempts, &failure, false, now)?;
             log.action = "fail";
             self.op_log = Some(log);
-            Ok((
-                Reply::Unit,
-                Effect::Failed {
-                    rec,
-                    permanent: false,
-                },
-            ))
+            Ok((Reply::Unit, Effect::Failed { rec }))
         }
     }
 }

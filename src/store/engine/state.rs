@@ -22,7 +22,7 @@ use crate::{
     store::{
         queue::{QueueDef, QueueMode},
         record::{due_key, JobRecord},
-        StoreError,
+        StoreError, MAX_TIMEOUT_SECS,
     },
 };
 
@@ -61,6 +61,12 @@ pub(super) struct QState {
     /// `None` for a queue deleted by an older version, which kept its jobs (see the module).
     pub(super) def: Option<QueueDef>,
     pub(super) target: Option<Arc<Target>>,
+    /// The target of a job pushed through fireworq's `POST /job` that set none of `timeout`,
+    /// `max_retries`, `retry_delay` (stored as [`QState::fireworq_fields`]), made once per
+    /// definition so those jobs share it as the others share `target`.
+    pub(super) fireworq_target: Option<Arc<Target>>,
+    /// `(timeout_ms, max_retries, retry_delay_ms)` of such a job's record.
+    pub(super) fireworq_fields: (Option<u64>, Option<u32>, Option<u64>),
     /// Jobs in the queue (waiting, deferred and leased).
     pub(super) count: u64,
     /// Entries in the failed log.
@@ -115,7 +121,9 @@ pub(super) fn policy_for(
     rec: Option<&JobRecord>,
     bounds: RetryBounds,
 ) -> RetryPolicy {
-    let max_retries = rec.and_then(|r| r.max_retries).unwrap_or(def.max_retries);
+    let max_retries = rec
+        .and_then(|r| r.max_retries)
+        .unwrap_or_else(|| def.retries());
     let fixed = rec
         .and_then(|r| r.retry_delay_ms.map(Duration::from_millis))
         .or(def.retry_delay.map(Duration::from_secs));
@@ -137,9 +145,17 @@ pub(super) fn make_target(
         .and_then(|r| r.url.clone())
         .or_else(|| def.url.clone())?;
     let url = WorkerUrl::parse(&url_text).ok()?;
-    let timeout = rec
-        .and_then(|r| r.timeout_ms)
-        .map_or(Duration::from_secs(def.timeout), Duration::from_millis);
+    let timeout = rec.and_then(|r| r.timeout_ms).map_or(
+        Duration::from_secs(def.timeout_secs()),
+        Duration::from_millis,
+    );
+    // fireworq's `timeout: 0` is no timeout; reprow waits up to its longest timeout (1 day) so
+    // a worker that never answers cannot hold a slot and a lease for ever.
+    let timeout = if timeout.is_zero() {
+        Duration::from_secs(MAX_TIMEOUT_SECS)
+    } else {
+        timeout
+    };
     Some(Arc::new(Target {
         url,
         url_text,
@@ -157,6 +173,8 @@ impl QState {
             name: Arc::from(name),
             def: None,
             target: None,
+            fireworq_target: None,
+            fireworq_fields: (None, None, None),
             count: 0,
             failed: 0,
             leased: 0,
@@ -172,6 +190,28 @@ impl QState {
     pub(super) fn set_def(&mut self, def: Option<QueueDef>) {
         let throttle_changed = throttle_of(self.def.as_ref()) != throttle_of(def.as_ref());
         self.target = def.as_ref().and_then(|d| make_target(d, None, self.retry));
+        self.fireworq_fields = def.as_ref().map_or((None, None, None), |d| {
+            // For a job that sets nothing these are 0 or unset, and 0 s is 0 ms: the record's
+            // `timeout_ms` / `retry_delay_ms` hold the same values.
+            d.fireworq_job_fields(None, None, None)
+        });
+        self.fireworq_target = self.target.as_ref().map(|t| {
+            let (timeout, max_retries, retry_delay) = self.fireworq_fields;
+            let mut policy = t.policy.clone();
+            if let Some(r) = max_retries {
+                policy.max_retries = r;
+            }
+            if let Some(d) = retry_delay {
+                policy.fixed = Some(Duration::from_millis(d));
+            }
+            Arc::new(Target {
+                url: t.url.clone(),
+                url_text: t.url_text.clone(),
+                timeout: timeout.map_or(t.timeout, |_| Duration::from_secs(MAX_TIMEOUT_SECS)),
+                policy,
+                outcome: t.outcome,
+            })
+        });
         if throttle_changed || self.bucket.is_none() {
             self.bucket = def.as_ref().and_then(Bucket::new);
         }

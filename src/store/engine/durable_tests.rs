@@ -248,10 +248,10 @@ fn after_a_crash_every_table_is_what_the_open_transaction_held() {
     let mut open = Open::begin(&env);
     let mut p = QueueDef::named("p");
     p.mode = QueueMode::Pull;
-    p.max_retries = 0;
+    p.max_retries = Some(0);
     let mut x = QueueDef::named("x");
     x.mode = QueueMode::Pull;
-    x.max_retries = 0;
+    x.max_retries = Some(0);
     let mut results = op(
         &mut e,
         &mut open,

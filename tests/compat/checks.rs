@@ -2,6 +2,7 @@
 //! after one fails (the upstream suites are sequences where later steps still mean
 //! something), and the count of passing checks is printed, so a run says how close reprow is
 //! to the upstream behaviour, not only that it differs.
+#![allow(dead_code)] // each suite uses the helpers it needs
 
 use std::fmt::Debug;
 
@@ -34,6 +35,13 @@ impl Checks {
     pub fn eq<T: PartialEq + Debug>(&mut self, what: &str, got: T, want: T) {
         let pass = got == want;
         self.ok(what, pass, (got, "wanted", want));
+    }
+
+    /// Checks that could not be made (what they look at never happened): each fails.
+    pub fn missing(&mut self, whats: &[&str], why: impl Debug) {
+        for what in whats {
+            self.ok(what, false, (&why, "so not checked"));
+        }
     }
 
     /// Prints the count and fails the test when a check failed.

@@ -40,6 +40,20 @@ fn go_reprow_sqs_envelope() {
     );
     let got = received_until(&worker, Duration::from_secs(10), |g| !g.is_empty());
     c.eq("sample/sqs.yaml loads and delivers", got.len(), 1);
+    if got.is_empty() {
+        c.missing(
+            &[
+                "sqs/job.go: Body",
+                "sqs/job.go: MessageId",
+                "sqs/job.go: ReceiptHandle",
+                "sqs/job.go: MD5OfBody",
+                "sqs/job.go: MD5OfMessageAttributes",
+                "sqs/job.go: MessageAttribute (goamz's list)",
+                "http_proxy.go: sent as JSON",
+            ],
+            reprow.log(),
+        );
+    }
     if let Some(r) = got.first() {
         let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
         c.eq(

@@ -46,6 +46,17 @@ fn elastic_beanstalk_worker_environment_guide() {
     let got = received_until(&worker, Duration::from_secs(15), |g| g.len() >= 7);
     let ok = of(&got, "s200");
     c.eq("200 OK: delivered once and deleted", ok.len(), 1);
+    let headers = [
+        "header X-Aws-Sqsd-Msgid",
+        "header X-Aws-Sqsd-Queue",
+        "header X-Aws-Sqsd-First-Received-At",
+        "header X-Aws-Sqsd-Receive-Count",
+        "User-Agent aws-sqsd",
+        "MIME type application/json",
+    ];
+    if ok.is_empty() {
+        c.missing(&headers, "no delivery");
+    }
     if let Some(r) = ok.first() {
         let name = url.rsplit('/').next().unwrap();
         c.ok(
@@ -87,6 +98,15 @@ fn elastic_beanstalk_worker_environment_guide() {
     ] {
         let d = of(&got, tag);
         c.eq(&format!("{what}: delivered again"), d.len(), 2);
+        if d.len() != 2 {
+            c.missing(
+                &[
+                    &format!("{what}: back after the error visibility timeout (2 s)"),
+                    &format!("{what}: receive count 2"),
+                ],
+                d.len(),
+            );
+        }
         if let [a, b] = d[..] {
             let g = gap(a, b);
             c.ok(

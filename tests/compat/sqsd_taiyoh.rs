@@ -37,7 +37,7 @@ fn taiyoh_sqsd_readme_invoker_and_main() {
         sqs.send(&url, &[format!(r#"{{"m":"{tag}"}}"#)]);
     }
     let dir = tempfile::tempdir().unwrap();
-    let mut reprow = start_env(
+    let reprow = start_env(
         dir.path(),
         &format!(
             "# sqsd settings\nINVOKER_URL={w} # the worker\nQUEUE_URL={url}\nINVOKER_TIMEOUT=1s # as invoker_test's 300ms, rounded\n# UNLOCK_INTERVAL=1m # default\nINVOKER_PARALLEL_COUNT=4 # four at once\nMONITORING_PORT=0\nSQS_ENDPOINT_URL=\"{ep}\" # moto\n",
@@ -87,8 +87,24 @@ fn taiyoh_sqsd_readme_invoker_and_main() {
             .map(|r| r.header("Content-Type"))
             .collect::<Vec<_>>(),
     );
+    drop(reprow);
+
     // system_test.go: a cancelled system returns at once, long poll or not (20 s here).
-    std::thread::sleep(Duration::from_millis(500));
+    let url = sqs.queue(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut reprow = start_env(
+        dir.path(),
+        &format!(
+            "INVOKER_URL={}\nQUEUE_URL={url}\nMONITORING_PORT=0\nSQS_ENDPOINT_URL={}\n",
+            worker.url(),
+            endpoint()
+        ),
+        &[],
+    );
+    // Running and idle: its monitoring port answers, no message to fetch.
+    let api = crate::common::Api::new(reprow.monitor_addr());
+    api.wait_json("/status", |v| v["phase"] == "running");
+    std::thread::sleep(Duration::from_millis(1500));
     reprow.signal(nix::sys::signal::Signal::SIGTERM);
     let exit = exited_within(&mut reprow, Duration::from_secs(5));
     c.ok(

@@ -549,6 +549,11 @@ fn presque_rest_queue() {
     assert_eq!(api.post("/q/pq", "not json").status, 400);
     assert_eq!(api.call("PATCH", "/q/pq", None).status, 405);
     assert_eq!(api.get("/q/unknown").status, 404);
+    // `with_desc` of a queue never used: no jobs, not an error.
+    assert_eq!(
+        api.get("/status/unknown?with_desc=1").json(),
+        json!({"queue":"unknown","size":0,"jobs":[]})
+    );
     assert_eq!(
         api.get("/j/unknown").json(),
         json!({"queue_name":"unknown","job_count":0,"job_failed":0,"job_processed":0})

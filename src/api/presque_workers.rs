@@ -174,7 +174,23 @@ mod tests {
             w.register("q", &i.to_string());
         }
         assert_eq!(w.all().len(), MAX_ENTRIES);
-        let long = "é".repeat(MAX_WORKER_ID_BYTES);
-        assert!(clip(&long).len() <= MAX_WORKER_ID_BYTES);
+        // At the bound a registered worker may still register again (its counts reset).
+        w.fetched(Some("7"), 2);
+        w.register("q", "7");
+        assert_eq!(w.counts("7"), (0, 0));
+        // Counts of workers and queues past the bound are not kept; known ones still count.
+        for i in 0..MAX_ENTRIES {
+            w.failed(&format!("q{i}"), None);
+        }
+        w.failed("one-too-many", Some("new-worker"));
+        assert_eq!(w.queue_failures("one-too-many"), 0);
+        assert_eq!(w.counts("new-worker"), (0, 0));
+        w.failed("q1", Some("7"));
+        w.fetched(Some("7"), 3);
+        assert_eq!((w.queue_failures("q1"), w.counts("7")), (2, (3, 1)));
+        // A long id is cut at a character boundary at or below the bound.
+        let long = format!("a{}", "é".repeat(MAX_WORKER_ID_BYTES));
+        assert_eq!(clip(&long).len(), MAX_WORKER_ID_BYTES - 1);
+        assert_eq!(clip("short"), "short");
     }
 }

@@ -44,8 +44,8 @@ struct Cli {
 struct RunArgs {
     #[command(flatten)]
     file: FileArgs,
-    /// sqsd mode: a `.env` file of sqsd's variables (INVOKER_URL, QUEUE_URL, ...), read over
-    /// the environment, when no config file is given.
+    /// sqsd mode: a `.env` file of sqsd's variables (INVOKER_URL, QUEUE_URL, ...), when no
+    /// config file is given; a variable already in the environment wins, as with sqsd.
     #[arg(short = 'e', long = "env-file", value_name = "FILE")]
     env_file: Option<PathBuf>,
 }
@@ -168,7 +168,8 @@ fn sqsd_env(file: Option<&std::path::Path>) -> Option<Result<Config, String>> {
             Err(e) => return Some(Err(format!("{}: {e}", p.display()))),
         },
     };
-    let lookup = |k: &str| vars.get(k).cloned().or_else(|| std::env::var(k).ok());
+    // godotenv's `Load`, which sqsd's `-e` calls, never overrides a variable already set.
+    let lookup = |k: &str| std::env::var(k).ok().or_else(|| vars.get(k).cloned());
     match Config::from_sqsd_env(lookup) {
         Ok(Some(c)) => Some(Ok(c)),
         Ok(None) if file.is_some() => Some(Err("INVOKER_URL and QUEUE_URL are required".into())),

@@ -446,8 +446,8 @@ fn presque_rest_queue() {
         .contains(&json!("pq")));
     assert_eq!(api.get("/status/pq").json(), json!({"queue":"pq","size":1}));
 
-    // Leased pull: the job is hidden until acked.
-    let got = api.get("/q/pq");
+    // Leased pull (reprow's opt-in, `?lease=1`): the job is hidden until acked.
+    let got = api.get("/q/pq?lease=1");
     assert_eq!(got.status, 200);
     assert_eq!(got.json(), json!({"foo":"bar"}));
     let id = got.header("X-Reprow-Job-Id").unwrap().to_string();
@@ -462,7 +462,8 @@ fn presque_rest_queue() {
     // uniq and delayed.
     assert_eq!(api.post("/q/pq?uniq=k1", r#"{"u":1}"#).status, 201);
     let dup = api.post("/q/pq?uniq=k1", r#"{"u":2}"#);
-    assert_eq!(dup.status, 409);
+    // presque's answer (`RestQueueHandler.pm`): 400.
+    assert_eq!(dup.status, 400);
     assert_eq!(dup.json()["error"], "job already exists");
     // A key is 1 to 507 bytes (LMDB's key limit less the queue id): longer is a 400 that says
     // so, not a 503 from LMDB.
@@ -482,10 +483,11 @@ fn presque_rest_queue() {
         201
     );
     assert_eq!(api.post("/q/pq?delayed=soon", "{}").status, 400);
-    let j = api.get("/j/pq").json();
+    let j = api.get("/j/pq?detail=1").json();
     assert_eq!(
         (j["job_count"].clone(), j["job_delayed"].clone()),
-        (json!(2), json!(1))
+        (json!(1), json!(1)),
+        "job_count is presque's: the jobs waiting to be fetched"
     );
     // Pop-and-forget takes the due job for good; the delayed one is not due.
     let f = api.get("/q/pq?forget=1");
@@ -502,8 +504,8 @@ fn presque_rest_queue() {
     let r = api.post("/qb/pq", r#"{"jobs":[{"b":1},{"b":2},{"b":3}]}"#);
     assert_eq!(r.status, 201, "{}", r.text());
     assert_eq!(r.json()["ids"].as_array().unwrap().len(), 3);
-    let b = api.get("/qb/pq?batch_size=2");
-    assert_eq!(b.json(), json!([{"u":3},{"b":1}]));
+    let b = api.get("/qb/pq?batch_size=2&lease=1");
+    assert_eq!(b.json(), json!([r#"{"u":3}"#, r#"{"b":1}"#]));
     let bids: Vec<String> = b
         .header("X-Reprow-Job-Ids")
         .unwrap()
@@ -518,8 +520,15 @@ fn presque_rest_queue() {
     // PUT /q: the worker reports a failure; the job comes back after a backoff.
     let r = api.put(&format!("/q/pq?id={}", bids[0]), "");
     assert_eq!(r.status, 204, "{}", r.text());
-    assert_eq!(api.put("/q/pq", r#"{"id":123456}"#).status, 404);
-    assert_eq!(api.put("/q/pq", r#"{"nope":1}"#).status, 422);
+    assert_eq!(api.put("/q/pq?id=123456", "").status, 404);
+    // The body form of reprow's report (with the lease header) still needs an id.
+    let r = api.call_with(
+        "PUT",
+        "/q/pq",
+        Some(r#"{"nope":1}"#),
+        &[("X-Reprow-Lease", "1")],
+    );
+    assert_eq!(r.status, 422);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let r = api.get("/qb/pq?batch_size=10");
@@ -541,20 +550,20 @@ fn presque_rest_queue() {
         json!({"queue":"pq","status":1})
     );
     assert_eq!(
-        api.post("/control/pq", r#"{"status":"stop"}"#).json()["status"],
-        0
+        api.post("/control/pq", r#"{"status":"stop"}"#).json(),
+        json!({"queue":"pq","response":"updated"})
     );
     assert_eq!(api.get("/control/pq").json()["status"], 0);
     assert_eq!(api.post("/q/pq", r#"{"while":"stopped"}"#).status, 201);
     assert_eq!(api.get("/q/pq").status, 404);
-    assert_eq!(api.post("/control/pq", r#"{"status":"pause"}"#).status, 422);
+    assert_eq!(api.post("/control/pq", r#"{"status":"pause"}"#).status, 400);
     assert_eq!(
         api.post("/control/nope", r#"{"status":"stop"}"#).status,
         404
     );
     assert_eq!(
-        api.post("/control/pq", r#"{"status":"start"}"#).json()["status"],
-        1
+        api.post("/control/pq", r#"{"status":"start"}"#).json()["response"],
+        "updated"
     );
     assert_eq!(api.get("/q/pq").json(), json!({"while":"stopped"}));
 
@@ -564,12 +573,21 @@ fn presque_rest_queue() {
     assert_eq!(api.post("/q/pq", "not json").status, 400);
     assert_eq!(api.call("PATCH", "/q/pq", None).status, 405);
     assert_eq!(api.get("/q/unknown").status, 404);
-    assert_eq!(api.get("/j/unknown").status, 404);
+    // `with_desc` of a queue never used: no jobs, not an error.
+    assert_eq!(
+        api.get("/status/unknown?with_desc=1").json(),
+        json!({"queue":"unknown","size":0,"jobs":[]})
+    );
+    assert_eq!(
+        api.get("/j/unknown").json(),
+        json!({"queue_name":"unknown","job_count":0,"job_failed":0,"job_processed":0})
+    );
 }
 
 #[test]
 fn pull_lease_expires_and_the_job_comes_back() {
-    let (_d, _r, api) = start("queues:\n  pl:\n    mode: pull\n    lease_timeout: 1\n");
+    let (_d, _r, api) =
+        start("queues:\n  pl:\n    mode: pull\n    lease: true\n    lease_timeout: 1\n");
     api.post("/q/pl", r#"{"x":1}"#);
     let a = api.get("/q/pl");
     let id = a.header("X-Reprow-Job-Id").unwrap().to_string();

@@ -29,7 +29,7 @@ fn ready_delayed_leased_and_failed_jobs_survive_restarts_and_kill_9() {
     let cfg = durable_config(
         dir.path(),
         &format!(
-            "runner:\n  type: http_proxy\n  url: {url}\nqueues:\n  held:\n    url: {url}\n  pl:\n    mode: pull\n    lease_timeout: 600\nroutings:\n  held: held\n",
+            "runner:\n  type: http_proxy\n  url: {url}\nqueues:\n  held:\n    url: {url}\n  pl:\n    mode: pull\n    lease: true\n    lease_timeout: 600\nroutings:\n  held: held\n",
             url = worker.url()
         ),
     );
@@ -183,9 +183,10 @@ fn a_full_map_refuses_new_jobs_with_507_and_acks_still_commit() {
         507
     );
     assert_eq!(api.get("/j/full").json()["job_count"], accepted);
-    // Every job can be pulled and acked: the reserve keeps acks committing.
+    // Every job can be pulled (leased, reprow's opt-in) and acked: the reserve keeps acks
+    // committing.
     for _ in 0..accepted {
-        let got = api.get("/q/full");
+        let got = api.get("/q/full?lease=1");
         assert_eq!(got.status, 200, "{}", got.text());
         let id = got.header("X-Reprow-Job-Id").unwrap().to_string();
         assert_eq!(api.delete(&format!("/q/full/{id}")).status, 204);

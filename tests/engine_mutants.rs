@@ -334,7 +334,7 @@ fn pull_one(e: &mut Engine, lease_s: u64) {
         Op::Pull {
             queue: "q".into(),
             count: 1,
-            forget: false,
+            forget: Some(false),
         },
     );
     assert!(
@@ -547,7 +547,7 @@ fn every_list_pages_through_once_in_order() {
             Op::Pull {
                 queue: "q".into(),
                 count: 1,
-                forget: false,
+                forget: Some(false),
             },
         ) {
             Ok(Reply::Pulled(p)) => p[0].0.id,
@@ -818,7 +818,7 @@ fn require_lease_token_refuses_tokenless_acks() {
         Op::Pull {
             queue: "q".into(),
             count: 1,
-            forget: false,
+            forget: Some(false),
         },
     ) {
         Ok(Reply::Pulled(p)) => (p[0].0.id, p[0].0.lease),

@@ -199,7 +199,7 @@ fn a_deleted_queue_ends_its_leases_and_keeps_no_rows() {
         Op::Pull {
             queue: "other".into(),
             count: 1,
-            forget: false,
+            forget: Some(false),
         },
     );
     assert!(pulled.is_ok(), "{pulled:?}");
@@ -359,8 +359,8 @@ fn a_deleted_queue_leaves_nothing_behind_after_a_restart() {
     assert_eq!(put.status, 200, "{}", put.text());
     assert_eq!(api.post("/q/gone?uniq=u1", r#"{"n":1}"#).status, 201);
     assert_eq!(api.post("/q/gone?uniq=u2", r#"{"n":2}"#).status, 201);
-    // The first one fails for good: the queue has a failed log.
-    let got = api.get("/q/gone");
+    // The first one (leased, reprow's opt-in) fails for good: the queue has a failed log.
+    let got = api.get("/q/gone?lease=1");
     assert_eq!(got.status, 200);
     let id = got.header("X-Reprow-Job-Id").unwrap().to_string();
     assert_eq!(api.put(&format!("/q/gone?id={id}"), "").status, 204);

@@ -97,7 +97,7 @@ fn pull(e: &mut Engine, queue: &str, count: usize) -> Vec<u64> {
     let op = Op::Pull {
         queue: queue.into(),
         count,
-        forget: false,
+        forget: Some(false),
     };
     match e.apply_ops(vec![op]).remove(0).1 {
         Ok(Reply::Pulled(v)) => v.iter().map(|(j, _)| j.id).collect(),

@@ -214,16 +214,20 @@ fn a_pull_workers_ack_and_failure_are_logged_too() {
     for _ in 0..2 {
         assert_eq!(api.post("/q/pulled", r#"{"secret":"x"}"#).status, 201);
     }
-    let first = api.get("/q/pulled");
+    // Leased hand-outs (reprow's opt-in): their acks and failure reports are logged.
+    let first = api.get("/q/pulled?lease=1");
     let id = first.header("X-Reprow-Job-Id").unwrap().to_string();
     // The line's `elapsed` is how long the job was leased.
     std::thread::sleep(Duration::from_millis(150));
     assert_eq!(api.delete(&format!("/q/pulled/{id}")).status, 204);
-    let second = api.get("/q/pulled");
+    let second = api.get("/q/pulled?lease=1");
     let id2 = second.header("X-Reprow-Job-Id").unwrap().to_string();
-    let r = api.put(
+    let lease = second.header("X-Reprow-Lease").unwrap().to_string();
+    let r = api.call_with(
+        "PUT",
         "/q/pulled",
-        &format!(r#"{{"id":{id2},"message":"could not"}}"#),
+        Some(&format!(r#"{{"id":{id2},"message":"could not"}}"#)),
+        &[("X-Reprow-Lease", &lease)],
     );
     assert!(r.status < 300, "{}", r.text());
     let log = wait_for_log(

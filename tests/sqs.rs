@@ -9,150 +9,12 @@ use std::{
     collections::BTreeMap,
     path::PathBuf,
     process::{Command, Stdio},
-    sync::atomic::{AtomicUsize, Ordering},
     time::{Duration, Instant},
 };
 
 use aws_sdk_sqs::types::QueueAttributeName;
+use common::sqs::*;
 use common::*;
-
-fn endpoint() -> String {
-    std::env::var("REPROW_TEST_SQS_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:5100".into())
-}
-
-/// moto accepts any credentials; reprow's chain reads these from its environment.
-const CREDENTIALS: [(&str, &str); 4] = [
-    ("AWS_ACCESS_KEY_ID", "test"),
-    ("AWS_SECRET_ACCESS_KEY", "test"),
-    ("AWS_REGION", "us-east-1"),
-    ("AWS_EC2_METADATA_DISABLED", "true"),
-];
-
-/// A test's view of the server.
-struct Sqs {
-    rt: tokio::runtime::Runtime,
-    client: aws_sdk_sqs::Client,
-}
-
-static NEXT: AtomicUsize = AtomicUsize::new(0);
-
-impl Sqs {
-    fn new() -> Sqs {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let conf = rt.block_on(
-            aws_config::defaults(aws_config::BehaviorVersion::latest())
-                .endpoint_url(endpoint())
-                .region(aws_config::Region::new("us-east-1"))
-                .credentials_provider(aws_sdk_sqs::config::Credentials::new(
-                    "test", "test", None, None, "test",
-                ))
-                .load(),
-        );
-        let client = aws_sdk_sqs::Client::new(&conf);
-        let sqs = Sqs { rt, client };
-        sqs.rt
-            .block_on(sqs.client.list_queues().send())
-            .unwrap_or_else(|e| panic!("no SQS-compatible server at {}: {e:?}", endpoint()));
-        sqs
-    }
-
-    fn queue(&self, attrs: &[(QueueAttributeName, String)]) -> String {
-        let name = format!(
-            "reprow-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        let mut req = self.client.create_queue().queue_name(name);
-        for (k, v) in attrs {
-            req = req.attributes(k.clone(), v);
-        }
-        self.rt.block_on(req.send()).unwrap().queue_url.unwrap()
-    }
-
-    fn arn(&self, url: &str) -> String {
-        let out = self
-            .rt
-            .block_on(
-                self.client
-                    .get_queue_attributes()
-                    .queue_url(url)
-                    .attribute_names(QueueAttributeName::QueueArn)
-                    .send(),
-            )
-            .unwrap();
-        out.attributes.unwrap()[&QueueAttributeName::QueueArn].clone()
-    }
-
-    fn send(&self, url: &str, bodies: &[String]) {
-        for b in bodies {
-            self.rt
-                .block_on(
-                    self.client
-                        .send_message()
-                        .queue_url(url)
-                        .message_body(b)
-                        .send(),
-                )
-                .unwrap();
-        }
-    }
-
-    /// (visible, in flight) as the server counts them.
-    fn depth(&self, url: &str) -> (u64, u64) {
-        let out = self
-            .rt
-            .block_on(
-                self.client
-                    .get_queue_attributes()
-                    .queue_url(url)
-                    .attribute_names(QueueAttributeName::All)
-                    .send(),
-            )
-            .unwrap();
-        let a = out.attributes.unwrap();
-        let n = |k: QueueAttributeName| a.get(&k).and_then(|v| v.parse().ok()).unwrap_or(0);
-        (
-            n(QueueAttributeName::ApproximateNumberOfMessages),
-            n(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
-        )
-    }
-
-    fn wait_depth(&self, url: &str, want: (u64, u64)) {
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            let d = self.depth(url);
-            if d == want {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "queue depth {d:?}, wanted {want:?}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn receive_bodies(&self, url: &str) -> Vec<String> {
-        let out = self
-            .rt
-            .block_on(
-                self.client
-                    .receive_message()
-                    .queue_url(url)
-                    .max_number_of_messages(10)
-                    .send(),
-            )
-            .unwrap();
-        out.messages
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|m| m.body)
-            .collect()
-    }
-}
 
 fn start(
     dir: &std::path::Path,
@@ -260,8 +122,15 @@ fn failing_messages_reach_the_dead_letter_queue_by_the_redrive_policy() {
     let dir = tempfile::tempdir().unwrap();
     let worker = Worker::start(|_, _| Reply::status(500));
     sqs.send(&url, &bodies(1, "poison"));
-    // max_retries 1: the second delivery fails for good and is left to the redrive policy.
-    let reprow = start(dir.path(), &url, &worker, "", "  max_retries: 1\n");
+    // max_retries 1: the second delivery fails for good and is left to the redrive policy,
+    // visible again when its visibility timeout (2 s here) ends, not at once.
+    let reprow = start(
+        dir.path(),
+        &url,
+        &worker,
+        "  visibility_timeout: 2\n",
+        "  max_retries: 1\n",
+    );
     worker.wait_for(2);
     let deadline = Instant::now() + DEADLINE;
     let moved = loop {
@@ -476,11 +345,11 @@ fn sqsd_environment_mode_end_to_end() {
     let status = api.wait_json("/status", |v| v["counters"]["succeeded"] == 1);
     assert_eq!(status["phase"], "running");
     assert_eq!(api.get("/healthz").status, 200);
-    // Shutdown finishes the long polls in progress (20 s in sqsd mode) so that no message they
-    // bring is stranded until its visibility timeout.
+    // Shutdown abandons the long polls in progress (20 s in sqsd mode): reprow stops in
+    // seconds.
     let mut reprow = reprow;
     reprow.signal(nix::sys::signal::Signal::SIGTERM);
-    let deadline = Instant::now() + Duration::from_secs(45);
+    let deadline = Instant::now() + Duration::from_secs(10);
     let status = loop {
         if let Some(s) = reprow.child.try_wait().unwrap() {
             break s;

@@ -553,7 +553,7 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                 let r = h.one(Op::Pull {
                     queue: queue.into(),
                     count,
-                    forget,
+                    forget: Some(forget),
                 });
                 match r {
                     _ if failing => {

@@ -9,7 +9,8 @@
 //! # Layout
 //! - [`response`]: the response type and its encoding.
 //! - [`router`]: method and path to handler, the token check; the one list of routes.
-//! - `fireworq`, `presque`, `monitor`: the handlers of each API, JSON shapes.
+//! - `fireworq`, `presque`, `monitor`: the handlers of each API, JSON shapes;
+//!   `presque_workers`: presque's worker book (`/w/`), in memory.
 //! - `params`: query, path and body readers they share; `reply`: asking the store.
 
 pub mod conns;
@@ -19,6 +20,7 @@ pub mod guard;
 mod monitor;
 mod params;
 mod presque;
+pub mod presque_workers;
 mod reply;
 pub mod response;
 pub mod router;
@@ -213,6 +215,8 @@ pub struct Ctx {
     pub source_queue: Option<String>,
     /// This core's connections (idle set, drain on shutdown).
     pub conns: conns::ConnSet,
+    /// presque's worker book (`/w/`), shared by every core.
+    pub presque: Arc<presque_workers::PresqueWorkers>,
 }
 
 impl Ctx {

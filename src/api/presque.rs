@@ -2,9 +2,13 @@
 //! push and pull many (`/qb/{queue}`), a queue's counts (`/j/{queue}`, `/status/{queue}`) and
 //! starting or stopping it (`/control/{queue}`). A queue is created on first use, in pull mode.
 //!
-//! The answer shapes follow presque's. reprow adds leases: a pull answers with
-//! `X-Reprow-Lease` (`X-Reprow-Leases` for a batch), which the ack or failure report sends
-//! back, so a job pulled again after its lease ran out is not settled by the first worker.
+//! The answers follow presque's, status by status and field by field (issue 23: an unchanged
+//! presque client sees presque): a fetched job is deleted, `/qb` answers a list of JSON texts,
+//! a duplicate `uniq` is 400, `PUT /q` re-queues the job it carries, unknown queues answer
+//! zero counts. reprow's additions are opt-in: leases (`?lease=1`, or the queue's `lease`
+//! setting) answer with `X-Reprow-Lease` (`X-Reprow-Leases` for a batch), which the ack or
+//! failure report sends back, so a job pulled again after its lease ran out is not settled by
+//! the first worker; `?detail=1` on `/j` adds reprow's counts.
 
 use bytes::Bytes;
 use serde::Deserialize;
@@ -18,30 +22,61 @@ use super::{
 };
 use crate::{
     http::request::Request,
-    store::{Destination, NewJob, Op, Query, QueueStats, MAX_TIME_MS},
+    store::{
+        payload::PayloadMode, Destination, JobList, NewJob, Op, Query, QueueStats, MAX_TIME_MS,
+    },
 };
 
 /// `POST /q/{queue}?delayed=&uniq=`: the body, one JSON value, is the job's payload.
 pub(super) async fn push(ctx: &Ctx, req: &Request, queue: &str, q: &Params) -> Res {
-    let payload = raw_json_body(ctx, req)?;
-    let job = presque_job(ctx, queue, payload, q)?;
-    let j = ask(ctx, Op::Enqueue(vec![job]), kind::enqueued).await?;
+    let job = presque_job(ctx, queue, job_body(ctx, req)?, q)?;
+    let j = ask(ctx, Op::Enqueue(vec![job]), kind::enqueued)
+        .await
+        .map_err(uniq_taken)?;
     Ok(Response::json(
         201,
         &json!({ "id": j.first().map(|j| j.id) }),
     ))
 }
 
-/// `GET /q/{queue}?forget=`: one job, its payload as the body and its id, attempt and lease
-/// in headers.
-pub(super) async fn pull(ctx: &Ctx, queue: &str, q: &Params) -> Res {
-    let forget = q.flag("forget")?;
+/// The body of a job push: presque's "job is missing" for none (`Role/Queue/WithContent.pm`).
+fn job_body(ctx: &Ctx, req: &Request) -> Result<Bytes, Response> {
+    if req.body.iter().all(u8::is_ascii_whitespace) {
+        return Err(Response::error(400, "job is missing"));
+    }
+    raw_json_body(ctx, req)
+}
+
+/// presque's answer to a `uniq` key already queued: 400 "job already exists".
+fn uniq_taken(r: Response) -> Response {
+    if r.status == 409 {
+        Response::error(400, "job already exists")
+    } else {
+        r
+    }
+}
+
+/// Whether a fetch deletes (`Some(true)`), leases (`Some(false)`) or does as the queue says
+/// (`None`): `?lease=1` or `?forget=1`.
+fn fetch_mode(q: &Params) -> Result<Option<bool>, Response> {
+    match (q.flag("lease")?, q.flag("forget")?) {
+        (true, true) => Err(Response::error(400, "lease and forget exclude each other")),
+        (true, false) => Ok(Some(false)),
+        (false, true) => Ok(Some(true)),
+        (false, false) => Ok(None),
+    }
+}
+
+/// `GET /q/{queue}?lease=&forget=`: one job, its payload as the body and its id, attempt and
+/// (when leased) lease in headers. Deleted as it is handed out unless leased.
+pub(super) async fn pull(ctx: &Ctx, req: &Request, queue: &str, q: &Params) -> Res {
     let op = Op::Pull {
         queue: queue.to_string(),
         count: 1,
-        forget,
+        forget: fetch_mode(q)?,
     };
     let (view, payload) = ask(ctx, op, kind::pulled_one).await?;
+    ctx.presque.fetched(req.worker_id.as_deref(), 1);
     let mut headers = vec![
         ("X-Reprow-Job-Id", view.id.to_string()),
         ("X-Reprow-Attempt", (view.fail_count + 1).to_string()),
@@ -57,9 +92,18 @@ pub(super) async fn pull(ctx: &Ctx, queue: &str, q: &Params) -> Res {
     })
 }
 
-/// `PUT /q/{queue}`: presque's "this job failed"; reprow retries it per the queue's policy.
-/// The id comes from `?id=` (with `?message=`) or the body's `id` (with its `message`).
+/// `PUT /q/{queue}`: presque's "this job failed". In presque's form the body is the job,
+/// queued again (201) and counted as a failure (`RestQueueHandler.pm` `_failed_job`). In
+/// reprow's form (`?id=`, or an `X-Reprow-Lease` header) the leased job `id` is retried per
+/// the queue's policy (204); the id comes from `?id=` (with `?message=`) or the body's `id`
+/// (with its `message`).
 pub(super) async fn fail(ctx: &Ctx, req: &Request, queue: &str, q: &Params) -> Res {
+    if q.get("id").is_none() && req.lease.is_none() {
+        let job = presque_job(ctx, queue, job_body(ctx, req)?, &Params::parse("")?)?;
+        ask(ctx, Op::Enqueue(vec![job]), kind::enqueued).await?;
+        ctx.presque.failed(queue, req.worker_id.as_deref());
+        return Ok(Response::empty(201));
+    }
     let (id, message) = match q.get("id") {
         Some(i) => {
             let id = parse_id(i)?;
@@ -93,9 +137,14 @@ pub(super) async fn fail(ctx: &Ctx, req: &Request, queue: &str, q: &Params) -> R
     Ok(Response::empty(204))
 }
 
-/// `DELETE /q/{queue}`: removes every job of the queue.
+/// `DELETE /q/{queue}`: removes every job of the queue; 204 for a queue never used too.
 pub(super) async fn purge(ctx: &Ctx, queue: &str) -> Res {
-    call(ctx, Op::Purge(queue.to_string())).await?;
+    match call(ctx, Op::Purge(queue.to_string())).await {
+        Ok(_) => {}
+        Err(r) if r.status == 404 => {}
+        Err(r) => return Err(r),
+    }
+    ctx.presque.purged(queue);
     Ok(Response::empty(204))
 }
 
@@ -114,17 +163,20 @@ pub(super) async fn ack(ctx: &Ctx, req: &Request, queue: &str, id: &str) -> Res 
     Ok(Response::empty(204))
 }
 
-/// `GET /qb/{queue}?batch_size=&forget=`: up to `batch_size` jobs, their payloads as one JSON
-/// list, their ids (and leases) in headers in the same order.
-pub(super) async fn pull_batch(ctx: &Ctx, queue: &str, q: &Params) -> Res {
-    let count = q.num("batch_size", 50, 1, 1000)? as usize;
-    let forget = q.flag("forget")?;
+/// `GET /qb/{queue}?batch_size=&lease=&forget=`: up to `batch_size` jobs (10 by default, as
+/// presque), each job's JSON text a string of one JSON list (presque stores and answers the
+/// texts), their ids (and leases, when leased) in headers in the same order.
+pub(super) async fn pull_batch(ctx: &Ctx, req: &Request, queue: &str, q: &Params) -> Res {
+    let count = q.num("batch_size", 10, 1, 1000)? as usize;
     let op = Op::Pull {
         queue: queue.to_string(),
         count,
-        forget,
+        forget: fetch_mode(q)?,
     };
     let jobs = ask(ctx, op, kind::pulled).await?;
+    ctx.presque
+        .fetched(req.worker_id.as_deref(), jobs.len() as u64);
+    let leased = jobs.iter().any(|(v, _)| v.lease.is_some());
     let ids = jobs
         .iter()
         .map(|(v, _)| v.id.to_string())
@@ -135,24 +187,19 @@ pub(super) async fn pull_batch(ctx: &Ctx, queue: &str, q: &Params) -> Res {
         .filter_map(|(v, _)| v.lease.map(|t| t.to_string()))
         .collect::<Vec<_>>()
         .join(",");
-    let mut body = Vec::with_capacity(jobs.iter().map(|j| j.1.len() + 1).sum::<usize>() + 2);
-    body.push(b'[');
-    for (i, (_, p)) in jobs.iter().enumerate() {
-        if i > 0 {
-            body.push(b',');
-        }
-        body.extend_from_slice(as_json(p).as_ref());
-    }
-    body.push(b']');
+    let texts: Vec<std::borrow::Cow<'_, str>> = jobs
+        .iter()
+        .map(|(_, p)| String::from_utf8_lossy(p))
+        .collect();
     Ok(Response {
         status: 200,
         content_type: "application/json",
-        headers: if forget {
-            vec![("X-Reprow-Job-Ids", ids)]
-        } else {
+        headers: if leased {
             vec![("X-Reprow-Job-Ids", ids), ("X-Reprow-Leases", leases)]
+        } else {
+            vec![("X-Reprow-Job-Ids", ids)]
         },
-        body,
+        body: serde_json::to_vec(&texts).unwrap_or_default(),
     })
 }
 
@@ -184,50 +231,93 @@ pub(super) async fn push_batch(ctx: &Ctx, req: &Request, queue: &str, q: &Params
             q,
         )?);
     }
-    let j = ask(ctx, Op::Enqueue(jobs), kind::enqueued).await?;
+    let j = ask(ctx, Op::Enqueue(jobs), kind::enqueued)
+        .await
+        .map_err(uniq_taken)?;
     Ok(Response::json(
         201,
         &json!({ "ids": j.iter().map(|j| j.id).collect::<Vec<_>>() }),
     ))
 }
 
-/// `GET /j/{queue}`: presque's job counts.
-pub(super) async fn counts(ctx: &Ctx, queue: &str) -> Res {
-    let s = queue_stats(ctx, queue).await?;
-    Ok(Response::json(
-        200,
-        &json!({
-            "queue_name": queue,
-            "job_count": s.outstanding_jobs,
-            "job_waiting": s.waiting,
-            "job_delayed": s.deferred,
-            "job_grabbed": s.grabbed,
-            "job_failed": s.failed,
-            "job_processed": s.total_completes,
-        }),
+/// `PUT` and `DELETE /qb/{queue}`: presque's batch handler refuses them with 400.
+pub(super) fn batch_refused(method: &str) -> Res {
+    Err(Response::error(
+        400,
+        &format!("{method} is not supported in batch mode"),
     ))
 }
 
-/// `GET /status/{queue}`: the queue's size.
-pub(super) async fn status(ctx: &Ctx, queue: &str) -> Res {
-    let s = queue_stats(ctx, queue).await?;
-    Ok(Response::json(
-        200,
-        &json!({ "queue": queue, "size": s.outstanding_jobs }),
-    ))
+/// `GET /j/{queue}?detail=`: presque's job counts (`job_count`: jobs waiting to be fetched;
+/// `job_processed`: jobs handed out; `job_failed`: failures reported), zero for a queue never
+/// used. `?detail=1` adds reprow's `job_waiting`, `job_delayed`, `job_grabbed` and
+/// `job_failed_log` (entries in the failed log).
+pub(super) async fn counts(ctx: &Ctx, queue: &str, q: &Params) -> Res {
+    let detail = q.flag("detail")?;
+    let s = queue_stats(ctx, queue).await?.unwrap_or_default();
+    let mut v = json!({
+        "queue_name": queue,
+        "job_count": s.waiting,
+        "job_failed": s.total_failures + ctx.presque.queue_failures(queue),
+        "job_processed": s.total_pops,
+    });
+    if detail {
+        v["job_waiting"] = s.waiting.into();
+        v["job_delayed"] = s.deferred.into();
+        v["job_grabbed"] = s.grabbed.into();
+        v["job_failed_log"] = s.failed.into();
+    }
+    Ok(Response::json(200, &v))
 }
 
-/// `GET /control/{queue}`: whether the queue runs (`status` 1) or is stopped (0).
+/// `GET /status/{queue}?with_desc=`: the number of jobs waiting to be fetched (presque's list
+/// length: not the delayed ones, not the leased ones); `with_desc` adds their JSON texts, oldest
+/// first, at most one listing page (1,000 jobs, 4 MiB).
+pub(super) async fn status(ctx: &Ctx, queue: &str, q: &Params) -> Res {
+    let s = queue_stats(ctx, queue).await?.unwrap_or_default();
+    let mut v = json!({ "queue": queue, "size": s.waiting });
+    if q.flag("with_desc")? {
+        let op = Query::Jobs {
+            queue: queue.to_string(),
+            list: JobList::Waiting,
+            limit: 1000,
+            cursor: None,
+            desc: false,
+            payload: PayloadMode::Full,
+        };
+        let jobs = match ask(ctx, Op::Query(op), kind::jobs).await {
+            Ok((jobs, _)) => jobs,
+            Err(r) if r.status == 404 => Vec::new(),
+            Err(r) => return Err(r),
+        };
+        let texts: Vec<String> = jobs
+            .iter()
+            .map(|j| serde_json::to_string(&j.payload.value()).unwrap_or_default())
+            .collect();
+        v["jobs"] = texts.into();
+    }
+    Ok(Response::json(200, &v))
+}
+
+/// `GET /control/{queue}`: whether the queue runs (`status` 1) or is stopped (0); `null` for a
+/// queue never used (presque's unset key).
 pub(super) async fn control_get(ctx: &Ctx, queue: &str) -> Res {
-    let s = queue_stats(ctx, queue).await?;
-    Ok(control_json(queue, !s.paused))
+    let status = queue_stats(ctx, queue).await?.map(|s| u8::from(!s.paused));
+    Ok(Response::json(
+        200,
+        &json!({ "queue": queue, "status": status }),
+    ))
 }
 
-/// `POST /control/{queue}` with `{"status": "start"|"stop"}`.
+/// `POST /control/{queue}` with `{"status": "start"|"stop"}`: `{"queue", "response":
+/// "updated"}`, as presque answers.
 pub(super) async fn control_set(ctx: &Ctx, req: &Request, queue: &str) -> Res {
     #[derive(Deserialize)]
     struct Body {
         status: String,
+    }
+    if req.body.iter().all(u8::is_ascii_whitespace) {
+        return Err(Response::error(400, "content is missing"));
     }
     let b: Body = json_body(ctx, req)?;
     let paused = match b.status.as_str() {
@@ -235,8 +325,8 @@ pub(super) async fn control_set(ctx: &Ctx, req: &Request, queue: &str) -> Res {
         "stop" => true,
         other => {
             return Err(Response::error(
-                422,
-                &format!("status must be \"start\" or \"stop\", not {other:?}"),
+                400,
+                &format!("invalid status {other:?}: start or stop"),
             ))
         }
     };
@@ -248,24 +338,61 @@ pub(super) async fn control_set(ctx: &Ctx, req: &Request, queue: &str) -> Res {
         },
     )
     .await?;
-    Ok(control_json(queue, !paused))
+    Ok(Response::json(
+        200,
+        &json!({ "queue": queue, "response": "updated" }),
+    ))
 }
 
-fn control_json(queue: &str, running: bool) -> Response {
-    Response::json(200, &json!({ "queue": queue, "status": u8::from(running) }))
-}
-
-async fn queue_stats(ctx: &Ctx, queue: &str) -> Result<QueueStats, Response> {
+/// A queue's stats; `None` for a queue that does not exist (presque answers for any name).
+async fn queue_stats(ctx: &Ctx, queue: &str) -> Result<Option<QueueStats>, Response> {
     let op = Op::Query(Query::Stats(Some(queue.to_string())));
-    ask(ctx, op, kind::stats_one).await
+    match ask(ctx, op, kind::stats_one).await {
+        Ok(s) => Ok(Some(s)),
+        Err(r) if r.status == 404 => Ok(None),
+        Err(r) => Err(r),
+    }
 }
 
-/// A stored payload as JSON: itself when it is JSON, else a JSON string.
-fn as_json(p: &Bytes) -> std::borrow::Cow<'_, [u8]> {
-    if serde_json::from_slice::<serde::de::IgnoredAny>(p).is_ok() {
-        std::borrow::Cow::Borrowed(&p[..])
+// === presque's worker routes (`WorkerHandler.pm`) ===
+
+/// `GET /w/?queue_name=|worker_id=`: the workers of a queue with its counts, one worker's
+/// counts, or (with neither) every registered worker.
+pub(super) async fn workers(ctx: &Ctx, q: &Params) -> Res {
+    if let Some(queue) = q.get("queue_name").filter(|v| !v.is_empty()) {
+        let s = queue_stats(ctx, queue).await?.unwrap_or_default();
+        return Ok(Response::json(
+            200,
+            &json!({
+                "queue_name": queue,
+                "workers_list": ctx.presque.on_queue(queue),
+                "processed": s.total_pops,
+                "failed": s.total_failures + ctx.presque.queue_failures(queue),
+            }),
+        ));
+    }
+    if let Some(worker) = q.get("worker_id").filter(|v| !v.is_empty()) {
+        let (processed, failed) = ctx.presque.counts(worker);
+        return Ok(Response::json(
+            200,
+            &json!({ "worker_id": worker, "processed": processed, "failed": failed }),
+        ));
+    }
+    Ok(Response::json(200, &json!(ctx.presque.all())))
+}
+
+/// `POST` (register, 201) or `DELETE` (unregister, 204) `/w/{queue}` with
+/// `X-presque-workerid`.
+pub(super) fn worker_set(ctx: &Ctx, req: &Request, queue: &str, register: bool) -> Res {
+    let Some(worker) = req.worker_id.as_deref() else {
+        return Err(Response::error(400, "worker_id is missing"));
+    };
+    if register {
+        ctx.presque.register(queue, worker);
+        Ok(Response::empty(201))
     } else {
-        std::borrow::Cow::Owned(serde_json::to_vec(&String::from_utf8_lossy(p)).unwrap_or_default())
+        ctx.presque.unregister(queue, worker);
+        Ok(Response::empty(204))
     }
 }
 

@@ -126,7 +126,12 @@ pub fn run(config: &Config, shutdown: Shutdown, stats: Arc<Stats>) -> Result<Sna
         };
         return Err(RunError::NoRunner { queue });
     }
-    let target = runner.map(runner_target).transpose()?.map(Arc::new);
+    let mut target = runner.map(runner_target).transpose()?;
+    if let (Some(t), QueueConfig::Sqs(q)) = (target.as_mut(), &config.queue) {
+        // Which answers delete a message (`queue.delete_on`): read by the dispatcher.
+        t.outcome = q.outcome_mode();
+    }
+    let target = target.map(Arc::new);
     // The store bounds what it hands out itself (leases, max_workers); every other source is
     // bounded by runner.concurrency, spread over the cores.
     let concurrency = if durable {
@@ -158,7 +163,13 @@ pub fn run(config: &Config, shutdown: Shutdown, stats: Arc<Stats>) -> Result<Sna
             |r| r.max_response_body_bytes,
         ),
         max_idle: DURABLE_MAX_IDLE,
-        user_agent: runner.and_then(|r| r.user_agent.clone()),
+        user_agent: runner
+            .and_then(|r| r.user_agent.clone())
+            .or_else(|| match &config.queue {
+                // Elastic Beanstalk's sqsd names itself; its workers may look for it.
+                QueueConfig::Sqs(q) if q.sqsd => Some("aws-sqsd/1.1".into()),
+                _ => None,
+            }),
     };
     let max_unreachable = durable.then(|| {
         runner
@@ -326,6 +337,7 @@ fn serve_config(
         grace: config.shutdown_timeout,
         stats: stats.clone(),
         queue: None,
+        presque: Arc::default(),
     };
     Ok(Some((listener, ctx, true)))
 }
@@ -341,6 +353,7 @@ struct MonitorCtx {
     grace: std::time::Duration,
     stats: Arc<Stats>,
     queue: Option<String>,
+    presque: Arc<crate::api::presque_workers::PresqueWorkers>,
 }
 
 impl MonitorCtx {
@@ -354,11 +367,12 @@ impl MonitorCtx {
             stats: self.stats,
             source_queue: self.queue,
             conns: crate::api::conns::ConnSet::default(),
+            presque: self.presque,
         }
     }
 }
 
-/// Binds `monitor_listen` for a FIFO or Q4M source, when set.
+/// The monitoring routes' context for a FIFO, SQS or Q4M source (`monitor_listen`).
 fn monitoring(config: &Config, shutdown: &Shutdown, stats: &Arc<Stats>) -> MonitorCtx {
     MonitorCtx {
         store: None,
@@ -368,6 +382,7 @@ fn monitoring(config: &Config, shutdown: &Shutdown, stats: &Arc<Stats>) -> Monit
         grace: config.shutdown_timeout,
         stats: stats.clone(),
         queue: config.source_queue_name(),
+        presque: Arc::default(),
     }
 }
 

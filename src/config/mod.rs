@@ -16,7 +16,7 @@ pub use crate::dispatch::config::RunnerConfig;
 pub use crate::source::{
     fifo::config::{FifoConfig, LineFormat},
     q4m::config::{Q4mConfig, MAX_Q4M_CONNECTIONS},
-    sqs::config::{SqsConfig, SqsFailure},
+    sqs::config::{DeleteOn, SqsBody, SqsConfig, SqsFailure},
 };
 pub use crate::store::config::LmdbConfig;
 pub use crate::units::{parse_byte_size, parse_duration};

@@ -226,19 +226,6 @@ fn durations() {
 }
 
 #[test]
-fn env_files() {
-    let m = parse_env_file(
-        "# sqsd\nINVOKER_URL=http://a/b\nexport QUEUE_URL=\"https://q\"\n\nLOG_LEVEL='debug'\n",
-    )
-    .unwrap();
-    assert_eq!(m["INVOKER_URL"], "http://a/b");
-    assert_eq!(m["QUEUE_URL"], "https://q");
-    assert_eq!(m["LOG_LEVEL"], "debug");
-    assert!(parse_env_file("NOVALUE\n").unwrap_err().contains("line 1"));
-    assert!(parse_env_file("BAD KEY=1\n").is_err());
-}
-
-#[test]
 fn sqsd_environment() {
     let env = |pairs: &'static [(&'static str, &'static str)]| {
         move |k: &str| {
@@ -248,11 +235,19 @@ fn sqsd_environment() {
                 .map(|(_, v)| v.to_string())
         }
     };
-    assert!(
-        Config::from_sqsd_env(env(&[("INVOKER_URL", "http://127.0.0.1:3000/")]))
-            .unwrap()
-            .is_none()
-    );
+    // Neither variable: not sqsd mode. One of them: an error naming the other.
+    assert!(Config::from_sqsd_env(env(&[])).unwrap().is_none());
+    let e = Config::from_sqsd_env(env(&[("INVOKER_URL", "http://127.0.0.1:3000/")]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("QUEUE_URL: not set"), "{e}");
+    let e = Config::from_sqsd_env(env(&[(
+        "QUEUE_URL",
+        "https://sqs.us-east-1.amazonaws.com/1/q",
+    )]))
+    .unwrap_err()
+    .to_string();
+    assert!(e.starts_with("INVOKER_URL: not set"), "{e}");
     let full = Config::from_sqsd_env(env(&[
         ("INVOKER_URL", "http://127.0.0.1:3000/work"),
         ("QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/1/jobs"),
@@ -273,6 +268,10 @@ fn sqsd_environment() {
                 panic!("not sqs")
             };
             assert!(q.sqsd && q.fetchers == 3);
+            // taiyoh/sqsd's rule; the URL names its region, which is kept.
+            assert_eq!(q.delete_rule(), DeleteOn::Below500);
+            assert_eq!(q.region, None);
+            assert_eq!(q.url_region().as_deref(), Some("us-east-1"));
         }
         (false, Err(e)) => assert!(e.to_string().contains("--features sqs"), "{e}"),
         (built, other) => panic!("built with sqs: {built}, yet {other:?}"),
@@ -292,6 +291,8 @@ fn sqsd_environment() {
         ("INVOKER_URL", "ftp://127.0.0.1:3000/"),
         ("LOG_LEVEL", "loud"),
         ("INVOKER_PARALLEL_COUNT", "0"),
+        ("DELETE_ON", "sometimes"),
+        ("ERROR_VISIBILITY_TIMEOUT", "later"),
     ] {
         if var == "LOG_LEVEL" && cfg!(not(feature = "sqs")) {
             continue; // refused earlier, for the missing feature

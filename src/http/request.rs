@@ -24,6 +24,8 @@ pub struct Request {
     pub authorization: Option<String>,
     /// `X-Reprow-Lease`, if sent: a pull worker's lease token.
     pub lease: Option<String>,
+    /// `X-presque-workerid`, if sent: a presque worker's id, for its counts.
+    pub worker_id: Option<String>,
     /// `Host`: exactly one in HTTP/1.1 (checked here), at most one in HTTP/1.0.
     pub host: Option<String>,
     /// `Origin`, if sent (browsers send it on every cross-origin request but simple GETs).
@@ -193,6 +195,7 @@ impl RequestParser {
         let mut content_type = None;
         let mut authorization = None;
         let mut lease = None;
+        let mut worker_id = None;
         let mut host = None;
         let mut origin = None;
         let mut fetch_site = None;
@@ -242,6 +245,8 @@ impl RequestParser {
                 authorization = Some(value.to_string());
             } else if h.name.eq_ignore_ascii_case("x-reprow-lease") {
                 lease = Some(value.to_string());
+            } else if h.name.eq_ignore_ascii_case("x-presque-workerid") {
+                worker_id = Some(value.to_string()).filter(|v| !v.is_empty());
             } else if h.name.eq_ignore_ascii_case("host") {
                 host = Some(value.to_string());
             } else if h.name.eq_ignore_ascii_case("origin") {
@@ -287,6 +292,7 @@ impl RequestParser {
             content_type,
             authorization,
             lease,
+            worker_id,
             host,
             origin,
             fetch_site,

@@ -22,6 +22,24 @@ pub fn classify(
         OutcomeMode::Auto => classify_auto(status, retry_after, body),
         OutcomeMode::Status => classify_status(status, retry_after, body),
         OutcomeMode::Fireworq => classify_fireworq(status, body),
+        OutcomeMode::Status200 => done_when(status == 200, status, body),
+        OutcomeMode::Below500 => done_when(status < 500, status, body),
+    }
+}
+
+/// Done when `done`, else a retry with no worker-given delay (neither sqsd reads
+/// `Retry-After`: the message comes back after its visibility timeout).
+fn done_when(done: bool, status: u16, body: &[u8]) -> Outcome {
+    if done {
+        return Outcome::Done;
+    }
+    let end = body.len().min(1024);
+    Outcome::Retry {
+        after: None,
+        reason: Failure {
+            status: Some(status),
+            message: String::from_utf8_lossy(&body[..end]).into_owned(),
+        },
     }
 }
 
@@ -114,6 +132,27 @@ pub fn classify_fireworq(http_status: u16, body: &[u8]) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sqsd_outcomes() {
+        use OutcomeMode::{Below500, Status200};
+        let retried = |o: Outcome| matches!(o, Outcome::Retry { after: None, .. });
+        assert_eq!(classify(Status200, 200, None, b""), Outcome::Done);
+        for s in [201, 204, 302, 404, 500] {
+            assert!(retried(classify(Status200, s, None, b"")), "EB {s}");
+        }
+        for s in [200, 204, 302, 404, 499] {
+            assert_eq!(
+                classify(Below500, s, None, b""),
+                Outcome::Done,
+                "taiyoh {s}"
+            );
+        }
+        for s in [500, 503] {
+            let o = classify(Below500, s, Some(Duration::from_secs(9)), b"x");
+            assert!(retried(o), "taiyoh {s}");
+        }
+    }
 
     #[test]
     fn fireworq_outcomes() {

@@ -24,6 +24,14 @@ pub enum OutcomeMode {
     /// By fireworq's JSON body `{"status": "success" | "failure" | "permanent-failure"}`; the HTTP
     /// status is ignored, as fireworq does.
     Fireworq,
+    /// Elastic Beanstalk's sqsd: `200 OK` is done; any other answer (another 2xx too) is
+    /// retried, never failed for good.
+    #[serde(rename = "status_200")]
+    Status200,
+    /// taiyoh/sqsd: any status below 500 is done (its invoker logs 3xx and 4xx and deletes);
+    /// 5xx is retried.
+    #[serde(rename = "below_500")]
+    Below500,
 }
 
 /// Where and how a push job is delivered; shared by every job of a queue that sets no

@@ -155,14 +155,16 @@ pub enum Op {
         /// Worker time, ms.
         elapsed_ms: u64,
     },
-    /// Lease (or, with `forget`, remove) up to `count` due jobs of a queue for a pull worker.
+    /// Remove (presque's pop) or lease up to `count` due jobs of a queue for a pull worker.
     Pull {
         /// Queue name.
         queue: String,
         /// Most jobs.
         count: usize,
-        /// presque's pop-and-forget: deleted on hand-out, never redelivered.
-        forget: bool,
+        /// `Some(true)`: presque's pop-and-forget, deleted on hand-out, never redelivered;
+        /// `Some(false)`: leased for the queue's `lease_timeout`; `None`: as the queue's
+        /// `lease` setting says (forget unless it is set).
+        forget: Option<bool>,
     },
     /// A pull worker acks a leased job.
     Ack {

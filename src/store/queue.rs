@@ -69,6 +69,11 @@ pub struct QueueDef {
     /// `max_retries`, fireworq's 0.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_delay: Option<u64>,
+    /// Pull mode: a fetched job is leased (hidden for `lease_timeout`, handed out again unless
+    /// acked) instead of deleted as presque deletes it. Default false (presque's behaviour);
+    /// `?lease=1` or `?forget=1` on a fetch decides for that request.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lease: bool,
     /// How long a pulled job stays leased before it is handed out again, seconds. Default 60.
     #[serde(default = "default_lease_timeout")]
     pub lease_timeout: u64,

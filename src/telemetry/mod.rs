@@ -80,7 +80,10 @@ fn level_name(word: &str) -> Option<&'static str> {
 
 /// Reads a log level as `log_level:` and `--log-level` take it: a level name (or an alias:
 /// `warning`, `err`, ...; any case), or `EnvFilter` directives (`warn,reprow::job=info`) whose
-/// levels are read the same way. Returns the directives to install.
+/// levels are read the same way. Returns the directives to install. A bare `debug` is reprow's
+/// own debug lines over `info` for its libraries (`info,reprow=debug`): the AWS SDK's debug
+/// lines (a dozen per request) would bury reprow's; `trace`, or a directive naming a target
+/// (`debug,aws_smithy_runtime=debug`), shows them.
 ///
 /// # Errors
 /// An unknown level, with the accepted names. (`EnvFilter` itself would take an unknown word
@@ -107,7 +110,10 @@ pub fn parse_level(text: &str) -> Result<String, String> {
         };
         directives.push(directive);
     }
-    let joined = directives.join(",");
+    let mut joined = directives.join(",");
+    if joined == "debug" {
+        joined = "info,reprow=debug".into();
+    }
     tracing_subscriber::EnvFilter::builder()
         .parse(&joined)
         .map_err(|e| format!("{}: {e}", refuse()))?;
@@ -460,7 +466,12 @@ mod tests {
             ("WARN", "warn"),
             ("Err", "error"),
             ("info", "info"),
-            (" debug ", "debug"),
+            (" debug ", "info,reprow=debug"),
+            ("trace", "trace"),
+            (
+                "debug,aws_smithy_runtime=debug",
+                "debug,aws_smithy_runtime=debug",
+            ),
             ("off", "off"),
             ("warning,reprow::job=INFO", "warn,reprow::job=info"),
         ] {

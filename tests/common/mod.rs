@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 pub mod pages;
+#[cfg(feature = "sqs")]
+pub mod sqs;
 pub mod strace;
 
 use std::{

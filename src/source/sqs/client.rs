@@ -6,7 +6,10 @@ use aws_sdk_sqs::{types::QueueAttributeName, Client};
 
 use crate::{config::SqsConfig, source::SourceError};
 
-pub(super) async fn client(config: &SqsConfig) -> Client {
+/// # Errors
+/// A [`SourceError`] when no region is found (the configured one, the standard chain's, or the
+/// one in the queue URL): the SDK would otherwise fail each request with less to go on.
+pub(super) async fn client(config: &SqsConfig) -> Result<Client, SourceError> {
     let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
     let region = config.region.clone().or_else(|| region_of(&config.url));
     if let Some(r) = region {
@@ -20,7 +23,14 @@ pub(super) async fn client(config: &SqsConfig) -> Client {
     if let Some(e) = endpoint {
         loader = loader.endpoint_url(e);
     }
-    Client::new(&loader.load().await)
+    let sdk = loader.load().await;
+    if sdk.region().is_none() {
+        return Err(SourceError::sqs(format!(
+            "{}: no AWS region: set queue.region (AWS_REGION in sqsd environment mode), AWS_REGION, or a profile's region",
+            config.url
+        )));
+    }
+    Ok(Client::new(&sdk))
 }
 
 /// `us-east-1` from `https://sqs.us-east-1.amazonaws.com/...`.

@@ -55,6 +55,30 @@ pub struct SqsConfig {
     /// sqsd environment mode.
     #[serde(default)]
     pub sqsd: bool,
+    /// Which answers delete a message, and when the others come back:
+    /// - `success` (reprow's): the worker contract (2xx done; 408, 425, 429, 5xx retried after
+    ///   `Retry-After` or the backoff; other statuses failed for good, see `on_failure`);
+    /// - `status_200` (Elastic Beanstalk's sqsd): only `200 OK` deletes; any other answer, a
+    ///   timeout or a connection error makes the message visible again after
+    ///   `error_visibility_timeout`;
+    /// - `below_500` (taiyoh/sqsd's): any status below 500 deletes; 5xx, a timeout or a
+    ///   connection error leave the message to come back after the visibility timeout.
+    ///
+    /// Defaults to `status_200` with `sqsd: true`, else `success`; `below_500` in the
+    /// environment mode of taiyoh/sqsd's variables.
+    #[serde(default)]
+    pub delete_on: Option<DeleteOn>,
+    /// With `delete_on: status_200`: how long a message not answered `200` stays invisible
+    /// before it is received again, whole seconds 0 to 43200. Defaults to 2 seconds (Elastic
+    /// Beanstalk's `ErrorVisibilityTimeout`); `ERROR_VISIBILITY_TIMEOUT` in environment mode.
+    #[serde(default = "default_error_visibility", deserialize_with = "duration")]
+    pub error_visibility_timeout: Duration,
+    /// What the worker gets as the request body: `raw`, the message body as sent; or
+    /// `envelope`, the Go reprow's JSON object (`Body`, `MessageId`, `MD5OfBody`,
+    /// `ReceiptHandle`, `MessageAttribute`, `MD5OfMessageAttributes`), so its workers run
+    /// unchanged. Defaults to `raw`.
+    #[serde(default)]
+    pub body: SqsBody,
     /// Elastic Beanstalk periodic tasks: a `cron.yaml` (`version: 1`, `cron:` entries with
     /// `name`, `url`, `schedule`; schedules in UTC, an optional leading seconds field) whose
     /// tasks reprow sends into this queue on schedule, as Elastic Beanstalk's scheduler does,
@@ -75,6 +99,31 @@ pub struct SqsConfig {
     /// messages as there are free slots.
     #[serde(default, deserialize_with = "opt_duration")]
     pub buffer_timeout: Option<Duration>,
+}
+
+/// `delete_on:` of an SQS queue: which answers delete a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeleteOn {
+    /// reprow's worker contract.
+    Success,
+    /// Elastic Beanstalk's sqsd: only `200 OK`.
+    #[serde(rename = "status_200")]
+    Status200,
+    /// taiyoh/sqsd: any status below 500.
+    #[serde(rename = "below_500")]
+    Below500,
+}
+
+/// `body:` of an SQS queue: what the worker gets as the request body.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SqsBody {
+    /// The message body, byte for byte.
+    #[default]
+    Raw,
+    /// The Go reprow's (maedama/reprow) JSON envelope of the message.
+    Envelope,
 }
 
 /// `on_failure:` of an SQS queue.
@@ -103,8 +152,37 @@ const fn default_true() -> bool {
 const fn default_sqs_buffer() -> usize {
     10
 }
+const fn default_error_visibility() -> Duration {
+    Duration::from_secs(2)
+}
 
 impl SqsConfig {
+    /// The rule in force: `delete_on`, else Elastic Beanstalk's with `sqsd`, else reprow's.
+    pub fn delete_rule(&self) -> DeleteOn {
+        self.delete_on.unwrap_or(if self.sqsd {
+            DeleteOn::Status200
+        } else {
+            DeleteOn::Success
+        })
+    }
+
+    /// How the worker's answer is read under [`Self::delete_rule`].
+    pub fn outcome_mode(&self) -> crate::job::target::OutcomeMode {
+        use crate::job::target::OutcomeMode;
+        match self.delete_rule() {
+            DeleteOn::Success => OutcomeMode::Status,
+            DeleteOn::Status200 => OutcomeMode::Status200,
+            DeleteOn::Below500 => OutcomeMode::Below500,
+        }
+    }
+
+    /// The region named in an `sqs.<region>.amazonaws.com` URL.
+    pub fn url_region(&self) -> Option<String> {
+        let host = self.url.split("://").nth(1)?.split('/').next()?;
+        let mut parts = host.split('.');
+        (parts.next()? == "sqs").then(|| parts.next().map(str::to_string))?
+    }
+
     /// The queue name: the URL's last path segment.
     pub fn queue_name(&self) -> &str {
         self.url
@@ -151,6 +229,13 @@ impl SqsConfig {
                     ),
                 ));
             }
+        }
+        let e = self.error_visibility_timeout;
+        if e.subsec_nanos() != 0 || e.as_secs() > 43_200 {
+            return Err((
+                "queue.error_visibility_timeout",
+                "must be whole seconds from 0 to 43200".into(),
+            ));
         }
         if self.buffer > 10_000 {
             return Err(("queue.buffer", "must be at most 10000".into()));

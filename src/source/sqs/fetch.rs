@@ -1,7 +1,8 @@
 //! The fetch loops (`queue.fetchers` of them): long-poll ReceiveMessage, each asking only for
 //! as many messages as there are free slots (runner concurrency + `buffer`), so reprow never
 //! holds more than that; each message is held (its slot with it) and handed to the cores, or
-//! reported refused at once. At shutdown, what was received and not handed over is given back.
+//! reported refused at once. At shutdown a long poll in progress is abandoned, and what was
+//! received and not handed over is given back.
 
 use std::{
     sync::{atomic::Ordering::Relaxed, Arc},
@@ -51,7 +52,7 @@ pub(super) async fn fetch_loop(
         }
         let want = permits.num_permits();
         Stats::inc(&shared.stats.sqs_receive_requests);
-        let received = shared
+        let receive = shared
             .client
             .receive_message()
             .queue_url(&shared.url)
@@ -60,8 +61,14 @@ pub(super) async fn fetch_loop(
             .visibility_timeout(shared.visibility)
             .message_system_attribute_names(MessageSystemAttributeName::All)
             .message_attribute_names("All")
-            .send()
-            .await;
+            .send();
+        // Shutdown abandons a long poll in progress rather than waiting up to `wait_time` for
+        // it: an idle reprow stops at once. A message SQS handed to the abandoned receive is
+        // not lost: nobody holds it, and it is received again when its visibility timeout ends.
+        let received = tokio::select! {
+            r = receive => r,
+            () = stopped() => return,
+        };
         let messages = match received {
             Ok(r) => {
                 backoff = Duration::from_millis(100);

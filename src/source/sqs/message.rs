@@ -10,6 +10,7 @@ use bytes::Bytes;
 
 use super::shared::Shared;
 use crate::{
+    config::SqsBody,
     job::{Failure, Job},
     source::cron,
 };
@@ -88,14 +89,14 @@ pub(super) fn job_of(
         }
     }
     let bad_path = path.as_deref().is_some_and(|p| !is_valid_request_path(p));
+    let body = match shared.config.body {
+        SqsBody::Raw => Bytes::from(m.body.clone().unwrap_or_default()),
+        SqsBody::Envelope => envelope(&m),
+    };
     let job = Job {
         id,
         queue: shared.queue.clone(),
-        payload: if task.is_some() {
-            Bytes::new()
-        } else {
-            Bytes::from(m.body.unwrap_or_default())
-        },
+        payload: if task.is_some() { Bytes::new() } else { body },
         content_type: shared.content_type.clone(),
         headers: headers
             .into_iter()
@@ -116,4 +117,47 @@ pub(super) fn job_of(
         return (job, Some(failure));
     }
     (job, None)
+}
+
+/// The Go reprow's request body for a message (`sqs/job.go` `Payload()`, marshalled by Go's
+/// `encoding/json`): keys in Go's order for a map (sorted), `MessageAttribute` as goamz's
+/// list of `{"Name", "Value": {"DataType", "BinaryValue", "StringValue", ...}}` (sorted by
+/// name, binary values in base64, as Go writes `[]byte`), or `null` when there is none.
+fn envelope(m: &aws_sdk_sqs::types::Message) -> Bytes {
+    use base64::Engine;
+    use serde_json::{json, Value};
+    let text = |v: &Option<String>| v.clone().unwrap_or_default();
+    let mut attrs: Vec<_> = m.message_attributes.iter().flatten().collect();
+    attrs.sort_by(|a, b| a.0.cmp(b.0));
+    let attributes = if attrs.is_empty() {
+        Value::Null
+    } else {
+        attrs
+            .into_iter()
+            .map(|(name, v)| {
+                let binary = v.binary_value.as_ref().map(|b| {
+                    Value::from(base64::engine::general_purpose::STANDARD.encode(b.as_ref()))
+                });
+                json!({
+                    "Name": name,
+                    "Value": {
+                        "DataType": v.data_type,
+                        "BinaryValue": binary,
+                        "StringValue": text(&v.string_value),
+                        "BinaryListValues": null,
+                        "StringListValues": null,
+                    },
+                })
+            })
+            .collect()
+    };
+    let v = json!({
+        "Body": text(&m.body),
+        "MD5OfBody": text(&m.md5_of_body),
+        "MD5OfMessageAttributes": text(&m.md5_of_message_attributes),
+        "MessageAttribute": attributes,
+        "MessageId": text(&m.message_id),
+        "ReceiptHandle": text(&m.receipt_handle),
+    });
+    Bytes::from(serde_json::to_vec(&v).unwrap_or_default())
 }

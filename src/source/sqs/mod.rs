@@ -9,13 +9,17 @@
 //! Flow:
 //! - `fetchers` loops long-poll ReceiveMessage, each asking only for as many messages as there
 //!   are free slots (runner concurrency + `buffer`), so reprow never holds more than that;
+//! - which answers are done is `queue.delete_on`'s rule (reprow's contract, Elastic
+//!   Beanstalk's `200` only, taiyoh/sqsd's below 500);
 //! - done → DeleteMessageBatch (collected for up to 10 ms or 10 messages);
-//! - retry → ChangeMessageVisibility to the delay: SQS redelivers the same message, so its
-//!   receive count and the queue's redrive policy keep working;
-//! - failed for good → `leave` (visibility 0: it comes back at once and climbs to the redrive
-//!   policy's `maxReceiveCount`) or `delete` (recorded in the failed file first);
+//! - retry → ChangeMessageVisibility to the delay (reprow's rule) or to the error visibility
+//!   or visibility timeout (the sqsd rules): SQS redelivers the same message, so its receive
+//!   count and the queue's redrive policy keep working;
+//! - failed for good → `leave` (back after the same wait, never at once, and climbing to the
+//!   redrive policy's `maxReceiveCount`) or `delete` (recorded in the failed file first);
 //! - a heartbeat extends the visibility of messages still held (in flight or queued);
-//! - shutdown → every held message made visible again at once.
+//! - shutdown → a long poll in progress abandoned, every held message made visible again at
+//!   once.
 //!
 //! # Layout
 //! - `config`: `queue: {type: sqs}` (built without the feature too, so such a config is

@@ -1,15 +1,23 @@
 //! The cores' reports and what each does to its message: done → deleted (batched by the report
-//! loop); retry → visibility changed to the delay, so SQS redelivers the same message and its
-//! receive count and the queue's redrive policy keep working; failed for good → `leave`
-//! (visible again at once) or `delete` (recorded in the failed file first); unfinished →
-//! visible again at once.
+//! loop); retry → visibility changed to the delay (reprow's `delete_on: success`), to the
+//! error visibility timeout (Elastic Beanstalk's `status_200`) or to the visibility timeout
+//! (taiyoh/sqsd's `below_500`), so SQS redelivers the same message and its receive count and
+//! the queue's redrive policy keep working; failed for good → `leave` (visible again after
+//! the same wait: never at once, or a worker refusing a message would get it back without
+//! pause, forever) or `delete` (recorded in the failed file first); unfinished → visible again
+//! at once.
 
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 
 use super::{batch::change_visibility_batch, failed::recorded, shared::Report, shared::Shared};
-use crate::{bridge::Delivery, config::SqsFailure, job::Failure, source::Settle};
+use crate::{
+    bridge::Delivery,
+    config::{DeleteOn, SqsFailure},
+    job::Failure,
+    source::Settle,
+};
 
 /// The cores' handle: reports go to the source thread over a channel (sending never blocks).
 pub(super) struct SqsSettler {
@@ -50,7 +58,10 @@ pub(super) async fn settle(shared: &Shared, report: Report, deletes: &mut Vec<(u
         }
         Report::Retry(id, delay) => {
             if let Some(h) = take(id) {
-                let secs = delay.as_secs().min(43_200) as i32;
+                let secs = match shared.config.delete_rule() {
+                    DeleteOn::Success => delay.as_secs().min(43_200) as i32,
+                    _ => comeback_secs(shared),
+                };
                 change_visibility_batch(shared, &[(id, h.receipt)], secs).await;
             }
         }
@@ -68,8 +79,10 @@ pub(super) async fn settle(shared: &Shared, report: Report, deletes: &mut Vec<(u
             {
                 deletes.push((job.id, h.receipt));
             } else {
-                // `leave`, or not recorded: visible again at once, towards the redrive policy.
-                change_visibility_batch(shared, &[(job.id, h.receipt)], 0).await;
+                // `leave`, or not recorded: back after the rule's wait, towards the redrive
+                // policy at that pace.
+                change_visibility_batch(shared, &[(job.id, h.receipt)], comeback_secs(shared))
+                    .await;
             }
         }
         Report::Refused(job, failure) => {
@@ -85,5 +98,15 @@ pub(super) async fn settle(shared: &Shared, report: Report, deletes: &mut Vec<(u
                 deletes.push((job.id, h.receipt));
             }
         }
+    }
+}
+
+/// How long a message not deleted stays invisible: Elastic Beanstalk's error visibility
+/// timeout under `status_200`, else the visibility timeout in force (taiyoh/sqsd leaves such a
+/// message alone, so it comes back when its visibility timeout ends).
+fn comeback_secs(shared: &Shared) -> i32 {
+    match shared.config.delete_rule() {
+        DeleteOn::Status200 => shared.config.error_visibility_timeout.as_secs() as i32,
+        DeleteOn::Success | DeleteOn::Below500 => shared.visibility,
     }
 }

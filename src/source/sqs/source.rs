@@ -103,7 +103,7 @@ impl SqsSource {
             }
             None => Vec::new(),
         };
-        let client = client(&config).await;
+        let client = client(&config).await?;
         let visibility = match config.visibility_timeout {
             Some(v) => v.as_secs() as i32,
             None => queue_visibility(&client, &config.url).await?,

@@ -49,14 +49,15 @@ const MAX_SLEEP: Duration = Duration::from_secs(3_600);
 
 impl Engine {
     /// A pull worker's `GET /q` (`Op::Pull`): up to `count` due jobs of the queue, and no more
-    /// payload bytes than a listing holds, each leased for the queue's `lease_timeout`, or
-    /// removed at once with `forget`.
+    /// payload bytes than a listing holds, each removed at once (presque's pop: `forget`, or
+    /// the queue's default when `forget` is `None` and the queue does not set `lease`) or
+    /// leased for the queue's `lease_timeout`.
     pub(super) fn pull(
         &mut self,
         txn: &mut RwTxn,
         queue: &str,
         count: usize,
-        forget: bool,
+        forget: Option<bool>,
         now: u64,
     ) -> Result<(Reply, Effect), StoreError> {
         let qid = self
@@ -69,8 +70,10 @@ impl Engine {
         };
         let def = self.def_of(qid)?.clone();
         if def.paused {
-            return Err(StoreError::not_found("no job (the queue is stopped)"));
+            // presque's answer for a stopped queue (`Role/Error.pm`).
+            return Err(StoreError::not_found("queue is closed"));
         }
+        let forget = forget.unwrap_or(!def.lease);
         let found = self.scan_due(txn, qid, None, now, count)?.0;
         if found.is_empty() {
             return Err(StoreError::not_found("no job"));

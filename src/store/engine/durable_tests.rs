@@ -281,11 +281,11 @@ fn after_a_crash_every_table_is_what_the_open_transaction_held() {
         &mut e,
         &mut open,
         vec![
-            pull(3, false),
+            pull(3, Some(false)),
             Op::Pull {
                 queue: "x".into(),
                 count: 1,
-                forget: false,
+                forget: Some(false),
             },
             Op::Control {
                 queue: "x".into(),
@@ -341,7 +341,7 @@ fn after_a_crash_every_table_is_what_the_open_transaction_held() {
                 queue: "p".into(),
                 id: 3,
             },
-            pull(1, true),
+            pull(1, Some(true)),
             Op::Purge("x".into()),
             Op::DeleteQueue("x".into()),
             Op::DeleteRouting("cat".into()),
@@ -352,7 +352,7 @@ fn after_a_crash_every_table_is_what_the_open_transaction_held() {
         ],
     ));
     // Job 7 fails for good: one entry stays in the failed log.
-    results.extend(op(&mut e, &mut open, vec![pull(1, false)]));
+    results.extend(op(&mut e, &mut open, vec![pull(1, Some(false))]));
     results.extend(op(&mut e, &mut open, vec![nack(7)]));
     for (i, r) in results.iter().enumerate() {
         assert!(r.is_ok(), "op {i}: {r:?}");

@@ -64,6 +64,8 @@ pub struct Wal {
     /// `false` only with the benchmark-only `unsafe_no_sync_benchmark_only`: frames are
     /// written but not synced.
     sync: bool,
+    /// The frame being written (at most `MAX_FRAME` and a header: larger batches never get
+    /// here), kept for the next.
     frame: Vec<u8>,
 }
 
@@ -149,9 +151,6 @@ impl Wal {
         let r = self.write_frame();
         if r.is_err() {
             self.broken = true;
-        }
-        if self.frame.capacity() > 2 * MAX_FRAME {
-            self.frame = Vec::new();
         }
         r
     }

@@ -35,19 +35,8 @@ fn options(dir: &std::path::Path, fail: Option<Arc<AtomicBool>>) -> Options {
 
 fn enqueue(payload: &str) -> (Command, async_channel::Receiver<Result<Reply, StoreError>>) {
     let (tx, rx) = async_channel::bounded(1);
-    let job = NewJob {
-        dest: Destination::Queue("q".into()),
-        url: None,
-        payload: Bytes::from(payload.to_string()),
-        content_type: "application/json".into(),
-        run_at_ms: 0,
-        timeout: None,
-        max_retries: None,
-        retry_delay: None,
-        uniq: None,
-    };
     let c = Command {
-        op: Op::Enqueue(vec![job]),
+        op: Op::Enqueue(vec![new_job("q", payload, None)]),
         reply: Some(ReplyTx::Channel(tx)),
     };
     (c, rx)

@@ -483,7 +483,7 @@ fn pages_in_chromium_cannot_drive_a_loopback_reprow() {
     std::thread::sleep(Duration::from_millis(500));
     assert!(target.received().is_empty(), "a local service was reached");
     assert_eq!(api.get("/control/default").json()["status"], 1);
-    let jobs = api.get("/j/jobs").json();
+    let jobs = api.get("/j/jobs?detail=1").json();
     assert_eq!(
         (jobs["job_count"].as_u64(), jobs["job_grabbed"].as_u64()),
         (Some(1), Some(0)),

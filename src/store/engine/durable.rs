@@ -153,7 +153,13 @@ impl Engine {
             .counters
             .put(&mut txn, EPOCH_KEY, &epoch.to_le_bytes())
             .map_err(db_err)
-            .and_then(|()| txn.commit().map_err(db_err));
+            .and_then(|()| {
+                if self.commit_fails() {
+                    // Dropped: aborted, as a failed commit leaves it.
+                    return Err(StoreError::unavailable("checkpoint failed (injected)"));
+                }
+                txn.commit().map_err(db_err)
+            });
         open.txn = Some(begin(open.env));
         match r {
             Ok(()) => {
@@ -167,7 +173,7 @@ impl Engine {
         }
     }
 
-    /// A checkpoint outside a batch (the log is half full or old, or the store closes); on
+    /// A checkpoint outside a batch (the log is full or old, or the store closes); on
     /// failure the transaction is rebuilt and the next try waits a while.
     pub(super) fn checkpoint_now(&mut self, open: &mut Open) {
         if let Err(e) = self.checkpoint(open) {

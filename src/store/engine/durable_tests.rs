@@ -361,3 +361,36 @@ fn after_a_crash_every_table_is_what_the_open_transaction_held() {
     let after = tables(&e, &rtxn);
     assert_eq!(after, before);
 }
+
+/// A checkpoint that fails keeps every answered batch (rebuilt from the log) and is tried
+/// again a second later, not at every turn of the loop (a failing disk is not hammered).
+#[test]
+fn a_failed_checkpoint_keeps_the_log_and_waits_before_the_next_try() {
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let fail = Arc::new(AtomicBool::new(false));
+    let mut e = Engine::open(options(dir.path(), Some(fail.clone())), None).unwrap();
+    let env = e.env.clone();
+    let mut open = Open::begin(&env);
+    let (a, ra) = enqueue("\"a\"");
+    e.handle_open(&mut open, vec![a]);
+    assert!(matches!(ra.try_recv(), Ok(Ok(_))));
+
+    fail.store(true, Ordering::SeqCst);
+    let before = Instant::now();
+    e.checkpoint_now(&mut open);
+    fail.store(false, Ordering::SeqCst);
+    assert_eq!(committed(&e), 0, "nothing reached LMDB");
+    assert_eq!(count(&mut e), 1, "the answered job is still there");
+    assert!(!e.wal.checkpoint_due(Instant::now()), "tried again at once");
+    assert!(e.wal.checkpoint_due(before + Duration::from_millis(1100)));
+
+    // The next try succeeds and commits it.
+    e.checkpoint_now(&mut open);
+    assert_eq!(committed(&e), 1);
+    drop(open);
+    drop(e);
+    drop(env);
+    let mut e = Engine::open(options(dir.path(), None), None).unwrap();
+    assert_eq!(count(&mut e), 1);
+}

@@ -90,6 +90,7 @@ fn ctx() -> Rc<Ctx> {
         stats: Arc::default(),
         source_queue: Some("q".into()),
         conns: Default::default(),
+        presque: Arc::default(),
     })
 }
 

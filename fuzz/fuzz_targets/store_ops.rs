@@ -50,8 +50,8 @@ fn open(path: &PathBuf, clock: &Arc<AtomicU64>) -> Engine {
         };
         d.url = (name == "push").then(|| "http://127.0.0.1:9/work".to_string());
         d.lease_timeout = 1;
-        d.timeout = 1;
-        d.max_retries = 2;
+        d.timeout = Some(1);
+        d.max_retries = Some(2);
         queues.push(d);
     }
     let opts = Options {
@@ -216,7 +216,7 @@ fn run(data: &[u8]) {
                     Op::Pull {
                         queue: queue.clone(),
                         count,
-                        forget,
+                        forget: Some(forget),
                     },
                 ) {
                     for (v, _) in got {
@@ -313,7 +313,7 @@ fn run(data: &[u8]) {
                     QueueMode::Pull
                 };
                 d.url = (queue == "push").then(|| "http://127.0.0.1:9/work".to_string());
-                d.timeout = any_u64(&mut u);
+                d.timeout = Some(any_u64(&mut u));
                 d.lease_timeout = any_u64(&mut u);
                 d.retry_delay = u
                     .arbitrary::<bool>()

@@ -97,6 +97,16 @@ impl Session {
             .replace(DOC_FIFO, &self.fifo())
     }
 
+    /// What a command printed, with the addresses used here put back to the page's, so the
+    /// page can show the worker URL a queue was given.
+    fn unrewrite(&self, text: &str) -> String {
+        let mut t = text.replace(&self.worker.addr.to_string(), DOC_WORKER);
+        if let Some(api) = &self.api {
+            t = t.replace(api.as_str(), DOC_API[0]);
+        }
+        t.replace(&self.fifo(), DOC_FIFO)
+    }
+
     fn shell(&self, command: &str) -> Command {
         let bin = Path::new(env!("CARGO_BIN_EXE_reprow")).parent().unwrap();
         let path = format!(
@@ -248,7 +258,10 @@ impl Session {
         };
         let mut text = std::fs::read_to_string(&out).unwrap();
         text.push_str(&std::fs::read_to_string(&err).unwrap());
-        Output { status, text }
+        Output {
+            status,
+            text: self.unrewrite(&text),
+        }
     }
 
     /// Runs `command` until `ok` accepts its output or [`EVENTUALLY`] has passed.

@@ -103,23 +103,73 @@ fn every_example_in_the_docs_runs_and_shows_what_reprow_answers() {
     );
 }
 
-/// Relative links to files (`docs/x.md`, `../README.md#…`) must lead somewhere.
+/// Relative links (`docs/x.md`, `../README.md#logs`, `#sqs`) must lead to a file, and to a
+/// heading of it when they name one, outside code blocks.
 fn check_links(name: &str, page: &std::path::Path, text: &str, tally: &mut Tally) {
-    for (i, _) in text.match_indices("](") {
-        let target = &text[i + 2..];
+    let prose = without_code(text);
+    for (i, _) in prose.match_indices("](") {
+        let target = &prose[i + 2..];
         let Some(end) = target.find(')') else {
             continue;
         };
-        let target = target[..end].split('#').next().unwrap();
-        if target.is_empty() || target.contains("://") || target.starts_with("mailto:") {
+        let target = &target[..end];
+        if target.contains("://") || target.starts_with("mailto:") {
             continue;
         }
-        if !page.parent().unwrap().join(target).exists() {
+        let (file, anchor) = target.split_once('#').unwrap_or((target, ""));
+        let path = if file.is_empty() {
+            page.to_path_buf()
+        } else {
+            page.parent().unwrap().join(file)
+        };
+        if !path.exists() {
             tally
                 .failures
                 .push(format!("{name}: link to `{target}`, which does not exist"));
+        } else if !anchor.is_empty() && (file.is_empty() || file.ends_with(".md")) {
+            let text = std::fs::read_to_string(&path).unwrap();
+            if !without_code(&text)
+                .lines()
+                .any(|l| heading_anchor(l).as_deref() == Some(anchor))
+            {
+                tally
+                    .failures
+                    .push(format!("{name}: link to `{target}`: no such heading there"));
+            }
         }
     }
+}
+
+/// The page without its fenced blocks (a `# comment` in a block is no heading).
+fn without_code(text: &str) -> String {
+    let mut out = String::new();
+    let mut in_code = false;
+    for line in text.lines() {
+        if line.trim_start().starts_with("```") {
+            in_code = !in_code;
+        } else if !in_code {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// The anchor GitHub gives a heading line: lower case, punctuation dropped, spaces as `-`.
+fn heading_anchor(line: &str) -> Option<String> {
+    let title = line.strip_prefix('#')?.trim_start_matches('#');
+    if !title.starts_with(' ') {
+        return None;
+    }
+    Some(
+        title
+            .trim()
+            .to_lowercase()
+            .chars()
+            .filter(|c| c.is_alphanumeric() || *c == '-' || *c == '_' || *c == ' ')
+            .map(|c| if c == ' ' { '-' } else { c })
+            .collect(),
+    )
 }
 
 fn run_page(name: &str, blocks: &[Block], tally: &mut Tally) {
@@ -272,4 +322,17 @@ fn run_command(
 fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+#[test]
+fn headings_get_githubs_anchors() {
+    assert_eq!(
+        heading_anchor("## Without the durable queue: `monitor_listen`").as_deref(),
+        Some("without-the-durable-queue-monitor_listen")
+    );
+    assert_eq!(
+        heading_anchor("### sqsd mode").as_deref(),
+        Some("sqsd-mode")
+    );
+    assert_eq!(heading_anchor("#not a heading"), None);
 }

@@ -172,6 +172,22 @@ pub fn enqueue_one(c: &Client, queue: &str, payload: &str) -> Result<String, Cli
     Ok(format!("{}\n", v["id"]))
 }
 
+/// A note for whoever enqueued into `queue` when no worker will be sent its jobs: a pull
+/// queue (made by a first `POST /q/{name}`, as presque does) keeps them until a worker fetches
+/// them. `None` when the queue pushes to a worker, or when its definition cannot be read
+/// (the enqueue itself succeeded; the note is a courtesy).
+pub fn no_worker_note(c: &Client, queue: &str) -> Option<String> {
+    let q = path_segment(queue);
+    let def = c.call("GET", &format!("/queue/{q}"), None).ok()?;
+    (def["mode"] == "pull").then(|| {
+        format!(
+            "note: queue {queue:?} has no worker: its jobs wait until a pull worker fetches \
+             them (GET /q/{q}), or until the queue is given a worker url (PUT /queue/{q} \
+             {{\"url\": ...}}); `reprow serve --worker URL` gives one to the default queue"
+        )
+    })
+}
+
 /// `reprow enqueue QUEUE -`: every non-empty line of `input` is a job; sent in batches of at
 /// most [`BATCH`] jobs and [`BATCH_BYTES`] (under the API's default body limit), each all or
 /// nothing. Writes the ids to `out`, one per line, as each batch is accepted, so after an

@@ -31,6 +31,7 @@ pub mod api;
 pub mod app;
 pub mod bench;
 pub mod bridge;
+pub mod cli;
 pub mod client;
 pub mod config;
 pub mod dispatch;

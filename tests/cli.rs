@@ -108,11 +108,11 @@ fn config_mistakes_name_the_key_with_its_line_and_column() {
         ),
         (
             fifo.replace("type: fifo", "type: kafka"),
-            vec!["line 2 column 9: queue.type: unknown variant `kafka`"],
+            vec!["line 2 column 9: queue.type: unknown value `kafka`"],
         ),
         (
             fifo.replace("type: http_proxy", "type: grpc"),
-            vec!["line 5 column 9: runner.type: unknown variant `grpc`"],
+            vec!["line 5 column 9: runner.type: unknown value `grpc`"],
         ),
         (
             "queue:\n  path: /tmp/x\n".to_string(),

@@ -587,7 +587,7 @@ fn presque_rest_queue() {
 #[test]
 fn pull_lease_expires_and_the_job_comes_back() {
     let (_d, _r, api) =
-        start("queues:\n  pl:\n    mode: pull\n    lease: true\n    lease_timeout: 1\n");
+        start("queues:\n  pl:\n    mode: pull\n    lease: true\n    lease_timeout: 1\n    retry_delay: 0\n");
     api.post("/q/pl", r#"{"x":1}"#);
     let a = api.get("/q/pl");
     let id = a.header("X-Reprow-Job-Id").unwrap().to_string();
@@ -599,7 +599,24 @@ fn pull_lease_expires_and_the_job_comes_back() {
         "the lease expired: the job is handed out again"
     );
     assert_eq!(b.header("X-Reprow-Job-Id").unwrap(), id);
-    assert_eq!(b.header("X-Reprow-Attempt"), Some("1"));
+    // The first handout was attempt 1; one that comes back after its lease expired unacked
+    // is the next attempt, as a worker deciding to give up on a poison job needs to see.
+    assert_eq!(a.header("X-Reprow-Attempt"), Some("1"));
+    assert_eq!(b.header("X-Reprow-Attempt"), Some("2"));
+    std::thread::sleep(Duration::from_millis(1300));
+    let c = api.get("/q/pl");
+    assert_eq!(c.header("X-Reprow-Attempt"), Some("3"));
+    // Failed deliveries and expiries add up: a failure report makes the next one 4.
+    let lease = c.header("X-Reprow-Lease").unwrap().to_string();
+    let put = api.call_with(
+        "PUT",
+        &format!("/q/pl?id={id}"),
+        None,
+        &[("X-Reprow-Lease", &lease)],
+    );
+    assert!(put.status < 300, "{put:?}");
+    let d = api.get("/q/pl");
+    assert_eq!(d.header("X-Reprow-Attempt"), Some("4"), "{d:?}");
 }
 
 #[test]

@@ -330,6 +330,13 @@ fn oversize_line_is_refused_and_reading_resumes() {
     assert_eq!(bodies.len(), 2);
     assert!(bodies.contains(&"before".into()) && bodies.contains(&"after".into()));
     assert_eq!(stats["lines_oversize"], 1);
+    // The `Stopped.` line names the FIFO's counters, none of the SQS source's.
+    let names = stats.as_object().expect("counters").keys();
+    assert_eq!(
+        names.filter(|k| k.starts_with("sqs_")).count(),
+        0,
+        "{stats}"
+    );
     let failed = scene.records("failed.jsonl");
     assert_eq!(failed.len(), 1);
     assert!(failed[0]["message"]

@@ -282,6 +282,16 @@ fn the_stopped_line_carries_its_counters_as_an_object() {
         "{stopped}"
     );
     assert_eq!(stopped["level"], "INFO");
+    // Only the counters of the source that ran: the durable queue reads no FIFO lines and
+    // sends no SQS requests.
+    let keys: Vec<&String> = stats.as_object().unwrap().keys().collect();
+    assert!(keys.iter().any(|k| *k == "received"), "{stopped}");
+    assert!(
+        !keys
+            .iter()
+            .any(|k| k.starts_with("sqs_") || k.starts_with("lines_")),
+        "{stopped}"
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let mut reprow = Reprow::start(&durable_config(dir.path(), "log_format: text\n"));
@@ -302,4 +312,5 @@ fn the_stopped_line_carries_its_counters_as_an_object() {
         "{last}"
     );
     assert!(!last.contains('{') && !last.contains('"'), "{last}");
+    assert!(!last.contains("sqs_") && !last.contains("lines_"), "{last}");
 }

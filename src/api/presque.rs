@@ -79,7 +79,7 @@ pub(super) async fn pull(ctx: &Ctx, req: &Request, queue: &str, q: &Params) -> R
     ctx.presque.fetched(req.worker_id.as_deref(), 1);
     let mut headers = vec![
         ("X-Reprow-Job-Id", view.id.to_string()),
-        ("X-Reprow-Attempt", (view.fail_count + 1).to_string()),
+        ("X-Reprow-Attempt", view.attempt.to_string()),
     ];
     if let Some(t) = view.lease {
         headers.push(("X-Reprow-Lease", t.to_string()));

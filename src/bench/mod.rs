@@ -416,16 +416,8 @@ impl Progress {
         if !self.on {
             return;
         }
-        let width = 40;
-        let filled = ((done as f64 / self.total as f64) * width as f64) as usize;
         let rate = done as f64 / self.started.elapsed().as_secs_f64().max(1e-9);
-        eprint!(
-            "\r[{}{}] {:>3}% {done}/{} jobs {rate:.0}/s ",
-            "=".repeat(filled.min(width)),
-            " ".repeat(width - filled.min(width)),
-            done * 100 / self.total,
-            self.total
-        );
+        eprint!("{}", progress_line(done, self.total, rate));
     }
 
     fn finish(&self, done: u64) {
@@ -436,8 +428,39 @@ impl Progress {
     }
 }
 
+/// One redraw of the progress bar: back to the line's start, the bar, then `ESC [K` to erase
+/// what a longer earlier line left after it (a rate one digit shorter left `/s` behind).
+fn progress_line(done: u64, total: u64, rate: f64) -> String {
+    let width = 40;
+    let filled = ((done as f64 / total.max(1) as f64) * width as f64) as usize;
+    let filled = filled.min(width);
+    format!(
+        "\r[{}{}] {:>3}% {done}/{total} jobs {rate:.0}/s\x1b[K",
+        "=".repeat(filled),
+        " ".repeat(width - filled),
+        done * 100 / total.max(1),
+    )
+}
+
 /// How long the bench keeps counting after the last job was done.
 const SETTLE: Duration = Duration::from_millis(500);
 
 /// The default `--timeout`.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_progress_redraw_erases_the_rest_of_the_line() {
+        let line = super::progress_line(5, 10, 4674.4);
+        assert_eq!(
+            line,
+            format!(
+                "\r[{}{}]  50% 5/10 jobs 4674/s\x1b[K",
+                "=".repeat(20),
+                " ".repeat(20)
+            )
+        );
+        assert!(super::progress_line(0, 0, 0.0).contains("0/0 jobs"));
+    }
+}

@@ -172,6 +172,22 @@ pub fn enqueue_one(c: &Client, queue: &str, payload: &str) -> Result<String, Cli
     Ok(format!("{}\n", v["id"]))
 }
 
+/// A note for whoever enqueued into `queue` when no worker will be sent its jobs: a pull
+/// queue (made by a first `POST /q/{name}`, as presque does) keeps them until a worker fetches
+/// them. `None` when the queue pushes to a worker, or when its definition cannot be read
+/// (the enqueue itself succeeded; the note is a courtesy).
+pub fn no_worker_note(c: &Client, queue: &str) -> Option<String> {
+    let q = path_segment(queue);
+    let def = c.call("GET", &format!("/queue/{q}"), None).ok()?;
+    (def["mode"] == "pull").then(|| {
+        format!(
+            "note: queue {queue:?} has no worker: its jobs wait until a pull worker fetches \
+             them (GET /q/{q}), or until the queue is given a worker url (PUT /queue/{q} \
+             {{\"url\": ...}}); `reprow serve --worker URL` gives one to the default queue"
+        )
+    })
+}
+
 /// `reprow enqueue QUEUE -`: every non-empty line of `input` is a job; sent in batches of at
 /// most [`BATCH`] jobs and [`BATCH_BYTES`] (under the API's default body limit), each all or
 /// nothing. Writes the ids to `out`, one per line, as each batch is accepted, so after an
@@ -239,6 +255,26 @@ pub const BATCH_BYTES: usize = 4 << 20;
 /// # Errors
 /// [`ClientError`].
 pub fn jobs(c: &Client, queue: &str, limit: usize) -> Result<String, ClientError> {
+    // The three lists are three requests, so three moments: a job waiting at the second can be
+    // deferred by the third (its worker refused it meanwhile) and would be listed twice, or
+    // move the other way between them and be missed. The lists are read again until two
+    // reads in a row agree, which is one moment's picture; a queue that keeps changing gets
+    // the last read with each job once, at its latest state, and a note saying so.
+    let mut last = read_lists(c, queue, limit)?;
+    let mut settled = false;
+    for _ in 0..LIST_READS {
+        let again = read_lists(c, queue, limit)?;
+        settled = again == last;
+        last = again;
+        if settled {
+            break;
+        }
+    }
+    Ok(job_table(&last, settled))
+}
+
+/// The table of `reprow jobs`: each job once, at the state of its latest listing.
+fn job_table(jobs: &[(&'static str, Value)], settled: bool) -> String {
     let mut rows = vec![vec![
         "ID".to_string(),
         "STATE".into(),
@@ -247,17 +283,13 @@ pub fn jobs(c: &Client, queue: &str, limit: usize) -> Result<String, ClientError
         "NEXT TRY".into(),
         "PAYLOAD".into(),
     ]];
-    for list in ["grabbed", "waiting", "deferred"] {
-        let v = c.call(
-            "GET",
-            &format!("/queue/{}/{list}?limit={limit}", path_segment(queue)),
-            None,
-        )?;
-        for j in v["jobs"].as_array().into_iter().flatten() {
-            let state = if list == "grabbed" { "in flight" } else { list };
+    let mut seen = std::collections::HashSet::new();
+    // Latest read first, so a job listed twice keeps its later state.
+    for (state, j) in jobs.iter().rev() {
+        if seen.insert(j["id"].to_string()) {
             rows.push(vec![
                 j["id"].to_string(),
-                state.into(),
+                (*state).into(),
                 text(&j["category"]),
                 j["fail_count"].to_string(),
                 text(&j["next_try"]),
@@ -265,7 +297,39 @@ pub fn jobs(c: &Client, queue: &str, limit: usize) -> Result<String, ClientError
             ]);
         }
     }
-    Ok(table(&rows))
+    rows[1..].reverse();
+    let mut out = table(&rows);
+    if !settled {
+        out.push_str("(the queue changed while it was listed: each job at its latest state)\n");
+    }
+    out
+}
+
+/// Reads of the three lists after the first that `reprow jobs` makes to find two that agree.
+const LIST_READS: usize = 4;
+
+/// The in-flight, waiting and deferred lists of `queue`, in that order, as (state, job).
+fn read_lists(
+    c: &Client,
+    queue: &str,
+    limit: usize,
+) -> Result<Vec<(&'static str, Value)>, ClientError> {
+    let mut jobs = Vec::new();
+    for (list, state) in [
+        ("grabbed", "in flight"),
+        ("waiting", "waiting"),
+        ("deferred", "deferred"),
+    ] {
+        let mut v = c.call(
+            "GET",
+            &format!("/queue/{}/{list}?limit={limit}", path_segment(queue)),
+            None,
+        )?;
+        if let Value::Array(list) = v["jobs"].take() {
+            jobs.extend(list.into_iter().map(|j| (state, j)));
+        }
+    }
+    Ok(jobs)
 }
 
 /// `reprow jobs QUEUE --failed`: the failed log (at most `limit` entries).
@@ -470,6 +534,34 @@ mod tests {
         assert_eq!(batch_len(&jobs[..2], 100, 1000), 2);
         let big = vec!["y".repeat(100)];
         assert_eq!(batch_len(&big, 100, 10), 1);
+    }
+
+    #[test]
+    fn a_job_listed_twice_is_shown_once_at_its_later_state() {
+        let job = |id: u64, p: &str| serde_json::json!({"id": id, "category": "c", "fail_count": 0, "next_try": "t", "payload": p});
+        let reads = [
+            ("in flight", job(3, "c")),
+            ("waiting", job(1, "a")),
+            ("waiting", job(2, "b")),
+            ("deferred", job(1, "a")),
+        ];
+        let table = job_table(&reads, false);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 5, "{table}");
+        assert!(
+            lines[1].starts_with("3 ") && lines[1].contains("in flight"),
+            "{table}"
+        );
+        assert!(
+            lines[2].starts_with("2 ") && lines[2].contains("waiting"),
+            "{table}"
+        );
+        assert!(
+            lines[3].starts_with("1 ") && lines[3].contains("deferred"),
+            "{table}"
+        );
+        assert!(lines[4].starts_with("(the queue changed"), "{table}");
+        assert!(!job_table(&reads, true).contains("changed"));
     }
 
     #[test]

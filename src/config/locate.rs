@@ -16,10 +16,13 @@ pub(super) fn parse_error(e: serde_yaml_ng::Error) -> ConfigError {
             message = m.to_string();
         }
     }
-    for (serde_words, ours) in [
-        ("unknown field `", "unknown key `"),
-        ("missing field `", "missing key `"),
-        ("duplicate field `", "duplicate key `"),
+    // The third item: whether the name is a key to add to the path (a field), or a value at
+    // the path already given (a misspelt `type: lmbd`, or any other enum value).
+    for (serde_words, ours, is_key) in [
+        ("unknown field `", "unknown key `", true),
+        ("missing field `", "missing key `", true),
+        ("duplicate field `", "duplicate key `", true),
+        ("unknown variant `", "unknown value `", false),
     ] {
         let Some(at) = message.find(serde_words) else {
             continue;
@@ -27,8 +30,9 @@ pub(super) fn parse_error(e: serde_yaml_ng::Error) -> ConfigError {
         let (path, rest) = message.split_at(at);
         let key = rest[serde_words.len()..].split('`').next().unwrap_or("");
         let path = match path.strip_suffix(": ") {
+            Some(_) if !is_key => path.to_string(),
             Some(p) => format!("{p}.{key}: "),
-            None if path.is_empty() => format!("{key}: "),
+            None if path.is_empty() && is_key => format!("{key}: "),
             None => path.to_string(),
         };
         let rest = rest.replacen(serde_words, ours, 1);

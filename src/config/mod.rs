@@ -165,6 +165,26 @@ pub enum Runner {
     HttpProxy(RunnerConfig),
 }
 
+impl Runner {
+    fn http_proxy(&mut self) -> &mut RunnerConfig {
+        match self {
+            Runner::HttpProxy(r) => r,
+        }
+    }
+}
+
+/// What `reprow serve`'s flags put over the config file or the embedded default; `None`
+/// leaves the config's value.
+#[derive(Debug, Clone, Default)]
+pub struct ServeOverrides {
+    /// `--worker`: `runner.url`, the default queue's worker.
+    pub worker: Option<String>,
+    /// `--listen`: `api.listen`.
+    pub listen: Option<std::net::SocketAddr>,
+    /// `--data`: the durable queue's `queue.path`.
+    pub data: Option<PathBuf>,
+}
+
 impl Config {
     /// Reads, parses and validates a config file.
     ///
@@ -215,6 +235,50 @@ impl Config {
     /// API on 127.0.0.1:8080, a `default` queue.
     pub fn embedded_default() -> Config {
         Config::from_yaml("queue:\n  type: lmdb\n").unwrap_or_else(|e| unreachable!("{e}"))
+    }
+
+    /// This config with `reprow serve`'s flags put over it, checked as the file's own keys are.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] whose key is the flag (`--worker: ...`).
+    pub fn with_overrides(mut self, o: &ServeOverrides) -> Result<Config, ConfigError> {
+        let refuse = |flag: &str, message: String| ConfigError::Invalid {
+            location: String::new(),
+            key: flag.to_string(),
+            message,
+        };
+        if let Some(url) = &o.worker {
+            let runner = match &mut self.runner {
+                Some(Runner::HttpProxy(r)) => {
+                    r.url.clone_from(url);
+                    r
+                }
+                None => {
+                    let r = RunnerConfig::for_url(url)
+                        .map_err(|e| refuse("--worker", e.to_string()))?;
+                    self.runner.insert(Runner::HttpProxy(r)).http_proxy()
+                }
+            };
+            runner.validate().map_err(|(key, m)| {
+                refuse(if key == "runner.url" { "--worker" } else { key }, m)
+            })?;
+        }
+        if let Some(addr) = o.listen {
+            self.api.listen = addr;
+        }
+        if let Some(dir) = &o.data {
+            let QueueConfig::Lmdb(l) = &mut self.queue else {
+                return Err(refuse(
+                    "--data",
+                    "applies to the durable queue (queue.type: lmdb) only".into(),
+                ));
+            };
+            if dir.as_os_str().is_empty() {
+                return Err(refuse("--data", "must not be empty".into()));
+            }
+            l.path.clone_from(dir);
+        }
+        Ok(self)
     }
 
     fn validate(self, text: &str) -> Result<Config, ConfigError> {

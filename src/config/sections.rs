@@ -142,10 +142,10 @@ impl<'de> Deserialize<'de> for QueueConfig {
 impl<'de> Deserialize<'de> for Runner {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         Ok(match section_kind(|k| k.runner) {
-            Pick::Kind(RunnerKind::HttpProxy) => {
+            // `http_proxy` is the only runner, so its `type` may be left out.
+            Pick::Kind(RunnerKind::HttpProxy) | Pick::Missing => {
                 Runner::HttpProxy(RunnerConfig::deserialize(SkipType(d))?)
             }
-            Pick::Missing => missing_type(d)?,
             Pick::Tagged => match TaggedRunner::deserialize(d)? {
                 TaggedRunner::HttpProxy(c) => Runner::HttpProxy(c),
             },

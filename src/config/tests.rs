@@ -110,6 +110,25 @@ fn unknown_fields_and_types_are_refused() {
     assert!(e.contains("grpc"), "{e}");
     let e = err("queue: [");
     assert!(e.contains("line"), "{e}");
+    // A misspelt value is named as a value, at its key, with the likely one suggested.
+    let e = err("queue:\n  type: lmbd\n");
+    assert_eq!(
+        e,
+        "line 2 column 9: queue.type: unknown value `lmbd`, expected one of `fifo`, `lmdb`, \
+         `q4m`, `sqs`; did you mean `lmdb`?"
+    );
+    let e = err("queue:\n  type: lmdb\nlog_format: jsn\n");
+    assert!(e.ends_with("did you mean `json`?"), "{e}");
+    assert!(e.contains("log_format: unknown value `jsn`"), "{e}");
+}
+
+#[test]
+fn the_runner_type_may_be_left_out() {
+    let c = Config::from_yaml(&MINIMAL.replace("  type: http_proxy\n", "")).unwrap();
+    assert_eq!(
+        c.runner().map(|r| r.url.as_str()),
+        Some("http://127.0.0.1:5000")
+    );
 }
 
 #[test]

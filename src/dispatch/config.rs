@@ -116,6 +116,16 @@ pub const fn default_max_response_body_bytes() -> usize {
 }
 
 impl RunnerConfig {
+    /// A runner with this worker URL and every other key at its default: the same as a
+    /// config file's `runner: {url: URL}`, because serde fills in the defaults the file would
+    /// get (read from JSON, so no YAML quoting of the URL is involved).
+    ///
+    /// # Errors
+    /// Never for a string; kept as the deserializer's error to stay honest.
+    pub fn for_url(url: &str) -> Result<RunnerConfig, serde_json::Error> {
+        serde_json::from_value(serde_json::json!({ "url": url }))
+    }
+
     /// `concurrency`, or its default.
     pub fn concurrency(&self) -> usize {
         self.concurrency.unwrap_or(default_concurrency())

@@ -33,12 +33,11 @@ fn done_when(done: bool, status: u16, body: &[u8]) -> Outcome {
     if done {
         return Outcome::Done;
     }
-    let end = body.len().min(1024);
     Outcome::Retry {
         after: None,
         reason: Failure {
             status: Some(status),
-            message: String::from_utf8_lossy(&body[..end]).into_owned(),
+            message: message_from_body(body),
         },
     }
 }

@@ -70,7 +70,8 @@ impl Failure {
         Failure {
             status: last.status,
             message: format!(
-                "retries exhausted after {attempts} attempts: {}",
+                "retries exhausted after {attempts} attempt{}: {}",
+                if attempts == 1 { "" } else { "s" },
                 last.message
             ),
         }
@@ -83,7 +84,13 @@ impl Failure {
         let message = self
             .message
             .strip_prefix("retries exhausted after ")
-            .and_then(|rest| rest.split_once(" attempts: "))
+            .and_then(|rest| rest.split_once(" attempt"))
+            .and_then(|(n, rest)| {
+                let message = rest
+                    .strip_prefix("s: ")
+                    .or_else(|| rest.strip_prefix(": "))?;
+                Some((n, message))
+            })
             .filter(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
             .map_or(self.message.as_str(), |(_, m)| m);
         Failure {
@@ -126,7 +133,9 @@ const MAX_MESSAGE_BYTES: usize = 1024;
 /// The start of a worker's body as text, for logs and the failed log.
 pub(crate) fn message_from_body(body: &[u8]) -> String {
     let end = body.len().min(MAX_MESSAGE_BYTES);
-    String::from_utf8_lossy(&body[..end]).into_owned()
+    // A body's trailing newline (`"error\n"`, the usual end of a text answer) is not part of
+    // its message: kept, it ended the log line's message on a line of its own.
+    String::from_utf8_lossy(body[..end].trim_ascii_end()).into_owned()
 }
 
 #[cfg(test)]
@@ -141,6 +150,14 @@ mod tests {
         };
         assert_eq!(Failure::exhausted(3, &last).last_answer(), last);
         assert_eq!(last.last_answer(), last);
+        let once = Failure::exhausted(1, &last);
+        assert_eq!(
+            once.message,
+            "retries exhausted after 1 attempt: boom: 3 attempts: x"
+        );
+        assert_eq!(once.last_answer(), last);
+        assert_eq!(message_from_body(b"error\r\n \n"), "error");
+        assert_eq!(message_from_body(b"  two\nlines\n"), "  two\nlines");
         let other = Failure::transport("retries exhausted after many attempts: x");
         assert_eq!(other.last_answer(), other);
     }

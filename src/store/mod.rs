@@ -339,6 +339,11 @@ pub struct JobView {
     /// shown in job lists).
     #[serde(skip)]
     pub lease: Option<u64>,
+    /// Which handout of the job this is, counting from 1: its failed deliveries and the leases
+    /// that expired unacked since reprow started (those are memory only, as leases are), plus
+    /// one. Sent to pull workers as `X-Reprow-Attempt`; not shown in job lists.
+    #[serde(skip)]
+    pub attempt: u32,
 }
 
 /// A failed-log entry as the API shows it (fireworq's shape).

@@ -183,13 +183,29 @@ pub fn init(opts: &LogOptions) -> std::io::Result<LogHandle> {
             .with_current_span(false)
             .try_init()
     } else {
-        builder.with_ansi(false).try_init()
+        builder
+            .with_ansi(false)
+            .fmt_fields(text_fields())
+            .try_init()
     };
     // A subscriber already set (tests running in-process) is fine.
     let _ = result;
     let handle = LogHandle { tx, json };
     let _ = GLOBAL.set(handle.clone());
     Ok(handle)
+}
+
+/// Text lines' fields: tracing's `name=value` (strings quoted), the message first and bare,
+/// and the completion line's milliseconds with their unit (`elapsed=3ms`, `retry_delay=560ms`),
+/// which JSON lines leave as fireworq's bare numbers.
+fn text_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> + Send + Sync {
+    use tracing_subscriber::field::MakeExt as _;
+    tracing_subscriber::fmt::format::debug_fn(|w, field, value| match field.name() {
+        "message" => write!(w, "{value:?}"),
+        name @ ("elapsed" | "retry_delay") => write!(w, "{name}={value:?}ms"),
+        name => write!(w, "{name}={value:?}"),
+    })
+    .delimited(" ")
 }
 
 /// The handle of the installed writer, for [`flush`].

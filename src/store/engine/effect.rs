@@ -87,6 +87,7 @@ impl Engine {
             }
             Effect::Removed { rec, done } => {
                 self.unlease(rec.id);
+                self.lease_expiries.remove(&rec.id);
                 if done.is_some() {
                     self.note_totals(rec.queue);
                 }
@@ -117,6 +118,7 @@ impl Engine {
             }
             Effect::Failed { rec } => {
                 self.unlease(rec.id);
+                self.lease_expiries.remove(&rec.id);
                 self.note_totals(rec.queue);
                 self.dirty.insert(rec.queue);
                 if let Some(q) = self.queues.get_mut(&rec.queue) {
@@ -156,6 +158,7 @@ impl Engine {
             Effect::Purged { qid, ids } => {
                 for id in &ids {
                     self.unlease(*id);
+                    self.lease_expiries.remove(id);
                 }
                 self.dirty.insert(qid);
                 if let Some(q) = self.queues.get_mut(&qid) {

@@ -114,7 +114,9 @@ impl Engine {
                 }
             } else if def.mode == QueueMode::Push && def.url.is_none() {
                 return Err(StoreError::bad_request(format!(
-                    "url is required: queue {name:?} has no worker url"
+                    "url is required: queue {name:?} has no worker url (give the job a \"url\", \
+                     the queue one with PUT /queue/{name}, or the default queue one with \
+                     `reprow serve --worker URL` / runner.url)"
                 )));
             }
             // fireworq's jobs (by category) get fireworq's defaults for what they leave out,

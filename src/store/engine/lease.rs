@@ -64,6 +64,7 @@ impl Engine {
                 break;
             }
             if let Some(l) = self.unlease(id) {
+                *self.lease_expiries.entry(id).or_default() += 1;
                 // The job's due key is behind the cursor: the next scan must start over.
                 if let Some(q) = self.queues.get_mut(&l.qid) {
                     q.cursor = None;

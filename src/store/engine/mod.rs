@@ -181,6 +181,11 @@ pub struct Engine {
     default_queue: String,
     leases: HashMap<u64, Lease>,
     expiry: BTreeSet<(u64, u64)>,
+    /// Jobs whose lease expired unacked, with how many times: they count as handouts in
+    /// `JobView::attempt`. An entry ends when the job leaves the queue (done, failed for
+    /// good, forgotten by a fetch, purged); a retry keeps it. One of a job whose queue is
+    /// deleted stays until restart (few: one per expiry at most).
+    lease_expiries: HashMap<u64, u32>,
     next_id: u64,
     next_fid: u64,
     next_qid: u32,

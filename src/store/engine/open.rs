@@ -230,6 +230,7 @@ impl Engine {
             default_queue: opts.default_queue.clone(),
             leases: HashMap::new(),
             expiry: BTreeSet::new(),
+            lease_expiries: HashMap::new(),
             next_id: 1,
             next_fid: 1,
             next_qid: 1,
@@ -261,12 +262,29 @@ impl Engine {
         // The config's queues and routings, and the default queue, in one commit.
         let mut ops: Vec<Op> = Vec::new();
         let mut defs = opts.queues.clone();
-        let default_defined = defs.iter().any(|d| d.name == opts.default_queue)
-            || engine
-                .by_name
-                .get(&opts.default_queue)
-                .is_some_and(|q| engine.queues[q].def.is_some());
-        if !default_defined {
+        let stored_default = engine
+            .by_name
+            .get(&opts.default_queue)
+            .and_then(|q| engine.queues[q].def.as_ref());
+        let in_config = defs.iter().any(|d| d.name == opts.default_queue);
+        // The default queue defined under `queues:` without a url of its own takes
+        // `runner.url` too: the runner names "the default queue's worker" wherever it is made.
+        for d in &mut defs {
+            if d.name == opts.default_queue && d.url.is_none() {
+                d.url.clone_from(&opts.defaults.url);
+            }
+        }
+        // `runner.url` (`reprow serve --worker`) names the default queue's worker at every
+        // start: a directory whose first run had no worker gets the one named now. The queue's
+        // other settings stay as they were made (`PUT /queue` may have changed them).
+        if let Some(def) = stored_default
+            .filter(|d| !in_config && opts.defaults.url.is_some() && d.url != opts.defaults.url)
+        {
+            let mut d = def.clone();
+            d.url.clone_from(&opts.defaults.url);
+            defs.push(d);
+        }
+        if !in_config && stored_default.is_none() {
             let mut d = QueueDef::named(&opts.default_queue);
             let defaults = &opts.defaults;
             d.url = defaults.url.clone();

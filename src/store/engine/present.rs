@@ -91,6 +91,10 @@ impl Engine {
             leased_at: lease.map(|l| rfc3339(l.since_ms)),
             pulled: lease.map(|l| l.pull),
             lease: None,
+            attempt: rec
+                .attempts
+                .saturating_add(self.lease_expiries.get(&rec.id).copied().unwrap_or(0))
+                .saturating_add(1),
         }
     }
 

@@ -114,6 +114,10 @@ impl Engine {
                 view.lease = Some(l.token);
             }
             out.push((view, payload));
+            if forget {
+                // Shown in this handout's attempt; the job is gone now.
+                self.lease_expiries.remove(&id);
+            }
         }
         Ok((
             Reply::Pulled(out),

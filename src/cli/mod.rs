@@ -19,7 +19,7 @@ const CLIENT_ENV: &str = "Environment:
 const SERVER_ENV: &str = "Environment:
   RUST_LOG      log filter; overrides --log-level and log_level
   REPROW_TOKEN  the API's bearer token when the config sets no api.token
-  INVOKER_URL, QUEUE_URL, ...  sqsd mode when no -c is given (see README.md, SQS)";
+  INVOKER_URL, QUEUE_URL, ...  sqsd mode when no -c is given (see docs/sources.md, sqsd mode)";
 
 /// What `reprow serve` reads from the environment, in its help.
 const SERVE_ENV: &str = "Environment:

@@ -162,19 +162,10 @@ impl Session {
         self.wait_ready(&command);
     }
 
-    /// Starts a durable reprow on the embedded defaults with the page's worker, for pages
-    /// that talk to a reprow without starting one.
+    /// Starts `reprow serve --worker` (the README's set-up) for pages that talk to a reprow
+    /// without starting one: the embedded defaults, the page's worker.
     pub fn start_default(&mut self) {
-        let cfg = self.dir.path().join("default.yaml");
-        let text = format!(
-            "queue: {{type: lmdb, path: ./reprow-data, map_size: 64MiB}}\n\
-             api: {{listen: 127.0.0.1:0}}\n\
-             runner: {{type: http_proxy, url: http://{}/work}}\n\
-             shutdown_timeout: 5s\n",
-            self.worker.addr
-        );
-        std::fs::write(&cfg, text).unwrap();
-        self.start(&format!("reprow serve -c {}", cfg.display()));
+        self.start(&format!("reprow serve --worker http://{DOC_WORKER}/work"));
     }
 
     pub fn has_reprow(&self) -> bool {

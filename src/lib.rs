@@ -10,11 +10,11 @@
 //! In the order a job flows through them (source → bridge → dispatch → http → outcome →
 //! settle), then what serves and starts them:
 //! - [`source`]: where jobs come from: the durable store ([`source::lmdb`]), a FIFO, SQS, Q4M;
-//!   the `Source` and `Settle` traits; the failed and pending files.
+//!   the `Source` trait; the failed and pending files.
 //! - [`store`]: the durable queue itself: an LMDB log, its group-commit writer, leases and
 //!   scheduler.
 //! - [`bridge`]: an inbox per core, fed by the sources; a [`bridge::Delivery`] is a job and
-//!   its target.
+//!   its target; [`bridge::Settle`] takes each delivery's end back to its source.
 //! - [`dispatch`]: one dispatcher per core for every source: clients per worker URL, a breaker
 //!   per origin, retries; `runner:` and its defaults.
 //! - [`http`]: the sans-IO HTTP/1.1 codec, request parser and worker URL; the per-core client.

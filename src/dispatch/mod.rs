@@ -35,11 +35,10 @@ use std::{
 };
 
 use crate::{
-    bridge::{CoreInbox, Delivery},
+    bridge::{CoreInbox, Delivery, Settle},
     http::client::ClientError,
     job::{classify, Failure, Outcome},
     lifecycle::Shutdown,
-    source::Settle,
     stats::{CoreStats, Stats},
     telemetry::completion::{self, Completion},
 };

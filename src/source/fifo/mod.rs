@@ -29,10 +29,10 @@ use super::{
     envelope::{self, Record},
     framing::{Frame, LineFramer},
     spill::{record_line, SpillFile, Unwritten},
-    Settle, Source, SourceError,
+    Source, SourceError,
 };
 use crate::{
-    bridge::{Delivery, JobSender},
+    bridge::{Delivery, JobSender, Settle},
     config::{FifoConfig, LineFormat},
     job::{Failure, Job, DEFAULT_CONTENT_TYPE},
     lifecycle::Shutdown,

@@ -16,10 +16,10 @@ use super::{
     shared::Shared,
 };
 use crate::{
-    bridge::JobSender,
+    bridge::{JobSender, Settle},
     config::Q4mConfig,
     lifecycle::Shutdown,
-    source::{spill::SpillFile, Settle, Source, SourceError},
+    source::{spill::SpillFile, Source, SourceError},
     stats::Stats,
 };
 

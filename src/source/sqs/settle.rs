@@ -13,10 +13,9 @@ use tokio::sync::mpsc;
 
 use super::{batch::change_visibility_batch, failed::recorded, shared::Report, shared::Shared};
 use crate::{
-    bridge::Delivery,
+    bridge::{Delivery, Settle},
     config::{DeleteOn, SqsFailure},
     job::Failure,
-    source::Settle,
 };
 
 /// The cores' handle: reports go to the source thread over a channel (sending never blocks).

@@ -18,9 +18,9 @@ use super::heartbeat::heartbeat_loop;
 use super::settle::{settle, SqsSettler};
 use super::shared::Report;
 use super::shared::Shared;
-use crate::source::{Settle, Source, SourceError};
+use crate::source::{Source, SourceError};
 use crate::{
-    bridge::JobSender, config::SqsConfig, job::DEFAULT_CONTENT_TYPE, lifecycle::Shutdown,
+    bridge::{JobSender, Settle}, config::SqsConfig, job::DEFAULT_CONTENT_TYPE, lifecycle::Shutdown,
     stats::Stats,
 };
 

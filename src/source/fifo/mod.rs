@@ -25,6 +25,7 @@ use bytes::Bytes;
 use event_listener::Listener as _;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 
+use self::config::{FifoConfig, LineFormat};
 use super::{
     envelope::{self, Record},
     framing::{Frame, LineFramer},
@@ -33,7 +34,6 @@ use super::{
 };
 use crate::{
     bridge::{Delivery, JobSender, Settle},
-    config::{FifoConfig, LineFormat},
     job::{Failure, Job, DEFAULT_CONTENT_TYPE},
     lifecycle::Shutdown,
     stats::Stats,

@@ -9,6 +9,7 @@ use std::{
 use mysql::{prelude::Queryable as _, Conn, Opts, OptsBuilder, Row};
 
 use super::{
+    config::Q4mConfig,
     connection::Connection,
     dsn::{Address, Dsn},
     names::{check_table_name, quote_table},
@@ -17,7 +18,6 @@ use super::{
 };
 use crate::{
     bridge::{JobSender, Settle},
-    config::Q4mConfig,
     lifecycle::Shutdown,
     source::{spill::SpillFile, Source, SourceError},
     stats::Stats,

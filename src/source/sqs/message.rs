@@ -8,9 +8,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use aws_sdk_sqs::types::MessageSystemAttributeName;
 use bytes::Bytes;
 
-use super::shared::Shared;
+use super::{config::SqsBody, shared::Shared};
 use crate::{
-    config::SqsBody,
     job::{Failure, Job},
     source::cron,
 };

@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+use super::config::{DeleteOn, SqsFailure};
 use super::{batch::change_visibility_batch, failed::recorded, shared::Report, shared::Shared};
 use crate::{
     bridge::{Delivery, Settle},
-    config::{DeleteOn, SqsFailure},
     job::Failure,
 };
 

@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, Semaphore};
 
 use super::batch::{change_visibility_batch, delete_batch, MAX_DELETES_IN_FLIGHT};
 use super::client::{client, queue_visibility};
+use super::config::SqsConfig;
 use super::cron::cron_loop;
 use super::fetch::fetch_loop;
 use super::heartbeat::heartbeat_loop;
@@ -20,7 +21,9 @@ use super::shared::Report;
 use super::shared::Shared;
 use crate::source::{Source, SourceError};
 use crate::{
-    bridge::{JobSender, Settle}, config::SqsConfig, job::DEFAULT_CONTENT_TYPE, lifecycle::Shutdown,
+    bridge::{JobSender, Settle},
+    job::DEFAULT_CONTENT_TYPE,
+    lifecycle::Shutdown,
     stats::Stats,
 };
 

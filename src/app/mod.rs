@@ -347,7 +347,7 @@ fn serve_config(
 #[derive(Clone)]
 struct MonitorCtx {
     store: Option<crate::store::Store>,
-    api: Arc<crate::api::ApiConfig>,
+    api: Arc<crate::api::config::ApiConfig>,
     connections: Arc<std::sync::atomic::AtomicUsize>,
     shutdown: Shutdown,
     grace: std::time::Duration,

@@ -1,5 +1,5 @@
-//! HTTP/1.1 toward workers: a sans-IO codec and the monoio client that drives it ([`client`])
-//! with a keep-alive pool per core.
+//! HTTP/1.1 toward workers: a sans-IO codec (the monoio client that drives it, a keep-alive
+//! pool per core, is the dispatcher's: [`crate::dispatch::client`]).
 //!
 //! The codec encodes the head of a job request ([`encode`]) and decodes a worker's response
 //! from whatever bytes have arrived so far ([`response`], built on [`head`] and [`body`]).
@@ -9,7 +9,6 @@
 
 pub mod body;
 mod chunk;
-pub mod client;
 pub mod encode;
 pub mod error;
 pub mod head;

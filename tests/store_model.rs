@@ -19,12 +19,13 @@ use std::{
 use bytes::Bytes;
 use proptest::prelude::*;
 use reprow::{
+    bridge::Delivery,
     job::Failure,
     store::{
         engine::Engine,
         queue::{QueueDef, QueueMode},
-        Clock, Destination, Dispatch, JobList, JobView, NewJob, Op, Options, PayloadMode, Query,
-        Reply, Settlement, StoreError, StoreErrorKind,
+        Clock, Destination, JobList, JobView, NewJob, Op, Options, PayloadMode, Query, Reply,
+        Settlement, StoreError, StoreErrorKind,
     },
 };
 
@@ -369,7 +370,7 @@ struct Harness {
     engine: Option<Engine>,
     /// The last delivery of each pushed job, as the dispatcher got it over the bridge; its
     /// settles go through the store's real `Settle` (source::lmdb), whose ops `settled` holds.
-    delivered: BTreeMap<u64, Dispatch>,
+    delivered: BTreeMap<u64, Delivery>,
     settled: Arc<Mutex<Vec<Op>>>,
 }
 

@@ -533,9 +533,5 @@ impl Store {
     }
 }
 
-/// A leased job on its way to a core: the bridge's [`Delivery`](crate::bridge::Delivery),
-/// whose `lease` is the lease token and whose `category` is the fireworq category.
-pub use crate::bridge::Delivery as Dispatch;
-
 #[cfg(test)]
 mod tests;

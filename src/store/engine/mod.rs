@@ -78,7 +78,8 @@ pub use clock::Clock;
 pub use open::{Defaults, Options};
 pub use state::RetryBounds;
 
-use super::{Command, Dispatch, OpenError, Store};
+use super::{Command, OpenError, Store};
+use crate::bridge::Delivery;
 use completion::PullLog;
 use lease::Lease;
 use state::QState;
@@ -196,10 +197,10 @@ pub struct Engine {
     /// Inside [`Engine::apply_ops`]: lease changes are tracked for a rollback.
     in_batch: bool,
     out: Option<crate::bridge::DeliverySender>,
-    /// Dispatches made by the last [`Engine::feed`] when there is no channel (tests).
-    pub dispatched: Vec<Dispatch>,
+    /// Deliveries made by the last [`Engine::feed`] when there is no channel (tests).
+    pub dispatched: Vec<Delivery>,
     /// Leased by the feed running now, sent to the cores in one batch when it ends.
-    outbox: Vec<Dispatch>,
+    outbox: Vec<Delivery>,
     /// Commit latency and batch size, shared with the [`Store`] handle for `/metrics`.
     metrics: Arc<crate::stats::timings::StoreMetrics>,
     /// The completion line of the op being applied (pull acks and failure reports).

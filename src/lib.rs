@@ -17,7 +17,7 @@
 //!   its target; [`bridge::Settle`] takes each delivery's end back to its source.
 //! - [`dispatch`]: one dispatcher per core for every source: clients per worker URL, a breaker
 //!   per origin, retries; `runner:` and its defaults.
-//! - [`http`]: the sans-IO HTTP/1.1 codec, request parser and worker URL; the per-core client.
+//! - [`http`]: the sans-IO HTTP/1.1 codec, request parser and worker URL.
 //! - [`job`]: the job, how an answer becomes an outcome (`classify`), the retry policy, the
 //!   target.
 //! - [`stats`], [`metrics`], [`telemetry`]: counters and histograms, the Prometheus exposition,

@@ -1,5 +1,5 @@
-//! HTTP/1.1 toward workers: a sans-IO codec (the monoio client that drives it, a keep-alive
-//! pool per core, is the dispatcher's: [`crate::dispatch::client`]).
+//! HTTP/1.1 toward workers: a sans-IO codec. The monoio client that drives it, with a
+//! keep-alive pool per core, is the dispatcher's (`dispatch::client`): it sends jobs.
 //!
 //! The codec encodes the head of a job request ([`encode`]) and decodes a worker's response
 //! from whatever bytes have arrived so far ([`response`], built on [`head`] and [`body`]).

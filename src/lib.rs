@@ -9,7 +9,7 @@
 //! # Layout
 //! In the order a job flows through them (source → bridge → dispatch → http → outcome →
 //! settle), then what serves and starts them:
-//! - [`source`]: where jobs come from: the durable store ([`source::lmdb`]), a FIFO, SQS, Q4M;
+//! - [`source`]: where jobs come from: the durable store ([`source::durable_queue`]), a FIFO, SQS, Q4M;
 //!   the `Source` trait; the failed and pending files.
 //! - [`store`]: the durable queue itself: an LMDB log, its group-commit writer, leases and
 //!   scheduler.

@@ -8,7 +8,7 @@
 //!
 //! # Layout
 //! - [`config`]: `api:` in the config file, its defaults and checks.
-//! - [`response`]: the response type and its encoding.
+//! - [`http_response`]: the response type and its encoding.
 //! - [`router`]: method and path to handler, the token check; the one list of routes.
 //! - `fireworq`, `presque`, `monitor`: the handlers of each API, JSON shapes;
 //!   `presque_workers`: presque's worker book (`/w/`), in memory.
@@ -19,12 +19,12 @@ pub mod conns;
 mod fireworq;
 mod fireworq_node;
 pub mod guard;
+pub mod http_response;
 mod monitor;
 mod params;
 mod presque;
 pub mod presque_workers;
 mod reply;
-pub mod response;
 pub mod router;
 
 use std::{
@@ -50,7 +50,7 @@ use crate::{
     store::Store,
 };
 use config::ApiConfig;
-use response::Response;
+use http_response::Response;
 
 /// What every connection on a core shares.
 pub struct Ctx {

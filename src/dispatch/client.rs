@@ -20,7 +20,7 @@ use crate::{
         encode::{RequestEncoder, RequestMeta},
         error::ResponseError,
         iovec::RequestBufs,
-        response::{Response, ResponseDecoder},
+        response_decoder::{Response, ResponseDecoder},
     },
     job::Job,
 };

@@ -41,7 +41,7 @@ use crate::{
     job::{classify, Failure, Outcome},
     lifecycle::Shutdown,
     stats::{CoreStats, Stats},
-    telemetry::completion::{self, Completion},
+    telemetry::completion_line::{self as completion, Completion},
 };
 use client::ClientError;
 use pools::{ClientLimits, Pool, Pools};

@@ -3,22 +3,22 @@
 //! each job's end back through the source's [`Settle`] handle.
 //!
 //! # Layout
-//! - [`lmdb`]: the durable queue (the store) as a source.
+//! - [`durable_queue`]: the durable queue (the store) as a source.
 //! - [`fifo`]: a Linux named pipe, one job per line.
 //! - [`framing`]: sans-IO newline framing.
 //! - [`envelope`]: the JSON line format of `format: json` and of the failed/pending files.
-//! - [`spill`]: append-only JSON-lines files written off the cores.
+//! - [`record_writer`]: append-only JSON-lines files written off the cores.
 //! - [`q4m`]: a Q4M table on a MySQL server (the client itself only with the `q4m` feature).
 //! - `sqs` (feature `sqs`): an SQS queue through the AWS SDK.
 
 #[cfg(feature = "cron")]
-pub mod cron;
+pub mod cron_yaml;
+pub mod durable_queue;
 pub mod envelope;
 pub mod fifo;
 pub mod framing;
-pub mod lmdb;
 pub mod q4m;
-pub mod spill;
+pub mod record_writer;
 pub mod sqs;
 
 use std::sync::Arc;

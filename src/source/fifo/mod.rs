@@ -29,7 +29,7 @@ use self::config::{FifoConfig, LineFormat};
 use super::{
     envelope::{self, Record},
     framing::{Frame, LineFramer},
-    spill::{record_line, SpillFile, Unwritten},
+    record_writer::{record_line, SpillFile, Unwritten},
     Source, SourceError,
 };
 use crate::{

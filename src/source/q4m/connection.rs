@@ -16,10 +16,10 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use mysql::{prelude::Queryable as _, Conn};
 
 use super::{
+    connection_state::{Shared, FIRST_BACKOFF, MAX_BACKOFF},
     failed::record_failure,
     fetch::{own_next_row, Fetched},
     settle::Settlement,
-    shared::{Shared, FIRST_BACKOFF, MAX_BACKOFF},
 };
 use crate::{bridge::JobSender, job::Job, lifecycle::Shutdown, stats::Stats};
 

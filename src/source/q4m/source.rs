@@ -11,15 +11,15 @@ use mysql::{prelude::Queryable as _, Conn, Opts, OptsBuilder, Row};
 use super::{
     config::Q4mConfig,
     connection::Connection,
+    connection_state::Shared,
     dsn::{Address, Dsn},
     names::{check_table_name, quote_table},
     settle::Q4mSettler,
-    shared::Shared,
 };
 use crate::{
     bridge::{JobSender, Settle},
     lifecycle::Shutdown,
-    source::{spill::SpillFile, Source, SourceError},
+    source::{record_writer::SpillFile, Source, SourceError},
     stats::Stats,
 };
 

@@ -2,12 +2,12 @@
 //! (one JSON line, synced by the shared record writer) before it is deleted; when that fails it
 //! stays in the queue.
 
-use super::shared::Shared;
+use super::loop_state::Shared;
 use crate::{
     job::{Failure, Job},
     source::{
         envelope::Record,
-        spill::{record_line, SpillFile},
+        record_writer::{record_line, SpillFile},
         SourceError,
     },
 };

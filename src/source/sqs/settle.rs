@@ -12,7 +12,9 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::config::{DeleteOn, SqsFailure};
-use super::{batch::change_visibility_batch, failed::recorded, shared::Report, shared::Shared};
+use super::{
+    batch::change_visibility_batch, failed::recorded, loop_state::Report, loop_state::Shared,
+};
 use crate::{
     bridge::{Delivery, Settle},
     job::Failure,

@@ -39,14 +39,13 @@
 //! - `lease`: leases, their tokens and expiry.
 //! - `schedule`: due jobs handed to the cores and to pull workers; when the loop wakes.
 //! - `query`: read-only queries; `present`: fireworq-shaped views of jobs and failures.
-//! - `completion`: pull workers' completion lines, written after the commit.
+//! - `pull_log`: pull workers' completion lines, written after the commit.
 //! - `error`: LMDB and lookup failures as [`StoreError`](super::StoreError)s.
 
 mod admin;
 mod apply;
 mod clock;
 mod commit;
-mod completion;
 mod disk;
 mod durable;
 mod effect;
@@ -56,6 +55,7 @@ mod lease;
 mod load;
 mod open;
 mod present;
+mod pull_log;
 mod query;
 mod schedule;
 mod settle;
@@ -80,8 +80,8 @@ pub use state::RetryBounds;
 
 use super::{Command, OpenError, Store};
 use crate::bridge::Delivery;
-use completion::PullLog;
 use lease::Lease;
+use pull_log::PullLog;
 use state::QState;
 
 type Db = Database<'static, Raw, Raw>;

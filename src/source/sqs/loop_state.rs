@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use super::config::SqsConfig;
 use crate::{
     job::{Failure, Job},
-    source::spill::SpillFile,
+    source::record_writer::SpillFile,
     stats::Stats,
 };
 

@@ -26,6 +26,22 @@
 //! - [`app`]: the one orchestrator: opens the source, starts the cores, shuts down in order.
 //! - [`config`], [`units`], [`lifecycle`]: the YAML config, durations and sizes, shutdown.
 //! - [`client`], [`bench`]: the command-line client and the load simulator.
+//!
+//! # Layers
+//! A module imports only from the layers below its own, never from another module of its
+//! layer; `tests/folders.rs` checks every `crate::` path against this list, and fails on a
+//! module of `src/` that is not on it. Top first:
+//! - [`bench`]
+//! - [`app`]
+//! - [`config`], [`client`]
+//! - [`api`]
+//! - [`source`], [`metrics`]
+//! - [`store`]
+//! - [`dispatch`]
+//! - [`bridge`]
+//! - [`stats`], [`telemetry`]
+//! - [`job`]
+//! - [`http`], [`lifecycle`], [`units`]
 
 pub mod api;
 pub mod app;

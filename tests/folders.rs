@@ -300,10 +300,12 @@ fn references(text: &str, module: &[String]) -> Vec<(String, usize)> {
                     inline.pop();
                 }
             }
-            Tok::Ident(word) if word == "crate" && !prev_is_path => {
-                if toks.get(i + 1).map(|t| &t.0) == Some(&Tok::Path) {
-                    found.extend(heads(&toks, i + 2));
-                }
+            Tok::Ident(word)
+                if word == "crate"
+                    && !prev_is_path
+                    && toks.get(i + 1).map(|t| &t.0) == Some(&Tok::Path) =>
+            {
+                found.extend(heads(&toks, i + 2));
             }
             Tok::Ident(word) if word == "super" && !prev_is_path => {
                 // `super::super::…`: how far it climbs, and where the path goes on.

@@ -25,12 +25,14 @@
 //! - [`api`]: the HTTP API (monitoring, fireworq and presque routes) served by every core.
 //! - [`app`]: the one orchestrator: opens the source, starts the cores, shuts down in order.
 //! - [`config`], [`units`], [`lifecycle`]: the YAML config, durations and sizes, shutdown.
+//! - [`cli`]: the command line (`src/main.rs` only installs the allocator and calls it).
 //! - [`client`], [`bench`]: the command-line client and the load simulator.
 //!
 //! # Layers
 //! A module imports only from the layers below its own, never from another module of its
 //! layer; `tests/folders.rs` checks every `crate::` path against this list, and fails on a
 //! module of `src/` that is not on it. Top first:
+//! - [`cli`]
 //! - [`bench`]
 //! - [`app`]
 //! - [`config`], [`client`]

@@ -6,7 +6,7 @@ use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughpu
 use reprow::{
     http::{
         encode::{RequestEncoder, RequestMeta},
-        response::ResponseDecoder,
+        response_decoder::ResponseDecoder,
     },
     source::framing::LineFramer,
 };

@@ -2,7 +2,8 @@
 //! source's thread to the cores, carrying [`Delivery`]s. Every source feeds the same bridge;
 //! the store (the durable source) sends its leased jobs as they are
 //! ([`DeliverySender`]), the other sources send bare [`Job`]s that [`JobSender`] pairs with
-//! the runner's target. The compile-time test below keeps these types `Send`.
+//! the runner's target. The way back is the source's [`Settle`] handle, through which a core
+//! reports each delivery's end. The compile-time test below keeps these types `Send`.
 //!
 //! # Why an inbox per core, not one channel
 //!
@@ -33,11 +34,12 @@ use std::{
         atomic::{AtomicBool, AtomicUsize, Ordering},
         Arc, Mutex, MutexGuard,
     },
+    time::Duration,
 };
 
 use event_listener::{Event, EventListener, Listener};
 
-use crate::job::{target::Target, Job};
+use crate::job::{target::Target, Failure, Job};
 
 /// The fewest not-yet-started jobs a core may hold, whatever its share of the concurrency: a
 /// core with one slot still takes a few jobs per wake-up.
@@ -71,6 +73,37 @@ impl Delivery {
             category,
         }
     }
+}
+
+/// How the dispatcher reports the end of a delivery back to the source. Every method gets the
+/// [`Delivery`] (its lease and category matter to the store) and, where a worker answered, the
+/// request's time.
+pub trait Settle: Send + Sync + 'static {
+    /// The worker finished the job.
+    fn done(&self, d: &Delivery, elapsed_ms: u64);
+    /// The job failed for good: `permanent` when the worker said so, else retries ran out (or
+    /// its worker stayed unreachable). A source records it before forgetting the job.
+    fn failed(&self, d: &Delivery, failure: &Failure, permanent: bool, elapsed_ms: u64);
+    /// The job is to be retried after `delay`. A durable source stores that and returns `None`;
+    /// one that cannot returns the delivery, and the dispatcher holds it in memory.
+    fn retry(
+        &self,
+        d: Delivery,
+        delay: Duration,
+        reason: &Failure,
+        elapsed_ms: u64,
+    ) -> Option<Delivery>;
+    /// The job was not delivered (its worker refused the connection, or its worker's breaker is
+    /// open): no attempt counts. A durable source takes it back to run after `delay` and
+    /// returns `None`; the others return it, and the dispatcher holds it until the worker
+    /// listens again.
+    fn release(&self, d: Delivery, _delay: Duration) -> Option<Delivery> {
+        Some(d)
+    }
+    /// Shutdown came before the job finished: the source must keep it for the next run.
+    fn unfinished(&self, d: Delivery);
+    /// Everything settled: flush files. Called once, after the cores have stopped.
+    fn close(&self);
 }
 
 /// Why a send did not take the job; the job is handed back in each case.

@@ -55,3 +55,34 @@ fn options_are_checked() {
     let (ok, _, err) = bench(&["--jobs", "0"]);
     assert!(!ok && err.contains("--jobs"), "{err}");
 }
+
+/// On a terminal (a pseudo-terminal made by util-linux's `script`, part of every Debian), the
+/// progress bar is drawn on stderr, each redraw erasing what a longer one left, and ends on
+/// the whole count.
+#[test]
+fn the_progress_bar_is_drawn_on_a_terminal() {
+    let command = format!(
+        "{} bench --source fifo --jobs 2000 --timeout 60s",
+        env!("CARGO_BIN_EXE_reprow")
+    );
+    let out = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .output()
+        .expect("script (util-linux) runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let draws: Vec<&str> = text.split('\r').filter(|d| d.starts_with('[')).collect();
+    assert!(!draws.is_empty(), "no progress bar drawn: {text:?}");
+    assert!(draws.iter().all(|d| d.contains("\x1b[K")), "{text:?}");
+    let last = draws.last().unwrap();
+    assert!(
+        last.starts_with(&format!("[{}] 100% 2000/2000 jobs ", "=".repeat(40))),
+        "{last:?}"
+    );
+    let rate: f64 = last
+        .split_whitespace()
+        .find_map(|w| w.strip_suffix("/s\x1b[K"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no rate in {last:?}"));
+    assert!(rate > 0.0, "{last:?}");
+}

@@ -32,6 +32,9 @@
 //! - `<lang> skip: reason`: not run here (it needs a server `cargo test` does not have);
 //!   listed with its reason at the end of the run.
 //!
+//! - Relative links must lead to a file (and heading), and the repository's files a page
+//!   names (`src/…`, `tests/…`, `sample/…`, …) must exist.
+//!
 //! Needs `curl` (the pages' HTTP examples are curl commands) and `sh`.
 
 mod common;
@@ -78,6 +81,7 @@ fn every_example_in_the_docs_runs_and_shows_what_reprow_answers() {
         let name = page.strip_prefix(repo()).unwrap().display().to_string();
         let text = std::fs::read_to_string(&page).unwrap();
         check_links(&name, &page, &text, &mut tally);
+        check_paths(&name, &text, &mut tally);
         match blocks(&text) {
             Ok(bs) => run_page(&name, &bs, &mut tally),
             Err(e) => tally.failures.push(format!("{name}: {e}")),
@@ -136,6 +140,34 @@ fn check_links(name: &str, page: &std::path::Path, text: &str, tally: &mut Tally
                     .failures
                     .push(format!("{name}: link to `{target}`: no such heading there"));
             }
+        }
+    }
+}
+
+/// Files of the repository a page names (`src/store/wal/mod.rs`, `tests/fifo_sync.rs`,
+/// `sample/lmdb.yaml`) must exist, so a rename shows in the pages that name the old file.
+/// Globs (`src/store/engine/*.rs`) are not checked.
+fn check_paths(name: &str, text: &str, tally: &mut Tally) {
+    const ROOTS: [&str; 5] = ["src/", "tests/", "benches/", "sample/", "fuzz/"];
+    let part_of_path = |c: char| c.is_alphanumeric() || "_./-*{}".contains(c);
+    for (i, _) in text.char_indices() {
+        let rest = &text[i..];
+        let after_boundary = text[..i]
+            .chars()
+            .next_back()
+            .is_none_or(|c| !part_of_path(c));
+        if !after_boundary || !ROOTS.iter().any(|r| rest.starts_with(r)) {
+            continue;
+        }
+        let end = rest.find(|c: char| !part_of_path(c)).unwrap_or(rest.len());
+        let path = rest[..end].trim_end_matches(['.', ',']);
+        if path.contains(['*', '{']) {
+            continue;
+        }
+        if !repo().join(path).exists() {
+            tally
+                .failures
+                .push(format!("{name}: names `{path}`, which does not exist"));
         }
     }
 }

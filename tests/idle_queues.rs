@@ -436,7 +436,7 @@ type Raw<'e> = heed::Database<'e, heed::types::Bytes, heed::types::Bytes>;
 
 /// Runs `f` on the store's `meta` and `counters` databases in one committed write transaction.
 fn with_meta_and_counters(dir: &Path, f: impl FnOnce(&mut heed::RwTxn, Raw, Raw)) {
-    let env = reprow::store::lmdb::open(&dir.join("data"), 256 << 20, true).unwrap();
+    let env = reprow::store::env::open(&dir.join("data"), 256 << 20, true).unwrap();
     let wtxn = env.write_txn().unwrap();
     let [meta, counters] = env
         .create_databases_and_commit(wtxn, |dbo, wtxn| -> heed::Result<_> {

@@ -19,12 +19,13 @@ use std::{
 use bytes::Bytes;
 use proptest::prelude::*;
 use reprow::{
+    bridge::Delivery,
     job::Failure,
     store::{
         engine::Engine,
         queue::{QueueDef, QueueMode},
-        Clock, Destination, Dispatch, JobList, JobView, NewJob, Op, Options, PayloadMode, Query,
-        Reply, Settlement, StoreError, StoreErrorKind,
+        Clock, Destination, JobList, JobView, NewJob, Op, Options, PayloadMode, Query, Reply,
+        Settlement, StoreError, StoreErrorKind,
     },
 };
 
@@ -368,8 +369,8 @@ struct Harness {
     fail: Arc<AtomicBool>,
     engine: Option<Engine>,
     /// The last delivery of each pushed job, as the dispatcher got it over the bridge; its
-    /// settles go through the store's real `Settle` (source::lmdb), whose ops `settled` holds.
-    delivered: BTreeMap<u64, Dispatch>,
+    /// settles go through the store's real `Settle` (source::durable_queue), whose ops `settled` holds.
+    delivered: BTreeMap<u64, Delivery>,
     settled: Arc<Mutex<Vec<Op>>>,
 }
 
@@ -730,8 +731,9 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                 let mut d = h.delivered[&id].clone();
                 d.lease = token;
                 let captured = h.settled.clone();
-                let settle =
-                    reprow::source::lmdb::settler(move |op| captured.lock().unwrap().push(op));
+                let settle = reprow::source::durable_queue::settler(move |op| {
+                    captured.lock().unwrap().push(op)
+                });
                 match &how {
                     Settlement::Done => settle.done(&d, 1),
                     Settlement::Retry(delay, reason) => {

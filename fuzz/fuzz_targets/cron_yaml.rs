@@ -11,7 +11,7 @@ use chrono::{DateTime, Datelike as _, Timelike as _, Utc};
 use libfuzzer_sys::fuzz_target;
 use reprow::{
     http::headers::{is_allowed_header_value, is_valid_request_path},
-    source::cron::{scheduled_at_header, CronFile},
+    source::cron_yaml::{scheduled_at_header, CronFile},
 };
 
 fuzz_target!(|data: &[u8]| {

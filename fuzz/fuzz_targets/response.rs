@@ -2,7 +2,7 @@
 #![no_main]
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use reprow::http::response::ResponseDecoder;
+use reprow::http::response_decoder::ResponseDecoder;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&split, rest)) = data.split_first() else { return };

@@ -15,7 +15,7 @@ use monoio::{
     io::{AsyncReadRent, AsyncWriteRent},
     BufResult,
 };
-use reprow::api::{serve_stream, ApiConfig, Ctx};
+use reprow::api::{config::ApiConfig, serve_stream, Ctx};
 
 /// Reads hand out one piece each (or what fits of it), then end of stream; writes collect.
 struct Feed {

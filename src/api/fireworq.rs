@@ -12,9 +12,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, value::RawValue, Value};
 
 use super::{
+    http_response::Response,
     params::{check_json_type, first_byte, from_json, json_body, parse_id, Params},
     reply::{ask, call, kind, Res},
-    response::Response,
     Ctx,
 };
 use crate::{

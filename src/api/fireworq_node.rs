@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use serde_json::json;
 
 use super::{
+    http_response::Response,
     reply::{ask, kind, Res},
-    response::Response,
     Ctx,
 };
 use crate::store::{Op, Query};

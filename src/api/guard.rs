@@ -19,7 +19,7 @@
 
 use std::net::IpAddr;
 
-use super::{response::Response, Ctx};
+use super::{http_response::Response, Ctx};
 use crate::http::request::Request;
 
 /// Methods a CORS preflight may be granted for, and the headers an allowed page may send.

@@ -9,9 +9,9 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::{
+    http_response::{not_allowed, Response},
     params::Params,
     reply::{ask, kind, Res},
-    response::{not_allowed, Response},
     Ctx,
 };
 use crate::{

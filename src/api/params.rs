@@ -8,7 +8,7 @@
 use bytes::Bytes;
 use serde::Deserialize;
 
-use super::{response::Response, Ctx};
+use super::{http_response::Response, Ctx};
 use crate::http::request::Request;
 
 /// The most jobs one page of a fireworq listing holds.

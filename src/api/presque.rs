@@ -15,9 +15,9 @@ use serde::Deserialize;
 use serde_json::{json, value::RawValue};
 
 use super::{
+    http_response::Response,
     params::{check_json_type, from_json, json_body, lease_token, parse_id, raw_json_body, Params},
     reply::{ask, call, kind, Res},
-    response::Response,
     Ctx,
 };
 use crate::{

@@ -5,7 +5,7 @@
 //! error. [`ask`] turns it into the one "unexpected store answer" 500 ([`unexpected`]), so the
 //! handlers take the value they expect and no call site matches on `Reply` itself.
 
-use super::{response::Response, Ctx};
+use super::{http_response::Response, Ctx};
 use crate::store::{queue::QueueDef, FailedView, JobView, Op, QueueStats, Reply, StoreError};
 
 /// What a handler returns: the answer, or the answer that ends it early (an error, mostly).

@@ -18,11 +18,12 @@
 use std::{net::IpAddr, rc::Rc};
 
 use super::{
-    fireworq, fireworq_node, guard, monitor,
+    fireworq, fireworq_node, guard,
+    http_response::{not_allowed, Response},
+    monitor,
     params::{percent_decode, Params},
     presque,
     reply::Res,
-    response::{not_allowed, Response},
     Ctx,
 };
 use crate::http::request::Request;

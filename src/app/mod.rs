@@ -11,9 +11,9 @@
 //!
 //! # Layout
 //! - [`sources`]: `queue:` → a [`Source`](crate::source::Source) (features are looked at there only).
-//! - `cores`: core threads and their I/O driver.
+//! - `core_threads`: core threads and their I/O driver.
 
-mod cores;
+mod core_threads;
 pub mod sources;
 
 use std::{
@@ -140,8 +140,8 @@ pub fn run(config: &Config, shutdown: Shutdown, stats: Arc<Stats>) -> Result<Sna
         runner.map(|r| r.concurrency())
     };
     let threads = match concurrency {
-        Some(c) => cores::thread_count(config).min(c),
-        None => cores::thread_count(config),
+        Some(c) => core_threads::thread_count(config).min(c),
+        None => core_threads::thread_count(config),
     };
     let (tx, bridge) = job_channel(threads, concurrency, target);
     // Before the source opens: a taken address fails the start before anything is created
@@ -230,37 +230,35 @@ pub fn run(config: &Config, shutdown: Shutdown, stats: Arc<Stats>) -> Result<Sna
         let handle = thread::Builder::new()
             .name(format!("reprow-core-{core}"))
             .spawn(move || {
-                let run =
-                    move |epoll: bool| async move {
-                        let server = api.and_then(|(listener, ctx, essential)| {
-                            match cores::nonblocking_on_epoll(&listener, epoll)
-                                .and_then(|()| monoio::net::TcpListener::from_std(listener))
-                            {
-                                Ok(l) => Some(monoio::spawn(crate::api::serve(
-                                    l,
-                                    Rc::new(ctx.into_ctx()),
-                                ))),
-                                Err(e) => {
-                                    tracing::error!(error = %e, "Cannot serve HTTP on this core.");
-                                    if essential {
-                                        shutdown.trigger();
-                                    }
-                                    None
-                                }
+                let run = move |epoll: bool| async move {
+                    let server = api.and_then(|(listener, ctx, essential)| {
+                        match core_threads::nonblocking_on_epoll(&listener, epoll)
+                            .and_then(|()| monoio::net::TcpListener::from_std(listener))
+                        {
+                            Ok(l) => {
+                                Some(monoio::spawn(crate::api::serve(l, Rc::new(ctx.into_ctx()))))
                             }
-                        });
-                        if durable {
-                            // The store answers this core's requests in batches.
-                            crate::store::reply::install();
+                            Err(e) => {
+                                tracing::error!(error = %e, "Cannot serve HTTP on this core.");
+                                if essential {
+                                    shutdown.trigger();
+                                }
+                                None
+                            }
                         }
-                        CoreDispatcher::new(dispatch, rx, settle, stats, shutdown)
-                            .run()
-                            .await;
-                        if let Some(server) = server {
-                            server.await;
-                        }
-                    };
-                cores::run_on_driver(driver, core, run)
+                    });
+                    if durable {
+                        // The store answers this core's requests in batches.
+                        crate::store::reply::install();
+                    }
+                    CoreDispatcher::new(dispatch, rx, settle, stats, shutdown)
+                        .run()
+                        .await;
+                    if let Some(server) = server {
+                        server.await;
+                    }
+                };
+                core_threads::run_on_driver(driver, core, run)
             })
             .map_err(|source| RunError::Start {
                 what: "core thread",
@@ -287,7 +285,7 @@ pub fn run(config: &Config, shutdown: Shutdown, stats: Arc<Stats>) -> Result<Sna
         tracing::info!(threads, concurrency = r.concurrency(), worker = %r.url, "reprow is running.");
     }
 
-    let start_error = cores::join_cores(handles, &shutdown);
+    let start_error = core_threads::join_cores(handles, &shutdown);
     stats.phase.store(Phase::Draining as u8, Relaxed);
     // Jobs a source handed over that no core took: back to the source. Closing the bridge
     // also frees a source blocked on full cores (its send fails and it keeps the job).
@@ -347,7 +345,7 @@ fn serve_config(
 #[derive(Clone)]
 struct MonitorCtx {
     store: Option<crate::store::Store>,
-    api: Arc<crate::api::ApiConfig>,
+    api: Arc<crate::api::config::ApiConfig>,
     connections: Arc<std::sync::atomic::AtomicUsize>,
     shutdown: Shutdown,
     grace: std::time::Duration,

@@ -7,7 +7,7 @@ use super::RunError;
 use crate::{
     bridge::JobSender,
     config::{Config, LmdbConfig, QueueConfig},
-    source::{fifo::FifoSource, lmdb::LmdbSource, Source},
+    source::{durable_queue::LmdbSource, fifo::FifoSource, Source},
     stats::Stats,
     store::Store,
 };

@@ -416,8 +416,10 @@ impl Progress {
         if !self.on {
             return;
         }
-        let rate = done as f64 / self.started.elapsed().as_secs_f64().max(1e-9);
-        eprint!("{}", progress_line(done, self.total, rate));
+        eprint!(
+            "{}",
+            progress_line(done, self.total, self.started.elapsed())
+        );
     }
 
     fn finish(&self, done: u64) {
@@ -430,7 +432,8 @@ impl Progress {
 
 /// One redraw of the progress bar: back to the line's start, the bar, then `ESC [K` to erase
 /// what a longer earlier line left after it (a rate one digit shorter left `/s` behind).
-fn progress_line(done: u64, total: u64, rate: f64) -> String {
+fn progress_line(done: u64, total: u64, elapsed: Duration) -> String {
+    let rate = done as f64 / elapsed.as_secs_f64().max(1e-9);
     let width = 40;
     let filled = ((done as f64 / total.max(1) as f64) * width as f64) as usize;
     let filled = filled.min(width);
@@ -452,15 +455,16 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 mod tests {
     #[test]
     fn a_progress_redraw_erases_the_rest_of_the_line() {
-        let line = super::progress_line(5, 10, 4674.4);
+        let line = super::progress_line(5, 10, std::time::Duration::from_micros(1070));
         assert_eq!(
             line,
             format!(
-                "\r[{}{}]  50% 5/10 jobs 4674/s\x1b[K",
+                "\r[{}{}]  50% 5/10 jobs 4673/s\x1b[K",
                 "=".repeat(20),
                 " ".repeat(20)
             )
         );
-        assert!(super::progress_line(0, 0, 0.0).contains("0/0 jobs"));
+        let none = super::progress_line(0, 0, std::time::Duration::ZERO);
+        assert!(none.contains("0/0 jobs 0/s"), "{none}");
     }
 }

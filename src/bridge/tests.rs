@@ -12,7 +12,7 @@ fn bridge_types_are_send() {
     assert_send::<CoreInbox>();
     assert_send::<Delivery>();
     assert_send::<crate::lifecycle::Shutdown>();
-    assert_send::<std::sync::Arc<dyn crate::source::Settle>>();
+    assert_send::<std::sync::Arc<dyn crate::bridge::Settle>>();
 }
 
 fn target() -> Arc<Target> {

@@ -14,7 +14,7 @@ use std::{
 use bytes::BytesMut;
 use serde_json::{json, Value};
 
-use crate::{http::response::ResponseDecoder, http::url::WorkerUrl};
+use crate::{http::response_decoder::ResponseDecoder, http::url::WorkerUrl};
 
 /// Why a command failed.
 #[derive(Debug, thiserror::Error)]

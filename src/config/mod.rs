@@ -73,7 +73,7 @@ pub struct Config {
     /// The HTTP API of the durable queue (fireworq and presque routes). Its token and limits
     /// also apply to `monitor_listen`.
     #[serde(default)]
-    pub api: crate::api::ApiConfig,
+    pub api: crate::api::config::ApiConfig,
     /// FIFO and Q4M sources: serve `/healthz`, `/readyz`, `/metrics` and `/status` on this
     /// address. Defaults to none (the durable queue serves them on `api.listen`).
     #[serde(default)]

@@ -567,7 +567,7 @@ fn every_sample_config_validates() {
             // Not a config: the periodic tasks an SQS queue's `cron:` names.
             #[cfg(feature = "sqs")]
             assert_eq!(
-                crate::source::cron::CronFile::load(&path)
+                crate::source::cron_yaml::CronFile::load(&path)
                     .unwrap()
                     .tasks
                     .len(),

@@ -20,9 +20,11 @@
 //! # Layout
 //! - [`pools`], clients per worker URL, breaker and reachability per origin.
 //! - [`breaker`], the per-origin circuit breaker.
+//! - [`client`], the worker client: one per core and worker URL, its keep-alive pool.
 //! - [`config`], the `runner:` section and its defaults.
 
 pub mod breaker;
+pub mod client;
 pub mod config;
 pub mod pools;
 
@@ -35,14 +37,13 @@ use std::{
 };
 
 use crate::{
-    bridge::{CoreInbox, Delivery},
-    http::client::ClientError,
+    bridge::{CoreInbox, Delivery, Settle},
     job::{classify, Failure, Outcome},
     lifecycle::Shutdown,
-    source::Settle,
     stats::{CoreStats, Stats},
-    telemetry::completion::{self, Completion},
+    telemetry::completion_line::{self as completion, Completion},
 };
+use client::ClientError;
 use pools::{ClientLimits, Pool, Pools};
 
 /// How long a source that takes a refused job back (the store) waits before handing it out

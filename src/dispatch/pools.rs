@@ -11,12 +11,11 @@ use std::{
     time::Duration,
 };
 
-use super::breaker::Breaker;
-use crate::{
-    http::client::{ClientConfig, WorkerClient},
-    job::target::Target,
-    stats::Stats,
+use super::{
+    breaker::Breaker,
+    client::{ClientConfig, WorkerClient},
 };
+use crate::{job::target::Target, stats::Stats};
 
 /// Most distinct worker URLs a core keeps a client for; beyond it the least recently added is
 /// dropped (per-job URLs could otherwise grow the map without bound).

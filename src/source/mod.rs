@@ -3,29 +3,28 @@
 //! each job's end back through the source's [`Settle`] handle.
 //!
 //! # Layout
-//! - [`lmdb`]: the durable queue (the store) as a source.
+//! - [`durable_queue`]: the durable queue (the store) as a source.
 //! - [`fifo`]: a Linux named pipe, one job per line.
 //! - [`framing`]: sans-IO newline framing.
 //! - [`envelope`]: the JSON line format of `format: json` and of the failed/pending files.
-//! - [`spill`]: append-only JSON-lines files written off the cores.
+//! - [`record_writer`]: append-only JSON-lines files written off the cores.
 //! - [`q4m`]: a Q4M table on a MySQL server (the client itself only with the `q4m` feature).
 //! - `sqs` (feature `sqs`): an SQS queue through the AWS SDK.
 
 #[cfg(feature = "cron")]
-pub mod cron;
+pub mod cron_yaml;
+pub mod durable_queue;
 pub mod envelope;
 pub mod fifo;
 pub mod framing;
-pub mod lmdb;
 pub mod q4m;
-pub mod spill;
+pub mod record_writer;
 pub mod sqs;
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use crate::{
-    bridge::{Delivery, JobSender},
-    job::Failure,
+    bridge::{JobSender, Settle},
     lifecycle::Shutdown,
 };
 
@@ -120,37 +119,6 @@ pub trait Source: Send + 'static {
     /// # Errors
     /// [`SourceError`] when reading fails for good.
     fn run(self: Box<Self>, out: JobSender, shutdown: Shutdown) -> Result<(), SourceError>;
-}
-
-/// How the dispatcher reports the end of a delivery back to the source. Every method gets the
-/// [`Delivery`] (its lease and category matter to the store) and, where a worker answered, the
-/// request's time.
-pub trait Settle: Send + Sync + 'static {
-    /// The worker finished the job.
-    fn done(&self, d: &Delivery, elapsed_ms: u64);
-    /// The job failed for good: `permanent` when the worker said so, else retries ran out (or
-    /// its worker stayed unreachable). A source records it before forgetting the job.
-    fn failed(&self, d: &Delivery, failure: &Failure, permanent: bool, elapsed_ms: u64);
-    /// The job is to be retried after `delay`. A durable source stores that and returns `None`;
-    /// one that cannot returns the delivery, and the dispatcher holds it in memory.
-    fn retry(
-        &self,
-        d: Delivery,
-        delay: Duration,
-        reason: &Failure,
-        elapsed_ms: u64,
-    ) -> Option<Delivery>;
-    /// The job was not delivered (its worker refused the connection, or its worker's breaker is
-    /// open): no attempt counts. A durable source takes it back to run after `delay` and
-    /// returns `None`; the others return it, and the dispatcher holds it until the worker
-    /// listens again.
-    fn release(&self, d: Delivery, _delay: Duration) -> Option<Delivery> {
-        Some(d)
-    }
-    /// Shutdown came before the job finished: the source must keep it for the next run.
-    fn unfinished(&self, d: Delivery);
-    /// Everything settled: flush files. Called once, after the cores have stopped.
-    fn close(&self);
 }
 
 #[cfg(test)]

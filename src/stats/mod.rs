@@ -3,7 +3,7 @@
 //! deliveries in its own [`CoreStats`], registered here when the core starts, and readers
 //! ([`Stats::snapshot`], [`Stats::running`], [`Stats::histograms`]) add the cores up.
 
-pub mod cores;
+pub mod core_stats;
 pub mod histogram;
 pub mod reachability;
 pub mod timings;
@@ -15,7 +15,7 @@ use std::sync::{
 
 use serde::Serialize;
 
-pub use cores::CoreStats;
+pub use core_stats::CoreStats;
 
 /// Counters (only grow) and gauges (go up and down). The cores count deliveries (dispatched,
 /// succeeded, retried, failed, in flight, transport errors) in their [`CoreStats`]; those
@@ -212,12 +212,12 @@ impl Stats {
 
     /// The jobs every core's workers are running now, oldest first, at most `limit`.
     pub fn running(&self, limit: usize) -> Vec<Working> {
-        cores::running(&self.cores(), limit)
+        core_stats::running(&self.cores(), limit)
     }
 
     /// Every queue's histograms, summed over the cores, by name.
     pub fn histograms(&self) -> Vec<(Arc<str>, timings::QueueSnapshot)> {
-        cores::histograms(&self.cores())
+        core_stats::histograms(&self.cores())
     }
 
     /// Sets (or, with `None`, clears) why the source cannot take jobs as configured.
@@ -260,7 +260,7 @@ impl Stats {
             held: self.held.load(Relaxed),
             breakers_open: self.breakers_open.load(Relaxed),
         };
-        cores::add_counters(&mut s, &self.cores());
+        core_stats::add_counters(&mut s, &self.cores());
         s
     }
 }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 /// What kind of refusal a [`StoreError`] is. The API maps each kind to one HTTP status (in
-/// `api::response`); nothing else looks at the message to decide.
+/// `api::http_response`); nothing else looks at the message to decide.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreErrorKind {
     /// Bad input (400).

@@ -18,12 +18,12 @@
 //! - [`queue`]: queue definitions and the worker-URL allow-list.
 //! - [`engine`]: the store thread: transactions, scheduler, leases, queries.
 //! - [`wal`]: the write-ahead log that makes each batch durable with one flush.
-//! - [`lmdb`]: opening the environment (the only `unsafe`).
+//! - [`env`]: opening the environment (the only `unsafe`).
 
 pub mod config;
 pub mod engine;
+pub mod env;
 mod error;
-pub mod lmdb;
 pub mod payload;
 pub mod queue;
 pub mod record;
@@ -537,10 +537,6 @@ impl Store {
         }
     }
 }
-
-/// A leased job on its way to a core: the bridge's [`Delivery`](crate::bridge::Delivery),
-/// whose `lease` is the lease token and whose `category` is the fireworq category.
-pub use crate::bridge::Delivery as Dispatch;
 
 #[cfg(test)]
 mod tests;

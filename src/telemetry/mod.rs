@@ -9,7 +9,7 @@
 //! stalls) further lines are dropped and counted rather than blocking a core; the count is
 //! logged once the queue drains.
 
-pub mod completion;
+pub mod completion_line;
 
 use std::{
     fs::File,

@@ -21,11 +21,11 @@ pub struct FifoConfig {
     #[serde(default = "default_max_line_bytes")]
     pub max_line_bytes: usize,
     /// Jobs that failed for good, as JSON lines. Defaults to `reprow-failed.jsonl`.
-    #[serde(default = "crate::source::spill::default_failed_path")]
+    #[serde(default = "crate::source::record_writer::default_failed_path")]
     pub failed_path: PathBuf,
     /// Jobs still held in memory at shutdown, as JSON lines in the `json` envelope format (so
     /// they can be written back into a `format: json` FIFO). Defaults to `reprow-pending.jsonl`.
-    #[serde(default = "crate::source::spill::default_pending_path")]
+    #[serde(default = "crate::source::record_writer::default_pending_path")]
     pub pending_path: PathBuf,
     /// Most jobs held in memory at once (in flight, waiting for a retry, or queued for a core).
     /// When reached, the FIFO is not read further. Defaults to 10000.

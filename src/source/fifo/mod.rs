@@ -25,15 +25,15 @@ use bytes::Bytes;
 use event_listener::Listener as _;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 
+use self::config::{FifoConfig, LineFormat};
 use super::{
     envelope::{self, Record},
     framing::{Frame, LineFramer},
-    spill::{record_line, SpillFile, Unwritten},
-    Settle, Source, SourceError,
+    record_writer::{record_line, SpillFile, Unwritten},
+    Source, SourceError,
 };
 use crate::{
-    bridge::{Delivery, JobSender},
-    config::{FifoConfig, LineFormat},
+    bridge::{Delivery, JobSender, Settle},
     job::{Failure, Job, DEFAULT_CONTENT_TYPE},
     lifecycle::Shutdown,
     stats::Stats,

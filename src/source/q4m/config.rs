@@ -46,7 +46,7 @@ pub struct Q4mConfig {
     pub init_sql: Vec<String>,
     /// Rows that failed for good, as JSON lines, each fsynced before the row is ended. Used
     /// when `failed_table` is unset. Defaults to `reprow-failed.jsonl`.
-    #[serde(default = "crate::source::spill::default_failed_path")]
+    #[serde(default = "crate::source::record_writer::default_failed_path")]
     pub failed_path: PathBuf,
     /// A table on the same server that takes failed rows instead of the file, with columns
     /// `queue`, `payload`, `status`, `message`, `attempts`, `failed_at`. Defaults to none.

@@ -5,7 +5,7 @@
 //! Blocking threads rather than an async client: the cores run monoio, which no maintained
 //! MySQL client supports, and a connection spends nearly all its time parked in `queue_wait`
 //! or waiting for a worker, so a thread per connection costs memory only (Q4M deployments use
-//! tens of connections, capped at [`MAX_Q4M_CONNECTIONS`](crate::config::MAX_Q4M_CONNECTIONS)).
+//! tens of connections, capped at [`MAX_Q4M_CONNECTIONS`](super::config::MAX_Q4M_CONNECTIONS)).
 
 use std::{
     sync::{atomic::Ordering::Relaxed, Arc},
@@ -16,10 +16,10 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use mysql::{prelude::Queryable as _, Conn};
 
 use super::{
+    connection_state::{Shared, FIRST_BACKOFF, MAX_BACKOFF},
     failed::record_failure,
     fetch::{own_next_row, Fetched},
     settle::Settlement,
-    shared::{Shared, FIRST_BACKOFF, MAX_BACKOFF},
 };
 use crate::{bridge::JobSender, job::Job, lifecycle::Shutdown, stats::Stats};
 

@@ -5,10 +5,10 @@ use std::time::SystemTime;
 
 use mysql::{prelude::Queryable as _, Conn};
 
-use super::shared::Shared;
+use super::connection_state::Shared;
 use crate::{
     job::{Failure, Job},
-    source::{envelope::Record, spill::record_line},
+    source::{envelope::Record, record_writer::record_line},
 };
 
 /// Writes a failed job to `failed_table` or the failed file (synced), before its row is ended.

@@ -7,8 +7,8 @@ use bytes::Bytes;
 use mysql::{consts::ColumnType, prelude::Queryable as _, Conn, Row, Value};
 
 use super::{
+    connection_state::Shared,
     row::{column_payload, row_json, ColumnKind},
-    shared::Shared,
 };
 use crate::job::{Failure, Job};
 

@@ -12,12 +12,12 @@
 //! - [`names`]: table and column names checked and quoted for SQL, sans-IO.
 //! - [`row`]: a row turned into a payload, sans-IO.
 //! - `source` (feature `q4m`): `Q4mSource`: checks at start, starts the connection threads.
-//! - `shared`: the state the connection threads share.
+//! - `connection_state`: the state the connection threads share.
 //! - `connection`: one connection's loop: wait for a row, hand it over, end or return it.
 //! - `fetch`: an owned row read and turned into a job.
 //! - `settle`: the cores' reports, routed to the connection owning the row.
 //! - `failed`: a failed job recorded (failed table, or the failed file through
-//!   [`crate::source::spill`], synced) before its row is ended.
+//!   [`crate::source::record_writer`], synced) before its row is ended.
 //!
 //! # How outcomes map
 //! - done → `queue_end()`;
@@ -34,6 +34,8 @@
 pub mod config;
 #[cfg(feature = "q4m")]
 mod connection;
+#[cfg(feature = "q4m")]
+mod connection_state;
 pub mod dsn;
 #[cfg(feature = "q4m")]
 mod failed;
@@ -43,8 +45,6 @@ pub mod names;
 pub mod row;
 #[cfg(feature = "q4m")]
 mod settle;
-#[cfg(feature = "q4m")]
-mod shared;
 #[cfg(feature = "q4m")]
 mod source;
 

@@ -6,9 +6,8 @@ use std::{collections::HashMap, sync::Mutex, time::Duration};
 use crossbeam_channel::Sender;
 
 use crate::{
-    bridge::Delivery,
+    bridge::{Delivery, Settle},
     job::{Failure, Job},
-    source::Settle,
 };
 
 /// How a job ended, sent from a core to the thread owning its row.

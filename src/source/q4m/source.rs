@@ -9,17 +9,17 @@ use std::{
 use mysql::{prelude::Queryable as _, Conn, Opts, OptsBuilder, Row};
 
 use super::{
+    config::Q4mConfig,
     connection::Connection,
+    connection_state::Shared,
     dsn::{Address, Dsn},
     names::{check_table_name, quote_table},
     settle::Q4mSettler,
-    shared::Shared,
 };
 use crate::{
-    bridge::JobSender,
-    config::Q4mConfig,
+    bridge::{JobSender, Settle},
     lifecycle::Shutdown,
-    source::{spill::SpillFile, Settle, Source, SourceError},
+    source::{record_writer::SpillFile, Source, SourceError},
     stats::Stats,
 };
 

@@ -8,7 +8,7 @@ use aws_sdk_sqs::types::{
     ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry,
 };
 
-use super::shared::Shared;
+use super::loop_state::Shared;
 use crate::stats::Stats;
 
 /// DeleteMessageBatch requests one reprow has in flight at most.

@@ -4,7 +4,8 @@
 
 use aws_sdk_sqs::{types::QueueAttributeName, Client};
 
-use crate::{config::SqsConfig, source::SourceError};
+use super::config::SqsConfig;
+use crate::source::SourceError;
 
 /// # Errors
 /// A [`SourceError`] when no region is found (the configured one, the standard chain's, or the

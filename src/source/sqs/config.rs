@@ -48,7 +48,7 @@ pub struct SqsConfig {
     pub on_failure: SqsFailure,
     /// With `on_failure: delete`: where failed jobs are recorded. Defaults to
     /// `reprow-failed.jsonl`.
-    #[serde(default = "crate::source::spill::default_failed_path")]
+    #[serde(default = "crate::source::record_writer::default_failed_path")]
     pub failed_path: PathBuf,
     /// Send Elastic Beanstalk sqsd's headers (`X-Aws-Sqsd-Msgid`, `-Queue`,
     /// `-First-Received-At`, `-Receive-Count`, `-Attr-<name>`) too. Defaults to false; on in
@@ -249,7 +249,7 @@ impl SqsConfig {
         }
         #[cfg(feature = "sqs")]
         if let Some(path) = &self.cron {
-            crate::source::cron::CronFile::load(path)
+            crate::source::cron_yaml::CronFile::load(path)
                 .map_err(|e| ("queue.cron", format!("{}: {e}", path.display())))?;
         }
         Ok(())

@@ -2,20 +2,20 @@
 //! (one JSON line, synced by the shared record writer) before it is deleted; when that fails it
 //! stays in the queue.
 
-use super::shared::Shared;
+use super::loop_state::Shared;
 use crate::{
     job::{Failure, Job},
     source::{
         envelope::Record,
-        spill::{record_line, SpillFile},
+        record_writer::{record_line, SpillFile},
         SourceError,
     },
 };
 
 /// The failed file's writer, opened at start when messages failed for good are deleted (so a
 /// bad `failed_path` fails at start); `None` under `on_failure: leave`, which records nothing.
-pub(super) fn open(config: &crate::config::SqsConfig) -> Result<Option<SpillFile>, SourceError> {
-    if config.on_failure != crate::config::SqsFailure::Delete {
+pub(super) fn open(config: &super::config::SqsConfig) -> Result<Option<SpillFile>, SourceError> {
+    if config.on_failure != super::config::SqsFailure::Delete {
         return Ok(None);
     }
     SpillFile::open(&config.failed_path)

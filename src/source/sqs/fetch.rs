@@ -14,8 +14,8 @@ use tokio::sync::Semaphore;
 
 use super::{
     batch::change_visibility_batch,
+    loop_state::{Held, Report, Shared},
     message::job_of,
-    shared::{Held, Report, Shared},
 };
 use crate::{bridge::JobSender, lifecycle::Shutdown, stats::Stats};
 

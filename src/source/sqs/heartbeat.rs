@@ -3,7 +3,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use super::{batch::change_visibility_batch, shared::Shared};
+use super::{batch::change_visibility_batch, loop_state::Shared};
 use crate::lifecycle::Shutdown;
 
 /// Every third of the visibility timeout, extends the visibility of every held message.

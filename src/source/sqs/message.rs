@@ -8,11 +8,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use aws_sdk_sqs::types::MessageSystemAttributeName;
 use bytes::Bytes;
 
-use super::shared::Shared;
+use super::{config::SqsBody, loop_state::Shared};
 use crate::{
-    config::SqsBody,
     job::{Failure, Job},
-    source::cron,
+    source::cron_yaml,
 };
 
 /// The job for a received message, and why it cannot be delivered when it cannot.
@@ -44,11 +43,11 @@ pub(super) fn job_of(
     // Elastic Beanstalk's routing, honoured on every reprow (a task may be received by one
     // without `cron`): a path of its own, and for a periodic task its name and time (an empty
     // POST, as EB's sqsd sends it).
-    let path = attribute(cron::ATTR_PATH);
-    let task = attribute(cron::ATTR_SCHEDULED_TIME).map(|at| {
+    let path = attribute(cron_yaml::ATTR_PATH);
+    let task = attribute(cron_yaml::ATTR_SCHEDULED_TIME).map(|at| {
         (
-            attribute(cron::ATTR_TASK_NAME).unwrap_or_default(),
-            cron::scheduled_at_header(&at),
+            attribute(cron_yaml::ATTR_TASK_NAME).unwrap_or_default(),
+            cron_yaml::scheduled_at_header(&at),
         )
     });
     let mut headers = vec![("X-Reprow-Sqs-Message-Id".to_string(), message_id.clone())];
@@ -77,7 +76,7 @@ pub(super) fn job_of(
             headers.push(("X-Aws-Sqsd-Path".into(), p.clone()));
         }
         for (name, v) in m.message_attributes.iter().flatten() {
-            if name.starts_with(cron::ATTR_PREFIX) {
+            if name.starts_with(cron_yaml::ATTR_PREFIX) {
                 continue;
             }
             if let Some(value) = &v.string_value {
@@ -111,7 +110,7 @@ pub(super) fn job_of(
     if bad_path {
         let failure = Failure::transport(format!(
             "{} is not a request path (at most {} visible ASCII characters, the first a /)",
-            cron::ATTR_PATH,
+            cron_yaml::ATTR_PATH,
             crate::http::headers::MAX_REQUEST_PATH
         ));
         return (job, Some(failure));

@@ -25,7 +25,7 @@
 //! - `config`: `queue: {type: sqs}` (built without the feature too, so such a config is
 //!   refused with a clear message);
 //! - `source`: the source itself and its lifecycle (start, the report loop, shutdown);
-//! - `shared`: the state the loops share;
+//! - `loop_state`: the state the loops share;
 //! - `client`: the SDK client and the queue's visibility timeout;
 //! - `fetch`: the fetch loops (ReceiveMessage as slots free up);
 //! - `message`: a received message as a job;
@@ -33,7 +33,7 @@
 //! - `failed`: the failed file, written before a message is deleted for good;
 //! - `batch`: DeleteMessageBatch and ChangeMessageVisibilityBatch;
 //! - `heartbeat`: visibility extension for held messages;
-//! - `cron`: the sender of periodic tasks (cron.yaml is parsed in `source::cron`).
+//! - `cron_sender`: the sender of periodic tasks (cron.yaml is parsed in `source::cron_yaml`).
 
 #[cfg(feature = "sqs")]
 mod batch;
@@ -41,7 +41,7 @@ mod batch;
 mod client;
 pub mod config;
 #[cfg(feature = "sqs")]
-mod cron;
+mod cron_sender;
 #[cfg(feature = "sqs")]
 mod failed;
 #[cfg(feature = "sqs")]
@@ -49,11 +49,11 @@ mod fetch;
 #[cfg(feature = "sqs")]
 mod heartbeat;
 #[cfg(feature = "sqs")]
+mod loop_state;
+#[cfg(feature = "sqs")]
 mod message;
 #[cfg(feature = "sqs")]
 mod settle;
-#[cfg(feature = "sqs")]
-mod shared;
 #[cfg(feature = "sqs")]
 mod source;
 

@@ -11,12 +11,13 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::{batch::change_visibility_batch, failed::recorded, shared::Report, shared::Shared};
+use super::config::{DeleteOn, SqsFailure};
+use super::{
+    batch::change_visibility_batch, failed::recorded, loop_state::Report, loop_state::Shared,
+};
 use crate::{
-    bridge::Delivery,
-    config::{DeleteOn, SqsFailure},
+    bridge::{Delivery, Settle},
     job::Failure,
-    source::Settle,
 };
 
 /// The cores' handle: reports go to the source thread over a channel (sending never blocks).

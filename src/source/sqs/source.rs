@@ -12,15 +12,18 @@ use tokio::sync::{mpsc, Semaphore};
 
 use super::batch::{change_visibility_batch, delete_batch, MAX_DELETES_IN_FLIGHT};
 use super::client::{client, queue_visibility};
-use super::cron::cron_loop;
+use super::config::SqsConfig;
+use super::cron_sender::cron_loop;
 use super::fetch::fetch_loop;
 use super::heartbeat::heartbeat_loop;
+use super::loop_state::Report;
+use super::loop_state::Shared;
 use super::settle::{settle, SqsSettler};
-use super::shared::Report;
-use super::shared::Shared;
-use crate::source::{Settle, Source, SourceError};
+use crate::source::{Source, SourceError};
 use crate::{
-    bridge::JobSender, config::SqsConfig, job::DEFAULT_CONTENT_TYPE, lifecycle::Shutdown,
+    bridge::{JobSender, Settle},
+    job::DEFAULT_CONTENT_TYPE,
+    lifecycle::Shutdown,
     stats::Stats,
 };
 
@@ -95,7 +98,7 @@ impl SqsSource {
         }
         let tasks = match &config.cron {
             Some(path) => {
-                crate::source::cron::CronFile::load(path)
+                crate::source::cron_yaml::CronFile::load(path)
                     .map_err(|e| {
                         SourceError::sqs(format!("queue.cron {}", path.display())).caused_by(e)
                     })?

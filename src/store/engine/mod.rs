@@ -39,14 +39,13 @@
 //! - `lease`: leases, their tokens and expiry.
 //! - `schedule`: due jobs handed to the cores and to pull workers; when the loop wakes.
 //! - `query`: read-only queries; `present`: fireworq-shaped views of jobs and failures.
-//! - `completion`: pull workers' completion lines, written after the commit.
+//! - `pull_log`: pull workers' completion lines, written after the commit.
 //! - `error`: LMDB and lookup failures as [`StoreError`](super::StoreError)s.
 
 mod admin;
 mod apply;
 mod clock;
 mod commit;
-mod completion;
 mod disk;
 mod durable;
 mod effect;
@@ -56,6 +55,7 @@ mod lease;
 mod load;
 mod open;
 mod present;
+mod pull_log;
 mod query;
 mod schedule;
 mod settle;
@@ -78,9 +78,10 @@ pub use clock::Clock;
 pub use open::{Defaults, Options};
 pub use state::RetryBounds;
 
-use super::{Command, Dispatch, OpenError, Store};
-use completion::PullLog;
+use super::{Command, OpenError, Store};
+use crate::bridge::Delivery;
 use lease::Lease;
+use pull_log::PullLog;
 use state::QState;
 
 type Db = Database<'static, Raw, Raw>;
@@ -201,10 +202,10 @@ pub struct Engine {
     /// Inside [`Engine::apply_ops`]: lease changes are tracked for a rollback.
     in_batch: bool,
     out: Option<crate::bridge::DeliverySender>,
-    /// Dispatches made by the last [`Engine::feed`] when there is no channel (tests).
-    pub dispatched: Vec<Dispatch>,
+    /// Deliveries made by the last [`Engine::feed`] when there is no channel (tests).
+    pub dispatched: Vec<Delivery>,
     /// Leased by the feed running now, sent to the cores in one batch when it ends.
-    outbox: Vec<Dispatch>,
+    outbox: Vec<Delivery>,
     /// Commit latency and batch size, shared with the [`Store`] handle for `/metrics`.
     metrics: Arc<crate::stats::timings::StoreMetrics>,
     /// The completion line of the op being applied (pull acks and failure reports).

@@ -163,7 +163,7 @@ impl Engine {
             path: path.clone(),
             source,
         };
-        let env = crate::store::lmdb::open(&path, opts.map_size, opts.no_sync).map_err(lmdb_err)?;
+        let env = crate::store::env::open(&path, opts.map_size, opts.no_sync).map_err(lmdb_err)?;
         let cleared = env.clear_stale_readers().map_err(lmdb_err)?;
         if cleared > 0 {
             tracing::info!(cleared, "Cleared stale LMDB reader slots.");

@@ -30,12 +30,13 @@ use super::{
     Engine,
 };
 use crate::{
+    bridge::Delivery,
     job::Job,
     store::{
         due_after,
         queue::QueueDef,
         record::{due_key, parse_due_key, JobRecord},
-        Dispatch, Reply, StoreError,
+        Reply, StoreError,
     },
 };
 
@@ -384,7 +385,7 @@ impl Engine {
                 since_ms: now,
             },
         );
-        let d = Dispatch {
+        let d = Delivery {
             job,
             lease: token,
             target,

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use heed::RwTxn;
 
-use super::{completion::PullLog, effect::Effect, state::policy_for, Engine};
+use super::{effect::Effect, pull_log::PullLog, state::policy_for, Engine};
 use crate::store::{due_after, Reply, Settlement, StoreError};
 
 /// Backoff for pull-mode failures reported with `PUT /q` (no worker `Retry-After` there).

@@ -12,8 +12,8 @@ use std::{
 
 use mysql::Opts;
 
-use super::{dsn::Dsn, settle::Q4mSettler};
-use crate::{config::Q4mConfig, source::spill::SpillFile, stats::Stats};
+use super::{config::Q4mConfig, dsn::Dsn, settle::Q4mSettler};
+use crate::{source::record_writer::SpillFile, stats::Stats};
 
 /// First pause after a failed connect; doubles up to [`MAX_BACKOFF`].
 pub(super) const FIRST_BACKOFF: Duration = Duration::from_millis(100);

@@ -8,7 +8,7 @@
 use crate::store::record::JobRecord;
 
 /// for the fields).
-/// A pull worker's completion line, held until the commit (see [`crate::telemetry::completion`]
+/// A pull worker's completion line, held until the commit (see [`crate::telemetry::completion_line`]
 /// for the fields).
 pub(super) struct PullLog {
     pub(super) action: &'static str,
@@ -59,9 +59,9 @@ impl PullLog {
         } = self;
         let message = message.as_deref().unwrap_or("Job done.");
         if action == "fail" {
-            tracing::warn!(target: crate::telemetry::completion::TARGET, action, queue, category, id, status, elapsed, retry_count, pulled = true, "{message}");
+            tracing::warn!(target: crate::telemetry::completion_line::TARGET, action, queue, category, id, status, elapsed, retry_count, pulled = true, "{message}");
         } else {
-            tracing::info!(target: crate::telemetry::completion::TARGET, action, queue, category, id, status, elapsed, retry_count, retry_delay, pulled = true, "{message}");
+            tracing::info!(target: crate::telemetry::completion_line::TARGET, action, queue, category, id, status, elapsed, retry_count, retry_delay, pulled = true, "{message}");
         }
     }
 }

@@ -10,10 +10,10 @@ use std::{
 use aws_sdk_sqs::Client;
 use tokio::sync::mpsc;
 
+use super::config::SqsConfig;
 use crate::{
-    config::SqsConfig,
     job::{Failure, Job},
-    source::spill::SpillFile,
+    source::record_writer::SpillFile,
     stats::Stats,
 };
 

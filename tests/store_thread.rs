@@ -130,7 +130,7 @@ fn pause(e: &mut Engine, queue: &str, paused: bool) {
 }
 
 /// A pushed job's worker answered 2xx.
-fn done(e: &mut Engine, d: &reprow::store::Dispatch) {
+fn done(e: &mut Engine, d: &reprow::bridge::Delivery) {
     let r = apply(
         e,
         Op::Settle {

@@ -1,5 +1,5 @@
 //! The worker client: one per core, with its own keep-alive pool (no locks), driving the
-//! sans-IO codec over monoio sockets.
+//! sans-IO codec of [`crate::http`] over monoio sockets to POST a job.
 
 use std::{
     cell::RefCell,
@@ -15,13 +15,15 @@ use monoio::{
     net::TcpStream,
 };
 
-use super::{
-    encode::{RequestEncoder, RequestMeta},
-    error::ResponseError,
-    iovec::RequestBufs,
-    response::{Response, ResponseDecoder},
+use crate::{
+    http::{
+        encode::{RequestEncoder, RequestMeta},
+        error::ResponseError,
+        iovec::RequestBufs,
+        response_decoder::{Response, ResponseDecoder},
+    },
+    job::Job,
 };
-use crate::job::Job;
 
 /// A failed exchange with the worker. Every variant is retryable.
 #[derive(Debug, thiserror::Error)]

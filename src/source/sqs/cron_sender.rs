@@ -1,13 +1,13 @@
 //! The sender of periodic tasks (`queue.cron`, Elastic Beanstalk's cron.yaml): at each
 //! occurrence of a task, its message is sent into the queue, to be received like any other.
-//! The file itself is parsed in `source::cron`.
+//! The file itself is parsed in `source::cron_yaml`.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use aws_sdk_sqs::types::MessageAttributeValue;
 
-use super::shared::Shared;
-use crate::{lifecycle::Shutdown, source::cron, stats::Stats};
+use super::loop_state::Shared;
+use crate::{lifecycle::Shutdown, source::cron_yaml, stats::Stats};
 
 /// How long after its occurrence a task is still sent to a FIFO queue: SQS remembers a
 /// deduplication id for 5 minutes, so a later send could run an occurrence a second time.
@@ -18,7 +18,7 @@ const FIFO_SEND_WINDOW: Duration = Duration::from_secs(240);
 /// send slower than the schedule) are skipped with a warning, never sent in a burst. A send
 /// that fails is retried with backoff until the next occurrence is due (on a FIFO queue, at
 /// most [`FIFO_SEND_WINDOW`]), then given up (logged).
-pub(super) async fn cron_loop(shared: Arc<Shared>, task: cron::Task, shutdown: Shutdown) {
+pub(super) async fn cron_loop(shared: Arc<Shared>, task: cron_yaml::Task, shutdown: Shutdown) {
     use chrono::{SubsecRound as _, Utc};
     // A FIFO queue drops a repeated deduplication id, so several reprows may all schedule.
     let fifo = shared.queue.ends_with(".fifo");
@@ -47,7 +47,7 @@ pub(super) async fn cron_loop(shared: Arc<Shared>, task: cron::Task, shutdown: S
         } else {
             next
         };
-        let scheduled = cron::format_scheduled(at);
+        let scheduled = cron_yaml::format_scheduled(at);
         let attributes: HashMap<String, MessageAttributeValue> = task
             .attributes(at)
             .into_iter()
@@ -65,7 +65,7 @@ pub(super) async fn cron_loop(shared: Arc<Shared>, task: cron::Task, shutdown: S
                 .client
                 .send_message()
                 .queue_url(&shared.url)
-                .message_body(cron::TASK_BODY)
+                .message_body(cron_yaml::TASK_BODY)
                 .set_message_attributes(Some(attributes.clone()));
             if fifo {
                 req = req
@@ -95,7 +95,7 @@ pub(super) async fn cron_loop(shared: Arc<Shared>, task: cron::Task, shutdown: S
         let skipped;
         (after, skipped) = task.resume(at, Utc::now());
         if let Some(first) = skipped {
-            tracing::warn!(task = %task.name, from = %cron::format_scheduled(first), to = %cron::format_scheduled(after), "Periodic task occurrences skipped (missed while reprow was held up or the clock moved).");
+            tracing::warn!(task = %task.name, from = %cron_yaml::format_scheduled(first), to = %cron_yaml::format_scheduled(after), "Periodic task occurrences skipped (missed while reprow was held up or the clock moved).");
         }
     }
 }

@@ -6,9 +6,9 @@
 
 use std::{sync::Arc, time::Duration};
 
-use super::{Settle, Source, SourceError};
+use super::{Source, SourceError};
 use crate::{
-    bridge::{Delivery, JobSender},
+    bridge::{Delivery, JobSender, Settle},
     job::Failure,
     lifecycle::Shutdown,
     store::{Op, Settlement, Store},

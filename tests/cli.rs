@@ -517,3 +517,42 @@ fn serve_without_arguments_runs_the_embedded_default() {
     drop(r);
     drop(ns);
 }
+
+/// With no config file, reprow looks for sqsd's variables: none at all is the plain "no config"
+/// answer; an `-e` file without them, or one that cannot be read, says so by name.
+#[test]
+fn without_a_config_file_the_sqsd_environment_is_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_reprow"))
+            .args(args)
+            .env_remove("INVOKER_URL")
+            .env_remove("QUEUE_URL")
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run(&[]);
+    assert_eq!(code, Some(2));
+    assert!(err.starts_with("error: no config file given"), "{err}");
+    std::fs::write(
+        dir.path().join("empty.env"),
+        "# nothing here\nLOG_LEVEL=info\n",
+    )
+    .unwrap();
+    let (code, err) = run(&["-e", "empty.env"]);
+    assert_eq!(code, Some(2));
+    assert_eq!(
+        err.trim(),
+        "sqsd environment: INVOKER_URL and QUEUE_URL are required"
+    );
+    let (code, err) = run(&["-e", "missing.env"]);
+    assert_eq!(code, Some(2));
+    assert!(err.starts_with("sqsd environment: missing.env: "), "{err}");
+    // Nothing was made by the refusals.
+    assert!(!dir.path().join("reprow-data").exists());
+}

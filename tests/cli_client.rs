@@ -79,6 +79,9 @@ fn enqueue_list_fail_retry_and_stats() {
     assert!(o.status.success(), "{o:?}");
     let listing = text(&o);
     assert!(listing.starts_with("ID"), "{listing}");
+    // A queue that holds still is listed from one moment, without the note of a changing one.
+    assert!(!listing.contains("changed while"), "{listing}");
+    assert_eq!(listing.lines().count(), 5, "{listing}");
     assert_eq!(
         listing.lines().filter(|l| l.contains("waiting")).count(),
         4,

@@ -603,6 +603,17 @@ fn pull_lease_expires_and_the_job_comes_back() {
     // is the next attempt, as a worker deciding to give up on a poison job needs to see.
     assert_eq!(a.header("X-Reprow-Attempt"), Some("1"));
     assert_eq!(b.header("X-Reprow-Attempt"), Some("2"));
+    // The first handout's lease is stale now, and the answer says why.
+    let stale = api.call_with(
+        "DELETE",
+        &format!("/q/pl/{id}"),
+        None,
+        &[("X-Reprow-Lease", a.header("X-Reprow-Lease").unwrap())],
+    );
+    assert_eq!(stale.status, 409, "{stale:?}");
+    assert!(stale
+        .text()
+        .contains("its lease expired and it was handed out again"));
     std::thread::sleep(Duration::from_millis(1300));
     let c = api.get("/q/pl");
     assert_eq!(c.header("X-Reprow-Attempt"), Some("3"));
@@ -617,6 +628,36 @@ fn pull_lease_expires_and_the_job_comes_back() {
     assert!(put.status < 300, "{put:?}");
     let d = api.get("/q/pl");
     assert_eq!(d.header("X-Reprow-Attempt"), Some("4"), "{d:?}");
+    // A token that was never this job's (its lease never expired) is a wrong one, not stale.
+    let wrong = api.call_with(
+        "DELETE",
+        &format!("/q/pl/{id}"),
+        None,
+        &[("X-Reprow-Lease", "12345")],
+    );
+    assert_eq!(wrong.status, 409, "{wrong:?}");
+    assert!(
+        wrong.text().contains("expired and it was handed out again"),
+        "its lease did expire twice: {}",
+        wrong.text()
+    );
+    api.post("/q/pl", r#"{"y":1}"#);
+    let y = api.get("/q/pl");
+    let y_id = y.header("X-Reprow-Job-Id").unwrap();
+    let wrong = api.call_with(
+        "DELETE",
+        &format!("/q/pl/{y_id}"),
+        None,
+        &[("X-Reprow-Lease", "12345")],
+    );
+    assert_eq!(wrong.status, 409, "{wrong:?}");
+    assert!(
+        wrong
+            .text()
+            .contains("X-Reprow-Lease 12345 is not the lease"),
+        "{}",
+        wrong.text()
+    );
 }
 
 #[test]

@@ -90,8 +90,16 @@ impl Engine {
         match token {
             Some(t) => match self.leases.get(&id) {
                 Some(l) if l.token == t => Ok(()),
+                // Only a job whose lease ran out was handed out again; any other token is
+                // simply not this job's lease (a mistyped or another job's header).
+                Some(_) if self.lease_expiries.contains_key(&id) => {
+                    Err(StoreError::conflict(format!(
+                        "stale lease for job {id}: its lease expired and it was handed out again"
+                    )))
+                }
                 Some(_) => Err(StoreError::conflict(format!(
-                    "stale lease for job {id}: its lease expired and it was handed out again"
+                    "wrong lease for job {id}: X-Reprow-Lease {t} is not the lease it was handed \
+                     out with"
                 ))),
                 None => Err(StoreError::conflict(format!(
                     "stale lease for job {id}: its lease expired"

@@ -141,6 +141,52 @@ fn the_flags_win_over_the_config_file() {
     assert!(r.stop().0.success());
 }
 
+/// `--worker` wins over a url the file gives the default queue; other queues keep theirs, and
+/// one without a url gets none from it.
+#[test]
+fn the_worker_flag_names_the_default_queue_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file_worker, flag_worker, own) = (
+        Worker::start(|_, _| Reply::ok()),
+        Worker::start(|_, _| Reply::ok()),
+        Worker::start(|_, _| Reply::ok()),
+    );
+    let config = dir.path().join("c.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "queue:\n  type: lmdb\n  path: {}\nrunner:\n  url: {file}\nqueues:\n  default:\n    url: {file}\n  mail:\n    url: {own}\n  bare:\n    max_workers: 1\n",
+            dir.path().join("d").display(),
+            file = file_worker.url(),
+            own = own.url(),
+        ),
+    )
+    .unwrap();
+    let r = serve(
+        dir.path(),
+        "w.log",
+        &[
+            "-c",
+            config.to_str().unwrap(),
+            "--worker",
+            &flag_worker.url(),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+    );
+    for (queue, payload) in [("default", "1"), ("mail", "2")] {
+        let out = client(&r, &["enqueue", queue, payload]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    assert_eq!(flag_worker.wait_for(1)[0].body_str(), "1");
+    assert_eq!(own.wait_for(1)[0].body_str(), "2");
+    let bare = client(&r, &["enqueue", "bare", "3"]);
+    assert_eq!(bare.status.code(), Some(1), "{}", text(&bare.stdout));
+    assert!(text(&bare.stderr).contains("queue \"bare\" has no worker url"));
+    assert!(file_worker.received().is_empty());
+    assert!(r.stop().0.success());
+}
+
 #[test]
 fn flags_that_do_not_fit_are_refused_by_name() {
     let dir = tempfile::tempdir().unwrap();

@@ -262,6 +262,10 @@ impl Config {
             runner.validate().map_err(|(key, m)| {
                 refuse(if key == "runner.url" { "--worker" } else { key }, m)
             })?;
+            // The flag wins over the file: also over a `url` the file gives the default queue.
+            if let Some(def) = self.queues.get_mut(&self.default_queue) {
+                def.url = Some(url.clone());
+            }
         }
         if let Some(addr) = o.listen {
             self.api.listen = addr;

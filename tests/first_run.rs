@@ -135,6 +135,9 @@ fn the_flags_win_over_the_config_file() {
         ],
     );
     assert_ne!(r.api_addr().port(), 1);
+    // The file's other settings of the default queue stand.
+    let def = common::Api::new(r.api_addr()).get("/queue/default").json();
+    assert_eq!(def["max_workers"], 3, "{def}");
     let out = client(&r, &["enqueue", "default", "7"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(worker.wait_for(1)[0].body_str(), "7");
@@ -222,4 +225,57 @@ fn flags_that_do_not_fit_are_refused_by_name() {
     );
     // Nothing was created by the refusals.
     assert!(!dir.path().join("reprow-data").exists());
+}
+
+/// Across restarts of one directory: a new `--worker` replaces the stored one while the file's
+/// other settings of the default queue apply; a start without `--worker` keeps the last one.
+#[test]
+fn the_default_queues_worker_is_kept_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (w1, w2) = (
+        Worker::start(|_, _| Reply::ok()),
+        Worker::start(|_, _| Reply::ok()),
+    );
+    let data = dir.path().join("d");
+    let config = dir.path().join("c.yaml");
+    let write = |max_workers: u32| {
+        let text = format!(
+            "queue:\n  type: lmdb\n  path: {}\nqueues:\n  default:\n    max_workers: {max_workers}\n",
+            data.display()
+        );
+        std::fs::write(&config, text).unwrap();
+    };
+    let c = config.to_str().unwrap();
+    write(3);
+    let r = serve(
+        dir.path(),
+        "1.log",
+        &["-c", c, "--worker", &w1.url(), "--listen", "127.0.0.1:0"],
+    );
+    assert!(client(&r, &["enqueue", "default", "1"]).status.success());
+    assert_eq!(w1.wait_for(1)[0].body_str(), "1");
+    assert!(r.stop().0.success());
+
+    write(5);
+    let r = serve(
+        dir.path(),
+        "2.log",
+        &["-c", c, "--worker", &w2.url(), "--listen", "127.0.0.1:0"],
+    );
+    let def = common::Api::new(r.api_addr()).get("/queue/default").json();
+    assert_eq!(def["max_workers"], 5, "{def}");
+    assert!(client(&r, &["enqueue", "default", "2"]).status.success());
+    assert_eq!(w2.wait_for(1)[0].body_str(), "2");
+    assert!(r.stop().0.success());
+
+    let r = serve(
+        dir.path(),
+        "3.log",
+        &["--data", data.to_str().unwrap(), "--listen", "127.0.0.1:0"],
+    );
+    assert!(client(&r, &["enqueue", "default", "3"]).status.success());
+    let got = w2.wait_for(2);
+    assert_eq!(got[1].body_str(), "3", "the last --worker is kept");
+    assert_eq!(w1.received().len(), 1);
+    assert!(r.stop().0.success());
 }

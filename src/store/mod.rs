@@ -20,6 +20,7 @@
 //! - [`wal`]: the write-ahead log that makes each batch durable with one flush.
 //! - [`lmdb`]: opening the environment (the only `unsafe`).
 
+mod command;
 pub mod config;
 pub mod engine;
 mod error;
@@ -30,7 +31,9 @@ pub mod record;
 pub mod reply;
 pub mod wal;
 
+pub use command::{Command, Read, Routing, Write};
 pub use error::{OpenError, StoreError, StoreErrorKind};
+pub use reply::Tx;
 use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
@@ -425,7 +428,10 @@ pub struct QueueStats {
     pub total_failed_jobs: u64,
 }
 
-/// What an op came to.
+/// What an [`Op`] applied directly came to ([`engine::Engine::apply_ops`],
+/// [`engine::Engine::query`]): the drivers that apply a mixed batch (tests, the fuzz target, the
+/// store model) need one type for every answer. Callers of [`Store::call`] never see it: each
+/// request answers its own type there.
 #[derive(Debug, Clone)]
 pub enum Reply {
     /// Nothing to say (settles, deletes that return nothing).
@@ -452,16 +458,6 @@ pub enum Reply {
     Routings(Vec<(String, String)>),
 }
 
-pub use reply::ReplyTx;
-
-/// A message to the store thread.
-pub struct Command {
-    /// What to do.
-    pub op: Op,
-    /// Where to answer; `None` for fire-and-forget settles.
-    pub reply: Option<ReplyTx>,
-}
-
 /// Cloneable handle used by API handlers and cores.
 #[derive(Clone)]
 pub struct Store {
@@ -477,17 +473,19 @@ pub struct Store {
 }
 
 impl Store {
-    /// Sends an op and waits for its answer (after the commit that holds it, for writes).
+    /// Sends the request `request` builds around its reply address and waits for its answer
+    /// (after the commit that holds it, for writes): the answer's type is the one of the
+    /// variant's [`Tx`], e.g. `store.call(|tx| Read::Queue(name, tx))` answers a `QueueDef`.
     ///
     /// # Errors
     /// [`StoreError`] from the op, or `Unavailable` when the store thread has stopped.
-    pub async fn call(&self, op: Op) -> Result<Reply, StoreError> {
-        let (tx, answer) = reply::reply_pair();
+    pub async fn call<T: Send + 'static, C: Into<Command>>(
+        &self,
+        request: impl FnOnce(Tx<T>) -> C,
+    ) -> Result<T, StoreError> {
+        let (tx, answer) = reply::pair();
         self.tx
-            .send(Command {
-                op,
-                reply: Some(tx),
-            })
+            .send(request(tx).into())
             .map_err(|_| StoreError::unavailable("the store is shut down"))?;
         answer.await
     }
@@ -497,9 +495,9 @@ impl Store {
         self.alive.load(std::sync::atomic::Ordering::Acquire)
     }
 
-    /// Sends an op without waiting (settles from cores).
+    /// Sends an op without waiting and without a reply address (settles from cores).
     pub fn send(&self, op: Op) {
-        let _ = self.tx.send(Command { op, reply: None });
+        let _ = self.tx.send(op.command(&mut command::Unanswered));
     }
 
     /// Ends the store thread once it has applied every command sent before this call, even if
@@ -511,7 +509,7 @@ impl Store {
         self.closing
             .store(true, std::sync::atomic::Ordering::Release);
         // A cheap command wakes the thread if it is waiting with nothing scheduled.
-        self.send(Op::Query(Query::Queues));
+        let _ = self.tx.send(Command::Read(Read::Queues(Tx::none())));
     }
 
     /// Whether [`Store::close`] was called.

@@ -35,7 +35,7 @@ use crate::{
         due_after,
         queue::QueueDef,
         record::{due_key, parse_due_key, JobRecord},
-        Dispatch, Reply, StoreError,
+        Dispatch, JobView, StoreError,
     },
 };
 
@@ -59,7 +59,7 @@ impl Engine {
         count: usize,
         forget: Option<bool>,
         now: u64,
-    ) -> Result<(Reply, Effect), StoreError> {
+    ) -> Result<(Vec<(JobView, bytes::Bytes)>, Effect), StoreError> {
         let qid = self
             .by_name
             .get(queue)
@@ -116,7 +116,7 @@ impl Engine {
             out.push((view, payload));
         }
         Ok((
-            Reply::Pulled(out),
+            out,
             Effect::Pulled {
                 qid,
                 leases,

@@ -13,7 +13,10 @@ use std::time::Duration;
 use heed::RwTxn;
 
 use super::{completion::PullLog, effect::Effect, state::policy_for, Engine};
-use crate::store::{due_after, Settlement, StoreError};
+use crate::{
+    store::{due_after, Settlement, StoreError},
+    telemetry::completion::Action,
+};
 
 /// Backoff for pull-mode failures reported with `PUT /q` (no worker `Retry-After` there).
 const NACK_BACKOFF: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(300));
@@ -82,8 +85,7 @@ impl Engine {
         // A pull worker's completion (pushed jobs are logged by the cores); written once
         // the batch holding it is committed.
         self.op_log = Some(PullLog::new(
-            "complete",
-            "completed",
+            Action::Complete,
             queue,
             &rec,
             self.lease_age(rec.id, now),
@@ -113,8 +115,7 @@ impl Engine {
             message,
         };
         let mut log = PullLog::new(
-            "retry",
-            "failed",
+            Action::Retry,
             queue,
             &rec,
             self.lease_age(rec.id, now),
@@ -130,7 +131,7 @@ impl Engine {
             Ok(((), Effect::Retried { rec }))
         } else {
             self.fail_job(txn, rec.clone(), attempts, &failure, false, now)?;
-            log.action = "fail";
+            log.action = Action::Fail { permanent: false };
             self.op_log = Some(log);
             Ok(((), Effect::Failed { rec }))
         }

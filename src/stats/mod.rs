@@ -66,7 +66,9 @@ pub struct Stats {
     pub sqs_send_requests: AtomicU64,
     /// Requests in flight now.
     pub in_flight: AtomicI64,
-    /// Jobs held in memory now (queued, in flight or waiting for a retry).
+    /// Jobs held in memory now (queued, in flight or waiting for a retry): a gauge for
+    /// `/metrics` and `/status`, written by the FIFO source, which keeps its own count for
+    /// flow control (`max_held_jobs`).
     pub held: AtomicI64,
     /// Cores whose circuit breaker is open now.
     pub breakers_open: AtomicI64,

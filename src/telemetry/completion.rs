@@ -164,7 +164,11 @@ mod tests {
             (Action::Complete, "complete", "completed"),
             (Action::Retry, "retry", "failed"),
             (Action::Fail { permanent: false }, "fail", "failed"),
-            (Action::Fail { permanent: true }, "fail", "permanently_failed"),
+            (
+                Action::Fail { permanent: true },
+                "fail",
+                "permanently_failed",
+            ),
         ];
         for (a, name, status) in table {
             assert_eq!((a.name(), a.status()), (name, status), "{a:?}");

@@ -40,9 +40,9 @@ const MAX_POOLS: usize = 64;
 pub struct ClientLimits {
     /// Idle keep-alive lifetime.
     pub idle_timeout: Duration,
-    /// Largest response head.
+    /// Bytes; `runner.max_response_head_bytes` (see [`ClientConfig`]).
     pub max_head_bytes: usize,
-    /// Largest response body.
+    /// Bytes; `runner.max_response_body_bytes` (see [`ClientConfig`]).
     pub max_body_bytes: usize,
     /// Idle connections kept per worker URL.
     pub max_idle: usize,

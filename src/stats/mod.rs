@@ -106,9 +106,9 @@ struct Running {
 /// One running job.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Working {
-    /// Job id.
+    /// The id its source gave it (a FIFO's start-time counter, the store's id, ...).
     pub id: u64,
-    /// Queue name.
+    /// The queue it came from (a FIFO's or SQS queue's configured name).
     pub queue: String,
     /// The attempt running (1 = first).
     pub attempt: u32,

@@ -173,7 +173,7 @@ pub enum Read {
         limit: usize,
         /// Resume after the previous page's `next` (an opaque position).
         cursor: Option<Vec<u8>>,
-        /// Newest first.
+        /// Newest first (by due time; by id for grabbed jobs and the failed log).
         desc: bool,
         /// How much of each payload is shown.
         payload: PayloadMode,
@@ -197,7 +197,7 @@ pub enum Read {
         limit: usize,
         /// Resume after this failure id (the previous page's `next`).
         cursor: Option<u64>,
-        /// Newest first.
+        /// Newest first (by due time; by id for grabbed jobs and the failed log).
         desc: bool,
         /// How much of each payload is shown.
         payload: PayloadMode,

@@ -71,13 +71,13 @@ impl Action {
 /// The fields of one completion line; absent options are left out of the line.
 #[derive(Debug, Clone, Copy)]
 pub struct Line<'a> {
-    /// What happened.
+    /// Gives the `action` and `status` fields and the level.
     pub action: Action,
-    /// The queue's name.
+    /// The source's queue name (a FIFO's or SQS queue's configured name, or a store queue).
     pub queue: &'a str,
     /// fireworq's category (the queue's name for presque jobs).
     pub category: &'a str,
-    /// The job's id in its source.
+    /// The id its source gave the job (unique per source, not across sources).
     pub id: u64,
     /// The worker's HTTP status, when it answered one.
     pub http_status: Option<u16>,

@@ -67,8 +67,8 @@ pub struct Stats {
     /// Requests in flight now.
     pub in_flight: AtomicI64,
     /// Jobs held in memory now (queued, in flight or waiting for a retry): a gauge for
-    /// `/metrics` and `/status`, written by the FIFO source, which keeps its own count for
-    /// flow control (`max_held_jobs`).
+    /// `/metrics` and `/status`, written by the FIFO and Q4M sources and read by neither (the
+    /// FIFO's `max_held_jobs` flow control keeps its own count).
     pub held: AtomicI64,
     /// Cores whose circuit breaker is open now.
     pub breakers_open: AtomicI64,

@@ -393,6 +393,9 @@ mod tests {
         drop(tx);
         assert!(runtime().block_on(answer).is_err());
         let none: Tx<u64> = Tx::none();
+        assert_eq!(format!("{none:?}"), "Tx(none)");
         assert!(none.put(Ok(1)).0.is_none());
+        let (tx, _answer) = pair::<u64>();
+        assert_eq!(format!("{tx:?}"), "Tx");
     }
 }

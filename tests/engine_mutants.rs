@@ -1016,7 +1016,11 @@ fn a_failed_commit_does_not_refill_a_throttle() {
         "{r:?}"
     );
     // Memory is rebuilt from disk, where the batch is not.
-    assert_eq!(count(&mut e, "q"), before, "the failed batch stayed in memory");
+    assert_eq!(
+        count(&mut e, "q"),
+        before,
+        "the failed batch stayed in memory"
+    );
     e.feed();
     assert_eq!(
         e.dispatched.len(),

@@ -1008,11 +1008,18 @@ fn a_failed_commit_does_not_refill_a_throttle() {
     }
     e.feed();
     assert_eq!(e.dispatched.drain(..).count(), 1, "the burst");
+    let before = count(&mut e, "q");
     fail.store(true, Ordering::SeqCst);
     let r = apply(&mut e, Op::Enqueue(vec![job(9)]));
     assert!(
         matches!(r, Err(ref err) if err.kind() == StoreErrorKind::Unavailable),
         "{r:?}"
+    );
+    // Memory is rebuilt from disk, where the batch is not.
+    assert_eq!(
+        count(&mut e, "q"),
+        before,
+        "the failed batch stayed in memory"
     );
     e.feed();
     assert_eq!(

@@ -14,12 +14,15 @@ use serde_json::{json, value::RawValue, Value};
 use super::{
     http_response::Response,
     params::{check_json_type, first_byte, from_json, json_body, parse_id, Params},
-    reply::{ask, call, kind, Res},
+    reply::{call, Res},
     Ctx,
 };
 use crate::{
     http::request::Request,
-    store::{queue::QueueDef, Destination, JobList, JobView, NewJob, Op, Query, MAX_DELAY_SECS},
+    store::{
+        queue::QueueDef, Destination, FailedView, JobList, JobView, NewJob, Read, Tx, Write,
+        MAX_DELAY_SECS,
+    },
 };
 
 /// fireworq's job body. Fields it does not know are ignored, as Go's decoder does
@@ -107,7 +110,7 @@ pub(super) async fn enqueue(ctx: &Ctx, req: &Request, category: &str, batch: boo
         job.check_times().map_err(|e| Response::error(400, &e))?;
         jobs.push(job);
     }
-    let views = ask(ctx, Op::Enqueue(jobs), kind::enqueued).await?;
+    let views = call(ctx, |tx| Write::Enqueue(jobs, tx)).await?;
     let out: Vec<Enqueued> = views
         .iter()
         .zip(run_after)
@@ -212,13 +215,13 @@ fn enqueued_json<'a>(v: &'a JobView, run_after: u64, sent: Option<&'a RawValue>)
 
 /// `GET /queues`: every queue's definition.
 pub(super) async fn queues(ctx: &Ctx) -> Res {
-    let defs = ask(ctx, Op::Query(Query::Queues), kind::queues).await?;
+    let defs = call(ctx, Read::Queues).await?;
     Ok(Response::json(200, &defs))
 }
 
 /// `GET /queues/stats`: every queue's stats, by name.
 pub(super) async fn queues_stats(ctx: &Ctx) -> Res {
-    let s = ask(ctx, Op::Query(Query::Stats(None)), kind::stats).await?;
+    let s = call(ctx, Read::Stats).await?;
     Ok(Response::json(
         200,
         &s.into_iter()
@@ -229,12 +232,7 @@ pub(super) async fn queues_stats(ctx: &Ctx) -> Res {
 
 /// `GET /queue/{name}`.
 pub(super) async fn queue_get(ctx: &Ctx, name: &str) -> Res {
-    let def = ask(
-        ctx,
-        Op::Query(Query::Queue(name.to_string())),
-        kind::queue_one,
-    )
-    .await?;
+    let def = call(ctx, |tx| Read::Queue(name.to_string(), tx)).await?;
     Ok(Response::json(200, &def))
 }
 
@@ -244,19 +242,14 @@ pub(super) async fn queue_put(ctx: &Ctx, req: &Request, name: &str) -> Res {
     let mut def: QueueDef = fireworq_body(ctx, req)?;
     def.name = name.to_string();
     def.validate().map_err(|e| Response::error(400, &e))?;
-    let def = ask(ctx, Op::PutQueue(def), kind::queue_one).await?;
+    let def = call(ctx, |tx| Write::PutQueue(def, tx)).await?;
     Ok(Response::json(200, &def))
 }
 
 /// `DELETE /queue/{name}`: answers with the definition deleted.
 pub(super) async fn queue_delete(ctx: &Ctx, name: &str) -> Res {
-    let def = ask(
-        ctx,
-        Op::Query(Query::Queue(name.to_string())),
-        kind::queue_one,
-    )
-    .await?;
-    call(ctx, Op::DeleteQueue(name.to_string())).await?;
+    let def = call(ctx, |tx| Read::Queue(name.to_string(), tx)).await?;
+    call(ctx, |tx| Write::DeleteQueue(name.to_string(), tx)).await?;
     Ok(Response::json(200, &def))
 }
 
@@ -279,15 +272,17 @@ pub(super) async fn queue_jobs(ctx: &Ctx, name: &str, list: &str, q: &Params) ->
         _ => None,
     };
     let limit = q.fireworq_limit();
-    let op = Query::Jobs {
+    let payload = q.payload_mode()?;
+    let (mut jobs, mut next) = call(ctx, |reply| Read::Jobs {
         queue: name.to_string(),
         list,
         limit: limit.max(1),
         cursor,
         desc: q.newest_first(),
-        payload: q.payload_mode()?,
-    };
-    let (mut jobs, mut next) = ask(ctx, Op::Query(op), kind::jobs).await?;
+        payload,
+        reply,
+    })
+    .await?;
     if limit == 0 {
         // Asked (for the 404 of an unknown queue), then emptied: `limit=0` is an empty page.
         (jobs, next) = (Vec::new(), None);
@@ -308,19 +303,14 @@ pub(super) async fn queue_jobs(ctx: &Ctx, name: &str, list: &str, q: &Params) ->
 
 /// `GET /queue/{name}/stats`.
 pub(super) async fn queue_stats(ctx: &Ctx, name: &str) -> Res {
-    let s = ask(
-        ctx,
-        Op::Query(Query::Stats(Some(name.to_string()))),
-        kind::stats_one,
-    )
-    .await?;
+    let s = call(ctx, |tx| Read::QueueStats(name.to_string(), tx)).await?;
     Ok(Response::json(200, &s))
 }
 
 /// `GET /queue/{name}/job/{id}`: the job with its whole payload (listings show previews).
 pub(super) async fn job_get(ctx: &Ctx, name: &str, id: &str) -> Res {
     let id = parse_id(id)?;
-    let j = ask(ctx, job_query(name, id), kind::job).await?;
+    let j = call(ctx, job_query(name, id)).await?;
     Ok(Response::json(
         200,
         &with_last_error(ctx, std::slice::from_ref(&j))[0],
@@ -331,23 +321,19 @@ pub(super) async fn job_get(ctx: &Ctx, name: &str, id: &str) -> Res {
 /// `last_error`).
 pub(super) async fn job_delete(ctx: &Ctx, name: &str, id: &str) -> Res {
     let id = parse_id(id)?;
-    let job = ask(ctx, job_query(name, id), kind::job).await?;
-    call(
-        ctx,
-        Op::DeleteJob {
-            queue: name.to_string(),
-            id,
-        },
-    )
+    let job = call(ctx, job_query(name, id)).await?;
+    call(ctx, |reply| Write::DeleteJob {
+        queue: name.to_string(),
+        id,
+        reply,
+    })
     .await?;
     Ok(Response::json(200, &job))
 }
 
-fn job_query(queue: &str, id: u64) -> Op {
-    Op::Query(Query::Job {
-        queue: queue.to_string(),
-        id,
-    })
+fn job_query(queue: &str, id: u64) -> impl FnOnce(Tx<JobView>) -> Read {
+    let queue = queue.to_string();
+    move |reply| Read::Job { queue, id, reply }
 }
 
 /// `GET /queue/{name}/failed?limit=&cursor=&order=&payload=`: a page of failed entries,
@@ -361,14 +347,16 @@ pub(super) async fn failed_list(ctx: &Ctx, name: &str, q: &Params) -> Res {
         _ => None,
     };
     let limit = q.fireworq_limit();
-    let op = Query::Failed {
+    let payload = q.payload_mode()?;
+    let (mut jobs, mut next) = call(ctx, |reply| Read::Failed {
         queue: name.to_string(),
         limit: limit.max(1),
         cursor,
         desc: q.newest_first(),
-        payload: q.payload_mode()?,
-    };
-    let (mut jobs, mut next) = ask(ctx, Op::Query(op), kind::failed_page).await?;
+        payload,
+        reply,
+    })
+    .await?;
     if limit == 0 {
         (jobs, next) = (Vec::new(), None);
     }
@@ -381,47 +369,44 @@ pub(super) async fn failed_list(ctx: &Ctx, name: &str, q: &Params) -> Res {
 /// `GET /queue/{name}/failed/{id}`.
 pub(super) async fn failed_get(ctx: &Ctx, name: &str, id: &str) -> Res {
     let id = parse_id(id)?;
-    let f = ask(ctx, failed_query(name, id), kind::failed).await?;
+    let f = call(ctx, failed_query(name, id)).await?;
     Ok(Response::json(200, &f))
 }
 
 /// `DELETE /queue/{name}/failed/{id}`: answers with the entry deleted.
 pub(super) async fn failed_delete(ctx: &Ctx, name: &str, id: &str) -> Res {
     let id = parse_id(id)?;
-    let f = ask(ctx, failed_query(name, id), kind::failed).await?;
-    call(
-        ctx,
-        Op::DeleteFailed {
-            queue: name.to_string(),
-            id,
-        },
-    )
+    let f = call(ctx, failed_query(name, id)).await?;
+    call(ctx, |reply| Write::DeleteFailed {
+        queue: name.to_string(),
+        id,
+        reply,
+    })
     .await?;
     Ok(Response::json(200, &f))
 }
 
-fn failed_query(queue: &str, id: u64) -> Op {
-    Op::Query(Query::FailedEntry {
-        queue: queue.to_string(),
-        id,
-    })
+fn failed_query(queue: &str, id: u64) -> impl FnOnce(Tx<FailedView>) -> Read {
+    let queue = queue.to_string();
+    move |reply| Read::FailedEntry { queue, id, reply }
 }
 
 /// `POST /queue/{name}/failed/{id}/retry` (reprow's): enqueues the failed job again and
 /// answers with the new job.
 pub(super) async fn failed_retry(ctx: &Ctx, name: &str, id: &str) -> Res {
     let id = parse_id(id)?;
-    let op = Op::RetryFailed {
+    let job = call(ctx, |reply| Write::RetryFailed {
         queue: name.to_string(),
         id,
-    };
-    let job = ask(ctx, op, kind::enqueued_one).await?;
+        reply,
+    })
+    .await?;
     Ok(Response::json(200, &job))
 }
 
 /// `GET /routings`.
 pub(super) async fn routings(ctx: &Ctx) -> Res {
-    let r = ask(ctx, Op::Query(Query::Routings), kind::routings).await?;
+    let r = call(ctx, Read::Routings).await?;
     Ok(Response::json(
         200,
         &r.iter().map(routing_json).collect::<Vec<_>>(),
@@ -430,8 +415,7 @@ pub(super) async fn routings(ctx: &Ctx) -> Res {
 
 /// `GET /routing/{category}`.
 pub(super) async fn routing_get(ctx: &Ctx, category: &str) -> Res {
-    let op = Op::Query(Query::Routing(category.to_string()));
-    routing_answer(ask(ctx, op, kind::routing_one).await?)
+    routing_answer(call(ctx, |tx| Read::Routing(category.to_string(), tx)).await?)
 }
 
 /// `PUT /routing/{category}` with `{"queue_name": ...}`.
@@ -441,17 +425,17 @@ pub(super) async fn routing_put(ctx: &Ctx, req: &Request, category: &str) -> Res
         queue_name: String,
     }
     let b: Body = fireworq_body(ctx, req)?;
-    let op = Op::PutRouting {
+    let put = |reply| Write::PutRouting {
         category: category.to_string(),
         queue: b.queue_name,
+        reply,
     };
-    routing_answer(ask(ctx, op, kind::routing_one).await?)
+    routing_answer(call(ctx, put).await?)
 }
 
 /// `DELETE /routing/{category}`: answers with the routing deleted.
 pub(super) async fn routing_delete(ctx: &Ctx, category: &str) -> Res {
-    let op = Op::DeleteRouting(category.to_string());
-    routing_answer(ask(ctx, op, kind::routing_one).await?)
+    routing_answer(call(ctx, |tx| Write::DeleteRouting(category.to_string(), tx)).await?)
 }
 
 fn routing_answer(routing: (String, String)) -> Res {

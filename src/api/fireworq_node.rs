@@ -11,21 +11,16 @@ use serde_json::json;
 
 use super::{
     http_response::Response,
-    reply::{ask, kind, Res},
+    reply::{call, Res},
     Ctx,
 };
-use crate::store::{Op, Query};
+use crate::store::Read;
 
 /// `GET /queue/{name}/node`: one reprow owns its store, so the node of every queue is this
 /// process: its pid as the id (fireworq gives its MySQL connection id) and the address the
 /// API listens on as the host. 404 for a queue that is not defined, as fireworq answers.
 pub(super) async fn node(ctx: &Ctx, name: &str) -> Res {
-    ask(
-        ctx,
-        Op::Query(Query::Queue(name.to_string())),
-        kind::queue_one,
-    )
-    .await?;
+    call(ctx, |tx| Read::Queue(name.to_string(), tx)).await?;
     Ok(Response::json(
         200,
         &json!({

@@ -8,13 +8,13 @@ use crate::store::{StoreError, StoreErrorKind};
 /// One answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
-    /// HTTP status.
+    /// Sent with its standard reason phrase.
     pub status: u16,
-    /// `Content-Type`.
+    /// Sent with the body's `Content-Length` (neither for 204 and 304, which have no body).
     pub content_type: &'static str,
-    /// Extra headers.
+    /// Headers besides `Server`, `Content-Type`, `Content-Length` and `Connection`.
     pub headers: Vec<(&'static str, String)>,
-    /// Body bytes.
+    /// Sent whole (not for 204 and 304).
     pub body: Vec<u8>,
 }
 

@@ -11,12 +11,12 @@ use serde_json::json;
 use super::{
     http_response::{not_allowed, Response},
     params::Params,
-    reply::{ask, kind, Res},
+    reply::{call, Res},
     Ctx,
 };
 use crate::{
     http::request::Request,
-    store::{FailedView, JobView, Op, Query},
+    store::{FailedView, JobView, Read},
 };
 
 /// The dashboard: one page, served from the binary (no CDN), that polls the JSON API.
@@ -74,8 +74,8 @@ pub(super) async fn ready(ctx: &Ctx) -> Result<(), String> {
     let Some(store) = &ctx.store else {
         return Ok(());
     };
-    // Any answer will do (not [`ask`]): the question is whether the store answers at all.
-    match monoio::time::timeout(READY_STORE_TIMEOUT, store.call(Op::Query(Query::Queues))).await {
+    // Any answer will do (not [`call`]'s 404): the question is whether the store answers.
+    match monoio::time::timeout(READY_STORE_TIMEOUT, store.call(Read::Queues)).await {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) => Err(format!("store: {e}")),
         Err(_) => Err("store: no answer within 1 s".into()),
@@ -91,7 +91,7 @@ pub(super) async fn metrics(ctx: &Ctx) -> Res {
             .iter()
             .map(|q| (q.clone(), crate::metrics::source_queue_stats(&stats)))
             .collect(),
-        Some(_) => ask(ctx, Op::Query(Query::Stats(None)), kind::stats).await?,
+        Some(_) => call(ctx, Read::Stats).await?,
     };
     let phase = ctx.stats.phase.load(std::sync::atomic::Ordering::Relaxed);
     let text = crate::metrics::render(&crate::metrics::Scrape {
@@ -119,8 +119,12 @@ pub(super) async fn inflight(ctx: &Ctx, q: &Params) -> Res {
         ));
     }
     let payload = q.payload_mode()?;
-    let op = Op::Query(Query::InFlight { limit, payload });
-    let (jobs, _) = ask(ctx, op, kind::jobs).await?;
+    let jobs = call(ctx, |reply| Read::InFlight {
+        limit,
+        payload,
+        reply,
+    })
+    .await?;
     #[derive(Serialize)]
     struct Jobs<'a> {
         jobs: &'a [JobView],
@@ -148,13 +152,8 @@ pub(super) async fn status(ctx: &Ctx) -> Res {
     let (queues, failed) = match &ctx.store {
         None => (Vec::new(), Vec::new()),
         Some(_) => (
-            ask(ctx, Op::Query(Query::Stats(None)), kind::stats).await?,
-            ask(
-                ctx,
-                Op::Query(Query::RecentFailed(STATUS_FAILED_JOBS)),
-                kind::recent_failed,
-            )
-            .await?,
+            call(ctx, Read::Stats).await?,
+            call(ctx, |tx| Read::RecentFailed(STATUS_FAILED_JOBS, tx)).await?,
         ),
     };
     let failed_jobs: Vec<QueueFailed> = failed

@@ -17,20 +17,21 @@ use serde_json::{json, value::RawValue};
 use super::{
     http_response::Response,
     params::{check_json_type, from_json, json_body, lease_token, parse_id, raw_json_body, Params},
-    reply::{ask, call, kind, Res},
+    reply::{call, Res},
     Ctx,
 };
 use crate::{
     http::request::Request,
     store::{
-        payload::PayloadMode, Destination, JobList, NewJob, Op, Query, QueueStats, MAX_TIME_MS,
+        payload::PayloadMode, Destination, JobList, NewJob, QueueStats, Read, StoreError, Write,
+        MAX_TIME_MS,
     },
 };
 
 /// `POST /q/{queue}?delayed=&uniq=`: the body, one JSON value, is the job's payload.
 pub(super) async fn push(ctx: &Ctx, req: &Request, queue: &str, q: &Params) -> Res {
     let job = presque_job(ctx, queue, job_body(ctx, req)?, q)?;
-    let j = ask(ctx, Op::Enqueue(vec![job]), kind::enqueued)
+    let j = call(ctx, |tx| Write::Enqueue(vec![job], tx))
         .await
         .map_err(uniq_taken)?;
     Ok(Response::json(
@@ -70,12 +71,20 @@ fn fetch_mode(q: &Params) -> Result<Option<bool>, Response> {
 /// `GET /q/{queue}?lease=&forget=`: one job, its payload as the body and its id, attempt and
 /// (when leased) lease in headers. Deleted as it is handed out unless leased.
 pub(super) async fn pull(ctx: &Ctx, req: &Request, queue: &str, q: &Params) -> Res {
-    let op = Op::Pull {
+    let forget = fetch_mode(q)?;
+    let pulled = call(ctx, |reply| Write::Pull {
         queue: queue.to_string(),
         count: 1,
-        forget: fetch_mode(q)?,
-    };
-    let (view, payload) = ask(ctx, op, kind::pulled_one).await?;
+        forget,
+        reply,
+    })
+    .await?;
+    // The store answers a pull that found nothing with `NotFound`; a hand-out emptied on the
+    // way (every job found was gone when read) is answered the same.
+    let (view, payload) = pulled
+        .into_iter()
+        .next()
+        .ok_or_else(|| Response::from(StoreError::not_found("no job")))?;
     ctx.presque.fetched(req.worker_id.as_deref(), 1);
     let mut headers = vec![
         ("X-Reprow-Job-Id", view.id.to_string()),
@@ -100,7 +109,7 @@ pub(super) async fn pull(ctx: &Ctx, req: &Request, queue: &str, q: &Params) -> R
 pub(super) async fn fail(ctx: &Ctx, req: &Request, queue: &str, q: &Params) -> Res {
     if q.get("id").is_none() && req.lease.is_none() {
         let job = presque_job(ctx, queue, job_body(ctx, req)?, &Params::parse("")?)?;
-        ask(ctx, Op::Enqueue(vec![job]), kind::enqueued).await?;
+        call(ctx, |tx| Write::Enqueue(vec![job], tx)).await?;
         ctx.presque.failed(queue, req.worker_id.as_deref());
         return Ok(Response::empty(201));
     }
@@ -124,22 +133,21 @@ pub(super) async fn fail(ctx: &Ctx, req: &Request, queue: &str, q: &Params) -> R
             (b.id, message)
         }
     };
-    call(
-        ctx,
-        Op::Nack {
-            queue: queue.to_string(),
-            id,
-            message,
-            lease: lease_token(req)?,
-        },
-    )
+    let lease = lease_token(req)?;
+    call(ctx, |reply| Write::Nack {
+        queue: queue.to_string(),
+        id,
+        message,
+        lease,
+        reply,
+    })
     .await?;
     Ok(Response::empty(204))
 }
 
 /// `DELETE /q/{queue}`: removes every job of the queue; 204 for a queue never used too.
 pub(super) async fn purge(ctx: &Ctx, queue: &str) -> Res {
-    match call(ctx, Op::Purge(queue.to_string())).await {
+    match call(ctx, |tx| Write::Purge(queue.to_string(), tx)).await {
         Ok(_) => {}
         Err(r) if r.status == 404 => {}
         Err(r) => return Err(r),
@@ -151,14 +159,13 @@ pub(super) async fn purge(ctx: &Ctx, queue: &str) -> Res {
 /// `DELETE /q/{queue}/{id}`: the job is done.
 pub(super) async fn ack(ctx: &Ctx, req: &Request, queue: &str, id: &str) -> Res {
     let id = parse_id(id)?;
-    call(
-        ctx,
-        Op::Ack {
-            queue: queue.to_string(),
-            id,
-            lease: lease_token(req)?,
-        },
-    )
+    let lease = lease_token(req)?;
+    call(ctx, |reply| Write::Ack {
+        queue: queue.to_string(),
+        id,
+        lease,
+        reply,
+    })
     .await?;
     Ok(Response::empty(204))
 }
@@ -168,12 +175,14 @@ pub(super) async fn ack(ctx: &Ctx, req: &Request, queue: &str, id: &str) -> Res 
 /// texts), their ids (and leases, when leased) in headers in the same order.
 pub(super) async fn pull_batch(ctx: &Ctx, req: &Request, queue: &str, q: &Params) -> Res {
     let count = q.num("batch_size", 10, 1, 1000)? as usize;
-    let op = Op::Pull {
+    let forget = fetch_mode(q)?;
+    let jobs = call(ctx, |reply| Write::Pull {
         queue: queue.to_string(),
         count,
-        forget: fetch_mode(q)?,
-    };
-    let jobs = ask(ctx, op, kind::pulled).await?;
+        forget,
+        reply,
+    })
+    .await?;
     ctx.presque
         .fetched(req.worker_id.as_deref(), jobs.len() as u64);
     let leased = jobs.iter().any(|(v, _)| v.lease.is_some());
@@ -231,7 +240,7 @@ pub(super) async fn push_batch(ctx: &Ctx, req: &Request, queue: &str, q: &Params
             q,
         )?);
     }
-    let j = ask(ctx, Op::Enqueue(jobs), kind::enqueued)
+    let j = call(ctx, |tx| Write::Enqueue(jobs, tx))
         .await
         .map_err(uniq_taken)?;
     Ok(Response::json(
@@ -277,15 +286,16 @@ pub(super) async fn status(ctx: &Ctx, queue: &str, q: &Params) -> Res {
     let s = queue_stats(ctx, queue).await?.unwrap_or_default();
     let mut v = json!({ "queue": queue, "size": s.waiting });
     if q.flag("with_desc")? {
-        let op = Query::Jobs {
+        let waiting = |reply| Read::Jobs {
             queue: queue.to_string(),
             list: JobList::Waiting,
             limit: 1000,
             cursor: None,
             desc: false,
             payload: PayloadMode::Full,
+            reply,
         };
-        let jobs = match ask(ctx, Op::Query(op), kind::jobs).await {
+        let jobs = match call(ctx, waiting).await {
             Ok((jobs, _)) => jobs,
             Err(r) if r.status == 404 => Vec::new(),
             Err(r) => return Err(r),
@@ -330,13 +340,11 @@ pub(super) async fn control_set(ctx: &Ctx, req: &Request, queue: &str) -> Res {
             ))
         }
     };
-    call(
-        ctx,
-        Op::Control {
-            queue: queue.to_string(),
-            paused,
-        },
-    )
+    call(ctx, |reply| Write::Control {
+        queue: queue.to_string(),
+        paused,
+        reply,
+    })
     .await?;
     Ok(Response::json(
         200,
@@ -346,8 +354,7 @@ pub(super) async fn control_set(ctx: &Ctx, req: &Request, queue: &str) -> Res {
 
 /// A queue's stats; `None` for a queue that does not exist (presque answers for any name).
 async fn queue_stats(ctx: &Ctx, queue: &str) -> Result<Option<QueueStats>, Response> {
-    let op = Op::Query(Query::Stats(Some(queue.to_string())));
-    match ask(ctx, op, kind::stats_one).await {
+    match call(ctx, |tx| Read::QueueStats(queue.to_string(), tx)).await {
         Ok(s) => Ok(Some(s)),
         Err(r) if r.status == 404 => Ok(None),
         Err(r) => Err(r),

@@ -43,9 +43,9 @@ pub enum RunError {
     /// The worker URL's host did not resolve.
     #[error("cannot resolve worker host {host}: {reason}")]
     Resolve {
-        /// Host as configured.
+        /// The host part of the worker URL, as written in the config.
         host: String,
-        /// Resolver message.
+        /// Why: the resolver's error, or why the URL was refused before any lookup.
         reason: String,
     },
     /// The durable store could not open.
@@ -69,17 +69,17 @@ pub enum RunError {
     Listen {
         /// The setting that names the address.
         setting: &'static str,
-        /// The address.
+        /// The address that setting gives.
         addr: std::net::SocketAddr,
-        /// The error.
+        /// The last bind's error.
         source: std::io::Error,
     },
     /// A thread or event loop could not start.
     #[error("cannot start {what}: {source}")]
     Start {
-        /// Which part.
+        /// Which thread, runtime or listener, for the message.
         what: &'static str,
-        /// The error.
+        /// What the OS said.
         source: std::io::Error,
     },
 }

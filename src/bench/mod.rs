@@ -72,7 +72,7 @@ pub enum BenchError {
     Io {
         /// What was being done.
         what: &'static str,
-        /// The error.
+        /// What the OS said.
         source: std::io::Error,
     },
     /// reprow failed to start or stopped with an error.

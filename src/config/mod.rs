@@ -32,7 +32,7 @@ pub enum ConfigError {
     /// The file could not be read.
     #[error("{path}: {source}")]
     Read {
-        /// The file.
+        /// The config file's path, as given.
         path: PathBuf,
         /// The I/O error.
         source: std::io::Error,

@@ -59,17 +59,17 @@ impl ClientError {
 pub struct ClientConfig {
     /// Worker addresses, tried in order when connecting.
     pub addrs: Vec<SocketAddr>,
-    /// The Host header value.
+    /// Sent as `Host`: the worker URL's `host[:port]` as written.
     pub authority: String,
-    /// Request target.
+    /// The worker URL's path and query, the request target unless a job gives its own path.
     pub path_and_query: String,
     /// Whole-exchange deadline.
     pub timeout: Duration,
     /// How long an idle pooled connection may be reused.
     pub idle_timeout: Duration,
-    /// Largest response head.
+    /// Bytes; a longer response head fails the exchange (a transport error).
     pub max_head_bytes: usize,
-    /// Largest response body.
+    /// Bytes; a longer response body fails the exchange (a transport error).
     pub max_body_bytes: usize,
     /// Most idle connections kept.
     pub max_idle: usize,

@@ -238,11 +238,11 @@ impl CoreDispatcher {
     async fn deliver(self: &Rc<Self>, mut d: Delivery) {
         let pool = match self.pools.get(&d.target) {
             Ok(p) => p,
-            Err(message) => {
+            Err(unresolved) => {
                 d.job.attempts += 1;
                 let outcome = Outcome::Retry {
                     after: None,
-                    reason: Failure::transport(message),
+                    reason: Failure::transport(unresolved.to_string()),
                 };
                 self.settle_outcome(d, outcome, 0);
                 return;

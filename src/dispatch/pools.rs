@@ -17,6 +17,18 @@ use super::{
 };
 use crate::{job::target::Target, stats::Stats};
 
+/// A worker's host that did not resolve: a transport failure of the delivery (retried), never
+/// a worker's answer.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("cannot resolve {host}: {source}")]
+pub struct ResolveError {
+    /// The host name as the worker URL gives it.
+    pub host: String,
+    /// The resolver's error (shared: the error is cloned into each delivery's failure).
+    #[source]
+    pub source: Arc<std::io::Error>,
+}
+
 /// Most distinct worker URLs a core keeps a client for; beyond it the least recently added is
 /// dropped (per-job URLs could otherwise grow the map without bound).
 const MAX_POOLS: usize = 64;
@@ -27,9 +39,9 @@ const MAX_POOLS: usize = 64;
 pub struct ClientLimits {
     /// Idle keep-alive lifetime.
     pub idle_timeout: Duration,
-    /// Largest response head.
+    /// Bytes; `runner.max_response_head_bytes` (see [`ClientConfig`]).
     pub max_head_bytes: usize,
-    /// Largest response body.
+    /// Bytes; `runner.max_response_body_bytes` (see [`ClientConfig`]).
     pub max_body_bytes: usize,
     /// Idle connections kept per worker URL.
     pub max_idle: usize,
@@ -85,8 +97,8 @@ impl Pools {
     /// The client for `target`'s URL, made (and its host resolved) on first use.
     ///
     /// # Errors
-    /// The host does not resolve.
-    pub fn get(&self, target: &Arc<Target>) -> Result<Pool, String> {
+    /// [`ResolveError`]: the host does not resolve (a transport failure: the job is retried).
+    pub fn get(&self, target: &Arc<Target>) -> Result<Pool, ResolveError> {
         if let Some((t, p)) = &*self.last.borrow() {
             if Arc::ptr_eq(t, target) {
                 return Ok(p.clone());
@@ -97,14 +109,17 @@ impl Pools {
         Ok(pool)
     }
 
-    fn lookup(&self, target: &Target) -> Result<Pool, String> {
+    fn lookup(&self, target: &Target) -> Result<Pool, ResolveError> {
         if let Some(p) = self.clients.borrow().get(&target.url_text) {
             return Ok(p.clone());
         }
         let url = &target.url;
         let addrs: Vec<_> = (url.host.as_str(), url.port)
             .to_socket_addrs()
-            .map_err(|e| format!("cannot resolve {}: {e}", url.host))?
+            .map_err(|source| ResolveError {
+                host: url.host.clone(),
+                source: Arc::new(source),
+            })?
             .collect();
         let client = Rc::new(WorkerClient::new(ClientConfig {
             addrs,

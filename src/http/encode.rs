@@ -19,9 +19,9 @@ pub struct RequestMeta<'a> {
     pub content_type: &'a str,
     /// Payload length in bytes.
     pub content_length: usize,
-    /// Job id.
+    /// Sent as `X-Reprow-Job-Id`.
     pub job_id: u64,
-    /// Queue name.
+    /// Sent as `X-Reprow-Queue`.
     pub queue: &'a str,
     /// 1-based attempt.
     pub attempt: u32,

@@ -52,7 +52,7 @@ impl RetryAfter {
 /// The parts of a response head the dispatcher acts on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResponseHead {
-    /// HTTP status code.
+    /// The final status, 200 to 599: interim 1xx heads are skipped, others refused.
     pub status: u16,
     /// Parsed `Retry-After`, if present and valid.
     pub retry_after: Option<RetryAfter>,

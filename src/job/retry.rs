@@ -10,9 +10,9 @@ pub struct RetryPolicy {
     pub max_retries: u32,
     /// Fixed delay used instead of backoff when set.
     pub fixed: Option<Duration>,
-    /// First backoff step.
+    /// The first retry's step; the step doubles with each attempt (half of it jittered).
     pub base: Duration,
-    /// Largest backoff step.
+    /// The step stops doubling here: no backoff delay is longer.
     pub cap: Duration,
     /// Clamp for worker-requested delays.
     pub max_retry_after: Duration,

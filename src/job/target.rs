@@ -38,7 +38,8 @@ pub enum OutcomeMode {
 /// per-job overrides.
 #[derive(Debug)]
 pub struct Target {
-    /// Worker URL.
+    /// Parsed once when the config or the job is read; each core resolves its host on first
+    /// use.
     pub url: WorkerUrl,
     /// The URL as written, to key the per-core client pools.
     pub url_text: String,

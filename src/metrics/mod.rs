@@ -21,9 +21,9 @@ use crate::{
 
 /// Everything one scrape shows.
 pub struct Scrape<'a> {
-    /// Process counters.
+    /// The process's counters and gauges, read once for the whole scrape.
     pub stats: Snapshot,
-    /// Lifecycle phase.
+    /// Shown as `reprow_phase` (one series per phase, 1 for the current one).
     pub phase: Phase,
     /// The durable queue's per-queue figures, when it runs.
     pub queues: &'a [(String, QueueStats)],

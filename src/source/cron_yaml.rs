@@ -43,7 +43,7 @@ pub enum CronError {
     /// The file could not be read.
     #[error("cannot read {path}: {source}")]
     Read {
-        /// The file.
+        /// The `cron.yaml` path, as given.
         path: String,
         /// What the OS said.
         source: std::io::Error,
@@ -53,7 +53,7 @@ pub enum CronError {
     Parse {
         /// Where, as a key path (`cron[2].schedule`).
         location: String,
-        /// What.
+        /// The YAML parser's message, without its own location.
         message: String,
     },
     /// An entry's value is refused.

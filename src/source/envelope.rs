@@ -49,7 +49,7 @@ struct EnvelopeIn<'a> {
 /// A decoded envelope.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Envelope {
-    /// Payload bytes.
+    /// The `payload` field: a JSON string's text, or any other JSON value as written.
     pub payload: Bytes,
     /// Validated extra headers.
     pub headers: Vec<(String, String)>,
@@ -100,9 +100,9 @@ pub fn decode(line: &[u8]) -> Result<Envelope, EnvelopeError> {
 /// A job written to the failed or pending file. Readable back by [`decode`].
 #[derive(Debug, Serialize)]
 pub struct Record<'a> {
-    /// Job id.
+    /// The id the source gave the job (informational: a record read back gets a new one).
     pub id: u64,
-    /// Queue name.
+    /// The source's queue name, as configured.
     pub queue: &'a str,
     /// Payload when it is valid UTF-8.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -110,12 +110,12 @@ pub struct Record<'a> {
     /// Payload as base64 when it is not UTF-8.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub payload_base64: Option<String>,
-    /// Extra headers.
+    /// Headers the job carried to its worker, besides reprow's own; left out when none.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<&'a str, &'a str>,
-    /// Content type.
+    /// The `Content-Type` its worker got.
     pub content_type: &'a str,
-    /// Deliveries made.
+    /// Deliveries made before it was written (0 for a job never delivered).
     pub attempts: u32,
     /// Enqueue time, RFC 3339.
     pub enqueued_at: String,

@@ -56,7 +56,7 @@ pub enum SourceError {
     /// The remote queue, its server or its settings were refused.
     #[error("{system}: {context}{}", .source.as_ref().map(|s| format!(": {s}")).unwrap_or_default())]
     Remote {
-        /// SQS or Q4M.
+        /// Which remote queue: shown first in the message.
         system: System,
         /// What was being done, or what is wrong.
         context: String,
@@ -67,9 +67,9 @@ pub enum SourceError {
     /// An I/O error, with the path it concerns.
     #[error("{path}: {source}")]
     Io {
-        /// The file.
+        /// The FIFO, or a failed, pending or spill file, as configured.
         path: std::path::PathBuf,
-        /// The error.
+        /// What the OS said.
         source: std::io::Error,
     },
 }

@@ -40,7 +40,7 @@ const MAX_BATCH: usize = 4096;
 /// (or at least log the record).
 #[derive(Debug)]
 pub struct Unwritten {
-    /// Why.
+    /// The write's or the sync's error; the file may hold part of the record.
     pub error: std::io::Error,
     /// The serialized record, without its newline.
     pub record: Vec<u8>,

@@ -66,7 +66,9 @@ pub struct Stats {
     pub sqs_send_requests: AtomicU64,
     /// Requests in flight now.
     pub in_flight: AtomicI64,
-    /// Jobs held in memory now (queued, in flight or waiting for a retry).
+    /// Jobs held in memory now (queued, in flight or waiting for a retry): a gauge for
+    /// `/metrics` and `/status`, written by the FIFO and Q4M sources and read by neither (the
+    /// FIFO's `max_held_jobs` flow control keeps its own count).
     pub held: AtomicI64,
     /// Cores whose circuit breaker is open now.
     pub breakers_open: AtomicI64,
@@ -104,9 +106,9 @@ struct Running {
 /// One running job.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Working {
-    /// Job id.
+    /// The id its source gave it (a FIFO's start-time counter, the store's id, ...).
     pub id: u64,
-    /// Queue name.
+    /// The queue it came from (a FIFO's or SQS queue's configured name).
     pub queue: String,
     /// The attempt running (1 = first).
     pub attempt: u32,

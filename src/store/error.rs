@@ -59,7 +59,7 @@ impl StoreError {
         self
     }
 
-    /// Its kind.
+    /// What the API maps to a status; never decide by the message.
     pub fn kind(&self) -> StoreErrorKind {
         self.kind
     }

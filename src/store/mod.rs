@@ -20,6 +20,7 @@
 //! - [`wal`]: the write-ahead log that makes each batch durable with one flush.
 //! - [`env`]: opening the environment (the only `unsafe`).
 
+mod command;
 pub mod config;
 pub mod engine;
 pub mod env;
@@ -30,7 +31,9 @@ pub mod record;
 pub mod reply;
 pub mod wal;
 
+pub use command::{Command, Read, Routing, Write};
 pub use error::{OpenError, StoreError, StoreErrorKind};
+pub use reply::Tx;
 use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
@@ -69,23 +72,23 @@ pub enum Destination {
 /// A job to enqueue, as an API handler parsed it.
 #[derive(Debug, Clone)]
 pub struct NewJob {
-    /// Where it goes.
+    /// A category (fireworq: routed, or the default queue) or a queue name (presque).
     pub dest: Destination,
-    /// Per-job worker URL.
+    /// Overrides the queue's worker URL; its host must be in the queue's `allowed_origins`.
     pub url: Option<String>,
-    /// Payload bytes.
+    /// The request body the worker gets, stored as sent.
     pub payload: Bytes,
-    /// Payload type.
+    /// The `Content-Type` the worker gets with the payload.
     pub content_type: String,
     /// Not before this time, ms since the epoch (0 = now).
     pub run_at_ms: u64,
-    /// Per-job timeout, seconds.
+    /// Request timeout, seconds (0: none); `None` takes the queue's.
     pub timeout: Option<u64>,
-    /// Per-job retry limit.
+    /// Retries after the first delivery; `None` takes the queue's.
     pub max_retries: Option<u32>,
-    /// Per-job fixed retry delay, seconds.
+    /// Fixed wait between attempts, seconds (0: backoff); `None` takes the queue's.
     pub retry_delay: Option<u64>,
-    /// presque's uniqueness key.
+    /// presque's `uniq`: at most one job with this key in the queue at a time (409).
     pub uniq: Option<String>,
 }
 
@@ -145,21 +148,21 @@ pub enum Op {
     Enqueue(Vec<NewJob>),
     /// A core settles a dispatched job. No reply.
     Settle {
-        /// Job id.
+        /// The delivery's `job.id`.
         id: u64,
         /// The lease this delivery held; a settle for an expired lease is ignored (except
         /// `Done`: the worker did finish the job).
         lease: u64,
-        /// How it ended.
+        /// What the worker's answer (or its absence) came to.
         how: Settlement,
-        /// Worker time, ms.
+        /// Worker time, ms (the queue's `total_elapsed`).
         elapsed_ms: u64,
     },
     /// Remove (presque's pop) or lease up to `count` due jobs of a queue for a pull worker.
     Pull {
-        /// Queue name.
+        /// The queue, by name: `NotFound` when it is not defined.
         queue: String,
-        /// Most jobs.
+        /// Most jobs handed out; fewer when the listing byte cap is reached first.
         count: usize,
         /// `Some(true)`: presque's pop-and-forget, deleted on hand-out, never redelivered;
         /// `Some(false)`: leased for the queue's `lease_timeout`; `None`: as the queue's
@@ -168,9 +171,9 @@ pub enum Op {
     },
     /// A pull worker acks a leased job.
     Ack {
-        /// Queue name.
+        /// The queue, by name: `NotFound` when it is not defined.
         queue: String,
-        /// Job id.
+        /// The job, by the id its enqueue answered.
         id: u64,
         /// The lease token the hand-out carried (`X-Reprow-Lease`), if the worker sent it: a
         /// token that is not the job's current lease is refused (409).
@@ -178,20 +181,20 @@ pub enum Op {
     },
     /// A pull worker reports a failure (presque's `PUT /q`): retried per the queue's policy.
     Nack {
-        /// Queue name.
+        /// The queue, by name: `NotFound` when it is not defined.
         queue: String,
-        /// Job id.
+        /// The job, by the id its enqueue answered.
         id: u64,
-        /// Worker's message.
+        /// The worker's message, kept in the failed log when no attempt is left.
         message: String,
         /// The lease token, as for [`Op::Ack`].
         lease: Option<u64>,
     },
     /// Delete a job that is not finished.
     DeleteJob {
-        /// Queue name.
+        /// The queue, by name: `NotFound` when it is not defined.
         queue: String,
-        /// Job id.
+        /// The job, by the id its enqueue answered.
         id: u64,
     },
     /// Remove every job of a queue (presque `DELETE /q`).
@@ -202,32 +205,32 @@ pub enum Op {
     DeleteQueue(String),
     /// Stop or start dispatching a queue.
     Control {
-        /// Queue name.
+        /// The queue, by name: `NotFound` when it is not defined.
         queue: String,
-        /// Stop dispatch.
+        /// `true` stops dispatch; pulls from a stopped queue answer `queue is closed`.
         paused: bool,
     },
     /// Map a category to a queue.
     PutRouting {
-        /// Category.
+        /// Any text but control characters, `.` and `..` (`queue::check_category`).
         category: String,
-        /// Queue name.
+        /// The queue, by name: `NotFound` when it is not defined.
         queue: String,
     },
     /// Remove a routing.
     DeleteRouting(String),
     /// Remove a failed-log entry.
     DeleteFailed {
-        /// Queue name.
+        /// The queue, by name: `NotFound` when it is not defined.
         queue: String,
-        /// Failure id.
+        /// The failure id (a failed-log entry's own id, not its job's).
         id: u64,
     },
     /// Enqueue a failed job again (attempts reset) and remove its log entry.
     RetryFailed {
-        /// Queue name.
+        /// The queue, by name: `NotFound` when it is not defined.
         queue: String,
-        /// Failure id.
+        /// The failure id (a failed-log entry's own id, not its job's).
         id: u64,
     },
     /// Read-only: answered at once from a read transaction.
@@ -245,51 +248,51 @@ pub enum Query {
     Stats(Option<String>),
     /// A page of a job list.
     Jobs {
-        /// Queue name.
+        /// The queue, by name: `NotFound` when it is not defined.
         queue: String,
-        /// Which list.
+        /// Grabbed, waiting or deferred: a job is in exactly one.
         list: JobList,
-        /// Page size.
+        /// Most entries in the page, clamped to 1 to 1,000; the byte cap may end it first.
         limit: usize,
         /// Resume after this position (the opaque `next_cursor` of the previous page).
         cursor: Option<Vec<u8>>,
-        /// Newest first.
+        /// Newest first (by due time; by id for grabbed jobs and the failed log).
         desc: bool,
-        /// How much of each payload.
+        /// Preview (the default), full or none.
         payload: PayloadMode,
     },
     /// One job.
     Job {
-        /// Queue name.
+        /// The queue, by name: `NotFound` when it is not defined.
         queue: String,
-        /// Job id.
+        /// The job, by the id its enqueue answered.
         id: u64,
     },
     /// A page of the failed log.
     Failed {
-        /// Queue name.
+        /// The queue, by name: `NotFound` when it is not defined.
         queue: String,
-        /// Page size.
+        /// Most entries in the page, clamped to 1 to 1,000; the byte cap may end it first.
         limit: usize,
-        /// Resume after this failure id.
+        /// Resume after this failure id (the previous page's `next`).
         cursor: Option<u64>,
-        /// Newest first.
+        /// Newest first (by due time; by id for grabbed jobs and the failed log).
         desc: bool,
-        /// How much of each payload.
+        /// Preview (the default), full or none.
         payload: PayloadMode,
     },
     /// One failed-log entry.
     FailedEntry {
-        /// Queue name.
+        /// The queue, by name: `NotFound` when it is not defined.
         queue: String,
-        /// Failure id.
+        /// The failure id (a failed-log entry's own id, not its job's).
         id: u64,
     },
     /// Leased jobs of every queue, oldest lease first (the dashboard's scoreboard).
     InFlight {
-        /// Most jobs returned.
+        /// Most jobs in the answer, clamped to 1 to 1,000.
         limit: usize,
-        /// How much of each payload.
+        /// Preview (the default), full or none.
         payload: PayloadMode,
     },
     /// The newest failed-log entries of every queue, newest first, payloads previewed.
@@ -303,25 +306,25 @@ pub enum Query {
 /// A job as the API shows it (fireworq's fields).
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct JobView {
-    /// Job id.
+    /// Store-wide and never handed out twice.
     pub id: u64,
-    /// Queue name.
+    /// The queue it is in.
     pub queue_name: String,
-    /// Category.
+    /// The fireworq category it was pushed with; its queue's name for a presque push.
     pub category: String,
     /// Worker URL (the job's, else the queue's; empty for pull jobs).
     pub url: String,
     /// `grabbed` (leased) or `claimed` (waiting/deferred), as fireworq names them.
     pub status: &'static str,
-    /// RFC 3339.
+    /// When it was enqueued (a retried failure: first enqueued), RFC 3339.
     pub created_at: String,
     /// RFC 3339: when it may run next.
     pub next_try: String,
-    /// Seconds (0 = the queue's).
+    /// Request timeout, seconds (0 = the queue's).
     pub timeout: u64,
     /// Failed deliveries so far.
     pub fail_count: u32,
-    /// Retry limit.
+    /// Retries after the first delivery (the job's, else the queue's).
     pub max_retries: u32,
     /// Fixed retry delay, seconds (0 = backoff).
     pub retry_delay: u64,
@@ -349,24 +352,24 @@ pub struct JobView {
 /// A failed-log entry as the API shows it (fireworq's shape).
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct FailedView {
-    /// Failure id.
+    /// The entry's own id, store-wide and increasing: later failures have larger ids.
     pub id: u64,
-    /// The job's id.
+    /// The failed job's id, kept if the entry is retried (unless another job took it).
     pub job_id: u64,
-    /// Category.
+    /// As in [`JobView`].
     pub category: String,
-    /// Worker URL.
+    /// The job's worker URL, else its queue's as defined now (empty for pull jobs).
     pub url: String,
     /// Payload, as in [`JobView`].
     #[serde(flatten)]
     pub payload: PayloadView,
     /// `{status, code, message}`.
     pub result: FailedResult,
-    /// Deliveries made.
+    /// Deliveries made, the last one included.
     pub fail_count: u32,
-    /// RFC 3339.
+    /// When it failed for good, RFC 3339.
     pub failed_at: String,
-    /// RFC 3339.
+    /// When the job was enqueued, RFC 3339.
     pub created_at: String,
 }
 
@@ -404,7 +407,7 @@ pub struct QueueStats {
     pub pops_per_second: u64,
     /// Jobs in the queue (waiting, deferred and leased).
     pub outstanding_jobs: u64,
-    /// `max_workers`.
+    /// The queue's `max_workers` (fireworq counts its worker goroutines).
     pub total_workers: u64,
     /// `max_workers` minus leased jobs.
     pub idle_workers: u64,
@@ -430,7 +433,10 @@ pub struct QueueStats {
     pub total_failed_jobs: u64,
 }
 
-/// What an op came to.
+/// What an [`Op`] applied directly came to ([`engine::Engine::apply_ops`],
+/// [`engine::Engine::query`]): the drivers that apply a mixed batch (tests, the fuzz target, the
+/// store model) need one type for every answer. Callers of [`Store::call`] never see it: each
+/// request answers its own type there.
 #[derive(Debug, Clone)]
 pub enum Reply {
     /// Nothing to say (settles, deletes that return nothing).
@@ -457,16 +463,6 @@ pub enum Reply {
     Routings(Vec<(String, String)>),
 }
 
-pub use reply::ReplyTx;
-
-/// A message to the store thread.
-pub struct Command {
-    /// What to do.
-    pub op: Op,
-    /// Where to answer; `None` for fire-and-forget settles.
-    pub reply: Option<ReplyTx>,
-}
-
 /// Cloneable handle used by API handlers and cores.
 #[derive(Clone)]
 pub struct Store {
@@ -482,17 +478,19 @@ pub struct Store {
 }
 
 impl Store {
-    /// Sends an op and waits for its answer (after the commit that holds it, for writes).
+    /// Sends the request `request` builds around its reply address and waits for its answer
+    /// (after the commit that holds it, for writes): the answer's type is the one of the
+    /// variant's [`Tx`], e.g. `store.call(|tx| Read::Queue(name, tx))` answers a `QueueDef`.
     ///
     /// # Errors
     /// [`StoreError`] from the op, or `Unavailable` when the store thread has stopped.
-    pub async fn call(&self, op: Op) -> Result<Reply, StoreError> {
-        let (tx, answer) = reply::reply_pair();
+    pub async fn call<T: Send + 'static, C: Into<Command>>(
+        &self,
+        request: impl FnOnce(Tx<T>) -> C,
+    ) -> Result<T, StoreError> {
+        let (tx, answer) = reply::pair();
         self.tx
-            .send(Command {
-                op,
-                reply: Some(tx),
-            })
+            .send(request(tx).into())
             .map_err(|_| StoreError::unavailable("the store is shut down"))?;
         answer.await
     }
@@ -502,9 +500,9 @@ impl Store {
         self.alive.load(std::sync::atomic::Ordering::Acquire)
     }
 
-    /// Sends an op without waiting (settles from cores).
+    /// Sends an op without waiting and without a reply address (settles from cores).
     pub fn send(&self, op: Op) {
-        let _ = self.tx.send(Command { op, reply: None });
+        let _ = self.tx.send(op.command(&mut command::Unanswered));
     }
 
     /// Ends the store thread once it has applied every command sent before this call, even if
@@ -516,7 +514,7 @@ impl Store {
         self.closing
             .store(true, std::sync::atomic::Ordering::Release);
         // A cheap command wakes the thread if it is waiting with nothing scheduled.
-        self.send(Op::Query(Query::Queues));
+        let _ = self.tx.send(Command::Read(Read::Queues(Tx::none())));
     }
 
     /// Whether [`Store::close`] was called.

@@ -60,6 +60,5 @@ fn the_handle_sends_ops_and_reports_the_thread_alive() {
     assert!(store.is_alive());
     store.send(Op::Purge("q".into()));
     let c = rx.try_recv().expect("send delivers the op");
-    assert!(matches!(c.op, Op::Purge(ref q) if q == "q"));
-    assert!(c.reply.is_none());
+    assert!(matches!(c, Command::Write(Write::Purge(ref q, _)) if q == "q"));
 }

@@ -54,7 +54,7 @@ pub enum LogFormat {
 pub struct LogOptions {
     /// `EnvFilter` directive (`info`, `warn,reprow=debug`); `RUST_LOG` overrides it.
     pub level: String,
-    /// Format.
+    /// Text (the default) or JSON lines.
     pub format: LogFormat,
     /// Append to this file instead of stderr.
     pub file: Option<PathBuf>,

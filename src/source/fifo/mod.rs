@@ -17,7 +17,10 @@ use std::{
         unix::fs::{FileTypeExt, OpenOptionsExt},
     },
     path::PathBuf,
-    sync::{atomic::Ordering::Relaxed, Arc},
+    sync::{
+        atomic::{AtomicI64, Ordering::Relaxed},
+        Arc,
+    },
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -87,6 +90,7 @@ impl FifoSource {
             failed: spill(&config.failed_path)?,
             pending: spill(&config.pending_path)?,
             slots: Arc::new(Slots {
+                held: AtomicI64::new(0),
                 stats: stats.clone(),
                 freed: event_listener::Event::new(),
             }),
@@ -157,10 +161,11 @@ impl FifoSource {
     /// Waits until fewer than `max_held_jobs` jobs are held, or shutdown.
     fn wait_for_capacity(&self, shutdown: &Shutdown) {
         let max = self.config.max_held_jobs as i64;
-        if self.stats.held.load(Relaxed) < max {
+        let slots = &self.settler.slots;
+        if slots.held() < max {
             return; // the common case: no lock taken
         }
-        let full = || self.stats.held.load(Relaxed) >= max && !shutdown.is_triggered();
+        let full = || slots.held() >= max && !shutdown.is_triggered();
         while full() {
             let listener = self.settler.slots.freed.listen();
             if !full() {
@@ -175,7 +180,7 @@ impl FifoSource {
     /// has started, keeps it for the next run.
     fn forward(&self, job: Job, out: &JobSender, shutdown: &Shutdown) {
         self.wait_for_capacity(shutdown);
-        self.stats.held.fetch_add(1, Relaxed);
+        self.settler.slots.take();
         Stats::inc(&self.stats.received);
         if shutdown.is_triggered() {
             self.settler.save_pending(&job);
@@ -290,7 +295,7 @@ impl FifoSource {
                 "Saving an unterminated line at shutdown."
             );
             let job = self.new_job(partial, Vec::new(), None);
-            self.stats.held.fetch_add(1, Relaxed);
+            self.settler.slots.take();
             Stats::inc(&self.stats.received);
             self.settler.save_pending(&job);
         }
@@ -415,6 +420,10 @@ struct FifoSettler {
 
 /// The count of held jobs and the wait for a free slot, released from the writer thread.
 struct Slots {
+    /// Jobs held now (queued for a core, in flight, waiting for a retry, or being written to
+    /// the failed or pending file): the flow control's own count, taken by the reading thread
+    /// and released by the settler. `stats.held` mirrors it for `/metrics` only.
+    held: AtomicI64,
     stats: Arc<Stats>,
     /// Wakes the reading thread waiting for a free slot. Not a `Condvar`: its `notify_one` is
     /// a futex syscall on every call, and this runs once per job; an `Event` with nobody
@@ -423,7 +432,20 @@ struct Slots {
 }
 
 impl Slots {
+    /// Jobs held now.
+    fn held(&self) -> i64 {
+        self.held.load(Relaxed)
+    }
+
+    /// One more job held (the gauge follows).
+    fn take(&self) {
+        self.held.fetch_add(1, Relaxed);
+        self.stats.held.fetch_add(1, Relaxed);
+    }
+
+    /// One job fewer held (the gauge follows); wakes the reading thread if it waits.
     fn release(&self) {
+        self.held.fetch_sub(1, Relaxed);
         self.stats.held.fetch_sub(1, Relaxed);
         self.freed.notify(1);
     }
@@ -489,5 +511,28 @@ impl Settle for FifoSettler {
         // Every record queued so far is written and synced before this returns.
         self.failed.close();
         self.pending.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flow_control_counts_its_own_slots_and_the_gauge_only_follows() {
+        let stats = Arc::new(Stats::default());
+        let slots = Slots {
+            held: AtomicI64::new(0),
+            stats: stats.clone(),
+            freed: event_listener::Event::new(),
+        };
+        slots.take();
+        slots.take();
+        assert_eq!((slots.held(), stats.held.load(Relaxed)), (2, 2));
+        slots.release();
+        assert_eq!((slots.held(), stats.held.load(Relaxed)), (1, 1));
+        // Whatever the gauge says (a metrics reset, another writer), flow control reads its own.
+        stats.held.store(1_000, Relaxed);
+        assert_eq!(slots.held(), 1);
     }
 }

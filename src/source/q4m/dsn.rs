@@ -26,7 +26,7 @@ pub enum Address {
     Tcp {
         /// Host name or IP address.
         host: String,
-        /// Port.
+        /// 3306 when the DSN gives none.
         port: u16,
     },
     /// A Unix socket path.
@@ -38,11 +38,11 @@ pub enum Address {
 pub struct Dsn {
     /// User name; the server's default when unset.
     pub user: Option<String>,
-    /// Password.
+    /// Never shown: `Display` writes `***` in its place.
     pub password: Option<String>,
     /// Server address. Defaults to 127.0.0.1:3306.
     pub address: Address,
-    /// Default database.
+    /// The database the connection opens in (`db_name`); none when unset.
     pub database: Option<String>,
     /// Connect timeout from the `timeout` parameter.
     pub connect_timeout: Option<Duration>,

@@ -24,7 +24,7 @@ use crate::store::{
     queue::QueueDef,
     record::{due_key, failed_key, parse_due_key, uniq_key, FailedRecord},
     wal::record::Table,
-    Reply, StoreError,
+    JobView, Routing, StoreError,
 };
 
 impl Engine {
@@ -34,10 +34,10 @@ impl Engine {
         txn: &mut RwTxn,
         queue: &str,
         id: u64,
-    ) -> Result<(Reply, Effect), StoreError> {
+    ) -> Result<((), Effect), StoreError> {
         let (_, rec) = self.queue_job(txn, queue, id)?;
         self.remove_job(txn, &rec)?;
-        Ok((Reply::Unit, Effect::Removed { rec, done: None }))
+        Ok(((), Effect::Removed { rec, done: None }))
     }
 
     /// Deletes every job of a queue (its failed log stays).
@@ -45,10 +45,10 @@ impl Engine {
         &mut self,
         txn: &mut RwTxn,
         queue: &str,
-    ) -> Result<(Reply, Effect), StoreError> {
+    ) -> Result<((), Effect), StoreError> {
         let qid = self.qid(queue)?;
         let ids = self.remove_all_jobs(txn, qid)?;
-        Ok((Reply::Unit, Effect::Purged { qid, ids }))
+        Ok(((), Effect::Purged { qid, ids }))
     }
 
     /// Removes every job of queue `qid` (its rows in `jobs`, `due` and `uniq`); returns their
@@ -80,7 +80,7 @@ impl Engine {
         &mut self,
         txn: &mut RwTxn,
         def: QueueDef,
-    ) -> Result<(Reply, Effect), StoreError> {
+    ) -> Result<(QueueDef, Effect), StoreError> {
         def.validate().map_err(StoreError::bad_request)?;
         self.room_for_queue(&def.name, 0)?;
         let existing = self
@@ -89,13 +89,10 @@ impl Engine {
             .and_then(|q| self.queues[q].def.as_ref());
         if existing == Some(&def) {
             // Nothing changed: nothing is written or restarted.
-            Ok((Reply::Queues(vec![def]), Effect::None))
+            Ok((def, Effect::None))
         } else {
             let qid = self.define(txn, &def)?;
-            Ok((
-                Reply::Queues(vec![def.clone()]),
-                Effect::Defined { qid, def },
-            ))
+            Ok((def.clone(), Effect::Defined { qid, def }))
         }
     }
 
@@ -104,7 +101,7 @@ impl Engine {
         &mut self,
         txn: &mut RwTxn,
         name: &str,
-    ) -> Result<(Reply, Effect), StoreError> {
+    ) -> Result<((), Effect), StoreError> {
         let qid = self.qid(name)?;
         self.remove_all_jobs(txn, qid)?;
         let failed = (failed_key(qid, 0), failed_key(qid, u64::MAX));
@@ -126,7 +123,7 @@ impl Engine {
             self.row_delete(txn, Table::Meta, key.as_bytes())?;
         }
         self.row_delete(txn, Table::Counters, &counts_key(qid))?;
-        Ok((Reply::Unit, Effect::Dropped { qid }))
+        Ok(((), Effect::Dropped { qid }))
     }
 
     /// Stops or restarts a queue (`/control`); a restart keeps it stopped.
@@ -135,18 +132,15 @@ impl Engine {
         txn: &mut RwTxn,
         queue: &str,
         paused: bool,
-    ) -> Result<(Reply, Effect), StoreError> {
+    ) -> Result<(QueueDef, Effect), StoreError> {
         let qid = self.qid(queue)?;
         let mut def = self.def_of(qid)?.clone();
         if def.paused == paused {
-            Ok((Reply::Queues(vec![def]), Effect::None))
+            Ok((def, Effect::None))
         } else {
             def.paused = paused;
             self.define(txn, &def)?;
-            Ok((
-                Reply::Queues(vec![def.clone()]),
-                Effect::Defined { qid, def },
-            ))
+            Ok((def.clone(), Effect::Defined { qid, def }))
         }
     }
 
@@ -156,7 +150,7 @@ impl Engine {
         txn: &mut RwTxn,
         category: String,
         queue: String,
-    ) -> Result<(Reply, Effect), StoreError> {
+    ) -> Result<(Routing, Effect), StoreError> {
         crate::store::queue::check_category(&category).map_err(StoreError::bad_request)?;
         self.qid(&queue)?;
         self.row_put(
@@ -166,7 +160,7 @@ impl Engine {
             queue.as_bytes(),
         )?;
         Ok((
-            Reply::Routings(vec![(category.clone(), queue.clone())]),
+            (category.clone(), queue.clone()),
             Effect::Routing(category, Some(queue)),
         ))
     }
@@ -176,15 +170,12 @@ impl Engine {
         &mut self,
         txn: &mut RwTxn,
         category: String,
-    ) -> Result<(Reply, Effect), StoreError> {
+    ) -> Result<(Routing, Effect), StoreError> {
         let queue = self.routings.get(&category).cloned().ok_or_else(|| {
             StoreError::not_found(format!("no routing for category {category:?}"))
         })?;
         self.row_delete(txn, Table::Meta, format!("r:{category}").as_bytes())?;
-        Ok((
-            Reply::Routings(vec![(category.clone(), queue)]),
-            Effect::Routing(category, None),
-        ))
+        Ok(((category.clone(), queue), Effect::Routing(category, None)))
     }
 
     /// Deletes an entry of a queue's failed log.
@@ -193,13 +184,13 @@ impl Engine {
         txn: &mut RwTxn,
         queue: &str,
         id: u64,
-    ) -> Result<(Reply, Effect), StoreError> {
+    ) -> Result<((), Effect), StoreError> {
         let qid = self.qid(queue)?;
         let k = failed_key(qid, id);
         if !self.row_delete(txn, Table::Failed, &k)? {
             return Err(no_failed(id));
         }
-        Ok((Reply::Unit, Effect::FailedRemoved { qid }))
+        Ok(((), Effect::FailedRemoved { qid }))
     }
 
     /// Moves a failed job back into its queue, due now, with its attempts reset.
@@ -209,7 +200,7 @@ impl Engine {
         queue: &str,
         id: u64,
         now: u64,
-    ) -> Result<(Reply, Effect), StoreError> {
+    ) -> Result<(JobView, Effect), StoreError> {
         let qid = self.qid(queue)?;
         let k = failed_key(qid, id);
         let f = match self.failed.get(txn, &k).map_err(db_err)? {
@@ -242,6 +233,6 @@ impl Engine {
         }
         self.insert_job(txn, &rec)?;
         let view = self.view(&rec, false);
-        Ok((Reply::Enqueued(vec![view]), Effect::Requeued { rec }))
+        Ok((view, Effect::Requeued { rec }))
     }
 }

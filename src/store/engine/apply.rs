@@ -14,53 +14,123 @@
 use heed::{Env, RwTxn, WithoutTls};
 
 use super::{effect::Effect, error::db_err, Engine};
-use crate::store::{Op, Reply, StoreError};
+use crate::store::{reply::Pending, StoreError, Tx, Write};
 
 impl Engine {
-    /// Applies one op inside the batch's transaction `parent`: its nested transaction, then
-    /// its effect on memory; its completion line joins the batch's.
+    /// Applies one write inside the batch's transaction `parent`: its nested transaction, then
+    /// its effect on memory; its completion line joins the batch's. The answer is written to
+    /// the request's reply address (published after the batch's durable point); the `bool`
+    /// says whether the op succeeded.
     pub(super) fn apply(
         &mut self,
         env: &Env<WithoutTls>,
         parent: &mut RwTxn,
-        op: Op,
-    ) -> Result<Reply, StoreError> {
-        let mut txn = env.nested_write_txn(parent).map_err(db_err)?;
+        w: Write,
+    ) -> (bool, Pending) {
         let now = self.clock.now_ms();
-        self.op_log = None;
-        // Each op does its disk work in `txn`, then `fx` changes memory after the nested
-        // commit succeeded (see the module's invariants).
-        let (reply, fx): (Reply, Effect) = match op {
-            Op::Enqueue(jobs) => self.enqueue(&mut txn, jobs, now)?,
-            Op::Settle {
+        // Each arm names its op's function; `nested` runs it in its own transaction and
+        // changes memory after the nested commit succeeded (see the module's invariants).
+        match w {
+            Write::Enqueue(jobs, tx) => {
+                self.nested(env, parent, now, tx, |e, t| e.enqueue(t, jobs, now))
+            }
+            Write::Settle {
                 id,
                 lease,
                 how,
                 elapsed_ms,
-            } => self.settle(&mut txn, id, lease, how, elapsed_ms, now)?,
-            Op::Pull {
+                reply,
+            } => self.nested(env, parent, now, reply, |e, t| {
+                e.settle(t, id, lease, how, elapsed_ms, now)
+            }),
+            Write::Pull {
                 queue,
                 count,
                 forget,
-            } => self.pull(&mut txn, &queue, count, forget, now)?,
-            Op::Ack { queue, id, lease } => self.ack(&mut txn, &queue, id, lease, now)?,
-            Op::Nack {
+                reply,
+            } => self.nested(env, parent, now, reply, |e, t| {
+                e.pull(t, &queue, count, forget, now)
+            }),
+            Write::Ack {
+                queue,
+                id,
+                lease,
+                reply,
+            } => self.nested(env, parent, now, reply, |e, t| {
+                e.ack(t, &queue, id, lease, now)
+            }),
+            Write::Nack {
                 queue,
                 id,
                 message,
                 lease,
-            } => self.nack(&mut txn, &queue, id, message, lease, now)?,
-            Op::DeleteJob { queue, id } => self.delete_job(&mut txn, &queue, id)?,
-            Op::Purge(queue) => self.purge(&mut txn, &queue)?,
-            Op::PutQueue(def) => self.put_queue(&mut txn, def)?,
-            Op::DeleteQueue(name) => self.delete_queue(&mut txn, &name)?,
-            Op::Control { queue, paused } => self.control(&mut txn, &queue, paused)?,
-            Op::PutRouting { category, queue } => self.put_routing(&mut txn, category, queue)?,
-            Op::DeleteRouting(category) => self.delete_routing(&mut txn, category)?,
-            Op::DeleteFailed { queue, id } => self.delete_failed(&mut txn, &queue, id)?,
-            Op::RetryFailed { queue, id } => self.retry_failed(&mut txn, &queue, id, now)?,
-            Op::Query(_) => return Err(StoreError::bad_request("query sent as a write")),
-        };
+                reply,
+            } => self.nested(env, parent, now, reply, |e, t| {
+                e.nack(t, &queue, id, message, lease, now)
+            }),
+            Write::DeleteJob { queue, id, reply } => {
+                self.nested(env, parent, now, reply, |e, t| e.delete_job(t, &queue, id))
+            }
+            Write::Purge(queue, tx) => self.nested(env, parent, now, tx, |e, t| e.purge(t, &queue)),
+            Write::PutQueue(def, tx) => {
+                self.nested(env, parent, now, tx, |e, t| e.put_queue(t, def))
+            }
+            Write::DeleteQueue(name, tx) => {
+                self.nested(env, parent, now, tx, |e, t| e.delete_queue(t, &name))
+            }
+            Write::Control {
+                queue,
+                paused,
+                reply,
+            } => self.nested(env, parent, now, reply, |e, t| e.control(t, &queue, paused)),
+            Write::PutRouting {
+                category,
+                queue,
+                reply,
+            } => self.nested(env, parent, now, reply, |e, t| {
+                e.put_routing(t, category, queue)
+            }),
+            Write::DeleteRouting(category, tx) => {
+                self.nested(env, parent, now, tx, |e, t| e.delete_routing(t, category))
+            }
+            Write::DeleteFailed { queue, id, reply } => {
+                self.nested(env, parent, now, reply, |e, t| {
+                    e.delete_failed(t, &queue, id)
+                })
+            }
+            Write::RetryFailed { queue, id, reply } => {
+                self.nested(env, parent, now, reply, |e, t| {
+                    e.retry_failed(t, &queue, id, now)
+                })
+            }
+        }
+    }
+
+    /// Runs `op` in a nested transaction of `parent`, applies its effect once that committed,
+    /// and writes its result to `tx`. Generic over the reply type, so each op's answer keeps
+    /// its type from the op's function to the caller.
+    fn nested<T: Send + 'static>(
+        &mut self,
+        env: &Env<WithoutTls>,
+        parent: &mut RwTxn,
+        now: u64,
+        tx: Tx<T>,
+        op: impl FnOnce(&mut Self, &mut RwTxn) -> Result<(T, Effect), StoreError>,
+    ) -> (bool, Pending) {
+        let r = self.run_nested(env, parent, now, op);
+        (r.is_ok(), tx.put(r))
+    }
+
+    fn run_nested<T>(
+        &mut self,
+        env: &Env<WithoutTls>,
+        parent: &mut RwTxn,
+        now: u64,
+        op: impl FnOnce(&mut Self, &mut RwTxn) -> Result<(T, Effect), StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut txn = env.nested_write_txn(parent).map_err(db_err)?;
+        self.op_log = None;
+        let (reply, fx) = op(self, &mut txn)?;
         txn.commit().map_err(db_err)?;
         self.effect(fx, now);
         if let Some(log) = self.op_log.take() {

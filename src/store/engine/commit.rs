@@ -26,39 +26,64 @@ use super::{
     error::{db_err, not_committed},
     Engine,
 };
-use crate::store::{wal::record::Table, Op, Reply, StoreError};
+use crate::store::{
+    command::{Command, Keep},
+    reply::{publish_all, Pending},
+    wal::record::Table,
+    Op, Reply, StoreError, Write,
+};
 
 /// Each op's label (for error messages) and result, in the order of the batch.
 pub type Results = Vec<(Cow<'static, str>, Result<Reply, StoreError>)>;
 
 impl Engine {
-    /// Applies ops in one write transaction and commits it (LMDB's own two flushes).
+    /// Applies ops in one write transaction and commits it (LMDB's own two flushes); queries
+    /// among them are answered after the commit. For drivers that apply ops directly (tests,
+    /// the fuzz target): each answer comes back as a [`Reply`].
     pub fn apply_ops(&mut self, ops: Vec<Op>) -> Results {
+        let mut kept = Vec::with_capacity(ops.len());
+        let mut writes = Vec::with_capacity(ops.len());
+        let mut reads = Vec::new();
+        for op in ops {
+            let mut keep = Keep::default();
+            let l = label(&op);
+            match op.command(&mut keep) {
+                Command::Write(w) => writes.push(w),
+                Command::Read(r) => reads.push(r),
+            }
+            kept.push((l, keep));
+        }
         let env = self.env.clone();
-        let mut wtxn = match env.write_txn() {
-            Ok(t) => t,
-            Err(e) => {
-                let e = db_err(e);
-                return ops.iter().map(|o| (label(o), Err(e.clone()))).collect();
+        match env.write_txn() {
+            Ok(mut wtxn) => {
+                let (answers, counted) = self.apply_batch(&env, &mut wtxn, writes);
+                let started = Instant::now();
+                let committed = counted.and_then(|()| {
+                    if self.commit_fails() {
+                        drop(wtxn);
+                        return Err(StoreError::unavailable("commit failed (injected)"));
+                    }
+                    wtxn.commit().map_err(db_err)
+                });
+                self.redo.borrow_mut().clear();
+                let failed = committed.err();
+                let reread = failed.as_ref().map(|_| env.read_txn());
+                let view = match &reread {
+                    Some(Ok(t)) => Some(&**t),
+                    _ => None,
+                };
+                publish_all(self.finish_batch(answers, failed, view, started));
             }
-        };
-        let (results, counted) = self.apply_batch(&env, &mut wtxn, ops);
-        let started = Instant::now();
-        let committed = counted.and_then(|()| {
-            if self.commit_fails() {
-                drop(wtxn);
-                return Err(StoreError::unavailable("commit failed (injected)"));
+            // Dropped unapplied: each is answered `Unavailable`.
+            Err(e) => tracing::error!(error = %db_err(e), "Store cannot begin a transaction."),
+        }
+        // Likewise when no read transaction can begin.
+        if let Ok(rtxn) = env.read_txn() {
+            for r in reads {
+                self.read(&rtxn, r);
             }
-            wtxn.commit().map_err(db_err)
-        });
-        self.redo.borrow_mut().clear();
-        let failed = committed.err();
-        let reread = failed.as_ref().map(|_| env.read_txn());
-        let view = match &reread {
-            Some(Ok(t)) => Some(&**t),
-            _ => None,
-        };
-        self.finish_batch(results, failed, view, started)
+        }
+        kept.into_iter().map(|(l, k)| (l, k.answer())).collect()
     }
 
     /// The test hook's verdict on this batch's durable point.
@@ -73,41 +98,41 @@ impl Engine {
         &mut self,
         env: &Env<WithoutTls>,
         wtxn: &mut RwTxn,
-        ops: Vec<Op>,
-    ) -> (Results, Result<(), StoreError>) {
+        writes: Vec<Write>,
+    ) -> (Vec<Pending>, Result<(), StoreError>) {
         self.granted.clear();
         self.released.clear();
         self.totals_before.clear();
         self.batch_logs.clear();
         self.in_batch = true;
-        let mut results = Vec::with_capacity(ops.len());
-        for op in ops {
-            let l = label(&op);
+        let mut answers = Vec::with_capacity(writes.len());
+        for w in writes {
             let mark = self.redo.borrow().mark();
-            let r = self.apply(env, wtxn, op);
-            if r.is_err() {
+            let (ok, answer) = self.apply(env, wtxn, w);
+            if !ok {
                 self.redo.borrow_mut().cut(mark);
             }
-            results.push((l, r));
+            answers.push(answer);
         }
         let counted = self.write_counters(wtxn);
-        (results, counted)
+        (answers, counted)
     }
 
     /// Ends a batch once its durable point passed (`failed` is `None`) or failed. On failure
     /// memory is rebuilt from `view`, the store as it is without the batch
-    /// ([`Engine::reload`]), and every op gets the error.
+    /// ([`Engine::reload`]), and every op's answer is replaced by the error. The answers are
+    /// the caller's to publish.
     pub(super) fn finish_batch(
         &mut self,
-        results: Results,
+        answers: Vec<Pending>,
         failed: Option<StoreError>,
         view: Option<&RoTxn>,
         started: Instant,
-    ) -> Results {
+    ) -> Vec<Pending> {
         self.metrics
             .commit_seconds
             .observe_duration(started.elapsed());
-        self.metrics.commit_ops.observe(results.len() as u64);
+        self.metrics.commit_ops.observe(answers.len() as u64);
         self.in_batch = false;
         match failed {
             None => {
@@ -116,16 +141,16 @@ impl Engine {
                 for log in self.batch_logs.drain(..) {
                     log.emit();
                 }
-                results
+                answers
             }
             Some(e) => {
                 tracing::error!(error = %e, "Store commit failed; the batch is refused.");
                 self.reload(view);
                 let e = not_committed(&e);
-                results
-                    .into_iter()
-                    .map(|(l, _)| (l, Err(e.clone())))
-                    .collect()
+                for a in &answers {
+                    a.fail(e.clone());
+                }
+                answers
             }
         }
     }
@@ -157,8 +182,7 @@ impl Engine {
     }
 }
 
-/// What an op is, for a caller's error message. Only the ops that name something allocate:
-/// this runs for every op of every commit.
+/// What an op is, for a direct driver's messages (the store thread does not label its ops).
 fn label(op: &Op) -> Cow<'static, str> {
     Cow::Borrowed(match op {
         Op::PutQueue(d) => return Cow::Owned(format!("queues.{}", d.name)),

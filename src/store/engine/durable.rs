@@ -18,8 +18,9 @@ use heed::{Env, RoTxn, RwTxn, WithoutTls};
 
 use super::{error::db_err, Db, Engine};
 use crate::store::{
+    reply::publish_all,
     wal::record::{changes, Change, Table},
-    Command, Op, StoreError,
+    Command, StoreError,
 };
 
 /// The `counters` row holding the epoch of the last checkpoint (see `store::wal`).
@@ -89,36 +90,25 @@ impl Engine {
     /// writes, then the queries.
     pub(super) fn handle_open(&mut self, open: &mut Open, batch: Vec<Command>) {
         let mut writes = Vec::with_capacity(batch.len());
-        let mut queries = Vec::new();
+        let mut reads = Vec::new();
         for c in batch {
-            match c.op {
-                Op::Query(q) => queries.push((q, c.reply)),
-                op => writes.push((op, c.reply)),
+            match c {
+                Command::Read(r) => reads.push(r),
+                Command::Write(w) => writes.push(w),
             }
         }
         if !writes.is_empty() {
-            let (ops, replies): (Vec<Op>, Vec<_>) = writes.into_iter().unzip();
-            let (results, counted) = self.apply_batch(open.env, open.txn(), ops);
+            let (answers, counted) = self.apply_batch(open.env, open.txn(), writes);
             let started = Instant::now();
             let failed = counted.and_then(|()| self.make_durable(open)).err();
             if failed.is_some() {
                 self.rebuild(open);
             }
-            let results = self.finish_batch(results, failed, Some(open.view()), started);
             // One hand-over per core for the whole batch (see `store::reply`).
-            crate::store::reply::send_all(
-                results
-                    .into_iter()
-                    .zip(replies)
-                    .filter_map(|((_, r), tx)| Some((tx?, r)))
-                    .collect(),
-            );
+            publish_all(self.finish_batch(answers, failed, Some(open.view()), started));
         }
-        for (q, tx) in queries {
-            let r = self.query_in(open.view(), q);
-            if let Some(tx) = tx {
-                tx.send(r);
-            }
+        for r in reads {
+            self.read(open.view(), r);
         }
     }
 

@@ -11,9 +11,10 @@ use bytes::Bytes;
 
 use super::Open;
 use crate::store::{
+    command::Keep,
     engine::{Engine, Options},
     queue::{QueueDef, QueueMode},
-    Command, Destination, NewJob, Op, Query, Reply, ReplyTx, StoreError,
+    Command, Destination, NewJob, Op, Query, Reply, StoreError,
 };
 
 fn options(dir: &std::path::Path, fail: Option<Arc<AtomicBool>>) -> Options {
@@ -33,13 +34,10 @@ fn options(dir: &std::path::Path, fail: Option<Arc<AtomicBool>>) -> Options {
     }
 }
 
-fn enqueue(payload: &str) -> (Command, async_channel::Receiver<Result<Reply, StoreError>>) {
-    let (tx, rx) = async_channel::bounded(1);
-    let c = Command {
-        op: Op::Enqueue(vec![new_job("q", payload, None)]),
-        reply: Some(ReplyTx::Channel(tx)),
-    };
-    (c, rx)
+fn enqueue(payload: &str) -> (Command, Keep) {
+    let mut keep = Keep::default();
+    let c = Op::Enqueue(vec![new_job("q", payload, None)]).command(&mut keep);
+    (c, keep)
 }
 
 /// Jobs in queue `q` as the engine's memory counts them.
@@ -70,11 +68,8 @@ fn batches_answered_from_the_log_survive_a_crash_before_any_checkpoint() {
         e.handle_open(&mut open, cmds);
         answers.extend(rxs);
     }
-    for rx in &answers {
-        assert!(
-            matches!(rx.try_recv(), Ok(Ok(_))),
-            "every enqueue answered ok"
-        );
+    for rx in answers {
+        assert!(rx.answer().is_ok(), "every enqueue answered ok");
     }
     // Answered from the log alone: LMDB has not committed a single job.
     assert_eq!(committed(&e), 0);
@@ -109,15 +104,12 @@ fn a_failed_durable_point_refuses_its_batch_and_keeps_the_others() {
 
     let (a, ra) = enqueue("\"a\"");
     e.handle_open(&mut open, vec![a]);
-    assert!(matches!(ra.try_recv(), Ok(Ok(_))));
+    assert!(ra.answer().is_ok());
 
     fail.store(true, Ordering::SeqCst);
     let (b, rb) = enqueue("\"b\"");
     e.handle_open(&mut open, vec![b]);
-    assert!(
-        matches!(rb.try_recv(), Ok(Err(_))),
-        "the failed batch is refused"
-    );
+    assert!(rb.answer().is_err(), "the failed batch is refused");
     assert_eq!(count(&mut e), 1, "memory holds a, not b");
     match e.query_in(open.view(), Query::Stats(Some("q".into()))) {
         Ok(Reply::Stats(s)) => assert_eq!(s[0].1.outstanding_jobs, 1),
@@ -128,7 +120,7 @@ fn a_failed_durable_point_refuses_its_batch_and_keeps_the_others() {
     // The next durable point is a checkpoint: c and a reach LMDB together.
     let (c, rc) = enqueue("\"c\"");
     e.handle_open(&mut open, vec![c]);
-    assert!(matches!(rc.try_recv(), Ok(Ok(_))));
+    assert!(rc.answer().is_ok());
     assert_eq!(committed(&e), 2, "a and c committed by the checkpoint");
     assert!(!e.wal.dirty());
 
@@ -173,21 +165,15 @@ fn a_checkpoint_commits_the_log_and_starts_it_again() {
 }
 
 fn op(e: &mut Engine, open: &mut Open, ops: Vec<Op>) -> Vec<Result<Reply, StoreError>> {
-    let (cmds, rxs): (Vec<_>, Vec<_>) = ops
+    let (cmds, kept): (Vec<_>, Vec<_>) = ops
         .into_iter()
         .map(|op| {
-            let (tx, rx) = async_channel::bounded(1);
-            let c = Command {
-                op,
-                reply: Some(ReplyTx::Channel(tx)),
-            };
-            (c, rx)
+            let mut keep = Keep::default();
+            (op.command(&mut keep), keep)
         })
         .unzip();
     e.handle_open(open, cmds);
-    rxs.iter()
-        .map(|rx| rx.try_recv().expect("answered"))
-        .collect()
+    kept.into_iter().map(Keep::answer).collect()
 }
 
 fn new_job(queue: &str, payload: &str, uniq: Option<&str>) -> NewJob {
@@ -374,7 +360,7 @@ fn a_failed_checkpoint_keeps_the_log_and_waits_before_the_next_try() {
     let mut open = Open::begin(&env);
     let (a, ra) = enqueue("\"a\"");
     e.handle_open(&mut open, vec![a]);
-    assert!(matches!(ra.try_recv(), Ok(Ok(_))));
+    assert!(ra.answer().is_ok());
 
     fail.store(true, Ordering::SeqCst);
     let before = Instant::now();

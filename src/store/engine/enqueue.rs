@@ -16,7 +16,7 @@ use crate::{
     store::{
         queue::{QueueDef, QueueMode},
         record::{uniq_key, JobRecord, MAX_UNIQ_BYTES},
-        Destination, NewJob, Reply, StoreError,
+        Destination, JobView, NewJob, StoreError,
     },
 };
 
@@ -45,7 +45,7 @@ impl Engine {
         txn: &mut RwTxn,
         jobs: Vec<NewJob>,
         now: u64,
-    ) -> Result<(Reply, Effect), StoreError> {
+    ) -> Result<(Vec<JobView>, Effect), StoreError> {
         let estimate: usize = jobs
             .iter()
             .map(|j| {
@@ -162,9 +162,6 @@ impl Engine {
             views.push(self.view_with(&rec, false, Some(&def), &name));
             recs.push(rec);
         }
-        Ok((
-            Reply::Enqueued(views),
-            Effect::Enqueued { recs, new_queues },
-        ))
+        Ok((views, Effect::Enqueued { recs, new_queues }))
     }
 }

@@ -3,30 +3,33 @@
 //! Pushed jobs are logged by the cores when the worker answers; a pull worker's ack (`Op::Ack`)
 //! or failure report (`Op::Nack`) is logged here instead. A line is held with its op and
 //! written only once the batch holding it is committed, so the log never shows a completion
-//! that a failed commit undid.
+//! that a failed commit undid. The line itself is written by
+//! [`Line::write`](crate::telemetry::completion_line::Line::write), as the cores' are.
 
-use crate::store::record::JobRecord;
+use crate::{
+    store::record::JobRecord,
+    telemetry::completion_line::{Action, Line},
+};
 
-/// for the fields).
-/// A pull worker's completion line, held until the commit (see [`crate::telemetry::completion_line`]
-/// for the fields).
+/// A pull worker's completion line, held until the commit: the owned fields of a [`Line`].
 pub(super) struct PullLog {
-    pub(super) action: &'static str,
-    pub(super) status: &'static str,
-    pub(super) queue: String,
-    pub(super) category: String,
-    pub(super) id: u64,
-    pub(super) elapsed: u64,
-    pub(super) retry_count: u32,
+    pub(super) action: Action,
+    queue: String,
+    category: String,
+    id: u64,
+    /// Time since the lease began, ms (0 for a job pulled without one).
+    elapsed: u64,
+    retry_count: u32,
+    /// Set for a retry: the backoff before the job is due again, ms.
     pub(super) retry_delay: Option<u64>,
-    pub(super) message: Option<String>,
+    /// The worker's message; `None` for an ack ("Job done.").
+    message: Option<String>,
 }
 
 impl PullLog {
     /// The line for the pulled job `rec` of `queue`, leased `elapsed` ms ago.
     pub(super) fn new(
-        action: &'static str,
-        status: &'static str,
+        action: Action,
         queue: &str,
         rec: &JobRecord,
         elapsed: u64,
@@ -34,7 +37,6 @@ impl PullLog {
     ) -> PullLog {
         PullLog {
             action,
-            status,
             queue: queue.to_string(),
             category: rec.category.clone(),
             id: rec.id,
@@ -46,22 +48,19 @@ impl PullLog {
     }
 
     pub(super) fn emit(self) {
-        let PullLog {
-            action,
-            status,
-            queue,
-            category,
-            id,
-            elapsed,
-            retry_count,
-            retry_delay,
-            message,
-        } = self;
-        let message = message.as_deref().unwrap_or("Job done.");
-        if action == "fail" {
-            tracing::warn!(target: crate::telemetry::completion_line::TARGET, action, queue, category, id, status, elapsed, retry_count, pulled = true, "{message}");
-        } else {
-            tracing::info!(target: crate::telemetry::completion_line::TARGET, action, queue, category, id, status, elapsed, retry_count, retry_delay, pulled = true, "{message}");
+        Line {
+            action: self.action,
+            queue: &self.queue,
+            category: &self.category,
+            id: self.id,
+            http_status: None,
+            elapsed_ms: self.elapsed,
+            retry_count: self.retry_count,
+            retry_delay_ms: self.retry_delay,
+            payload: None,
+            pulled: Some(true),
+            message: self.message.as_deref().unwrap_or("Job done."),
         }
+        .write();
     }
 }

@@ -14,10 +14,11 @@ use super::{
     Db, Engine,
 };
 use crate::store::{
+    command::Keep,
     payload::{PayloadMode, JOB_OVERHEAD_BYTES, LIST_MAX_BYTES},
     queue::QueueDef,
     record::{due_key, failed_key, parse_due_key, FailedRecord, JobRecord},
-    FailedView, JobList, JobView, Query, QueueStats, Reply, StoreError,
+    FailedView, JobList, JobView, Query, QueueStats, Read, Reply, StoreError,
 };
 
 /// A forward or reverse walk over raw key/value pairs.
@@ -71,197 +72,251 @@ impl Engine {
         })
     }
 
-    /// Answers a read-only query from a fresh read transaction.
+    /// Answers a read-only query from a fresh read transaction, as a [`Reply`] (for drivers
+    /// that query an engine directly).
     pub fn query(&mut self, q: Query) -> Result<Reply, StoreError> {
         let env = self.env.clone();
         let rtxn = env.read_txn().map_err(db_err)?;
         self.query_in(&rtxn, q)
     }
 
-    /// Answers a read-only query from `rtxn` (on the store thread, its open write
-    /// transaction: a query sees every write answered before it).
+    /// [`Engine::query`] from `rtxn`.
     pub(super) fn query_in(&mut self, rtxn: &RoTxn, q: Query) -> Result<Reply, StoreError> {
+        let mut keep = Keep::default();
+        let r = q.read(&mut keep);
+        self.read(rtxn, r);
+        keep.answer()
+    }
+
+    /// Answers a read request from `rtxn` (on the store thread, its open write transaction: a
+    /// read sees every write answered before it).
+    pub(super) fn read(&mut self, rtxn: &RoTxn, r: Read) {
         let now = self.clock.now_ms();
-        match q {
-            Query::Queues => Ok(Reply::Queues(
-                self.queues
-                    .values()
-                    .filter_map(|q| q.def.clone())
-                    .collect::<Vec<_>>(),
-            )),
-            Query::Queue(name) => {
-                let qid = self.qid(&name)?;
-                Ok(Reply::Queues(vec![self.def_of(qid)?.clone()]))
+        match r {
+            Read::Queues(tx) => tx.send(Ok(self
+                .queues
+                .values()
+                .filter_map(|q| q.def.clone())
+                .collect())),
+            Read::Queue(name, tx) => tx.send(self.qid(&name).and_then(|q| self.def_of(q).cloned())),
+            Read::Stats(tx) => tx.send(self.all_stats(rtxn, now)),
+            Read::QueueStats(name, tx) => {
+                tx.send(self.qid(&name).and_then(|q| self.stats_of(q, rtxn, now)))
             }
-            Query::Stats(one) => {
-                let qids: Vec<(u32, String)> = match one {
-                    Some(name) => vec![(self.qid(&name)?, name)],
-                    None => self
-                        .queues
-                        .values()
-                        .filter(|q| q.def.is_some())
-                        .map(|q| (q.qid, q.name.to_string()))
-                        .collect(),
-                };
-                let mut out = Vec::with_capacity(qids.len());
-                for (qid, name) in qids {
-                    out.push((name, self.stats_of(qid, rtxn, now)?));
-                }
-                Ok(Reply::Stats(out))
-            }
-            Query::Jobs {
+            Read::Jobs {
                 queue,
                 list,
                 limit,
                 cursor,
                 desc,
                 payload,
-            } => {
-                let qid = self.qid(&queue)?;
-                let limit = limit.clamp(1, 1000);
-                let mut page = Page::new(limit);
-                if list == JobList::Grabbed {
-                    // The page's ids among the queue's leases, without sorting them all.
-                    let after = cursor.and_then(|c| c.try_into().ok().map(u64::from_be_bytes));
-                    let leased = self.leases.iter().filter(|(_, l)| l.qid == qid);
-                    let ids: Vec<u64> = if desc {
-                        let ids = leased
-                            .map(|(id, _)| std::cmp::Reverse(*id))
-                            .filter(|id| after.is_none_or(|a| id.0 < a));
-                        smallest(ids, limit).into_iter().map(|id| id.0).collect()
-                    } else {
-                        let ids = leased.map(|(id, _)| *id);
-                        smallest(ids.filter(|id| after.is_none_or(|a| *id > a)), limit)
-                    };
-                    for id in ids {
-                        if let Some(v) = self.listed(rtxn, id, true, payload)? {
-                            if !page.add(v, job_cost, id.to_be_bytes().to_vec()) {
-                                break;
-                            }
-                        }
-                    }
-                    let (out, next) = page.end();
-                    return Ok(Reply::Jobs(out, next));
-                }
-                let (lo, hi) = match list {
-                    JobList::Waiting => (due_key(qid, 0, 0), due_key(qid, now, u64::MAX)),
-                    _ => (
-                        due_key(qid, now.saturating_add(1), 0),
-                        due_key(qid, u64::MAX, u64::MAX),
-                    ),
-                };
-                let cur: Option<[u8; 20]> = match cursor {
-                    Some(c) => Some(
-                        c.try_into()
-                            .map_err(|_| StoreError::bad_request("cursor is not valid"))?,
-                    ),
-                    None => None,
-                };
-                let iter = walk(self.due, rtxn, &lo, &hi, cur.as_ref().map(|c| &c[..]), desc)?;
-                for kv in iter {
-                    let (k, _) = kv.map_err(db_err)?;
-                    let Some((_, _, id)) = parse_due_key(k) else {
-                        continue;
-                    };
-                    if self.leases.contains_key(&id) {
-                        continue;
-                    }
-                    if let Some(v) = self.listed(rtxn, id, false, payload)? {
-                        if !page.add(v, job_cost, k.to_vec()) {
-                            break;
-                        }
-                    }
-                }
-                let (out, next) = page.end();
-                Ok(Reply::Jobs(out, next))
-            }
-            Query::Job { queue, id } => {
-                let qid = self.qid(&queue)?;
-                let rec = self
-                    .read_job(rtxn, id)?
-                    .filter(|r| r.queue == qid)
-                    .ok_or_else(|| no_job(id))?;
-                Ok(Reply::Job(Box::new(
-                    self.view(&rec, self.leases.contains_key(&id)),
-                )))
-            }
-            Query::Failed {
+                reply,
+            } => reply.send(self.jobs_page(rtxn, now, &queue, list, limit, cursor, desc, payload)),
+            Read::Job { queue, id, reply } => reply.send(self.job_view(rtxn, &queue, id)),
+            Read::Failed {
                 queue,
                 limit,
                 cursor,
                 desc,
                 payload,
-            } => {
-                let qid = self.qid(&queue)?;
-                let mut page = Page::new(limit.clamp(1, 1000));
-                let (lo, hi) = (failed_key(qid, 0), failed_key(qid, u64::MAX));
-                let c = cursor.map(|c| failed_key(qid, c));
-                let iter = walk(
-                    self.failed,
-                    rtxn,
-                    &lo,
-                    &hi,
-                    c.as_ref().map(|c| &c[..]),
-                    desc,
-                )?;
-                let def = self.def_of(qid)?.clone();
-                for kv in iter {
-                    let (k, v) = kv.map_err(db_err)?;
-                    let f = failed_listed(k, v, Some(&def), payload)?;
-                    let fid = f.id;
-                    if !page.add(f, failed_cost, fid) {
-                        break;
-                    }
-                }
-                let (out, next) = page.end();
-                Ok(Reply::FailedPage(out, next))
+                reply,
+            } => reply.send(self.failed_page(rtxn, &queue, limit, cursor, desc, payload)),
+            Read::FailedEntry { queue, id, reply } => {
+                reply.send(self.failed_entry(rtxn, &queue, id))
             }
-            Query::FailedEntry { queue, id } => {
-                let qid = self.qid(&queue)?;
-                let def = self.def_of(qid)?.clone();
-                match self
-                    .failed
-                    .get(rtxn, &failed_key(qid, id))
-                    .map_err(db_err)?
-                {
-                    Some(v) => {
-                        let f = FailedRecord::decode(v).map_err(corrupt)?;
-                        Ok(Reply::Failed(Box::new(Self::failed_view(
-                            &f,
-                            id,
-                            Some(&def),
-                        ))))
-                    }
-                    None => Err(no_failed(id)),
-                }
-            }
-            Query::InFlight { limit, payload } => {
-                let limit = limit.clamp(1, 1000);
-                let leased = self.leases.iter().map(|(id, l)| (l.since_ms, *id));
-                let mut page = Page::new(limit);
-                for (_, id) in smallest(leased, limit) {
-                    if let Some(v) = self.listed(rtxn, id, true, payload)? {
-                        if !page.add(v, job_cost, ()) {
-                            break;
-                        }
-                    }
-                }
-                Ok(Reply::Jobs(page.end().0, None))
-            }
-            Query::RecentFailed(limit) => self.recent_failed(rtxn, limit.clamp(1, 100)),
-            Query::Routings => Ok(Reply::Routings(
-                self.routings
-                    .iter()
-                    .map(|(c, q)| (c.clone(), q.clone()))
-                    .collect(),
-            )),
-            Query::Routing(c) => match self.routings.get(&c) {
-                Some(q) => Ok(Reply::Routings(vec![(c, q.clone())])),
+            Read::InFlight {
+                limit,
+                payload,
+                reply,
+            } => reply.send(self.in_flight(rtxn, limit, payload)),
+            Read::RecentFailed(limit, tx) => tx.send(self.recent_failed(rtxn, limit.clamp(1, 100))),
+            Read::Routings(tx) => tx.send(Ok(self
+                .routings
+                .iter()
+                .map(|(c, q)| (c.clone(), q.clone()))
+                .collect())),
+            Read::Routing(c, tx) => tx.send(match self.routings.get(&c) {
+                Some(q) => Ok((c, q.clone())),
                 None => Err(StoreError::not_found(format!(
                     "no routing for category {c:?}"
                 ))),
-            },
+            }),
         }
+    }
+
+    /// Stats of every defined queue, by name.
+    fn all_stats(
+        &mut self,
+        rtxn: &RoTxn,
+        now: u64,
+    ) -> Result<Vec<(String, QueueStats)>, StoreError> {
+        let qids: Vec<(u32, String)> = self
+            .queues
+            .values()
+            .filter(|q| q.def.is_some())
+            .map(|q| (q.qid, q.name.to_string()))
+            .collect();
+        let mut out = Vec::with_capacity(qids.len());
+        for (qid, name) in qids {
+            out.push((name, self.stats_of(qid, rtxn, now)?));
+        }
+        Ok(out)
+    }
+
+    /// A page of a job list and the cursor of the next.
+    #[allow(clippy::too_many_arguments)]
+    fn jobs_page(
+        &mut self,
+        rtxn: &RoTxn,
+        now: u64,
+        queue: &str,
+        list: JobList,
+        limit: usize,
+        cursor: Option<Vec<u8>>,
+        desc: bool,
+        payload: PayloadMode,
+    ) -> Result<(Vec<JobView>, Option<Vec<u8>>), StoreError> {
+        let qid = self.qid(queue)?;
+        let limit = limit.clamp(1, 1000);
+        let mut page = Page::new(limit);
+        if list == JobList::Grabbed {
+            // The page's ids among the queue's leases, without sorting them all.
+            let after = cursor.and_then(|c| c.try_into().ok().map(u64::from_be_bytes));
+            let leased = self.leases.iter().filter(|(_, l)| l.qid == qid);
+            let ids: Vec<u64> = if desc {
+                let ids = leased
+                    .map(|(id, _)| std::cmp::Reverse(*id))
+                    .filter(|id| after.is_none_or(|a| id.0 < a));
+                smallest(ids, limit).into_iter().map(|id| id.0).collect()
+            } else {
+                let ids = leased.map(|(id, _)| *id);
+                smallest(ids.filter(|id| after.is_none_or(|a| *id > a)), limit)
+            };
+            for id in ids {
+                if let Some(v) = self.listed(rtxn, id, true, payload)? {
+                    if !page.add(v, job_cost, id.to_be_bytes().to_vec()) {
+                        break;
+                    }
+                }
+            }
+            return Ok(page.end());
+        }
+        let (lo, hi) = match list {
+            JobList::Waiting => (due_key(qid, 0, 0), due_key(qid, now, u64::MAX)),
+            _ => (
+                due_key(qid, now.saturating_add(1), 0),
+                due_key(qid, u64::MAX, u64::MAX),
+            ),
+        };
+        let cur: Option<[u8; 20]> = match cursor {
+            Some(c) => Some(
+                c.try_into()
+                    .map_err(|_| StoreError::bad_request("cursor is not valid"))?,
+            ),
+            None => None,
+        };
+        let iter = walk(self.due, rtxn, &lo, &hi, cur.as_ref().map(|c| &c[..]), desc)?;
+        for kv in iter {
+            let (k, _) = kv.map_err(db_err)?;
+            let Some((_, _, id)) = parse_due_key(k) else {
+                continue;
+            };
+            if self.leases.contains_key(&id) {
+                continue;
+            }
+            if let Some(v) = self.listed(rtxn, id, false, payload)? {
+                if !page.add(v, job_cost, k.to_vec()) {
+                    break;
+                }
+            }
+        }
+        Ok(page.end())
+    }
+
+    /// One job of the named queue.
+    fn job_view(&mut self, rtxn: &RoTxn, queue: &str, id: u64) -> Result<JobView, StoreError> {
+        let qid = self.qid(queue)?;
+        let rec = self
+            .read_job(rtxn, id)?
+            .filter(|r| r.queue == qid)
+            .ok_or_else(|| no_job(id))?;
+        Ok(self.view(&rec, self.leases.contains_key(&id)))
+    }
+
+    /// A page of a queue's failed log and the failure id to resume after.
+    fn failed_page(
+        &mut self,
+        rtxn: &RoTxn,
+        queue: &str,
+        limit: usize,
+        cursor: Option<u64>,
+        desc: bool,
+        payload: PayloadMode,
+    ) -> Result<(Vec<FailedView>, Option<u64>), StoreError> {
+        let qid = self.qid(queue)?;
+        let mut page = Page::new(limit.clamp(1, 1000));
+        let (lo, hi) = (failed_key(qid, 0), failed_key(qid, u64::MAX));
+        let c = cursor.map(|c| failed_key(qid, c));
+        let iter = walk(
+            self.failed,
+            rtxn,
+            &lo,
+            &hi,
+            c.as_ref().map(|c| &c[..]),
+            desc,
+        )?;
+        let def = self.def_of(qid)?.clone();
+        for kv in iter {
+            let (k, v) = kv.map_err(db_err)?;
+            let f = failed_listed(k, v, Some(&def), payload)?;
+            let fid = f.id;
+            if !page.add(f, failed_cost, fid) {
+                break;
+            }
+        }
+        Ok(page.end())
+    }
+
+    /// One entry of a queue's failed log.
+    fn failed_entry(
+        &mut self,
+        rtxn: &RoTxn,
+        queue: &str,
+        id: u64,
+    ) -> Result<FailedView, StoreError> {
+        let qid = self.qid(queue)?;
+        let def = self.def_of(qid)?.clone();
+        match self
+            .failed
+            .get(rtxn, &failed_key(qid, id))
+            .map_err(db_err)?
+        {
+            Some(v) => {
+                let f = FailedRecord::decode(v).map_err(corrupt)?;
+                Ok(Self::failed_view(&f, id, Some(&def)))
+            }
+            None => Err(no_failed(id)),
+        }
+    }
+
+    /// Leased jobs of every queue, oldest lease first.
+    fn in_flight(
+        &self,
+        rtxn: &RoTxn,
+        limit: usize,
+        payload: PayloadMode,
+    ) -> Result<Vec<JobView>, StoreError> {
+        let limit = limit.clamp(1, 1000);
+        let leased = self.leases.iter().map(|(id, l)| (l.since_ms, *id));
+        let mut page = Page::new(limit);
+        for (_, id) in smallest(leased, limit) {
+            if let Some(v) = self.listed(rtxn, id, true, payload)? {
+                if !page.add(v, job_cost, ()) {
+                    break;
+                }
+            }
+        }
+        Ok(page.end().0)
     }
 }
 
@@ -285,7 +340,11 @@ impl Engine {
     /// The newest `limit` failed-log entries over every queue, newest first: a merge of the
     /// queues' logs from their newest ends (failure ids increase store-wide), so it reads one
     /// key per queue with failed entries and one per entry shown, whatever the logs hold.
-    fn recent_failed(&self, rtxn: &RoTxn, limit: usize) -> Result<Reply, StoreError> {
+    fn recent_failed(
+        &self,
+        rtxn: &RoTxn,
+        limit: usize,
+    ) -> Result<Vec<(String, FailedView)>, StoreError> {
         let newest_below = |qid: u32, below: u64| -> Result<Option<u64>, StoreError> {
             let (lo, hi) = (failed_key(qid, 0), failed_key(qid, below));
             let range = (Bound::Included(&lo[..]), Bound::Excluded(&hi[..]));
@@ -321,7 +380,7 @@ impl Engine {
                 heads.push((older, qid));
             }
         }
-        Ok(Reply::RecentFailed(page.end().0))
+        Ok(page.end().0)
     }
 }
 

@@ -36,7 +36,7 @@ use crate::{
         due_after,
         queue::QueueDef,
         record::{due_key, parse_due_key, JobRecord},
-        Reply, StoreError,
+        JobView, StoreError,
     },
 };
 
@@ -60,7 +60,7 @@ impl Engine {
         count: usize,
         forget: Option<bool>,
         now: u64,
-    ) -> Result<(Reply, Effect), StoreError> {
+    ) -> Result<(Vec<(JobView, bytes::Bytes)>, Effect), StoreError> {
         let qid = self
             .by_name
             .get(queue)
@@ -121,7 +121,7 @@ impl Engine {
             }
         }
         Ok((
-            Reply::Pulled(out),
+            out,
             Effect::Pulled {
                 qid,
                 leases,

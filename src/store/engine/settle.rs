@@ -13,7 +13,10 @@ use std::time::Duration;
 use heed::RwTxn;
 
 use super::{effect::Effect, pull_log::PullLog, state::policy_for, Engine};
-use crate::store::{due_after, Reply, Settlement, StoreError};
+use crate::{
+    store::{due_after, Settlement, StoreError},
+    telemetry::completion_line::Action,
+};
 
 /// Backoff for pull-mode failures reported with `PUT /q` (no worker `Retry-After` there).
 const NACK_BACKOFF: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(300));
@@ -27,16 +30,16 @@ impl Engine {
         how: Settlement,
         elapsed_ms: u64,
         now: u64,
-    ) -> Result<(Reply, Effect), StoreError> {
+    ) -> Result<((), Effect), StoreError> {
         let current = self.leases.get(&id).is_some_and(|l| l.token == token);
         let Some(rec) = self.read_job(txn, id)? else {
-            return Ok((Reply::Unit, Effect::None));
+            return Ok(((), Effect::None));
         };
         match how {
             Settlement::Done => {
                 self.remove_job(txn, &rec)?;
                 Ok((
-                    Reply::Unit,
+                    (),
                     Effect::Removed {
                         rec,
                         done: Some(elapsed_ms),
@@ -44,24 +47,24 @@ impl Engine {
                 ))
             }
             // A settle from an expired lease: the job is someone else's now.
-            _ if !current => Ok((Reply::Unit, Effect::None)),
+            _ if !current => Ok(((), Effect::None)),
             Settlement::Retry(delay, _failure) => {
                 let attempts = rec.attempts + 1;
                 let rec = self.reschedule(txn, rec, attempts, due_after(now, delay))?;
-                Ok((Reply::Unit, Effect::Retried { rec }))
+                Ok(((), Effect::Retried { rec }))
             }
             Settlement::Fail(failure, permanent) => {
                 let attempts = rec.attempts + 1;
                 self.fail_job(txn, rec.clone(), attempts, &failure, permanent, now)?;
-                Ok((Reply::Unit, Effect::Failed { rec }))
+                Ok(((), Effect::Failed { rec }))
             }
             Settlement::Release(delay) => {
                 if delay.is_zero() {
-                    Ok((Reply::Unit, Effect::Released { id, rec: Some(rec) }))
+                    Ok(((), Effect::Released { id, rec: Some(rec) }))
                 } else {
                     let attempts = rec.attempts;
                     let rec = self.reschedule(txn, rec, attempts, due_after(now, delay))?;
-                    Ok((Reply::Unit, Effect::Released { id, rec: Some(rec) }))
+                    Ok(((), Effect::Released { id, rec: Some(rec) }))
                 }
             }
         }
@@ -75,21 +78,20 @@ impl Engine {
         id: u64,
         lease: Option<u64>,
         now: u64,
-    ) -> Result<(Reply, Effect), StoreError> {
+    ) -> Result<((), Effect), StoreError> {
         let (qid, rec) = self.queue_job(txn, queue, id)?;
         self.check_pull_lease(qid, id, lease)?;
         self.remove_job(txn, &rec)?;
         // A pull worker's completion (pushed jobs are logged by the cores); written once
         // the batch holding it is committed.
         self.op_log = Some(PullLog::new(
-            "complete",
-            "completed",
+            Action::Complete,
             queue,
             &rec,
             self.lease_age(rec.id, now),
             None,
         ));
-        Ok((Reply::Unit, Effect::Removed { rec, done: Some(0) }))
+        Ok(((), Effect::Removed { rec, done: Some(0) }))
     }
 
     /// A pull worker's failure report: the job runs again after a backoff, or fails for good
@@ -102,7 +104,7 @@ impl Engine {
         message: String,
         lease: Option<u64>,
         now: u64,
-    ) -> Result<(Reply, Effect), StoreError> {
+    ) -> Result<((), Effect), StoreError> {
         let (qid, rec) = self.queue_job(txn, queue, id)?;
         self.check_pull_lease(qid, id, lease)?;
         let def = self.def_of(qid)?.clone();
@@ -113,8 +115,7 @@ impl Engine {
             message,
         };
         let mut log = PullLog::new(
-            "retry",
-            "failed",
+            Action::Retry,
             queue,
             &rec,
             self.lease_age(rec.id, now),
@@ -127,12 +128,12 @@ impl Engine {
             log.retry_delay = Some(delay.as_millis() as u64);
             self.op_log = Some(log);
             let rec = self.reschedule(txn, rec, attempts, due_after(now, delay))?;
-            Ok((Reply::Unit, Effect::Retried { rec }))
+            Ok(((), Effect::Retried { rec }))
         } else {
             self.fail_job(txn, rec.clone(), attempts, &failure, false, now)?;
-            log.action = "fail";
+            log.action = Action::Fail { permanent: false };
             self.op_log = Some(log);
-            Ok((Reply::Unit, Effect::Failed { rec }))
+            Ok(((), Effect::Failed { rec }))
         }
     }
 }

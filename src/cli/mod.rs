@@ -119,7 +119,8 @@ enum Command {
     /// per stdin line, sent as batches.
     #[command(after_help = CLIENT_ENV)]
     Enqueue {
-        /// Queue name.
+        /// The queue; one not defined yet is made on first use, as a pull queue (presque's
+        /// rule).
         queue: String,
         /// The payload, or `-` for stdin lines.
         payload: String,
@@ -129,7 +130,7 @@ enum Command {
     /// List a queue's jobs (in flight, waiting, deferred), or its failed log.
     #[command(after_help = CLIENT_ENV)]
     Jobs {
-        /// Queue name.
+        /// The queue to list.
         queue: String,
         /// List the failed log instead.
         #[arg(long)]
@@ -143,7 +144,7 @@ enum Command {
     /// Move a failed job back into its queue.
     #[command(after_help = CLIENT_ENV)]
     Retry {
-        /// Queue name.
+        /// The queue whose failed log holds the entry.
         queue: String,
         /// The failed entry's id (first column of `reprow jobs QUEUE --failed`).
         id: u64,
@@ -188,10 +189,10 @@ struct BenchArgs {
     /// The source the jobs go through.
     #[arg(long, value_enum, default_value_t = bench::BenchSource::Durable)]
     source: bench::BenchSource,
-    /// Jobs to send.
+    /// Jobs to send, each numbered and checked off (lost, duplicates) as the worker sees it.
     #[arg(long, default_value_t = 20_000)]
     jobs: u64,
-    /// Requests in flight.
+    /// Jobs in flight to the worker at once (the runner's `concurrency`).
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
     /// Worker time per job (`0`, `2ms`, `1s`).

@@ -227,6 +227,7 @@ mod tests {
             "G='a\\nb'\n",
             "H=\ttab\t# c\n",
             "I=\n",
+            "J='C:\\dir\\'\n",
         ))
         .unwrap();
         assert_eq!(m["A"], "1");
@@ -238,6 +239,8 @@ mod tests {
         assert_eq!(m["G"], "a\\nb");
         assert_eq!(m["H"], "tab");
         assert_eq!(m["I"], "");
+        // A backslash escapes nothing in single quotes: it may end the value.
+        assert_eq!(m["J"], "C:\\dir\\");
         assert!(parse_env_file("Q=\"open\n").unwrap_err().contains("line 1"));
         assert!(parse_env_file("NOVALUE\n").unwrap_err().contains("line 1"));
         assert!(parse_env_file("BAD KEY=1\n").is_err());

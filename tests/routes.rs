@@ -48,6 +48,13 @@ fn wrong_methods_are_405_with_allow_on_every_route() {
         assert_eq!(api.get(path).status, 200, "{path}");
     }
     assert_eq!(api.get("/nothing/here").status, 404);
+    // `/job/batch` is a job of category `batch` (fireworq's `{category:.+}`), not a batch of
+    // no category; `/job` names no category at all.
+    let job = r#"{"url":"http://127.0.0.1:9/","payload":1}"#;
+    let r = api.post("/job/batch", job);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["category"], "batch");
+    assert_eq!(api.post("/job", job).status, 404);
     // presque refuses PUT and DELETE on a batch route with 400 and names the method.
     for m in ["PUT", "DELETE"] {
         let r = api.call(m, "/qb/x", Some("{}"));

@@ -55,6 +55,12 @@ fn wrong_methods_are_405_with_allow_on_every_route() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["category"], "batch");
     assert_eq!(api.post("/job", job).status, 404);
+    // `/routing` names no category either: no route, for every method.
+    for m in ["GET", "PUT", "DELETE"] {
+        let r = api.call(m, "/routing", Some(r#"{"queue_name":"default"}"#));
+        assert_eq!(r.status, 404, "{m} /routing: {}", r.text());
+        assert!(r.text().contains("no route"), "{m} /routing: {}", r.text());
+    }
     // presque refuses PUT and DELETE on a batch route with 400 and names the method.
     for m in ["PUT", "DELETE"] {
         let r = api.call(m, "/qb/x", Some("{}"));

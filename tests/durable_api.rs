@@ -814,3 +814,22 @@ fn the_api_answers_on_the_epoll_driver() {
     assert!(status.success());
     assert!(log.contains(r#""driver":"epoll""#), "{log}");
 }
+
+/// The default queue takes `runner.timeout` in whole seconds, as a queue stores them: a
+/// sub-second part rounds up, a whole number of seconds stays as it is.
+#[test]
+fn the_default_queue_takes_the_runners_timeout_rounded_up_to_seconds() {
+    for (timeout, secs) in [("1500ms", 2), ("5s", 5)] {
+        let (_d, _r, api) = start(&format!(
+            "runner:\n  type: http_proxy\n  url: http://127.0.0.1:9/\n  timeout: {timeout}\n"
+        ));
+        let q = api.get("/queue/default");
+        assert_eq!(q.status, 200, "{}", q.text());
+        assert_eq!(
+            q.json()["timeout"],
+            secs,
+            "runner.timeout {timeout}: {}",
+            q.text()
+        );
+    }
+}

@@ -302,7 +302,10 @@ mod tests {
             let e = Config::from_yaml(&yaml(&format!("  error_visibility_timeout: {bad}\n")));
             assert!(e.is_err(), "error_visibility_timeout {bad}");
         }
-        assert!(Config::from_yaml(&yaml("  error_visibility_timeout: 0\n")).is_ok());
+        for good in ["0", "43200"] {
+            let c = Config::from_yaml(&yaml(&format!("  error_visibility_timeout: {good}\n")));
+            assert!(c.is_ok(), "error_visibility_timeout {good}: {c:?}");
+        }
         assert!(Config::from_yaml(&yaml("  delete_on: status200\n")).is_err());
         assert!(Config::from_yaml(&yaml("  body: envelope\n")).is_ok());
         assert!(Config::from_yaml(&yaml("  body: json\n")).is_err());

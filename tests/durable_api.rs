@@ -833,3 +833,25 @@ fn the_default_queue_takes_the_runners_timeout_rounded_up_to_seconds() {
         );
     }
 }
+
+/// A fireworq job that sets only its `timeout`, on a queue that sets its own retries (the
+/// default queue takes the runner's): the job's timeout is the one its delivery runs under,
+/// not the queue's.
+#[test]
+fn a_jobs_own_timeout_applies_when_it_sets_nothing_else() {
+    let worker = Worker::start(|req, _| {
+        if req.attempt() == 1 {
+            return Reply::After(Duration::from_secs(3), Box::new(Reply::ok()));
+        }
+        Reply::ok()
+    });
+    let (_d, _r, api) = start(&format!(
+        "runner:\n  type: http_proxy\n  url: {}\n  timeout: 30s\n  backoff_base: 20ms\n  backoff_max: 100ms\n",
+        worker.url()
+    ));
+    let r = api.post("/job/foo", r#"{"payload":"slow","timeout":1}"#);
+    assert_eq!(r.status, 200, "{}", r.text());
+    // The first delivery times out after 1 s (not 30) and the job runs again.
+    let got = worker.wait_for(2);
+    assert_eq!(got[1].attempt(), 2);
+}

@@ -872,3 +872,44 @@ fn the_api_answers_on_the_epoll_driver() {
     assert!(status.success());
     assert!(log.contains(r#""driver":"epoll""#), "{log}");
 }
+
+/// The default queue takes `runner.timeout` in whole seconds, as a queue stores them: a
+/// sub-second part rounds up, a whole number of seconds stays as it is.
+#[test]
+fn the_default_queue_takes_the_runners_timeout_rounded_up_to_seconds() {
+    for (timeout, secs) in [("1500ms", 2), ("5s", 5)] {
+        let (_d, _r, api) = start(&format!(
+            "runner:\n  type: http_proxy\n  url: http://127.0.0.1:9/\n  timeout: {timeout}\n"
+        ));
+        let q = api.get("/queue/default");
+        assert_eq!(q.status, 200, "{}", q.text());
+        assert_eq!(
+            q.json()["timeout"],
+            secs,
+            "runner.timeout {timeout}: {}",
+            q.text()
+        );
+    }
+}
+
+/// A fireworq job that sets only its `timeout`, on a queue that sets its own retries (the
+/// default queue takes the runner's): the job's timeout is the one its delivery runs under,
+/// not the queue's.
+#[test]
+fn a_jobs_own_timeout_applies_when_it_sets_nothing_else() {
+    let worker = Worker::start(|req, _| {
+        if req.attempt() == 1 {
+            return Reply::After(Duration::from_secs(3), Box::new(Reply::ok()));
+        }
+        Reply::ok()
+    });
+    let (_d, _r, api) = start(&format!(
+        "runner:\n  type: http_proxy\n  url: {}\n  timeout: 30s\n  backoff_base: 20ms\n  backoff_max: 100ms\n",
+        worker.url()
+    ));
+    let r = api.post("/job/foo", r#"{"payload":"slow","timeout":1}"#);
+    assert_eq!(r.status, 200, "{}", r.text());
+    // The first delivery times out after 1 s (not 30) and the job runs again.
+    let got = worker.wait_for(2);
+    assert_eq!(got[1].attempt(), 2);
+}

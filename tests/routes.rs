@@ -25,6 +25,10 @@ fn wrong_methods_are_405_with_allow_on_every_route() {
         ("/queue/default/failed/1/retry", "POST"),
         ("/queue/default", "GET, PUT, DELETE"),
         ("/job/x", "POST"),
+        ("/job/x/y", "POST"),
+        ("/settings", "GET"),
+        ("/stats", "GET"),
+        ("/queue/default/node", "GET"),
         ("/routings", "GET"),
         ("/routing/x", "GET, PUT, DELETE"),
         ("/version", "GET"),
@@ -32,6 +36,7 @@ fn wrong_methods_are_405_with_allow_on_every_route() {
         ("/q/x/1", "DELETE"),
         ("/qb/x", "GET, POST"),
         ("/j/x", "GET"),
+        ("/w/x", "GET, POST, DELETE"),
         ("/status/x", "GET"),
         ("/control/x", "GET, POST"),
     ] {
@@ -43,6 +48,29 @@ fn wrong_methods_are_405_with_allow_on_every_route() {
         assert_eq!(api.get(path).status, 200, "{path}");
     }
     assert_eq!(api.get("/nothing/here").status, 404);
+    // `/job/batch` is a job of category `batch` (fireworq's `{category:.+}`), not a batch of
+    // no category; `/job` names no category at all.
+    let job = r#"{"url":"http://127.0.0.1:9/","payload":1}"#;
+    let r = api.post("/job/batch", job);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["category"], "batch");
+    assert_eq!(api.post("/job", job).status, 404);
+    // `/routing` names no category either: no route, for every method.
+    for m in ["GET", "PUT", "DELETE"] {
+        let r = api.call(m, "/routing", Some(r#"{"queue_name":"default"}"#));
+        assert_eq!(r.status, 404, "{m} /routing: {}", r.text());
+        assert!(r.text().contains("no route"), "{m} /routing: {}", r.text());
+    }
+    // presque refuses PUT and DELETE on a batch route with 400 and names the method.
+    for m in ["PUT", "DELETE"] {
+        let r = api.call(m, "/qb/x", Some("{}"));
+        assert_eq!(r.status, 400, "{m} /qb/x: {}", r.text());
+        assert!(
+            r.text().contains("not supported in batch mode"),
+            "{}",
+            r.text()
+        );
+    }
 }
 
 #[test]

@@ -63,6 +63,9 @@ fn done_messages_are_deleted_in_batches() {
         *seen.entry(r.body_str()).or_default() += 1;
         assert!(r.header("X-Reprow-Sqs-Message-Id").is_some());
         assert_eq!(r.attempt(), 1);
+        // reprow's own SQS mode names reprow; only sqsd mode says `aws-sqsd/1.1`.
+        let ua = format!("reprow/{}", env!("CARGO_PKG_VERSION"));
+        assert_eq!(r.header("User-Agent"), Some(ua.as_str()));
     }
     assert_eq!(seen.len(), 25);
     assert!(seen.values().all(|n| *n == 1), "{seen:?}");

@@ -178,6 +178,15 @@ mod tests {
         w.fetched(Some("7"), 2);
         w.register("q", "7");
         assert_eq!(w.counts("7"), (0, 0));
+        // The queues are bounded the same way: at the bound a known queue still takes
+        // workers, a new one is not kept.
+        for i in 1..MAX_ENTRIES {
+            w.register(&format!("r{i}"), "7");
+        }
+        w.register("r1", "8");
+        w.register("one-queue-too-many", "7");
+        assert_eq!(w.on_queue("r1"), vec!["7".to_string(), "8".to_string()]);
+        assert!(w.on_queue("one-queue-too-many").is_empty());
         // Counts of workers and queues past the bound are not kept; known ones still count.
         for i in 0..MAX_ENTRIES {
             w.failed(&format!("q{i}"), None);

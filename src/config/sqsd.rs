@@ -227,6 +227,7 @@ mod tests {
             "G='a\\nb'\n",
             "H=\ttab\t# c\n",
             "I=\n",
+            "J='C:\\dir\\'\n",
         ))
         .unwrap();
         assert_eq!(m["A"], "1");
@@ -238,6 +239,8 @@ mod tests {
         assert_eq!(m["G"], "a\\nb");
         assert_eq!(m["H"], "tab");
         assert_eq!(m["I"], "");
+        // A backslash escapes nothing in single quotes: it may end the value.
+        assert_eq!(m["J"], "C:\\dir\\");
         assert!(parse_env_file("Q=\"open\n").unwrap_err().contains("line 1"));
         assert!(parse_env_file("NOVALUE\n").unwrap_err().contains("line 1"));
         assert!(parse_env_file("BAD KEY=1\n").is_err());
@@ -299,7 +302,10 @@ mod tests {
             let e = Config::from_yaml(&yaml(&format!("  error_visibility_timeout: {bad}\n")));
             assert!(e.is_err(), "error_visibility_timeout {bad}");
         }
-        assert!(Config::from_yaml(&yaml("  error_visibility_timeout: 0\n")).is_ok());
+        for good in ["0", "43200"] {
+            let c = Config::from_yaml(&yaml(&format!("  error_visibility_timeout: {good}\n")));
+            assert!(c.is_ok(), "error_visibility_timeout {good}: {c:?}");
+        }
         assert!(Config::from_yaml(&yaml("  delete_on: status200\n")).is_err());
         assert!(Config::from_yaml(&yaml("  body: envelope\n")).is_ok());
         assert!(Config::from_yaml(&yaml("  body: json\n")).is_err());

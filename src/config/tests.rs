@@ -295,6 +295,41 @@ fn sqsd_environment() {
         (false, Err(e)) => assert!(e.to_string().contains("--features sqs"), "{e}"),
         (built, other) => panic!("built with sqs: {built}, yet {other:?}"),
     }
+    // A URL that names no AWS region (moto, ElasticMQ) gets taiyoh/sqsd's default region;
+    // `AWS_REGION` wins over it.
+    for (pairs, region) in [
+        (
+            &[
+                ("INVOKER_URL", "http://127.0.0.1:3000/"),
+                ("QUEUE_URL", "http://127.0.0.1:5100/123456789012/jobs"),
+            ][..],
+            "ap-northeast-1",
+        ),
+        (
+            &[
+                ("INVOKER_URL", "http://127.0.0.1:3000/"),
+                ("QUEUE_URL", "http://127.0.0.1:5100/123456789012/jobs"),
+                ("AWS_REGION", "eu-west-1"),
+            ][..],
+            "eu-west-1",
+        ),
+    ] {
+        let c = Config::from_sqsd_env(|k| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        });
+        if cfg!(feature = "sqs") {
+            let c = c.unwrap().unwrap();
+            let QueueConfig::Sqs(q) = &c.queue else {
+                panic!("not sqs")
+            };
+            assert_eq!(q.region.as_deref(), Some(region), "{pairs:?}");
+        } else {
+            assert!(c.is_err());
+        }
+    }
     let bad = Config::from_sqsd_env(env(&[
         ("INVOKER_URL", "http://127.0.0.1:3000/"),
         ("QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/1/q"),

@@ -183,6 +183,33 @@ fn failures_are_clear() {
         String::from_utf8_lossy(&o.stderr).contains("cannot reach reprow"),
         "{o:?}"
     );
+    for bad in ["0", "-1", "inf", "NaN"] {
+        let arg = format!("--interval={bad}");
+        let o = reprow_cli(&["stats", &arg], &url, Some("t0k"), None);
+        assert_eq!(o.status.code(), Some(1), "--interval {bad}: {o:?}");
+        assert!(
+            String::from_utf8_lossy(&o.stderr)
+                .contains("--interval must be a positive number of seconds"),
+            "{o:?}"
+        );
+    }
+    // On a terminal (util-linux `script` makes one), `--once` prints one table and exits;
+    // without it the table is redrawn until Ctrl-C.
+    let once = std::process::Command::new("timeout")
+        .args(["20", "script", "-qec"])
+        .arg(format!(
+            "REPROW_TOKEN=t0k {} stats --once --url {url}",
+            env!("CARGO_BIN_EXE_reprow")
+        ))
+        .arg("/dev/null")
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&once.stdout);
+    assert!(once.status.success(), "{once:?}");
+    assert!(
+        shown.contains("QUEUE") && !shown.contains("\x1b[2J"),
+        "{shown:?}"
+    );
     let o = reprow_cli(&["stats"], "https://example.com", None, None);
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("only http://"),

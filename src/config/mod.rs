@@ -416,4 +416,6 @@ const fn default_shutdown_timeout() -> Duration {
 }
 
 #[cfg(test)]
+mod source_tests;
+#[cfg(test)]
 mod tests;

@@ -26,7 +26,7 @@ use std::{
 use crate::{
     bridge::job_channel,
     config::{Config, QueueConfig, RunnerConfig},
-    dispatch::{pools::ClientLimits, CoreDispatcher, DispatchConfig},
+    dispatch::{origin_limits::OriginLimits, pools::ClientLimits, CoreDispatcher, DispatchConfig},
     http::url::WorkerUrl,
     job::target::{OutcomeMode, Target},
     lifecycle::{Phase, Shutdown},
@@ -163,6 +163,7 @@ pub fn run(config: &Config, shutdown: Shutdown, stats: Arc<Stats>) -> Result<Sna
             |r| r.max_response_body_bytes,
         ),
         max_idle: DURABLE_MAX_IDLE,
+        origin_limits: OriginLimits::new(&config.workers, &stats),
         user_agent: runner
             .and_then(|r| r.user_agent.clone())
             .or_else(|| match &config.queue {

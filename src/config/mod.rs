@@ -13,6 +13,7 @@ mod sections;
 mod sqsd;
 
 pub use crate::dispatch::config::RunnerConfig;
+pub use crate::dispatch::origin_limits::config::WorkerLimitConfig;
 pub use crate::source::{
     fifo::config::{FifoConfig, LineFormat},
     q4m::config::{Q4mConfig, MAX_Q4M_CONNECTIONS},
@@ -115,6 +116,11 @@ pub struct Config {
     /// On SIGINT/SIGTERM, how long in-flight jobs may take to finish. Defaults to 30 seconds.
     #[serde(default = "default_shutdown_timeout", deserialize_with = "duration")]
     pub shutdown_timeout: Duration,
+    /// Limits per worker origin (`http://host:port`), shared by every queue and source that
+    /// sends there: `max_concurrency`, `rate`, `burst`. Defaults to none: an origin without an
+    /// entry has no limit of its own. Validation keys it by the normalized origin.
+    #[serde(default)]
+    pub workers: std::collections::BTreeMap<String, WorkerLimitConfig>,
 }
 
 /// Which I/O driver the cores run.
@@ -393,7 +399,40 @@ impl Config {
             Ok(level) => self.log_level = level,
             Err(m) => return Err(invalid("log_level", m)),
         }
+        self.workers = self.validate_workers(text)?;
         Ok(self)
+    }
+}
+
+impl Config {
+    /// `workers:`, keyed by normalized origin. A FIFO, SQS or Q4M source sends to
+    /// `runner.url` only, so an entry for another origin would never apply: refused.
+    fn validate_workers(
+        &self,
+        text: &str,
+    ) -> Result<std::collections::BTreeMap<String, WorkerLimitConfig>, ConfigError> {
+        use crate::dispatch::origin_limits::config::{origin_of, validate};
+        let workers =
+            validate(&self.workers).map_err(|(k, m)| invalid_near(text, &k, "workers", m))?;
+        let runner_origin = match (&self.queue, self.runner()) {
+            (QueueConfig::Lmdb(_), _) | (_, None) => return Ok(workers),
+            (_, Some(r)) => crate::http::url::WorkerUrl::parse(&r.url)
+                .map(|u| origin_of(&u))
+                .unwrap_or_default(),
+        };
+        for origin in workers.keys() {
+            if *origin != runner_origin {
+                return Err(invalid_near(
+                    text,
+                    &format!("workers.{origin:?}"),
+                    "workers",
+                    format!(
+                        "this source sends every job to runner.url ({runner_origin}); a limit for another origin would never apply"
+                    ),
+                ));
+            }
+        }
+        Ok(workers)
     }
 }
 

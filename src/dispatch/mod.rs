@@ -22,10 +22,14 @@
 //! - [`breaker`], the per-origin circuit breaker.
 //! - [`client`], the worker client: one per core and worker URL, its keep-alive pool.
 //! - [`config`], the `runner:` section and its defaults.
+//! - [`origin_limits`], limits per worker origin (`workers:`), shared by the cores; `admit`,
+//!   a job's wait for them.
 
+mod admit;
 pub mod breaker;
 pub mod client;
 pub mod config;
+pub mod origin_limits;
 pub mod pools;
 
 use std::{
@@ -273,6 +277,15 @@ impl CoreDispatcher {
                 return;
             }
         }
+        // The origin's limits (`workers:`): the job waits here, costing no attempt.
+        let limit = pool.origin.limit.clone();
+        let (mut d, permit) = match &limit {
+            None => (d, None),
+            Some(l) => match self.admit(l, d).await {
+                Some((d, permit)) => (d, Some(permit)),
+                None => return,
+            },
+        };
         d.job.attempts += 1;
         self.in_flight.borrow_mut().insert(d.job.id, d.clone());
         self.core_stats.board.start(&d.job);
@@ -285,6 +298,12 @@ impl CoreDispatcher {
                 self.core_stats.stale_connection_retries.inc()
             })
             .await;
+        drop(permit);
+        if let (Some(l), Ok(resp)) = (&limit, &result) {
+            if origin_limits::slows_down(resp.head.status, resp.head.retry_after.is_some()) {
+                l.slow_down(started, Instant::now());
+            }
+        }
         self.core_stats.in_flight.add(-1);
         self.core_stats.board.end(d.job.id);
         if self.in_flight.borrow_mut().remove(&d.job.id).is_none() {

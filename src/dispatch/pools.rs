@@ -14,6 +14,7 @@ use std::{
 use super::{
     breaker::Breaker,
     client::{ClientConfig, WorkerClient},
+    origin_limits::{OriginLimit, OriginLimits},
 };
 use crate::{job::target::Target, stats::Stats};
 
@@ -47,6 +48,8 @@ pub struct ClientLimits {
     pub max_idle: usize,
     /// `User-Agent`; `None` sends `reprow/<version>`.
     pub user_agent: Option<String>,
+    /// Limits per worker origin (`workers:`), shared by every core.
+    pub origin_limits: OriginLimits,
 }
 
 /// One worker origin as this core sees it.
@@ -56,6 +59,8 @@ pub struct Origin {
     /// Set while the origin is down, process-wide (shared with the other cores' clients for
     /// it: see [`crate::stats::reachability`]).
     pub down: Arc<AtomicBool>,
+    /// Its `workers:` limits, shared with the other cores; `None`: no entry, no limit.
+    pub limit: Option<Arc<OriginLimit>>,
 }
 
 /// A client for one worker URL, and its origin.
@@ -140,6 +145,7 @@ impl Pools {
                 Rc::new(Origin {
                     breaker: Breaker::new(self.stats.clone()),
                     down: self.stats.reachability.flag(&url.authority),
+                    limit: self.limits.origin_limits.get(url),
                 })
             })
             .clone();

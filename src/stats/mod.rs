@@ -7,6 +7,7 @@ pub mod core_stats;
 pub mod histogram;
 pub mod reachability;
 pub mod timings;
+pub mod worker_limits;
 
 use std::sync::{
     atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering::Relaxed},
@@ -80,6 +81,8 @@ pub struct Stats {
     cores: RwLock<Vec<Arc<CoreStats>>>,
     /// Worker origins that refuse connections.
     pub reachability: reachability::Reachability,
+    /// Worker origins with limits (`workers:`), for `/status`, `/metrics` and the dashboard.
+    pub worker_limits: worker_limits::WorkerLimits,
     /// Why the source cannot take jobs as configured right now (a FIFO whose path was
     /// replaced by something else); `/readyz` answers 503 with it while set.
     source_fault: std::sync::Mutex<Option<String>>,

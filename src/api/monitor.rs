@@ -102,6 +102,7 @@ pub(super) async fn metrics(ctx: &Ctx) -> Res {
         store: ctx.store.as_ref().map(|s| &*s.metrics),
         rss_bytes: crate::metrics::rss_bytes(),
         workers: &ctx.stats.reachability.list(),
+        worker_limits: &ctx.stats.worker_limits.list(),
     });
     let mut r = Response::text(200, text);
     r.content_type = crate::metrics::exposition::CONTENT_TYPE;
@@ -174,6 +175,7 @@ pub(super) async fn status(ctx: &Ctx) -> Res {
             "version": crate::VERSION,
             "counters": ctx.stats.snapshot(),
             "workers": ctx.stats.reachability.list(),
+            "worker_limits": ctx.stats.worker_limits.list(),
             "failed_jobs": failed_jobs,
             "failed_entries": queues.iter().map(|(_, s)| s.failed).sum::<u64>(),
         }),

@@ -24,8 +24,9 @@ use crate::bridge::Delivery;
 /// ends within its lease.
 pub const HOLD_MAX: Duration = Duration::from_secs(1);
 /// Longest turn of the rate taken ahead. A job whose turn is further off waits without one,
-/// so a cut of the rate in the meantime (a `429`) applies to it.
-const RESERVE_MAX: Duration = Duration::from_millis(250);
+/// so a cut of the rate in the meantime (a `429`) applies to it; the turns taken already
+/// still go at the old pace, so this bounds what a cut leaves unslowed.
+const RESERVE_MAX: Duration = Duration::from_millis(50);
 /// When a job handed back because its origin had no room in `max_concurrency` is due again.
 const FULL_DELAY: Duration = Duration::from_millis(250);
 /// How long a held job sleeps between looks when nothing else bounds the wait.
@@ -43,22 +44,25 @@ enum Woken {
 
 impl CoreDispatcher {
     /// Waits until `limit` lets `d` go, and returns it with its place among the origin's
-    /// requests in flight; `None` when the job is no longer this task's (back with its source,
-    /// or taken by shutdown's drain).
+    /// requests in flight and when its turn was taken (for [`OriginLimit::slow_down`]: a
+    /// turn taken before a cut belongs to the pace that was cut already); `None` when the job
+    /// is no longer this task's (back with its source, or taken by shutdown's drain).
     pub(super) async fn admit<'a>(
         self: &Rc<Self>,
         limit: &'a OriginLimit,
         d: Delivery,
-    ) -> Option<(Delivery, Permit<'a>)> {
+    ) -> Option<(Delivery, Permit<'a>, Instant)> {
         if let Some(permit) = limit.try_enter() {
-            if limit.reserve(Instant::now(), Duration::ZERO).is_ok() {
-                return Some((d, permit));
+            let now = Instant::now();
+            if limit.reserve(now, Duration::ZERO).is_ok() {
+                return Some((d, permit, now));
             }
         }
         limit.count_wait();
         let id = d.job.id;
         self.in_flight.borrow_mut().insert(id, d);
         let started = Instant::now();
+        let mut turn = started;
         // Until the source has refused to take the job back once.
         let mut may_hand_back = true;
         let permit = loop {
@@ -70,6 +74,7 @@ impl CoreDispatcher {
             let woken = match self.room(limit, patience, may_hand_back).await {
                 Ok(permit) => match limit.reserve(Instant::now(), RESERVE_MAX.min(patience)) {
                     Ok(wait) => {
+                        turn = Instant::now();
                         if self.sleep(wait).await {
                             break Some(permit);
                         }
@@ -115,7 +120,7 @@ impl CoreDispatcher {
         // Shutdown's drain may have handed the job back already.
         let d = self.in_flight.borrow_mut().remove(&id)?;
         match permit {
-            Some(permit) if !self.shutdown.is_triggered() => Some((d, permit)),
+            Some(permit) if !self.shutdown.is_triggered() => Some((d, permit, turn)),
             _ => {
                 self.settle.unfinished(d);
                 None

@@ -282,7 +282,7 @@ impl CoreDispatcher {
         let (mut d, permit) = match &limit {
             None => (d, None),
             Some(l) => match self.admit(l, d).await {
-                Some((d, permit)) => (d, Some(permit)),
+                Some((d, permit, turn)) => (d, Some((permit, turn))),
                 None => return,
             },
         };
@@ -298,10 +298,10 @@ impl CoreDispatcher {
                 self.core_stats.stale_connection_retries.inc()
             })
             .await;
-        drop(permit);
-        if let (Some(l), Ok(resp)) = (&limit, &result) {
+        if let (Some(l), Some((permit, turn)), Ok(resp)) = (&limit, permit, &result) {
+            drop(permit);
             if origin_limits::slows_down(resp.head.status, resp.head.retry_after.is_some()) {
-                l.slow_down(started, Instant::now());
+                l.slow_down(turn, Instant::now());
             }
         }
         self.core_stats.in_flight.add(-1);

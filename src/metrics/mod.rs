@@ -4,8 +4,10 @@
 //!
 //! # Layout
 //! - [`exposition`]: the text format, sans-IO.
+//! - [`worker_limits`]: the families of the worker origins with limits.
 
 pub mod exposition;
+pub mod worker_limits;
 
 use exposition::{Encoder, Kind};
 
@@ -35,6 +37,8 @@ pub struct Scrape<'a> {
     pub rss_bytes: Option<u64>,
     /// Worker origins that refused a connection while this process ran.
     pub workers: &'a [OriginView],
+    /// Worker origins with limits (`workers:`).
+    pub worker_limits: &'a [crate::stats::worker_limits::WorkerLimitView],
 }
 
 /// Renders a scrape.
@@ -78,6 +82,7 @@ pub fn render(s: &Scrape<'_>) -> String {
         let v = if w.reachable { 0.0 } else { 1.0 };
         e.sample("reprow_worker_unreachable", &[("origin", &w.origin)], v);
     }
+    worker_limits::render(&mut e, s.worker_limits);
     queue_families(&mut e, s.queues);
     let histos = s.histograms;
     e.family(

@@ -12,10 +12,11 @@
 //! 20 µs of reprow's own CPU per job, and only origins with an entry pay it.
 //!
 //! The back-off: the rate allowed now follows `floor · e^(GROWTH · (t − t0))`, capped at
-//! `rate`, stored as its one parameter `t0` (an atomic). A slowing answer to a request sent
-//! after the last cut sets the curve to `DECREASE` × the rate allowed then (so the answers to
-//! requests that were already under way when the rate was cut do not cut it again, as TCP
-//! cuts once per round trip); from there it grows by `GROWTH` per second, compounding.
+//! `rate`, stored as its one parameter `t0` (an atomic). A slowing answer to a request whose
+//! turn came `CUT_GRACE` or more after the last cut sets the curve to `DECREASE` × the rate
+//! allowed then (so the answers to requests that were already under way when the rate was
+//! cut do not cut it again, as TCP cuts once per round trip), and spends the burst; from
+//! there it grows by `GROWTH` per second, compounding.
 //!
 //! # Layout
 //! - [`config`]: the `workers:` section.
@@ -46,6 +47,11 @@ pub const DECREASE: f64 = 0.75;
 /// to 3/4 is made good in 1.4 s, and a rate held at 1/2 of what the worker now takes doubles
 /// in 3.5 s.
 pub const GROWTH: f64 = 0.2;
+/// A slowing answer to a request whose turn came less than this after the last cut does not
+/// cut again: turns taken ahead before the cut (up to 50 ms, see `admit`) still went at the
+/// old pace and drained the worker's own bucket, so the first answers at the new pace may
+/// still be 429s. Without it one episode of 429s cut the rate three or four times over.
+pub const CUT_GRACE: Duration = Duration::from_millis(100);
 /// The rate allowed never falls below this fraction of `rate`.
 pub const FLOOR: f64 = 0.01;
 
@@ -209,7 +215,7 @@ impl OriginLimit {
         };
         let (sent, now) = (self.since_epoch(sent), self.since_epoch(now).max(1));
         let last = self.last_cut.load(Relaxed);
-        if last != 0 && sent < last {
+        if last != 0 && sent < last.saturating_add(nanos(CUT_GRACE)) {
             return;
         }
         // One core cuts; an answer on another core at the same moment does not cut twice.
@@ -223,6 +229,14 @@ impl OriginLimit {
         let cut = (self.rate_at(now, rate) * DECREASE).max(rate.floor);
         let t0 = (now as i64).saturating_sub(curve_offset(cut / rate.floor));
         self.curve.store(t0, Relaxed);
+        // The burst is spent: the next request goes one interval of the cut rate from now.
+        // (A burst measured in intervals of the cut rate would otherwise grow with each cut
+        // and release requests at once: a feedback loop that ends at the floor.)
+        let interval = (1e9 / cut) as u64;
+        self.tat.fetch_max(
+            now.saturating_add(interval.saturating_mul(u64::from(rate.burst))),
+            Relaxed,
+        );
         self.backoffs.fetch_add(1, Relaxed);
         tracing::debug!(origin = %self.origin, rate = cut, "Worker asked to slow down; rate cut.");
     }

@@ -91,20 +91,34 @@ fn a_slowing_answer_cuts_the_rate_once_per_round_trip_and_it_recovers() {
     // Answers to requests sent before the cut do not cut again.
     l.slow_down(t - ms(5), t + ms(1));
     assert!((rate(t + ms(1)) - 75.0).abs() < 0.1);
-    // One sent after it does.
-    l.slow_down(t + ms(2), t + ms(3));
-    assert!((rate(t + ms(3)) - 56.25).abs() < 0.1, "{}", rate(t + ms(3)));
+    // Nor do those whose turn came less than CUT_GRACE after it.
+    l.slow_down(t + ms(99), t + ms(100));
+    let grown = |secs: f64| 75.0 * (GROWTH * secs).exp();
+    assert!(
+        (rate(t + ms(100)) - grown(0.1)).abs() < 0.01,
+        "{}",
+        rate(t + ms(100))
+    );
+    // One whose turn came later does.
+    let cut = grown(0.103) * DECREASE;
+    let t = t + ms(100);
+    l.slow_down(t, t + ms(3));
+    assert!((rate(t + ms(3)) - cut).abs() < 0.01, "{}", rate(t + ms(3)));
     let v = l.view();
-    assert_eq!((v.throttled, v.backoffs), (3, 2));
-    // Growth: e^(0.2 s⁻¹ · t); back to 75 in ln(4/3)/0.2 = 1.44 s, to 100 in 2.88 s, no more.
+    assert_eq!((v.throttled, v.backoffs), (4, 2));
+    // Growth: e^(0.2 s⁻¹ · t); back by 4/3 in ln(4/3)/0.2 = 1.44 s, to 100 within 3 s, no more.
     let back = t + ms(3) + Duration::from_secs_f64((4.0f64 / 3.0).ln() / GROWTH);
-    assert!((rate(back) - 75.0).abs() < 0.1, "{}", rate(back));
+    assert!(
+        (rate(back) - cut * 4.0 / 3.0).abs() < 0.01,
+        "{}",
+        rate(back)
+    );
     assert!((rate(t + Duration::from_secs(4)) - 100.0).abs() < 1e-6);
     assert!((rate(t + Duration::from_secs(3600)) - 100.0).abs() < 1e-6);
     // Cut after cut: never below the floor (1 % of rate).
     let mut at = t + Duration::from_secs(10);
-    for _ in 0..100 {
-        at += ms(1);
+    for _ in 0..1000 {
+        at += ms(100);
         l.slow_down(at, at);
     }
     assert!((rate(at) - 1.0).abs() < 1e-6, "{}", rate(at));
@@ -112,12 +126,17 @@ fn a_slowing_answer_cuts_the_rate_once_per_round_trip_and_it_recovers() {
     let l = limit("{rate: 100, burst: 1}");
     let t = l.epoch + Duration::from_secs(5);
     for i in 0..100 {
-        l.slow_down(t + ms(i), t + ms(i));
+        l.slow_down(t + ms(100 * i), t + ms(100 * i));
     }
-    let t = t + ms(100);
-    assert!(l.reserve(t, Duration::ZERO).is_ok());
-    let wait = l.reserve(t, Duration::from_secs(5)).unwrap();
-    assert!(wait > ms(900) && wait <= ms(1000), "{wait:?}");
+    // The last cut, at +9.9 s, spent the burst: the next turn is a second after it.
+    let t = t + ms(100 * 100);
+    let first = l.reserve(t, Duration::from_secs(5)).unwrap();
+    assert!(first > ms(850) && first <= ms(900), "{first:?}");
+    let second = l.reserve(t, Duration::from_secs(5)).unwrap();
+    assert!(
+        second - first > ms(950) && second - first <= ms(1000),
+        "{first:?} then {second:?}"
+    );
 }
 
 #[test]

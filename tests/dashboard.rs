@@ -79,8 +79,9 @@ fn the_dashboard_follows_jobs_and_retries_a_failed_one_in_chromium() {
     let cfg = durable_config(
         dir.path(),
         &format!(
-            "api:\n  listen: 127.0.0.1:0\n  token: dash-token\nqueues:\n  dash:\n    url: {}\n    max_workers: 4\nroutings:\n  dash: dash\n",
-            worker.url()
+            "api:\n  listen: 127.0.0.1:0\n  token: dash-token\nqueues:\n  dash:\n    url: {}\n    max_workers: 4\nroutings:\n  dash: dash\nworkers:\n  \"http://{}\": {{max_concurrency: 4, rate: 50}}\n",
+            worker.url(),
+            worker.addr
         ),
     );
     let reprow = Reprow::start(&cfg);

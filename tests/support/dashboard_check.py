@@ -45,6 +45,11 @@ def run(p):
            "document.getElementById('token-save').click(); true")
     p.wait("phase running", "document.getElementById('phase').textContent === 'running'")
     p.wait("the dash queue row", f"{p.cell('dash', 'done')} === '0'")
+    # The worker's origin has limits (workers:): its row shows them.
+    p.wait("the worker limits row",
+           "document.querySelectorAll('#limits tr[data-origin]').length === 1 && "
+           "document.querySelector('#limits td.rate').textContent === '50 / 50' && "
+           "document.querySelector('#limits td.in-flight').textContent === '0 / 4'")
 
     for k in ["a", "b", "bad", "slow"]:
         api("POST", "/job/dash", {"payload": {"k": k}})

@@ -771,3 +771,38 @@ fn a_failure_that_cannot_be_recorded_keeps_its_row() {
     assert_eq!(rows, [("this message is too long".to_string(), Some(422))]);
     assert!(reprow.stop().0.success());
 }
+
+/// `workers:` applies to a Q4M source too: rows go at the origin's rate, each as attempt 1
+/// (a row waiting for its turn costs nothing and stays owned by its connection).
+#[test]
+fn the_workers_rate_spaces_the_rows() {
+    let db = QueueDb::fresh();
+    let scene = Scene::new();
+    let worker = Worker::start(|_, _| Reply::ok());
+    let rows: Vec<(i64, String, Option<&str>)> =
+        (1..=10).map(|i| (i, format!("job {i}"), None)).collect();
+    let refs: Vec<_> = rows.iter().map(|(i, p, n)| (*i, p.as_str(), *n)).collect();
+    db.insert(&refs);
+    let cfg = db.config(&scene, &worker.url(), "  connections: 4\n", "");
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str(&format!(
+        "workers:\n  \"http://{}\": {{rate: 5, burst: 1}}\n",
+        worker.addr
+    ));
+    std::fs::write(&cfg, text).unwrap();
+    let reprow = Reprow::start(&cfg);
+    let got = worker.wait_for(10);
+    db.wait_remaining(0);
+    let first = got.iter().map(|r| r.at).min().unwrap();
+    let last = got.iter().map(|r| r.at).max().unwrap();
+    // 10 at 5/s, no burst: 9 gaps of 200 ms.
+    assert!(
+        last - first >= Duration::from_millis(1700),
+        "10 rows in {:?} at 5/s",
+        last - first
+    );
+    assert!(got.iter().all(|r| r.attempt() == 1));
+    let (status, stats) = reprow.stop();
+    assert!(status.success());
+    assert_eq!(stats["succeeded"], 10);
+}

@@ -655,3 +655,34 @@ fn reprows_keys_that_reprow_does_not_use_are_named_at_start() {
     assert!(!log.contains("BBBBBBBBBB"), "the secret is never logged");
     assert!(reprow.stop().0.success());
 }
+
+/// `workers:` applies to the SQS source too: messages go at the origin's rate, each as
+/// attempt 1 (a message waiting for its turn stays invisible and costs no receive count of
+/// its own beyond the first).
+#[test]
+fn the_workers_rate_spaces_the_messages() {
+    let sqs = Sqs::new();
+    let url = sqs.queue(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let worker = Worker::start(|_, _| Reply::ok());
+    sqs.send(&url, &bodies(10, "n"));
+    let runner_extra = format!(
+        "  concurrency: 4\nworkers:\n  \"http://{}\": {{rate: 5, burst: 1}}\n",
+        worker.addr
+    );
+    let reprow = start(dir.path(), &url, &worker, "", &runner_extra);
+    let got = worker.wait_for(10);
+    sqs.wait_depth(&url, (0, 0));
+    let first = got.iter().map(|r| r.at).min().unwrap();
+    let last = got.iter().map(|r| r.at).max().unwrap();
+    // 10 at 5/s, no burst: 9 gaps of 200 ms.
+    assert!(
+        last - first >= Duration::from_millis(1700),
+        "10 messages in {:?} at 5/s",
+        last - first
+    );
+    assert!(got.iter().all(|r| r.attempt() == 1));
+    let (status, stats) = reprow.stop();
+    assert!(status.success());
+    assert_eq!(stats["succeeded"], 10);
+}

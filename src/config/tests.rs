@@ -310,3 +310,32 @@ fn every_sample_config_validates() {
     }
     assert!(seen >= 1);
 }
+
+/// `workers:`: refusals name the entry and the line of `workers:`; a FIFO (one worker) takes
+/// only its runner's origin; keys come out normalized.
+#[test]
+fn worker_limits_are_checked_at_load() {
+    let fifo = |workers: &str| format!("{MINIMAL}workers:\n{workers}");
+    let c = Config::from_yaml(&fifo("  \"http://127.0.0.1:5000/\": {rate: 50}\n")).unwrap();
+    assert_eq!(
+        c.workers.keys().collect::<Vec<_>>(),
+        ["http://127.0.0.1:5000"]
+    );
+    let e = err(&fifo("  \"http://127.0.0.1:6000\": {rate: 50}\n"));
+    assert!(
+        e.contains("line 7 column 1: workers.\"http://127.0.0.1:6000\": this source sends every job to runner.url (http://127.0.0.1:5000)"),
+        "{e}"
+    );
+    let durable = "queue:\n  type: lmdb\nworkers:\n  \"http://127.0.0.1:6000\": {rate: 0}\n";
+    let e = err(durable);
+    assert!(
+        e.contains("line 3 column 1: workers.\"http://127.0.0.1:6000\".rate: must be a number of requests per second above 0"),
+        "{e}"
+    );
+    // The durable queue takes any origin (queues and jobs name their own workers).
+    let ok = durable.replace("rate: 0", "rate: 5, max_concurrency: 2");
+    let c = Config::from_yaml(&ok).unwrap();
+    assert_eq!(c.workers["http://127.0.0.1:6000"].burst(), Some(1));
+    let e = err(&durable.replace("rate: 0", "rates: 5"));
+    assert!(e.contains("unknown key `rates`"), "{e}");
+}

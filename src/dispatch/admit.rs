@@ -101,9 +101,7 @@ impl CoreDispatcher {
                 Woken::Again => {}
                 Woken::Stop => break None,
                 Woken::HandBack(delay) => {
-                    let Some(d) = self.in_flight.borrow_mut().remove(&id) else {
-                        return None;
-                    };
+                    let d = self.in_flight.borrow_mut().remove(&id)?;
                     match self.settle.release(d, delay) {
                         None => {
                             limit.count_release();

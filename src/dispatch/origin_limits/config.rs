@@ -93,8 +93,7 @@ pub fn validate(
             _ => {}
         }
         if let Some(r) = limit.rate {
-            // `!(r > 0.0)` also refuses NaN.
-            if !(r > 0.0) || r > MAX_RATE {
+            if r.is_nan() || r <= 0.0 || r > MAX_RATE {
                 return Err((
                     at("rate"),
                     "must be a number of requests per second above 0 and at most 1000000".into(),

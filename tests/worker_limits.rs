@@ -289,3 +289,48 @@ fn max_concurrency_holds_over_every_core() {
     assert_eq!(status["worker_limits"][0]["max_concurrency"], 2, "{status}");
     drop(reprow);
 }
+
+/// Jobs waiting for their origin's turn at shutdown are handed back at once (the FIFO writes
+/// them to its pending file), neither sent nor lost, and the wait does not hold up the exit.
+#[test]
+fn jobs_waiting_at_shutdown_are_kept_for_the_next_run() {
+    let worker = Worker::start(|_, _| Reply::ok());
+    let scene = Scene::new();
+    let cfg = scene.config(
+        &worker.url(),
+        "",
+        "  concurrency: 4\n",
+        &format!(
+            "shutdown_timeout: 10s\nworkers:\n  \"http://{}\": {{rate: 0.5, burst: 1}}\n",
+            worker.addr
+        ),
+    );
+    let mut reprow = Reprow::start(&cfg);
+    let lines: Vec<String> = (0..6).map(|i| format!("w{i}")).collect();
+    common::write_lines(
+        &scene.fifo(),
+        &lines.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    worker.wait_for(1);
+    std::thread::sleep(Duration::from_millis(300));
+    let stopping = Instant::now();
+    reprow.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(reprow.wait().success());
+    // Far less than the 10 s grace, and than the 2 s the next turn was away.
+    assert!(
+        stopping.elapsed() < Duration::from_millis(1500),
+        "the exit took {:?}",
+        stopping.elapsed()
+    );
+    let sent: Vec<String> = worker.received().iter().map(|r| r.body_str()).collect();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let mut all: Vec<String> = scene
+        .records("pending.jsonl")
+        .iter()
+        .map(|r| r["payload"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(all.len(), 5, "{all:?}");
+    all.extend(sent);
+    all.sort();
+    assert_eq!(all, lines);
+}

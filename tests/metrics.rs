@@ -717,8 +717,9 @@ fn the_reference_parser_reads_what_the_strict_parser_reads() {
     let cfg = durable_config(
         dir.path(),
         &format!(
-            "queues:\n  mq:\n    url: {}\nroutings:\n  m: mq\n",
-            worker.url()
+            "queues:\n  mq:\n    url: {}\nroutings:\n  m: mq\nworkers:\n  \"http://{}\": {{max_concurrency: 8, rate: 333.3}}\n",
+            worker.url(),
+            worker.addr
         ),
     );
     let reprow = Reprow::start(&cfg);
@@ -755,6 +756,13 @@ fn the_reference_parser_reads_what_the_strict_parser_reads() {
             .collect()
     };
     let (ours_n, reference_n) = (norm(&ours), norm(&reference));
+    // The worker origin's limits (`workers:`) are among them, with a fractional rate.
+    let rate_max = &reference_n["reprow_worker_rate_max"].1;
+    assert_eq!(
+        rate_max.values().collect::<Vec<_>>(),
+        [&Some(333.3)],
+        "{rate_max:?}"
+    );
     let shape = |m: &BTreeMap<String, Family>| -> Vec<(String, String, Vec<String>)> {
         m.iter()
             .map(|(k, (t, s))| (k.clone(), t.clone(), s.keys().cloned().collect()))

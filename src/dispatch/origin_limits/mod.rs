@@ -141,11 +141,6 @@ impl OriginLimit {
         nanos(at.saturating_duration_since(self.epoch))
     }
 
-    /// The origin, `http://host:port`.
-    pub fn origin(&self) -> &str {
-        &self.origin
-    }
-
     /// A place among the requests in flight, if `max_concurrency` leaves one.
     pub fn try_enter(&self) -> Option<Permit<'_>> {
         let room = |n: usize| match self.max_concurrency {

@@ -296,10 +296,11 @@ mod tests {
             assert_eq!(k, key, "{yaml}");
         }
         let ok = config("url: redis://h\nstream: a\nlease: 31s\nprefetch: 1000\nblock: 10ms\n");
+        let built = cfg!(feature = "redis");
         match ok.validate(t) {
-            Ok(()) => assert!(cfg!(feature = "redis")),
+            Ok(()) => assert!(built, "accepted without the feature"),
             Err((k, m)) => {
-                assert!(cfg!(not(feature = "redis")));
+                assert!(!built, "refused with the feature: {k}: {m}");
                 assert_eq!(k, "queue.type");
                 assert!(m.contains("--features redis"), "{m}");
             }

@@ -171,9 +171,8 @@ impl Source for RedisSource {
                 }
             };
             let read = if let Some(from) = own_from.clone() {
-                client::read_group(c, &self.config, &from, free, None).map(|entries| {
+                client::read_group(c, &self.config, &from, free, None).inspect(|entries| {
                     own_from = entries.last().map(|e| e.id.clone());
-                    entries
                 })
             } else if last_claim.elapsed() >= every {
                 last_claim = Instant::now();

@@ -235,6 +235,7 @@ mod tests {
         assert_eq!(c.delayed_key(), "jobs:delayed");
         assert_eq!(c.failed_stream(), "jobs:failed");
         assert_eq!(c.payload_field, "payload");
+        assert_eq!(c.content_type, "application/json");
         assert_eq!(c.prefetch, 8);
         assert_eq!(c.block, Duration::from_secs(1));
         assert_eq!(c.lease, Duration::from_secs(300));
@@ -245,7 +246,12 @@ mod tests {
     fn passwords_never_show() {
         let c = config("url: redis://app:s3cret@db:6379/0\nstream: jobs\n");
         assert_eq!(redacted_url(&c.url), "redis://app:***@db:6379/0");
-        assert!(!format!("{c:?}").contains("s3cret"));
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(
+            shown.contains("redis://app:***@db:6379/0") && shown.contains("jobs"),
+            "{shown}"
+        );
         assert_eq!(redacted_url("redis://db:6379"), "redis://db:6379");
         assert_eq!(redacted_url("redis://:pw@db"), "redis://:***@db");
         let bad = config("url: http://u:pw@x\nstream: jobs\n");

@@ -302,6 +302,13 @@ mod tests {
             assert_eq!(k, key, "{yaml}");
         }
         let ok = config("url: redis://h\nstream: a\nlease: 31s\nprefetch: 1000\nblock: 10ms\n");
+        // Names up to 1024 characters; 1025 is refused.
+        let long = |n: usize| config(&format!("url: redis://h\nstream: {}\n", "s".repeat(n)));
+        assert_eq!(long(1025).validate(t).unwrap_err().0, "queue.stream");
+        assert_ne!(
+            long(1024).validate(t).err().map(|e| e.0),
+            Some("queue.stream")
+        );
         let built = cfg!(feature = "redis");
         match ok.validate(t) {
             Ok(()) => assert!(built, "accepted without the feature"),

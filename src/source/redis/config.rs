@@ -302,6 +302,9 @@ mod tests {
             assert_eq!(k, key, "{yaml}");
         }
         let ok = config("url: redis://h\nstream: a\nlease: 31s\nprefetch: 1000\nblock: 10ms\n");
+        // The bounds themselves are accepted.
+        let edge = config("url: redis://h\nstream: a\nblock: 60s\n");
+        assert_ne!(edge.validate(t).err().map(|e| e.0), Some("queue.block"));
         // Names up to 1024 characters; 1025 is refused.
         let long = |n: usize| config(&format!("url: redis://h\nstream: {}\n", "s".repeat(n)));
         assert_eq!(long(1025).validate(t).unwrap_err().0, "queue.stream");

@@ -284,10 +284,11 @@ fn check_config(at: &str, session: &Session, body: &str, tally: &mut Tally) {
         return;
     }
     let err = String::from_utf8_lossy(&out.stderr);
-    // A build without the `sqs` or `q4m` feature refuses those files for that reason alone.
+    // A build without the `sqs`, `q4m` or `redis` feature refuses those files for that reason alone.
     let feature_off = [
         ("sqs", cfg!(feature = "sqs")),
         ("q4m", cfg!(feature = "q4m")),
+        ("redis", cfg!(feature = "redis")),
     ]
     .iter()
     .find(|(f, on)| !on && err.contains(&format!("needs reprow built with the {f} feature")));

@@ -122,6 +122,7 @@ pub fn run(config: &Config, shutdown: Shutdown, stats: Arc<Stats>) -> Result<Sna
             QueueConfig::Fifo(_) => "fifo",
             QueueConfig::Sqs(_) => "sqs",
             QueueConfig::Q4m(_) => "q4m",
+            QueueConfig::Redis(_) => "redis",
             QueueConfig::Lmdb(_) => "lmdb",
         };
         return Err(RunError::NoRunner { queue });

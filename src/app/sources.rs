@@ -43,6 +43,10 @@ pub fn open(config: &Config, tx: &JobSender, stats: &Arc<Stats>) -> Result<Opene
             let r = runner.ok_or(RunError::NoRunner { queue: "sqs" })?;
             sqs_source(q, r, config, stats.clone())?
         }
+        QueueConfig::Redis(q) => {
+            let concurrency = runner.map_or(1, |r| r.concurrency());
+            redis_source(q, concurrency, stats.clone())?
+        }
     };
     Ok(Opened {
         source,
@@ -145,4 +149,23 @@ fn q4m_source(
     _: Arc<Stats>,
 ) -> Result<Box<dyn Source>, RunError> {
     Err(RunError::NotBuilt { feature: "q4m" })
+}
+
+#[cfg(feature = "redis")]
+fn redis_source(
+    q: &crate::source::redis::config::RedisConfig,
+    concurrency: usize,
+    stats: Arc<Stats>,
+) -> Result<Box<dyn Source>, RunError> {
+    let source = crate::source::redis::RedisSource::open(q, concurrency, stats)?;
+    Ok(Box::new(source))
+}
+
+#[cfg(not(feature = "redis"))]
+fn redis_source(
+    _: &crate::source::redis::config::RedisConfig,
+    _: usize,
+    _: Arc<Stats>,
+) -> Result<Box<dyn Source>, RunError> {
+    Err(RunError::NotBuilt { feature: "redis" })
 }

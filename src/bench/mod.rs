@@ -6,6 +6,10 @@
 //! the FIFO, or its batch answered 200 by the API) to the worker's successful answer, retries
 //! included.
 
+#[cfg(any(feature = "sqs", feature = "redis"))]
+mod plain;
+#[cfg(feature = "redis")]
+mod redis;
 #[cfg(feature = "sqs")]
 mod sqs;
 mod worker;
@@ -30,6 +34,9 @@ pub enum BenchSource {
     /// An SQS queue on `--sqs-endpoint`, filled first, then drained (feature `sqs`).
     #[cfg(feature = "sqs")]
     Sqs,
+    /// A Redis stream on `--redis-url`, filled first, then drained (feature `redis`).
+    #[cfg(feature = "redis")]
+    Redis,
 }
 
 /// What to run.
@@ -55,7 +62,9 @@ pub struct BenchOptions {
     pub progress: bool,
     /// SQS source: the SQS-compatible server.
     pub sqs_endpoint: Option<String>,
-    /// SQS source: also time a plain single-loop consumer on the same server.
+    /// Redis source: the server (`redis://127.0.0.1:6379/0`).
+    pub redis_url: Option<String>,
+    /// SQS and Redis sources: also time a plain single-loop consumer on the same server.
     pub compare_plain: bool,
     /// SQS source: reprow's `queue.fetchers`.
     pub fetchers: usize,
@@ -168,6 +177,17 @@ pub fn run(opts: &BenchOptions) -> Result<Report, BenchError> {
         report.plain = plain.map(|p| p.to_string());
         return Ok(report);
     }
+    #[cfg(feature = "redis")]
+    if opts.source == BenchSource::Redis {
+        let url = opts.redis_url.as_deref().ok_or_else(|| {
+            BenchError::Options(
+                "--source redis needs --redis-url (redis://127.0.0.1:6379/0)".into(),
+            )
+        })?;
+        let (mut report, plain) = redis::run(opts, url, opts.compare_plain)?;
+        report.plain = plain.map(|p| p.to_string());
+        return Ok(report);
+    }
     let io = |what| move |source| BenchError::Io { what, source };
     let dir = tempfile::tempdir().map_err(io("temp dir"))?;
     let worker =
@@ -186,6 +206,8 @@ pub fn run(opts: &BenchOptions) -> Result<Report, BenchError> {
         BenchSource::Durable => drive_durable(opts, api, &worker),
         #[cfg(feature = "sqs")]
         BenchSource::Sqs => unreachable!("handled above"),
+        #[cfg(feature = "redis")]
+        BenchSource::Redis => unreachable!("handled above"),
     };
     let sent = match sent {
         Ok(s) => s,
@@ -249,6 +271,8 @@ fn config_for(
         }
         #[cfg(feature = "sqs")]
         BenchSource::Sqs => unreachable!("handled in run"),
+        #[cfg(feature = "redis")]
+        BenchSource::Redis => unreachable!("handled in run"),
     };
     let config = Config::from_yaml(&text).map_err(|e| BenchError::Run(e.to_string()))?;
     Ok((config, api))

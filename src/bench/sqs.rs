@@ -5,41 +5,17 @@
 //! holds a long poll for its whole wait even when messages are there. Credentials come from the environment as for reprow
 //! (any value for a local server such as moto).
 
-use std::{
-    io::{Read as _, Write as _},
-    net::TcpStream,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{sync::Arc, time::Instant};
 
 use aws_sdk_sqs::{types::SendMessageBatchRequestEntry, Client};
 
-use super::{wait_done, worker::SimWorker, BenchError, BenchOptions, Report};
+use super::{
+    plain::{post_once, PlainReport},
+    wait_done,
+    worker::SimWorker,
+    BenchError, BenchOptions, Report,
+};
 use crate::{config::Config, lifecycle::Shutdown, stats::Stats};
-
-/// What the plain consumer did.
-#[derive(Debug, Clone)]
-pub struct PlainReport {
-    /// Messages done.
-    pub done: u64,
-    /// Time to drain the queue.
-    pub elapsed: Duration,
-    /// Jobs never done.
-    pub lost: u64,
-    /// Second successes.
-    pub duplicates: u64,
-}
-
-impl std::fmt::Display for PlainReport {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let rate = self.done as f64 / self.elapsed.as_secs_f64().max(1e-9);
-        write!(
-            f,
-            "plain single-loop consumer (receive, POST, delete): {rate:.0} jobs/s, {} done, {} lost, {} duplicates",
-            self.done, self.lost, self.duplicates
-        )
-    }
-}
 
 fn err<E: std::fmt::Debug>(what: &'static str) -> impl Fn(E) -> BenchError {
     move |e| BenchError::Run(format!("{what}: {e:?}"))
@@ -199,7 +175,7 @@ fn plain_consumer(
                 .cloned()
                 .unwrap_or_else(|| "1".into());
             let body = m.body.unwrap_or_default();
-            let ok = post(&addr, &body, &attempt).unwrap_or(false);
+            let ok = post_once(&addr, &body, &attempt).unwrap_or(false);
             if ok {
                 if let Some(r) = m.receipt_handle {
                     rt.block_on(c.delete_message().queue_url(url).receipt_handle(r).send())
@@ -211,23 +187,10 @@ fn plain_consumer(
     let last = w.last_done().unwrap_or_else(Instant::now);
     let r = w.report(opts.jobs, last.saturating_duration_since(started), &[]);
     Ok(PlainReport {
+        how: "receive, POST, delete",
         done: r.done,
         elapsed: r.elapsed,
         lost: r.lost,
         duplicates: r.duplicates,
     })
-}
-
-/// One POST on a new connection; true on a 2xx.
-fn post(addr: &str, body: &str, attempt: &str) -> std::io::Result<bool> {
-    let mut s = TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    write!(
-        s,
-        "POST /work HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\nX-Reprow-Attempt: {attempt}\r\n\r\n{body}",
-        body.len()
-    )?;
-    let mut head = [0u8; 12];
-    s.read_exact(&mut head)?;
-    Ok(head.starts_with(b"HTTP/1.1 2"))
 }

@@ -213,7 +213,11 @@ struct BenchArgs {
     /// SQS source (feature `sqs`): the SQS-compatible server to use.
     #[arg(long)]
     sqs_endpoint: Option<String>,
-    /// SQS source: also time a plain single-loop consumer (receive, POST, delete).
+    /// Redis source (feature `redis`): the server, `redis://127.0.0.1:6379/0`.
+    #[arg(long)]
+    redis_url: Option<String>,
+    /// SQS and Redis sources: also time a plain single-loop consumer (receive, POST, delete
+    /// or acknowledge).
     #[arg(long)]
     compare_plain: bool,
     /// SQS source: reprow's parallel ReceiveMessage loops (queue.fetchers).

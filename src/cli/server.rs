@@ -82,7 +82,7 @@ fn stopped_counters(
     let (sqs, lines) = match config.queue {
         QueueConfig::Sqs(_) => (true, false),
         QueueConfig::Fifo(_) => (false, true),
-        QueueConfig::Lmdb(_) | QueueConfig::Q4m(_) => (false, false),
+        QueueConfig::Lmdb(_) | QueueConfig::Q4m(_) | QueueConfig::Redis(_) => (false, false),
     };
     if let Some(map) = stats.as_object_mut() {
         map.retain(|k, _| (sqs || !k.starts_with("sqs_")) && (lines || !k.starts_with("lines_")));

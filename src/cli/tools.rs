@@ -22,6 +22,7 @@ pub(super) fn bench_command(a: &BenchArgs) -> ExitCode {
         timeout: a.timeout,
         progress: std::io::stderr().is_terminal(),
         sqs_endpoint: a.sqs_endpoint.clone(),
+        redis_url: a.redis_url.clone(),
         compare_plain: a.compare_plain,
         fetchers: a.fetchers,
     };

@@ -151,6 +151,8 @@ pub enum QueueConfig {
     Q4m(Q4mConfig),
     /// An SQS queue (needs a build with `--features sqs`).
     Sqs(SqsConfig),
+    /// A Redis stream (needs a build with `--features redis`).
+    Redis(crate::source::redis::config::RedisConfig),
 }
 
 impl Default for QueueConfig {
@@ -225,6 +227,7 @@ impl Config {
             QueueConfig::Fifo(f) => Some(f.queue_name()),
             QueueConfig::Q4m(q) => Some(q.queue_name().to_string()),
             QueueConfig::Sqs(q) => Some(q.queue_name().to_string()),
+            QueueConfig::Redis(q) => Some(q.queue_name().to_string()),
             QueueConfig::Lmdb(_) => None,
         }
     }
@@ -312,7 +315,7 @@ impl Config {
                         "a FIFO queue needs a runner (runner.url)".into(),
                     ))
                 }
-                QueueConfig::Q4m(_) | QueueConfig::Sqs(_) => {
+                QueueConfig::Q4m(_) | QueueConfig::Sqs(_) | QueueConfig::Redis(_) => {
                     return Err(invalid_near(
                         text,
                         "runner",
@@ -337,6 +340,7 @@ impl Config {
                 .validate(r.concurrency())
                 .map_err(|(k, m)| invalid(k, m))?,
             QueueConfig::Sqs(q) => q.validate(r.timeout).map_err(|(k, m)| invalid(k, m))?,
+            QueueConfig::Redis(q) => q.validate(r.timeout).map_err(|(k, m)| invalid(k, m))?,
             QueueConfig::Fifo(f) => f
                 .validate(r.concurrency())
                 .map_err(|(k, m)| invalid(k, m))?,

@@ -10,7 +10,10 @@ use serde::{Deserialize, Deserializer};
 use super::{QueueConfig, Runner};
 use crate::{
     dispatch::config::RunnerConfig,
-    source::{fifo::config::FifoConfig, q4m::config::Q4mConfig, sqs::config::SqsConfig},
+    source::{
+        fifo::config::FifoConfig, q4m::config::Q4mConfig, redis::config::RedisConfig,
+        sqs::config::SqsConfig,
+    },
     store::config::LmdbConfig,
 };
 
@@ -38,6 +41,7 @@ enum QueueKind {
     Fifo,
     Lmdb,
     Q4m,
+    Redis,
     Sqs,
 }
 
@@ -111,6 +115,7 @@ enum TaggedQueue {
     Fifo(FifoConfig),
     Lmdb(LmdbConfig),
     Q4m(Q4mConfig),
+    Redis(RedisConfig),
     Sqs(SqsConfig),
 }
 
@@ -127,12 +132,14 @@ impl<'de> Deserialize<'de> for QueueConfig {
             Pick::Kind(QueueKind::Fifo) => QueueConfig::Fifo(FifoConfig::deserialize(d)?),
             Pick::Kind(QueueKind::Lmdb) => QueueConfig::Lmdb(LmdbConfig::deserialize(d)?),
             Pick::Kind(QueueKind::Q4m) => QueueConfig::Q4m(Q4mConfig::deserialize(d)?),
+            Pick::Kind(QueueKind::Redis) => QueueConfig::Redis(RedisConfig::deserialize(d)?),
             Pick::Kind(QueueKind::Sqs) => QueueConfig::Sqs(SqsConfig::deserialize(d)?),
             Pick::Missing => missing_type(d.0)?,
             Pick::Tagged => match TaggedQueue::deserialize(d.0)? {
                 TaggedQueue::Fifo(c) => QueueConfig::Fifo(c),
                 TaggedQueue::Lmdb(c) => QueueConfig::Lmdb(c),
                 TaggedQueue::Q4m(c) => QueueConfig::Q4m(c),
+                TaggedQueue::Redis(c) => QueueConfig::Redis(c),
                 TaggedQueue::Sqs(c) => QueueConfig::Sqs(c),
             },
         })

@@ -115,7 +115,7 @@ fn unknown_fields_and_types_are_refused() {
     assert_eq!(
         e,
         "line 2 column 9: queue.type: unknown value `lmbd`, expected one of `fifo`, `lmdb`, \
-         `q4m`, `sqs`; did you mean `lmdb`?"
+         `q4m`, `redis`, `sqs`; did you mean `lmdb`?"
     );
     let e = err("queue:\n  type: lmdb\nlog_format: jsn\n");
     assert!(e.ends_with("did you mean `json`?"), "{e}");
@@ -303,6 +303,9 @@ fn every_sample_config_validates() {
             }
             Err(e) if cfg!(not(feature = "sqs")) && path.ends_with("sqs.yaml") => {
                 assert!(e.to_string().contains("--features sqs"), "{e}");
+            }
+            Err(e) if cfg!(not(feature = "redis")) && path.ends_with("redis.yaml") => {
+                assert!(e.to_string().contains("--features redis"), "{e}");
             }
             Err(e) => panic!("{}: {e}", path.display()),
         }

@@ -10,6 +10,8 @@
 //! - [`record_writer`]: append-only JSON-lines files written off the cores.
 //! - [`q4m`]: a Q4M table on a MySQL server (the client itself only with the `q4m` feature).
 //! - `sqs` (feature `sqs`): an SQS queue through the AWS SDK.
+//! - [`redis`]: a Redis stream read through a consumer group (the client only with the
+//!   `redis` feature).
 
 #[cfg(feature = "cron")]
 pub mod cron_yaml;
@@ -19,6 +21,7 @@ pub mod fifo;
 pub mod framing;
 pub mod q4m;
 pub mod record_writer;
+pub mod redis;
 pub mod sqs;
 
 use std::sync::Arc;
@@ -35,6 +38,8 @@ pub enum System {
     Sqs,
     /// A Q4M table on a MySQL-protocol server.
     Q4m,
+    /// A Redis stream.
+    Redis,
 }
 
 impl std::fmt::Display for System {
@@ -42,6 +47,7 @@ impl std::fmt::Display for System {
         f.write_str(match self {
             System::Sqs => "SQS",
             System::Q4m => "Q4M",
+            System::Redis => "Redis",
         })
     }
 }
@@ -88,6 +94,15 @@ impl SourceError {
     pub fn q4m(context: impl Into<String>) -> SourceError {
         SourceError::Remote {
             system: System::Q4m,
+            context: context.into(),
+            source: None,
+        }
+    }
+
+    /// A Redis refusal.
+    pub fn redis(context: impl Into<String>) -> SourceError {
+        SourceError::Remote {
+            system: System::Redis,
             context: context.into(),
             source: None,
         }

@@ -197,7 +197,10 @@ fn a_job_waiting_for_its_retry_holds_back_its_key_only() {
     // b goes on; a2 waits behind a1's retry.
     assert_eq!(bodies(&feed(&mut e)), ["b2"]);
     s.advance(9_000);
-    assert!(feed(&mut e).is_empty(), "a2 passed a1 waiting for its retry");
+    assert!(
+        feed(&mut e).is_empty(),
+        "a2 passed a1 waiting for its retry"
+    );
     s.advance(1_000);
     let again = feed(&mut e);
     assert_eq!(bodies(&again), ["a1"]);
@@ -243,7 +246,11 @@ fn a_job_failed_for_good_holds_its_key_across_a_restart_until_it_is_retried_or_d
     let a1 = feed(&mut e);
     assert_eq!(bodies(&a1), ["a1"]);
     // It fails for good again; this time the operator deletes it: the key goes on.
-    settle(&mut e, &a1[0], Settlement::Fail(Failure::transport("x"), true));
+    settle(
+        &mut e,
+        &a1[0],
+        Settlement::Fail(Failure::transport("x"), true),
+    );
     assert!(feed(&mut e).is_empty());
     let fid = failed_ids(&mut e, "p")[0];
     let r = apply(
@@ -281,7 +288,11 @@ fn with_release_a_job_failed_for_good_lets_its_key_go_on_and_a_retry_runs_last()
     );
     let d = feed(&mut e);
     assert_eq!(bodies(&d), ["a1"]);
-    settle(&mut e, &d[0], Settlement::Fail(Failure::transport("t"), false));
+    settle(
+        &mut e,
+        &d[0],
+        Settlement::Fail(Failure::transport("t"), false),
+    );
     let a2 = feed(&mut e);
     assert_eq!(bodies(&a2), ["a2"]);
     // Retried while a2 runs: it goes behind a3, never beside a2.
@@ -294,7 +305,10 @@ fn with_release_a_job_failed_for_good_lets_its_key_go_on_and_a_retry_runs_last()
         },
     );
     assert!(r.is_ok(), "{r:?}");
-    assert!(feed(&mut e).is_empty(), "a retried job ran beside its key's");
+    assert!(
+        feed(&mut e).is_empty(),
+        "a retried job ran beside its key's"
+    );
     done(&mut e, &a2[0]);
     let a3 = feed(&mut e);
     assert_eq!(bodies(&a3), ["a3"]);
@@ -327,13 +341,18 @@ fn a_restart_hands_out_each_keys_first_job_again_and_keeps_the_rest_waiting() {
         if d.is_empty() {
             break;
         }
-        assert!(d.len() <= 2, "two jobs of one key in flight: {:?}", bodies(&d));
+        assert!(
+            d.len() <= 2,
+            "two jobs of one key in flight: {:?}",
+            bodies(&d)
+        );
         for x in &d {
             seen.push(String::from_utf8_lossy(&x.job.payload).into_owned());
             done(&mut e, x);
         }
     }
-    let of = |k: char| -> Vec<String> { seen.iter().filter(|s| s.starts_with(k)).cloned().collect() };
+    let of =
+        |k: char| -> Vec<String> { seen.iter().filter(|s| s.starts_with(k)).cloned().collect() };
     assert_eq!(of('a'), ["a1", "a2", "a3", "a4"]);
     assert_eq!(of('b'), ["b0", "b1", "b2", "b3", "b4"]);
 }
@@ -398,7 +417,11 @@ fn deleting_a_queue_or_a_waiting_job_leaves_no_key_behind() {
     );
     let d = feed(&mut e);
     assert_eq!(bodies(&d), ["t1"]);
-    settle(&mut e, &d[0], Settlement::Fail(Failure::transport("x"), true));
+    settle(
+        &mut e,
+        &d[0],
+        Settlement::Fail(Failure::transport("x"), true),
+    );
     // The queue goes with its held key; made again, its keys start free.
     assert!(apply(&mut e, Op::DeleteQueue("tmp".into())).is_ok());
     assert!(apply(&mut e, Op::PutQueue(q)).is_ok());
@@ -433,7 +456,8 @@ fn an_empty_or_oversized_key_is_refused_with_its_limit() {
             Err(err) => {
                 assert_eq!(err.kind(), StoreErrorKind::BadRequest);
                 assert!(
-                    err.to_string().contains("ordering_key must be 1 to 256 bytes"),
+                    err.to_string()
+                        .contains("ordering_key must be 1 to 256 bytes"),
                     "{err}"
                 );
             }

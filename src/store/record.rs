@@ -433,21 +433,23 @@ mod tests {
             proptest::option::of(".{0,12}"),
         )
             .prop_map(
-                |(id, queue, category, url, t, m, d, uniq, payload, (a, c, due), ordering_key)| JobRecord {
-                    id,
-                    queue,
-                    category,
-                    url,
-                    content_type: "application/json".into(),
-                    attempts: a,
-                    created_ms: c,
-                    due_ms: due,
-                    timeout_ms: t,
-                    max_retries: m,
-                    retry_delay_ms: d,
-                    uniq,
-                    ordering_key,
-                    payload: Bytes::from(payload),
+                |(id, queue, category, url, t, m, d, uniq, payload, (a, c, due), ordering_key)| {
+                    JobRecord {
+                        id,
+                        queue,
+                        category,
+                        url,
+                        content_type: "application/json".into(),
+                        attempts: a,
+                        created_ms: c,
+                        due_ms: due,
+                        timeout_ms: t,
+                        max_retries: m,
+                        retry_delay_ms: d,
+                        uniq,
+                        ordering_key,
+                        payload: Bytes::from(payload),
+                    }
                 },
             )
     }

@@ -61,7 +61,12 @@ impl Engine {
         id: u64,
         due_ms: u64,
     ) -> Result<u64, StoreError> {
-        self.row_put(txn, Table::Order, &order_key(qid, key, id), &id.to_be_bytes())?;
+        self.row_put(
+            txn,
+            Table::Order,
+            &order_key(qid, key, id),
+            &id.to_be_bytes(),
+        )?;
         Ok(if self.key_head(txn, qid, key)? == Some(id) {
             due_ms
         } else {

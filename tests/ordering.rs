@@ -154,6 +154,39 @@ fn wait_until(limit: Duration, what: &str, pred: impl Fn() -> bool) {
     }
 }
 
+/// For every key: the worker saw its jobs in order, never two at once, and each done; and the
+/// worker's faults were met (retries happened).
+fn check(log: &Log, keys: usize, per_key: usize) {
+    let l = log.lock().unwrap();
+    assert_eq!(l.len(), keys);
+    let mut retried = 0;
+    for (k, seen) in l.iter() {
+        let mut seen = seen.clone();
+        seen.sort_by_key(|s| s.start);
+        for pair in seen.windows(2) {
+            let (a, b) = (&pair[0], &pair[1]);
+            assert!(
+                b.n >= a.n,
+                "key {k}: job {} came after job {} (out of enqueue order)",
+                b.n,
+                a.n
+            );
+            assert!(
+                b.start >= a.end.unwrap(),
+                "key {k}: job {} began while job {} was in flight ({:?} before its end; {a:?})",
+                b.n,
+                a.n,
+                a.end.unwrap() - b.start
+            );
+        }
+        let done: BTreeSet<usize> = seen.iter().filter(|s| s.ok).map(|s| s.n).collect();
+        assert_eq!(done.len(), per_key, "key {k}: jobs lost");
+        retried += seen.len() - per_key;
+    }
+    // The worker's faults were met: retries happened (a 500, 429 or timeout each).
+    assert!(retried > keys * per_key / 20, "only {retried} retries");
+}
+
 #[test]
 fn every_key_sees_its_jobs_in_order_one_at_a_time_through_failures_and_kill_9() {
     let log: Log = Arc::default();
@@ -196,35 +229,84 @@ fn every_key_sees_its_jobs_in_order_one_at_a_time_through_failures_and_kill_9() 
         in_flight.load(Ordering::SeqCst) == 0
     });
 
-    let l = log.lock().unwrap();
-    assert_eq!(l.len(), KEYS);
-    let mut retried = 0;
-    for (k, seen) in l.iter() {
-        let mut seen = seen.clone();
-        seen.sort_by_key(|s| s.start);
-        for pair in seen.windows(2) {
-            let (a, b) = (&pair[0], &pair[1]);
-            assert!(
-                b.n >= a.n,
-                "key {k}: job {} came after job {} (out of enqueue order)",
-                b.n,
-                a.n
-            );
-            assert!(
-                b.start >= a.end.unwrap(),
-                "key {k}: job {} began while job {} was in flight ({:?} before its end; {a:?})",
-                b.n,
-                a.n,
-                a.end.unwrap() - b.start
-            );
-        }
-        let done: BTreeSet<usize> = seen.iter().filter(|s| s.ok).map(|s| s.n).collect();
-        assert_eq!(done.len(), PER_KEY, "key {k}: jobs lost");
-        retried += seen.len() - PER_KEY;
-    }
-    // The worker's faults were met: retries happened (a 500, 429 or timeout each).
-    assert!(retried > total / 20, "only {retried} retries");
+    check(&log, KEYS, PER_KEY);
     let stats = api.get("/queue/ord/stats").json();
     assert_eq!(stats["outstanding_jobs"], 0, "{stats}");
     drop(r);
+}
+
+/// The FIFO: keys in the JSON envelope, the same faulty worker, a stop (SIGTERM) in the middle
+/// whose pending file keeps each key's jobs in order with their keys, fed back into the FIFO of
+/// the next run.
+#[test]
+fn fifo_keys_run_in_line_order_one_at_a_time_and_the_pending_file_keeps_them() {
+    const FKEYS: usize = 40;
+    const FJOBS: usize = 50;
+    let log: Log = Arc::default();
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let w = worker(log.clone(), in_flight.clone());
+    let scene = common::Scene::new();
+    let cfg = scene.config(
+        &w.url(),
+        "  format: json\n",
+        "  concurrency: 32\n  timeout: 1s\n  max_retries: 1000\n",
+        "",
+    );
+    let r = Reprow::start(&cfg);
+    let mut lines = Vec::new();
+    for n in 0..FJOBS {
+        for k in 0..FKEYS {
+            lines.push(format!(
+                r#"{{"ordering_key":"key-{k}","payload":{{"k":{k},"n":{n}}}}}"#
+            ));
+        }
+    }
+    let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+    common::write_lines(&scene.fifo(), &refs);
+    let total = FKEYS * FJOBS;
+    wait_until(Duration::from_secs(60), "a third of the jobs", || {
+        done_count(&log) >= total / 3
+    });
+    let (status, _) = r.stop();
+    assert!(status.success(), "{status:?}");
+    wait_until(Duration::from_secs(10), "the worker to finish", || {
+        in_flight.load(Ordering::SeqCst) == 0
+    });
+    let pending = scene.records("pending.jsonl");
+    assert!(!pending.is_empty(), "everything was done before the stop");
+    // Per key, what is pending follows what was done, in order, with its key kept.
+    let mut left: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for p in &pending {
+        let v: serde_json::Value = serde_json::from_str(p["payload"].as_str().unwrap()).unwrap();
+        let (k, n) = (
+            v["k"].as_u64().unwrap() as usize,
+            v["n"].as_u64().unwrap() as usize,
+        );
+        assert_eq!(p["ordering_key"], format!("key-{k}"), "{p}");
+        left.entry(k).or_default().push(n);
+    }
+    {
+        let l = log.lock().unwrap();
+        for (k, ns) in &left {
+            let done: BTreeSet<usize> = l
+                .get(k)
+                .map(|s| s.iter().filter(|s| s.ok).map(|s| s.n).collect())
+                .unwrap_or_default();
+            let expect: Vec<usize> = (0..FJOBS).filter(|n| !done.contains(n)).collect();
+            assert_eq!(ns, &expect, "key {k}: pending jobs out of order or lost");
+        }
+    }
+    std::fs::rename(scene.path("pending.jsonl"), scene.path("again.jsonl")).unwrap();
+    let again = std::fs::read_to_string(scene.path("again.jsonl")).unwrap();
+    let r = Reprow::start(&cfg);
+    let again: Vec<&str> = again.lines().collect();
+    common::write_lines(&scene.fifo(), &again);
+    wait_until(Duration::from_secs(120), "every job done", || {
+        done_count(&log) == total
+    });
+    wait_until(Duration::from_secs(10), "the worker to finish", || {
+        in_flight.load(Ordering::SeqCst) == 0
+    });
+    drop(r);
+    check(&log, FKEYS, FJOBS);
 }

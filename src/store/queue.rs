@@ -528,4 +528,23 @@ mod tests {
         assert!(check_name("queue", &"a".repeat(129)).is_err());
         assert!(serde_json::from_str::<QueueDef>(r#"{"max_wrokers": 3}"#).is_err());
     }
+
+    #[test]
+    fn ordering_failure_is_hold_unless_set_and_names_its_values() {
+        let d = QueueDef::named("q");
+        assert_eq!(d.ordering_failure, OrderingFailure::Hold);
+        // Left out of the stored JSON at its default, so older definitions compare equal.
+        assert!(!serde_json::to_string(&d)
+            .unwrap()
+            .contains("ordering_failure"));
+        let r: QueueDef = serde_json::from_str(r#"{"ordering_failure": "release"}"#).unwrap();
+        assert_eq!(r.ordering_failure, OrderingFailure::Release);
+        assert!(serde_json::to_string(&r)
+            .unwrap()
+            .contains(r#""ordering_failure":"release""#));
+        let e = serde_json::from_str::<QueueDef>(r#"{"ordering_failure": "skip"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`hold`") && e.contains("`release`"), "{e}");
+    }
 }

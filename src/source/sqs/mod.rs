@@ -52,6 +52,8 @@ mod heartbeat;
 mod loop_state;
 #[cfg(feature = "sqs")]
 mod message;
+/// `MessageGroupId` as an ordering key.
+mod order;
 #[cfg(feature = "sqs")]
 mod settle;
 #[cfg(feature = "sqs")]

@@ -62,7 +62,6 @@ fn enqueue(api: &Api, from: usize, to: usize, presque: bool) {
     }
 }
 
-
 #[test]
 fn every_key_sees_its_jobs_in_order_one_at_a_time_through_failures_and_kill_9() {
     let log: Log = Arc::default();

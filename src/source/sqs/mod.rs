@@ -33,6 +33,7 @@
 //! - `failed`: the failed file, written before a message is deleted for good;
 //! - `batch`: DeleteMessageBatch and ChangeMessageVisibilityBatch;
 //! - `heartbeat`: visibility extension for held messages;
+//! - `order`: `MessageGroupId` as an ordering key (one message of a group at a time).
 //! - `cron_sender`: the sender of periodic tasks (cron.yaml is parsed in `source::cron_yaml`).
 
 #[cfg(feature = "sqs")]
@@ -52,7 +53,7 @@ mod heartbeat;
 mod loop_state;
 #[cfg(feature = "sqs")]
 mod message;
-/// `MessageGroupId` as an ordering key.
+#[cfg(feature = "sqs")]
 mod order;
 #[cfg(feature = "sqs")]
 mod settle;

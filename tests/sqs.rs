@@ -655,39 +655,3 @@ fn reprows_keys_that_reprow_does_not_use_are_named_at_start() {
     assert!(!log.contains("BBBBBBBBBB"), "the secret is never logged");
     assert!(reprow.stop().0.success());
 }
-
-/// Issue 25: a FIFO queue's `MessageGroupId` is an ordering key. SQS hands out nothing more of a
-/// group while one of its messages is out, but one receive may bring several messages of a
-/// group: reprow runs them one at a time, in order, and gives back the ones behind a retry.
-#[test]
-fn message_groups_of_a_fifo_queue_run_in_order_one_at_a_time() {
-    use common::ordering::{check, done_count, wait_until, worker, Log};
-    use std::sync::{atomic::AtomicUsize, Arc};
-    const GROUPS: usize = 20;
-    const PER_GROUP: usize = 15;
-    let sqs = Sqs::new();
-    let url = sqs.fifo_queue();
-    let mut messages = Vec::new();
-    for n in 0..PER_GROUP {
-        for k in 0..GROUPS {
-            messages.push((format!("g{k}"), format!(r#"{{"k":{k},"n":{n}}}"#)));
-        }
-    }
-    sqs.send_grouped(&url, &messages);
-    let log: Log = Arc::default();
-    let w = worker(log.clone(), Arc::new(AtomicUsize::new(0)));
-    let dir = tempfile::tempdir().unwrap();
-    let reprow = start(
-        dir.path(),
-        &url,
-        &w,
-        "  max_messages: 10\n  visibility_timeout: 30\n",
-        "  concurrency: 16\n  timeout: 1s\n  max_retries: 1000\n",
-    );
-    wait_until(Duration::from_secs(120), "every message done", || {
-        done_count(&log) == GROUPS * PER_GROUP
-    });
-    check(&log, GROUPS, PER_GROUP);
-    sqs.wait_depth(&url, (0, 0));
-    drop(reprow);
-}

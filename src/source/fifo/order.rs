@@ -161,7 +161,8 @@ impl KeyGate {
             Ok(()) => Next::None,
             Err(SendError::Full(job)) => {
                 self.lock().unsent.push((key, job));
-                let _ = (&self.wake_tx).write(&[1]);
+                // One byte; a full socket (WouldBlock) means a wake-up is pending already.
+                let _ = (&self.wake_tx).write_all(&[1]);
                 Next::None
             }
             Err(SendError::Closed(job)) => Next::Unsent(key, job),

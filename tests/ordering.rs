@@ -185,3 +185,41 @@ fn fifo_keys_run_in_line_order_one_at_a_time_and_the_pending_file_keeps_them() {
     drop(r);
     check(&log, FKEYS, FJOBS);
 }
+
+/// The API's refusals: a key given twice, differing, and a key out of bounds, each with a
+/// message that names it; a job's key shows in its listing.
+#[test]
+fn the_api_refuses_bad_keys_by_name_and_lists_the_key() {
+    let (_dir, _r, api) =
+        common::start_durable("queues:\n  pl:\n    mode: pull\nroutings:\n  pl: pl\n");
+    let json = [("Content-Type", "application/json")];
+    let both = api.call_with(
+        "POST",
+        "/q/pl?ordering_key=a",
+        Some("{}"),
+        &[json[0], ("X-Reprow-Ordering-Key", "b")],
+    );
+    assert_eq!(both.status, 400, "{}", both.text());
+    assert!(both
+        .text()
+        .contains("ordering_key and X-Reprow-Ordering-Key differ"));
+    let same = api.call_with(
+        "POST",
+        "/q/pl?ordering_key=a",
+        Some("{}"),
+        &[json[0], ("X-Reprow-Ordering-Key", "a")],
+    );
+    assert_eq!(same.status, 201, "{}", same.text());
+    let long = format!(r#"{{"ordering_key":"{}","payload":1}}"#, "k".repeat(257));
+    let r = api.call_with("POST", "/job/pl", Some(&long), &json);
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        r.text().contains("ordering_key must be 1 to 256 bytes"),
+        "{}",
+        r.text()
+    );
+    let r = api.call_with("POST", "/q/pl?ordering_key=", Some("{}"), &json);
+    assert_eq!(r.status, 400, "{}", r.text());
+    let jobs = api.get("/queue/pl/waiting").json();
+    assert!(jobs.to_string().contains(r#""ordering_key":"a""#), "{jobs}");
+}

@@ -253,4 +253,51 @@ mod tests {
         assert_eq!(left, [("a".to_string(), 3), ("a".to_string(), 6)]);
         assert!(matches!(g.leave(2, true), Next::None), "drained: no heads");
     }
+
+    #[test]
+    fn a_head_the_full_cores_cannot_take_goes_to_the_reading_thread_with_a_wake_up() {
+        use crate::{job::target::Target, store::queue::OutcomeMode};
+        use std::time::Duration;
+        let target = Arc::new(Target {
+            url: crate::http::url::WorkerUrl::parse("http://127.0.0.1:9/").unwrap(),
+            url_text: "http://127.0.0.1:9/".into(),
+            timeout: Duration::from_secs(1),
+            policy: crate::job::retry::RetryPolicy {
+                max_retries: 0,
+                fixed: None,
+                base: Duration::from_secs(1),
+                cap: Duration::from_secs(1),
+                max_retry_after: Duration::from_secs(1),
+            },
+            outcome: OutcomeMode::Status,
+        });
+        let (tx, _bridge) = crate::bridge::job_channel(1, Some(1), Some(target));
+        let g = KeyGate::new().unwrap();
+        g.connect(tx.clone());
+        let a: Arc<str> = "a".into();
+        assert!(g.admit(job(100), a.clone()).is_some());
+        assert!(g.admit(job(101), a).is_none());
+        // The one core's inbox full.
+        while tx.try_send(job(1)).is_ok() {}
+        assert!(matches!(g.leave(100, true), Next::None));
+        let mut fds = [nix::poll::PollFd::new(
+            g.wake_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        assert_eq!(
+            nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO),
+            Ok(1)
+        );
+        let unsent: Vec<u64> = g.take_unsent().iter().map(|(_, j)| j.id).collect();
+        assert_eq!(unsent, [101]);
+        assert!(g.take_unsent().is_empty());
+        let mut fds = [nix::poll::PollFd::new(
+            g.wake_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        assert_eq!(
+            nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO),
+            Ok(0)
+        );
+    }
 }

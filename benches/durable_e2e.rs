@@ -20,6 +20,11 @@
 //! the store engine alone, in this process (no fsync, no HTTP): its CPU per job, which the
 //! shared machine's fsync and scheduling noise does not blur (`REPROW_BENCH_IDLE_E2E=0`: only
 //! that one).
+//!
+//! Ordering keys (issue 25): `REPROW_BENCH_ORDERING_KEYS=1,100,100000` measures instead the
+//! rate of batched jobs without keys, then with job `i` keyed `k<i mod N>` for each N, side by
+//! side in one process, and prints each rate's ratio to the unkeyed one. Each run sends
+//! `REPROW_BENCH_JOBS` × 5 jobs, a tenth of that with one key (its jobs run one at a time).
 
 mod support;
 
@@ -168,11 +173,13 @@ struct Bench {
     log: Log,
     epoch: Instant,
     pid: u32,
+    /// Distinct ordering keys over the jobs sent (job `i` gets `k<i mod keys>`); 0: none.
+    keys: u64,
 }
 
 /// Jobs/s of one run (first send to last ack committed).
 fn measure(b: &Bench, jobs: u64, batch: u64, producers: u64, label: &str) -> f64 {
-    let (api, log, epoch, pid) = (b.api, &b.log, b.epoch, b.pid);
+    let (api, log, epoch, pid, keys) = (b.api, &b.log, b.epoch, b.pid, b.keys);
     log.lock().unwrap().clear();
     let start = Instant::now();
     let next = Arc::new(AtomicU64::new(0));
@@ -188,13 +195,17 @@ fn measure(b: &Bench, jobs: u64, batch: u64, producers: u64, label: &str) -> f64
                     }
                     let n = batch.min(jobs - first);
                     let t = epoch.elapsed().as_nanos() as u64;
+                    let one = |i: u64| match keys {
+                        0 => format!(r#"{{"payload":"{t}"}}"#),
+                        k => format!(r#"{{"payload":"{t}","ordering_key":"k{}"}}"#, i % k),
+                    };
                     let (path, body) = if batch == 1 {
-                        ("/job/bench".to_string(), format!(r#"{{"payload":"{t}"}}"#))
+                        ("/job/bench".to_string(), one(first))
                     } else {
-                        let one = format!(r#"{{"payload":"{t}"}}"#);
+                        let all: Vec<String> = (first..first + n).map(one).collect();
                         (
                             "/job/bench/batch".to_string(),
-                            format!("[{}]", vec![one; n as usize].join(",")),
+                            format!("[{}]", all.join(",")),
                         )
                     };
                     let (s, b) = c.request("POST", &path, &body);
@@ -339,6 +350,7 @@ fn engine_comparison(n: u64, jobs: u64) {
                 max_retries: None,
                 retry_delay: None,
                 uniq: None,
+                ordering_key: None,
             };
             apply(e, vec![Op::Enqueue(vec![job])]);
             e.feed();
@@ -420,6 +432,29 @@ fn idle_comparison(b: &Bench, worker: SocketAddr, n: u64, jobs: u64, batch: u64,
     );
 }
 
+/// Batched jobs without ordering keys, then with each count of distinct keys.
+fn ordering_comparison(b: &mut Bench, counts: &[u64], jobs: u64, batch: u64, producers: u64) {
+    println!("ordering keys: {counts:?}");
+    let producers = producers.min(4);
+    b.keys = 0;
+    let base = measure(b, jobs * 5, batch, producers, "no keys");
+    let mut ratios = Vec::new();
+    for &k in counts {
+        b.keys = k;
+        // One key runs one job at a time: a tenth of the jobs keeps the run short.
+        let n = if k == 1 { jobs / 2 } else { jobs * 5 };
+        let rate = measure(b, n, batch, producers, &format!("{k} keys"));
+        ratios.push(format!("{k} keys {:.2}", rate / base));
+    }
+    b.keys = 0;
+    let again = measure(b, jobs * 5, batch, producers, "no keys, again");
+    println!(
+        "  ratio to no keys: {}; no keys again {:.2}",
+        ratios.join(", "),
+        again / base
+    );
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
@@ -432,6 +467,11 @@ fn main() {
     let batch: u64 = env("REPROW_BENCH_BATCH", "100").parse().unwrap();
     let producers: u64 = env("REPROW_BENCH_PRODUCERS", "16").parse().unwrap();
     let idle: u64 = env("REPROW_BENCH_IDLE_QUEUES", "0").parse().unwrap();
+    let ordering: Vec<u64> = env("REPROW_BENCH_ORDERING_KEYS", "")
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|d| d.trim().parse().unwrap())
+        .collect();
     let max_queues: u64 = env("REPROW_BENCH_MAX_QUEUES", &(idle + 100).to_string())
         .parse()
         .unwrap();
@@ -493,10 +533,24 @@ fn main() {
             log: log.clone(),
             epoch,
             pid: child.id(),
+            keys: 0,
         };
         idle_comparison(&b, waddr, idle, jobs, batch, producers);
     }
-    for depth in depths.into_iter().filter(|_| idle == 0) {
+    if !ordering.is_empty() {
+        let mut b = Bench {
+            api,
+            log: log.clone(),
+            epoch,
+            pid: child.id(),
+            keys: 0,
+        };
+        ordering_comparison(&mut b, &ordering, jobs, batch, producers);
+    }
+    for depth in depths
+        .into_iter()
+        .filter(|_| idle == 0 && ordering.is_empty())
+    {
         fill(api, depth);
         println!("backlog depth {depth} waiting jobs:");
         let b = Bench {
@@ -504,6 +558,7 @@ fn main() {
             log: log.clone(),
             epoch,
             pid: child.id(),
+            keys: 0,
         };
         measure(&b, jobs, 1, producers, "one job per request");
         measure(

@@ -25,6 +25,7 @@ struct Job {
     max_retries: Option<u32>,
     retry_delay_ms: Option<u64>,
     uniq: Option<String>,
+    ordering_key: Option<String>,
     payload: Vec<u8>,
 }
 
@@ -43,6 +44,7 @@ impl Job {
             max_retries: self.max_retries,
             retry_delay_ms: self.retry_delay_ms,
             uniq: self.uniq,
+            ordering_key: self.ordering_key,
             payload: Bytes::from(self.payload),
         }
     }

@@ -42,6 +42,9 @@ struct FireworqJob<'a> {
     max_retries: Option<u32>,
     #[serde(default)]
     retry_delay: Option<u64>,
+    /// reprow's: jobs with the same key run one at a time, in enqueue order.
+    #[serde(default)]
+    ordering_key: Option<String>,
 }
 
 /// `POST /job/{category}` (one job) and `POST /job/{category}/batch` (a list).
@@ -106,6 +109,7 @@ pub(super) async fn enqueue(ctx: &Ctx, req: &Request, category: &str, batch: boo
             max_retries: j.max_retries,
             retry_delay: j.retry_delay,
             uniq: None,
+            ordering_key: j.ordering_key,
         };
         job.check_times().map_err(|e| Response::error(400, &e))?;
         jobs.push(job);

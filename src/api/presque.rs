@@ -28,9 +28,9 @@ use crate::{
     },
 };
 
-/// `POST /q/{queue}?delayed=&uniq=`: the body, one JSON value, is the job's payload.
+/// `POST /q/{queue}?delayed=&uniq=&ordering_key=`: the body, one JSON value, is the job's payload.
 pub(super) async fn push(ctx: &Ctx, req: &Request, queue: &str, q: &Params) -> Res {
-    let job = presque_job(ctx, queue, job_body(ctx, req)?, q)?;
+    let job = presque_job(ctx, req, queue, job_body(ctx, req)?, q)?;
     let j = call(ctx, |tx| Write::Enqueue(vec![job], tx))
         .await
         .map_err(uniq_taken)?;
@@ -108,7 +108,7 @@ pub(super) async fn pull(ctx: &Ctx, req: &Request, queue: &str, q: &Params) -> R
 /// (with its `message`).
 pub(super) async fn fail(ctx: &Ctx, req: &Request, queue: &str, q: &Params) -> Res {
     if q.get("id").is_none() && req.lease.is_none() {
-        let job = presque_job(ctx, queue, job_body(ctx, req)?, &Params::parse("")?)?;
+        let job = presque_job(ctx, req, queue, job_body(ctx, req)?, &Params::parse("")?)?;
         call(ctx, |tx| Write::Enqueue(vec![job], tx)).await?;
         ctx.presque.failed(queue, req.worker_id.as_deref());
         return Ok(Response::empty(201));
@@ -212,7 +212,7 @@ pub(super) async fn pull_batch(ctx: &Ctx, req: &Request, queue: &str, q: &Params
     })
 }
 
-/// `POST /qb/{queue}?delayed=&uniq=` with `{"jobs": [...]}`: each item is one job's payload.
+/// `POST /qb/{queue}?delayed=&uniq=&ordering_key=` with `{"jobs": [...]}`: each item is one job's payload.
 pub(super) async fn push_batch(ctx: &Ctx, req: &Request, queue: &str, q: &Params) -> Res {
     #[derive(Deserialize)]
     struct Body<'a> {
@@ -235,6 +235,7 @@ pub(super) async fn push_batch(ctx: &Ctx, req: &Request, queue: &str, q: &Params
     for j in b.jobs {
         jobs.push(presque_job(
             ctx,
+            req,
             queue,
             Bytes::copy_from_slice(j.get().as_bytes()),
             q,
@@ -404,8 +405,24 @@ pub(super) fn worker_set(ctx: &Ctx, req: &Request, queue: &str, register: bool) 
 }
 
 /// One presque job for `queue`: the payload as sent, `?delayed=` (a Unix time in seconds)
-/// and `?uniq=` from the query.
-fn presque_job(ctx: &Ctx, queue: &str, payload: Bytes, q: &Params) -> Result<NewJob, Response> {
+/// and `?uniq=` from the query, the ordering key from `?ordering_key=` or the
+/// `X-Reprow-Ordering-Key` header.
+fn presque_job(
+    ctx: &Ctx,
+    req: &Request,
+    queue: &str,
+    payload: Bytes,
+    q: &Params,
+) -> Result<NewJob, Response> {
+    let ordering_key = match (q.get("ordering_key"), req.ordering_key.as_deref()) {
+        (Some(a), Some(b)) if a != b => {
+            return Err(Response::error(
+                400,
+                "ordering_key and X-Reprow-Ordering-Key differ: send one",
+            ))
+        }
+        (a, b) => a.or(b).map(str::to_string),
+    };
     if payload.len() > ctx.config.max_payload_bytes {
         return Err(Response::error(
             413,
@@ -437,5 +454,6 @@ fn presque_job(ctx: &Ctx, queue: &str, payload: Bytes, q: &Params) -> Result<New
         max_retries: None,
         retry_delay: None,
         uniq: q.get("uniq").map(str::to_string),
+        ordering_key,
     })
 }

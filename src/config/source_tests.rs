@@ -311,6 +311,11 @@ fn q4m_refusals() {
             "queue.content_type",
         ),
         ("concurrency: 3", "concurrency: 2000", "queue.connections"),
+        (
+            "table: job_queue",
+            "table: job_queue\n  ordering_key_column: account",
+            "queue.ordering_key_column: Q4M cannot honour ordering keys",
+        ),
     ];
     for (from, to, key) in cases {
         let e = err(&Q4M.replace(from, to));

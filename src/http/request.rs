@@ -26,6 +26,9 @@ pub struct Request {
     pub lease: Option<String>,
     /// `X-presque-workerid`, if sent: a presque worker's id, for its counts.
     pub worker_id: Option<String>,
+    /// `X-Reprow-Ordering-Key`, if sent: the ordering key of the job a presque push carries
+    /// (its body is the payload, so it cannot carry the key).
+    pub ordering_key: Option<String>,
     /// `Host`: exactly one in HTTP/1.1 (checked here), at most one in HTTP/1.0.
     pub host: Option<String>,
     /// `Origin`, if sent (browsers send it on every cross-origin request but simple GETs).
@@ -86,12 +89,13 @@ pub enum Progress {
 
 /// Headers that must not appear twice: which of two values to believe is exactly what a proxy
 /// in front and reprow could disagree on.
-const SINGLE: [&str; 5] = [
+const SINGLE: [&str; 6] = [
     "host",
     "authorization",
     "origin",
     "sec-fetch-site",
     "x-reprow-lease",
+    "x-reprow-ordering-key",
 ];
 
 enum State {
@@ -196,6 +200,7 @@ impl RequestParser {
         let mut authorization = None;
         let mut lease = None;
         let mut worker_id = None;
+        let mut ordering_key = None;
         let mut host = None;
         let mut origin = None;
         let mut fetch_site = None;
@@ -247,6 +252,8 @@ impl RequestParser {
                 lease = Some(value.to_string());
             } else if h.name.eq_ignore_ascii_case("x-presque-workerid") {
                 worker_id = Some(value.to_string()).filter(|v| !v.is_empty());
+            } else if h.name.eq_ignore_ascii_case("x-reprow-ordering-key") {
+                ordering_key = Some(value.to_string());
             } else if h.name.eq_ignore_ascii_case("host") {
                 host = Some(value.to_string());
             } else if h.name.eq_ignore_ascii_case("origin") {
@@ -293,6 +300,7 @@ impl RequestParser {
             authorization,
             lease,
             worker_id,
+            ordering_key,
             host,
             origin,
             fetch_site,

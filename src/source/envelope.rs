@@ -32,7 +32,13 @@ pub enum EnvelopeError {
     /// A content type with control characters.
     #[error("invalid content_type")]
     ContentType,
+    /// An ordering key that is empty or too long.
+    #[error("ordering_key must be 1 to {MAX_ORDERING_KEY_BYTES} bytes")]
+    OrderingKey,
 }
+
+/// The longest `ordering_key`, bytes: the durable queue's.
+pub const MAX_ORDERING_KEY_BYTES: usize = crate::store::record::MAX_ORDERING_KEY_BYTES;
 
 #[derive(Deserialize)]
 struct EnvelopeIn<'a> {
@@ -44,6 +50,8 @@ struct EnvelopeIn<'a> {
     headers: BTreeMap<String, String>,
     #[serde(default)]
     content_type: Option<String>,
+    #[serde(default)]
+    ordering_key: Option<String>,
 }
 
 /// A decoded envelope.
@@ -55,6 +63,8 @@ pub struct Envelope {
     pub headers: Vec<(String, String)>,
     /// Content type, when given.
     pub content_type: Option<String>,
+    /// Ordering key, when given: jobs with the same key run one at a time, in line order.
+    pub ordering_key: Option<String>,
 }
 
 /// Decodes one JSON line.
@@ -90,10 +100,18 @@ pub fn decode(line: &[u8]) -> Result<Envelope, EnvelopeError> {
     {
         return Err(EnvelopeError::ContentType);
     }
+    if env
+        .ordering_key
+        .as_deref()
+        .is_some_and(|k| k.is_empty() || k.len() > MAX_ORDERING_KEY_BYTES)
+    {
+        return Err(EnvelopeError::OrderingKey);
+    }
     Ok(Envelope {
         payload,
         headers,
         content_type: env.content_type,
+        ordering_key: env.ordering_key,
     })
 }
 
@@ -115,6 +133,9 @@ pub struct Record<'a> {
     pub headers: BTreeMap<&'a str, &'a str>,
     /// The `Content-Type` its worker got.
     pub content_type: &'a str,
+    /// Its ordering key, if it had one (read back by [`decode`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ordering_key: Option<&'a str>,
     /// Deliveries made before it was written (0 for a job never delivered).
     pub attempts: u32,
     /// Enqueue time, RFC 3339.
@@ -150,6 +171,7 @@ impl<'a> Record<'a> {
                 .map(|(k, v)| (k.as_str(), v.as_str()))
                 .collect(),
             content_type: &job.content_type,
+            ordering_key: None,
             attempts: job.attempts,
             enqueued_at: humantime::format_rfc3339_millis(job.enqueued_at).to_string(),
             last_status: failure.and_then(|f| f.status),
@@ -206,6 +228,17 @@ mod tests {
             decode(br#"{"payload":1,"content_type":"a\nb"}"#),
             Err(EnvelopeError::ContentType)
         );
+        assert_eq!(
+            decode(br#"{"payload":1,"ordering_key":""}"#),
+            Err(EnvelopeError::OrderingKey)
+        );
+        let long = format!(r#"{{"payload":1,"ordering_key":"{}"}}"#, "k".repeat(257));
+        assert_eq!(decode(long.as_bytes()), Err(EnvelopeError::OrderingKey));
+        let ok = format!(r#"{{"payload":1,"ordering_key":"{}"}}"#, "k".repeat(256));
+        assert_eq!(
+            decode(ok.as_bytes()).unwrap().ordering_key.unwrap().len(),
+            256
+        );
     }
 
     #[test]
@@ -224,8 +257,11 @@ mod tests {
             status: Some(500),
             message: "boom".into(),
         };
-        let line = serde_json::to_vec(&Record::of(&job, Some(&fail))).unwrap();
+        let mut rec = Record::of(&job, Some(&fail));
+        rec.ordering_key = Some("acct-7");
+        let line = serde_json::to_vec(&rec).unwrap();
         let back = decode(&line).unwrap();
+        assert_eq!(back.ordering_key.as_deref(), Some("acct-7"));
         assert_eq!(back.payload, job.payload);
         assert_eq!(back.headers, job.headers.to_vec());
         assert_eq!(

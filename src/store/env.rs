@@ -14,7 +14,7 @@ use heed::{Env, EnvFlags, EnvOpenOptions, WithoutTls};
 /// heed's error when LMDB refuses.
 pub fn open(dir: &Path, map_size: usize, no_sync: bool) -> heed::Result<Env<WithoutTls>> {
     let mut opts = EnvOpenOptions::new().read_txn_without_tls();
-    opts.map_size(map_size).max_dbs(8).max_readers(126);
+    opts.map_size(map_size).max_dbs(16).max_readers(126);
     if no_sync {
         // SAFETY: NO_SYNC only weakens durability (a crash may lose recent commits); it cannot
         // corrupt memory. It is set only by the explicit benchmark-only option.

@@ -90,6 +90,8 @@ pub struct NewJob {
     pub retry_delay: Option<u64>,
     /// presque's `uniq`: at most one job with this key in the queue at a time (409).
     pub uniq: Option<String>,
+    /// Jobs of a queue with the same key run one at a time, in enqueue order.
+    pub ordering_key: Option<String>,
 }
 
 impl NewJob {
@@ -338,6 +340,9 @@ pub struct JobView {
     /// For a leased job: taken by a pull worker rather than pushed (reprow's addition).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pulled: Option<bool>,
+    /// Its ordering key, if it has one (reprow's addition).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ordering_key: Option<String>,
     /// For a job just handed to a pull worker: its lease token (sent as `X-Reprow-Lease`, not
     /// shown in job lists).
     #[serde(skip)]

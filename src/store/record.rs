@@ -6,11 +6,13 @@
 //! payload, and decoding is a few slice reads.
 //!
 //! ```text
-//! u8  version (1)          u8  flags (1 url, 2 timeout, 4 max_retries, 8 retry_delay, 16 uniq)
+//! u8  version (1)          u8  flags (1 url, 2 timeout, 4 max_retries, 8 retry_delay, 16 uniq,
+//!                                    32 ordering key)
 //! u32 queue id             u32 attempts (failed deliveries so far)
 //! u64 created_at ms        u64 due ms (next try)
 //! [u64 timeout ms] [u32 max_retries] [u64 retry_delay ms]     (when their flag is set)
 //! u16+bytes category   u16+bytes content type   [u16+bytes url]   [u16+bytes uniq key]
+//! [u16+bytes ordering key]
 //! payload: the rest
 //! ```
 //! All integers little-endian. Keys are big-endian so that LMDB's byte order is numeric order.
@@ -26,6 +28,7 @@ const F_TIMEOUT: u8 = 2;
 const F_MAX_RETRIES: u8 = 4;
 const F_RETRY_DELAY: u8 = 8;
 const F_UNIQ: u8 = 16;
+const F_ORDERING_KEY: u8 = 32;
 
 /// A stored job.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +57,9 @@ pub struct JobRecord {
     pub retry_delay_ms: Option<u64>,
     /// presque's `uniq` key, released when the job leaves the queue.
     pub uniq: Option<String>,
+    /// The job's ordering key: jobs of a queue with the same key run one at a time, in
+    /// enqueue order (see `engine::order`).
+    pub ordering_key: Option<String>,
     /// The payload, sent unchanged.
     pub payload: Bytes,
 }
@@ -93,6 +99,7 @@ impl JobRecord {
             + self.content_type.len()
             + opt(&self.url)
             + opt(&self.uniq)
+            + opt(&self.ordering_key)
             + self.payload.len()
     }
 
@@ -109,6 +116,7 @@ impl JobRecord {
             (self.max_retries.is_some(), F_MAX_RETRIES),
             (self.retry_delay_ms.is_some(), F_RETRY_DELAY),
             (self.uniq.is_some(), F_UNIQ),
+            (self.ordering_key.is_some(), F_ORDERING_KEY),
         ] {
             if set {
                 flags |= f;
@@ -136,6 +144,9 @@ impl JobRecord {
         }
         if let Some(u) = &self.uniq {
             put_str(out, u)?;
+        }
+        if let Some(k) = &self.ordering_key {
+            put_str(out, k)?;
         }
         out.extend_from_slice(&self.payload);
         Ok(())
@@ -194,6 +205,11 @@ impl JobRecord {
         } else {
             None
         };
+        let ordering_key = if flags & F_ORDERING_KEY != 0 {
+            Some(r.str()?)
+        } else {
+            None
+        };
         let rec = JobRecord {
             id,
             queue,
@@ -207,6 +223,7 @@ impl JobRecord {
             max_retries,
             retry_delay_ms,
             uniq,
+            ordering_key,
             payload: Bytes::new(),
         };
         Ok((rec, r.0))
@@ -272,6 +289,34 @@ pub fn parse_due_key(k: &[u8]) -> Option<(u32, u64, u64)> {
     let d = u64::from_be_bytes(k[4..12].try_into().ok()?);
     let i = u64::from_be_bytes(k[12..].try_into().ok()?);
     Some((q, d, i))
+}
+
+/// The due time of a job parked behind an earlier job of its ordering key: past every real
+/// due time ([`crate::store::MAX_TIME_MS`]), so a scan of due jobs never meets it. The job's
+/// record keeps the due time it gets when it is its key's first job.
+pub const PARKED_MS: u64 = u64::MAX;
+
+/// The longest ordering key, bytes. Longer than SQS's `MessageGroupId` (128); an `order`
+/// key (queue id, length, key, job id) stays far below LMDB's 511-byte key limit.
+pub const MAX_ORDERING_KEY_BYTES: usize = 256;
+
+/// The rows of one ordering key of a queue in the `order` index start with this: queue id,
+/// key length (u16 BE, so no key is a prefix of another's rows) and the key.
+pub fn order_prefix(queue: u32, key: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(4 + 2 + key.len() + 8);
+    k.extend_from_slice(&queue.to_be_bytes());
+    // Keys are at most MAX_ORDERING_KEY_BYTES long (checked at enqueue).
+    k.extend_from_slice(&(key.len().min(usize::from(u16::MAX)) as u16).to_be_bytes());
+    k.extend_from_slice(key.as_bytes());
+    k
+}
+
+/// Key of the ordering index: [`order_prefix`], then the job id, so one key's jobs sort in
+/// enqueue order and the first is the one that may run.
+pub fn order_key(queue: u32, key: &str, id: u64) -> Vec<u8> {
+    let mut k = order_prefix(queue, key);
+    k.extend_from_slice(&id.to_be_bytes());
+    k
 }
 
 /// Key of the failed log: queue, then failure id (increasing).
@@ -385,22 +430,26 @@ mod tests {
             proptest::option::of(".{0,10}"),
             proptest::collection::vec(any::<u8>(), 0..200),
             any::<(u32, u64, u64)>(),
+            proptest::option::of(".{0,12}"),
         )
             .prop_map(
-                |(id, queue, category, url, t, m, d, uniq, payload, (a, c, due))| JobRecord {
-                    id,
-                    queue,
-                    category,
-                    url,
-                    content_type: "application/json".into(),
-                    attempts: a,
-                    created_ms: c,
-                    due_ms: due,
-                    timeout_ms: t,
-                    max_retries: m,
-                    retry_delay_ms: d,
-                    uniq,
-                    payload: Bytes::from(payload),
+                |(id, queue, category, url, t, m, d, uniq, payload, (a, c, due), ordering_key)| {
+                    JobRecord {
+                        id,
+                        queue,
+                        category,
+                        url,
+                        content_type: "application/json".into(),
+                        attempts: a,
+                        created_ms: c,
+                        due_ms: due,
+                        timeout_ms: t,
+                        max_retries: m,
+                        retry_delay_ms: d,
+                        uniq,
+                        ordering_key,
+                        payload: Bytes::from(payload),
+                    }
                 },
             )
     }
@@ -441,6 +490,18 @@ mod tests {
             prop_assert_eq!(ka.cmp(&kb), a.cmp(&b));
             prop_assert_eq!(parse_due_key(&ka), Some(a));
         }
+
+        #[test]
+        fn order_keys_group_by_queue_and_key_then_sort_by_id(q in 0u32..3, a in "[ab]{0,3}", b in "[ab]{0,3}", i in any::<u64>(), j in any::<u64>()) {
+            let (ka, kb) = (order_key(q, &a, i), order_key(q, &b, j));
+            // Same key: id order; another key never falls between one key's rows.
+            if a == b {
+                prop_assert_eq!(ka.cmp(&kb), i.cmp(&j));
+            } else {
+                prop_assert!(!kb.starts_with(&order_prefix(q, &a)));
+            }
+            prop_assert!(ka.starts_with(&order_prefix(q, &a)));
+        }
     }
 
     #[test]
@@ -468,6 +529,7 @@ mod tests {
             max_retries: None,
             retry_delay_ms: None,
             uniq: None,
+            ordering_key: None,
             payload: Bytes::from_static(b"p"),
         };
         let mut out = Vec::new();

@@ -2,6 +2,7 @@
 //! writer, and a handle on a `reprow` child process.
 #![allow(dead_code)]
 
+pub mod ordering;
 pub mod pages;
 #[cfg(feature = "sqs")]
 pub mod sqs;

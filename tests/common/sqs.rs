@@ -72,6 +72,38 @@ impl Sqs {
         self.rt.block_on(req.send()).unwrap().queue_url.unwrap()
     }
 
+    /// A FIFO queue (`.fifo`), deduplicating by content.
+    pub fn fifo_queue(&self) -> String {
+        let name = format!(
+            "reprow-{}-{}.fifo",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let req = self
+            .client
+            .create_queue()
+            .queue_name(name)
+            .attributes(QueueAttributeName::FifoQueue, "true")
+            .attributes(QueueAttributeName::ContentBasedDeduplication, "true");
+        self.rt.block_on(req.send()).unwrap().queue_url.unwrap()
+    }
+
+    /// Sends each (group, body) to a FIFO queue, in order.
+    pub fn send_grouped(&self, url: &str, messages: &[(String, String)]) {
+        for (group, body) in messages {
+            self.rt
+                .block_on(
+                    self.client
+                        .send_message()
+                        .queue_url(url)
+                        .message_group_id(group)
+                        .message_body(body)
+                        .send(),
+                )
+                .unwrap();
+        }
+    }
+
     pub fn arn(&self, url: &str) -> String {
         let out = self
             .rt

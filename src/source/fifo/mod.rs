@@ -7,6 +7,8 @@
 //! `PIPE_BUF` (4 KiB) from concurrent writers never interleave; that is the kernel's guarantee.
 
 pub mod config;
+mod order;
+mod slots;
 mod watch;
 
 use std::{
@@ -17,10 +19,7 @@ use std::{
         unix::fs::{FileTypeExt, OpenOptionsExt},
     },
     path::PathBuf,
-    sync::{
-        atomic::{AtomicI64, Ordering::Relaxed},
-        Arc,
-    },
+    sync::{atomic::AtomicI64, Arc},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -29,6 +28,7 @@ use event_listener::Listener as _;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 
 use self::config::{FifoConfig, LineFormat};
+use self::slots::Slots;
 use super::{
     envelope::{self, Record},
     framing::{Frame, LineFramer},
@@ -86,7 +86,12 @@ impl FifoSource {
                 source,
             })
         };
+        let gate = order::KeyGate::new().map_err(|source| SourceError::Io {
+            path: path.clone(),
+            source,
+        })?;
         let settler = Arc::new(FifoSettler {
+            gate: Arc::new(gate),
             failed: spill(&config.failed_path)?,
             pending: spill(&config.pending_path)?,
             slots: Arc::new(Slots {
@@ -137,13 +142,17 @@ impl FifoSource {
         }
     }
 
-    /// Turns one line into a job, or reports why it cannot be one.
-    fn job_from_line(&mut self, line: Bytes) -> Result<Job, envelope::EnvelopeError> {
+    /// Turns one line into a job and its ordering key, or reports why it cannot be one.
+    fn job_from_line(&mut self, line: Bytes) -> Result<Keyed, envelope::EnvelopeError> {
         match self.config.format {
-            LineFormat::Raw => Ok(self.new_job(line, Vec::new(), None)),
+            LineFormat::Raw => Ok((self.new_job(line, Vec::new(), None), None)),
             LineFormat::Json => {
                 let env = envelope::decode(&line)?;
-                Ok(self.new_job(env.payload, env.headers, env.content_type))
+                let key = env.ordering_key.map(Arc::from);
+                Ok((
+                    self.new_job(env.payload, env.headers, env.content_type),
+                    key,
+                ))
             }
         }
     }
@@ -155,7 +164,7 @@ impl FifoSource {
         let job = self.new_job(Bytes::copy_from_slice(prefix), Vec::new(), None);
         // The line holds no slot; its record is synced with the others all the same.
         self.settler
-            .record_failed(&job, &Failure::transport(message), false);
+            .record_failed(&job, None, &Failure::transport(message), false);
     }
 
     /// Waits until fewer than `max_held_jobs` jobs are held, or shutdown.
@@ -177,17 +186,39 @@ impl FifoSource {
     }
 
     /// Hands a job to the cores (waiting while `max_held_jobs` are held), or, once shutdown
-    /// has started, keeps it for the next run.
-    fn forward(&self, job: Job, out: &JobSender, shutdown: &Shutdown) {
+    /// has started, keeps it for the next run. A keyed job whose key has a job out waits in
+    /// the ordering gate (`order`).
+    fn forward(&self, (job, key): Keyed, out: &JobSender, shutdown: &Shutdown) {
         self.wait_for_capacity(shutdown);
         self.settler.slots.take();
         Stats::inc(&self.stats.received);
+        let gate = &self.settler.gate;
         if shutdown.is_triggered() {
-            self.settler.save_pending(&job);
+            match key {
+                // Behind its key's head, which is saved when its core lets it go.
+                Some(k) if gate.busy(&k) => gate.queue_behind(job, k),
+                k => self.settler.save_pending(&job, k.as_deref()),
+            }
             return;
         }
+        let job = match &key {
+            Some(k) => match gate.admit(job, k.clone()) {
+                Some(job) => job,
+                None => return,
+            },
+            None => job,
+        };
         if let Err(e) = out.send_blocking(job) {
-            self.settler.save_pending(&e.into_inner());
+            self.settler.save_pending(&e.into_inner(), key.as_deref());
+        }
+    }
+
+    /// Sends the keyed jobs a settle released while the cores were full.
+    fn forward_unsent(&self, out: &JobSender) {
+        for (key, job) in self.settler.gate.take_unsent() {
+            if let Err(e) = out.send_blocking(job) {
+                self.settler.save_pending(&e.into_inner(), Some(&key));
+            }
         }
     }
 
@@ -297,10 +328,13 @@ impl FifoSource {
             let job = self.new_job(partial, Vec::new(), None);
             self.settler.slots.take();
             Stats::inc(&self.stats.received);
-            self.settler.save_pending(&job);
+            self.settler.save_pending(&job, None);
         }
     }
 }
+
+/// A job read from a line, with its ordering key.
+type Keyed = (Job, Option<Arc<str>>);
 
 /// One non-blocking `read(2)` of `file` into `framer`: `Ok(None)` when nothing was there,
 /// `Ok(Some(0))` at EOF (only a retired FIFO, which reprow no longer holds open for writing,
@@ -368,13 +402,15 @@ impl Source for FifoSource {
         let mut watch =
             watch::PathWatch::new(&self.config.path, &self.file, self.stats.clone()).map_err(io)?;
         let mut retired: Vec<Retired> = Vec::new();
+        self.settler.gate.connect(out.clone());
         tracing::info!(path = %self.config.path.display(), queue = %self.queue, "Reading FIFO.");
         while !shutdown.is_triggered() {
             let wait = watch.timeout().as_micros().div_ceil(1000);
             let timeout = PollTimeout::from(u16::try_from(wait).unwrap_or(u16::MAX));
-            let mut fds = Vec::with_capacity(3 + retired.len());
+            let mut fds = Vec::with_capacity(4 + retired.len());
             fds.push(PollFd::new(shutdown.poll_fd(), PollFlags::POLLIN));
             fds.push(PollFd::new(self.file.as_fd(), PollFlags::POLLIN));
+            fds.push(PollFd::new(self.settler.gate.wake_fd(), PollFlags::POLLIN));
             fds.extend(watch.poll_fd().map(|fd| PollFd::new(fd, PollFlags::POLLIN)));
             fds.extend(
                 retired
@@ -388,7 +424,11 @@ impl Source for FifoSource {
             if fds[0].any().unwrap_or(false) {
                 break;
             }
+            let unsent = fds[2].any().unwrap_or(false);
             drop(fds);
+            if unsent {
+                self.forward_unsent(&out);
+            }
             if watch.is_due() {
                 if let Some(file) = watch.check() {
                     let old = std::mem::replace(&mut self.file, file);
@@ -413,49 +453,20 @@ impl Source for FifoSource {
 /// Settles FIFO jobs: nothing to acknowledge upstream, retries held in memory, failures and
 /// leftovers written to files. A job's slot is released only once its record is synced.
 struct FifoSettler {
+    /// The ordering gate, shared with the reading thread.
+    gate: Arc<order::KeyGate>,
     failed: SpillFile,
     pending: SpillFile,
     slots: Arc<Slots>,
 }
 
-/// The count of held jobs and the wait for a free slot, released from the writer thread.
-struct Slots {
-    /// Jobs held now (queued for a core, in flight, waiting for a retry, or being written to
-    /// the failed or pending file): the flow control's own count, taken by the reading thread
-    /// and released by the settler. `stats.held` mirrors it for `/metrics` only.
-    held: AtomicI64,
-    stats: Arc<Stats>,
-    /// Wakes the reading thread waiting for a free slot. Not a `Condvar`: its `notify_one` is
-    /// a futex syscall on every call, and this runs once per job; an `Event` with nobody
-    /// listening costs an atomic load.
-    freed: event_listener::Event,
-}
-
-impl Slots {
-    /// Jobs held now.
-    fn held(&self) -> i64 {
-        self.held.load(Relaxed)
-    }
-
-    /// One more job held (the gauge follows).
-    fn take(&self) {
-        self.held.fetch_add(1, Relaxed);
-        self.stats.held.fetch_add(1, Relaxed);
-    }
-
-    /// One job fewer held (the gauge follows); wakes the reading thread if it waits.
-    fn release(&self) {
-        self.held.fetch_sub(1, Relaxed);
-        self.stats.held.fetch_sub(1, Relaxed);
-        self.freed.notify(1);
-    }
-}
-
 impl FifoSettler {
     /// Records a job failed for good; `held` when it holds a slot, released once the record is
     /// synced (or could not be: a FIFO has nowhere else to keep it, so the log has it).
-    fn record_failed(&self, job: &Job, failure: &Failure, held: bool) {
-        let line = record_line(&Record::of(job, Some(failure)));
+    fn record_failed(&self, job: &Job, key: Option<&str>, failure: &Failure, held: bool) {
+        let mut record = Record::of(job, Some(failure));
+        record.ordering_key = key;
+        let line = record_line(&record);
         let slots = self.slots.clone();
         self.failed.append_then(line, move |written| {
             if let Err(lost) = written {
@@ -469,8 +480,10 @@ impl FifoSettler {
 
     /// Writes a job that did not finish to the pending file, to be fed back in later; its slot
     /// is released once the record is synced.
-    fn save_pending(&self, job: &Job) {
-        let line = record_line(&Record::of(job, None));
+    fn save_pending(&self, job: &Job, key: Option<&str>) {
+        let mut record = Record::of(job, None);
+        record.ordering_key = key;
+        let line = record_line(&record);
         let slots = self.slots.clone();
         self.pending.append_then(line, move |written| {
             match written {
@@ -489,13 +502,27 @@ fn lost_record(stats: &Stats, file: &str, lost: &Unwritten) {
     tracing::error!(file, error = %lost.error, record = %String::from_utf8_lossy(&lost.record), "Could not write a job record; it is only in the log now.");
 }
 
+impl FifoSettler {
+    /// Job `id` ended: its key's next job, if any, goes out (saved for the next run if the
+    /// cores have stopped).
+    fn next_of_key(&self, id: u64) {
+        if let order::Next::Unsent(key, job) = self.gate.leave(id, true) {
+            self.save_pending(&job, Some(&key));
+        }
+    }
+}
+
 impl Settle for FifoSettler {
-    fn done(&self, _: &Delivery, _elapsed_ms: u64) {
+    fn done(&self, d: &Delivery, _elapsed_ms: u64) {
         self.slots.release();
+        self.next_of_key(d.job.id);
     }
 
     fn failed(&self, d: &Delivery, failure: &Failure, _permanent: bool, _elapsed_ms: u64) {
-        self.record_failed(&d.job, failure, true);
+        // A job failed for good lets its key go on (see `order`); the record keeps its key.
+        let key = self.gate.key_of(d.job.id);
+        self.record_failed(&d.job, key.as_deref(), failure, true);
+        self.next_of_key(d.job.id);
     }
 
     fn retry(&self, d: Delivery, _: Duration, _: &Failure, _: u64) -> Option<Delivery> {
@@ -504,35 +531,19 @@ impl Settle for FifoSettler {
     }
 
     fn unfinished(&self, d: Delivery) {
-        self.save_pending(&d.job);
+        let key = self.gate.key_of(d.job.id);
+        self.save_pending(&d.job, key.as_deref());
+        // Its key's line stays in the gate, saved after it by `close`.
+        self.gate.leave(d.job.id, false);
     }
 
     fn close(&self) {
+        // The cores have stopped: every job still in line is saved after its key's head.
+        for (key, job) in self.gate.drain() {
+            self.save_pending(&job, Some(&key));
+        }
         // Every record queued so far is written and synced before this returns.
         self.failed.close();
         self.pending.close();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn flow_control_counts_its_own_slots_and_the_gauge_only_follows() {
-        let stats = Arc::new(Stats::default());
-        let slots = Slots {
-            held: AtomicI64::new(0),
-            stats: stats.clone(),
-            freed: event_listener::Event::new(),
-        };
-        slots.take();
-        slots.take();
-        assert_eq!((slots.held(), stats.held.load(Relaxed)), (2, 2));
-        slots.release();
-        assert_eq!((slots.held(), stats.held.load(Relaxed)), (1, 1));
-        // Whatever the gauge says (a metrics reset, another writer), flow control reads its own.
-        stats.held.store(1_000, Relaxed);
-        assert_eq!(slots.held(), 1);
     }
 }

@@ -52,7 +52,19 @@ pub struct Q4mConfig {
     /// `queue`, `payload`, `status`, `message`, `attempts`, `failed_at`. Defaults to none.
     #[serde(default)]
     pub failed_table: Option<String>,
+    /// Refused when set (see [`Q4M_CANNOT_ORDER`]): accepted by the parser only so that a
+    /// config asking for ordering keys gets the reason rather than "unknown key".
+    #[serde(default)]
+    pub ordering_key_column: Option<String>,
 }
+
+/// Why a Q4M source cannot have ordering keys (issue 25).
+pub const Q4M_CANNOT_ORDER: &str = "Q4M cannot honour ordering keys: `queue_wait` gives each \
+     connection the next row of the table, and its conditions cannot leave out the rows whose \
+     key another connection owns, nor keep a row aborted for a retry ahead of the later rows \
+     of its key; for ordering use the durable queue, an SQS FIFO queue (MessageGroupId) or a \
+     FIFO with `ordering_key` (or `runner.concurrency: 1` with `connections: 1`, one row at a \
+     time for the whole table)";
 
 fn default_content_type() -> String {
     crate::job::DEFAULT_CONTENT_TYPE.to_string()
@@ -82,6 +94,9 @@ impl Q4mConfig {
 
     /// Refuses values that parse but cannot work, given `runner.concurrency`.
     pub fn validate(&self, concurrency: usize) -> Result<(), (&'static str, String)> {
+        if self.ordering_key_column.is_some() {
+            return Err(("queue.ordering_key_column", Q4M_CANNOT_ORDER.into()));
+        }
         super::dsn::Dsn::parse(&self.dsn).map_err(|m| ("queue.dsn", m))?;
         super::names::check_table_name(&self.table).map_err(|m| ("queue.table", m))?;
         if let Some(c) = &self.payload_column {

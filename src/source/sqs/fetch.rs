@@ -112,6 +112,11 @@ pub(super) async fn fetch_loop(
                 .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(1);
+            let group = m
+                .attributes
+                .as_ref()
+                .and_then(|a| a.get(&MessageSystemAttributeName::MessageGroupId))
+                .cloned();
             let id = shared.next_id.fetch_add(1, Relaxed);
             let (job, refused) = job_of(&shared, id, message_id, receive_count, m);
             shared
@@ -136,6 +141,14 @@ pub(super) async fn fetch_loop(
                 let _ = shared.reports.send(Report::Refused(job, failure));
                 continue;
             }
+            // Behind an earlier message of its group in this batch: it waits, held (`order`).
+            let job = match group {
+                Some(g) => match shared.groups.admit(job, g) {
+                    Some(job) => job,
+                    None => continue,
+                },
+                None => job,
+            };
             // A job not taken before shutdown stays in `held` and is given back at the end.
             let sent = tokio::select! {
                 r = out.send(job) => r.is_ok(),

@@ -52,4 +52,9 @@ pub(super) struct Shared {
     pub(super) reports: mpsc::UnboundedSender<Report>,
     /// The failed file's writer, under `on_failure: delete` only.
     pub(super) failed: Option<SpillFile>,
+    /// Message groups: one message of a group in the cores' hands at a time (`order`).
+    pub(super) groups: super::order::Groups,
+    /// The bridge, for the next message of a group once its head is deleted; taken away when
+    /// shutdown starts.
+    pub(super) out: Mutex<Option<crate::bridge::JobSender>>,
 }

@@ -33,6 +33,7 @@
 //! - `failed`: the failed file, written before a message is deleted for good;
 //! - `batch`: DeleteMessageBatch and ChangeMessageVisibilityBatch;
 //! - `heartbeat`: visibility extension for held messages;
+//! - `order`: `MessageGroupId` as an ordering key (one message of a group at a time).
 //! - `cron_sender`: the sender of periodic tasks (cron.yaml is parsed in `source::cron_yaml`).
 
 #[cfg(feature = "sqs")]
@@ -52,6 +53,8 @@ mod heartbeat;
 mod loop_state;
 #[cfg(feature = "sqs")]
 mod message;
+#[cfg(feature = "sqs")]
+mod order;
 #[cfg(feature = "sqs")]
 mod settle;
 #[cfg(feature = "sqs")]

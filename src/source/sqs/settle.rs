@@ -56,6 +56,7 @@ pub(super) async fn settle(shared: &Shared, report: Report, deletes: &mut Vec<(u
             if let Some(h) = take(id) {
                 deletes.push((id, h.receipt));
             }
+            next_of_group(shared, id).await;
         }
         Report::Retry(id, delay) => {
             if let Some(h) = take(id) {
@@ -65,11 +66,13 @@ pub(super) async fn settle(shared: &Shared, report: Report, deletes: &mut Vec<(u
                 };
                 change_visibility_batch(shared, &[(id, h.receipt)], secs).await;
             }
+            give_back_group(shared, id).await;
         }
         Report::Unfinished(id) => {
             if let Some(h) = take(id) {
                 change_visibility_batch(shared, &[(id, h.receipt)], 0).await;
             }
+            give_back_group(shared, id).await;
         }
         Report::Failed(job, failure) => {
             let Some(h) = take(job.id) else {
@@ -79,11 +82,13 @@ pub(super) async fn settle(shared: &Shared, report: Report, deletes: &mut Vec<(u
                 && recorded(shared, &job, &failure).await
             {
                 deletes.push((job.id, h.receipt));
+                next_of_group(shared, job.id).await;
             } else {
                 // `leave`, or not recorded: back after the rule's wait, towards the redrive
                 // policy at that pace.
                 change_visibility_batch(shared, &[(job.id, h.receipt)], comeback_secs(shared))
                     .await;
+                give_back_group(shared, job.id).await;
             }
         }
         Report::Refused(job, failure) => {
@@ -100,6 +105,55 @@ pub(super) async fn settle(shared: &Shared, report: Report, deletes: &mut Vec<(u
             }
         }
     }
+}
+
+/// Head `id` of a message group is deleted: the group's next message held here goes to the
+/// cores (given back instead once shutdown has started).
+async fn next_of_group(shared: &Shared, id: u64) {
+    let Some(job) = shared.groups.next(id) else {
+        return;
+    };
+    let out = shared.out.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let next = job.id;
+    let sent = match out {
+        Some(out) => out.send(job).await.is_ok(),
+        None => false,
+    };
+    if sent {
+        if let Some(h) = shared
+            .held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(&next)
+        {
+            h.handed = true;
+        }
+    } else {
+        // Shutdown: it and the rest of its group go back, in order, for SQS to hand out.
+        let mut back = vec![next];
+        back.extend(shared.groups.give_back(next).iter().map(|j| j.id));
+        give_back(shared, &back).await;
+    }
+}
+
+/// Head `id` of a message group stays in SQS (retry, `leave`, shutdown): the messages behind
+/// it are made visible again at once, so SQS hands them out after it.
+async fn give_back_group(shared: &Shared, id: u64) {
+    let back: Vec<u64> = shared.groups.give_back(id).iter().map(|j| j.id).collect();
+    give_back(shared, &back).await;
+}
+
+async fn give_back(shared: &Shared, ids: &[u64]) {
+    if ids.is_empty() {
+        return;
+    }
+    let receipts: Vec<(u64, String)> = {
+        let mut held = shared.held.lock().unwrap_or_else(|e| e.into_inner());
+        ids.iter()
+            .filter_map(|id| held.remove(id).map(|h| (*id, h.receipt)))
+            .collect()
+    };
+    change_visibility_batch(shared, &receipts, 0).await;
 }
 
 /// How long a message not deleted stays invisible: Elastic Beanstalk's error visibility

@@ -136,6 +136,8 @@ impl SqsSource {
             visibility,
             reports: settler.tx.clone(),
             failed,
+            groups: Default::default(),
+            out: Mutex::new(Some(out.clone())),
             config,
         });
         let slots = Arc::new(Semaphore::new(slots));
@@ -184,6 +186,8 @@ impl SqsSource {
                     // finished (cancelling it would leave its messages invisible until their
                     // visibility timeout) and what it brought is given back at once.
                     stopping_since = Some(Instant::now());
+                    // A group's next message is no longer handed out: it is given back.
+                    shared.out.lock().unwrap_or_else(|e| e.into_inner()).take();
                 }
             }
             if deletes.len() >= 10 || !deletes.is_empty() && reports.is_empty() {

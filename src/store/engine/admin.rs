@@ -8,7 +8,8 @@
 //!   empty, and its routings stay (refused until a queue of that name is defined again).
 //! - A queue is defined only while there is room for it (`queue.max_queues`).
 //! - A retried failure keeps its job id unless a job already holds it, and drops its `uniq` key
-//!   if another job holds that.
+//!   if another job holds that. One with an ordering key that let its key go on gets a new id
+//!   when its key has jobs, so it runs after them (`order`).
 
 use std::ops::Bound;
 
@@ -22,7 +23,7 @@ use super::{
 };
 use crate::store::{
     queue::QueueDef,
-    record::{due_key, failed_key, parse_due_key, uniq_key, FailedRecord},
+    record::{due_key, failed_key, order_key, parse_due_key, uniq_key, FailedRecord},
     wal::record::Table,
     JobView, Routing, StoreError,
 };
@@ -119,6 +120,7 @@ impl Engine {
             .as_ref()
             .map_or(Bound::Unbounded, |n| Bound::Excluded(&n[..]));
         self.row_delete_range(txn, Table::Uniq, Bound::Included(&lo[..]), hi)?;
+        self.drop_keys(txn, qid)?;
         for key in [format!("q:{name}"), format!("qid:{name}")] {
             self.row_delete(txn, Table::Meta, key.as_bytes())?;
         }
@@ -187,9 +189,12 @@ impl Engine {
     ) -> Result<((), Effect), StoreError> {
         let qid = self.qid(queue)?;
         let k = failed_key(qid, id);
-        if !self.row_delete(txn, Table::Failed, &k)? {
+        let Some(f) = self.failed_head(txn, &k)? else {
             return Err(no_failed(id));
-        }
+        };
+        self.row_delete(txn, Table::Failed, &k)?;
+        // A failed job holding its ordering key lets it go on.
+        self.failed_leaves_key(txn, &f)?;
         Ok(((), Effect::FailedRemoved { qid }))
     }
 
@@ -209,6 +214,7 @@ impl Engine {
         };
         self.row_delete(txn, Table::Failed, &k)?;
         let mut rec = f.job;
+        let old_id = rec.id;
         if self
             .jobs
             .get(txn, &rec.id.to_be_bytes())
@@ -218,6 +224,18 @@ impl Engine {
             // Its id is taken (ids are never handed out twice, so only a store written by
             // something else gets here): give the job a new one rather than overwrite.
             rec.id = self.new_id();
+        }
+        if let Some(key) = rec.ordering_key.clone() {
+            let row = order_key(qid, &key, old_id);
+            let holds = self.order.get(txn, &row).map_err(db_err)?.is_some();
+            if holds && rec.id != old_id {
+                self.row_delete(txn, Table::Order, &row)?;
+            } else if !holds && rec.id == old_id && self.key_head(txn, qid, &key)?.is_some() {
+                // It let its key go on when it failed: it runs after the key's jobs queued
+                // now, under a new id (ids give a key's order).
+                rec.id = self.new_id();
+            }
+            // Holding its key, it keeps its row and runs first.
         }
         rec.attempts = 0;
         rec.due_ms = now;

@@ -13,7 +13,8 @@
 
 use heed::{Env, RwTxn, WithoutTls};
 
-use super::{effect::Effect, error::db_err, Engine};
+use super::{effect::Effect, error::db_err, state::below_cursor_at, Engine};
+use crate::store::record::due_key;
 use crate::store::{reply::Pending, StoreError, Tx, Write};
 
 impl Engine {
@@ -130,9 +131,16 @@ impl Engine {
     ) -> Result<T, StoreError> {
         let mut txn = env.nested_write_txn(parent).map_err(db_err)?;
         self.op_log = None;
+        self.unparked.get_mut().clear();
         let (reply, fx) = op(self, &mut txn)?;
         txn.commit().map_err(db_err)?;
         self.effect(fx, now);
+        // Jobs that became their ordering key's first: the next scan must find them.
+        for (qid, due, id) in std::mem::take(self.unparked.get_mut()) {
+            if let Some(q) = self.queues.get_mut(&qid) {
+                below_cursor_at(&mut self.wakes, q, due_key(qid, due, id), due);
+            }
+        }
         if let Some(log) = self.op_log.take() {
             self.batch_logs.push(log);
         }

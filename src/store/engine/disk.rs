@@ -4,7 +4,7 @@
 //! # Invariants
 //! - Every job has exactly one `due` entry, leased or not, so after a crash every unacked job
 //!   is found again: [`Engine::insert_job`], [`Engine::remove_job`] and
-//!   [`Engine::reschedule`] keep `jobs`, `due` and `uniq` in step.
+//!   [`Engine::reschedule`] keep `jobs`, `due`, `uniq` and `order` in step.
 //! - These only touch disk (and hand out ids); memory follows in the op's effect, after the
 //!   nested commit.
 
@@ -17,8 +17,8 @@ use super::{
     Db, Engine,
 };
 use crate::store::{
-    queue::QueueDef,
-    record::{due_key, failed_key, uniq_key, FailedRecord, JobRecord},
+    queue::{OrderingFailure, QueueDef},
+    record::{due_key, failed_key, uniq_key, FailedRecord, JobRecord, PARKED_MS},
     wal::record::Table,
     StoreError,
 };
@@ -33,6 +33,7 @@ impl Engine {
             Table::Uniq => self.uniq,
             Table::Meta => self.meta,
             Table::Counters => self.counters,
+            Table::Order => self.order,
         }
     }
 
@@ -147,12 +148,12 @@ impl Engine {
         rec.encode(&mut buf)
             .map_err(|e| StoreError::bad_request(e.to_string()))?;
         self.row_put(txn, Table::Jobs, &rec.id.to_be_bytes(), &buf)?;
-        self.row_put(
-            txn,
-            Table::Due,
-            &due_key(rec.queue, rec.due_ms, rec.id),
-            &[],
-        )?;
+        // A job behind an earlier one of its ordering key waits parked (`order`).
+        let due = match &rec.ordering_key {
+            Some(k) => self.join_key(txn, rec.queue, k, rec.id, rec.due_ms)?,
+            None => rec.due_ms,
+        };
+        self.row_put(txn, Table::Due, &due_key(rec.queue, due, rec.id), &[])?;
         if let Some(u) = &rec.uniq {
             self.row_put(
                 txn,
@@ -165,10 +166,28 @@ impl Engine {
     }
 
     pub(super) fn remove_job(&self, txn: &mut RwTxn, rec: &JobRecord) -> Result<(), StoreError> {
+        self.remove_rows(txn, rec, true)
+    }
+
+    /// Removes a job's rows; its row in `order` only if `leave_key` (a job that failed for
+    /// good under `ordering_failure: hold` keeps it, so its key's later jobs keep waiting).
+    fn remove_rows(
+        &self,
+        txn: &mut RwTxn,
+        rec: &JobRecord,
+        leave_key: bool,
+    ) -> Result<(), StoreError> {
         self.row_delete(txn, Table::Jobs, &rec.id.to_be_bytes())?;
         self.row_delete(txn, Table::Due, &due_key(rec.queue, rec.due_ms, rec.id))?;
         if let Some(u) = &rec.uniq {
             self.row_delete(txn, Table::Uniq, &uniq_key(rec.queue, u))?;
+        }
+        if let Some(k) = &rec.ordering_key {
+            // Parked or not: one of the two due rows is there.
+            self.row_delete(txn, Table::Due, &due_key(rec.queue, PARKED_MS, rec.id))?;
+            if leave_key {
+                self.leave_key(txn, rec.queue, k, rec.id)?;
+            }
         }
         Ok(())
     }
@@ -200,7 +219,11 @@ impl Engine {
         permanent: bool,
         now: u64,
     ) -> Result<u64, StoreError> {
-        self.remove_job(txn, &rec)?;
+        let hold = rec.ordering_key.is_some()
+            && self
+                .def_of(rec.queue)
+                .is_ok_and(|d| d.ordering_failure == OrderingFailure::Hold);
+        self.remove_rows(txn, &rec, !hold)?;
         rec.attempts = attempts;
         let fid = self.next_fid;
         self.next_fid += 1;

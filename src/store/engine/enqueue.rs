@@ -34,6 +34,7 @@ impl Engine {
             self.uniq,
             self.meta,
             self.counters,
+            self.order,
         ] {
             used += db.stat(txn).map_err(db_err)?.non_free_page_size();
         }
@@ -141,8 +142,12 @@ impl Engine {
                 max_retries,
                 retry_delay_ms: retry_delay.map(|t| t * 1000),
                 uniq: j.uniq,
+                ordering_key: j.ordering_key,
                 payload: j.payload,
             };
+            if let Some(k) = &rec.ordering_key {
+                super::order::check_ordering_key(k)?;
+            }
             if let Some(u) = &rec.uniq {
                 if u.is_empty() || u.len() > MAX_UNIQ_BYTES {
                     return Err(StoreError::bad_request(format!(

@@ -14,6 +14,8 @@
 //! - `counters`: `c:<qid>` → job and failed counts, `next_id`, `next_fid`, `next_qid`: written
 //!   by every commit, so they live apart from the definitions (a commit rewrites a few pages
 //!   whatever the number of queues). Older stores kept them in `meta`; they move at open.
+//! - `order`: [`order_key`](super::record::order_key) (queue, ordering key, job id) → job id:
+//!   the jobs of each ordering key in enqueue order (`order`).
 //! - Deleting a queue deletes its keys in `meta` and `counters` and its rows everywhere else.
 //!
 //! # Invariants
@@ -39,6 +41,7 @@
 //! - `lease`: leases, their tokens and expiry.
 //! - `schedule`: due jobs handed to the cores and to pull workers; when the loop wakes.
 //! - `query`: read-only queries; `present`: fireworq-shaped views of jobs and failures.
+//! - `order`: ordering keys: a key's first job runs, the others wait parked.
 //! - `pull_log`: pull workers' completion lines, written after the commit.
 //! - `error`: LMDB and lookup failures as [`StoreError`](super::StoreError)s.
 
@@ -54,6 +57,7 @@ mod error;
 mod lease;
 mod load;
 mod open;
+mod order;
 mod present;
 mod pull_log;
 mod query;
@@ -151,6 +155,10 @@ pub struct Engine {
     uniq: Db,
     meta: Db,
     counters: Db,
+    order: Db,
+    /// Jobs the op being applied made their key's first (queue, due ms, id): the scheduler
+    /// looks for them once the op committed (`order`).
+    unparked: std::cell::RefCell<Vec<(u32, u64, u64)>>,
     /// Holds the directory lock for the engine's life.
     _lock: nix::fcntl::Flock<std::fs::File>,
     map_size: usize,

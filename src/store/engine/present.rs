@@ -90,6 +90,7 @@ impl Engine {
             payload,
             leased_at: lease.map(|l| rfc3339(l.since_ms)),
             pulled: lease.map(|l| l.pull),
+            ordering_key: rec.ordering_key.clone(),
             lease: None,
             attempt: rec
                 .attempts

@@ -35,7 +35,7 @@ use crate::{
     store::{
         due_after,
         queue::QueueDef,
-        record::{due_key, parse_due_key, JobRecord},
+        record::{due_key, parse_due_key, JobRecord, PARKED_MS},
         JobView, StoreError,
     },
 };
@@ -162,6 +162,11 @@ impl Engine {
             let Some((_, due, id)) = parse_due_key(k) else {
                 continue;
             };
+            if due == PARKED_MS {
+                // The rest wait for earlier jobs of their ordering keys (`order`): an op
+                // that unparks one schedules the queue.
+                break;
+            }
             if due > now {
                 future = Some(due);
                 break;

@@ -256,12 +256,20 @@ pub(super) fn throttle_of(def: Option<&QueueDef>) -> Option<(Option<f64>, Option
 /// A job that became runnable before the queue's cursor must be found by the next scan, and
 /// the scheduler must look at the queue when it is due.
 pub(super) fn below_cursor(wakes: &mut BTreeSet<(u64, u32)>, q: &mut QState, rec: &JobRecord) {
-    if let Some(c) = q.cursor {
-        if due_key(rec.queue, rec.due_ms, rec.id) <= c {
-            q.cursor = None;
-        }
+    below_cursor_at(wakes, q, due_key(rec.queue, rec.due_ms, rec.id), rec.due_ms);
+}
+
+/// [`below_cursor`] for a job whose due row is `key`, due at `due_ms`.
+pub(super) fn below_cursor_at(
+    wakes: &mut BTreeSet<(u64, u32)>,
+    q: &mut QState,
+    key: [u8; 20],
+    due_ms: u64,
+) {
+    if q.cursor.is_some_and(|c| key <= c) {
+        q.cursor = None;
     }
-    arm(wakes, q, rec.due_ms);
+    arm(wakes, q, due_ms);
 }
 
 impl Engine {

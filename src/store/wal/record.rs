@@ -36,6 +36,8 @@ pub enum Table {
     Meta = 5,
     /// `counters`.
     Counters = 6,
+    /// `order` (ordering keys). 7 is another table's.
+    Order = 8,
 }
 
 impl Table {
@@ -47,6 +49,7 @@ impl Table {
             4 => Table::Uniq,
             5 => Table::Meta,
             6 => Table::Counters,
+            8 => Table::Order,
             _ => return None,
         })
     }

@@ -241,6 +241,14 @@ pub(super) async fn queue_get(ctx: &Ctx, name: &str) -> Res {
 pub(super) async fn queue_put(ctx: &Ctx, req: &Request, name: &str) -> Res {
     let mut def: QueueDef = fireworq_body(ctx, req)?;
     def.name = name.to_string();
+    if def.signing_secrets.is_some() {
+        // Secrets are never stored in the queue's database nor sent over the API; its
+        // `env:`/`file:` entries are not read either (only the config file's are).
+        return Err(Response::error(
+            400,
+            "signing_secrets can be set in the config file only",
+        ));
+    }
     def.validate().map_err(|e| Response::error(400, &e))?;
     let def = call(ctx, |tx| Write::PutQueue(def, tx)).await?;
     Ok(Response::json(200, &def))

@@ -7,7 +7,8 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::http::url::WorkerUrl;
-pub use crate::job::target::OutcomeMode;
+pub use crate::job::target::{CloudEventsMode, OutcomeMode};
+use crate::{dispatch::signing::SigningSecrets, job::target::CloudEvents};
 
 /// Whether reprow delivers a queue's jobs itself or workers fetch them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,7 +86,24 @@ pub struct QueueDef {
     /// Dispatch stopped (`/control/{queue}`); enqueues are still accepted.
     #[serde(default)]
     pub paused: bool,
+    /// Deliver each job as a CloudEvent (HTTP binding 1.0.2): `binary` (`ce-*` headers, the
+    /// payload as the body) or `structured` (`application/cloudevents+json`). Default: off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cloudevents: Option<CloudEventsMode>,
+    /// The events' `source`. Default `reprow://<host>/<queue>`; needs `cloudevents`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cloudevents_source: Option<String>,
+    /// The events' `type`. Default: the job's category; needs `cloudevents`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cloudevents_type: Option<String>,
+    /// Standard Webhooks signing secrets of this queue's deliveries (config file only: the
+    /// API refuses it). Never serialized, so never stored in LMDB nor shown by the API.
+    #[serde(default, skip_serializing)]
+    pub signing_secrets: Option<SigningSecrets>,
 }
+
+/// Longest `cloudevents_source` / `cloudevents_type`, bytes.
+pub const MAX_CLOUDEVENTS_ATTR_BYTES: usize = 1024;
 
 const fn default_polling_interval() -> u64 {
     200
@@ -206,7 +224,34 @@ impl QueueDef {
                 "polling_interval must be at most {MAX_POLLING_INTERVAL_MS} ms (1 day)"
             ));
         }
+        for (key, value) in [
+            ("cloudevents_source", &self.cloudevents_source),
+            ("cloudevents_type", &self.cloudevents_type),
+        ] {
+            let Some(v) = value else { continue };
+            if self.cloudevents.is_none() {
+                return Err(format!("{key} needs cloudevents: binary or structured"));
+            }
+            if v.is_empty()
+                || v.len() > MAX_CLOUDEVENTS_ATTR_BYTES
+                || v.chars().any(char::is_control)
+            {
+                return Err(format!(
+                    "{key} must be 1 to {MAX_CLOUDEVENTS_ATTR_BYTES} bytes without control characters"
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// The CloudEvents settings deliveries of this queue carry, if it has them.
+    pub fn cloudevents_target(&self) -> Option<std::sync::Arc<CloudEvents>> {
+        let mode = self.cloudevents?;
+        Some(std::sync::Arc::new(CloudEvents {
+            mode,
+            source: self.cloudevents_source.as_deref().map(Into::into),
+            event_type: self.cloudevents_type.as_deref().map(Into::into),
+        }))
     }
 
     /// The request timeout of jobs that set none, seconds (30 when the queue sets none).

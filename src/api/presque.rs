@@ -21,6 +21,7 @@ use super::{
     Ctx,
 };
 use crate::{
+    dispatch::envelope::CLOUDEVENTS_JSON,
     http::request::Request,
     store::{
         payload::PayloadMode, Destination, JobList, NewJob, QueueStats, Read, StoreError, Write,
@@ -30,7 +31,12 @@ use crate::{
 
 /// `POST /q/{queue}?delayed=&uniq=`: the body, one JSON value, is the job's payload.
 pub(super) async fn push(ctx: &Ctx, req: &Request, queue: &str, q: &Params) -> Res {
-    let job = presque_job(ctx, queue, job_body(ctx, req)?, q)?;
+    let mut job = presque_job(ctx, queue, job_body(ctx, req)?, q)?;
+    if is_structured_cloudevent(req) {
+        // A CloudEvent in structured mode: kept as one, so it is delivered as it came
+        // (`dispatch::envelope` does not wrap it again).
+        job.content_type = CLOUDEVENTS_JSON.into();
+    }
     let j = call(ctx, |tx| Write::Enqueue(vec![job], tx))
         .await
         .map_err(uniq_taken)?;
@@ -38,6 +44,17 @@ pub(super) async fn push(ctx: &Ctx, req: &Request, queue: &str, q: &Params) -> R
         201,
         &json!({ "id": j.first().map(|j| j.id) }),
     ))
+}
+
+/// Whether the request is a structured-mode CloudEvent (`application/cloudevents+json`).
+fn is_structured_cloudevent(req: &Request) -> bool {
+    req.content_type.as_deref().is_some_and(|ct| {
+        ct.split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .eq_ignore_ascii_case(CLOUDEVENTS_JSON)
+    })
 }
 
 /// The body of a job push: presque's "job is missing" for none (`Role/Queue/WithContent.pm`).

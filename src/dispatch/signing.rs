@@ -86,23 +86,28 @@ pub enum SecretError {
     },
 }
 
-/// One entry of `signing_secrets:` as written. `env:` and `file:` are read by
-/// [`SigningSecrets::resolve`] when the config is validated, never while parsing, so a body
-/// sent to the API cannot make reprow read a file or a variable.
+/// One entry of `signing_secrets:` as written. Nothing is decoded or read while parsing:
+/// [`SigningSecrets::resolve`] does it when the config is validated (so its errors name the
+/// key), and a body sent to the API never makes reprow read a file or a variable.
 #[derive(Clone, PartialEq, Eq)]
 enum SecretSource {
-    /// A decoded key (given inline, or already resolved).
+    /// A decoded key (resolved).
     Key(Box<[u8]>),
+    /// `whsec_…` as written.
+    Inline(String),
     Env(String),
     File(PathBuf),
+    /// Neither of the three forms.
+    Invalid,
 }
 
 impl fmt::Debug for SecretSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SecretSource::Key(_) => f.write_str("whsec_<redacted>"),
+            SecretSource::Key(_) | SecretSource::Inline(_) => f.write_str("whsec_<redacted>"),
             SecretSource::Env(name) => write!(f, "env:{name}"),
             SecretSource::File(path) => write!(f, "file:{}", path.display()),
+            SecretSource::Invalid => f.write_str("<invalid>"),
         }
     }
 }
@@ -111,7 +116,7 @@ impl fmt::Debug for SecretSource {
 /// `whsec_<base64>`, `env:NAME` or `file:PATH` (whose content is the `whsec_` secret; a
 /// trailing newline is ignored). Never serialized: not into the store, a listing or `/status`.
 #[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "Vec<String>")]
+#[serde(from = "Vec<String>")]
 pub struct SigningSecrets(Vec<SecretSource>);
 
 impl fmt::Debug for SigningSecrets {
@@ -120,36 +125,20 @@ impl fmt::Debug for SigningSecrets {
     }
 }
 
-impl TryFrom<Vec<String>> for SigningSecrets {
-    type Error = SecretError;
-
-    fn try_from(list: Vec<String>) -> Result<Self, SecretError> {
-        if list.is_empty() || list.len() > MAX_SECRETS {
-            return Err(SecretError::Count);
-        }
-        let sources = list
-            .into_iter()
-            .enumerate()
-            .map(|(i, s)| {
-                let index = i + 1;
-                if let Some(name) = s.strip_prefix("env:") {
-                    if name.is_empty() {
-                        return Err(SecretError::Form(index));
-                    }
-                    Ok(SecretSource::Env(name.to_string()))
-                } else if let Some(path) = s.strip_prefix("file:") {
-                    if path.is_empty() {
-                        return Err(SecretError::Form(index));
-                    }
-                    Ok(SecretSource::File(PathBuf::from(path)))
-                } else if s.starts_with(SECRET_PREFIX) {
-                    decode_secret(index, &s).map(SecretSource::Key)
-                } else {
-                    Err(SecretError::Form(index))
-                }
-            })
-            .collect::<Result<_, _>>()?;
-        Ok(SigningSecrets(sources))
+impl From<Vec<String>> for SigningSecrets {
+    fn from(list: Vec<String>) -> Self {
+        let source = |s: String| {
+            if let Some(name) = s.strip_prefix("env:") {
+                (!name.is_empty()).then(|| SecretSource::Env(name.to_string()))
+            } else if let Some(path) = s.strip_prefix("file:") {
+                (!path.is_empty()).then(|| SecretSource::File(PathBuf::from(path)))
+            } else {
+                s.starts_with(SECRET_PREFIX)
+                    .then_some(SecretSource::Inline(s))
+            }
+            .unwrap_or(SecretSource::Invalid)
+        };
+        SigningSecrets(list.into_iter().map(source).collect())
     }
 }
 
@@ -177,29 +166,38 @@ impl SigningSecrets {
     /// # Errors
     /// [`SecretError`]: a variable unset, a file unreadable, a value that is not a secret.
     pub fn resolve(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), SecretError> {
+        if self.0.is_empty() || self.0.len() > MAX_SECRETS {
+            return Err(SecretError::Count);
+        }
         for (i, source) in self.0.iter_mut().enumerate() {
             let index = i + 1;
-            let text = match source {
+            let key = match source {
                 SecretSource::Key(_) => continue,
-                SecretSource::Env(name) => env(name).ok_or_else(|| SecretError::EnvMissing {
-                    index,
-                    name: name.clone(),
-                })?,
+                SecretSource::Invalid => return Err(SecretError::Form(index)),
+                SecretSource::Inline(text) => decode_secret(index, text)?,
+                SecretSource::Env(name) => {
+                    let text = env(name).ok_or_else(|| SecretError::EnvMissing {
+                        index,
+                        name: name.clone(),
+                    })?;
+                    decode_secret(index, text.trim_end())?
+                }
                 SecretSource::File(path) => {
-                    std::fs::read_to_string(&*path).map_err(|e| SecretError::File {
+                    let text = std::fs::read_to_string(&*path).map_err(|e| SecretError::File {
                         index,
                         path: path.clone(),
                         reason: e.kind().to_string(),
-                    })?
+                    })?;
+                    decode_secret(index, text.trim_end())?
                 }
             };
-            *source = SecretSource::Key(decode_secret(index, text.trim_end())?);
+            *source = SecretSource::Key(key);
         }
         Ok(())
     }
 
-    /// The signer for these secrets; `None` while an entry is not resolved yet (a config that
-    /// skipped [`SigningSecrets::resolve`]: refused at start rather than sent unsigned).
+    /// The signer for these secrets; `None` while they are not resolved (a config that skipped
+    /// [`SigningSecrets::resolve`]: refused at start rather than sent unsigned).
     pub fn signer(&self) -> Option<Signer> {
         let keys = self
             .0
@@ -209,7 +207,7 @@ impl SigningSecrets {
                 _ => None,
             })
             .collect::<Option<Vec<_>>>()?;
-        Some(Signer { keys })
+        (!keys.is_empty()).then_some(Signer { keys })
     }
 }
 
@@ -281,8 +279,14 @@ impl Signing {
 mod tests {
     use super::*;
 
+    fn parsed(list: &[&str]) -> SigningSecrets {
+        SigningSecrets::from(list.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+
+    /// Parsed and resolved, with no environment.
     fn secrets(list: &[&str]) -> Result<SigningSecrets, SecretError> {
-        SigningSecrets::try_from(list.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        let mut s = parsed(list);
+        s.resolve(|_| None).map(|()| s)
     }
 
     fn signer(list: &[&str]) -> Signer {
@@ -392,7 +396,7 @@ mod tests {
         let path = dir.path().join("key");
         std::fs::write(&path, "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD\n").unwrap();
         let file = format!("file:{}", path.display());
-        let mut s = secrets(&["env:SIGN_KEY", &file]).unwrap();
+        let mut s = parsed(&["env:SIGN_KEY", &file]);
         // Unresolved: no signer (never unsigned by mistake), and Debug names only sources.
         assert!(s.signer().is_none());
         assert_eq!(format!("{s:?}"), format!("[env:SIGN_KEY, {file}]"));
@@ -417,14 +421,14 @@ mod tests {
         );
         assert_eq!(format!("{:?}", s.signer().unwrap()), "Signer(2 keys)");
         // A missing file and a file that holds no secret: named, the content never shown.
-        let mut missing = secrets(&["file:/nonexistent/reprow-key"]).unwrap();
+        let mut missing = parsed(&["file:/nonexistent/reprow-key"]);
         let e = missing.resolve(|_| None).unwrap_err().to_string();
         assert!(
             e.contains("entry 1") && e.contains("/nonexistent/reprow-key"),
             "{e}"
         );
         std::fs::write(&path, "hunter2-not-a-secret").unwrap();
-        let mut bad = secrets(&[&file]).unwrap();
+        let mut bad = parsed(&[&file]);
         let e = bad.resolve(|_| None).unwrap_err();
         assert_eq!(e, SecretError::Encoding(1));
         assert!(!e.to_string().contains("hunter2"));

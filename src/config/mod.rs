@@ -432,6 +432,8 @@ const fn default_shutdown_timeout() -> Duration {
 }
 
 #[cfg(test)]
+mod delivery_tests;
+#[cfg(test)]
 mod source_tests;
 #[cfg(test)]
 mod tests;

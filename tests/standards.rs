@@ -306,3 +306,56 @@ fn a_bad_secret_fails_the_start_without_showing_it() {
         assert!(!err.contains("c2VjcmV0LXZhbHVl"), "{err}");
     }
 }
+
+/// Which secret signs which job on the durable queue: a queue's own, else the runner's; a
+/// queue without either sends no signature headers. (Checked here against reprow's own signer
+/// for the wiring; the Python tests above check the signature itself.)
+#[test]
+fn the_queue_secret_wins_over_the_runner_one() {
+    use reprow::dispatch::signing::SigningSecrets;
+    let signer = |secret: &str| {
+        let mut s = SigningSecrets::from(vec![secret.to_string()]);
+        s.resolve(|_| None).unwrap();
+        s.signer().unwrap()
+    };
+    let worker = common::Worker::start(|_, _| common::Reply::ok());
+    let url = worker.url();
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "runner:\n  url: {url}\n  signing_secrets: [{SECRET_A}]\nqueues:\n  own:\n    url: {url}\n    signing_secrets: [{SECRET_B}]\n  plain:\n    url: {url}\nroutings:\n  to-own: own\n"
+    );
+    let cfg = durable_config(dir.path(), &extra);
+    let reprow = Reprow::start(&cfg);
+    let api = Api::new(reprow.api_addr());
+    assert_eq!(
+        api.post("/job/to-own", r#"{"payload":{"n":1}}"#).status,
+        200
+    );
+    assert_eq!(api.post("/job/other", r#"{"payload":{"n":2}}"#).status, 200);
+    let got = worker.wait_for(2);
+    for r in &got {
+        let queue = r.header("X-Reprow-Queue").unwrap();
+        let secret = if queue == "own" { SECRET_B } else { SECRET_A };
+        let id = r.header("webhook-id").unwrap();
+        assert_eq!(Some(id), r.header("X-Reprow-Job-Id"));
+        let ts: u64 = r.header("webhook-timestamp").unwrap().parse().unwrap();
+        assert_eq!(
+            r.header("webhook-signature"),
+            Some(signer(secret).signature(id, ts, &r.body).as_str()),
+            "{queue}"
+        );
+    }
+    drop(reprow);
+    // Without secrets anywhere: no signature headers at all.
+    let plain = common::Worker::start(|_, _| common::Reply::ok());
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = durable_config(dir.path(), &format!("runner:\n  url: {}\n", plain.url()));
+    let reprow = Reprow::start(&cfg);
+    let api = Api::new(reprow.api_addr());
+    assert_eq!(api.post("/job/x", r#"{"payload":{}}"#).status, 200);
+    let r = &plain.wait_for(1)[0];
+    assert!(
+        r.headers.iter().all(|(k, _)| !k.starts_with("webhook-")),
+        "{r:?}"
+    );
+}

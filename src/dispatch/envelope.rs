@@ -39,8 +39,13 @@ const CE_PREFIX: &str = "ce-";
 const CE_ENCODE: &AsciiSet = &CONTROLS.add(b' ').add(b'"').add(b'%');
 
 /// The job to send for `d`, wrapped as a CloudEvent if its target says so and signed with
-/// `signer` at `now`; `None` when neither applies (send `d.job` itself).
-pub fn outgoing(d: &Delivery, signer: Option<&Signer>, now: SystemTime) -> Option<Job> {
+/// `signer` at `now()`; `None` when neither applies (send `d.job` itself). The clock is read
+/// only for a signature.
+pub fn outgoing(
+    d: &Delivery,
+    signer: Option<&Signer>,
+    now: impl FnOnce() -> SystemTime,
+) -> Option<Job> {
     let ce = d.target.cloudevents.as_deref();
     if signer.is_none() && ce.is_none() {
         return None;
@@ -53,7 +58,7 @@ pub fn outgoing(d: &Delivery, signer: Option<&Signer>, now: SystemTime) -> Optio
         }
     }
     if let Some(signer) = signer {
-        sign(&mut job, signer, now);
+        sign(&mut job, signer, now());
     }
     Some(job)
 }

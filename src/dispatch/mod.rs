@@ -289,7 +289,7 @@ impl CoreDispatcher {
         let wrapped = envelope::outgoing(
             &d,
             self.config.signing.for_queue(&d.job.queue),
-            std::time::SystemTime::now(),
+            std::time::SystemTime::now,
         );
         let sent = wrapped.as_ref().unwrap_or(&d.job);
         let started = Instant::now();

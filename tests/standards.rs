@@ -359,3 +359,45 @@ fn the_queue_secret_wins_over_the_runner_one() {
         "{r:?}"
     );
 }
+
+/// `POST /q/{queue}` with `Content-Type: application/cloudevents+json` keeps the event's type,
+/// so it is delivered as it came (on a `cloudevents` queue too: not wrapped twice); a plain
+/// JSON push keeps `application/json`.
+#[test]
+fn a_structured_event_enqueued_is_delivered_as_it_came() {
+    let worker = common::Worker::start(|_, _| common::Reply::ok());
+    let url = worker.url();
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!("queues:\n  events:\n    url: {url}\n    cloudevents: structured\n  plain:\n    url: {url}\n");
+    let cfg = durable_config(dir.path(), &extra);
+    let reprow = Reprow::start(&cfg);
+    let api = Api::new(reprow.api_addr());
+    let event = r#"{"specversion":"1.0","id":"e1","source":"/s","type":"t"}"#;
+    let ce = [(
+        "Content-Type",
+        "application/cloudevents+json; charset=utf-8",
+    )];
+    assert_eq!(
+        api.call_with("POST", "/q/events", Some(event), &ce).status,
+        201
+    );
+    let json = [("Content-Type", "application/json")];
+    assert_eq!(
+        api.call_with("POST", "/q/plain", Some(r#"{"a":1}"#), &json)
+            .status,
+        201
+    );
+    let got = worker.wait_for(2);
+    let of = |queue: &str| {
+        got.iter()
+            .find(|r| r.header("X-Reprow-Queue") == Some(queue))
+            .unwrap()
+    };
+    assert_eq!(
+        of("events").header("Content-Type"),
+        Some("application/cloudevents+json")
+    );
+    assert_eq!(of("events").body_str(), event);
+    assert_eq!(of("plain").header("Content-Type"), Some("application/json"));
+    assert_eq!(of("plain").body_str(), r#"{"a":1}"#);
+}

@@ -370,6 +370,7 @@ mod tests {
             )
         };
         assert!(secrets(&[&b64(24)]).is_ok());
+        assert!(secrets(&[b64(24).as_str(); MAX_SECRETS]).is_ok());
         assert!(secrets(&[&b64(64)]).is_ok());
         assert_eq!(
             secrets(&[&b64(65)]).err(),

@@ -17,7 +17,7 @@ use serde_json::{json, value::RawValue};
 use super::{
     http_response::Response,
     params::{check_json_type, from_json, json_body, lease_token, parse_id, raw_json_body, Params},
-    reply::{call, Res},
+    reply::{call, enqueue, Res},
     Ctx,
 };
 use crate::{
@@ -31,9 +31,7 @@ use crate::{
 /// `POST /q/{queue}?delayed=&uniq=`: the body, one JSON value, is the job's payload.
 pub(super) async fn push(ctx: &Ctx, req: &Request, queue: &str, q: &Params) -> Res {
     let job = presque_job(ctx, queue, job_body(ctx, req)?, q)?;
-    let j = call(ctx, |tx| Write::Enqueue(vec![job], tx))
-        .await
-        .map_err(uniq_taken)?;
+    let j = enqueue(ctx, req, vec![job]).await.map_err(uniq_taken)?;
     Ok(Response::json(
         201,
         &json!({ "id": j.first().map(|j| j.id) }),
@@ -48,9 +46,10 @@ fn job_body(ctx: &Ctx, req: &Request) -> Result<Bytes, Response> {
     raw_json_body(ctx, req)
 }
 
-/// presque's answer to a `uniq` key already queued: 400 "job already exists".
+/// presque's answer to a `uniq` key already queued: 400 "job already exists". Only that 409:
+/// an `Idempotency-Key` still being committed stays 409, as the draft says.
 fn uniq_taken(r: Response) -> Response {
-    if r.status == 409 {
+    if r.status == 409 && r.body == Response::error(409, "job already exists").body {
         Response::error(400, "job already exists")
     } else {
         r
@@ -240,9 +239,7 @@ pub(super) async fn push_batch(ctx: &Ctx, req: &Request, queue: &str, q: &Params
             q,
         )?);
     }
-    let j = call(ctx, |tx| Write::Enqueue(jobs, tx))
-        .await
-        .map_err(uniq_taken)?;
+    let j = enqueue(ctx, req, jobs).await.map_err(uniq_taken)?;
     Ok(Response::json(
         201,
         &json!({ "ids": j.iter().map(|j| j.id).collect::<Vec<_>>() }),

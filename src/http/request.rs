@@ -34,6 +34,13 @@ pub struct Request {
     pub fetch_site: Option<String>,
     /// `Sec-Fetch-Mode`, if sent (`navigate` for a page the user opens).
     pub fetch_mode: Option<String>,
+    /// `Idempotency-Key`, if sent (at most one), as sent: the enqueue routes parse it.
+    pub idempotency_key: Option<String>,
+    /// `traceparent`, if sent (several are joined with `,`, which no valid one contains, so
+    /// they are refused as the W3C Trace Context says).
+    pub traceparent: Option<String>,
+    /// `tracestate`, if sent (several are joined with `,`, as one list).
+    pub tracestate: Option<String>,
     /// Whether the connection stays open after the answer.
     pub keep_alive: bool,
     /// The body (empty when none).
@@ -86,13 +93,25 @@ pub enum Progress {
 
 /// Headers that must not appear twice: which of two values to believe is exactly what a proxy
 /// in front and reprow could disagree on.
-const SINGLE: [&str; 5] = [
+const SINGLE: [&str; 6] = [
     "host",
+    "idempotency-key",
     "authorization",
     "origin",
     "sec-fetch-site",
     "x-reprow-lease",
 ];
+
+/// Appends a repeated header's value to the ones before it, as one comma-separated list.
+fn join(to: &mut Option<String>, value: &str) {
+    match to {
+        Some(v) => {
+            v.push(',');
+            v.push_str(value);
+        }
+        None => *to = Some(value.to_string()),
+    }
+}
 
 enum State {
     Head,
@@ -200,6 +219,9 @@ impl RequestParser {
         let mut origin = None;
         let mut fetch_site = None;
         let mut fetch_mode = None;
+        let mut idempotency_key = None;
+        let mut traceparent: Option<String> = None;
+        let mut tracestate: Option<String> = None;
         let mut seen = [false; SINGLE.len()];
         for h in parsed.headers.iter() {
             let value = std::str::from_utf8(h.value)
@@ -255,6 +277,12 @@ impl RequestParser {
                 fetch_site = Some(value.to_ascii_lowercase());
             } else if h.name.eq_ignore_ascii_case("sec-fetch-mode") {
                 fetch_mode = Some(value.to_ascii_lowercase());
+            } else if h.name.eq_ignore_ascii_case("idempotency-key") {
+                idempotency_key = Some(value.to_string());
+            } else if h.name.eq_ignore_ascii_case("traceparent") {
+                join(&mut traceparent, value);
+            } else if h.name.eq_ignore_ascii_case("tracestate") {
+                join(&mut tracestate, value);
             }
         }
         if version == 1 && host.is_none() {
@@ -297,6 +325,9 @@ impl RequestParser {
             origin,
             fetch_site,
             fetch_mode,
+            idempotency_key,
+            traceparent,
+            tracestate,
             keep_alive,
             body: Bytes::new(),
         };

@@ -5,6 +5,7 @@
 //! - New jobs are refused (507) once the store is within its reserve of full, so acks and
 //!   retries can still commit.
 //! - A job's `uniq` key is unique in its queue (409 otherwise).
+//! - An `Idempotency-Key` is written with its jobs, in the same nested transaction (`idem`).
 //! - A presque-style queue name not yet defined creates a pull queue on first use, if there is
 //!   room for it (`queue.max_queues`).
 
@@ -14,6 +15,7 @@ use super::{effect::Effect, error::db_err, Engine};
 use crate::{
     http::url::WorkerUrl,
     store::{
+        idempotency::Idempotency,
         queue::{QueueDef, QueueMode},
         record::{uniq_key, JobRecord, MAX_UNIQ_BYTES},
         Destination, JobView, NewJob, StoreError,
@@ -34,6 +36,7 @@ impl Engine {
             self.uniq,
             self.meta,
             self.counters,
+            self.idem,
         ] {
             used += db.stat(txn).map_err(db_err)?.non_free_page_size();
         }
@@ -44,8 +47,14 @@ impl Engine {
         &mut self,
         txn: &mut RwTxn,
         jobs: Vec<NewJob>,
+        key: Option<Idempotency>,
         now: u64,
     ) -> Result<(Vec<JobView>, Effect), StoreError> {
+        if let Some(k) = &key {
+            if let Some(views) = self.replay(txn, k, &jobs, now)? {
+                return Ok((views, Effect::None));
+            }
+        }
         let estimate: usize = jobs
             .iter()
             .map(|j| {
@@ -64,6 +73,8 @@ impl Engine {
             )));
         }
         let mut new_queues: Vec<(u32, String, QueueDef)> = Vec::new();
+        // The key's window: its first job's queue's.
+        let mut window = None;
         let mut recs = Vec::with_capacity(jobs.len());
         let mut views = Vec::with_capacity(jobs.len());
         for j in jobs {
@@ -158,10 +169,22 @@ impl Engine {
                     return Err(StoreError::conflict("job already exists"));
                 }
             }
+            window.get_or_insert(def.idempotency_window_secs());
             self.insert_job(txn, &rec)?;
             views.push(self.view_with(&rec, false, Some(&def), &name));
             recs.push(rec);
         }
-        Ok((views, Effect::Enqueued { recs, new_queues }))
+        if let (Some(k), Some(w)) = (&key, window) {
+            self.store_key(txn, k, &recs, w, now)?;
+        }
+        let key = key.map(|k| k.key);
+        Ok((
+            views,
+            Effect::Enqueued {
+                recs,
+                new_queues,
+                key,
+            },
+        ))
     }
 }

@@ -17,7 +17,7 @@ use serde_json::{json, value::RawValue};
 use super::{
     http_response::Response,
     params::{check_json_type, from_json, json_body, lease_token, parse_id, raw_json_body, Params},
-    reply::{call, enqueue, Res},
+    reply::{call, enqueue, trace_headers, Res},
     Ctx,
 };
 use crate::{
@@ -30,7 +30,7 @@ use crate::{
 
 /// `POST /q/{queue}?delayed=&uniq=`: the body, one JSON value, is the job's payload.
 pub(super) async fn push(ctx: &Ctx, req: &Request, queue: &str, q: &Params) -> Res {
-    let job = presque_job(ctx, queue, job_body(ctx, req)?, q)?;
+    let job = presque_job(ctx, req, queue, job_body(ctx, req)?, q)?;
     let j = enqueue(ctx, req, vec![job]).await.map_err(uniq_taken)?;
     Ok(Response::json(
         201,
@@ -107,7 +107,7 @@ pub(super) async fn pull(ctx: &Ctx, req: &Request, queue: &str, q: &Params) -> R
 /// (with its `message`).
 pub(super) async fn fail(ctx: &Ctx, req: &Request, queue: &str, q: &Params) -> Res {
     if q.get("id").is_none() && req.lease.is_none() {
-        let job = presque_job(ctx, queue, job_body(ctx, req)?, &Params::parse("")?)?;
+        let job = presque_job(ctx, req, queue, job_body(ctx, req)?, &Params::parse("")?)?;
         call(ctx, |tx| Write::Enqueue(vec![job], tx)).await?;
         ctx.presque.failed(queue, req.worker_id.as_deref());
         return Ok(Response::empty(201));
@@ -234,6 +234,7 @@ pub(super) async fn push_batch(ctx: &Ctx, req: &Request, queue: &str, q: &Params
     for j in b.jobs {
         jobs.push(presque_job(
             ctx,
+            req,
             queue,
             Bytes::copy_from_slice(j.get().as_bytes()),
             q,
@@ -401,8 +402,14 @@ pub(super) fn worker_set(ctx: &Ctx, req: &Request, queue: &str, register: bool) 
 }
 
 /// One presque job for `queue`: the payload as sent, `?delayed=` (a Unix time in seconds)
-/// and `?uniq=` from the query.
-fn presque_job(ctx: &Ctx, queue: &str, payload: Bytes, q: &Params) -> Result<NewJob, Response> {
+/// and `?uniq=` from the query, the request's trace context (`trace_headers`).
+fn presque_job(
+    ctx: &Ctx,
+    req: &Request,
+    queue: &str,
+    payload: Bytes,
+    q: &Params,
+) -> Result<NewJob, Response> {
     if payload.len() > ctx.config.max_payload_bytes {
         return Err(Response::error(
             413,
@@ -434,5 +441,6 @@ fn presque_job(ctx: &Ctx, queue: &str, payload: Bytes, q: &Params) -> Result<New
         max_retries: None,
         retry_delay: None,
         uniq: q.get("uniq").map(str::to_string),
+        headers: trace_headers(req),
     })
 }

@@ -54,3 +54,10 @@ pub(super) async fn enqueue(
         None => call(ctx, |tx| Write::Enqueue(jobs, tx)).await,
     }
 }
+
+/// The trace context a job keeps from its enqueue request `req`: its `traceparent` and
+/// `tracestate` when the `traceparent` is valid, else a new trace
+/// (`http::trace::job_headers`).
+pub(super) fn trace_headers(req: &Request) -> Vec<(String, String)> {
+    crate::http::trace::job_headers(req.traceparent.as_deref(), req.tracestate.as_deref())
+}

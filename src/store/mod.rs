@@ -92,6 +92,9 @@ pub struct NewJob {
     pub retry_delay: Option<u64>,
     /// presque's `uniq`: at most one job with this key in the queue at a time (409).
     pub uniq: Option<String>,
+    /// Request headers stored with the job and sent with every delivery (the enqueue's trace
+    /// context); each must pass `http::headers::is_allowed_header_name` and `_value` (400).
+    pub headers: Vec<(String, String)>,
 }
 
 impl NewJob {

@@ -187,6 +187,7 @@ fn new_job(queue: &str, payload: &str, uniq: Option<&str>) -> NewJob {
         max_retries: None,
         retry_delay: None,
         uniq: uniq.map(Into::into),
+        headers: vec![],
     }
 }
 

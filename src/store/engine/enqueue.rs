@@ -13,17 +13,39 @@ use heed::{RoTxn, RwTxn};
 
 use super::{effect::Effect, error::db_err, Engine};
 use crate::{
-    http::url::WorkerUrl,
+    http::{
+        headers::{is_allowed_header_name, is_allowed_header_value},
+        url::WorkerUrl,
+    },
     store::{
         idempotency::Idempotency,
         queue::{QueueDef, QueueMode},
-        record::{uniq_key, JobRecord, MAX_UNIQ_BYTES},
+        record::{uniq_key, JobRecord, MAX_STORED_HEADERS, MAX_UNIQ_BYTES},
         Destination, JobView, NewJob, StoreError,
     },
 };
 
 /// Per-job overhead beyond the record itself (keys, page headers), for the space check.
 const JOB_OVERHEAD: usize = 96;
+
+/// Checks a job's stored headers as a FIFO envelope's are checked: names that are tokens and
+/// not reprow's own, values without line breaks, at most [`MAX_STORED_HEADERS`].
+fn check_headers(headers: &[(String, String)]) -> Result<(), String> {
+    if headers.len() > MAX_STORED_HEADERS {
+        return Err(format!(
+            "a job may carry at most {MAX_STORED_HEADERS} headers"
+        ));
+    }
+    for (k, v) in headers {
+        if !is_allowed_header_name(k) {
+            return Err(format!("header name {k:?} is not allowed"));
+        }
+        if !is_allowed_header_value(v) || v.len() > u16::MAX as usize {
+            return Err(format!("header {k}: the value is not allowed"));
+        }
+    }
+    Ok(())
+}
 
 impl Engine {
     /// Bytes in use by the store's pages.
@@ -61,6 +83,10 @@ impl Engine {
                 2 * (j.payload.len()
                     + j.content_type.len()
                     + j.url.as_ref().map_or(0, String::len)
+                    + j.headers
+                        .iter()
+                        .map(|(k, v)| 4 + k.len() + v.len())
+                        .sum::<usize>()
                     + JOB_OVERHEAD)
             })
             .sum();
@@ -79,6 +105,7 @@ impl Engine {
         let mut views = Vec::with_capacity(jobs.len());
         for j in jobs {
             j.check_times().map_err(StoreError::bad_request)?;
+            check_headers(&j.headers).map_err(StoreError::bad_request)?;
             let fireworq = matches!(j.dest, Destination::Category(_));
             let (name, category) = match j.dest {
                 Destination::Category(c) => {
@@ -152,6 +179,7 @@ impl Engine {
                 max_retries,
                 retry_delay_ms: retry_delay.map(|t| t * 1000),
                 uniq: j.uniq,
+                headers: j.headers,
                 payload: j.payload,
             };
             if let Some(u) = &rec.uniq {

@@ -94,6 +94,7 @@ impl Engine {
                         max_retries,
                         retry_delay_ms: retry_delay.map(|t| t * 1000),
                         uniq: j.uniq.clone(),
+                        headers: j.headers.clone(),
                         payload: j.payload.clone(),
                     };
                     self.view(&rec, false)

@@ -52,6 +52,7 @@ fn once(key: &str, body: &str) -> Op {
             max_retries: None,
             retry_delay: None,
             uniq: None,
+            headers: vec![],
         }],
     )
 }

@@ -81,9 +81,14 @@ pub enum RecordError {
     /// A text field is not UTF-8.
     #[error("job record field is not UTF-8")]
     Utf8,
-    /// A text field is longer than a u16 length allows (refused on write).
+    /// A text field is longer than a u16 length allows, or there are more stored headers than
+    /// [`MAX_STORED_HEADERS`] (refused on write).
     #[error("job record field longer than 65535 bytes")]
     FieldTooLong,
+    /// The stored-headers flag with a count of 0 or over [`MAX_STORED_HEADERS`]: this version
+    /// never writes that, so the bytes are not its record.
+    #[error("job record header count out of range")]
+    HeaderCount,
 }
 
 impl JobRecord {
@@ -229,7 +234,12 @@ impl JobRecord {
         if flags & F_HEADERS != 0 {
             let mut a = [0; 2];
             a.copy_from_slice(r.take(2)?);
-            for _ in 0..u16::from_le_bytes(a) {
+            let n = u16::from_le_bytes(a);
+            // What `encode` writes, and only that: a record decodes to what encodes back to it.
+            if n == 0 || usize::from(n) > MAX_STORED_HEADERS {
+                return Err(RecordError::HeaderCount);
+            }
+            for _ in 0..n {
                 let k = r.str()?;
                 headers.push((k, r.str()?));
             }
@@ -522,6 +532,13 @@ mod tests {
         assert_eq!(out[1] & F_HEADERS, F_HEADERS);
         assert!(out.ends_with(b"\x01\x00\x0b\x00traceparent\x04\x0000-xp"));
         assert_eq!(JobRecord::decode(1, &out).unwrap(), rec);
+        // A count this version never writes is refused, not read as no headers.
+        let at = out.len() - (2 + 2 + 11 + 2 + 4 + 1);
+        for bad in [0u16, MAX_STORED_HEADERS as u16 + 1] {
+            let mut b = out.clone();
+            b[at..at + 2].copy_from_slice(&bad.to_le_bytes());
+            assert_eq!(JobRecord::decode(1, &b), Err(RecordError::HeaderCount));
+        }
     }
 
     fn sample() -> Vec<u8> {

@@ -444,3 +444,21 @@ fn presque_job(
         headers: trace_headers(req),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreErrorKind;
+
+    /// Only a `uniq` conflict becomes presque's 400: an `Idempotency-Key` still committing
+    /// stays 409 (with its `Retry-After`), and nothing else changes.
+    #[test]
+    fn only_a_uniq_conflict_becomes_presques_400() {
+        let uniq = Response::from(StoreError::conflict("job already exists"));
+        assert_eq!(uniq_taken(uniq), Response::error(400, "job already exists"));
+        let in_flight = Response::from(StoreError::new(StoreErrorKind::InFlight, "committing"));
+        assert_eq!(uniq_taken(in_flight.clone()), in_flight);
+        let other = Response::error(400, "job already exists");
+        assert_eq!(uniq_taken(other.clone()), other);
+    }
+}

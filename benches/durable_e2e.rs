@@ -339,6 +339,7 @@ fn engine_comparison(n: u64, jobs: u64) {
                 max_retries: None,
                 retry_delay: None,
                 uniq: None,
+                headers: vec![],
             };
             apply(e, vec![Op::Enqueue(vec![job])]);
             e.feed();

@@ -45,6 +45,7 @@ fn job(queue: &str) -> NewJob {
         max_retries: None,
         retry_delay: None,
         uniq: None,
+        headers: vec![],
     }
 }
 

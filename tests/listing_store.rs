@@ -61,6 +61,7 @@ fn push(e: &mut Engine, queue: &str, payload: Bytes, run_at_ms: u64) -> u64 {
         max_retries: None,
         retry_delay: None,
         uniq: None,
+        headers: vec![],
     };
     match e.apply_ops(vec![Op::Enqueue(vec![j])]).remove(0).1 {
         Ok(Reply::Enqueued(v)) => v[0].id,

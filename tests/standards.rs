@@ -161,7 +161,7 @@ fn durable_cloudevents_in_both_modes_signed_by_queue() {
     let worker = PyWorker::start(dir.path(), &[SECRET_B], "");
     let url = worker.url();
     let extra = format!(
-        "queues:\n  structured:\n    url: {url}\n    cloudevents: structured\n    signing_secrets: [env:REPROW_TEST_SIGNING_KEY]\n  binary:\n    url: {url}\n    cloudevents: binary\n    cloudevents_source: /orders/eu west\n    cloudevents_type: com.example.order created\n    signing_secrets: [{SECRET_B}]\nroutings:\n  order.placed: structured\n  order.paid: binary\n"
+        "queues:\n  structured:\n    url: {url}\n    cloudevents: structured\n    signing_secrets: [env:REPROW_TEST_SIGNING_KEY]\n  binary:\n    url: {url}\n    cloudevents: binary\n    cloudevents_source: /orders/eu west\n    cloudevents_type: com.example.order created\n    signing_secrets: [{SECRET_B}]\n  plain:\n    url: {url}\n    signing_secrets: [{SECRET_B}]\nroutings:\n  order.placed: structured\n  order.paid: binary\n"
     );
     let cfg = durable_config(dir.path(), &extra);
     let log = cfg.with_extension("log");
@@ -189,8 +189,26 @@ fn durable_cloudevents_in_both_modes_signed_by_queue() {
         &[("Content-Type", "application/cloudevents+json")],
     );
     assert_eq!(own.status, 201, "{}", own.text());
+    // A producer's own binary-mode event: to a queue without `cloudevents` (sent as it came)
+    // and to a structured one (its attributes carried into the JSON event).
+    for (queue, id) in [("plain", "evt-10"), ("structured", "evt-11")] {
+        let r = api.call_with(
+            "POST",
+            &format!("/q/{queue}"),
+            Some(r#"{"order":10}"#),
+            &[
+                ("Content-Type", "application/json"),
+                ("ce-specversion", "1.0"),
+                ("ce-id", id),
+                ("ce-source", "/shop/eu%20west"),
+                ("ce-type", "com.example.shipped"),
+                ("ce-subject", "order-10"),
+            ],
+        );
+        assert_eq!(r.status, 201, "{}", r.text());
+    }
 
-    let got = worker.wait_for(3);
+    let got = worker.wait_for(5);
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
     let by_type = |t: &str| {
         got.iter()
@@ -233,6 +251,21 @@ fn durable_cloudevents_in_both_modes_signed_by_queue() {
     assert_eq!(p["ce"]["source"], "/shop");
     assert_eq!(p["ce_data"], serde_json::json!({"order": 9}));
     assert_eq!(p["body"], event, "delivered as it was enqueued");
+
+    for (id, content_type) in [
+        ("evt-10", "application/json"),
+        ("evt-11", "application/cloudevents+json; charset=utf-8"),
+    ] {
+        let e = got
+            .iter()
+            .find(|r| r["ce"]["id"] == id)
+            .unwrap_or_else(|| panic!("no event {id}: {got:?}"));
+        assert_eq!(e["headers"]["content-type"], content_type, "{e}");
+        assert_eq!(e["ce"]["type"], "com.example.shipped", "{e}");
+        assert_eq!(e["ce"]["source"], "/shop/eu west", "{e}");
+        assert_eq!(e["ce"]["subject"], "order-10", "{e}");
+        assert_eq!(e["ce_data"], serde_json::json!({"order": 10}), "{e}");
+    }
     let (status, _) = reprow.stop();
     assert!(status.success());
 }
@@ -400,4 +433,43 @@ fn a_structured_event_enqueued_is_delivered_as_it_came() {
     assert_eq!(of("events").body_str(), event);
     assert_eq!(of("plain").header("Content-Type"), Some("application/json"));
     assert_eq!(of("plain").body_str(), r#"{"a":1}"#);
+    assert!(of("plain")
+        .headers
+        .iter()
+        .all(|(k, _)| !k.starts_with("ce-")));
+}
+
+/// `POST /q/{queue}` with `ce-*` headers (a binary-mode CloudEvent) stores them with the job:
+/// every delivery carries them as they came; 33 of them are refused.
+#[test]
+fn a_binary_event_enqueued_keeps_its_attributes() {
+    let worker = common::Worker::start(|_, _| common::Reply::ok());
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!("queues:\n  plain:\n    url: {}\n", worker.url());
+    let cfg = durable_config(dir.path(), &extra);
+    let reprow = Reprow::start(&cfg);
+    let api = Api::new(reprow.api_addr());
+    let headers = [
+        ("Content-Type", "application/json"),
+        ("ce-specversion", "1.0"),
+        ("CE-Id", "evt-1"),
+        ("ce-source", "/shop/eu%20west"),
+        ("ce-type", "com.example.shipped"),
+    ];
+    let r = api.call_with("POST", "/q/plain", Some(r#"{"a":1}"#), &headers);
+    assert_eq!(r.status, 201, "{}", r.text());
+    let got = &worker.wait_for(1)[0];
+    for (name, value) in [
+        ("ce-specversion", "1.0"),
+        ("ce-id", "evt-1"),
+        ("ce-source", "/shop/eu%20west"),
+        ("ce-type", "com.example.shipped"),
+    ] {
+        assert_eq!(got.header(name), Some(value), "{got:?}");
+    }
+    assert_eq!(got.body_str(), r#"{"a":1}"#);
+    let many: Vec<(String, String)> = (0..33).map(|i| (format!("ce-x{i}"), "v".into())).collect();
+    let many: Vec<(&str, &str)> = many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let r = api.call_with("POST", "/q/plain", Some("{}"), &many);
+    assert_eq!(r.status, 400, "{}", r.text());
 }

@@ -435,6 +435,7 @@ fn new_job(queue: &str, run_at_ms: u64, s: &Spec) -> NewJob {
         max_retries: s.max_retries,
         retry_delay: s.retry_delay,
         uniq: s.uniq.map(uniq_name),
+        headers: vec![],
     }
 }
 

@@ -49,6 +49,7 @@ fn job(n: usize) -> NewJob {
         max_retries: None,
         retry_delay: None,
         uniq: None,
+        headers: vec![],
     }
 }
 

@@ -190,6 +190,7 @@ fn run(data: &[u8]) {
                         .unwrap_or(false)
                         .then(|| any_u64(&mut u)),
                     uniq: None,
+                    headers: vec![],
                 };
                 let bad = job.check_times().is_err();
                 let before = e.query(Query::Stats(None));

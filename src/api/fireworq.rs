@@ -14,7 +14,7 @@ use serde_json::{json, value::RawValue, Value};
 use super::{
     http_response::Response,
     params::{check_json_type, first_byte, from_json, json_body, parse_id, Params},
-    reply::{call, Res},
+    reply::{call, enqueue as enqueue_jobs, trace_headers, Res},
     Ctx,
 };
 use crate::{
@@ -106,11 +106,12 @@ pub(super) async fn enqueue(ctx: &Ctx, req: &Request, category: &str, batch: boo
             max_retries: j.max_retries,
             retry_delay: j.retry_delay,
             uniq: None,
+            headers: trace_headers(req),
         };
         job.check_times().map_err(|e| Response::error(400, &e))?;
         jobs.push(job);
     }
-    let views = call(ctx, |tx| Write::Enqueue(jobs, tx)).await?;
+    let views = enqueue_jobs(ctx, req, jobs).await?;
     let out: Vec<Enqueued> = views
         .iter()
         .zip(run_after)

@@ -17,7 +17,7 @@ use serde_json::{json, value::RawValue};
 use super::{
     http_response::Response,
     params::{check_json_type, from_json, json_body, lease_token, parse_id, raw_json_body, Params},
-    reply::{call, Res},
+    reply::{call, enqueue, trace_headers, Res},
     Ctx,
 };
 use crate::{
@@ -31,15 +31,26 @@ use crate::{
 
 /// `POST /q/{queue}?delayed=&uniq=`: the body, one JSON value, is the job's payload.
 pub(super) async fn push(ctx: &Ctx, req: &Request, queue: &str, q: &Params) -> Res {
-    let mut job = presque_job(ctx, queue, job_body(ctx, req)?, q)?;
+    let mut job = presque_job(ctx, req, queue, job_body(ctx, req)?, q)?;
     if is_structured_cloudevent(req) {
         // A CloudEvent in structured mode: kept as one, so it is delivered as it came
         // (`dispatch::envelope` does not wrap it again).
         job.content_type = CLOUDEVENTS_JSON.into();
     }
-    let j = call(ctx, |tx| Write::Enqueue(vec![job], tx))
-        .await
-        .map_err(uniq_taken)?;
+    // A CloudEvent in binary mode: its `ce-*` attributes are stored with the job and sent
+    // with every delivery (on a `cloudevents` queue they win over reprow's defaults).
+    for (name, value) in &req.cloudevents {
+        if !crate::http::headers::is_allowed_header_name(name)
+            || !crate::http::headers::is_allowed_header_value(value)
+        {
+            return Err(Response::error(
+                400,
+                &format!("header {name}: the value must be printable ASCII"),
+            ));
+        }
+        job.headers.push((name.clone(), value.clone()));
+    }
+    let j = enqueue(ctx, req, vec![job]).await.map_err(uniq_taken)?;
     Ok(Response::json(
         201,
         &json!({ "id": j.first().map(|j| j.id) }),
@@ -65,9 +76,10 @@ fn job_body(ctx: &Ctx, req: &Request) -> Result<Bytes, Response> {
     raw_json_body(ctx, req)
 }
 
-/// presque's answer to a `uniq` key already queued: 400 "job already exists".
+/// presque's answer to a `uniq` key already queued: 400 "job already exists". Only that 409:
+/// an `Idempotency-Key` still being committed stays 409, as the draft says.
 fn uniq_taken(r: Response) -> Response {
-    if r.status == 409 {
+    if r.status == 409 && r.body == Response::error(409, "job already exists").body {
         Response::error(400, "job already exists")
     } else {
         r
@@ -125,7 +137,7 @@ pub(super) async fn pull(ctx: &Ctx, req: &Request, queue: &str, q: &Params) -> R
 /// (with its `message`).
 pub(super) async fn fail(ctx: &Ctx, req: &Request, queue: &str, q: &Params) -> Res {
     if q.get("id").is_none() && req.lease.is_none() {
-        let job = presque_job(ctx, queue, job_body(ctx, req)?, &Params::parse("")?)?;
+        let job = presque_job(ctx, req, queue, job_body(ctx, req)?, &Params::parse("")?)?;
         call(ctx, |tx| Write::Enqueue(vec![job], tx)).await?;
         ctx.presque.failed(queue, req.worker_id.as_deref());
         return Ok(Response::empty(201));
@@ -252,14 +264,13 @@ pub(super) async fn push_batch(ctx: &Ctx, req: &Request, queue: &str, q: &Params
     for j in b.jobs {
         jobs.push(presque_job(
             ctx,
+            req,
             queue,
             Bytes::copy_from_slice(j.get().as_bytes()),
             q,
         )?);
     }
-    let j = call(ctx, |tx| Write::Enqueue(jobs, tx))
-        .await
-        .map_err(uniq_taken)?;
+    let j = enqueue(ctx, req, jobs).await.map_err(uniq_taken)?;
     Ok(Response::json(
         201,
         &json!({ "ids": j.iter().map(|j| j.id).collect::<Vec<_>>() }),
@@ -421,8 +432,14 @@ pub(super) fn worker_set(ctx: &Ctx, req: &Request, queue: &str, register: bool) 
 }
 
 /// One presque job for `queue`: the payload as sent, `?delayed=` (a Unix time in seconds)
-/// and `?uniq=` from the query.
-fn presque_job(ctx: &Ctx, queue: &str, payload: Bytes, q: &Params) -> Result<NewJob, Response> {
+/// and `?uniq=` from the query, the request's trace context (`trace_headers`).
+fn presque_job(
+    ctx: &Ctx,
+    req: &Request,
+    queue: &str,
+    payload: Bytes,
+    q: &Params,
+) -> Result<NewJob, Response> {
     if payload.len() > ctx.config.max_payload_bytes {
         return Err(Response::error(
             413,
@@ -454,5 +471,24 @@ fn presque_job(ctx: &Ctx, queue: &str, payload: Bytes, q: &Params) -> Result<New
         max_retries: None,
         retry_delay: None,
         uniq: q.get("uniq").map(str::to_string),
+        headers: trace_headers(req),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreErrorKind;
+
+    /// Only a `uniq` conflict becomes presque's 400: an `Idempotency-Key` still committing
+    /// stays 409 (with its `Retry-After`), and nothing else changes.
+    #[test]
+    fn only_a_uniq_conflict_becomes_presques_400() {
+        let uniq = Response::from(StoreError::conflict("job already exists"));
+        assert_eq!(uniq_taken(uniq), Response::error(400, "job already exists"));
+        let in_flight = Response::from(StoreError::new(StoreErrorKind::InFlight, "committing"));
+        assert_eq!(uniq_taken(in_flight.clone()), in_flight);
+        let other = Response::error(400, "job already exists");
+        assert_eq!(uniq_taken(other.clone()), other);
+    }
 }

@@ -9,6 +9,10 @@ use super::body::{BodyDecoder, BodyFraming};
 /// Most headers a request may carry.
 const MAX_HEADERS: usize = 64;
 
+/// Most `ce-*` headers one request may carry: a CloudEvent has 4 required attributes, a few
+/// optional ones and its extensions; each is stored with the job.
+pub const MAX_CE_HEADERS: usize = 32;
+
 /// A complete request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
@@ -34,6 +38,16 @@ pub struct Request {
     pub fetch_site: Option<String>,
     /// `Sec-Fetch-Mode`, if sent (`navigate` for a page the user opens).
     pub fetch_mode: Option<String>,
+    /// `Idempotency-Key`, if sent (at most one), as sent: the enqueue routes parse it.
+    pub idempotency_key: Option<String>,
+    /// `traceparent`, if sent (several are joined with `,`, which no valid one contains, so
+    /// they are refused as the W3C Trace Context says).
+    pub traceparent: Option<String>,
+    /// `tracestate`, if sent (several are joined with `,`, as one list).
+    pub tracestate: Option<String>,
+    /// `ce-*` headers (a CloudEvent in the HTTP binding's binary mode), names in lower case,
+    /// as sent; at most [`MAX_CE_HEADERS`] (more is malformed).
+    pub cloudevents: Vec<(String, String)>,
     /// Whether the connection stays open after the answer.
     pub keep_alive: bool,
     /// The body (empty when none).
@@ -86,13 +100,25 @@ pub enum Progress {
 
 /// Headers that must not appear twice: which of two values to believe is exactly what a proxy
 /// in front and reprow could disagree on.
-const SINGLE: [&str; 5] = [
+const SINGLE: [&str; 6] = [
     "host",
+    "idempotency-key",
     "authorization",
     "origin",
     "sec-fetch-site",
     "x-reprow-lease",
 ];
+
+/// Appends a repeated header's value to the ones before it, as one comma-separated list.
+fn join(to: &mut Option<String>, value: &str) {
+    match to {
+        Some(v) => {
+            v.push(',');
+            v.push_str(value);
+        }
+        None => *to = Some(value.to_string()),
+    }
+}
 
 enum State {
     Head,
@@ -200,6 +226,10 @@ impl RequestParser {
         let mut origin = None;
         let mut fetch_site = None;
         let mut fetch_mode = None;
+        let mut idempotency_key = None;
+        let mut traceparent: Option<String> = None;
+        let mut tracestate: Option<String> = None;
+        let mut cloudevents = Vec::new();
         let mut seen = [false; SINGLE.len()];
         for h in parsed.headers.iter() {
             let value = std::str::from_utf8(h.value)
@@ -255,6 +285,19 @@ impl RequestParser {
                 fetch_site = Some(value.to_ascii_lowercase());
             } else if h.name.eq_ignore_ascii_case("sec-fetch-mode") {
                 fetch_mode = Some(value.to_ascii_lowercase());
+            } else if h.name.eq_ignore_ascii_case("idempotency-key") {
+                idempotency_key = Some(value.to_string());
+            } else if h.name.eq_ignore_ascii_case("traceparent") {
+                join(&mut traceparent, value);
+            } else if h.name.eq_ignore_ascii_case("tracestate") {
+                join(&mut tracestate, value);
+            } else if h.name.len() > 3 && h.name[..3].eq_ignore_ascii_case("ce-") {
+                if cloudevents.len() == MAX_CE_HEADERS {
+                    return Err(RequestError::Malformed(format!(
+                        "more than {MAX_CE_HEADERS} ce- headers"
+                    )));
+                }
+                cloudevents.push((h.name.to_ascii_lowercase(), value.to_string()));
             }
         }
         if version == 1 && host.is_none() {
@@ -297,6 +340,10 @@ impl RequestParser {
             origin,
             fetch_site,
             fetch_mode,
+            idempotency_key,
+            traceparent,
+            tracestate,
+            cloudevents,
             keep_alive,
             body: Bytes::new(),
         };

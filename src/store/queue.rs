@@ -86,6 +86,11 @@ pub struct QueueDef {
     /// Dispatch stopped (`/control/{queue}`); enqueues are still accepted.
     #[serde(default)]
     pub paused: bool,
+    /// How long an enqueue's `Idempotency-Key` is remembered, seconds: the same key again
+    /// within it answers the first request's jobs. Unset: 86400 (24 h); 1 to 2592000 (30 days).
+    /// A change applies to keys stored after it. Read it through [`QueueDef::idempotency_window_secs`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_window: Option<u64>,
     /// Deliver each job as a CloudEvent (HTTP binding 1.0.2): `binary` (`ce-*` headers, the
     /// payload as the body) or `structured` (`application/cloudevents+json`). Default: off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -178,6 +183,12 @@ pub fn check_category(category: &str) -> Result<(), String> {
 }
 
 impl QueueDef {
+    /// How long an `Idempotency-Key` is kept, seconds (`idempotency_window`, default 24 h).
+    pub fn idempotency_window_secs(&self) -> u64 {
+        self.idempotency_window
+            .unwrap_or(crate::store::idempotency::DEFAULT_WINDOW_SECS)
+    }
+
     /// A definition with every default, for `name`.
     pub fn named(name: &str) -> QueueDef {
         let mut d: QueueDef = serde_json::from_str("{}").unwrap_or_else(|_| unreachable!());
@@ -209,6 +220,15 @@ impl QueueDef {
         }
         if self.timeout.is_some_and(|t| t == 0 || t > 86_400) {
             return Err("timeout must be 1 to 86400 seconds".into());
+        }
+        if self
+            .idempotency_window
+            .is_some_and(|w| w == 0 || w > crate::store::idempotency::MAX_WINDOW_SECS)
+        {
+            return Err(format!(
+                "idempotency_window must be 1 to {} seconds (30 days)",
+                crate::store::idempotency::MAX_WINDOW_SECS
+            ));
         }
         if self.lease_timeout == 0 || self.lease_timeout > 86_400 {
             return Err("lease_timeout must be 1 to 86400 seconds".into());
@@ -410,6 +430,13 @@ mod tests {
             assert!(ok(&|d| d.timeout = Some(t)).is_err(), "timeout {t}");
             assert!(ok(&|d| d.lease_timeout = t).is_err(), "lease_timeout {t}");
         }
+        for w in [1, 30 * 86_400] {
+            assert_eq!(ok(&|d| d.idempotency_window = Some(w)), Ok(()));
+        }
+        for w in [0, 30 * 86_400 + 1] {
+            let e = ok(&|d| d.idempotency_window = Some(w)).unwrap_err();
+            assert!(e.contains("idempotency_window must be 1 to 2592000"), "{e}");
+        }
         assert_eq!(ok(&|d| d.retry_delay = Some(30 * 86_400)), Ok(()));
         assert!(ok(&|d| d.retry_delay = Some(30 * 86_400 + 1)).is_err());
         assert_eq!(
@@ -450,6 +477,10 @@ mod tests {
         assert_eq!(d.mode, QueueMode::Push);
         assert!(!d.paused && !d.require_lease_token);
         assert_eq!(d.allowed_origins, ["127.0.0.0/8", "::1", "localhost"]);
+        assert_eq!(
+            (d.idempotency_window, d.idempotency_window_secs()),
+            (None, 86_400)
+        );
         assert_eq!(d.validate(), Ok(()));
     }
 

@@ -13,6 +13,7 @@ fn job() -> NewJob {
         max_retries: None,
         retry_delay: None,
         uniq: None,
+        headers: vec![],
     }
 }
 

@@ -33,6 +33,7 @@ impl Engine {
             Table::Uniq => self.uniq,
             Table::Meta => self.meta,
             Table::Counters => self.counters,
+            Table::Idem => self.idem,
         }
     }
 

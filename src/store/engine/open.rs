@@ -169,7 +169,7 @@ impl Engine {
             tracing::info!(cleared, "Cleared stale LMDB reader slots.");
         }
         let wtxn = env.write_txn().map_err(lmdb_err)?;
-        let [jobs, due, failed, uniq, meta, counters]: [Db; 6] = env
+        let [jobs, due, failed, uniq, meta, counters, idem]: [Db; 7] = env
             .create_databases_and_commit(wtxn, |dbo, wtxn| -> heed::Result<_> {
                 let mut db = |name| dbo.create_database::<Raw, Raw>(wtxn, Some(name));
                 Ok(CommitOrAbort::<_, ()>::Commit([
@@ -179,6 +179,7 @@ impl Engine {
                     db("uniq")?,
                     db("meta")?,
                     db("counters")?,
+                    db("idem")?,
                 ]))
             })
             .map_err(lmdb_err)?
@@ -208,6 +209,8 @@ impl Engine {
             uniq,
             meta,
             counters,
+            idem,
+            batch_keys: std::collections::HashSet::new(),
             _lock: lock,
             map_size,
             reserve: (map_size / 10).max(256 * 1024),

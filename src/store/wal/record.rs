@@ -36,6 +36,8 @@ pub enum Table {
     Meta = 5,
     /// `counters`.
     Counters = 6,
+    /// `idem`: Idempotency-Key rows and their expiry index.
+    Idem = 7,
 }
 
 impl Table {
@@ -47,6 +49,7 @@ impl Table {
             4 => Table::Uniq,
             5 => Table::Meta,
             6 => Table::Counters,
+            7 => Table::Idem,
             _ => return None,
         })
     }

@@ -375,6 +375,35 @@ mod tests {
         }
     }
 
+    /// `ce-*` headers are kept (names in lower case) for a binary-mode CloudEvent enqueue; a
+    /// bare `ce-` or a look-alike is not one; more than [`MAX_CE_HEADERS`] is malformed.
+    #[test]
+    fn cloudevent_headers_are_kept_and_bounded() {
+        let r = parse_all(
+            b"POST / HTTP/1.1\r\nHost: h\r\nCE-Id: e1\r\nce-: x\r\nace-id: y\r\nce-source: /a%20b\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(
+            r[0].cloudevents,
+            [
+                ("ce-id".to_string(), "e1".to_string()),
+                ("ce-source".to_string(), "/a%20b".to_string())
+            ]
+        );
+        let mut head = b"POST / HTTP/1.1\r\nHost: h\r\n".to_vec();
+        for i in 0..MAX_CE_HEADERS {
+            head.extend_from_slice(format!("ce-x{i}: v\r\n").as_bytes());
+        }
+        let mut over = head.clone();
+        head.extend_from_slice(b"\r\n");
+        assert_eq!(
+            parse_all(&head).unwrap()[0].cloudevents.len(),
+            MAX_CE_HEADERS
+        );
+        over.extend_from_slice(b"ce-last: v\r\n\r\n");
+        assert!(matches!(parse_all(&over), Err(RequestError::Malformed(_))));
+    }
+
     /// A head over the limit is 431 whether it arrives whole or cut, even when a byte past the
     /// limit is malformed (the whole parse used to see that byte and answer 400).
     #[test]

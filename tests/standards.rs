@@ -440,7 +440,8 @@ fn a_structured_event_enqueued_is_delivered_as_it_came() {
 }
 
 /// `POST /q/{queue}` with `ce-*` headers (a binary-mode CloudEvent) stores them with the job:
-/// every delivery carries them as they came; 33 of them are refused.
+/// every delivery carries them as they came; 33 of them, or one not printable ASCII, are
+/// refused.
 #[test]
 fn a_binary_event_enqueued_keeps_its_attributes() {
     let worker = common::Worker::start(|_, _| common::Reply::ok());
@@ -472,4 +473,9 @@ fn a_binary_event_enqueued_keeps_its_attributes() {
     let many: Vec<(&str, &str)> = many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let r = api.call_with("POST", "/q/plain", Some("{}"), &many);
     assert_eq!(r.status, 400, "{}", r.text());
+    // A value that is not printable ASCII cannot be stored as a header (the binding says
+    // to percent-encode it).
+    let r = api.call_with("POST", "/q/plain", Some("{}"), &[("ce-subject", "café")]);
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("ce-subject"), "{}", r.text());
 }

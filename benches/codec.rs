@@ -28,6 +28,7 @@ fn encode(c: &mut Criterion) {
                     attempt: 1,
                     enqueued_at: "2026-11-23T03:01:54.340Z",
                     extra: &[],
+                    span_id: 0,
                     path: None,
                 }),
                 &mut out,

@@ -351,6 +351,8 @@ fn engine_comparison(n: u64, jobs: u64) {
                 retry_delay: None,
                 uniq: None,
                 ordering_key: None,
+
+                headers: vec![],
             };
             apply(e, vec![Op::Enqueue(vec![job])]);
             e.feed();

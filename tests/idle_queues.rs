@@ -46,6 +46,8 @@ fn job(queue: &str) -> NewJob {
         retry_delay: None,
         uniq: None,
         ordering_key: None,
+
+        headers: vec![],
     }
 }
 

@@ -62,6 +62,8 @@ fn push(e: &mut Engine, queue: &str, payload: Bytes, run_at_ms: u64) -> u64 {
         retry_delay: None,
         uniq: None,
         ordering_key: None,
+
+        headers: vec![],
     };
     match e.apply_ops(vec![Op::Enqueue(vec![j])]).remove(0).1 {
         Ok(Reply::Enqueued(v)) => v[0].id,

@@ -59,6 +59,7 @@ fn job(queue: &str, payload: &str, key: Option<&str>) -> NewJob {
         retry_delay: None,
         uniq: None,
         ordering_key: key.map(Into::into),
+        headers: vec![],
     }
 }
 

@@ -686,3 +686,46 @@ fn the_workers_rate_spaces_the_messages() {
     assert!(status.success());
     assert_eq!(stats["succeeded"], 10);
 }
+
+/// W3C Trace Context in message attributes: `traceparent` and `tracestate` are sent on as
+/// headers, each attempt (a receive again after a 503) with the same trace id and a new parent.
+#[test]
+fn trace_context_attributes_reach_the_worker_with_a_new_parent_per_attempt() {
+    let sqs = Sqs::new();
+    let url = sqs.queue(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let worker = Worker::start(|r, _| {
+        if r.attempt() == 1 {
+            Reply::status(503)
+        } else {
+            Reply::ok()
+        }
+    });
+    let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    sqs.rt
+        .block_on(
+            sqs.client
+                .send_message()
+                .queue_url(&url)
+                .message_body("traced")
+                .message_attributes("traceparent", string_attr(parent))
+                .message_attributes("tracestate", string_attr("congo=t61rcWkgMzE"))
+                .send(),
+        )
+        .unwrap();
+    let reprow = start(dir.path(), &url, &worker, "", "");
+    let got = worker.wait_for(2);
+    let mut parents = vec!["00f067aa0ba902b7".to_string()];
+    for g in &got {
+        let tp = g.header("traceparent").expect("no traceparent");
+        let f: Vec<&str> = tp.split('-').collect();
+        assert_eq!(
+            (f[0], f[1], f[3]),
+            ("00", "4bf92f3577b34da6a3ce929d0e0e4736", "01")
+        );
+        assert!(!parents.contains(&f[2].to_string()), "parent reused: {tp}");
+        parents.push(f[2].to_string());
+        assert_eq!(g.header("tracestate"), Some("congo=t61rcWkgMzE"));
+    }
+    assert!(reprow.stop().0.success());
+}

@@ -436,6 +436,8 @@ fn new_job(queue: &str, run_at_ms: u64, s: &Spec) -> NewJob {
         retry_delay: s.retry_delay,
         uniq: s.uniq.map(uniq_name),
         ordering_key: None,
+
+        headers: vec![],
     }
 }
 

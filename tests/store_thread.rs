@@ -50,6 +50,8 @@ fn job(n: usize) -> NewJob {
         retry_delay: None,
         uniq: None,
         ordering_key: None,
+
+        headers: vec![],
     }
 }
 

@@ -191,6 +191,8 @@ fn run(data: &[u8]) {
                         .then(|| any_u64(&mut u)),
                     uniq: None,
                     ordering_key: None,
+
+                    headers: vec![],
                 };
                 let bad = job.check_times().is_err();
                 let before = e.query(Query::Stats(None));

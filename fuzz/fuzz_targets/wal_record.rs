@@ -24,13 +24,14 @@ enum C {
     Range(u8, B, B),
 }
 
-const TABLES: [Table; 6] = [
+const TABLES: [Table; 7] = [
     Table::Jobs,
     Table::Due,
     Table::Failed,
     Table::Uniq,
     Table::Meta,
     Table::Counters,
+    Table::Idem,
 ];
 
 fn bound(b: &B) -> Bound<&[u8]> {

@@ -14,7 +14,7 @@ use serde_json::{json, value::RawValue, Value};
 use super::{
     http_response::Response,
     params::{check_json_type, first_byte, from_json, json_body, parse_id, Params},
-    reply::{call, Res},
+    reply::{call, enqueue as enqueue_jobs, trace_headers, Res},
     Ctx,
 };
 use crate::{
@@ -110,11 +110,13 @@ pub(super) async fn enqueue(ctx: &Ctx, req: &Request, category: &str, batch: boo
             retry_delay: j.retry_delay,
             uniq: None,
             ordering_key: j.ordering_key,
+
+            headers: trace_headers(req),
         };
         job.check_times().map_err(|e| Response::error(400, &e))?;
         jobs.push(job);
     }
-    let views = call(ctx, |tx| Write::Enqueue(jobs, tx)).await?;
+    let views = enqueue_jobs(ctx, req, jobs).await?;
     let out: Vec<Enqueued> = views
         .iter()
         .zip(run_after)
@@ -245,6 +247,14 @@ pub(super) async fn queue_get(ctx: &Ctx, name: &str) -> Res {
 pub(super) async fn queue_put(ctx: &Ctx, req: &Request, name: &str) -> Res {
     let mut def: QueueDef = fireworq_body(ctx, req)?;
     def.name = name.to_string();
+    if def.signing_secrets.is_some() {
+        // Secrets are never stored in the queue's database nor sent over the API; its
+        // `env:`/`file:` entries are not read either (only the config file's are).
+        return Err(Response::error(
+            400,
+            "signing_secrets can be set in the config file only",
+        ));
+    }
     def.validate().map_err(|e| Response::error(400, &e))?;
     let def = call(ctx, |tx| Write::PutQueue(def, tx)).await?;
     Ok(Response::json(200, &def))

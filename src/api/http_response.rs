@@ -111,6 +111,10 @@ impl From<StoreError> for Response {
             StoreErrorKind::Full => 507,
             StoreErrorKind::Limit => 422,
             StoreErrorKind::Unavailable => 503,
+            StoreErrorKind::InFlight => {
+                return Response::error(409, &e.to_string()).with("Retry-After", "1".into())
+            }
+            StoreErrorKind::KeyReused => 422,
         };
         Response::error(status, &e.to_string())
     }
@@ -237,9 +241,15 @@ mod tests {
             (StoreErrorKind::Full, 507),
             (StoreErrorKind::Limit, 422),
             (StoreErrorKind::Unavailable, 503),
+            (StoreErrorKind::KeyReused, 422),
         ] {
             let r = Response::from(StoreError::new(kind, "why"));
             assert_eq!(r, Response::error(status, "why"));
         }
+        let r = Response::from(StoreError::new(StoreErrorKind::InFlight, "why"));
+        assert_eq!(
+            r,
+            Response::error(409, "why").with("Retry-After", "1".into())
+        );
     }
 }

@@ -17,10 +17,11 @@ use serde_json::{json, value::RawValue};
 use super::{
     http_response::Response,
     params::{check_json_type, from_json, json_body, lease_token, parse_id, raw_json_body, Params},
-    reply::{call, Res},
+    reply::{call, enqueue, trace_headers, Res},
     Ctx,
 };
 use crate::{
+    dispatch::envelope::CLOUDEVENTS_JSON,
     http::request::Request,
     store::{
         payload::PayloadMode, Destination, JobList, NewJob, QueueStats, Read, StoreError, Write,
@@ -30,14 +31,32 @@ use crate::{
 
 /// `POST /q/{queue}?delayed=&uniq=&ordering_key=`: the body, one JSON value, is the job's payload.
 pub(super) async fn push(ctx: &Ctx, req: &Request, queue: &str, q: &Params) -> Res {
-    let job = presque_job(ctx, req, queue, job_body(ctx, req)?, q)?;
-    let j = call(ctx, |tx| Write::Enqueue(vec![job], tx))
-        .await
-        .map_err(uniq_taken)?;
+    let mut job = presque_job(ctx, req, queue, job_body(ctx, req)?, q)?;
+    if is_structured_cloudevent(req) {
+        // A CloudEvent in structured mode: kept as one, so it is delivered as it came
+        // (`dispatch::envelope` does not wrap it again).
+        job.content_type = CLOUDEVENTS_JSON.into();
+    }
+    // A CloudEvent in binary mode: its `ce-*` attributes are stored with the job and sent
+    // with every delivery (on a `cloudevents` queue they win over reprow's defaults). The
+    // store checks every stored header (a value that is not printable ASCII is a 400).
+    job.headers.extend(req.cloudevents.iter().cloned());
+    let j = enqueue(ctx, req, vec![job]).await.map_err(uniq_taken)?;
     Ok(Response::json(
         201,
         &json!({ "id": j.first().map(|j| j.id) }),
     ))
+}
+
+/// Whether the request is a structured-mode CloudEvent (`application/cloudevents+json`).
+fn is_structured_cloudevent(req: &Request) -> bool {
+    req.content_type.as_deref().is_some_and(|ct| {
+        ct.split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .eq_ignore_ascii_case(CLOUDEVENTS_JSON)
+    })
 }
 
 /// The body of a job push: presque's "job is missing" for none (`Role/Queue/WithContent.pm`).
@@ -48,9 +67,10 @@ fn job_body(ctx: &Ctx, req: &Request) -> Result<Bytes, Response> {
     raw_json_body(ctx, req)
 }
 
-/// presque's answer to a `uniq` key already queued: 400 "job already exists".
+/// presque's answer to a `uniq` key already queued: 400 "job already exists". Only that 409:
+/// an `Idempotency-Key` still being committed stays 409, as the draft says.
 fn uniq_taken(r: Response) -> Response {
-    if r.status == 409 {
+    if r.status == 409 && r.body == Response::error(409, "job already exists").body {
         Response::error(400, "job already exists")
     } else {
         r
@@ -241,9 +261,7 @@ pub(super) async fn push_batch(ctx: &Ctx, req: &Request, queue: &str, q: &Params
             q,
         )?);
     }
-    let j = call(ctx, |tx| Write::Enqueue(jobs, tx))
-        .await
-        .map_err(uniq_taken)?;
+    let j = enqueue(ctx, req, jobs).await.map_err(uniq_taken)?;
     Ok(Response::json(
         201,
         &json!({ "ids": j.iter().map(|j| j.id).collect::<Vec<_>>() }),
@@ -406,7 +424,7 @@ pub(super) fn worker_set(ctx: &Ctx, req: &Request, queue: &str, register: bool) 
 
 /// One presque job for `queue`: the payload as sent, `?delayed=` (a Unix time in seconds)
 /// and `?uniq=` from the query, the ordering key from `?ordering_key=` or the
-/// `X-Reprow-Ordering-Key` header.
+/// `X-Reprow-Ordering-Key` header, the request's trace context (`trace_headers`).
 fn presque_job(
     ctx: &Ctx,
     req: &Request,
@@ -455,5 +473,24 @@ fn presque_job(
         retry_delay: None,
         uniq: q.get("uniq").map(str::to_string),
         ordering_key,
+        headers: trace_headers(req),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreErrorKind;
+
+    /// Only a `uniq` conflict becomes presque's 400: an `Idempotency-Key` still committing
+    /// stays 409 (with its `Retry-After`), and nothing else changes.
+    #[test]
+    fn only_a_uniq_conflict_becomes_presques_400() {
+        let uniq = Response::from(StoreError::conflict("job already exists"));
+        assert_eq!(uniq_taken(uniq), Response::error(400, "job already exists"));
+        let in_flight = Response::from(StoreError::new(StoreErrorKind::InFlight, "committing"));
+        assert_eq!(uniq_taken(in_flight.clone()), in_flight);
+        let other = Response::error(400, "job already exists");
+        assert_eq!(uniq_taken(other.clone()), other);
+    }
 }

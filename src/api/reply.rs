@@ -3,7 +3,13 @@
 //! handler: the store's refusal, or 404 when this reprow has no durable queue.
 
 use super::{http_response::Response, Ctx};
-use crate::store::{Command, StoreError, Tx};
+use crate::{
+    http::request::Request,
+    store::{
+        idempotency::{parse_key, Idempotency},
+        Command, JobView, NewJob, StoreError, Tx, Write,
+    },
+};
 
 /// What a handler returns: the answer, or the answer that ends it early (an error, mostly).
 /// Both are sent as they are.
@@ -25,4 +31,33 @@ impl From<StoreError> for Box<Response> {
     fn from(e: StoreError) -> Self {
         Box::new(Response::from(e))
     }
+}
+
+/// Enqueues `jobs` for the request `req`: once per `Idempotency-Key` when it carries one (the
+/// key covers the whole request: a batch's jobs are made together or answered together), as
+/// always when not.
+///
+/// # Errors
+/// 400 for a malformed key (`store::idempotency::parse_key` says why), else the store's
+/// refusal: 422 for a key sent with another request, 409 while its first request commits.
+pub(super) async fn enqueue(
+    ctx: &Ctx,
+    req: &Request,
+    jobs: Vec<NewJob>,
+) -> Result<Vec<JobView>, Response> {
+    match &req.idempotency_key {
+        Some(v) => {
+            let key = parse_key(v).map_err(|e| Response::error(400, &e))?;
+            let k = Idempotency::new(key, &req.method, &req.path, &req.query, &req.body);
+            call(ctx, |tx| Write::EnqueueOnce(k, jobs, tx)).await
+        }
+        None => call(ctx, |tx| Write::Enqueue(jobs, tx)).await,
+    }
+}
+
+/// The trace context a job keeps from its enqueue request `req`: its `traceparent` and
+/// `tracestate` when the `traceparent` is valid, else a new trace
+/// (`http::trace::job_headers`).
+pub(super) fn trace_headers(req: &Request) -> Vec<(String, String)> {
+    crate::http::trace::job_headers(req.traceparent.as_deref(), req.tracestate.as_deref())
 }

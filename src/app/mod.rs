@@ -26,7 +26,12 @@ use std::{
 use crate::{
     bridge::job_channel,
     config::{Config, QueueConfig, RunnerConfig},
-    dispatch::{origin_limits::OriginLimits, pools::ClientLimits, CoreDispatcher, DispatchConfig},
+    dispatch::{
+        origin_limits::OriginLimits,
+        pools::ClientLimits,
+        signing::{SecretError, Signing, SigningSecrets},
+        CoreDispatcher, DispatchConfig,
+    },
     http::url::WorkerUrl,
     job::target::{OutcomeMode, Target},
     lifecycle::{Phase, Shutdown},
@@ -74,6 +79,15 @@ pub enum RunError {
         /// The last bind's error.
         source: std::io::Error,
     },
+    /// A signing secret could not be read (checked at config load; read again here for a
+    /// config built in code).
+    #[error("{setting}: {source}")]
+    Secret {
+        /// The setting, e.g. `runner.signing_secrets`.
+        setting: String,
+        /// What is wrong (never the secret).
+        source: SecretError,
+    },
     /// A thread or event loop could not start.
     #[error("cannot start {what}: {source}")]
     Start {
@@ -106,7 +120,40 @@ fn runner_target(r: &RunnerConfig) -> Result<Target, RunError> {
         timeout: r.timeout,
         policy: r.retry_policy(),
         outcome: OutcomeMode::Status,
+        cloudevents: None,
     })
+}
+
+/// Which deliveries are signed: the runner's secrets for every job, a durable queue's own for
+/// its jobs. Entries are resolved at config load; a config built without it is resolved here.
+fn signing(config: &Config) -> Result<Signing, RunError> {
+    let signer = |setting: String, s: &SigningSecrets| {
+        let mut s = s.clone();
+        s.resolve(|name| std::env::var(name).ok())
+            .map_err(|source| RunError::Secret {
+                setting: setting.clone(),
+                source,
+            })?;
+        s.signer().map(Arc::new).ok_or(RunError::Secret {
+            setting,
+            source: SecretError::Count,
+        })
+    };
+    let default = config
+        .runner()
+        .and_then(|r| r.signing_secrets.as_ref())
+        .map(|s| signer("runner.signing_secrets".into(), s))
+        .transpose()?;
+    let mut by_queue = std::collections::HashMap::new();
+    if matches!(config.queue, QueueConfig::Lmdb(_)) {
+        for (name, def) in &config.queues {
+            if let Some(s) = &def.signing_secrets {
+                let setting = format!("queues.{name}.signing_secrets");
+                by_queue.insert(name.clone(), signer(setting, s)?);
+            }
+        }
+    }
+    Ok(Signing { default, by_queue })
 }
 
 /// Runs reprow until `shutdown` triggers and everything is settled; returns the final counters.
@@ -128,6 +175,7 @@ pub fn run(config: &Config, shutdown: Shutdown, stats: Arc<Stats>) -> Result<Sna
         return Err(RunError::NoRunner { queue });
     }
     let mut target = runner.map(runner_target).transpose()?;
+    let signing = Arc::new(signing(config)?);
     if let (Some(t), QueueConfig::Sqs(q)) = (target.as_mut(), &config.queue) {
         // Which answers delete a message (`queue.delete_on`): read by the dispatcher.
         t.outcome = q.outcome_mode();
@@ -221,6 +269,7 @@ pub fn run(config: &Config, shutdown: Shutdown, stats: Arc<Stats>) -> Result<Sna
             limits,
             max_unreachable,
             grace: config.shutdown_timeout,
+            signing: signing.clone(),
         };
         let (rx, settle, stats, shutdown) = (
             bridge.core(core),

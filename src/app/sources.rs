@@ -70,6 +70,8 @@ fn open_store(
         .map(|(name, def)| {
             let mut d = def.clone();
             d.name = name.clone();
+            // Kept by the dispatchers (`app::signing`), never handed to the store.
+            d.signing_secrets = None;
             d
         })
         .collect();

@@ -28,6 +28,7 @@ fn target() -> Arc<Target> {
             max_retry_after: Duration::from_secs(1),
         },
         outcome: OutcomeMode::Status,
+        cloudevents: None,
     })
 }
 

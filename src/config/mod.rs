@@ -393,6 +393,22 @@ impl Config {
 
     fn validate_common(mut self, text: &str) -> Result<Config, ConfigError> {
         let invalid = |key: &str, message: String| invalid_at(text, key, message);
+        // Secrets are read here, once: a missing variable or file fails the load, and every
+        // entry is a key afterwards (the message never holds a secret's value).
+        let env = |name: &str| std::env::var(name).ok();
+        if let Some(Runner::HttpProxy(r)) = &mut self.runner {
+            if let Some(s) = &mut r.signing_secrets {
+                s.resolve(env)
+                    .map_err(|e| invalid("runner.signing_secrets", e.to_string()))?;
+            }
+        }
+        for (name, def) in &mut self.queues {
+            if let Some(s) = &mut def.signing_secrets {
+                s.resolve(env).map_err(|e| {
+                    invalid(&format!("queues.{name}.signing_secrets"), e.to_string())
+                })?;
+            }
+        }
         if self.shutdown_timeout.is_zero() {
             return Err(invalid(
                 "shutdown_timeout",
@@ -458,6 +474,8 @@ const fn default_shutdown_timeout() -> Duration {
     Duration::from_secs(30)
 }
 
+#[cfg(test)]
+mod delivery_tests;
 #[cfg(test)]
 mod source_tests;
 #[cfg(test)]

@@ -241,6 +241,8 @@ impl WorkerClient {
                 attempt: job.attempts,
                 enqueued_at,
                 extra: &job.headers,
+                // A new span per attempt: the worker sees reprow's delivery as its parent.
+                span_id: fastrand::u64(1..),
                 path: job.path.as_deref(),
             },
             &mut head,

@@ -63,6 +63,12 @@ pub struct RunnerConfig {
     /// and SQS sources pause a core while its worker refuses, and hold their jobs.)
     #[serde(default, deserialize_with = "opt_duration")]
     pub max_unreachable: Option<Duration>,
+    /// Standard Webhooks signing secrets (`whsec_…`, `env:NAME` or `file:PATH`, one or more
+    /// for rotation): every request to the worker carries `webhook-id`, `webhook-timestamp`
+    /// and `webhook-signature`. Applies to every source; a durable queue's own
+    /// `signing_secrets` win for its jobs. Defaults to none (unsigned).
+    #[serde(default)]
+    pub signing_secrets: Option<super::signing::SigningSecrets>,
 }
 
 /// `runner.concurrency` when unset (FIFO, SQS, Q4M).

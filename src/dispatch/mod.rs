@@ -25,12 +25,18 @@
 //! - [`origin_limits`], limits per worker origin (`workers:`), shared by the cores; `admit`,
 //!   a job's wait for them.
 
+//! - [`signing`], Standard Webhooks signatures; [`envelope`], what a delivery adds to the job
+//!   it sends (signature headers, the CloudEvent).
+
 mod admit;
 pub mod breaker;
 pub mod client;
 pub mod config;
 pub mod origin_limits;
+
+pub mod envelope;
 pub mod pools;
+pub mod signing;
 
 use std::{
     cell::RefCell,
@@ -82,6 +88,8 @@ pub struct DispatchConfig {
     pub max_unreachable: Option<Duration>,
     /// How long in-flight requests may finish after shutdown starts.
     pub grace: Duration,
+    /// Which deliveries are signed, and with which keys.
+    pub signing: Arc<signing::Signing>,
 }
 
 /// Everything one core's dispatcher needs. Core-local: `Rc`/`RefCell`, no locks.
@@ -291,10 +299,18 @@ impl CoreDispatcher {
         self.core_stats.board.start(&d.job);
         self.core_stats.dispatched.inc();
         self.core_stats.in_flight.add(1);
+        // Signature and CloudEvent, when the queue or runner asks for them; `None` (nearly
+        // always) sends the job as it is, at no cost.
+        let wrapped = envelope::outgoing(
+            &d,
+            self.config.signing.for_queue(&d.job.queue),
+            std::time::SystemTime::now,
+        );
+        let sent = wrapped.as_ref().unwrap_or(&d.job);
         let started = Instant::now();
         let result = pool
             .client
-            .send_within(&d.job, d.target.timeout, || {
+            .send_within(sent, d.target.timeout, || {
                 self.core_stats.stale_connection_retries.inc()
             })
             .await;

@@ -1,6 +1,6 @@
 //! Encoding the head of a job request toward a worker.
 
-use super::headers::names;
+use super::{headers::names, trace};
 
 /// Builds request heads. The constant part (request line, Host, User-Agent) is rendered once;
 /// per job only the variable headers are appended, into a buffer the caller reuses.
@@ -29,6 +29,10 @@ pub struct RequestMeta<'a> {
     pub enqueued_at: &'a str,
     /// Extra headers carried by the job; validated when the job was read.
     pub extra: &'a [(String, String)],
+    /// This attempt's span id (reprow's delivery span): a valid `traceparent` among `extra`
+    /// is sent with it as the parent id, the trace id and flags kept (W3C Trace Context);
+    /// 0 sends `extra` as it is.
+    pub span_id: u64,
     /// A request target replacing the worker URL's, checked with
     /// [`is_valid_request_path`](super::headers::is_valid_request_path) when the job was read.
     pub path: Option<&'a str>,
@@ -80,6 +84,15 @@ impl RequestEncoder {
         push_header(out, names::ATTEMPT, num.format(meta.attempt).as_bytes());
         push_header(out, names::ENQUEUED_AT, meta.enqueued_at.as_bytes());
         for (k, v) in meta.extra {
+            if meta.span_id != 0 && k.eq_ignore_ascii_case(trace::TRACEPARENT) {
+                if let Some(tp) = trace::TraceParent::parse(v) {
+                    out.extend_from_slice(k.as_bytes());
+                    out.extend_from_slice(b": ");
+                    tp.child(meta.span_id).write(out);
+                    out.extend_from_slice(b"\r\n");
+                    continue;
+                }
+            }
             push_header(out, k, v.as_bytes());
         }
         out.extend_from_slice(b"\r\n");
@@ -112,7 +125,14 @@ mod tests {
     fn request_head_layout() {
         let enc = RequestEncoder::new("127.0.0.1:5000", "/jobs?x=1");
         let mut out = Vec::new();
-        let extra = vec![("X-Trace".to_string(), "abc".to_string())];
+        let extra = vec![
+            ("X-Trace".to_string(), "abc".to_string()),
+            (
+                "traceparent".to_string(),
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_string(),
+            ),
+            ("tracestate".to_string(), "congo=t61rcWkgMzE".to_string()),
+        ];
         enc.encode_head(
             &RequestMeta {
                 content_type: "application/json",
@@ -122,6 +142,7 @@ mod tests {
                 attempt: 3,
                 enqueued_at: "2026-01-01T00:00:00.000Z",
                 extra: &extra,
+                span_id: 0xabc,
                 path: None,
             },
             &mut out,
@@ -133,6 +154,11 @@ mod tests {
         assert!(text.contains("\r\nX-Reprow-Job-Id: 42\r\n"));
         assert!(text.contains("\r\nX-Reprow-Attempt: 3\r\n"));
         assert!(text.contains("\r\nX-Trace: abc\r\n"));
+        // The trace id and flags kept, this attempt's span as the parent; the state unchanged.
+        assert!(text.contains(
+            "\r\ntraceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000abc-01\r\n"
+        ));
+        assert!(text.contains("\r\ntracestate: congo=t61rcWkgMzE\r\n"));
         assert!(text.ends_with("\r\n\r\n"));
         // The head must parse as a request.
         let mut headers = [httparse::EMPTY_HEADER; 16];
@@ -151,6 +177,7 @@ mod tests {
             attempt: 1,
             enqueued_at: "2026-01-01T00:00:00.000Z",
             extra: &[],
+            span_id: 0,
             path,
         };
         let (mut plain, mut routed) = (Vec::new(), Vec::new());

@@ -16,4 +16,5 @@ pub mod headers;
 pub mod iovec;
 pub mod request;
 pub mod response_decoder;
+pub mod trace;
 pub mod url;

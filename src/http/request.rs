@@ -9,6 +9,10 @@ use super::body::{BodyDecoder, BodyFraming};
 /// Most headers a request may carry.
 const MAX_HEADERS: usize = 64;
 
+/// Most `ce-*` headers one request may carry: a CloudEvent has 4 required attributes, a few
+/// optional ones and its extensions; each is stored with the job.
+pub const MAX_CE_HEADERS: usize = 32;
+
 /// A complete request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
@@ -37,6 +41,16 @@ pub struct Request {
     pub fetch_site: Option<String>,
     /// `Sec-Fetch-Mode`, if sent (`navigate` for a page the user opens).
     pub fetch_mode: Option<String>,
+    /// `Idempotency-Key`, if sent (at most one), as sent: the enqueue routes parse it.
+    pub idempotency_key: Option<String>,
+    /// `traceparent`, if sent (several are joined with `,`, which no valid one contains, so
+    /// they are refused as the W3C Trace Context says).
+    pub traceparent: Option<String>,
+    /// `tracestate`, if sent (several are joined with `,`, as one list).
+    pub tracestate: Option<String>,
+    /// `ce-*` headers (a CloudEvent in the HTTP binding's binary mode), names in lower case,
+    /// as sent; at most [`MAX_CE_HEADERS`] (more is malformed).
+    pub cloudevents: Vec<(String, String)>,
     /// Whether the connection stays open after the answer.
     pub keep_alive: bool,
     /// The body (empty when none).
@@ -89,14 +103,26 @@ pub enum Progress {
 
 /// Headers that must not appear twice: which of two values to believe is exactly what a proxy
 /// in front and reprow could disagree on.
-const SINGLE: [&str; 6] = [
+const SINGLE: [&str; 7] = [
     "host",
+    "idempotency-key",
     "authorization",
     "origin",
     "sec-fetch-site",
     "x-reprow-lease",
     "x-reprow-ordering-key",
 ];
+
+/// Appends a repeated header's value to the ones before it, as one comma-separated list.
+fn join(to: &mut Option<String>, value: &str) {
+    match to {
+        Some(v) => {
+            v.push(',');
+            v.push_str(value);
+        }
+        None => *to = Some(value.to_string()),
+    }
+}
 
 enum State {
     Head,
@@ -205,6 +231,10 @@ impl RequestParser {
         let mut origin = None;
         let mut fetch_site = None;
         let mut fetch_mode = None;
+        let mut idempotency_key = None;
+        let mut traceparent: Option<String> = None;
+        let mut tracestate: Option<String> = None;
+        let mut cloudevents = Vec::new();
         let mut seen = [false; SINGLE.len()];
         for h in parsed.headers.iter() {
             let value = std::str::from_utf8(h.value)
@@ -262,6 +292,19 @@ impl RequestParser {
                 fetch_site = Some(value.to_ascii_lowercase());
             } else if h.name.eq_ignore_ascii_case("sec-fetch-mode") {
                 fetch_mode = Some(value.to_ascii_lowercase());
+            } else if h.name.eq_ignore_ascii_case("idempotency-key") {
+                idempotency_key = Some(value.to_string());
+            } else if h.name.eq_ignore_ascii_case("traceparent") {
+                join(&mut traceparent, value);
+            } else if h.name.eq_ignore_ascii_case("tracestate") {
+                join(&mut tracestate, value);
+            } else if h.name.len() > 3 && h.name[..3].eq_ignore_ascii_case("ce-") {
+                if cloudevents.len() == MAX_CE_HEADERS {
+                    return Err(RequestError::Malformed(format!(
+                        "more than {MAX_CE_HEADERS} ce- headers"
+                    )));
+                }
+                cloudevents.push((h.name.to_ascii_lowercase(), value.to_string()));
             }
         }
         if version == 1 && host.is_none() {
@@ -305,6 +348,10 @@ impl RequestParser {
             origin,
             fetch_site,
             fetch_mode,
+            idempotency_key,
+            traceparent,
+            tracestate,
+            cloudevents,
             keep_alive,
             body: Bytes::new(),
         };
@@ -334,6 +381,35 @@ mod tests {
                 Progress::Partial => return Ok(out),
             }
         }
+    }
+
+    /// `ce-*` headers are kept (names in lower case) for a binary-mode CloudEvent enqueue; a
+    /// bare `ce-` or a look-alike is not one; more than [`MAX_CE_HEADERS`] is malformed.
+    #[test]
+    fn cloudevent_headers_are_kept_and_bounded() {
+        let r = parse_all(
+            b"POST / HTTP/1.1\r\nHost: h\r\nCE-Id: e1\r\nce-: x\r\nace-id: y\r\nce-source: /a%20b\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(
+            r[0].cloudevents,
+            [
+                ("ce-id".to_string(), "e1".to_string()),
+                ("ce-source".to_string(), "/a%20b".to_string())
+            ]
+        );
+        let mut head = b"POST / HTTP/1.1\r\nHost: h\r\n".to_vec();
+        for i in 0..MAX_CE_HEADERS {
+            head.extend_from_slice(format!("ce-x{i}: v\r\n").as_bytes());
+        }
+        let mut over = head.clone();
+        head.extend_from_slice(b"\r\n");
+        assert_eq!(
+            parse_all(&head).unwrap()[0].cloudevents.len(),
+            MAX_CE_HEADERS
+        );
+        over.extend_from_slice(b"ce-last: v\r\n\r\n");
+        assert!(matches!(parse_all(&over), Err(RequestError::Malformed(_))));
     }
 
     /// A head over the limit is 431 whether it arrives whole or cut, even when a byte past the

@@ -2,7 +2,7 @@
 //! answer is read. Resolved per job (a queue's target, or one built from per-job overrides), so
 //! one dispatcher serves jobs of every queue and source.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
@@ -34,6 +34,28 @@ pub enum OutcomeMode {
     Below500,
 }
 
+/// How a queue's jobs are delivered as CloudEvents (HTTP protocol binding 1.0.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CloudEventsMode {
+    /// The payload is the body, unchanged; the event's attributes are `ce-*` headers.
+    Binary,
+    /// The body is the whole event as JSON (`application/cloudevents+json`), the payload in
+    /// its `data` (or `data_base64`).
+    Structured,
+}
+
+/// A queue's CloudEvents settings (`cloudevents`, `cloudevents_source`, `cloudevents_type`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloudEvents {
+    /// Binary or structured.
+    pub mode: CloudEventsMode,
+    /// `source`; `None`: `reprow://<host>/<queue>`.
+    pub source: Option<Arc<str>>,
+    /// `type`; `None`: the job's category (its queue's name for jobs without one).
+    pub event_type: Option<Arc<str>>,
+}
+
 /// Where and how a push job is delivered; shared by every job of a queue that sets no
 /// per-job overrides.
 #[derive(Debug)]
@@ -49,4 +71,6 @@ pub struct Target {
     pub policy: RetryPolicy,
     /// How the answer is read.
     pub outcome: OutcomeMode,
+    /// Delivered as a CloudEvent, when set.
+    pub cloudevents: Option<Arc<CloudEvents>>,
 }

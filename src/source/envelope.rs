@@ -4,6 +4,9 @@
 //! A string payload is sent as its bytes; any other JSON value as its JSON text; binary payloads
 //! travel as `payload_base64`. Fields the files add (`id`, `attempts`, `last_status`, ...) are
 //! ignored on input, so a failed or pending file can be written back into a JSON FIFO.
+//!
+//! `headers` may carry W3C Trace Context (`traceparent`, `tracestate`): each delivery then sends
+//! the same trace id with a new parent id; an invalid `traceparent` starts a new trace.
 
 use std::collections::BTreeMap;
 
@@ -93,6 +96,7 @@ pub fn decode(line: &[u8]) -> Result<Envelope, EnvelopeError> {
         }
         headers.push((k, v));
     }
+    crate::http::trace::normalize(&mut headers);
     if env
         .content_type
         .as_deref()
@@ -239,6 +243,25 @@ mod tests {
             decode(ok.as_bytes()).unwrap().ordering_key.unwrap().len(),
             256
         );
+    }
+
+    #[test]
+    fn an_envelopes_trace_context_is_kept_when_valid_and_renewed_when_not() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let line =
+            format!(r#"{{"payload":1,"headers":{{"traceparent":"{tp}","tracestate":"a=b"}}}}"#);
+        let e = decode(line.as_bytes()).unwrap();
+        assert_eq!(
+            e.headers,
+            vec![
+                ("traceparent".to_string(), tp.to_string()),
+                ("tracestate".to_string(), "a=b".to_string())
+            ]
+        );
+        let e = decode(br#"{"payload":1,"headers":{"traceparent":"00-bad","tracestate":"a=b"}}"#)
+            .unwrap();
+        assert_eq!(e.headers.len(), 1);
+        assert!(crate::http::trace::find(&e.headers).is_some());
     }
 
     #[test]

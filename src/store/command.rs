@@ -45,6 +45,12 @@ impl From<Read> for Command {
 pub enum Write {
     /// All or nothing: the jobs, in request order.
     Enqueue(Vec<NewJob>, Tx<Vec<JobView>>),
+    /// See [`Op::EnqueueOnce`].
+    EnqueueOnce(
+        super::idempotency::Idempotency,
+        Vec<NewJob>,
+        Tx<Vec<JobView>>,
+    ),
     /// Nobody waits for a core's settle: its reply is [`Tx::none`].
     Settle {
         /// The job, by the id its enqueue answered.
@@ -282,6 +288,7 @@ impl Op {
         let routing = |r| Reply::Routings(vec![r]);
         Command::Write(match self {
             Op::Enqueue(jobs) => Write::Enqueue(jobs, r.tx(Reply::Enqueued)),
+            Op::EnqueueOnce(key, jobs) => Write::EnqueueOnce(key, jobs, r.tx(Reply::Enqueued)),
             Op::Settle {
                 id,
                 lease,

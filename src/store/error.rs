@@ -20,6 +20,11 @@ pub enum StoreErrorKind {
     Limit,
     /// The store is stopping or a commit failed (503).
     Unavailable,
+    /// An `Idempotency-Key` whose first request is still being committed (409, with
+    /// `Retry-After: 1`): the client tries again once it is.
+    InFlight,
+    /// An `Idempotency-Key` sent again with another request (422).
+    KeyReused,
 }
 
 /// Why a store operation was refused: a kind, what was being done (the message a client sees),

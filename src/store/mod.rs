@@ -17,6 +17,7 @@
 //! - [`record`]: key and record encodings (sans-IO).
 //! - [`queue`]: queue definitions and the worker-URL allow-list.
 //! - [`engine`]: the store thread: transactions, scheduler, leases, queries.
+//! - [`idempotency`]: `Idempotency-Key` values, fingerprints and rows (sans-IO).
 //! - [`wal`]: the write-ahead log that makes each batch durable with one flush.
 //! - [`env`]: opening the environment (the only `unsafe`).
 
@@ -25,6 +26,7 @@ pub mod config;
 pub mod engine;
 pub mod env;
 mod error;
+pub mod idempotency;
 pub mod payload;
 pub mod queue;
 pub mod record;
@@ -92,6 +94,10 @@ pub struct NewJob {
     pub uniq: Option<String>,
     /// Jobs of a queue with the same key run one at a time, in enqueue order.
     pub ordering_key: Option<String>,
+
+    /// Request headers stored with the job and sent with every delivery (the enqueue's trace
+    /// context); each must pass `http::headers::is_allowed_header_name` and `_value` (400).
+    pub headers: Vec<(String, String)>,
 }
 
 impl NewJob {
@@ -148,6 +154,10 @@ pub enum JobList {
 pub enum Op {
     /// Append jobs; all or nothing, one commit.
     Enqueue(Vec<NewJob>),
+    /// Append jobs once per `Idempotency-Key`: the same key and request again within the
+    /// queue's `idempotency_window` answers the first request's jobs (422 for another request,
+    /// 409 while the first is in the batch being committed).
+    EnqueueOnce(idempotency::Idempotency, Vec<NewJob>),
     /// A core settles a dispatched job. No reply.
     Settle {
         /// The delivery's `job.id`.

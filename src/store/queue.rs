@@ -7,7 +7,8 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::http::url::WorkerUrl;
-pub use crate::job::target::OutcomeMode;
+pub use crate::job::target::{CloudEventsMode, OutcomeMode};
+use crate::{dispatch::signing::SigningSecrets, job::target::CloudEvents};
 
 /// Whether reprow delivers a queue's jobs itself or workers fetch them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -105,11 +106,33 @@ pub struct QueueDef {
     /// jobs waiting until the failed job is retried or deleted; `release` lets them go on.
     #[serde(default, skip_serializing_if = "is_hold")]
     pub ordering_failure: OrderingFailure,
+    /// How long an enqueue's `Idempotency-Key` is remembered, seconds: the same key again
+    /// within it answers the first request's jobs. Unset: 86400 (24 h); 1 to 2592000 (30 days).
+    /// A change applies to keys stored after it. Read it through [`QueueDef::idempotency_window_secs`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_window: Option<u64>,
+    /// Deliver each job as a CloudEvent (HTTP binding 1.0.2): `binary` (`ce-*` headers, the
+    /// payload as the body) or `structured` (`application/cloudevents+json`). Default: off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cloudevents: Option<CloudEventsMode>,
+    /// The events' `source`. Default `reprow://<host>/<queue>`; needs `cloudevents`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cloudevents_source: Option<String>,
+    /// The events' `type`. Default: the job's category; needs `cloudevents`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cloudevents_type: Option<String>,
+    /// Standard Webhooks signing secrets of this queue's deliveries (config file only: the
+    /// API refuses it). Never serialized, so never stored in LMDB nor shown by the API.
+    #[serde(default, skip_serializing)]
+    pub signing_secrets: Option<SigningSecrets>,
 }
 
 fn is_hold(f: &OrderingFailure) -> bool {
     *f == OrderingFailure::Hold
 }
+
+/// Longest `cloudevents_source` / `cloudevents_type`, bytes.
+pub const MAX_CLOUDEVENTS_ATTR_BYTES: usize = 1024;
 
 const fn default_polling_interval() -> u64 {
     200
@@ -184,6 +207,12 @@ pub fn check_category(category: &str) -> Result<(), String> {
 }
 
 impl QueueDef {
+    /// How long an `Idempotency-Key` is kept, seconds (`idempotency_window`, default 24 h).
+    pub fn idempotency_window_secs(&self) -> u64 {
+        self.idempotency_window
+            .unwrap_or(crate::store::idempotency::DEFAULT_WINDOW_SECS)
+    }
+
     /// A definition with every default, for `name`.
     pub fn named(name: &str) -> QueueDef {
         let mut d: QueueDef = serde_json::from_str("{}").unwrap_or_else(|_| unreachable!());
@@ -216,6 +245,15 @@ impl QueueDef {
         if self.timeout.is_some_and(|t| t == 0 || t > 86_400) {
             return Err("timeout must be 1 to 86400 seconds".into());
         }
+        if self
+            .idempotency_window
+            .is_some_and(|w| w == 0 || w > crate::store::idempotency::MAX_WINDOW_SECS)
+        {
+            return Err(format!(
+                "idempotency_window must be 1 to {} seconds (30 days)",
+                crate::store::idempotency::MAX_WINDOW_SECS
+            ));
+        }
         if self.lease_timeout == 0 || self.lease_timeout > 86_400 {
             return Err("lease_timeout must be 1 to 86400 seconds".into());
         }
@@ -230,7 +268,34 @@ impl QueueDef {
                 "polling_interval must be at most {MAX_POLLING_INTERVAL_MS} ms (1 day)"
             ));
         }
+        for (key, value) in [
+            ("cloudevents_source", &self.cloudevents_source),
+            ("cloudevents_type", &self.cloudevents_type),
+        ] {
+            let Some(v) = value else { continue };
+            if self.cloudevents.is_none() {
+                return Err(format!("{key} needs cloudevents: binary or structured"));
+            }
+            if v.is_empty()
+                || v.len() > MAX_CLOUDEVENTS_ATTR_BYTES
+                || v.chars().any(char::is_control)
+            {
+                return Err(format!(
+                    "{key} must be 1 to {MAX_CLOUDEVENTS_ATTR_BYTES} bytes without control characters"
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// The CloudEvents settings deliveries of this queue carry, if it has them.
+    pub fn cloudevents_target(&self) -> Option<std::sync::Arc<CloudEvents>> {
+        let mode = self.cloudevents?;
+        Some(std::sync::Arc::new(CloudEvents {
+            mode,
+            source: self.cloudevents_source.as_deref().map(Into::into),
+            event_type: self.cloudevents_type.as_deref().map(Into::into),
+        }))
     }
 
     /// The request timeout of jobs that set none, seconds (30 when the queue sets none).
@@ -389,6 +454,13 @@ mod tests {
             assert!(ok(&|d| d.timeout = Some(t)).is_err(), "timeout {t}");
             assert!(ok(&|d| d.lease_timeout = t).is_err(), "lease_timeout {t}");
         }
+        for w in [1, 30 * 86_400] {
+            assert_eq!(ok(&|d| d.idempotency_window = Some(w)), Ok(()));
+        }
+        for w in [0, 30 * 86_400 + 1] {
+            let e = ok(&|d| d.idempotency_window = Some(w)).unwrap_err();
+            assert!(e.contains("idempotency_window must be 1 to 2592000"), "{e}");
+        }
         assert_eq!(ok(&|d| d.retry_delay = Some(30 * 86_400)), Ok(()));
         assert!(ok(&|d| d.retry_delay = Some(30 * 86_400 + 1)).is_err());
         assert_eq!(
@@ -429,6 +501,10 @@ mod tests {
         assert_eq!(d.mode, QueueMode::Push);
         assert!(!d.paused && !d.require_lease_token);
         assert_eq!(d.allowed_origins, ["127.0.0.0/8", "::1", "localhost"]);
+        assert_eq!(
+            (d.idempotency_window, d.idempotency_window_secs()),
+            (None, 86_400)
+        );
         assert_eq!(d.validate(), Ok(()));
     }
 

@@ -7,12 +7,13 @@
 //!
 //! ```text
 //! u8  version (1)          u8  flags (1 url, 2 timeout, 4 max_retries, 8 retry_delay, 16 uniq,
-//!                                    32 ordering key)
+//!                                    32 ordering key, 128 headers)
 //! u32 queue id             u32 attempts (failed deliveries so far)
 //! u64 created_at ms        u64 due ms (next try)
 //! [u64 timeout ms] [u32 max_retries] [u64 retry_delay ms]     (when their flag is set)
 //! u16+bytes category   u16+bytes content type   [u16+bytes url]   [u16+bytes uniq key]
 //! [u16+bytes ordering key]
+//! [u16 count, then count × (u16+bytes name, u16+bytes value)]     (stored headers)
 //! payload: the rest
 //! ```
 //! All integers little-endian. Keys are big-endian so that LMDB's byte order is numeric order.
@@ -29,6 +30,12 @@ const F_MAX_RETRIES: u8 = 4;
 const F_RETRY_DELAY: u8 = 8;
 const F_UNIQ: u8 = 16;
 const F_ORDERING_KEY: u8 = 32;
+
+/// Stored request headers (`traceparent`, `tracestate`), sent with every delivery.
+const F_HEADERS: u8 = 128;
+
+/// Most headers a record stores (the count is a u16; reprow stores two today).
+pub const MAX_STORED_HEADERS: usize = 64;
 
 /// A stored job.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +67,11 @@ pub struct JobRecord {
     /// The job's ordering key: jobs of a queue with the same key run one at a time, in
     /// enqueue order (see `engine::order`).
     pub ordering_key: Option<String>,
+
+    /// Request headers sent with every delivery (the enqueue's `traceparent` and
+    /// `tracestate`), checked as a FIFO envelope's are
+    /// (`http::headers::is_allowed_header_name` and `_value`) before they are stored.
+    pub headers: Vec<(String, String)>,
     /// The payload, sent unchanged.
     pub payload: Bytes,
 }
@@ -76,9 +88,14 @@ pub enum RecordError {
     /// A text field is not UTF-8.
     #[error("job record field is not UTF-8")]
     Utf8,
-    /// A text field is longer than a u16 length allows (refused on write).
+    /// A text field is longer than a u16 length allows, or there are more stored headers than
+    /// [`MAX_STORED_HEADERS`] (refused on write).
     #[error("job record field longer than 65535 bytes")]
     FieldTooLong,
+    /// The stored-headers flag with a count of 0 or over [`MAX_STORED_HEADERS`]: this version
+    /// never writes that, so the bytes are not its record.
+    #[error("job record header count out of range")]
+    HeaderCount,
 }
 
 impl JobRecord {
@@ -100,6 +117,15 @@ impl JobRecord {
             + opt(&self.url)
             + opt(&self.uniq)
             + opt(&self.ordering_key)
+            + if self.headers.is_empty() {
+                0
+            } else {
+                2 + self
+                    .headers
+                    .iter()
+                    .map(|(k, v)| 4 + k.len() + v.len())
+                    .sum::<usize>()
+            }
             + self.payload.len()
     }
 
@@ -117,6 +143,7 @@ impl JobRecord {
             (self.retry_delay_ms.is_some(), F_RETRY_DELAY),
             (self.uniq.is_some(), F_UNIQ),
             (self.ordering_key.is_some(), F_ORDERING_KEY),
+            (!self.headers.is_empty(), F_HEADERS),
         ] {
             if set {
                 flags |= f;
@@ -147,6 +174,16 @@ impl JobRecord {
         }
         if let Some(k) = &self.ordering_key {
             put_str(out, k)?;
+        }
+        if !self.headers.is_empty() {
+            if self.headers.len() > MAX_STORED_HEADERS {
+                return Err(RecordError::FieldTooLong);
+            }
+            out.extend_from_slice(&(self.headers.len() as u16).to_le_bytes());
+            for (k, v) in &self.headers {
+                put_str(out, k)?;
+                put_str(out, v)?;
+            }
         }
         out.extend_from_slice(&self.payload);
         Ok(())
@@ -210,6 +247,21 @@ impl JobRecord {
         } else {
             None
         };
+
+        let mut headers = Vec::new();
+        if flags & F_HEADERS != 0 {
+            let mut a = [0; 2];
+            a.copy_from_slice(r.take(2)?);
+            let n = u16::from_le_bytes(a);
+            // What `encode` writes, and only that: a record decodes to what encodes back to it.
+            if n == 0 || usize::from(n) > MAX_STORED_HEADERS {
+                return Err(RecordError::HeaderCount);
+            }
+            for _ in 0..n {
+                let k = r.str()?;
+                headers.push((k, r.str()?));
+            }
+        }
         let rec = JobRecord {
             id,
             queue,
@@ -224,6 +276,8 @@ impl JobRecord {
             retry_delay_ms,
             uniq,
             ordering_key,
+
+            headers,
             payload: Bytes::new(),
         };
         Ok((rec, r.0))
@@ -431,9 +485,23 @@ mod tests {
             proptest::collection::vec(any::<u8>(), 0..200),
             any::<(u32, u64, u64)>(),
             proptest::option::of(".{0,12}"),
+            proptest::collection::vec(("[a-z-]{1,12}", ".{0,30}"), 0..4),
         )
             .prop_map(
-                |(id, queue, category, url, t, m, d, uniq, payload, (a, c, due), ordering_key)| {
+                |(
+                    id,
+                    queue,
+                    category,
+                    url,
+                    t,
+                    m,
+                    d,
+                    uniq,
+                    payload,
+                    (a, c, due),
+                    ordering_key,
+                    headers,
+                )| {
                     JobRecord {
                         id,
                         queue,
@@ -448,6 +516,7 @@ mod tests {
                         retry_delay_ms: d,
                         uniq,
                         ordering_key,
+                        headers,
                         payload: Bytes::from(payload),
                     }
                 },
@@ -513,6 +582,38 @@ mod tests {
             ..JobRecord::decode(1, &sample()).unwrap()
         };
         assert_eq!(long.encode(&mut Vec::new()), Err(RecordError::FieldTooLong));
+        let h = |n: usize| JobRecord {
+            headers: vec![("a".into(), "b".into()); n],
+            ..JobRecord::decode(1, &sample()).unwrap()
+        };
+        assert!(h(MAX_STORED_HEADERS).encode(&mut Vec::new()).is_ok());
+        assert_eq!(
+            h(MAX_STORED_HEADERS + 1).encode(&mut Vec::new()),
+            Err(RecordError::FieldTooLong)
+        );
+    }
+
+    /// A record written before stored headers existed (flag 128 clear) reads as it did, and
+    /// one with headers puts them before the payload.
+    #[test]
+    fn stored_headers_sit_between_the_fields_and_the_payload() {
+        let plain = sample();
+        assert_eq!(plain[1] & F_HEADERS, 0);
+        let mut rec = JobRecord::decode(1, &plain).unwrap();
+        assert!(rec.headers.is_empty());
+        rec.headers = vec![("traceparent".into(), "00-x".into())];
+        let mut out = Vec::new();
+        rec.encode(&mut out).unwrap();
+        assert_eq!(out[1] & F_HEADERS, F_HEADERS);
+        assert!(out.ends_with(b"\x01\x00\x0b\x00traceparent\x04\x0000-xp"));
+        assert_eq!(JobRecord::decode(1, &out).unwrap(), rec);
+        // A count this version never writes is refused, not read as no headers.
+        let at = out.len() - (2 + 2 + 11 + 2 + 4 + 1);
+        for bad in [0u16, MAX_STORED_HEADERS as u16 + 1] {
+            let mut b = out.clone();
+            b[at..at + 2].copy_from_slice(&bad.to_le_bytes());
+            assert_eq!(JobRecord::decode(1, &b), Err(RecordError::HeaderCount));
+        }
     }
 
     fn sample() -> Vec<u8> {
@@ -530,6 +631,8 @@ mod tests {
             retry_delay_ms: None,
             uniq: None,
             ordering_key: None,
+
+            headers: vec![],
             payload: Bytes::from_static(b"p"),
         };
         let mut out = Vec::new();

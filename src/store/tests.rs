@@ -14,6 +14,8 @@ fn job() -> NewJob {
         retry_delay: None,
         uniq: None,
         ordering_key: None,
+
+        headers: vec![],
     }
 }
 

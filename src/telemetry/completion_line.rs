@@ -1,6 +1,6 @@
 //! One log line per delivery's end, with fireworq's fields (`action`, `queue`, `category`, `id`,
 //! `status`, `elapsed` in ms, `retry_count`, and the worker's `message`), so a log pipeline
-//! built for fireworq reads reprow's too. The payload is added only with `log_payloads: true`.
+//! built for fireworq reads reprow's too; `trace_id` when the job carries a W3C `traceparent`. The payload is added only with `log_payloads: true`.
 //!
 //! [`Line::write`] is the only writer of these lines: the cores log pushed jobs through [`log`],
 //! the store logs a pull worker's ack or failure report after its commit; both build a [`Line`].
@@ -93,6 +93,9 @@ pub struct Line<'a> {
     pub pulled: Option<bool>,
     /// The line's message: "Job done." or the failure's message.
     pub message: &'a str,
+    /// The job's W3C trace id (32 hex digits), when it carries a `traceparent`: the line can
+    /// be found from a producer's or worker's trace.
+    pub trace_id: Option<&'a str>,
 }
 
 impl Line<'_> {
@@ -110,17 +113,18 @@ impl Line<'_> {
             payload,
             pulled,
             message,
+            trace_id,
         } = *self;
         let status = action.status();
         if let Action::Fail { .. } = action {
             tracing::warn!(
                 target: TARGET, action = action.name(), queue, category, id, status, http_status,
-                elapsed, retry_count, retry_delay, payload, pulled, "{message}"
+                elapsed, retry_count, retry_delay, payload, pulled, trace_id, "{message}"
             );
         } else {
             tracing::info!(
                 target: TARGET, action = action.name(), queue, category, id, status, http_status,
-                elapsed, retry_count, retry_delay, payload, pulled, "{message}"
+                elapsed, retry_count, retry_delay, payload, pulled, trace_id, "{message}"
             );
         }
     }
@@ -129,6 +133,7 @@ impl Line<'_> {
 /// Logs the end of one delivery of `job` (a pushed job, from its core).
 pub fn log(job: &Job, category: &str, how: Completion<'_>, elapsed_ms: u64) {
     let payload = crate::telemetry::log_payloads().then(|| String::from_utf8_lossy(&job.payload));
+    let trace_id = crate::http::trace::find(&job.headers).map(|t| t.trace_id_hex());
     let (action, failure, retry_delay_ms) = match how {
         Completion::Done => (Action::Complete, None, None),
         Completion::Retry { delay, failure } => {
@@ -150,6 +155,7 @@ pub fn log(job: &Job, category: &str, how: Completion<'_>, elapsed_ms: u64) {
         payload: payload.as_deref(),
         pulled: None,
         message: failure.map_or("Job done.", |f| &f.message),
+        trace_id: trace_id.as_deref(),
     }
     .write();
 }

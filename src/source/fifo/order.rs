@@ -270,6 +270,7 @@ mod tests {
                 max_retry_after: Duration::from_secs(1),
             },
             outcome: OutcomeMode::Status,
+            cloudevents: None,
         });
         let (tx, _bridge) = crate::bridge::job_channel(1, Some(1), Some(target));
         let g = KeyGate::new().unwrap();

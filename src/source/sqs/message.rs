@@ -87,6 +87,12 @@ pub(super) fn job_of(
             }
         }
     }
+    // W3C Trace Context in message attributes (`traceparent`, `tracestate`), sent on as
+    // headers: an invalid `traceparent` starts a new trace, as the specification says.
+    if let Some(tp) = attribute(crate::http::trace::TRACEPARENT) {
+        let ts = attribute(crate::http::trace::TRACESTATE);
+        headers.extend(crate::http::trace::job_headers(Some(&tp), ts.as_deref()));
+    }
     let bad_path = path.as_deref().is_some_and(|p| !is_valid_request_path(p));
     let body = match shared.config.body {
         SqsBody::Raw => Bytes::from(m.body.clone().unwrap_or_default()),

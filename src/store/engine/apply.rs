@@ -33,8 +33,11 @@ impl Engine {
         // changes memory after the nested commit succeeded (see the module's invariants).
         match w {
             Write::Enqueue(jobs, tx) => {
-                self.nested(env, parent, now, tx, |e, t| e.enqueue(t, jobs, now))
+                self.nested(env, parent, now, tx, |e, t| e.enqueue(t, jobs, None, now))
             }
+            Write::EnqueueOnce(key, jobs, tx) => self.nested(env, parent, now, tx, |e, t| {
+                e.enqueue(t, jobs, Some(key), now)
+            }),
             Write::Settle {
                 id,
                 lease,

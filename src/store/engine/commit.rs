@@ -104,6 +104,7 @@ impl Engine {
         self.released.clear();
         self.totals_before.clear();
         self.batch_logs.clear();
+        self.batch_keys.clear();
         self.in_batch = true;
         let mut answers = Vec::with_capacity(writes.len());
         for w in writes {
@@ -187,7 +188,7 @@ fn label(op: &Op) -> Cow<'static, str> {
     Cow::Borrowed(match op {
         Op::PutQueue(d) => return Cow::Owned(format!("queues.{}", d.name)),
         Op::PutRouting { category, .. } => return Cow::Owned(format!("routings.{category}")),
-        Op::Enqueue(_) => "enqueue",
+        Op::Enqueue(_) | Op::EnqueueOnce(..) => "enqueue",
         Op::Settle { .. } => "settle",
         Op::Pull { .. } => "pull",
         Op::Ack { .. } => "ack",

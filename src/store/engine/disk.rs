@@ -34,6 +34,8 @@ impl Engine {
             Table::Meta => self.meta,
             Table::Counters => self.counters,
             Table::Order => self.order,
+
+            Table::Idem => self.idem,
         }
     }
 

@@ -188,6 +188,8 @@ fn new_job(queue: &str, payload: &str, uniq: Option<&str>) -> NewJob {
         retry_delay: None,
         uniq: uniq.map(Into::into),
         ordering_key: None,
+
+        headers: vec![],
     }
 }
 
@@ -202,6 +204,7 @@ fn tables(e: &Engine, txn: &heed::RoTxn) -> Vec<(u8, Vec<u8>, Vec<u8>)> {
         Table::Uniq,
         Table::Meta,
         Table::Counters,
+        Table::Idem,
     ] {
         for kv in e.db(t).iter(txn).unwrap() {
             let (k, v) = kv.unwrap();
@@ -246,6 +249,11 @@ fn after_a_crash_every_table_is_what_the_open_transaction_held() {
                 new_job("p", "4", None),
             ]),
             Op::Enqueue(vec![new_job("x", "5", None), new_job("x", "6", Some("u6"))]),
+            // Job 7 in x, with its idempotency rows.
+            Op::EnqueueOnce(
+                crate::store::idempotency::Idempotency::new("k7".into(), "POST", "/q/x", "", b"7"),
+                vec![new_job("x", "7", None)],
+            ),
         ],
     );
     let pull = |count, forget| Op::Pull {
@@ -327,15 +335,15 @@ fn after_a_crash_every_table_is_what_the_open_transaction_held() {
             ]),
         ],
     ));
-    // Job 7 fails for good: one entry stays in the failed log.
+    // Job 8 (payload "7") fails for good: one entry stays in the failed log.
     results.extend(op(&mut e, &mut open, vec![pull(1, Some(false))]));
-    results.extend(op(&mut e, &mut open, vec![nack(7)]));
+    results.extend(op(&mut e, &mut open, vec![nack(8)]));
     for (i, r) in results.iter().enumerate() {
         assert!(r.is_ok(), "op {i}: {r:?}");
     }
     let before = tables(&e, open.view());
     // Rows of every table took part (a failed log entry remains only if one was written).
-    for t in 1..=6u8 {
+    for t in 1..=7u8 {
         assert!(before.iter().any(|r| r.0 == t), "no row of table {t}");
     }
     assert_eq!(committed(&e), 0, "nothing reached LMDB but through the log");

@@ -20,6 +20,8 @@ pub(super) enum Effect {
     Enqueued {
         recs: Vec<JobRecord>,
         new_queues: Vec<(u32, String, QueueDef)>,
+        /// The request's `Idempotency-Key`: in this batch until it is durable.
+        key: Option<String>,
     },
     /// Left the queue; `done` carries the worker time when it succeeded.
     Removed {
@@ -69,7 +71,14 @@ impl Engine {
     pub(super) fn effect(&mut self, fx: Effect, now: u64) {
         match fx {
             Effect::None => {}
-            Effect::Enqueued { recs, new_queues } => {
+            Effect::Enqueued {
+                recs,
+                new_queues,
+                key,
+            } => {
+                if let Some(k) = key {
+                    self.batch_keys.insert(k);
+                }
                 for (qid, name, def) in new_queues {
                     self.by_name.insert(name.clone(), qid);
                     self.set_def(qid, &name, Some(def));

@@ -5,6 +5,7 @@
 //! - New jobs are refused (507) once the store is within its reserve of full, so acks and
 //!   retries can still commit.
 //! - A job's `uniq` key is unique in its queue (409 otherwise).
+//! - An `Idempotency-Key` is written with its jobs, in the same nested transaction (`idem`).
 //! - A presque-style queue name not yet defined creates a pull queue on first use, if there is
 //!   room for it (`queue.max_queues`).
 
@@ -12,16 +13,39 @@ use heed::{RoTxn, RwTxn};
 
 use super::{effect::Effect, error::db_err, Engine};
 use crate::{
-    http::url::WorkerUrl,
+    http::{
+        headers::{is_allowed_header_name, is_allowed_header_value},
+        url::WorkerUrl,
+    },
     store::{
+        idempotency::Idempotency,
         queue::{QueueDef, QueueMode},
-        record::{uniq_key, JobRecord, MAX_UNIQ_BYTES},
+        record::{uniq_key, JobRecord, MAX_STORED_HEADERS, MAX_UNIQ_BYTES},
         Destination, JobView, NewJob, StoreError,
     },
 };
 
 /// Per-job overhead beyond the record itself (keys, page headers), for the space check.
 const JOB_OVERHEAD: usize = 96;
+
+/// Checks a job's stored headers as a FIFO envelope's are checked: names that are tokens and
+/// not reprow's own, values without line breaks, at most [`MAX_STORED_HEADERS`].
+fn check_headers(headers: &[(String, String)]) -> Result<(), String> {
+    if headers.len() > MAX_STORED_HEADERS {
+        return Err(format!(
+            "a job may carry at most {MAX_STORED_HEADERS} headers"
+        ));
+    }
+    for (k, v) in headers {
+        if !is_allowed_header_name(k) {
+            return Err(format!("header name {k:?} is not allowed"));
+        }
+        if !is_allowed_header_value(v) || v.len() > u16::MAX as usize {
+            return Err(format!("header {k}: the value is not allowed"));
+        }
+    }
+    Ok(())
+}
 
 impl Engine {
     /// Bytes in use by the store's pages.
@@ -35,6 +59,7 @@ impl Engine {
             self.meta,
             self.counters,
             self.order,
+            self.idem,
         ] {
             used += db.stat(txn).map_err(db_err)?.non_free_page_size();
         }
@@ -45,14 +70,24 @@ impl Engine {
         &mut self,
         txn: &mut RwTxn,
         jobs: Vec<NewJob>,
+        key: Option<Idempotency>,
         now: u64,
     ) -> Result<(Vec<JobView>, Effect), StoreError> {
+        if let Some(k) = &key {
+            if let Some(views) = self.replay(txn, k, &jobs, now)? {
+                return Ok((views, Effect::None));
+            }
+        }
         let estimate: usize = jobs
             .iter()
             .map(|j| {
                 2 * (j.payload.len()
                     + j.content_type.len()
                     + j.url.as_ref().map_or(0, String::len)
+                    + j.headers
+                        .iter()
+                        .map(|(k, v)| 4 + k.len() + v.len())
+                        .sum::<usize>()
                     + JOB_OVERHEAD)
             })
             .sum();
@@ -65,10 +100,13 @@ impl Engine {
             )));
         }
         let mut new_queues: Vec<(u32, String, QueueDef)> = Vec::new();
+        // The key's window: its first job's queue's.
+        let mut window = None;
         let mut recs = Vec::with_capacity(jobs.len());
         let mut views = Vec::with_capacity(jobs.len());
         for j in jobs {
             j.check_times().map_err(StoreError::bad_request)?;
+            check_headers(&j.headers).map_err(StoreError::bad_request)?;
             let fireworq = matches!(j.dest, Destination::Category(_));
             let (name, category) = match j.dest {
                 Destination::Category(c) => {
@@ -143,6 +181,8 @@ impl Engine {
                 retry_delay_ms: retry_delay.map(|t| t * 1000),
                 uniq: j.uniq,
                 ordering_key: j.ordering_key,
+
+                headers: j.headers,
                 payload: j.payload,
             };
             if let Some(k) = &rec.ordering_key {
@@ -163,10 +203,22 @@ impl Engine {
                     return Err(StoreError::conflict("job already exists"));
                 }
             }
+            window.get_or_insert(def.idempotency_window_secs());
             self.insert_job(txn, &rec)?;
             views.push(self.view_with(&rec, false, Some(&def), &name));
             recs.push(rec);
         }
-        Ok((views, Effect::Enqueued { recs, new_queues }))
+        if let (Some(k), Some(w)) = (&key, window) {
+            self.store_key(txn, k, &recs, w, now)?;
+        }
+        let key = key.map(|k| k.key);
+        Ok((
+            views,
+            Effect::Enqueued {
+                recs,
+                new_queues,
+                key,
+            },
+        ))
     }
 }

@@ -9,6 +9,8 @@
 //! - `failed`: [`failed_key`](super::record::failed_key) (queue, failure id) →
 //!   [`FailedRecord`](super::record::FailedRecord).
 //! - `uniq`: [`uniq_key`](super::record::uniq_key) (queue, key) → job id, presque's `?uniq=`.
+//! - `idem`: [`row_key`](super::idempotency::row_key) → the jobs an `Idempotency-Key` made,
+//!   and [`expiry_key`](super::idempotency::expiry_key) → empty, its expiry index.
 //! - `meta`: `q:<name>` → queue definition JSON, `qid:<name>` → queue id, `r:<category>` →
 //!   queue name: written by admin ops only.
 //! - `counters`: `c:<qid>` → job and failed counts, `next_id`, `next_fid`, `next_qid`: written
@@ -36,6 +38,8 @@
 //!   open transaction, its write-ahead log frames and checkpoints.
 //! - `apply`: one op (a nested transaction), dispatched to its family: `enqueue`, `settle`,
 //!   `admin`, and `schedule` for pulls; `effect`: the op's change to memory after it.
+//! - `idem`: `Idempotency-Key` rows: the replay of a known key, the write of a new one, the
+//!   bounded sweep of expired ones.
 //! - `disk`: row reads and writes of jobs, failures and definitions.
 //! - `state`: per-queue memory; `throttle`: the dispatch token bucket.
 //! - `lease`: leases, their tokens and expiry.
@@ -54,6 +58,7 @@ mod durable;
 mod effect;
 mod enqueue;
 mod error;
+mod idem;
 mod lease;
 mod load;
 mod open;
@@ -159,6 +164,12 @@ pub struct Engine {
     /// Jobs the op being applied made their key's first (queue, due ms, id): the scheduler
     /// looks for them once the op committed (`order`).
     unparked: std::cell::RefCell<Vec<(u32, u64, u64)>>,
+
+    /// Idempotency-Key rows and their expiry index (`store::idempotency`).
+    idem: Db,
+    /// Idempotency keys written by the batch being applied: a second request with one of them
+    /// in the same batch is refused (409), its first request is not durable yet.
+    batch_keys: std::collections::HashSet<String>,
     /// Holds the directory lock for the engine's life.
     _lock: nix::fcntl::Flock<std::fs::File>,
     map_size: usize,

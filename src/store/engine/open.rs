@@ -169,7 +169,7 @@ impl Engine {
             tracing::info!(cleared, "Cleared stale LMDB reader slots.");
         }
         let wtxn = env.write_txn().map_err(lmdb_err)?;
-        let [jobs, due, failed, uniq, meta, counters, order]: [Db; 7] = env
+        let [jobs, due, failed, uniq, meta, counters, order, idem]: [Db; 8] = env
             .create_databases_and_commit(wtxn, |dbo, wtxn| -> heed::Result<_> {
                 let mut db = |name| dbo.create_database::<Raw, Raw>(wtxn, Some(name));
                 Ok(CommitOrAbort::<_, ()>::Commit([
@@ -180,6 +180,7 @@ impl Engine {
                     db("meta")?,
                     db("counters")?,
                     db("order")?,
+                    db("idem")?,
                 ]))
             })
             .map_err(lmdb_err)?
@@ -211,6 +212,8 @@ impl Engine {
             counters,
             order,
             unparked: std::cell::RefCell::default(),
+            idem,
+            batch_keys: std::collections::HashSet::new(),
             _lock: lock,
             map_size,
             reserve: (map_size / 10).max(256 * 1024),

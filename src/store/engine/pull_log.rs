@@ -24,6 +24,8 @@ pub(super) struct PullLog {
     pub(super) retry_delay: Option<u64>,
     /// The worker's message; `None` for an ack ("Job done.").
     message: Option<String>,
+    /// The job's trace id, from its stored `traceparent`.
+    trace_id: Option<String>,
 }
 
 impl PullLog {
@@ -44,6 +46,7 @@ impl PullLog {
             retry_count: rec.attempts,
             retry_delay: None,
             message,
+            trace_id: crate::http::trace::find(&rec.headers).map(|t| t.trace_id_hex()),
         }
     }
 
@@ -60,6 +63,7 @@ impl PullLog {
             payload: None,
             pulled: Some(true),
             message: self.message.as_deref().unwrap_or("Job done."),
+            trace_id: self.trace_id.as_deref(),
         }
         .write();
     }

@@ -375,7 +375,7 @@ impl Engine {
             queue: q.name.clone(),
             payload: rec.payload.clone(),
             content_type: Arc::from(rec.content_type.as_str()),
-            headers: Arc::from(Vec::new()),
+            headers: Arc::from(rec.headers.clone()),
             attempts: rec.attempts,
             enqueued_at: UNIX_EPOCH + Duration::from_millis(rec.created_ms),
             path: None,

@@ -162,6 +162,7 @@ pub(super) fn make_target(
         timeout,
         policy: policy_for(def, rec, bounds),
         outcome: def.outcome,
+        cloudevents: def.cloudevents_target(),
     }))
 }
 
@@ -210,6 +211,7 @@ impl QState {
                 timeout: timeout.map_or(t.timeout, |_| Duration::from_secs(MAX_TIMEOUT_SECS)),
                 policy,
                 outcome: t.outcome,
+                cloudevents: t.cloudevents.clone(),
             })
         });
         if throttle_changed || self.bucket.is_none() {

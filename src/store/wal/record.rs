@@ -38,6 +38,9 @@ pub enum Table {
     Counters = 6,
     /// `order` (ordering keys). 7 is another table's.
     Order = 8,
+
+    /// `idem`: Idempotency-Key rows and their expiry index.
+    Idem = 7,
 }
 
 impl Table {
@@ -50,6 +53,8 @@ impl Table {
             5 => Table::Meta,
             6 => Table::Counters,
             8 => Table::Order,
+
+            7 => Table::Idem,
             _ => return None,
         })
     }

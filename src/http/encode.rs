@@ -132,6 +132,11 @@ mod tests {
                 "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_string(),
             ),
             ("tracestate".to_string(), "congo=t61rcWkgMzE".to_string()),
+            // Only `traceparent` is a trace context: another header is sent as it is.
+            (
+                "X-Upstream-Parent".to_string(),
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_string(),
+            ),
         ];
         enc.encode_head(
             &RequestMeta {
@@ -159,6 +164,9 @@ mod tests {
             "\r\ntraceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000abc-01\r\n"
         ));
         assert!(text.contains("\r\ntracestate: congo=t61rcWkgMzE\r\n"));
+        assert!(text.contains(
+            "\r\nX-Upstream-Parent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n"
+        ));
         assert!(text.ends_with("\r\n\r\n"));
         // The head must parse as a request.
         let mut headers = [httparse::EMPTY_HEADER; 16];

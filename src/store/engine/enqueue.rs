@@ -222,3 +222,32 @@ impl Engine {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(n: usize, name: &str, value: &str) -> Vec<(String, String)> {
+        vec![(name.to_string(), value.to_string()); n]
+    }
+
+    #[test]
+    fn stored_headers_are_checked_as_an_envelopes_are() {
+        assert_eq!(check_headers(&[]), Ok(()));
+        assert_eq!(
+            check_headers(&h(MAX_STORED_HEADERS, "traceparent", "v")),
+            Ok(())
+        );
+        let e = check_headers(&h(MAX_STORED_HEADERS + 1, "traceparent", "v")).unwrap_err();
+        assert!(e.contains("at most 64 headers"), "{e}");
+        for name in ["Host", "X-Reprow-Attempt", "bad name", ""] {
+            let e = check_headers(&h(1, name, "v")).unwrap_err();
+            assert!(e.contains("is not allowed"), "{name:?}: {e}");
+        }
+        assert!(check_headers(&h(1, "tracestate", "a\r\nHost: x")).is_err());
+        let max = "v".repeat(u16::MAX as usize);
+        assert_eq!(check_headers(&h(1, "tracestate", &max)), Ok(()));
+        let e = check_headers(&h(1, "tracestate", &(max + "v"))).unwrap_err();
+        assert!(e.contains("value is not allowed"), "{e}");
+    }
+}

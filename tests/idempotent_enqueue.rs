@@ -51,14 +51,37 @@ fn the_same_key_answers_the_first_requests_jobs_on_every_route() {
     let api = Api::new(r.api_addr());
 
     // fireworq, one job: the same answer, one job.
-    let first = keyed(&api, "/job/cat", r#"{"payload":{"n":1}}"#, "\"k-job\"");
+    let first = keyed(
+        &api,
+        "/job/cat",
+        r#"{"payload":{"n":1},"timeout":5,"retry_delay":7}"#,
+        "\"k-job\"",
+    );
     assert_eq!(first.status, 200, "{}", first.text());
-    let again = keyed(&api, "/job/cat", r#"{"payload":{"n":1}}"#, "\"k-job\"");
+    // Its own timeout and retry delay, which a replay after the job finished rebuilds.
+    assert_eq!(
+        (
+            first.json()["timeout"].clone(),
+            first.json()["retry_delay"].clone()
+        ),
+        (5.into(), 7.into())
+    );
+    let again = keyed(
+        &api,
+        "/job/cat",
+        r#"{"payload":{"n":1},"timeout":5,"retry_delay":7}"#,
+        "\"k-job\"",
+    );
     assert_eq!(again.status, 200, "{}", again.text());
     assert_eq!(again.json()["id"], first.json()["id"]);
     assert_eq!(again.json(), first.json(), "not the first answer");
     // A bare (unquoted) key is the same key.
-    let bare = keyed(&api, "/job/cat", r#"{"payload":{"n":1}}"#, "k-job");
+    let bare = keyed(
+        &api,
+        "/job/cat",
+        r#"{"payload":{"n":1},"timeout":5,"retry_delay":7}"#,
+        "k-job",
+    );
     assert_eq!(bare.json()["id"], first.json()["id"]);
 
     // Another body, another route, another method under the key: 422, no job.
@@ -66,7 +89,13 @@ fn the_same_key_answers_the_first_requests_jobs_on_every_route() {
     assert_eq!(other.status, 422, "{}", other.text());
     assert!(other.text().contains("Idempotency-Key"), "{}", other.text());
     assert_eq!(
-        keyed(&api, "/q/pq", r#"{"payload":{"n":1}}"#, "\"k-job\"").status,
+        keyed(
+            &api,
+            "/q/pq",
+            r#"{"payload":{"n":1},"timeout":5,"retry_delay":7}"#,
+            "\"k-job\""
+        )
+        .status,
         422
     );
 
@@ -119,7 +148,12 @@ fn the_same_key_answers_the_first_requests_jobs_on_every_route() {
     let mut got = drain(&api, "pq");
     got.sort();
     assert_eq!(got.len(), 8, "{got:?}");
-    let done = keyed(&api, "/job/cat", r#"{"payload":{"n":1}}"#, "\"k-job\"");
+    let done = keyed(
+        &api,
+        "/job/cat",
+        r#"{"payload":{"n":1},"timeout":5,"retry_delay":7}"#,
+        "\"k-job\"",
+    );
     assert_eq!(done.status, 200, "{}", done.text());
     assert_eq!(done.json(), first.json());
     assert_eq!(api.get("/queue/pq/stats").json()["outstanding_jobs"], 0);

@@ -520,3 +520,35 @@ fn an_unreachable_server_is_refused_at_start() {
         "{log}"
     );
 }
+
+/// A worker that refuses connections never saw the job: the entry waits in Redis (not in
+/// reprow's memory, where a lease could pass and another consumer run it too), and its first
+/// real delivery is attempt 1.
+#[test]
+fn a_refusing_worker_leaves_the_entry_in_redis_and_costs_no_attempt() {
+    let scene = Scene::new();
+    let server = Server::start(scene.dir.path());
+    server.add("jobs", "patient");
+    let refused = RefusedPort::new();
+    let url = format!("http://127.0.0.1:{}/work", refused.port());
+    let reprow = Reprow::start(&config(&scene, &server, &url, "", ""));
+    // Handed back to Redis, then moved back into the stream as a new entry: the stream grows
+    // and nothing stays pending for long.
+    wait_until("the entry handed back to Redis", || {
+        let len: usize = server.conn().xlen("jobs").unwrap();
+        len >= 2
+    });
+    let listener = TcpListener::bind(("127.0.0.1", refused.release())).unwrap();
+    let worker = Worker::serve(listener, |_, _| Reply::ok(), None);
+    let got = worker.wait_for(1);
+    assert_eq!(got[0].body_str(), "patient");
+    assert_eq!(
+        got[0].attempt(),
+        1,
+        "a refused connection counted as an attempt"
+    );
+    wait_until("acknowledged", || server.pending("jobs") == 0);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(worker.received().len(), 1);
+    reprow.stop();
+}

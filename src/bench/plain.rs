@@ -4,8 +4,43 @@
 use std::{
     io::{Read as _, Write as _},
     net::TcpStream,
-    time::Duration,
+    sync::Arc,
+    time::{Duration, Instant},
 };
+
+use super::{wait_done, worker::SimWorker, BenchError, BenchOptions, Report};
+use crate::{config::Config, lifecycle::Shutdown, stats::Stats};
+
+/// Runs reprow on `config` (its queue filled beforehand) until `worker` has every job or the
+/// timeout passes, then stops it; the report counts from reprow's start.
+pub(super) fn drain(
+    config: Config,
+    opts: &BenchOptions,
+    worker: &SimWorker,
+) -> Result<Report, BenchError> {
+    let shutdown = Shutdown::try_new().map_err(|source| BenchError::Io {
+        what: "shutdown pipe",
+        source,
+    })?;
+    let started = Instant::now();
+    let reprow = {
+        let shutdown = shutdown.clone();
+        std::thread::spawn(move || crate::app::run(&config, shutdown, Arc::new(Stats::default())))
+    };
+    let finished = wait_done(opts, worker);
+    shutdown.trigger();
+    match reprow.join() {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => return Err(BenchError::Run(e.to_string())),
+        Err(_) => return Err(BenchError::Run("the reprow thread panicked".into())),
+    }
+    let sent = vec![started; opts.jobs as usize];
+    Ok(worker.report(
+        opts.jobs,
+        finished.saturating_duration_since(started),
+        &sent,
+    ))
+}
 
 /// What the plain consumer did.
 #[derive(Debug, Clone)]

@@ -3,15 +3,16 @@
 //! (`XREADGROUP` up to 10, POST each, `XACK` each) drains a second stream of the same size to
 //! the same kind of worker, in the same run. The streams and their keys are deleted after.
 
-use std::{sync::Arc, time::Instant};
+use std::time::Instant;
 
 use redis::Commands as _;
 
 use super::{
-    plain::post_once, plain::PlainReport, wait_done, worker::SimWorker, BenchError, BenchOptions,
-    Report,
+    plain::{drain, post_once, PlainReport},
+    worker::SimWorker,
+    BenchError, BenchOptions, Report,
 };
-use crate::{config::Config, lifecycle::Shutdown, stats::Stats};
+use crate::config::Config;
 
 fn err<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> BenchError {
     move |e| BenchError::Run(format!("{what}: {e}"))
@@ -65,27 +66,9 @@ pub fn run(
         opts.concurrency
     );
     let config = Config::from_yaml(&text).map_err(|e| BenchError::Run(e.to_string()))?;
-    let shutdown = Shutdown::try_new().map_err(io("shutdown pipe"))?;
-    let started = Instant::now();
-    let reprow = {
-        let shutdown = shutdown.clone();
-        std::thread::spawn(move || crate::app::run(&config, shutdown, Arc::new(Stats::default())))
-    };
-    let finished = wait_done(opts, &worker);
-    shutdown.trigger();
-    let ran = reprow.join();
+    let report = drain(config, opts, &worker);
     cleanup(&mut conn, &stream);
-    match ran {
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) => return Err(BenchError::Run(e.to_string())),
-        Err(_) => return Err(BenchError::Run("the reprow thread panicked".into())),
-    }
-    let sent = vec![started; opts.jobs as usize];
-    let report = worker.report(
-        opts.jobs,
-        finished.saturating_duration_since(started),
-        &sent,
-    );
+    let report = report?;
     let plain = if plain {
         let stream = filled_stream(&mut conn, "plain", opts.jobs)?;
         let w =

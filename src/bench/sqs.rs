@@ -5,17 +5,16 @@
 //! holds a long poll for its whole wait even when messages are there. Credentials come from the environment as for reprow
 //! (any value for a local server such as moto).
 
-use std::{sync::Arc, time::Instant};
+use std::time::Instant;
 
 use aws_sdk_sqs::{types::SendMessageBatchRequestEntry, Client};
 
 use super::{
-    plain::{post_once, PlainReport},
-    wait_done,
+    plain::{drain, post_once, PlainReport},
     worker::SimWorker,
     BenchError, BenchOptions, Report,
 };
-use crate::{config::Config, lifecycle::Shutdown, stats::Stats};
+use crate::config::Config;
 
 fn err<E: std::fmt::Debug>(what: &'static str) -> impl Fn(E) -> BenchError {
     move |e| BenchError::Run(format!("{what}: {e:?}"))
@@ -100,28 +99,7 @@ pub fn run(
         opts.concurrency
     );
     let config = Config::from_yaml(&text).map_err(|e| BenchError::Run(e.to_string()))?;
-    let shutdown = Shutdown::try_new().map_err(|source| BenchError::Io {
-        what: "shutdown pipe",
-        source,
-    })?;
-    let started = Instant::now();
-    let reprow = {
-        let shutdown = shutdown.clone();
-        std::thread::spawn(move || crate::app::run(&config, shutdown, Arc::new(Stats::default())))
-    };
-    let finished = wait_done(opts, &worker);
-    shutdown.trigger();
-    match reprow.join() {
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) => return Err(BenchError::Run(e.to_string())),
-        Err(_) => return Err(BenchError::Run("the reprow thread panicked".into())),
-    }
-    let sent = vec![started; opts.jobs as usize];
-    let report = worker.report(
-        opts.jobs,
-        finished.saturating_duration_since(started),
-        &sent,
-    );
+    let report = drain(config, opts, &worker)?;
     let plain = if plain {
         let url = rt.block_on(filled_queue(&c, "plain", opts.jobs))?;
         let w = SimWorker::start(opts.jobs, opts.latency, opts.failure_rate).map_err(|source| {
